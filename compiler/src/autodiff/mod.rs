@@ -1,0 +1,279 @@
+//! Symbolic reverse-mode differentiation as a graph → graph pass.
+//!
+//! Seed d(objective) = 1, walk the original nodes in reverse topological
+//! order, ask each op for its gradient rule, and sum the contributions that
+//! reach a node over its fan-out. The new nodes are appended to the same
+//! graph, so forward and backward form one training graph that later passes
+//! optimise as a whole.
+
+use crate::diagnostic::{Diagnostic, ErrorKind, Span};
+use crate::graph::{Graph, NodeId, Shape, TensorType};
+use crate::lower::Network;
+use crate::ops::{BinaryOp, LeafOp, Op, OpError, ReduceKind, ReduceOp, ShapeOp, UnaryOp};
+use std::collections::HashMap;
+
+/// The builder that gradient rules add nodes through. New nodes carry the
+/// span of the forward node whose rule made them.
+pub struct GradCtx<'g> {
+    graph: &'g mut Graph,
+    span: Span,
+}
+
+impl<'g> GradCtx<'g> {
+    /// A builder over `graph` whose new nodes carry `span`.
+    pub fn new(graph: &'g mut Graph, span: Span) -> Self {
+        GradCtx { graph, span }
+    }
+
+    /// Appends a node.
+    pub fn add(&mut self, op: Op, operands: &[NodeId]) -> Result<NodeId, OpError> {
+        self.graph.add(op, operands, self.span)
+    }
+
+    /// The type of a node.
+    pub fn ty(&self, id: NodeId) -> &TensorType {
+        self.graph.ty(id)
+    }
+
+    /// A scalar constant.
+    pub fn constant(&mut self, value: f64) -> Result<NodeId, OpError> {
+        self.add(Op::Leaf(LeafOp::scalar(value)), &[])
+    }
+
+    /// A unary elementwise node.
+    pub fn unary(&mut self, op: UnaryOp, x: NodeId) -> Result<NodeId, OpError> {
+        self.add(Op::Unary(op), &[x])
+    }
+
+    /// A binary elementwise node.
+    pub fn binary(&mut self, op: BinaryOp, a: NodeId, b: NodeId) -> Result<NodeId, OpError> {
+        self.add(Op::Binary(op), &[a, b])
+    }
+
+    /// Sums `g` down to `shape` (the adjoint of broadcasting); `g` itself
+    /// when it already has that shape.
+    pub fn sum_to(&mut self, g: NodeId, shape: &Shape) -> Result<NodeId, OpError> {
+        if &self.ty(g).shape == shape {
+            Ok(g)
+        } else {
+            self.add(Op::Shape(ShapeOp::SumTo { to: shape.clone() }), &[g])
+        }
+    }
+
+    /// Zeros of a shape.
+    pub fn zeros(&mut self, shape: &Shape) -> Result<NodeId, OpError> {
+        let z = self.constant(0.0)?;
+        self.add(Op::Shape(ShapeOp::Broadcast { to: shape.clone() }), &[z])
+    }
+}
+
+fn internal(span: Span, e: OpError) -> Diagnostic {
+    Diagnostic::new(
+        if e.kind == ErrorKind::Internal {
+            ErrorKind::Internal
+        } else {
+            e.kind
+        },
+        span,
+        format!("cannot differentiate: {}", e.message),
+    )
+}
+
+/// Appends to `graph` the gradient of the scalar `objective` with respect to
+/// each node of `wrt`, and returns the gradient nodes in the same order.
+/// A node the objective does not depend on gets a zero gradient.
+pub fn gradients(
+    graph: &mut Graph,
+    objective: NodeId,
+    wrt: &[NodeId],
+) -> Result<Vec<NodeId>, Diagnostic> {
+    let obj_span = graph.node(objective).span;
+    if graph.ty(objective).shape.rank() != 0 {
+        return Err(Diagnostic::new(
+            ErrorKind::ShapeMismatch,
+            obj_span,
+            format!(
+                "the objective must be a scalar, found {}",
+                graph.ty(objective)
+            ),
+        ));
+    }
+    let original: Vec<NodeId> = graph.ids().collect();
+    // Only nodes that depend on something in `wrt` need a gradient.
+    let mut depends: HashMap<NodeId, bool> = HashMap::new();
+    for &id in &original {
+        let d = wrt.contains(&id) || graph.operands(id).iter().any(|o| depends[o]);
+        depends.insert(id, d);
+    }
+    let mut contributions: HashMap<NodeId, Vec<NodeId>> = HashMap::new();
+    let seed = GradCtx::new(graph, obj_span)
+        .constant(1.0)
+        .map_err(|e| internal(obj_span, e))?;
+    contributions.insert(objective, vec![seed]);
+
+    for &id in original.iter().rev() {
+        if !depends[&id] || wrt.contains(&id) && graph.node(id).op.leaf().is_some() {
+            continue;
+        }
+        let Some(parts) = contributions.remove(&id) else {
+            continue;
+        };
+        let node = graph.node(id).clone();
+        let mut cx = GradCtx::new(graph, node.span);
+        let g = sum_all(&mut cx, &parts).map_err(|e| internal(node.span, e))?;
+        if let Some(name) = &node.name {
+            graph.set_name(g, &format!("d_{name}"));
+        }
+        if wrt.contains(&id) {
+            // A non-leaf asked for: keep its gradient, and also propagate.
+            contributions.insert(id, vec![g]);
+        }
+        let operands = graph.operands(id);
+        let mut cx = GradCtx::new(graph, node.span);
+        let grads = node
+            .op
+            .grad(&mut cx, &operands, id, g)
+            .map_err(|e| internal(node.span, e))?;
+        for (operand, d) in operands.iter().zip(grads) {
+            if let Some(d) = d {
+                if depends[operand] {
+                    contributions.entry(*operand).or_default().push(d);
+                }
+            }
+        }
+    }
+
+    let mut out = Vec::with_capacity(wrt.len());
+    for &w in wrt {
+        let span = graph.node(w).span;
+        let mut cx = GradCtx::new(graph, span);
+        let g = match contributions.get(&w) {
+            Some(parts) => sum_all(&mut cx, parts),
+            None => {
+                let shape = cx.ty(w).shape.clone();
+                cx.zeros(&shape)
+            }
+        }
+        .map_err(|e| internal(span, e))?;
+        out.push(g);
+    }
+    Ok(out)
+}
+
+fn sum_all(cx: &mut GradCtx<'_>, parts: &[NodeId]) -> Result<NodeId, OpError> {
+    let mut acc = parts[0];
+    for &p in &parts[1..] {
+        acc = cx.binary(BinaryOp::Add, acc, p)?;
+    }
+    Ok(acc)
+}
+
+/// Penalties added to the loss before differentiation. They apply to the
+/// weights (parameters of rank 2 or more), not to biases or norms' scales.
+#[derive(Clone, Copy, Debug, Default, PartialEq)]
+pub struct Regularization {
+    /// Adds `l1 · Σ|w|`.
+    pub l1: f64,
+    /// Adds `l2/2 · Σw²`, so the gradient gains `l2 · w` (PyTorch's coupled
+    /// `weight_decay` convention).
+    pub l2: f64,
+}
+
+/// Which gradients the training graph computes.
+#[derive(Clone, Debug, Default)]
+pub struct GradOptions {
+    /// Loss penalties.
+    pub regularization: Regularization,
+    /// Also compute gradients with respect to these inputs (by name).
+    pub inputs: Vec<String>,
+}
+
+/// A network's forward graph extended with the backward pass.
+#[derive(Clone, Debug)]
+pub struct TrainingGraph {
+    /// Forward and backward nodes.
+    pub graph: Graph,
+    /// Number of nodes of the forward part (they come first).
+    pub forward_len: usize,
+    /// The data loss declared by `loss`.
+    pub loss: NodeId,
+    /// What is minimised: the loss plus regularisation.
+    pub objective: NodeId,
+    /// Each parameter's name, its node and its gradient node, in declaration order.
+    pub params: Vec<(String, NodeId, NodeId)>,
+    /// Requested input gradients: name, input node, gradient node.
+    pub inputs: Vec<(String, NodeId, NodeId)>,
+}
+
+/// Builds the training graph of a network: objective = loss + penalties,
+/// gradients for every parameter (and requested inputs).
+pub fn training_graph(net: &Network, opts: &GradOptions) -> Result<TrainingGraph, Diagnostic> {
+    let mut graph = net.graph.clone();
+    let forward_len = graph.len();
+    let span = graph.node(net.loss).span;
+    let reg = opts.regularization;
+    let mut objective = net.loss;
+    let build = |graph: &mut Graph, objective: &mut NodeId| -> Result<(), OpError> {
+        for p in net.params.iter().filter(|p| p.shape.rank() >= 2) {
+            for (coeff, square) in [(reg.l1, false), (reg.l2 / 2.0, true)] {
+                if coeff == 0.0 {
+                    continue;
+                }
+                let mut cx = GradCtx::new(graph, p.span);
+                let t = if square {
+                    cx.binary(BinaryOp::Mul, p.node, p.node)?
+                } else {
+                    cx.unary(UnaryOp::Abs, p.node)?
+                };
+                let s = cx.add(
+                    Op::Reduce(ReduceOp {
+                        kind: ReduceKind::Sum,
+                        axes: Vec::new(),
+                        keepdims: false,
+                    }),
+                    &[t],
+                )?;
+                let c = cx.constant(coeff)?;
+                let term = cx.binary(BinaryOp::Mul, s, c)?;
+                *objective = cx.binary(BinaryOp::Add, *objective, term)?;
+            }
+        }
+        Ok(())
+    };
+    build(&mut graph, &mut objective).map_err(|e| internal(span, e))?;
+    let mut wrt: Vec<NodeId> = net.params.iter().map(|p| p.node).collect();
+    let mut inputs = Vec::new();
+    for name in &opts.inputs {
+        let Some(input) = net.inputs.iter().find(|i| &i.name == name) else {
+            return Err(Diagnostic::new(
+                ErrorKind::UnknownName,
+                span,
+                format!("no input named `{name}` to differentiate with respect to"),
+            ));
+        };
+        inputs.push((name.clone(), input.node));
+        wrt.push(input.node);
+    }
+    let grads = gradients(&mut graph, objective, &wrt)?;
+    let np = net.params.len();
+    for (p, &g) in net.params.iter().zip(&grads) {
+        graph.set_name(g, &format!("grad {}", p.name));
+    }
+    Ok(TrainingGraph {
+        forward_len,
+        loss: net.loss,
+        objective,
+        params: net
+            .params
+            .iter()
+            .zip(&grads)
+            .map(|(p, &g)| (p.name.clone(), p.node, g))
+            .collect(),
+        inputs: inputs
+            .into_iter()
+            .zip(&grads[np..])
+            .map(|((n, node), &g)| (n, node, g))
+            .collect(),
+        graph,
+    })
+}

@@ -1,0 +1,154 @@
+//! The IR: a petgraph `StableDiGraph` whose nodes carry an op, a tensor type
+//! and the source span they came from, and whose edges are ordered operands.
+//!
+//! Invariant: nodes are only ever appended with operands that already exist,
+//! so index order is a topological order. Stages that walk the graph rely on
+//! it; [`Graph::verify`] checks it.
+
+mod dot;
+mod types;
+
+pub use dot::to_dot;
+pub use types::{DType, Dim, Shape, TensorType};
+
+use crate::diagnostic::Span;
+use crate::ops::{Op, OpError};
+use petgraph::stable_graph::{NodeIndex, StableDiGraph};
+use petgraph::visit::EdgeRef;
+use petgraph::Direction;
+
+/// Index of a node in a [`Graph`].
+pub type NodeId = NodeIndex<u32>;
+
+/// One operation in the graph with its result type.
+#[derive(Clone, Debug)]
+pub struct Node {
+    /// What the node computes.
+    pub op: Op,
+    /// Element type and shape of the result.
+    pub ty: TensorType,
+    /// The source the node came from (gradient nodes keep their forward node's).
+    pub span: Span,
+    /// The binding name in the source, where there is one.
+    pub name: Option<String>,
+}
+
+/// Edge weight: the position of the source node among the consumer's operands.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Operand(pub u8);
+
+/// A computation graph.
+#[derive(Clone, Debug, Default)]
+pub struct Graph {
+    inner: StableDiGraph<Node, Operand>,
+}
+
+impl Graph {
+    /// An empty graph.
+    pub fn new() -> Self {
+        Self::default()
+    }
+
+    /// Appends a node after checking the op's arity and shape rule.
+    pub fn add(&mut self, op: Op, operands: &[NodeId], span: Span) -> Result<NodeId, OpError> {
+        let types: Vec<&TensorType> = operands.iter().map(|&n| &self.inner[n].ty).collect();
+        let ty = op.infer(&types)?;
+        let id = self.inner.add_node(Node {
+            op,
+            ty,
+            span,
+            name: None,
+        });
+        for (i, &o) in operands.iter().enumerate() {
+            self.inner.add_edge(o, id, Operand(i as u8));
+        }
+        Ok(id)
+    }
+
+    /// The node at `id`.
+    pub fn node(&self, id: NodeId) -> &Node {
+        &self.inner[id]
+    }
+
+    /// Sets the source name shown for a node (in graphs and generated code).
+    pub fn set_name(&mut self, id: NodeId, name: &str) {
+        if self.inner[id].name.is_none() {
+            self.inner[id].name = Some(name.to_string());
+        }
+    }
+
+    /// The type of the node at `id`.
+    pub fn ty(&self, id: NodeId) -> &TensorType {
+        &self.inner[id].ty
+    }
+
+    /// The operands of a node, in order.
+    pub fn operands(&self, id: NodeId) -> Vec<NodeId> {
+        let mut edges: Vec<(u8, NodeId)> = self
+            .inner
+            .edges_directed(id, Direction::Incoming)
+            .map(|e| (e.weight().0, e.source()))
+            .collect();
+        edges.sort_by_key(|&(i, _)| i);
+        edges.into_iter().map(|(_, n)| n).collect()
+    }
+
+    /// The nodes that use `id` as an operand (once per use).
+    pub fn users(&self, id: NodeId) -> Vec<NodeId> {
+        self.inner
+            .edges_directed(id, Direction::Outgoing)
+            .map(|e| e.target())
+            .collect()
+    }
+
+    /// All node ids in a topological order (operands before users).
+    pub fn ids(&self) -> impl Iterator<Item = NodeId> + '_ {
+        self.inner.node_indices()
+    }
+
+    /// Number of nodes.
+    pub fn len(&self) -> usize {
+        self.inner.node_count()
+    }
+
+    /// Whether the graph has no nodes.
+    pub fn is_empty(&self) -> bool {
+        self.inner.node_count() == 0
+    }
+
+    /// The underlying petgraph graph, for algorithms and rendering.
+    pub fn petgraph(&self) -> &StableDiGraph<Node, Operand> {
+        &self.inner
+    }
+
+    /// Checks the invariants: operands precede their users, every node's type
+    /// is what its op infers from its operands.
+    pub fn verify(&self) -> Result<(), String> {
+        for id in self.ids() {
+            let ops = self.operands(id);
+            if let Some(bad) = ops.iter().find(|o| o.index() >= id.index()) {
+                return Err(format!(
+                    "node {} uses later node {}",
+                    id.index(),
+                    bad.index()
+                ));
+            }
+            let types: Vec<&TensorType> = ops.iter().map(|&n| self.ty(n)).collect();
+            let node = self.node(id);
+            match node.op.infer(&types) {
+                Ok(ty) if ty == node.ty => {}
+                Ok(ty) => {
+                    return Err(format!(
+                        "node {} ({}) has type {} but its op infers {}",
+                        id.index(),
+                        node.op,
+                        node.ty,
+                        ty
+                    ))
+                }
+                Err(e) => return Err(format!("node {} ({}): {}", id.index(), node.op, e.message)),
+            }
+        }
+        Ok(())
+    }
+}

@@ -1,0 +1,307 @@
+//! Binding a call's positional and named arguments to a parameter list, and
+//! converting each argument to the kind its parameter takes. Shared by op
+//! functions, layer sugar, initializers, optimizers and schedules, so every
+//! call in the language reports argument errors the same way.
+
+use super::{Lowerer, Reported, L};
+use crate::diagnostic::{Diagnostic, ErrorKind, Span};
+use crate::graph::{Dim, NodeId, Shape};
+use crate::ops::{ArgKind, ArgValue, Param};
+use crate::syntax::ast::{Arg, Expr, ExprKind};
+
+/// Where an argument's value comes from: source text, or a value already
+/// lowered (the left side of `|>`).
+#[derive(Clone, Copy, Debug)]
+pub enum ArgSrc<'a> {
+    /// An expression still to be converted.
+    Expr(&'a Expr),
+    /// A tensor already lowered, with the span it came from.
+    Lowered(NodeId, Span),
+}
+
+impl ArgSrc<'_> {
+    /// Where the argument is.
+    pub fn span(&self) -> Span {
+        match self {
+            ArgSrc::Expr(e) => e.span,
+            ArgSrc::Lowered(_, s) => *s,
+        }
+    }
+}
+
+/// Converted arguments per parameter, with the span each came from.
+pub type Converted = (Vec<Option<ArgValue>>, Vec<Option<Span>>);
+
+/// Arguments bound to parameters: for each parameter, its source if given.
+pub type Bound<'a> = Vec<Option<ArgSrc<'a>>>;
+
+/// Edit distance, for "did you mean" hints.
+pub fn levenshtein(a: &str, b: &str) -> usize {
+    let b: Vec<char> = b.chars().collect();
+    let mut prev: Vec<usize> = (0..=b.len()).collect();
+    for (i, ca) in a.chars().enumerate() {
+        let mut cur = vec![i + 1; b.len() + 1];
+        for (j, &cb) in b.iter().enumerate() {
+            cur[j + 1] = (prev[j] + usize::from(ca != cb))
+                .min(prev[j + 1] + 1)
+                .min(cur[j] + 1);
+        }
+        prev = cur;
+    }
+    prev[b.len()]
+}
+
+/// The closest candidate within a small edit distance.
+pub fn suggest<'a>(name: &str, candidates: impl IntoIterator<Item = &'a str>) -> Option<&'a str> {
+    candidates
+        .into_iter()
+        .map(|c| (levenshtein(name, c), c))
+        .filter(|&(d, c)| d <= 2.max(name.len() / 3) && d < c.len().max(name.len()))
+        .min_by_key(|&(d, _)| d)
+        .map(|(_, c)| c)
+}
+
+impl Lowerer {
+    /// Binds `args` (after any `first` value piped in) to `params`.
+    pub(super) fn bind<'a>(
+        &mut self,
+        func: &str,
+        call_span: Span,
+        params: &[Param],
+        first: Option<ArgSrc<'a>>,
+        args: &'a [Arg],
+    ) -> L<Bound<'a>> {
+        let mut bound: Bound<'a> = vec![None; params.len()];
+        let mut positional = 0usize;
+        let mut seen_named = false;
+        let all = first.map(|f| (None, f)).into_iter().chain(
+            args.iter()
+                .map(|a| (a.name.as_ref(), ArgSrc::Expr(&a.value))),
+        );
+        for (name, src) in all {
+            let slot = match name {
+                Some(n) => {
+                    seen_named = true;
+                    match params.iter().position(|p| p.name == n.name) {
+                        Some(i) => i,
+                        None => {
+                            let names: Vec<&str> = params.iter().map(|p| p.name).collect();
+                            let mut d = Diagnostic::new(
+                                ErrorKind::BadArgument,
+                                n.span,
+                                format!(
+                                    "`{func}` has no parameter `{}`; expected one of: {}",
+                                    n.name,
+                                    names.join(", ")
+                                ),
+                            )
+                            .with_label("unknown parameter");
+                            if let Some(s) = suggest(&n.name, names.iter().copied()) {
+                                d = d.with_help(format!("did you mean `{s}`?"));
+                            }
+                            return Err(self.report(d));
+                        }
+                    }
+                }
+                None => {
+                    if seen_named {
+                        return Err(self.report(
+                            Diagnostic::new(
+                                ErrorKind::BadArgument,
+                                src.span(),
+                                format!("positional argument after named arguments in `{func}`"),
+                            )
+                            .with_label("move it before the named arguments"),
+                        ));
+                    }
+                    if positional >= params.len() {
+                        return Err(self.report(
+                            Diagnostic::new(
+                                ErrorKind::BadArgument,
+                                src.span(),
+                                format!(
+                                    "`{func}` takes at most {} positional argument{}",
+                                    params.len(),
+                                    if params.len() == 1 { "" } else { "s" }
+                                ),
+                            )
+                            .with_label("unexpected argument"),
+                        ));
+                    }
+                    positional += 1;
+                    positional - 1
+                }
+            };
+            if bound[slot].is_some() {
+                return Err(self.report(
+                    Diagnostic::new(
+                        ErrorKind::BadArgument,
+                        src.span(),
+                        format!(
+                            "argument `{}` of `{func}` is given twice",
+                            params[slot].name
+                        ),
+                    )
+                    .with_label("given again here"),
+                ));
+            }
+            bound[slot] = Some(src);
+        }
+        for (p, b) in params.iter().zip(&bound) {
+            if p.required && b.is_none() {
+                return Err(self.report(
+                    Diagnostic::new(
+                        ErrorKind::BadArgument,
+                        call_span,
+                        format!(
+                            "`{func}` is missing its argument `{}` ({})",
+                            p.name,
+                            p.kind.describe()
+                        ),
+                    )
+                    .with_label(format!("`{}` missing", p.name)),
+                ));
+            }
+        }
+        Ok(bound)
+    }
+
+    /// Converts one bound argument to the kind its parameter takes.
+    pub(super) fn convert(&mut self, func: &str, param: &Param, src: ArgSrc<'_>) -> L<ArgValue> {
+        let expr = match src {
+            ArgSrc::Lowered(id, _) => {
+                if param.kind == ArgKind::Tensor {
+                    return Ok(ArgValue::Tensor(id, self.graph.ty(id).clone()));
+                }
+                return Err(self.wrong_kind(func, param, src.span(), "a tensor"));
+            }
+            ArgSrc::Expr(e) => e,
+        };
+        match param.kind {
+            ArgKind::Tensor => {
+                let id = self.expr(expr)?;
+                Ok(ArgValue::Tensor(id, self.graph.ty(id).clone()))
+            }
+            ArgKind::Int => match literal(expr) {
+                Some((v, true)) => Ok(ArgValue::Int(v as i64)),
+                _ => Err(self.wrong_kind(func, param, expr.span, &found(expr))),
+            },
+            ArgKind::Float => match literal(expr) {
+                Some((v, _)) => Ok(ArgValue::Float(v)),
+                _ => Err(self.wrong_kind(func, param, expr.span, &found(expr))),
+            },
+            ArgKind::Bool => match expr.kind {
+                ExprKind::Bool(b) => Ok(ArgValue::Bool(b)),
+                _ => Err(self.wrong_kind(func, param, expr.span, &found(expr))),
+            },
+            ArgKind::Name => match &expr.kind {
+                ExprKind::Name(n) => Ok(ArgValue::Name(n.name.clone())),
+                _ => Err(self.wrong_kind(func, param, expr.span, &found(expr))),
+            },
+            ArgKind::Axes => {
+                let items: Vec<&Expr> = match &expr.kind {
+                    ExprKind::List(items) => items.iter().collect(),
+                    _ => vec![expr],
+                };
+                let mut axes = Vec::new();
+                for item in items {
+                    match literal(item) {
+                        Some((v, true)) => axes.push(v as i64),
+                        _ => return Err(self.wrong_kind(func, param, item.span, &found(item))),
+                    }
+                }
+                Ok(ArgValue::Axes(axes))
+            }
+            ArgKind::Shape => {
+                let ExprKind::List(items) = &expr.kind else {
+                    return Err(self.wrong_kind(func, param, expr.span, &found(expr)));
+                };
+                let mut dims = Vec::new();
+                for item in items {
+                    match (&item.kind, literal(item)) {
+                        (ExprKind::Name(n), _) if n.name == "batch" => dims.push(Dim::Batch),
+                        (_, Some((v, true))) if v >= 1.0 => dims.push(Dim::Fixed(v as usize)),
+                        _ => {
+                            return Err(self.report(
+                                Diagnostic::new(
+                                    ErrorKind::BadArgument,
+                                    item.span,
+                                    format!(
+                                        "a dimension of `{func}`'s shape must be a positive integer or `batch`, found {}",
+                                        found(item)
+                                    ),
+                                )
+                                .with_label("not a dimension"),
+                            ))
+                        }
+                    }
+                }
+                Ok(ArgValue::Shape(Shape(dims)))
+            }
+        }
+    }
+
+    fn wrong_kind(&mut self, func: &str, param: &Param, span: Span, found: &str) -> Reported {
+        self.report(
+            Diagnostic::new(
+                ErrorKind::BadArgument,
+                span,
+                format!(
+                    "argument `{}` of `{func}` must be {}, found {found}",
+                    param.name,
+                    param.kind.describe()
+                ),
+            )
+            .with_label(format!("expected {}", param.kind.describe())),
+        )
+    }
+
+    /// Binds and converts all arguments; also returns each one's span.
+    pub(super) fn args<'a>(
+        &mut self,
+        func: &str,
+        call_span: Span,
+        params: &[Param],
+        first: Option<ArgSrc<'a>>,
+        args: &'a [Arg],
+    ) -> L<Converted> {
+        let bound = self.bind(func, call_span, params, first, args)?;
+        let mut out = Vec::with_capacity(params.len());
+        let spans = bound.iter().map(|b| b.map(|s| s.span())).collect();
+        for (p, b) in params.iter().zip(bound) {
+            out.push(match b {
+                Some(src) => Some(self.convert(func, p, src)?),
+                None => None,
+            });
+        }
+        Ok((out, spans))
+    }
+}
+
+/// A numeric literal, possibly negated: its value and whether it is an integer.
+pub fn literal(e: &Expr) -> Option<(f64, bool)> {
+    match &e.kind {
+        ExprKind::Number { value, is_int } => Some((*value, *is_int)),
+        ExprKind::Neg(inner) => literal(inner).map(|(v, i)| (-v, i)),
+        _ => None,
+    }
+}
+
+/// How an expression is described in "found ..." messages.
+pub fn found(e: &Expr) -> String {
+    match &e.kind {
+        ExprKind::Number {
+            value,
+            is_int: true,
+        } => format!("the integer {value}"),
+        ExprKind::Number { value, .. } => format!("the number {value}"),
+        ExprKind::Neg(_) if literal(e).is_some() => {
+            format!("the number {}", literal(e).map_or(0.0, |l| l.0))
+        }
+        ExprKind::Bool(b) => format!("`{b}`"),
+        ExprKind::Name(n) => format!("the name `{}`", n.name),
+        ExprKind::List(_) => "a list".to_string(),
+        ExprKind::Call { func, .. } => format!("a call to `{}`", func.name),
+        _ => "an expression".to_string(),
+    }
+}

@@ -1,0 +1,140 @@
+//! The `nnc` command-line tool.
+
+use anyhow::Context;
+use clap::{Parser, Subcommand};
+use nnc_compiler::autodiff::{training_graph, GradOptions};
+use nnc_compiler::{graph, report, SourceFile};
+use std::io::IsTerminal;
+use std::path::{Path, PathBuf};
+use std::process::ExitCode;
+
+/// nnc: a neural-network compiler.
+#[derive(Parser)]
+#[command(name = "nnc", version, about)]
+struct Cli {
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Subcommand)]
+enum Command {
+    /// Check a model: print each parameter, the totals and FLOPs, or the errors.
+    Check {
+        /// The .nn file.
+        file: PathBuf,
+    },
+    /// Write the graph of a network.
+    Graph {
+        /// The .nn file.
+        file: PathBuf,
+        /// Write Graphviz (the only format for now).
+        #[arg(long)]
+        dot: bool,
+        /// The training graph (forward and backward) instead of the forward graph.
+        #[arg(long)]
+        train: bool,
+        /// Which network, when the file has several (default: the first).
+        #[arg(long)]
+        network: Option<String>,
+        /// Output file (default: standard output).
+        #[arg(short, long)]
+        output: Option<PathBuf>,
+    },
+}
+
+fn main() -> ExitCode {
+    let cli = Cli::parse();
+    match run(cli) {
+        Ok(code) => code,
+        Err(e) => {
+            eprintln!("error: {e:#}");
+            ExitCode::from(2)
+        }
+    }
+}
+
+fn load(path: &Path) -> anyhow::Result<SourceFile> {
+    let text =
+        std::fs::read_to_string(path).with_context(|| format!("cannot read {}", path.display()))?;
+    Ok(SourceFile::new(path.display().to_string(), text))
+}
+
+/// Prints diagnostics the way rustc does and returns the failure exit code.
+fn fail(source: &SourceFile, diagnostics: &[nnc_compiler::Diagnostic]) -> ExitCode {
+    let color = std::io::stderr().is_terminal() && std::env::var_os("NO_COLOR").is_none();
+    eprint!("{}", source.render(diagnostics, color));
+    let n = diagnostics.len();
+    eprintln!(
+        "error: could not compile `{}` due to {n} previous error{}",
+        source.name,
+        if n == 1 { "" } else { "s" }
+    );
+    ExitCode::FAILURE
+}
+
+fn run(cli: Cli) -> anyhow::Result<ExitCode> {
+    match cli.command {
+        Command::Check { file } => {
+            let source = load(&file)?;
+            let module = match nnc_compiler::check_source(&source) {
+                Ok(m) => m,
+                Err(e) => return Ok(fail(&source, &e.diagnostics)),
+            };
+            for net in &module.networks {
+                let cfg = module.train_config(&net.name);
+                let opts = GradOptions {
+                    regularization: cfg.regularization,
+                    inputs: Vec::new(),
+                };
+                let tg = match training_graph(net, &opts) {
+                    Ok(tg) => tg,
+                    Err(d) => return Ok(fail(&source, &[d])),
+                };
+                print!("{}", report::summary(net, &tg));
+            }
+            Ok(ExitCode::SUCCESS)
+        }
+        Command::Graph {
+            file,
+            dot: _,
+            train,
+            network,
+            output,
+        } => {
+            let source = load(&file)?;
+            let module = match nnc_compiler::check_source(&source) {
+                Ok(m) => m,
+                Err(e) => return Ok(fail(&source, &e.diagnostics)),
+            };
+            let net = match &network {
+                Some(name) => module
+                    .network(name)
+                    .with_context(|| format!("no network named `{name}` in {}", source.name))?,
+                None => module
+                    .networks
+                    .first()
+                    .with_context(|| format!("{} defines no network", source.name))?,
+            };
+            let text = if train {
+                let cfg = module.train_config(&net.name);
+                let opts = GradOptions {
+                    regularization: cfg.regularization,
+                    inputs: Vec::new(),
+                };
+                let tg = match training_graph(net, &opts) {
+                    Ok(tg) => tg,
+                    Err(d) => return Ok(fail(&source, &[d])),
+                };
+                graph::to_dot(&tg.graph, &net.name, Some(tg.forward_len))
+            } else {
+                graph::to_dot(&net.graph, &net.name, None)
+            };
+            match output {
+                Some(path) => std::fs::write(&path, text)
+                    .with_context(|| format!("cannot write {}", path.display()))?,
+                None => print!("{text}"),
+            }
+            Ok(ExitCode::SUCCESS)
+        }
+    }
+}

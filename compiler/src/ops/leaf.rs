@@ -1,0 +1,105 @@
+//! Leaves: the values a graph starts from. Inputs, labels and parameters are
+//! bound by whoever evaluates the graph; constants carry their value, scaled by
+//! a power of the batch size so that means over `batch` stay symbolic.
+
+use super::{EvalCtx, OpError, Tensor};
+use crate::graph::{DType, Shape, TensorType};
+use ndarray::{ArrayD, IxDyn};
+use std::fmt;
+
+/// A leaf of the graph.
+#[derive(Clone, Debug, PartialEq)]
+pub enum LeafOp {
+    /// A float input fed each step.
+    Input {
+        /// The declared name.
+        name: String,
+        /// The declared shape.
+        shape: Shape,
+    },
+    /// Integer class labels fed each step.
+    Label {
+        /// The declared name.
+        name: String,
+        /// The declared shape.
+        shape: Shape,
+        /// Number of classes.
+        classes: usize,
+    },
+    /// A trained parameter.
+    Param {
+        /// The parameter's name (also its checkpoint tensor name).
+        name: String,
+        /// Its shape (never mentions `batch`).
+        shape: Shape,
+    },
+    /// A scalar `value * batch^batch_pow`.
+    Constant {
+        /// The fixed factor.
+        value: f64,
+        /// Power of the batch size the value is multiplied by.
+        batch_pow: i32,
+    },
+}
+
+impl LeafOp {
+    /// A plain scalar constant.
+    pub fn scalar(value: f64) -> Self {
+        LeafOp::Constant {
+            value,
+            batch_pow: 0,
+        }
+    }
+
+    /// The leaf's type.
+    pub fn infer(&self) -> TensorType {
+        match self {
+            LeafOp::Input { shape, .. } | LeafOp::Param { shape, .. } => {
+                TensorType::f32(shape.clone())
+            }
+            LeafOp::Label { shape, classes, .. } => TensorType {
+                dtype: DType::Class { classes: *classes },
+                shape: shape.clone(),
+            },
+            LeafOp::Constant { .. } => TensorType::scalar(),
+        }
+    }
+
+    /// The value of a constant; other leaves are bound by the interpreter.
+    pub fn eval(&self, cx: &EvalCtx) -> Result<Tensor, OpError> {
+        match self {
+            LeafOp::Constant { value, batch_pow } => {
+                let v = value * (cx.batch as f64).powi(*batch_pow);
+                Ok(ArrayD::from_elem(IxDyn(&[]), v))
+            }
+            other => Err(OpError::internal(format!(
+                "{other} has no value of its own; it must be bound"
+            ))),
+        }
+    }
+
+    /// The declared name of an input, label or parameter.
+    pub fn name(&self) -> Option<&str> {
+        match self {
+            LeafOp::Input { name, .. }
+            | LeafOp::Label { name, .. }
+            | LeafOp::Param { name, .. } => Some(name),
+            LeafOp::Constant { .. } => None,
+        }
+    }
+}
+
+impl fmt::Display for LeafOp {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            LeafOp::Input { name, .. } => write!(f, "input {name}"),
+            LeafOp::Label { name, .. } => write!(f, "label {name}"),
+            LeafOp::Param { name, .. } => write!(f, "param {name}"),
+            LeafOp::Constant {
+                value,
+                batch_pow: 0,
+            } => write!(f, "{value}"),
+            LeafOp::Constant { value, batch_pow } => write!(f, "{value}·batch^{batch_pow}"),
+        }
+    }
+}

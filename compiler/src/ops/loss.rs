@@ -1,0 +1,296 @@
+//! Losses over a batch, each the mean over its elements, and the one-hot
+//! encoding of class labels. Cross-entropy is one op (not log-softmax then a
+//! gather) so that later stages can emit it as one stable kernel.
+
+use super::leaf::LeafOp;
+use super::signature::{ArgKind, Function, Param};
+use super::softmax::{logsumexp, SoftmaxKind, SoftmaxOp};
+use super::{expect_f32, BinaryOp, Op, OpError, Tensor, UnaryOp};
+use crate::autodiff::GradCtx;
+use crate::graph::{DType, Dim, NodeId, Shape, TensorType};
+use crate::ErrorKind;
+use ndarray::{ArrayD, Axis, IxDyn};
+use std::fmt;
+
+/// A loss or label encoding.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+pub enum LossOp {
+    /// Mean over positions of `-log softmax(logits)[label]`; operands
+    /// `logits: f32[..., C]` and `labels: class[...] of C`.
+    CrossEntropy,
+    /// Mean over elements of the binary cross-entropy of `sigmoid(logits)`
+    /// against float targets in [0, 1]; computed from the logits, stably.
+    BinaryCrossEntropy,
+    /// `class[...] of C` → `f32[..., C]` with a 1 at each label.
+    OneHot {
+        /// The number of classes C.
+        classes: usize,
+    },
+}
+
+impl LossOp {
+    /// Number of operands.
+    pub fn arity(&self) -> usize {
+        match self {
+            LossOp::CrossEntropy | LossOp::BinaryCrossEntropy => 2,
+            LossOp::OneHot { .. } => 1,
+        }
+    }
+
+    /// The shape rule.
+    pub fn infer(&self, t: &[&TensorType]) -> Result<TensorType, OpError> {
+        match self {
+            LossOp::CrossEntropy => {
+                let (logits, labels) = (t[0], t[1]);
+                expect_f32(logits, 0, "cross_entropy")?;
+                let DType::Class { classes } = labels.dtype else {
+                    return Err(OpError {
+                        kind: ErrorKind::TypeMismatch,
+                        message: format!(
+                            "cross_entropy expects class labels as its second operand, found {labels}"
+                        ),
+                        operand: Some(1),
+                        help: Some(
+                            "declare them with `label name: class[batch] of N;`, or use \
+                             binary_cross_entropy or mse for float targets"
+                                .into(),
+                        ),
+                    });
+                };
+                let want = labels
+                    .shape
+                    .dims()
+                    .iter()
+                    .copied()
+                    .chain([Dim::Fixed(classes)]);
+                if !logits.shape.dims().iter().copied().eq(want) {
+                    return Err(OpError::shape(format!(
+                        "cross_entropy of {logits} against {labels}: logits must be \
+                         f32{} (one score per class for each label)",
+                        Shape(
+                            labels
+                                .shape
+                                .dims()
+                                .iter()
+                                .copied()
+                                .chain([Dim::Fixed(classes)])
+                                .collect()
+                        )
+                    )));
+                }
+                Ok(TensorType::scalar())
+            }
+            LossOp::BinaryCrossEntropy => {
+                expect_f32(t[0], 0, "binary_cross_entropy")?;
+                expect_f32(t[1], 1, "binary_cross_entropy")?;
+                if t[0].shape != t[1].shape {
+                    return Err(OpError::shape(format!(
+                        "binary_cross_entropy of {} against {}: shapes differ",
+                        t[0], t[1]
+                    )));
+                }
+                Ok(TensorType::scalar())
+            }
+            LossOp::OneHot { classes: want } => match t[0].dtype {
+                DType::Class { classes } if classes == *want => {
+                    let mut dims = t[0].shape.dims().to_vec();
+                    dims.push(Dim::Fixed(classes));
+                    Ok(TensorType::f32(Shape(dims)))
+                }
+                _ => Err(OpError {
+                    kind: ErrorKind::TypeMismatch,
+                    message: format!(
+                        "one_hot expects class labels of {want} classes, found {}",
+                        t[0]
+                    ),
+                    operand: Some(0),
+                    help: None,
+                }),
+            },
+        }
+    }
+
+    /// f64 evaluation.
+    pub fn eval(&self, x: &[&Tensor]) -> Result<Tensor, OpError> {
+        match self {
+            LossOp::CrossEntropy => {
+                let (logits, labels) = (x[0], x[1]);
+                let c = *logits.shape().last().unwrap_or(&0);
+                if labels.len() * c != logits.len() || c == 0 {
+                    return Err(OpError::shape("cross_entropy operands do not agree"));
+                }
+                let rows = logits
+                    .to_shape((labels.len(), c))
+                    .map_err(|e| OpError::internal(e.to_string()))?;
+                let mut total = 0.0;
+                for (row, &label) in rows.outer_iter().zip(labels.iter()) {
+                    let k = class_index(label, c)?;
+                    total += logsumexp(row.iter()) - row[k];
+                }
+                Ok(scalar(total / labels.len() as f64))
+            }
+            LossOp::BinaryCrossEntropy => {
+                let total: f64 = x[0]
+                    .iter()
+                    .zip(x[1].iter())
+                    .map(|(&z, &t)| z.max(0.0) - z * t + (-z.abs()).exp().ln_1p())
+                    .sum();
+                Ok(scalar(total / x[0].len() as f64))
+            }
+            LossOp::OneHot { classes } => one_hot(x[0], *classes),
+        }
+    }
+
+    /// FLOPs for one sample.
+    pub fn flops(&self, t: &[&TensorType]) -> u64 {
+        let n = t[0].shape.numel(1) as u64;
+        match self {
+            LossOp::CrossEntropy => 5 * n,
+            LossOp::BinaryCrossEntropy => 6 * n,
+            LossOp::OneHot { .. } => 0,
+        }
+    }
+
+    /// Gradient rules: cross-entropy's is (softmax(logits) − one_hot(labels))/N,
+    /// binary cross-entropy's (sigmoid(logits) − targets)/N; labels get none.
+    pub fn grad(
+        &self,
+        cx: &mut GradCtx<'_>,
+        x: &[NodeId],
+        g: NodeId,
+    ) -> Result<Vec<Option<NodeId>>, OpError> {
+        match self {
+            LossOp::CrossEntropy => {
+                let labels_shape = cx.ty(x[1]).shape.clone();
+                let scale = mean_scale(cx, &labels_shape, g)?;
+                let axis = cx.ty(x[0]).shape.rank() - 1;
+                let p = cx.add(
+                    Op::Softmax(SoftmaxOp {
+                        kind: SoftmaxKind::Softmax,
+                        axis,
+                    }),
+                    &[x[0]],
+                )?;
+                let classes = cx.ty(x[0]).shape.dims()[axis].resolve(1);
+                let oh = cx.add(Op::Loss(LossOp::OneHot { classes }), &[x[1]])?;
+                let d = cx.binary(BinaryOp::Sub, p, oh)?;
+                Ok(vec![Some(cx.binary(BinaryOp::Mul, d, scale)?), None])
+            }
+            LossOp::BinaryCrossEntropy => {
+                let shape = cx.ty(x[0]).shape.clone();
+                let scale = mean_scale(cx, &shape, g)?;
+                let s = cx.unary(UnaryOp::Sigmoid, x[0])?;
+                let d = cx.binary(BinaryOp::Sub, s, x[1])?;
+                let dz = cx.binary(BinaryOp::Mul, d, scale)?;
+                let nz = cx.unary(UnaryOp::Neg, x[0])?;
+                let dt = cx.binary(BinaryOp::Mul, nz, scale)?;
+                Ok(vec![Some(dz), Some(dt)])
+            }
+            LossOp::OneHot { .. } => Ok(vec![None]),
+        }
+    }
+}
+
+/// `g / N` where N is the number of elements of `shape` (symbolic in batch).
+fn mean_scale(cx: &mut GradCtx<'_>, shape: &Shape, g: NodeId) -> Result<NodeId, OpError> {
+    let n = shape.fixed_numel().unwrap_or(usize::MAX) as f64;
+    let c = cx.add(
+        Op::Leaf(LeafOp::Constant {
+            value: 1.0 / n,
+            batch_pow: -shape.batch_power(),
+        }),
+        &[],
+    )?;
+    cx.binary(BinaryOp::Mul, g, c)
+}
+
+fn scalar(v: f64) -> Tensor {
+    ArrayD::from_elem(IxDyn(&[]), v)
+}
+
+/// A label value as a class index, rejecting non-integers and out-of-range.
+pub fn class_index(label: f64, classes: usize) -> Result<usize, OpError> {
+    if label.fract() != 0.0 || label < 0.0 || label >= classes as f64 {
+        return Err(OpError::argument(format!(
+            "label {label} is not a class index in 0..{classes}"
+        )));
+    }
+    Ok(label as usize)
+}
+
+/// One-hot encoding of label values for `classes` classes.
+pub fn one_hot(labels: &Tensor, classes: usize) -> Result<Tensor, OpError> {
+    let mut shape = labels.shape().to_vec();
+    shape.push(classes);
+    let mut out = Tensor::zeros(IxDyn(&shape));
+    {
+        let mut rows = out
+            .view_mut()
+            .into_shape_with_order((labels.len(), classes))
+            .map_err(|e| OpError::internal(e.to_string()))?;
+        for (mut row, &l) in rows.axis_iter_mut(Axis(0)).zip(labels.iter()) {
+            row[class_index(l, classes)?] = 1.0;
+        }
+    }
+    Ok(out)
+}
+
+impl fmt::Display for LossOp {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(match self {
+            LossOp::CrossEntropy => "cross_entropy",
+            LossOp::BinaryCrossEntropy => "binary_cross_entropy",
+            LossOp::OneHot { .. } => "one_hot",
+        })
+    }
+}
+
+/// The losses of the language (mse and l1 are sugar over these primitives;
+/// see `lower`).
+pub static FUNCTIONS: &[Function] = &[
+    Function {
+        name: "cross_entropy",
+        params: &[
+            Param::req("logits", ArgKind::Tensor),
+            Param::req("labels", ArgKind::Tensor),
+        ],
+        doc: "mean of -log softmax(logits)[label]: sparse categorical cross-entropy from logits",
+        build: |a| {
+            Ok((
+                Op::Loss(LossOp::CrossEntropy),
+                vec![a.tensor(0)?.0, a.tensor(1)?.0],
+            ))
+        },
+    },
+    Function {
+        name: "binary_cross_entropy",
+        params: &[
+            Param::req("logits", ArgKind::Tensor),
+            Param::req("targets", ArgKind::Tensor),
+        ],
+        doc: "mean binary cross-entropy of sigmoid(logits) against targets, from logits",
+        build: |a| {
+            Ok((
+                Op::Loss(LossOp::BinaryCrossEntropy),
+                vec![a.tensor(0)?.0, a.tensor(1)?.0],
+            ))
+        },
+    },
+    Function {
+        name: "one_hot",
+        params: &[Param::req("labels", ArgKind::Tensor)],
+        doc: "class labels as f32 one-hot vectors",
+        build: |a| {
+            let (labels, ty) = a.tensor(0)?;
+            let DType::Class { classes } = ty.dtype else {
+                return Err(OpError {
+                    kind: ErrorKind::TypeMismatch,
+                    message: format!("one_hot expects class labels, found {ty}"),
+                    operand: Some(0),
+                    help: None,
+                });
+            };
+            Ok((Op::Loss(LossOp::OneHot { classes }), vec![labels]))
+        },
+    },
+];

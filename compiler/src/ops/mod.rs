@@ -1,0 +1,257 @@
+//! The ops. Each op family lives in one file with its four faces side by side:
+//! the shape rule (`infer`), the f64 semantics (`eval`), the gradient rule
+//! (`grad`, in terms of other ops) and the surface functions that name it in
+//! the language. The stages (lower, autodiff, interp) are drivers that ask the
+//! op; [`Op`] only dispatches to the family.
+
+pub mod elementwise;
+pub mod leaf;
+pub mod loss;
+pub mod matmul;
+pub mod reduce;
+pub mod shape;
+pub mod signature;
+pub mod softmax;
+
+pub use elementwise::{BinaryOp, UnaryOp};
+pub use leaf::LeafOp;
+pub use loss::LossOp;
+pub use matmul::Matmul;
+pub use reduce::{ReduceKind, ReduceOp};
+pub use shape::ShapeOp;
+pub use signature::{ArgKind, ArgValue, Args, Function, Param};
+pub use softmax::SoftmaxOp;
+
+use crate::autodiff::GradCtx;
+use crate::graph::{DType, NodeId, Shape, TensorType};
+use ndarray::ArrayD;
+use std::fmt;
+
+/// A tensor value in the reference interpreter.
+pub type Tensor = ArrayD<f64>;
+
+/// What an op's shape rule or gradient rule reports when it cannot proceed.
+#[derive(Clone, Debug, PartialEq)]
+pub struct OpError {
+    /// The class of the error (shape, type or argument).
+    pub kind: crate::ErrorKind,
+    /// What was expected and what was found.
+    pub message: String,
+    /// The operand the error is about, where it is about one.
+    pub operand: Option<usize>,
+    /// A suggestion for the fix.
+    pub help: Option<String>,
+}
+
+impl OpError {
+    /// A shape error.
+    pub fn shape(message: impl Into<String>) -> Self {
+        OpError {
+            kind: crate::ErrorKind::ShapeMismatch,
+            message: message.into(),
+            operand: None,
+            help: None,
+        }
+    }
+
+    /// An argument error.
+    pub fn argument(message: impl Into<String>) -> Self {
+        OpError {
+            kind: crate::ErrorKind::BadArgument,
+            ..OpError::shape(message)
+        }
+    }
+
+    /// An internal error: an invariant of nnc did not hold.
+    pub fn internal(message: impl Into<String>) -> Self {
+        OpError {
+            kind: crate::ErrorKind::Internal,
+            ..OpError::shape(message)
+        }
+    }
+
+    /// Names the operand the error concerns.
+    pub fn at(mut self, operand: usize) -> Self {
+        self.operand = Some(operand);
+        self
+    }
+
+    /// Adds a hint.
+    pub fn with_help(mut self, help: impl Into<String>) -> Self {
+        self.help = Some(help.into());
+        self
+    }
+}
+
+/// What evaluation needs besides operand values.
+#[derive(Clone, Copy, Debug)]
+pub struct EvalCtx {
+    /// The batch size this evaluation binds `batch` to.
+    pub batch: usize,
+}
+
+/// An operation of the graph.
+#[derive(Clone, Debug, PartialEq)]
+pub enum Op {
+    /// Inputs, labels, parameters and constants.
+    Leaf(LeafOp),
+    /// One-operand elementwise functions.
+    Unary(UnaryOp),
+    /// Two-operand elementwise arithmetic with broadcasting.
+    Binary(BinaryOp),
+    /// Matrix product (batched over leading dimensions).
+    Matmul(Matmul),
+    /// Sum, mean and max over axes.
+    Reduce(ReduceOp),
+    /// Softmax and log-softmax along an axis.
+    Softmax(SoftmaxOp),
+    /// Reshape, transpose, broadcast and its adjoint.
+    Shape(ShapeOp),
+    /// Losses and label encodings.
+    Loss(LossOp),
+}
+
+impl Op {
+    /// The shape rule: the result type for these operand types, or why not.
+    pub fn infer(&self, inputs: &[&TensorType]) -> Result<TensorType, OpError> {
+        let arity = self.arity();
+        if inputs.len() != arity {
+            return Err(OpError::internal(format!(
+                "{self} takes {arity} operands, got {}",
+                inputs.len()
+            )));
+        }
+        match self {
+            Op::Leaf(op) => Ok(op.infer()),
+            Op::Unary(op) => op.infer(inputs[0]),
+            Op::Binary(op) => op.infer(inputs[0], inputs[1]),
+            Op::Matmul(op) => op.infer(inputs[0], inputs[1]),
+            Op::Reduce(op) => op.infer(inputs[0]),
+            Op::Softmax(op) => op.infer(inputs[0]),
+            Op::Shape(op) => op.infer(inputs[0]),
+            Op::Loss(op) => op.infer(inputs),
+        }
+    }
+
+    /// Number of operands.
+    pub fn arity(&self) -> usize {
+        match self {
+            Op::Leaf(_) => 0,
+            Op::Unary(_) | Op::Reduce(_) | Op::Softmax(_) | Op::Shape(_) => 1,
+            Op::Binary(_) | Op::Matmul(_) => 2,
+            Op::Loss(op) => op.arity(),
+        }
+    }
+
+    /// The f64 semantics. Leaves other than constants are bound by the
+    /// interpreter, not computed here.
+    pub fn eval(&self, inputs: &[&Tensor], cx: &EvalCtx) -> Result<Tensor, OpError> {
+        match self {
+            Op::Leaf(op) => op.eval(cx),
+            Op::Unary(op) => Ok(op.eval(inputs[0])),
+            Op::Binary(op) => op.eval(inputs[0], inputs[1]),
+            Op::Matmul(op) => op.eval(inputs[0], inputs[1]),
+            Op::Reduce(op) => Ok(op.eval(inputs[0])),
+            Op::Softmax(op) => Ok(op.eval(inputs[0])),
+            Op::Shape(op) => op.eval(inputs[0], cx),
+            Op::Loss(op) => op.eval(inputs),
+        }
+    }
+
+    /// The gradient rule: given the gradient `dout` of the objective with
+    /// respect to this node's result `out`, the gradients with respect to each
+    /// operand (`None` where it is zero or the operand is not differentiable).
+    pub fn grad(
+        &self,
+        cx: &mut GradCtx<'_>,
+        inputs: &[NodeId],
+        out: NodeId,
+        dout: NodeId,
+    ) -> Result<Vec<Option<NodeId>>, OpError> {
+        match self {
+            Op::Leaf(_) => Ok(Vec::new()),
+            Op::Unary(op) => op.grad(cx, inputs[0], out, dout).map(|g| vec![g]),
+            Op::Binary(op) => op.grad(cx, inputs[0], inputs[1], out, dout),
+            Op::Matmul(op) => op.grad(cx, inputs[0], inputs[1], dout),
+            Op::Reduce(op) => op.grad(cx, inputs[0], out, dout).map(|g| vec![g]),
+            Op::Softmax(op) => op.grad(cx, inputs[0], out, dout).map(|g| vec![Some(g)]),
+            Op::Shape(op) => op.grad(cx, inputs[0], dout).map(|g| vec![Some(g)]),
+            Op::Loss(op) => op.grad(cx, inputs, dout),
+        }
+    }
+
+    /// Floating-point operations for one evaluation with `batch = 1`: the
+    /// basis of `nnc check`'s per-sample FLOP counts.
+    pub fn flops(&self, inputs: &[&TensorType], out: &TensorType) -> u64 {
+        let n = |s: &Shape| s.numel(1) as u64;
+        match self {
+            Op::Leaf(_) => 0,
+            Op::Unary(op) => op.flops_per_element() * n(&out.shape),
+            Op::Binary(_) => n(&out.shape),
+            Op::Matmul(_) => {
+                let k = match inputs[0].shape.dims().last() {
+                    Some(d) => d.resolve(1) as u64,
+                    None => 0,
+                };
+                2 * k * n(&out.shape)
+            }
+            Op::Reduce(_) => n(&inputs[0].shape),
+            Op::Softmax(_) => 4 * n(&inputs[0].shape),
+            Op::Shape(ShapeOp::SumTo { .. }) => n(&inputs[0].shape),
+            Op::Shape(_) => 0,
+            Op::Loss(op) => op.flops(inputs),
+        }
+    }
+
+    /// Whether this op is a leaf of the given kind of declaration.
+    pub fn leaf(&self) -> Option<&LeafOp> {
+        match self {
+            Op::Leaf(l) => Some(l),
+            _ => None,
+        }
+    }
+}
+
+impl fmt::Display for Op {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            Op::Leaf(op) => write!(f, "{op}"),
+            Op::Unary(op) => write!(f, "{op}"),
+            Op::Binary(op) => write!(f, "{op}"),
+            Op::Matmul(_) => f.write_str("matmul"),
+            Op::Reduce(op) => write!(f, "{op}"),
+            Op::Softmax(op) => write!(f, "{op}"),
+            Op::Shape(op) => write!(f, "{op}"),
+            Op::Loss(op) => write!(f, "{op}"),
+        }
+    }
+}
+
+/// Every surface function that names a primitive op, from all families.
+pub fn functions() -> impl Iterator<Item = &'static Function> {
+    elementwise::FUNCTIONS
+        .iter()
+        .chain(matmul::FUNCTIONS)
+        .chain(reduce::FUNCTIONS)
+        .chain(softmax::FUNCTIONS)
+        .chain(shape::FUNCTIONS)
+        .chain(loss::FUNCTIONS)
+}
+
+/// Requires an f32 operand: class labels are indices, not numbers.
+pub(crate) fn expect_f32(ty: &TensorType, operand: usize, what: &str) -> Result<(), OpError> {
+    match ty.dtype {
+        DType::F32 => Ok(()),
+        DType::Class { .. } => Err(OpError {
+            kind: crate::ErrorKind::TypeMismatch,
+            message: format!("{what} expects an f32 tensor, found class labels {ty}"),
+            operand: Some(operand),
+            help: Some(
+                "labels are class indices; use them in cross_entropy(logits, labels) \
+                 or turn them into floats with one_hot(labels)"
+                    .to_string(),
+            ),
+        }
+        .at(operand)),
+    }
+}

@@ -1,0 +1,89 @@
+//! Human-readable summaries: what `nnc check` prints.
+
+use crate::autodiff::TrainingGraph;
+use crate::graph::{Graph, TensorType};
+use crate::lower::{InputKind, Network};
+use std::fmt::Write;
+
+/// FLOPs of the nodes in `range` of index order, for one sample (batch 1).
+pub fn flops(graph: &Graph, range: std::ops::Range<usize>) -> u64 {
+    graph
+        .ids()
+        .filter(|id| range.contains(&id.index()))
+        .map(|id| {
+            let ops = graph.operands(id);
+            let types: Vec<&TensorType> = ops.iter().map(|&o| graph.ty(o)).collect();
+            let node = graph.node(id);
+            node.op.flops(&types, &node.ty)
+        })
+        .sum()
+}
+
+/// Per-sample FLOPs of the forward and backward parts of a training graph.
+pub fn flops_per_sample(tg: &TrainingGraph) -> (u64, u64) {
+    let fwd = flops(&tg.graph, 0..tg.forward_len);
+    let total = flops(&tg.graph, 0..usize::MAX);
+    (fwd, total - fwd)
+}
+
+/// Groups digits by thousands: 101770 → "101,770".
+pub fn thousands(n: u64) -> String {
+    let s = n.to_string();
+    let mut out = String::new();
+    for (i, c) in s.chars().enumerate() {
+        if i > 0 && (s.len() - i) % 3 == 0 {
+            out.push(',');
+        }
+        out.push(c);
+    }
+    out
+}
+
+/// The `nnc check` summary of one network.
+pub fn summary(net: &Network, tg: &TrainingGraph) -> String {
+    let mut out = String::new();
+    let _ = writeln!(out, "network {}", net.name);
+    for i in &net.inputs {
+        let kind = match i.kind {
+            InputKind::Features => "input",
+            InputKind::Labels => "label",
+        };
+        let _ = writeln!(out, "  {kind:<6} {:<16} {}", i.name, i.ty);
+    }
+    let name_w = net
+        .params
+        .iter()
+        .map(|p| p.name.len())
+        .max()
+        .unwrap_or(0)
+        .max(12);
+    let _ = writeln!(out, "  params:");
+    for p in &net.params {
+        let _ = writeln!(
+            out,
+            "    {:<name_w$}  {:<16} {:>12}",
+            p.name,
+            format!("f32{}", p.shape),
+            thousands(p.shape.numel(1) as u64)
+        );
+    }
+    let _ = writeln!(
+        out,
+        "  total params: {}",
+        thousands(net.param_count() as u64)
+    );
+    let (f, b) = flops_per_sample(tg);
+    let _ = writeln!(
+        out,
+        "  FLOPs per sample: forward {}, backward {}",
+        thousands(f),
+        thousands(b)
+    );
+    let _ = writeln!(
+        out,
+        "  graph: {} forward nodes, {} training nodes",
+        tg.forward_len,
+        tg.graph.len()
+    );
+    out
+}

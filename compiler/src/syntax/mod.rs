@@ -1,0 +1,491 @@
+//! Text → AST. The grammar is `grammar.pest`; this module turns pest's pairs
+//! into the typed [`ast`] with spans, and pest's errors into diagnostics that
+//! say what was expected and what was found.
+
+pub mod ast;
+
+use crate::diagnostic::{Diagnostic, ErrorKind, Span};
+use ast::*;
+use pest::error::{Error as PestError, InputLocation};
+use pest::iterators::Pair;
+use pest::pratt_parser::{Assoc, Op as POp, PrattParser};
+use pest::Parser;
+use std::sync::LazyLock;
+
+#[derive(pest_derive::Parser)]
+#[grammar = "syntax/grammar.pest"]
+struct NncParser;
+
+/// Brackets nested deeper than this are rejected before parsing, so that no
+/// input can exhaust the stack of the recursive-descent parser.
+pub const MAX_NESTING: usize = 128;
+
+static PRATT: LazyLock<PrattParser<Rule>> = LazyLock::new(|| {
+    PrattParser::new()
+        .op(POp::infix(Rule::pipe, Assoc::Left))
+        .op(POp::infix(Rule::add, Assoc::Left) | POp::infix(Rule::sub, Assoc::Left))
+        .op(POp::infix(Rule::mul, Assoc::Left) | POp::infix(Rule::div, Assoc::Left))
+        .op(POp::infix(Rule::matmul, Assoc::Left))
+        .op(POp::prefix(Rule::neg))
+});
+
+/// Parses a whole file.
+pub fn parse(text: &str) -> Result<File, Diagnostic> {
+    check_nesting(text)?;
+    // Record the literal tokens tried at the failure point, for "expected ..." messages.
+    pest::set_error_detail(true);
+    let mut pairs = NncParser::parse(Rule::file, text).map_err(|e| syntax_error(text, e))?;
+    let mut file = File::default();
+    let Some(root) = pairs.next() else {
+        return Ok(file);
+    };
+    for item in root.into_inner() {
+        match item.as_rule() {
+            Rule::network => file.networks.push(network(item)?),
+            Rule::train => file.trains.push(train(item)?),
+            _ => {}
+        }
+    }
+    Ok(file)
+}
+
+fn check_nesting(text: &str) -> Result<(), Diagnostic> {
+    let mut depth = 0usize;
+    let mut in_comment = false;
+    let mut prev = '\0';
+    for (i, c) in text.char_indices() {
+        if in_comment {
+            in_comment = c != '\n';
+        } else if c == '/' && prev == '/' {
+            in_comment = true;
+        } else if matches!(c, '(' | '[' | '{') {
+            depth += 1;
+            if depth > MAX_NESTING {
+                return Err(Diagnostic::new(
+                    ErrorKind::Syntax,
+                    Span::new(i, i + 1),
+                    format!("brackets nested more than {MAX_NESTING} deep"),
+                )
+                .with_label("too deep"));
+            }
+        } else if matches!(c, ')' | ']' | '}') {
+            depth = depth.saturating_sub(1);
+        }
+        prev = c;
+    }
+    Ok(())
+}
+
+fn span(p: &Pair<'_, Rule>) -> Span {
+    let s = p.as_span();
+    Span::new(s.start(), s.end())
+}
+
+fn ident(p: Pair<'_, Rule>) -> Ident {
+    Ident {
+        name: p.as_str().to_string(),
+        span: span(&p),
+    }
+}
+
+fn network(p: Pair<'_, Rule>) -> Result<NetworkDef, Diagnostic> {
+    let sp = span(&p);
+    let mut inner = p.into_inner().skip(1); // kw_network
+    let name = ident(next(&mut inner, sp)?);
+    let mut stmts = Vec::new();
+    for s in inner {
+        stmts.push(stmt(s)?);
+    }
+    Ok(NetworkDef {
+        name,
+        stmts,
+        span: sp,
+    })
+}
+
+fn next<'a>(
+    it: &mut impl Iterator<Item = Pair<'a, Rule>>,
+    sp: Span,
+) -> Result<Pair<'a, Rule>, Diagnostic> {
+    it.next()
+        .ok_or_else(|| Diagnostic::new(ErrorKind::Internal, sp, "malformed parse tree"))
+}
+
+fn stmt(p: Pair<'_, Rule>) -> Result<Stmt, Diagnostic> {
+    let sp = span(&p);
+    let rule = p.as_rule();
+    let mut it = p.into_inner();
+    if rule != Rule::binding && rule != Rule::loss_decl {
+        next(&mut it, sp)?; // the keyword
+    }
+    let kind = match rule {
+        Rule::input_decl => StmtKind::Input {
+            name: ident(next(&mut it, sp)?),
+            ty: tensor_type(next(&mut it, sp)?)?,
+        },
+        Rule::label_decl => {
+            let name = ident(next(&mut it, sp)?);
+            next(&mut it, sp)?; // kw_class
+            let mut dims = Vec::new();
+            let mut classes = None;
+            for q in it {
+                match q.as_rule() {
+                    Rule::dims => dims = dim_list(q)?,
+                    Rule::integer => classes = Some((int(&q)?, span(&q))),
+                    _ => {}
+                }
+            }
+            let classes = classes
+                .ok_or_else(|| Diagnostic::new(ErrorKind::Internal, sp, "no class count"))?;
+            StmtKind::Label {
+                name,
+                dims,
+                classes,
+            }
+        }
+        Rule::param_decl => StmtKind::Param {
+            name: ident(next(&mut it, sp)?),
+            ty: tensor_type(next(&mut it, sp)?)?,
+            init: it.next().map(expr).transpose()?,
+        },
+        Rule::output_decl => StmtKind::Output {
+            name: ident(next(&mut it, sp)?),
+            value: it.next().map(expr).transpose()?,
+        },
+        Rule::loss_decl => {
+            next(&mut it, sp)?; // kw_loss
+            StmtKind::Loss {
+                value: expr(next(&mut it, sp)?)?,
+            }
+        }
+        Rule::binding => StmtKind::Let {
+            name: ident(next(&mut it, sp)?),
+            value: expr(next(&mut it, sp)?)?,
+        },
+        _ => {
+            return Err(Diagnostic::new(
+                ErrorKind::Internal,
+                sp,
+                "unexpected statement",
+            ))
+        }
+    };
+    Ok(Stmt { kind, span: sp })
+}
+
+fn int(p: &Pair<'_, Rule>) -> Result<u64, Diagnostic> {
+    p.as_str().parse::<u64>().map_err(|_| {
+        Diagnostic::new(
+            ErrorKind::Syntax,
+            span(p),
+            format!("integer `{}` is too large", p.as_str()),
+        )
+        .with_label("too large")
+    })
+}
+
+fn tensor_type(p: Pair<'_, Rule>) -> Result<TypeExpr, Diagnostic> {
+    let sp = span(&p);
+    let mut it = p.into_inner();
+    let dtype = ident(next(&mut it, sp)?);
+    let dims = match it.next() {
+        Some(d) => dim_list(d)?,
+        None => Vec::new(),
+    };
+    Ok(TypeExpr {
+        dtype,
+        dims,
+        span: sp,
+    })
+}
+
+fn dim_list(p: Pair<'_, Rule>) -> Result<Vec<DimExpr>, Diagnostic> {
+    p.into_inner()
+        .map(|d| {
+            let sp = span(&d);
+            let inner = next(&mut d.into_inner(), sp)?;
+            Ok(match inner.as_rule() {
+                Rule::integer => DimExpr::Fixed(int(&inner)?, sp),
+                _ => DimExpr::Named(ident(inner)),
+            })
+        })
+        .collect()
+}
+
+fn expr(p: Pair<'_, Rule>) -> Result<Expr, Diagnostic> {
+    PRATT
+        .map_primary(primary)
+        .map_prefix(|op, rhs| {
+            let rhs = rhs?;
+            Ok(Expr {
+                span: span(&op).to(rhs.span),
+                kind: ExprKind::Neg(Box::new(rhs)),
+            })
+        })
+        .map_infix(|lhs, op, rhs| {
+            let (lhs, rhs) = (lhs?, rhs?);
+            let sp = lhs.span.to(rhs.span);
+            let (lhs, rhs) = (Box::new(lhs), Box::new(rhs));
+            let bin = |op| ExprKind::Binary {
+                op,
+                lhs: lhs.clone(),
+                rhs: rhs.clone(),
+            };
+            let kind = match op.as_rule() {
+                Rule::pipe => ExprKind::Pipe {
+                    lhs: lhs.clone(),
+                    rhs: rhs.clone(),
+                },
+                Rule::add => bin(BinOp::Add),
+                Rule::sub => bin(BinOp::Sub),
+                Rule::mul => bin(BinOp::Mul),
+                Rule::div => bin(BinOp::Div),
+                _ => bin(BinOp::Matmul),
+            };
+            Ok(Expr { kind, span: sp })
+        })
+        .parse(p.into_inner())
+}
+
+fn primary(p: Pair<'_, Rule>) -> Result<Expr, Diagnostic> {
+    let sp = span(&p);
+    let kind = match p.as_rule() {
+        Rule::expr => return expr(p),
+        Rule::number => {
+            let text = p.as_str();
+            let value = text.parse::<f64>().map_err(|_| {
+                Diagnostic::new(ErrorKind::Syntax, sp, format!("`{text}` is not a number"))
+            })?;
+            if !value.is_finite() {
+                return Err(Diagnostic::new(
+                    ErrorKind::Syntax,
+                    sp,
+                    format!("number `{text}` is too large"),
+                )
+                .with_label("not a finite f64"));
+            }
+            ExprKind::Number {
+                value,
+                is_int: !text.contains(['.', 'e', 'E']),
+            }
+        }
+        Rule::boolean => ExprKind::Bool(p.as_str() == "true"),
+        Rule::name => ExprKind::Name(ident(next(&mut p.into_inner(), sp)?)),
+        Rule::list => ExprKind::List(p.into_inner().map(expr).collect::<Result<_, _>>()?),
+        Rule::call => {
+            let mut it = p.into_inner();
+            let func = ident(next(&mut it, sp)?);
+            let args = it
+                .map(|a| {
+                    let mut parts: Vec<Pair<'_, Rule>> = a.into_inner().collect();
+                    let value = expr(parts.pop().ok_or_else(|| {
+                        Diagnostic::new(ErrorKind::Internal, sp, "empty argument")
+                    })?)?;
+                    Ok(Arg {
+                        name: parts.pop().map(ident),
+                        value,
+                    })
+                })
+                .collect::<Result<_, Diagnostic>>()?;
+            ExprKind::Call { func, args }
+        }
+        _ => {
+            return Err(Diagnostic::new(
+                ErrorKind::Internal,
+                sp,
+                "unexpected expression",
+            ))
+        }
+    };
+    Ok(Expr { kind, span: sp })
+}
+
+fn train(p: Pair<'_, Rule>) -> Result<TrainDef, Diagnostic> {
+    let sp = span(&p);
+    let mut it = p.into_inner().skip(1); // kw_train
+    let name = ident(next(&mut it, sp)?);
+    let settings = it
+        .map(|s| {
+            let ssp = span(&s);
+            let mut parts = s.into_inner();
+            Ok(Setting {
+                key: ident(next(&mut parts, ssp)?),
+                value: expr(next(&mut parts, ssp)?)?,
+                span: ssp,
+            })
+        })
+        .collect::<Result<_, Diagnostic>>()?;
+    Ok(TrainDef {
+        name,
+        settings,
+        span: sp,
+    })
+}
+
+// ------------------------------------------------------------------ errors
+
+fn describe(rule: Rule) -> Option<&'static str> {
+    Some(match rule {
+        Rule::EOI => "end of input",
+        Rule::network | Rule::kw_network => "`network`",
+        Rule::train | Rule::kw_train => "`train`",
+        Rule::kw_input | Rule::input_decl => "`input`",
+        Rule::kw_label | Rule::label_decl => "`label`",
+        Rule::kw_param | Rule::param_decl => "`param`",
+        Rule::kw_output | Rule::output_decl => "`output`",
+        Rule::kw_loss | Rule::loss_decl => "`loss`",
+        Rule::kw_class => "`class`",
+        Rule::kw_of => "`of`",
+        Rule::binding => "a binding `name = ...;`",
+        Rule::ident | Rule::name => "a name",
+        Rule::integer => "an integer",
+        Rule::number => "a number",
+        Rule::boolean => "`true` or `false`",
+        Rule::expr | Rule::call | Rule::list => "an expression",
+        Rule::dtype | Rule::tensor_type => "a type like `f32[batch, 784]`",
+        Rule::dims | Rule::dim => "a dimension",
+        Rule::setting => "a setting `key: value;`",
+        Rule::arg => "an argument",
+        Rule::pipe => "`|>`",
+        Rule::add => "`+`",
+        Rule::sub => "`-`",
+        Rule::mul => "`*`",
+        Rule::div => "`/`",
+        Rule::matmul => "`@`",
+        Rule::neg => "`-`",
+        _ => return None,
+    })
+}
+
+fn syntax_error(text: &str, e: PestError<Rule>) -> Diagnostic {
+    let rule_pos = match e.location {
+        InputLocation::Pos(p) => p,
+        InputLocation::Span((s, _)) => s,
+    };
+    let mut expected: Vec<String> = Vec::new();
+    let mut push = |s: String| {
+        if !expected.contains(&s) {
+            expected.push(s);
+        }
+    };
+    // pest reports the furthest failed *rule*; the furthest failed *token*
+    // (a missing `;`) is further still and is what a reader wants to see.
+    let attempts = e.parse_attempts();
+    let pos = attempts
+        .as_ref()
+        .map_or(rule_pos, |a| a.max_position.max(rule_pos));
+    if let Some(attempts) = &attempts {
+        if attempts.max_position >= rule_pos {
+            for t in attempts.expected_tokens() {
+                // Whitespace, comments, ranges, built-in rules and the number
+                // syntax's `.` and `E` are noise; keep punctuation and keywords.
+                let token = t.to_string();
+                let noise = token.trim().is_empty()
+                    || token == "//"
+                    || token == "BUILTIN_RULE"
+                    || token.contains("..")
+                    || token == "."
+                    || token.eq_ignore_ascii_case("e");
+                if !noise {
+                    push(format!("`{token}`"));
+                }
+            }
+        }
+    }
+    if pos == rule_pos {
+        if let pest::error::ErrorVariant::ParsingError { positives, .. } = &e.variant {
+            for &r in positives {
+                if let Some(d) = describe(r) {
+                    push(d.to_string());
+                }
+            }
+        }
+    }
+    // Point at the next token, unless it is on a later line: then just
+    // after the previous token, where the missing one belongs (as rustc does).
+    let next = pos
+        + text
+            .get(pos..)
+            .map_or(0, |r| r.len() - r.trim_start().len());
+    let (found, len) = found_at(text, next);
+    let prev_end = text.get(..pos).map_or(pos, |t| t.trim_end().len());
+    let span = if text
+        .get(prev_end..next)
+        .is_some_and(|gap| gap.contains('\n'))
+    {
+        Span::new(prev_end, prev_end)
+    } else {
+        Span::new(next, (next + len).min(text.len()))
+    };
+    let expected = condense(expected);
+    if expected.is_empty() {
+        return Diagnostic::new(ErrorKind::Syntax, span, format!("unexpected {found}"))
+            .with_label("unexpected here");
+    }
+    Diagnostic::new(
+        ErrorKind::Syntax,
+        span,
+        format!("expected {expected}, found {found}"),
+    )
+    .with_label(format!("expected {expected}"))
+}
+
+/// Folds the raw list of expected tokens into what a reader wants: "an
+/// operator" for the operator set, "an expression" for everything that can
+/// start one. Returns "" when nothing was expected.
+fn condense(mut expected: Vec<String>) -> String {
+    const OPERATORS: &[&str] = &["`*`", "`+`", "`-`", "`/`", "`@`", "`|>`"];
+    const STARTERS: &[&str] = &[
+        "`(`",
+        "`-`",
+        "`[`",
+        "`_`",
+        "`true`",
+        "`false`",
+        "a number",
+        "a name",
+        "`true` or `false`",
+        "an expression",
+    ];
+    let has = |e: &Vec<String>, x: &str| e.iter().any(|s| s == x);
+    if has(&expected, "an expression") || has(&expected, "a number") {
+        expected.retain(|s| !STARTERS.contains(&s.as_str()));
+        expected.push("an expression".to_string());
+    }
+    if OPERATORS.iter().filter(|o| has(&expected, o)).count() >= 3 {
+        expected.retain(|s| !OPERATORS.contains(&s.as_str()));
+        expected.push("an operator".to_string());
+    }
+    if has(&expected, "a name") {
+        expected.retain(|s| s != "`_`");
+    }
+    match expected.len() {
+        0 => String::new(),
+        1 => expected.remove(0),
+        _ => {
+            let last = expected.pop().unwrap_or_default();
+            format!("{} or {last}", expected.join(", "))
+        }
+    }
+}
+
+/// Describes the token at `pos`: a word, a number, a symbol, or end of input.
+fn found_at(text: &str, pos: usize) -> (String, usize) {
+    let rest = text.get(pos..).unwrap_or("");
+    let Some(c) = rest.chars().next() else {
+        return ("end of input".to_string(), 0);
+    };
+    let word: String = if c.is_alphanumeric() || c == '_' {
+        rest.chars()
+            .take_while(|c| c.is_alphanumeric() || *c == '_' || *c == '.')
+            .collect()
+    } else {
+        let two: String = rest.chars().take(2).collect();
+        if two == "|>" {
+            two
+        } else {
+            c.to_string()
+        }
+    };
+    (format!("`{}`", word.escape_debug()), word.len())
+}
