@@ -26,8 +26,8 @@ fn every_example_model_checks_and_differentiates() {
             path.display().to_string(),
             std::fs::read_to_string(&path).unwrap(),
         );
-        let module = check_source(&src)
-            .unwrap_or_else(|e| panic!("{}", src.render(&e.diagnostics, false)));
+        let module =
+            check_source(&src).unwrap_or_else(|e| panic!("{}", src.render(&e.diagnostics, false)));
         for net in &module.networks {
             let tg = training_graph(net, &GradOptions::default()).expect("differentiable");
             tg.graph.verify().expect("well-formed");

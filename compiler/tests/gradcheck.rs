@@ -79,8 +79,8 @@ proptest! {
     }
 
     #[test]
-    fn binary_ops_with_broadcasting(d in dims(), mask in prop::collection::vec(any::<bool>(), 3), drop in 0usize..3, swap in any::<bool>(), which in 0usize..4, seed in any::<u64>()) {
-        let op = [BinaryOp::Add, BinaryOp::Sub, BinaryOp::Mul, BinaryOp::Div][which];
+    fn binary_ops_with_broadcasting(d in dims(), mask in prop::collection::vec(any::<bool>(), 3), drop in 0usize..3, swap in any::<bool>(), which in 0usize..5, seed in any::<u64>()) {
+        let op = [BinaryOp::Add, BinaryOp::Sub, BinaryOp::Mul, BinaryOp::Div, BinaryOp::Equal][which];
         let mut rng = Rng(seed);
         // The second operand: some leading dims dropped, some set to 1.
         let small: Vec<usize> = d.iter().enumerate().skip(drop.min(d.len() - 1))

@@ -3,7 +3,7 @@
 //! functions, layer sugar, initializers, optimizers and schedules, so every
 //! call in the language reports argument errors the same way.
 
-use super::{Lowerer, Reported, L};
+use super::{Lowerer, Reported, L, MAX_ELEMENTS};
 use crate::diagnostic::{Diagnostic, ErrorKind, Span};
 use crate::graph::{Dim, NodeId, Shape};
 use crate::ops::{ArgKind, ArgValue, Param};
@@ -220,7 +220,19 @@ impl Lowerer {
                 for item in items {
                     match (&item.kind, literal(item)) {
                         (ExprKind::Name(n), _) if n.name == "batch" => dims.push(Dim::Batch),
-                        (_, Some((v, true))) if v >= 1.0 => dims.push(Dim::Fixed(v as usize)),
+                        (_, Some((v, true))) if v >= 1.0 && v <= MAX_ELEMENTS as f64 => {
+                            dims.push(Dim::Fixed(v as usize))
+                        }
+                        (_, Some((v, true))) if v > MAX_ELEMENTS as f64 => {
+                            return Err(self.report(
+                                Diagnostic::new(
+                                    ErrorKind::Invalid,
+                                    item.span,
+                                    format!("a dimension of `{func}`'s shape is too large"),
+                                )
+                                .with_label("more than 2^40"),
+                            ))
+                        }
                         _ => {
                             return Err(self.report(
                                 Diagnostic::new(

@@ -317,7 +317,13 @@ impl Lowerer {
             _ => return Err(Reported),
         };
         let (ps, ts) = (spans[0].unwrap_or(span), spans[1].unwrap_or(span));
-        if pty.shape != tty.shape && pty.dtype == tty.dtype {
+        // Report class labels against this call, not the `-` it expands to.
+        for (i, ty) in [pty, tty].into_iter().enumerate() {
+            if let Err(e) = ops::expect_f32(ty, i, func) {
+                return Err(self.op_error(e, &[(p, ps), (t, ts)], span));
+            }
+        }
+        if pty.shape != tty.shape {
             let msg = format!("{func} of {pty} and {tty}: shapes differ");
             return Err(self.report(
                 Diagnostic::new(ErrorKind::ShapeMismatch, span, msg)

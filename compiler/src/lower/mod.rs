@@ -18,6 +18,9 @@ use std::collections::HashMap;
 
 pub use layers::Init;
 
+/// The most elements a tensor may have (not counting `batch`): 2^40.
+pub const MAX_ELEMENTS: usize = 1 << 40;
+
 /// Marker: the error has been recorded in the lowerer's list.
 #[derive(Debug, Clone, Copy)]
 pub struct Reported;
@@ -257,7 +260,11 @@ impl Lowerer {
                             if let Ok(n) = node {
                                 self.graph.set_name(n, &name.name);
                             }
-                            self.declare(name, node.ok());
+                            if !self.declare(name, node.ok()) {
+                                // Already reported as a duplicate name: one
+                                // mistake, one error.
+                                continue;
+                            }
                             node
                         }
                         None => self.lookup(name),
@@ -344,8 +351,8 @@ impl Lowerer {
         })
     }
 
-    /// Binds a name, reporting a duplicate.
-    fn declare(&mut self, name: &ast::Ident, node: Option<NodeId>) {
+    /// Binds a name, reporting a duplicate; `false` when it was one.
+    fn declare(&mut self, name: &ast::Ident, node: Option<NodeId>) -> bool {
         if let Some(prev) = self.scope.get(&name.name) {
             let d = Diagnostic::new(
                 ErrorKind::DuplicateName,
@@ -355,7 +362,7 @@ impl Lowerer {
             .with_label("defined again here")
             .with_note(prev.span, "first defined here");
             self.report(d);
-            return;
+            return false;
         }
         self.scope.insert(
             name.name.clone(),
@@ -364,6 +371,7 @@ impl Lowerer {
                 span: name.span,
             },
         );
+        true
     }
 
     fn lookup(&mut self, name: &ast::Ident) -> L<NodeId> {
@@ -381,6 +389,7 @@ impl Lowerer {
                 .with_label("not defined before this use");
                 if is_function {
                     d.message = format!("`{}` is a function, not a value", name.name);
+                    d.label = "a function used as a value".to_string();
                     d = d.with_help(format!(
                         "call it, `{0}(x)`, or pipe into it, `x |> {0}`",
                         name.name
@@ -404,7 +413,7 @@ impl Lowerer {
                     ))
                 }
                 DimExpr::Fixed(n, sp) => match usize::try_from(*n) {
-                    Ok(n) if n <= 1 << 40 => out.push(Dim::Fixed(n)),
+                    Ok(n) if n <= MAX_ELEMENTS => out.push(Dim::Fixed(n)),
                     _ => {
                         return Err(self.report(
                             Diagnostic::new(ErrorKind::Invalid, *sp, "dimension is too large")
@@ -441,7 +450,7 @@ impl Lowerer {
             }
         }
         let shape = Shape(out);
-        if shape.fixed_numel().is_none_or(|n| n > 1 << 40) {
+        if shape.fixed_numel().is_none_or(|n| n > MAX_ELEMENTS) {
             let span = dims.first().map_or(Span::default(), |d| {
                 d.span().to(dims[dims.len() - 1].span())
             });
@@ -547,6 +556,15 @@ impl Lowerer {
 
     /// Registers a parameter and its leaf node.
     fn add_param(&mut self, name: String, shape: Shape, init: Init, span: Span) -> L<NodeId> {
+        if shape.fixed_numel().is_none_or(|n| n > MAX_ELEMENTS) {
+            let d = Diagnostic::new(
+                ErrorKind::Invalid,
+                span,
+                format!("parameter `{name}` has too many elements: f32{shape}"),
+            )
+            .with_label("more than 2^40 elements");
+            return Err(self.report(d));
+        }
         let node = self.leaf(
             LeafOp::Param {
                 name: name.clone(),
@@ -567,10 +585,24 @@ impl Lowerer {
 
     /// Adds an op node, turning a shape-rule failure into a diagnostic that
     /// points at `span` and labels each operand with its type.
+    /// Results are held to the same size limit as declared tensors, so that
+    /// broadcasting or a product of large tensors cannot overflow a count.
     fn add_op(&mut self, op: Op, operands: &[(NodeId, Span)], span: Span) -> L<NodeId> {
         let ids: Vec<NodeId> = operands.iter().map(|o| o.0).collect();
         match self.graph.add(op, &ids, span) {
-            Ok(id) => Ok(id),
+            Ok(id) => {
+                let ty = self.graph.ty(id);
+                if ty.shape.fixed_numel().is_none_or(|n| n > MAX_ELEMENTS) {
+                    let d = Diagnostic::new(
+                        ErrorKind::Invalid,
+                        span,
+                        format!("the result {ty} has too many elements"),
+                    )
+                    .with_label("more than 2^40 elements");
+                    return Err(self.report(d));
+                }
+                Ok(id)
+            }
             Err(e) => Err(self.op_error(e, operands, span)),
         }
     }

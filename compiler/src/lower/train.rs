@@ -281,7 +281,13 @@ fn hypers(c: &ConstCall<'_>, table: &[Hyper], errors: &mut Vec<Diagnostic>) -> O
                         ),
                     )
                     .with_label("unknown parameter");
-                    if let Some(s) = suggest(&n.name, names.iter().copied()) {
+                    let alias = match n.name.as_str() {
+                        "learning_rate" => Some("lr"),
+                        "epsilon" => Some("eps"),
+                        _ => None,
+                    }
+                    .filter(|a| names.contains(a));
+                    if let Some(s) = alias.or_else(|| suggest(&n.name, names.iter().copied())) {
                         d = d.with_help(format!("did you mean `{s}`?"));
                     }
                     errors.push(d);

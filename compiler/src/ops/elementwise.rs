@@ -1,11 +1,14 @@
 //! Elementwise ops: unary functions and binary arithmetic with numpy-style
 //! broadcasting.
 
+use super::kernel::Kernel;
 use super::signature::{ArgKind, Args, Built, Function, Param};
 use super::{expect_f32, LeafOp, Op, OpError, Tensor};
 use crate::autodiff::GradCtx;
 use crate::graph::{Dim, NodeId, Shape, TensorType};
 use ndarray::{IxDyn, Zip};
+use proc_macro2::TokenStream;
+use quote::quote;
 use std::f64::consts::{FRAC_1_SQRT_2, PI};
 use std::fmt;
 
@@ -177,6 +180,60 @@ impl UnaryOp {
     }
 }
 
+impl UnaryOp {
+    /// The f32 expression of the function applied to `x`.
+    pub fn emit_expr(&self, rt: &TokenStream) -> TokenStream {
+        let f = Kernel::f32;
+        match *self {
+            UnaryOp::Neg => quote!(-x),
+            UnaryOp::Exp => quote!(x.exp()),
+            UnaryOp::Log => quote!(x.ln()),
+            UnaryOp::Sqrt => quote!(x.sqrt()),
+            UnaryOp::Abs => quote!(x.abs()),
+            UnaryOp::Pow(2.0) => quote!(x * x),
+            UnaryOp::Pow(p) if p.fract() == 0.0 && p.abs() < 64.0 => {
+                let p = p as i32;
+                quote!(x.powi(#p))
+            }
+            UnaryOp::Pow(p) => {
+                let p = f(p);
+                quote!(x.powf(#p))
+            }
+            UnaryOp::Relu => quote!(x.max(0.0)),
+            UnaryOp::LeakyRelu(a) => {
+                let a = f(a);
+                quote!(if x > 0.0 { x } else { #a * x })
+            }
+            UnaryOp::Sigmoid => quote!(#rt::kernels::sigmoid(x)),
+            UnaryOp::Tanh => quote!(x.tanh()),
+            UnaryOp::Gelu => quote!(#rt::kernels::gelu(x)),
+            UnaryOp::Step => quote!(if x > 0.0 { 1.0 } else { 0.0 }),
+            UnaryOp::LeakyStep(a) => {
+                let a = f(a);
+                quote!(if x > 0.0 { 1.0 } else { #a })
+            }
+            UnaryOp::Sign => quote!(if x > 0.0 {
+                1.0
+            } else if x < 0.0 {
+                -1.0
+            } else {
+                0.0
+            }),
+            UnaryOp::GeluGrad => quote!(#rt::kernels::gelu_grad(x)),
+        }
+    }
+
+    /// The codegen face: one loop over the elements.
+    pub fn emit(&self, k: &Kernel<'_>) -> TokenStream {
+        let e = self.emit_expr(k.rt);
+        quote! {
+            for (o, &x) in out.iter_mut().zip(x0) {
+                *o = #e;
+            }
+        }
+    }
+}
+
 impl fmt::Display for UnaryOp {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         match self {
@@ -210,6 +267,8 @@ pub enum BinaryOp {
     Mul,
     /// `a / b`
     Div,
+    /// 1 where `a == b`, else 0: the mask that routes max's gradient.
+    Equal,
 }
 
 impl BinaryOp {
@@ -220,6 +279,7 @@ impl BinaryOp {
             BinaryOp::Sub => a - b,
             BinaryOp::Mul => a * b,
             BinaryOp::Div => a / b,
+            BinaryOp::Equal => f64::from(u8::from(a == b)),
         }
     }
 
@@ -230,6 +290,7 @@ impl BinaryOp {
             BinaryOp::Sub => "-",
             BinaryOp::Mul => "*",
             BinaryOp::Div => "/",
+            BinaryOp::Equal => "==",
         }
     }
 
@@ -282,10 +343,63 @@ impl BinaryOp {
                 let t = cx.binary(BinaryOp::Mul, ga, out)?;
                 (ga, cx.unary(UnaryOp::Neg, t)?)
             }
+            // Piecewise constant: zero wherever the derivative exists.
+            BinaryOp::Equal => return Ok(vec![None, None]),
         };
         let sa = cx.ty(a).shape.clone();
         let sb = cx.ty(b).shape.clone();
         Ok(vec![Some(cx.sum_to(ga, &sa)?), Some(cx.sum_to(gb, &sb)?)])
+    }
+}
+
+impl BinaryOp {
+    /// The f32 expression combining the left `l` and right `r` operands.
+    pub fn emit_expr(&self) -> TokenStream {
+        match self {
+            BinaryOp::Add => quote!(l + r),
+            BinaryOp::Sub => quote!(l - r),
+            BinaryOp::Mul => quote!(l * r),
+            BinaryOp::Div => quote!(l / r),
+            BinaryOp::Equal => quote!(if l == r { 1.0 } else { 0.0 }),
+        }
+    }
+
+    /// The codegen face: a flat loop when the shapes agree or one side is a
+    /// single value; the runtime's broadcasting kernel otherwise.
+    pub fn emit(&self, k: &Kernel<'_>) -> TokenStream {
+        let e = self.emit_expr();
+        let (sa, sb) = (&k.inputs[0].shape, &k.inputs[1].shape);
+        if sa == sb {
+            quote! {
+                for ((o, &l), &r) in out.iter_mut().zip(x0).zip(x1) {
+                    *o = #e;
+                }
+            }
+        } else if Kernel::is_scalar(sb) && sa == &k.out.shape {
+            quote! {
+                let r = x1[0];
+                for (o, &l) in out.iter_mut().zip(x0) {
+                    *o = #e;
+                }
+            }
+        } else if Kernel::is_scalar(sa) && sb == &k.out.shape {
+            quote! {
+                let l = x0[0];
+                for (o, &r) in out.iter_mut().zip(x1) {
+                    *o = #e;
+                }
+            }
+        } else {
+            let rt = k.rt;
+            let (od, ad, bd) = (
+                Kernel::dims(&k.out.shape),
+                Kernel::dims(sa),
+                Kernel::dims(sb),
+            );
+            quote! {
+                #rt::kernels::zip_broadcast(out, &#od, x0, &#ad, x1, &#bd, |l, r| #e);
+            }
+        }
     }
 }
 
@@ -296,6 +410,7 @@ impl fmt::Display for BinaryOp {
             BinaryOp::Sub => "sub",
             BinaryOp::Mul => "mul",
             BinaryOp::Div => "div",
+            BinaryOp::Equal => "equal",
         })
     }
 }

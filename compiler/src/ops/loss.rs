@@ -2,6 +2,7 @@
 //! encoding of class labels. Cross-entropy is one op (not log-softmax then a
 //! gather) so that later stages can emit it as one stable kernel.
 
+use super::kernel::Kernel;
 use super::leaf::LeafOp;
 use super::signature::{ArgKind, Function, Param};
 use super::softmax::{logsumexp, SoftmaxKind, SoftmaxOp};
@@ -10,6 +11,8 @@ use crate::autodiff::GradCtx;
 use crate::graph::{DType, Dim, NodeId, Shape, TensorType};
 use crate::ErrorKind;
 use ndarray::{ArrayD, Axis, IxDyn};
+use proc_macro2::TokenStream;
+use quote::quote;
 use std::fmt;
 
 /// A loss or label encoding.
@@ -187,6 +190,26 @@ impl LossOp {
                 Ok(vec![Some(dz), Some(dt)])
             }
             LossOp::OneHot { .. } => Ok(vec![None]),
+        }
+    }
+}
+
+impl LossOp {
+    /// The codegen face: the runtime's loss kernels.
+    pub fn emit(&self, k: &Kernel<'_>) -> TokenStream {
+        let rt = k.rt;
+        match self {
+            LossOp::CrossEntropy => {
+                let c = Kernel::dim(*k.inputs[0].shape.dims().last().unwrap_or(&Dim::Fixed(1)));
+                quote!(out[0] = #rt::kernels::cross_entropy(x0, x1, #c);)
+            }
+            LossOp::BinaryCrossEntropy => {
+                quote!(out[0] = #rt::kernels::binary_cross_entropy(x0, x1);)
+            }
+            LossOp::OneHot { classes } => {
+                let c = Kernel::dim(Dim::Fixed(*classes));
+                quote!(#rt::kernels::one_hot(out, x0, #c);)
+            }
         }
     }
 }

@@ -2,12 +2,15 @@
 //! equal leading dimensions, or with a shared rank-2 right operand (the usual
 //! `x @ weight`).
 
+use super::kernel::Kernel;
 use super::reduce::{ReduceKind, ReduceOp};
 use super::signature::{ArgKind, Function, Param};
 use super::{expect_f32, Op, OpError, ShapeOp, Tensor};
 use crate::autodiff::GradCtx;
 use crate::graph::{NodeId, Shape, TensorType};
 use ndarray::{Array2, ArrayView2, Axis, IxDyn};
+use proc_macro2::TokenStream;
+use quote::quote;
 
 /// The matrix product op (`@`).
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
@@ -136,6 +139,26 @@ impl Matmul {
             )?;
         }
         Ok(vec![Some(ga), Some(gb)])
+    }
+}
+
+impl Matmul {
+    /// The codegen face: one GEMM (leading dimensions folded into the rows
+    /// when the right operand is shared), or one per leading index.
+    pub fn emit(&self, k: &Kernel<'_>) -> TokenStream {
+        let rt = k.rt;
+        let (a, bshape) = (k.inputs[0].shape.dims(), k.inputs[1].shape.dims());
+        let ra = a.len();
+        let batches = Kernel::product(&a[..ra - 2]);
+        let (m, kk, n) = (
+            Kernel::dim(a[ra - 2]),
+            Kernel::dim(a[ra - 1]),
+            Kernel::dim(bshape[bshape.len() - 1]),
+        );
+        let shared = bshape.len() == 2;
+        quote! {
+            #rt::kernels::matmul(out, x0, x1, #batches, #m, #kk, #n, #shared);
+        }
     }
 }
 

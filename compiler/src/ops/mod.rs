@@ -5,6 +5,7 @@
 //! op; [`Op`] only dispatches to the family.
 
 pub mod elementwise;
+pub mod kernel;
 pub mod leaf;
 pub mod loss;
 pub mod matmul;
@@ -14,6 +15,7 @@ pub mod signature;
 pub mod softmax;
 
 pub use elementwise::{BinaryOp, UnaryOp};
+pub use kernel::Kernel;
 pub use leaf::LeafOp;
 pub use loss::LossOp;
 pub use matmul::Matmul;
@@ -201,6 +203,22 @@ impl Op {
             Op::Shape(_) => 0,
             Op::Loss(op) => op.flops(inputs),
         }
+    }
+
+    /// The codegen face: the body of the node's f32 kernel (see [`Kernel`]
+    /// for the names it uses). `None` for leaves, which are operands, not
+    /// kernels.
+    pub fn emit(&self, k: &Kernel<'_>) -> Option<proc_macro2::TokenStream> {
+        Some(match self {
+            Op::Leaf(_) => return None,
+            Op::Unary(op) => op.emit(k),
+            Op::Binary(op) => op.emit(k),
+            Op::Matmul(op) => op.emit(k),
+            Op::Reduce(op) => op.emit(k),
+            Op::Softmax(op) => op.emit(k),
+            Op::Shape(op) => op.emit(k),
+            Op::Loss(op) => op.emit(k),
+        })
     }
 
     /// Whether this op is a leaf of the given kind of declaration.

@@ -1,12 +1,15 @@
 //! Reductions over axes: sum, mean, max; and the mask that routes max's
 //! gradient to the maxima.
 
+use super::kernel::Kernel;
 use super::leaf::LeafOp;
 use super::signature::{normalize_axes, ArgKind, Args, Built, Function, Param};
 use super::{expect_f32, BinaryOp, Op, OpError, ShapeOp, Tensor};
 use crate::autodiff::GradCtx;
 use crate::graph::{Dim, NodeId, Shape, TensorType};
-use ndarray::{Axis, Zip};
+use ndarray::Axis;
+use proc_macro2::TokenStream;
+use quote::quote;
 use std::fmt;
 
 /// Which reduction.
@@ -18,10 +21,6 @@ pub enum ReduceKind {
     Mean,
     /// Maximum.
     Max,
-    /// Not a reduction but max's gradient helper: same shape as the input,
-    /// `1/count` at the elements equal to the maximum of their slice (ties
-    /// share the gradient evenly, as in PyTorch's `amax`), 0 elsewhere.
-    MaxMask,
 }
 
 /// A reduction over `axes` (all axes when empty).
@@ -65,9 +64,6 @@ impl ReduceOp {
                 "axis {bad} is out of range for {x}"
             )));
         }
-        if self.kind == ReduceKind::MaxMask {
-            return Ok(x.clone());
-        }
         let red = self.reduced(x.shape.rank());
         let shape = if self.keepdims {
             self.kept_shape(&x.shape)
@@ -92,11 +88,9 @@ impl ReduceOp {
         for &ax in red.iter().rev() {
             v = match self.kind {
                 ReduceKind::Sum | ReduceKind::Mean => v.sum_axis(Axis(ax)),
-                ReduceKind::Max | ReduceKind::MaxMask => {
-                    v.fold_axis(Axis(ax), f64::NEG_INFINITY, |&m, &e| m.max(e))
-                }
+                ReduceKind::Max => v.fold_axis(Axis(ax), f64::NEG_INFINITY, |&m, &e| m.max(e)),
             };
-            if self.keepdims || self.kind == ReduceKind::MaxMask {
+            if self.keepdims {
                 v.insert_axis_inplace(Axis(ax));
             }
         }
@@ -106,41 +100,22 @@ impl ReduceOp {
                 let count: usize = red.iter().map(|&a| x.shape()[a]).product();
                 v / count as f64
             }
-            ReduceKind::MaxMask => {
-                let Some(maxes) = v.broadcast(x.raw_dim()) else {
-                    return x.mapv(|_| f64::NAN);
-                };
-                let mut mask = Zip::from(x)
-                    .and(&maxes)
-                    .map_collect(|&e, &m| f64::from(e == m));
-                let mut counts = mask.clone();
-                for &ax in red.iter().rev() {
-                    counts = counts.sum_axis(Axis(ax));
-                    counts.insert_axis_inplace(Axis(ax));
-                }
-                if let Some(c) = counts.broadcast(mask.raw_dim()) {
-                    Zip::from(&mut mask).and(&c).for_each(|m, &c| *m /= c);
-                }
-                mask
-            }
         }
     }
 
     /// The gradient rule: the upstream gradient spread back over the reduced
-    /// axes (scaled by 1/count for mean, masked to the maxima for max).
+    /// axes, scaled by 1/count for mean, and for max routed to the elements
+    /// equal to the maximum (ties share it evenly, as in PyTorch's `amax`).
     pub fn grad(
         &self,
         cx: &mut GradCtx<'_>,
         x: NodeId,
-        _out: NodeId,
+        out: NodeId,
         g: NodeId,
     ) -> Result<Option<NodeId>, OpError> {
-        if self.kind == ReduceKind::MaxMask {
-            return Ok(None);
-        }
         let xs = cx.ty(x).shape.clone();
         let kept = self.kept_shape(&xs);
-        let g = cx.add(Op::Shape(ShapeOp::Reshape { to: kept }), &[g])?;
+        let g = cx.add(Op::Shape(ShapeOp::Reshape { to: kept.clone() }), &[g])?;
         let g = cx.add(Op::Shape(ShapeOp::Broadcast { to: xs.clone() }), &[g])?;
         let d = match self.kind {
             ReduceKind::Sum => g,
@@ -158,19 +133,41 @@ impl ReduceOp {
                 cx.binary(BinaryOp::Mul, g, scale)?
             }
             ReduceKind::Max => {
-                let mask = cx.add(
+                let m = cx.add(Op::Shape(ShapeOp::Reshape { to: kept.clone() }), &[out])?;
+                let m = cx.add(Op::Shape(ShapeOp::Broadcast { to: xs.clone() }), &[m])?;
+                let mask = cx.binary(BinaryOp::Equal, x, m)?;
+                let count = cx.add(
                     Op::Reduce(ReduceOp {
-                        kind: ReduceKind::MaxMask,
+                        kind: ReduceKind::Sum,
                         axes: self.axes.clone(),
                         keepdims: true,
                     }),
-                    &[x],
+                    &[mask],
                 )?;
-                cx.binary(BinaryOp::Mul, g, mask)?
+                let count = cx.add(Op::Shape(ShapeOp::Broadcast { to: xs.clone() }), &[count])?;
+                let share = cx.binary(BinaryOp::Div, mask, count)?;
+                cx.binary(BinaryOp::Mul, g, share)?
             }
-            ReduceKind::MaxMask => unreachable!("handled above"),
         };
         Ok(Some(d))
+    }
+}
+
+impl ReduceOp {
+    /// The codegen face: the runtime's reduction over an axis mask.
+    pub fn emit(&self, k: &Kernel<'_>) -> TokenStream {
+        let rt = k.rt;
+        let shape = &k.inputs[0].shape;
+        let dims = Kernel::dims(shape);
+        let mask = Kernel::mask(shape.rank(), &self.axes);
+        let kind = match self.kind {
+            ReduceKind::Sum => quote!(Sum),
+            ReduceKind::Mean => quote!(Mean),
+            ReduceKind::Max => quote!(Max),
+        };
+        quote! {
+            #rt::kernels::reduce(#rt::kernels::Reduce::#kind, out, x0, &#dims, &#mask);
+        }
     }
 }
 
@@ -180,7 +177,6 @@ impl fmt::Display for ReduceOp {
             ReduceKind::Sum => "sum",
             ReduceKind::Mean => "mean",
             ReduceKind::Max => "max",
-            ReduceKind::MaxMask => "max_mask",
         };
         if self.axes.is_empty() {
             write!(f, "{name}")

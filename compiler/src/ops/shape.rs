@@ -3,11 +3,14 @@
 //! shape).
 
 use super::elementwise::broadcast_shapes;
+use super::kernel::Kernel;
 use super::signature::{normalize_axes, ArgKind, Function, Param};
 use super::{EvalCtx, Op, OpError, Tensor};
 use crate::autodiff::GradCtx;
 use crate::graph::{Dim, NodeId, Shape, TensorType};
 use ndarray::{Axis, IxDyn};
+use proc_macro2::TokenStream;
+use quote::quote;
 use std::fmt;
 
 /// A data-movement op.
@@ -136,6 +139,23 @@ impl ShapeOp {
             }
             ShapeOp::Broadcast { .. } => cx.sum_to(g, &xs),
             ShapeOp::SumTo { .. } => cx.add(Op::Shape(ShapeOp::Broadcast { to: xs }), &[g]),
+        }
+    }
+}
+
+impl ShapeOp {
+    /// The codegen face: a copy, or the runtime's data-movement kernels.
+    pub fn emit(&self, k: &Kernel<'_>) -> TokenStream {
+        let rt = k.rt;
+        let xd = Kernel::dims(&k.inputs[0].shape);
+        let od = Kernel::dims(&k.out.shape);
+        match self {
+            ShapeOp::Reshape { .. } => quote!(out.copy_from_slice(x0);),
+            ShapeOp::Transpose { perm } => {
+                quote!(#rt::kernels::transpose(out, x0, &#xd, &[#(#perm),*]);)
+            }
+            ShapeOp::Broadcast { .. } => quote!(#rt::kernels::broadcast(out, &#od, x0, &#xd);),
+            ShapeOp::SumTo { .. } => quote!(#rt::kernels::sum_to(out, &#od, x0, &#xd);),
         }
     }
 }

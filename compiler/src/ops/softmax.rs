@@ -1,12 +1,15 @@
 //! Softmax and log-softmax along one axis, computed stably (the maximum is
 //! subtracted before exponentiating).
 
+use super::kernel::Kernel;
 use super::reduce::{ReduceKind, ReduceOp};
 use super::signature::{normalize_axis, ArgKind, Args, Built, Function, Param};
 use super::{expect_f32, BinaryOp, Op, OpError, Tensor, UnaryOp};
 use crate::autodiff::GradCtx;
 use crate::graph::{NodeId, TensorType};
 use ndarray::Axis;
+use proc_macro2::TokenStream;
+use quote::quote;
 use std::fmt;
 
 /// Which normalisation.
@@ -80,6 +83,22 @@ impl SoftmaxOp {
                 let ps = cx.binary(BinaryOp::Mul, p, s)?;
                 cx.binary(BinaryOp::Sub, g, ps)
             }
+        }
+    }
+}
+
+impl SoftmaxOp {
+    /// The codegen face: the runtime's stable softmax over the middle of an
+    /// `[outer, n, inner]` view.
+    pub fn emit(&self, k: &Kernel<'_>) -> TokenStream {
+        let rt = k.rt;
+        let d = k.inputs[0].shape.dims();
+        let outer = Kernel::product(&d[..self.axis]);
+        let n = Kernel::dim(d[self.axis]);
+        let inner = Kernel::product(&d[self.axis + 1..]);
+        let log = self.kind == SoftmaxKind::LogSoftmax;
+        quote! {
+            #rt::kernels::softmax(out, x0, #outer, #n, #inner, #log);
         }
     }
 }

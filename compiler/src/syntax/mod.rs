@@ -357,11 +357,65 @@ fn describe(rule: Rule) -> Option<&'static str> {
     })
 }
 
+/// Words the grammar reserves; they cannot name anything.
+const KEYWORDS: &[&str] = &[
+    "network", "train", "input", "label", "param", "output", "loss", "class", "of",
+];
+
+/// A keyword where a name was expected (`input loss: ...`, `y = loss + 1;`).
+/// pest would report the failed look-ahead after the keyword ("expected
+/// `_`"); say what is wrong instead. A keyword followed by a name or `{` is
+/// left alone: it more likely starts a statement or block after a missing `}`.
+fn keyword_as_name(text: &str, rule_pos: usize, e: &PestError<Rule>) -> Option<Diagnostic> {
+    let pest::error::ErrorVariant::ParsingError { positives, .. } = &e.variant else {
+        return None;
+    };
+    if !positives
+        .iter()
+        .any(|r| matches!(r, Rule::ident | Rule::name))
+    {
+        return None;
+    }
+    let rest = text.get(rule_pos..)?;
+    let start = rule_pos + (rest.len() - rest.trim_start().len());
+    let word: String = text
+        .get(start..)?
+        .chars()
+        .take_while(|c| c.is_ascii_alphanumeric() || *c == '_')
+        .collect();
+    if !KEYWORDS.contains(&word.as_str()) {
+        return None;
+    }
+    let after = text.get(start + word.len()..)?.trim_start();
+    if after.starts_with(|c: char| c.is_alphanumeric() || c == '_' || c == '{') {
+        return None;
+    }
+    Some(
+        Diagnostic::new(
+            ErrorKind::Syntax,
+            Span::new(start, start + word.len()),
+            format!("expected a name, found the keyword `{word}`"),
+        )
+        .with_label("a keyword cannot be used as a name")
+        .with_help(format!(
+            "rename it; the keywords are {}",
+            KEYWORDS
+                .iter()
+                .map(|k| format!("`{k}`"))
+                .collect::<Vec<_>>()
+                .join(", ")
+        )),
+    )
+}
+
 fn syntax_error(text: &str, e: PestError<Rule>) -> Diagnostic {
     let rule_pos = match e.location {
         InputLocation::Pos(p) => p,
         InputLocation::Span((s, _)) => s,
     };
+    if let Some(d) = keyword_as_name(text, rule_pos, &e) {
+        return d;
+    }
     let mut expected: Vec<String> = Vec::new();
     let mut push = |s: String| {
         if !expected.contains(&s) {
@@ -401,17 +455,21 @@ fn syntax_error(text: &str, e: PestError<Rule>) -> Diagnostic {
             }
         }
     }
-    // Point at the next token, unless it is on a later line: then just
-    // after the previous token, where the missing one belongs (as rustc does).
+    // Point at the next token, unless it is on a later line and what is
+    // missing is a `;` or the rest of the file: then just after the previous
+    // token, where the missing one belongs (as rustc does). A stray token on
+    // a later line is pointed at itself.
     let next = pos
         + text
             .get(pos..)
             .map_or(0, |r| r.len() - r.trim_start().len());
     let (found, len) = found_at(text, next);
     let prev_end = text.get(..pos).map_or(pos, |t| t.trim_end().len());
-    let span = if text
-        .get(prev_end..next)
-        .is_some_and(|gap| gap.contains('\n'))
+    let missing_before = len == 0 || expected.iter().any(|s| s == "`;`");
+    let span = if missing_before
+        && text
+            .get(prev_end..next)
+            .is_some_and(|gap| gap.contains('\n'))
     {
         Span::new(prev_end, prev_end)
     } else {
@@ -458,6 +516,9 @@ fn condense(mut expected: Vec<String>) -> String {
     }
     if has(&expected, "a name") {
         expected.retain(|s| s != "`_`");
+    }
+    if has(&expected, "a type like `f32[batch, 784]`") {
+        expected.retain(|s| s != "`f32`");
     }
     match expected.len() {
         0 => String::new(),

@@ -1,0 +1,522 @@
+//! Checkpoints: named `f32` tensors plus training metadata in one safetensors file.
+//!
+//! safetensors because it is the format the ecosystem already reads (PyTorch,
+//! JAX, candle can load nnc parameters by name), it is trivially parseable,
+//! and the `safetensors` crate validates offsets for us (in range,
+//! contiguous, non-overlapping, sizes matching shapes and covering the whole
+//! file).
+//!
+//! Layout of a training checkpoint ([`save_training`]):
+//! - one tensor per parameter, named as in the model (`h1.weight`), with its
+//!   logical shape;
+//! - one tensor per optimizer state vector, `optimizer.<name>`
+//!   (`optimizer.exp_avg`), shape `[n_params]` — flat, like the buffers;
+//! - string metadata: `nnc.format`, `nnc.step`, `nnc.epoch`,
+//!   `nnc.model_hash`, `nnc.rng`, `nnc.loader.*`, `nnc.optimizer.kind`,
+//!   `nnc.optimizer.step`, plus user keys (which may not start with `nnc.`).
+//!
+//! Writes are atomic: the file is written to a temporary sibling, fsynced and
+//! renamed over the target, so a crash or a full disk mid-save never destroys
+//! the previous checkpoint.
+
+use std::borrow::Cow;
+use std::collections::{BTreeMap, HashMap};
+use std::fs::File;
+use std::io::Write;
+use std::path::{Path, PathBuf};
+
+use safetensors::tensor::{Dtype, SafeTensors, View};
+use thiserror::Error;
+
+use crate::data::LoaderState;
+use crate::optim::OptimizerState;
+use crate::params::ParamSpec;
+
+/// Version of the metadata layout written by this crate.
+pub const FORMAT_VERSION: &str = "1";
+
+const OPTIM_PREFIX: &str = "optimizer.";
+
+/// Why a checkpoint could not be written or read.
+#[derive(Debug, Error)]
+pub enum CheckpointError {
+    /// The file system refused.
+    #[error("{}: {source}", path.display())]
+    Io {
+        /// File involved.
+        path: PathBuf,
+        /// Underlying error.
+        source: std::io::Error,
+    },
+    /// The file is not a valid checkpoint (bad header, offsets, dtype, metadata).
+    #[error("{}: corrupt checkpoint: {reason}", path.display())]
+    Corrupt {
+        /// File involved.
+        path: PathBuf,
+        /// What is wrong.
+        reason: String,
+    },
+    /// A valid checkpoint, but not of this model (names, shapes, hash).
+    #[error("{}: checkpoint does not match the model: {reason}", path.display())]
+    Mismatch {
+        /// File involved.
+        path: PathBuf,
+        /// What differs.
+        reason: String,
+    },
+    /// The tensors or metadata handed to a save function are inconsistent.
+    #[error("cannot save checkpoint: {0}")]
+    Invalid(String),
+}
+
+/// A borrowed tensor to save.
+#[derive(Debug, Clone, Copy)]
+pub struct TensorRef<'a> {
+    /// Tensor name in the file.
+    pub name: &'a str,
+    /// Logical shape; its product must equal `data.len()`.
+    pub shape: &'a [usize],
+    /// Values, row-major.
+    pub data: &'a [f32],
+}
+
+/// A loaded tensor.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Tensor {
+    /// Tensor name in the file.
+    pub name: String,
+    /// Shape.
+    pub shape: Vec<usize>,
+    /// Values, row-major.
+    pub data: Vec<f32>,
+}
+
+/// Adapter so the `safetensors` serializer can read our f32 slices; the data
+/// is converted to little-endian bytes as the format requires.
+struct F32View<'a> {
+    shape: &'a [usize],
+    data: &'a [f32],
+}
+
+impl View for F32View<'_> {
+    fn dtype(&self) -> Dtype {
+        Dtype::F32
+    }
+    fn shape(&self) -> &[usize] {
+        self.shape
+    }
+    fn data(&self) -> Cow<'_, [u8]> {
+        Cow::Owned(self.data.iter().flat_map(|x| x.to_le_bytes()).collect())
+    }
+    fn data_len(&self) -> usize {
+        self.data.len() * 4
+    }
+}
+
+/// Saves `tensors` and string `metadata` atomically to `path`.
+pub fn save_tensors(
+    path: impl AsRef<Path>,
+    tensors: &[TensorRef<'_>],
+    metadata: &BTreeMap<String, String>,
+) -> Result<(), CheckpointError> {
+    let bytes = encode(tensors, metadata)?;
+    write_atomic(path.as_ref(), &bytes, |_| Ok(()))
+}
+
+fn encode(
+    tensors: &[TensorRef<'_>],
+    metadata: &BTreeMap<String, String>,
+) -> Result<Vec<u8>, CheckpointError> {
+    let mut seen = std::collections::HashSet::new();
+    for t in tensors {
+        let n = t
+            .shape
+            .iter()
+            .try_fold(1usize, |a, &d| a.checked_mul(d))
+            .unwrap_or(usize::MAX);
+        if n != t.data.len() {
+            return Err(CheckpointError::Invalid(format!(
+                "tensor `{}` has shape {:?} ({n} elements) but {} values",
+                t.name,
+                t.shape,
+                t.data.len()
+            )));
+        }
+        if !seen.insert(t.name) {
+            return Err(CheckpointError::Invalid(format!(
+                "tensor name `{}` appears twice",
+                t.name
+            )));
+        }
+        if t.name == "__metadata__" {
+            return Err(CheckpointError::Invalid(
+                "`__metadata__` is reserved by the format".into(),
+            ));
+        }
+    }
+    let views = tensors.iter().map(|t| {
+        (
+            t.name,
+            F32View {
+                shape: t.shape,
+                data: t.data,
+            },
+        )
+    });
+    // `collect` into whatever map type the crate uses (hashbrown without std).
+    let meta = metadata.clone().into_iter().collect();
+    safetensors::tensor::serialize(views, Some(meta))
+        .map_err(|e| CheckpointError::Invalid(e.to_string()))
+}
+
+/// Writes `bytes` to a temporary sibling of `path`, fsyncs it, runs
+/// `before_rename` (a seam for tests to inject a crash), then renames it over
+/// `path` and fsyncs the directory. On any failure the temporary file is
+/// removed and `path` is untouched.
+fn write_atomic(
+    path: &Path,
+    bytes: &[u8],
+    before_rename: impl FnOnce(&Path) -> std::io::Result<()>,
+) -> Result<(), CheckpointError> {
+    use std::sync::atomic::{AtomicU64, Ordering};
+    static COUNTER: AtomicU64 = AtomicU64::new(0);
+    let io = |p: &Path| {
+        let p = p.to_path_buf();
+        move |source| CheckpointError::Io { path: p, source }
+    };
+    let file_name = path.file_name().ok_or_else(|| {
+        CheckpointError::Invalid(format!("{} is not a file path", path.display()))
+    })?;
+    let dir = match path.parent() {
+        Some(d) if !d.as_os_str().is_empty() => d.to_path_buf(),
+        _ => PathBuf::from("."),
+    };
+    let tmp = dir.join(format!(
+        ".{}.tmp-{}-{}",
+        file_name.to_string_lossy(),
+        std::process::id(),
+        COUNTER.fetch_add(1, Ordering::Relaxed)
+    ));
+    let result = (|| {
+        let mut f = File::create(&tmp).map_err(io(&tmp))?;
+        f.write_all(bytes).map_err(io(&tmp))?;
+        f.sync_all().map_err(io(&tmp))?;
+        drop(f);
+        before_rename(&tmp).map_err(io(&tmp))?;
+        std::fs::rename(&tmp, path).map_err(io(path))
+    })();
+    if result.is_err() {
+        let _ = std::fs::remove_file(&tmp);
+        return result;
+    }
+    // Make the rename itself durable. Directories cannot be opened for
+    // syncing on every platform, so failure here is not an error.
+    if let Ok(d) = File::open(&dir) {
+        let _ = d.sync_all();
+    }
+    Ok(())
+}
+
+/// Reads every tensor and the metadata of a safetensors file; all tensors
+/// must be F32. Tensors come back sorted by name.
+pub fn load_tensors(
+    path: impl AsRef<Path>,
+) -> Result<(Vec<Tensor>, BTreeMap<String, String>), CheckpointError> {
+    let path = path.as_ref();
+    let bytes = std::fs::read(path).map_err(|source| CheckpointError::Io {
+        path: path.to_path_buf(),
+        source,
+    })?;
+    decode(&bytes, path)
+}
+
+fn decode(
+    bytes: &[u8],
+    path: &Path,
+) -> Result<(Vec<Tensor>, BTreeMap<String, String>), CheckpointError> {
+    let corrupt = |reason: String| CheckpointError::Corrupt {
+        path: path.to_path_buf(),
+        reason,
+    };
+    let (_, header) = SafeTensors::read_metadata(bytes).map_err(|e| corrupt(e.to_string()))?;
+    let st = SafeTensors::deserialize(bytes).map_err(|e| corrupt(e.to_string()))?;
+    let mut tensors = Vec::with_capacity(st.len());
+    for (name, view) in st.tensors() {
+        if view.dtype() != Dtype::F32 {
+            return Err(corrupt(format!(
+                "tensor `{name}` has dtype {:?}, expected F32",
+                view.dtype()
+            )));
+        }
+        let data = view
+            .data()
+            .chunks_exact(4)
+            .map(|c| f32::from_le_bytes([c[0], c[1], c[2], c[3]]))
+            .collect();
+        tensors.push(Tensor {
+            name,
+            shape: view.shape().to_vec(),
+            data,
+        });
+    }
+    tensors.sort_by(|a, b| a.name.cmp(&b.name));
+    let meta = header
+        .metadata()
+        .as_ref()
+        .map(|m| m.iter().map(|(k, v)| (k.clone(), v.clone())).collect())
+        .unwrap_or_default();
+    Ok((tensors, meta))
+}
+
+/// Training metadata stored beside the tensors.
+#[derive(Debug, Clone, PartialEq, Eq, Default)]
+pub struct CheckpointMeta {
+    /// Completed optimizer steps.
+    pub step: u64,
+    /// Current epoch.
+    pub epoch: u64,
+    /// Identifies the model (e.g. a hash of its source); checked on load so a
+    /// checkpoint of another model is not silently loaded into this one.
+    pub model_hash: String,
+    /// State of the training run's generator (dropout etc.), if any.
+    pub rng: Option<[u64; 4]>,
+    /// Position of the data loader, for exact resume.
+    pub loader: Option<LoaderState>,
+    /// Free-form user metadata; keys must not start with `nnc.`.
+    pub extra: BTreeMap<String, String>,
+}
+
+fn words(w: &[u64; 4]) -> String {
+    format!("{},{},{},{}", w[0], w[1], w[2], w[3])
+}
+
+fn parse_words(s: &str) -> Option<[u64; 4]> {
+    let v: Vec<u64> = s
+        .split(',')
+        .map(|x| x.parse().ok())
+        .collect::<Option<_>>()?;
+    v.try_into().ok()
+}
+
+/// Saves a training checkpoint: parameters from the flat buffer by `specs`,
+/// optional optimizer state, and metadata. Atomic (see module docs).
+pub fn save_training(
+    path: impl AsRef<Path>,
+    specs: &[ParamSpec],
+    params: &[f32],
+    optimizer: Option<&OptimizerState>,
+    meta: &CheckpointMeta,
+) -> Result<(), CheckpointError> {
+    let bytes = encode_training(specs, params, optimizer, meta)?;
+    write_atomic(path.as_ref(), &bytes, |_| Ok(()))
+}
+
+fn encode_training(
+    specs: &[ParamSpec],
+    params: &[f32],
+    optimizer: Option<&OptimizerState>,
+    meta: &CheckpointMeta,
+) -> Result<Vec<u8>, CheckpointError> {
+    crate::params::validate_layout(specs, params.len())
+        .map_err(|e| CheckpointError::Invalid(e.to_string()))?;
+    let mut tensors: Vec<TensorRef<'_>> = specs
+        .iter()
+        .map(|s| {
+            if s.name.starts_with(OPTIM_PREFIX) {
+                return Err(CheckpointError::Invalid(format!(
+                    "parameter name `{}` collides with the reserved `{OPTIM_PREFIX}` prefix",
+                    s.name
+                )));
+            }
+            Ok(TensorRef {
+                name: &s.name,
+                shape: &s.shape,
+                data: &params[s.range()],
+            })
+        })
+        .collect::<Result<_, _>>()?;
+    let mut md = BTreeMap::new();
+    for (k, v) in &meta.extra {
+        if k.starts_with("nnc.") {
+            return Err(CheckpointError::Invalid(format!(
+                "metadata key `{k}` uses the reserved `nnc.` prefix"
+            )));
+        }
+        md.insert(k.clone(), v.clone());
+    }
+    md.insert("nnc.format".into(), FORMAT_VERSION.into());
+    md.insert("nnc.step".into(), meta.step.to_string());
+    md.insert("nnc.epoch".into(), meta.epoch.to_string());
+    md.insert("nnc.model_hash".into(), meta.model_hash.clone());
+    if let Some(r) = &meta.rng {
+        md.insert("nnc.rng".into(), words(r));
+    }
+    if let Some(l) = &meta.loader {
+        md.insert("nnc.loader.epoch".into(), l.epoch.to_string());
+        md.insert("nnc.loader.position".into(), l.position.to_string());
+        md.insert("nnc.loader.samples".into(), l.samples.to_string());
+        md.insert("nnc.loader.rng".into(), words(&l.epoch_rng));
+    }
+    // Names and shapes of the optimizer tensors, kept alive for `tensors`.
+    let opt_tensors: &[(String, Vec<f32>)] = optimizer.map_or(&[], |o| &o.tensors);
+    let names: Vec<String> = opt_tensors
+        .iter()
+        .map(|(n, _)| format!("{OPTIM_PREFIX}{n}"))
+        .collect();
+    let lens: Vec<[usize; 1]> = opt_tensors.iter().map(|(_, d)| [d.len()]).collect();
+    if let Some(o) = optimizer {
+        md.insert("nnc.optimizer.kind".into(), o.kind.clone());
+        md.insert("nnc.optimizer.step".into(), o.step.to_string());
+        let list: Vec<&str> = o.tensors.iter().map(|(n, _)| n.as_str()).collect();
+        md.insert("nnc.optimizer.tensors".into(), list.join(","));
+    }
+    for (((_, data), name), len) in opt_tensors.iter().zip(&names).zip(&lens) {
+        tensors.push(TensorRef {
+            name,
+            shape: len,
+            data,
+        });
+    }
+    encode(&tensors, &md)
+}
+
+/// What [`load_training`] recovered besides the parameters.
+#[derive(Debug, Clone, PartialEq)]
+pub struct LoadedTraining {
+    /// Training metadata.
+    pub meta: CheckpointMeta,
+    /// Optimizer state, if the checkpoint has one; pass it to
+    /// [`crate::optim::Optimizer::load_state`].
+    pub optimizer: Option<OptimizerState>,
+}
+
+/// Loads a training checkpoint into the flat `params` buffer.
+///
+/// Validates before touching `params`: the file parses; every spec's tensor
+/// is present with exactly its shape; there are no parameter tensors the
+/// model does not have; and, if `model_hash` is given, it matches the file's.
+pub fn load_training(
+    path: impl AsRef<Path>,
+    specs: &[ParamSpec],
+    params: &mut [f32],
+    model_hash: Option<&str>,
+) -> Result<LoadedTraining, CheckpointError> {
+    let path = path.as_ref();
+    crate::params::validate_layout(specs, params.len())
+        .map_err(|e| CheckpointError::Invalid(e.to_string()))?;
+    let (tensors, md) = load_tensors(path)?;
+    let corrupt = |reason: String| CheckpointError::Corrupt {
+        path: path.to_path_buf(),
+        reason,
+    };
+    let mismatch = |reason: String| CheckpointError::Mismatch {
+        path: path.to_path_buf(),
+        reason,
+    };
+    let get = |k: &str| md.get(k).map(String::as_str);
+    let num = |k: &str| -> Result<u64, CheckpointError> {
+        let v = get(k).ok_or_else(|| corrupt(format!("metadata key `{k}` missing")))?;
+        v.parse()
+            .map_err(|_| corrupt(format!("metadata `{k}` = `{v}` is not an integer")))
+    };
+    match get("nnc.format") {
+        Some(FORMAT_VERSION) => {}
+        Some(v) => return Err(corrupt(format!("unsupported nnc.format `{v}`"))),
+        None => {
+            return Err(corrupt(
+                "not an nnc training checkpoint (no nnc.format)".into(),
+            ))
+        }
+    }
+    let file_hash = get("nnc.model_hash").unwrap_or("");
+    if let Some(want) = model_hash {
+        if want != file_hash {
+            return Err(mismatch(format!(
+                "model hash is `{file_hash}`, this model is `{want}`"
+            )));
+        }
+    }
+
+    let by_name: HashMap<&str, &Tensor> = tensors.iter().map(|t| (t.name.as_str(), t)).collect();
+    for s in specs {
+        let t = by_name
+            .get(&*s.name)
+            .ok_or_else(|| mismatch(format!("parameter `{}` is missing", s.name)))?;
+        if t.shape != *s.shape {
+            return Err(mismatch(format!(
+                "parameter `{}` has shape {:?} in the file, model expects {:?}",
+                s.name, t.shape, s.shape
+            )));
+        }
+    }
+    if let Some(extra) = tensors
+        .iter()
+        .find(|t| !t.name.starts_with(OPTIM_PREFIX) && !specs.iter().any(|s| *s.name == t.name))
+    {
+        return Err(mismatch(format!(
+            "file has parameter `{}` that the model does not",
+            extra.name
+        )));
+    }
+
+    let optimizer = match get("nnc.optimizer.kind") {
+        None => None,
+        Some(kind) => {
+            let order = get("nnc.optimizer.tensors").unwrap_or("");
+            let mut state_tensors = Vec::new();
+            for n in order.split(',').filter(|n| !n.is_empty()) {
+                let t = by_name
+                    .get(format!("{OPTIM_PREFIX}{n}").as_str())
+                    .ok_or_else(|| {
+                        corrupt(format!(
+                            "optimizer tensor `{OPTIM_PREFIX}{n}` listed but missing"
+                        ))
+                    })?;
+                state_tensors.push((n.to_string(), t.data.clone()));
+            }
+            Some(OptimizerState {
+                kind: kind.to_string(),
+                step: num("nnc.optimizer.step")?,
+                tensors: state_tensors,
+            })
+        }
+    };
+    let words_at = |k: &str| -> Result<Option<[u64; 4]>, CheckpointError> {
+        get(k)
+            .map(|v| {
+                parse_words(v)
+                    .ok_or_else(|| corrupt(format!("metadata `{k}` = `{v}` is not 4 integers")))
+            })
+            .transpose()
+    };
+    let loader = match words_at("nnc.loader.rng")? {
+        None => None,
+        Some(epoch_rng) => Some(LoaderState {
+            epoch: num("nnc.loader.epoch")?,
+            position: num("nnc.loader.position")? as usize,
+            samples: num("nnc.loader.samples")? as usize,
+            epoch_rng,
+        }),
+    };
+    let meta = CheckpointMeta {
+        step: num("nnc.step")?,
+        epoch: num("nnc.epoch")?,
+        model_hash: file_hash.to_string(),
+        rng: words_at("nnc.rng")?,
+        loader,
+        extra: md
+            .iter()
+            .filter(|(k, _)| !k.starts_with("nnc."))
+            .map(|(k, v)| (k.clone(), v.clone()))
+            .collect(),
+    };
+
+    // Everything checked: now copy into the caller's buffer.
+    for s in specs {
+        params[s.range()].copy_from_slice(&by_name[&*s.name].data);
+    }
+    Ok(LoadedTraining { meta, optimizer })
+}
+
+#[cfg(test)]
+mod tests;

@@ -1,0 +1,881 @@
+//! Optimizers over the flat parameter and gradient buffers.
+//!
+//! Each update follows the pseudo-code in PyTorch's documentation of
+//! `torch.optim.{SGD, Adam, AdamW, RMSprop, Adagrad}` exactly (default,
+//! non-`maximize`, non-`amsgrad` paths), so a model trained here and one
+//! trained in PyTorch with the same hyper-parameters take the same steps, and
+//! users can carry their tuned settings over. `weight_decay` is PyTorch's:
+//! coupled L2 (`g += wd * p`) everywhere except AdamW, which decays the weights
+//! directly (`p -= lr * wd * p`).
+//!
+//! Design: an optimizer owns its state buffers (allocated once, sized to the
+//! flat buffer) and a step counter; `step` is a handful of plain slice loops
+//! with no allocation, which the compiler vectorises. The learning rate is an
+//! argument of `step`, not configuration, because schedules change it every
+//! step. State is exported as named `f32` vectors plus the step counter
+//! ([`OptimizerState`]) so a checkpoint can store it as tensors and a resumed
+//! run continues bit for bit.
+
+use thiserror::Error;
+
+/// Why an optimizer could not be built, stepped or restored.
+#[derive(Debug, Error, PartialEq)]
+pub enum OptimError {
+    /// A buffer passed to `step` has the wrong length.
+    #[error("{what} has {actual} elements, optimizer was built for {expected}")]
+    LengthMismatch {
+        /// "params" or "grads".
+        what: &'static str,
+        /// Length the optimizer was built for.
+        expected: usize,
+        /// Length passed.
+        actual: usize,
+    },
+    /// A hyper-parameter outside the range PyTorch accepts.
+    #[error("invalid {optimizer} setting: {reason}")]
+    InvalidConfig {
+        /// Optimizer kind.
+        optimizer: &'static str,
+        /// What is wrong.
+        reason: String,
+    },
+    /// Saved state belongs to a different optimizer or configuration.
+    #[error("optimizer state mismatch: {0}")]
+    StateMismatch(String),
+}
+
+/// An optimizer's resumable state: what a checkpoint must store.
+///
+/// Tensor names are stable strings (`exp_avg`, `momentum_buffer`, ...), the
+/// names PyTorch uses for the same quantities. Each tensor has the flat
+/// buffer's length.
+#[derive(Debug, Clone, PartialEq)]
+pub struct OptimizerState {
+    /// Which optimizer wrote this (`"sgd"`, `"adam"`, `"adamw"`, `"rmsprop"`, `"adagrad"`).
+    pub kind: String,
+    /// Number of completed steps.
+    pub step: u64,
+    /// Named state vectors, in a fixed order.
+    pub tensors: Vec<(String, Vec<f32>)>,
+}
+
+/// An optimizer over one flat parameter buffer.
+pub trait Optimizer: Send {
+    /// Stable kind name, stored in checkpoints.
+    fn kind(&self) -> &'static str;
+    /// Length of the flat buffers this optimizer was built for.
+    fn num_params(&self) -> usize;
+    /// Number of completed steps.
+    fn steps(&self) -> u64;
+    /// One update of `params` given `grads` (same length) and this step's
+    /// learning rate.
+    fn step(&mut self, params: &mut [f32], grads: &[f32], lr: f32) -> Result<(), OptimError>;
+    /// A copy of the full state, for checkpoints.
+    fn state(&self) -> OptimizerState;
+    /// Restores state saved by [`Optimizer::state`] of the same kind,
+    /// configuration and size; on error `self` is unchanged.
+    fn load_state(&mut self, state: &OptimizerState) -> Result<(), OptimError>;
+}
+
+fn check_lens(n: usize, params: &[f32], grads: &[f32]) -> Result<(), OptimError> {
+    if params.len() != n {
+        return Err(OptimError::LengthMismatch {
+            what: "params",
+            expected: n,
+            actual: params.len(),
+        });
+    }
+    if grads.len() != n {
+        return Err(OptimError::LengthMismatch {
+            what: "grads",
+            expected: n,
+            actual: grads.len(),
+        });
+    }
+    Ok(())
+}
+
+/// `x >= 0` and not NaN: the range check for every non-negative setting.
+fn non_negative(x: f32) -> bool {
+    x >= 0.0
+}
+
+fn invalid(optimizer: &'static str, reason: impl Into<String>) -> OptimError {
+    OptimError::InvalidConfig {
+        optimizer,
+        reason: reason.into(),
+    }
+}
+
+/// Copies `state` into `bufs` (matched by name, in order) after checking kind,
+/// names and lengths, so a failed load leaves the optimizer untouched.
+fn load_named(
+    kind: &str,
+    bufs: &mut [(&'static str, &mut Vec<f32>)],
+    state: &OptimizerState,
+) -> Result<u64, OptimError> {
+    if state.kind != kind {
+        return Err(OptimError::StateMismatch(format!(
+            "saved by `{}`, loading into `{kind}`",
+            state.kind
+        )));
+    }
+    let names: Vec<&str> = state.tensors.iter().map(|(n, _)| n.as_str()).collect();
+    let want: Vec<&str> = bufs.iter().map(|(n, _)| *n).collect();
+    if names != want {
+        return Err(OptimError::StateMismatch(format!(
+            "`{kind}` state has tensors {names:?}, expected {want:?} (different configuration?)"
+        )));
+    }
+    for ((name, buf), (_, saved)) in bufs.iter().zip(&state.tensors) {
+        if buf.len() != saved.len() {
+            return Err(OptimError::StateMismatch(format!(
+                "`{kind}` state tensor `{name}` has {} elements, expected {}",
+                saved.len(),
+                buf.len()
+            )));
+        }
+    }
+    for ((_, buf), (_, saved)) in bufs.iter_mut().zip(&state.tensors) {
+        buf.copy_from_slice(saved);
+    }
+    Ok(state.step)
+}
+
+// ---------------------------------------------------------------- SGD
+
+/// `torch.optim.SGD` hyper-parameters (except `lr`).
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct SgdConfig {
+    /// Momentum factor μ; 0 disables the momentum buffer.
+    pub momentum: f32,
+    /// Dampening τ applied to new gradients in the momentum buffer.
+    pub dampening: f32,
+    /// Nesterov momentum (requires momentum > 0 and dampening = 0).
+    pub nesterov: bool,
+    /// Coupled L2 penalty.
+    pub weight_decay: f32,
+}
+
+impl Default for SgdConfig {
+    fn default() -> Self {
+        SgdConfig {
+            momentum: 0.0,
+            dampening: 0.0,
+            nesterov: false,
+            weight_decay: 0.0,
+        }
+    }
+}
+
+/// Stochastic gradient descent, optionally with (Nesterov) momentum.
+///
+/// ```text
+/// g = grad + wd*p
+/// if μ != 0: b = (t == 1) ? g : μ*b + (1-τ)*g
+///            g = nesterov ? g + μ*b : b
+/// p = p - lr*g
+/// ```
+#[derive(Debug, Clone)]
+pub struct Sgd {
+    cfg: SgdConfig,
+    n: usize,
+    t: u64,
+    momentum_buffer: Vec<f32>,
+}
+
+impl Sgd {
+    /// An SGD optimizer for `n` parameters.
+    pub fn new(n: usize, cfg: SgdConfig) -> Result<Self, OptimError> {
+        if !non_negative(cfg.momentum) {
+            return Err(invalid("sgd", format!("momentum {} < 0", cfg.momentum)));
+        }
+        if !non_negative(cfg.weight_decay) {
+            return Err(invalid(
+                "sgd",
+                format!("weight_decay {} < 0", cfg.weight_decay),
+            ));
+        }
+        if !cfg.dampening.is_finite() {
+            return Err(invalid("sgd", "dampening is not finite"));
+        }
+        if cfg.nesterov && (cfg.momentum <= 0.0 || cfg.dampening != 0.0) {
+            return Err(invalid(
+                "sgd",
+                "nesterov momentum requires momentum > 0 and dampening = 0",
+            ));
+        }
+        let buf = if cfg.momentum != 0.0 {
+            vec![0.0; n]
+        } else {
+            Vec::new()
+        };
+        Ok(Sgd {
+            cfg,
+            n,
+            t: 0,
+            momentum_buffer: buf,
+        })
+    }
+}
+
+impl Optimizer for Sgd {
+    fn kind(&self) -> &'static str {
+        "sgd"
+    }
+    fn num_params(&self) -> usize {
+        self.n
+    }
+    fn steps(&self) -> u64 {
+        self.t
+    }
+
+    fn step(&mut self, params: &mut [f32], grads: &[f32], lr: f32) -> Result<(), OptimError> {
+        check_lens(self.n, params, grads)?;
+        let first = self.t == 0;
+        self.t += 1;
+        let SgdConfig {
+            momentum: mu,
+            dampening,
+            nesterov,
+            weight_decay: wd,
+        } = self.cfg;
+        if mu == 0.0 {
+            for (p, &g) in params.iter_mut().zip(grads) {
+                let g = g + wd * *p;
+                *p -= lr * g;
+            }
+            return Ok(());
+        }
+        let keep = 1.0 - dampening;
+        let bufs = self.momentum_buffer.iter_mut();
+        for ((p, &g), b) in params.iter_mut().zip(grads).zip(bufs) {
+            let g = g + wd * *p;
+            *b = if first { g } else { mu * *b + keep * g };
+            let d = if nesterov { g + mu * *b } else { *b };
+            *p -= lr * d;
+        }
+        Ok(())
+    }
+
+    fn state(&self) -> OptimizerState {
+        let tensors = if self.cfg.momentum != 0.0 {
+            vec![("momentum_buffer".to_string(), self.momentum_buffer.clone())]
+        } else {
+            Vec::new()
+        };
+        OptimizerState {
+            kind: "sgd".into(),
+            step: self.t,
+            tensors,
+        }
+    }
+
+    fn load_state(&mut self, state: &OptimizerState) -> Result<(), OptimError> {
+        let has_buf = self.cfg.momentum != 0.0;
+        let mut bufs: Vec<(&'static str, &mut Vec<f32>)> = Vec::new();
+        if has_buf {
+            bufs.push(("momentum_buffer", &mut self.momentum_buffer));
+        }
+        self.t = load_named("sgd", &mut bufs, state)?;
+        Ok(())
+    }
+}
+
+// ---------------------------------------------------------------- Adam / AdamW
+
+/// `torch.optim.Adam`/`AdamW` hyper-parameters (except `lr`).
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct AdamConfig {
+    /// Decay of the first-moment average.
+    pub beta1: f32,
+    /// Decay of the second-moment average.
+    pub beta2: f32,
+    /// Added to the denominator for stability.
+    pub eps: f32,
+    /// Coupled L2 for Adam; decoupled decay for AdamW.
+    pub weight_decay: f32,
+}
+
+impl Default for AdamConfig {
+    /// PyTorch's Adam defaults: betas (0.9, 0.999), eps 1e-8, no weight decay.
+    fn default() -> Self {
+        AdamConfig {
+            beta1: 0.9,
+            beta2: 0.999,
+            eps: 1e-8,
+            weight_decay: 0.0,
+        }
+    }
+}
+
+impl AdamConfig {
+    /// PyTorch's AdamW defaults: as Adam but `weight_decay = 0.01`.
+    pub fn adamw_default() -> Self {
+        AdamConfig {
+            weight_decay: 0.01,
+            ..Self::default()
+        }
+    }
+}
+
+/// Adam, or AdamW when built with [`Adam::adamw`].
+///
+/// ```text
+/// Adam:  g = grad + wd*p            AdamW: p = p - lr*wd*p; g = grad
+/// m = β1*m + (1-β1)*g;  v = β2*v + (1-β2)*g²
+/// m̂ = m/(1-β1^t);  v̂ = v/(1-β2^t)
+/// p = p - lr*m̂/(sqrt(v̂) + eps)
+/// ```
+/// Evaluated as `p -= (lr/(1-β1^t)) * m / (sqrt(v)/sqrt(1-β2^t) + eps)`,
+/// PyTorch's own arrangement, so the per-element work is one sqrt and a divide.
+#[derive(Debug, Clone)]
+pub struct Adam {
+    cfg: AdamConfig,
+    decoupled: bool,
+    n: usize,
+    t: u64,
+    exp_avg: Vec<f32>,
+    exp_avg_sq: Vec<f32>,
+}
+
+impl Adam {
+    /// Adam with coupled L2 weight decay, for `n` parameters.
+    pub fn new(n: usize, cfg: AdamConfig) -> Result<Self, OptimError> {
+        Self::build(n, cfg, false)
+    }
+
+    /// AdamW (decoupled weight decay), for `n` parameters.
+    pub fn adamw(n: usize, cfg: AdamConfig) -> Result<Self, OptimError> {
+        Self::build(n, cfg, true)
+    }
+
+    fn build(n: usize, cfg: AdamConfig, decoupled: bool) -> Result<Self, OptimError> {
+        let kind = if decoupled { "adamw" } else { "adam" };
+        for (name, b) in [("beta1", cfg.beta1), ("beta2", cfg.beta2)] {
+            if !(0.0..1.0).contains(&b) {
+                return Err(invalid(kind, format!("{name} {b} not in [0, 1)")));
+            }
+        }
+        if !non_negative(cfg.eps) {
+            return Err(invalid(kind, format!("eps {} < 0", cfg.eps)));
+        }
+        if !non_negative(cfg.weight_decay) {
+            return Err(invalid(
+                kind,
+                format!("weight_decay {} < 0", cfg.weight_decay),
+            ));
+        }
+        Ok(Adam {
+            cfg,
+            decoupled,
+            n,
+            t: 0,
+            exp_avg: vec![0.0; n],
+            exp_avg_sq: vec![0.0; n],
+        })
+    }
+}
+
+impl Optimizer for Adam {
+    fn kind(&self) -> &'static str {
+        if self.decoupled {
+            "adamw"
+        } else {
+            "adam"
+        }
+    }
+    fn num_params(&self) -> usize {
+        self.n
+    }
+    fn steps(&self) -> u64 {
+        self.t
+    }
+
+    fn step(&mut self, params: &mut [f32], grads: &[f32], lr: f32) -> Result<(), OptimError> {
+        check_lens(self.n, params, grads)?;
+        self.t += 1;
+        let AdamConfig {
+            beta1,
+            beta2,
+            eps,
+            weight_decay: wd,
+        } = self.cfg;
+        // Bias corrections in f64: β^t for large t underflows gracefully to 0.
+        let t = self.t as f64;
+        let bc1 = 1.0 - (beta1 as f64).powf(t);
+        let bc2 = 1.0 - (beta2 as f64).powf(t);
+        let step_size = (lr as f64 / bc1) as f32;
+        let inv_bc2_sqrt = (1.0 / bc2.sqrt()) as f32;
+        let (c1, c2) = (1.0 - beta1, 1.0 - beta2);
+        // Decoupled decay as `p -= (lr*wd)*p` rather than `p *= 1 - lr*wd`:
+        // `1 - lr*wd` rounded to f32 loses most digits of a small `lr*wd` and
+        // the error would compound every step.
+        let (coupled, decay) = if self.decoupled {
+            (0.0, lr * wd)
+        } else {
+            (wd, 0.0)
+        };
+        let state = self.exp_avg.iter_mut().zip(self.exp_avg_sq.iter_mut());
+        for ((p, &g), (m, v)) in params.iter_mut().zip(grads).zip(state) {
+            let p0 = *p;
+            let g = g + coupled * p0;
+            *m = beta1 * *m + c1 * g;
+            *v = beta2 * *v + c2 * g * g;
+            let denom = v.sqrt() * inv_bc2_sqrt + eps;
+            // Decay and Adam step in one subtraction: one rounding, not two.
+            *p = p0 - (decay * p0 + step_size * *m / denom);
+        }
+        Ok(())
+    }
+
+    fn state(&self) -> OptimizerState {
+        OptimizerState {
+            kind: self.kind().into(),
+            step: self.t,
+            tensors: vec![
+                ("exp_avg".into(), self.exp_avg.clone()),
+                ("exp_avg_sq".into(), self.exp_avg_sq.clone()),
+            ],
+        }
+    }
+
+    fn load_state(&mut self, state: &OptimizerState) -> Result<(), OptimError> {
+        let kind = self.kind();
+        let mut bufs = [
+            ("exp_avg", &mut self.exp_avg),
+            ("exp_avg_sq", &mut self.exp_avg_sq),
+        ];
+        self.t = load_named(kind, &mut bufs, state)?;
+        Ok(())
+    }
+}
+
+// ---------------------------------------------------------------- RMSprop
+
+/// `torch.optim.RMSprop` hyper-parameters (except `lr`).
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct RmspropConfig {
+    /// Smoothing constant of the squared-gradient average.
+    pub alpha: f32,
+    /// Added to the denominator for stability.
+    pub eps: f32,
+    /// Momentum factor; 0 disables the buffer.
+    pub momentum: f32,
+    /// Normalise by the estimated variance instead of the second moment.
+    pub centered: bool,
+    /// Coupled L2 penalty.
+    pub weight_decay: f32,
+}
+
+impl Default for RmspropConfig {
+    /// PyTorch's defaults: alpha 0.99, eps 1e-8, no momentum, not centered.
+    fn default() -> Self {
+        RmspropConfig {
+            alpha: 0.99,
+            eps: 1e-8,
+            momentum: 0.0,
+            centered: false,
+            weight_decay: 0.0,
+        }
+    }
+}
+
+/// RMSprop.
+///
+/// ```text
+/// g = grad + wd*p
+/// v = α*v + (1-α)*g²;  ṽ = v
+/// centered: ga = α*ga + (1-α)*g;  ṽ = v - ga²
+/// μ > 0: b = μ*b + g/(sqrt(ṽ)+eps);  p = p - lr*b
+/// else:  p = p - lr*g/(sqrt(ṽ)+eps)
+/// ```
+/// One deliberate deviation: in the centered form `ṽ` is clamped at 0 before
+/// the square root. It is non-negative in exact arithmetic; rounding can make
+/// it a hair negative, where PyTorch would produce NaN.
+#[derive(Debug, Clone)]
+pub struct Rmsprop {
+    cfg: RmspropConfig,
+    n: usize,
+    t: u64,
+    square_avg: Vec<f32>,
+    momentum_buffer: Vec<f32>,
+    grad_avg: Vec<f32>,
+}
+
+impl Rmsprop {
+    /// An RMSprop optimizer for `n` parameters.
+    pub fn new(n: usize, cfg: RmspropConfig) -> Result<Self, OptimError> {
+        if !non_negative(cfg.alpha) {
+            return Err(invalid("rmsprop", format!("alpha {} < 0", cfg.alpha)));
+        }
+        if !non_negative(cfg.eps) {
+            return Err(invalid("rmsprop", format!("eps {} < 0", cfg.eps)));
+        }
+        if !non_negative(cfg.momentum) {
+            return Err(invalid("rmsprop", format!("momentum {} < 0", cfg.momentum)));
+        }
+        if !non_negative(cfg.weight_decay) {
+            return Err(invalid(
+                "rmsprop",
+                format!("weight_decay {} < 0", cfg.weight_decay),
+            ));
+        }
+        let sized = |on: bool| if on { vec![0.0; n] } else { Vec::new() };
+        Ok(Rmsprop {
+            cfg,
+            n,
+            t: 0,
+            square_avg: vec![0.0; n],
+            momentum_buffer: sized(cfg.momentum > 0.0),
+            grad_avg: sized(cfg.centered),
+        })
+    }
+}
+
+impl Optimizer for Rmsprop {
+    fn kind(&self) -> &'static str {
+        "rmsprop"
+    }
+    fn num_params(&self) -> usize {
+        self.n
+    }
+    fn steps(&self) -> u64 {
+        self.t
+    }
+
+    fn step(&mut self, params: &mut [f32], grads: &[f32], lr: f32) -> Result<(), OptimError> {
+        check_lens(self.n, params, grads)?;
+        self.t += 1;
+        let RmspropConfig {
+            alpha,
+            eps,
+            momentum: mu,
+            centered,
+            weight_decay: wd,
+        } = self.cfg;
+        let c = 1.0 - alpha;
+        // Four specialised loops instead of per-element branches.
+        let pg = params.iter_mut().zip(grads).zip(self.square_avg.iter_mut());
+        match (centered, mu > 0.0) {
+            (false, false) => {
+                for ((p, &g), v) in pg {
+                    let g = g + wd * *p;
+                    *v = alpha * *v + c * g * g;
+                    *p -= lr * g / (v.sqrt() + eps);
+                }
+            }
+            (false, true) => {
+                for (((p, &g), v), b) in pg.zip(self.momentum_buffer.iter_mut()) {
+                    let g = g + wd * *p;
+                    *v = alpha * *v + c * g * g;
+                    *b = mu * *b + g / (v.sqrt() + eps);
+                    *p -= lr * *b;
+                }
+            }
+            (true, false) => {
+                for (((p, &g), v), ga) in pg.zip(self.grad_avg.iter_mut()) {
+                    let g = g + wd * *p;
+                    *v = alpha * *v + c * g * g;
+                    *ga = alpha * *ga + c * g;
+                    let avg = (*v - *ga * *ga).max(0.0).sqrt() + eps;
+                    *p -= lr * g / avg;
+                }
+            }
+            (true, true) => {
+                let extra = self
+                    .grad_avg
+                    .iter_mut()
+                    .zip(self.momentum_buffer.iter_mut());
+                for (((p, &g), v), (ga, b)) in pg.zip(extra) {
+                    let g = g + wd * *p;
+                    *v = alpha * *v + c * g * g;
+                    *ga = alpha * *ga + c * g;
+                    let avg = (*v - *ga * *ga).max(0.0).sqrt() + eps;
+                    *b = mu * *b + g / avg;
+                    *p -= lr * *b;
+                }
+            }
+        }
+        Ok(())
+    }
+
+    fn state(&self) -> OptimizerState {
+        let mut tensors = vec![("square_avg".to_string(), self.square_avg.clone())];
+        if self.cfg.momentum > 0.0 {
+            tensors.push(("momentum_buffer".into(), self.momentum_buffer.clone()));
+        }
+        if self.cfg.centered {
+            tensors.push(("grad_avg".into(), self.grad_avg.clone()));
+        }
+        OptimizerState {
+            kind: "rmsprop".into(),
+            step: self.t,
+            tensors,
+        }
+    }
+
+    fn load_state(&mut self, state: &OptimizerState) -> Result<(), OptimError> {
+        let (has_mu, centered) = (self.cfg.momentum > 0.0, self.cfg.centered);
+        let mut bufs: Vec<(&'static str, &mut Vec<f32>)> =
+            vec![("square_avg", &mut self.square_avg)];
+        if has_mu {
+            bufs.push(("momentum_buffer", &mut self.momentum_buffer));
+        }
+        if centered {
+            bufs.push(("grad_avg", &mut self.grad_avg));
+        }
+        self.t = load_named("rmsprop", &mut bufs, state)?;
+        Ok(())
+    }
+}
+
+// ---------------------------------------------------------------- Adagrad
+
+/// `torch.optim.Adagrad` hyper-parameters (except `lr`).
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct AdagradConfig {
+    /// Learning-rate decay η: step t uses `lr / (1 + (t-1)*η)`.
+    pub lr_decay: f32,
+    /// Starting value of the squared-gradient sum.
+    pub initial_accumulator_value: f32,
+    /// Added to the denominator for stability.
+    pub eps: f32,
+    /// Coupled L2 penalty.
+    pub weight_decay: f32,
+}
+
+impl Default for AdagradConfig {
+    /// PyTorch's defaults: no decay, accumulator 0, eps 1e-10.
+    fn default() -> Self {
+        AdagradConfig {
+            lr_decay: 0.0,
+            initial_accumulator_value: 0.0,
+            eps: 1e-10,
+            weight_decay: 0.0,
+        }
+    }
+}
+
+/// Adagrad.
+///
+/// ```text
+/// clr = lr / (1 + (t-1)*η)
+/// g = grad + wd*p
+/// s = s + g²
+/// p = p - clr*g/(sqrt(s) + eps)
+/// ```
+#[derive(Debug, Clone)]
+pub struct Adagrad {
+    cfg: AdagradConfig,
+    n: usize,
+    t: u64,
+    sum: Vec<f32>,
+}
+
+impl Adagrad {
+    /// An Adagrad optimizer for `n` parameters.
+    pub fn new(n: usize, cfg: AdagradConfig) -> Result<Self, OptimError> {
+        if !non_negative(cfg.lr_decay) {
+            return Err(invalid("adagrad", format!("lr_decay {} < 0", cfg.lr_decay)));
+        }
+        if !non_negative(cfg.initial_accumulator_value) {
+            return Err(invalid(
+                "adagrad",
+                format!(
+                    "initial_accumulator_value {} < 0",
+                    cfg.initial_accumulator_value
+                ),
+            ));
+        }
+        if !non_negative(cfg.eps) {
+            return Err(invalid("adagrad", format!("eps {} < 0", cfg.eps)));
+        }
+        if !non_negative(cfg.weight_decay) {
+            return Err(invalid(
+                "adagrad",
+                format!("weight_decay {} < 0", cfg.weight_decay),
+            ));
+        }
+        Ok(Adagrad {
+            cfg,
+            n,
+            t: 0,
+            sum: vec![cfg.initial_accumulator_value; n],
+        })
+    }
+}
+
+impl Optimizer for Adagrad {
+    fn kind(&self) -> &'static str {
+        "adagrad"
+    }
+    fn num_params(&self) -> usize {
+        self.n
+    }
+    fn steps(&self) -> u64 {
+        self.t
+    }
+
+    fn step(&mut self, params: &mut [f32], grads: &[f32], lr: f32) -> Result<(), OptimError> {
+        check_lens(self.n, params, grads)?;
+        self.t += 1;
+        let AdagradConfig {
+            lr_decay,
+            eps,
+            weight_decay: wd,
+            ..
+        } = self.cfg;
+        let clr = (lr as f64 / (1.0 + (self.t - 1) as f64 * lr_decay as f64)) as f32;
+        for ((p, &g), s) in params.iter_mut().zip(grads).zip(self.sum.iter_mut()) {
+            let g = g + wd * *p;
+            *s += g * g;
+            *p -= clr * g / (s.sqrt() + eps);
+        }
+        Ok(())
+    }
+
+    fn state(&self) -> OptimizerState {
+        OptimizerState {
+            kind: "adagrad".into(),
+            step: self.t,
+            tensors: vec![("sum".into(), self.sum.clone())],
+        }
+    }
+
+    fn load_state(&mut self, state: &OptimizerState) -> Result<(), OptimError> {
+        self.t = load_named("adagrad", &mut [("sum", &mut self.sum)], state)?;
+        Ok(())
+    }
+}
+
+// ---------------------------------------------------------------- construction
+
+/// Any optimizer with its settings: what a `train` block's `optimizer:` line
+/// becomes, so generated code can build one without naming concrete types.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub enum OptimizerConfig {
+    /// [`Sgd`].
+    Sgd(SgdConfig),
+    /// [`Adam`] with coupled weight decay.
+    Adam(AdamConfig),
+    /// [`Adam`] with decoupled weight decay.
+    AdamW(AdamConfig),
+    /// [`Rmsprop`].
+    Rmsprop(RmspropConfig),
+    /// [`Adagrad`].
+    Adagrad(AdagradConfig),
+}
+
+impl OptimizerConfig {
+    /// Builds the optimizer for a flat buffer of `n` parameters.
+    pub fn build(&self, n: usize) -> Result<Box<dyn Optimizer>, OptimError> {
+        Ok(match *self {
+            OptimizerConfig::Sgd(c) => Box::new(Sgd::new(n, c)?),
+            OptimizerConfig::Adam(c) => Box::new(Adam::new(n, c)?),
+            OptimizerConfig::AdamW(c) => Box::new(Adam::adamw(n, c)?),
+            OptimizerConfig::Rmsprop(c) => Box::new(Rmsprop::new(n, c)?),
+            OptimizerConfig::Adagrad(c) => Box::new(Adagrad::new(n, c)?),
+        })
+    }
+}
+
+/// Scales `grads` so their global L2 norm is at most `max_norm`, like
+/// `torch.nn.utils.clip_grad_norm_` (coefficient `max_norm/(norm+1e-6)`,
+/// applied only when below 1). Returns the norm before clipping, accumulated
+/// in f64 so it does not depend on summation luck in large buffers.
+pub fn clip_grad_norm(grads: &mut [f32], max_norm: f32) -> f32 {
+    let norm = grads
+        .iter()
+        .map(|&g| (g as f64) * (g as f64))
+        .sum::<f64>()
+        .sqrt();
+    let coef = max_norm as f64 / (norm + 1e-6);
+    if coef < 1.0 {
+        let coef = coef as f32;
+        for g in grads.iter_mut() {
+            *g *= coef;
+        }
+    }
+    norm as f32
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn invalid_configs_are_rejected() {
+        let nesterov = SgdConfig {
+            nesterov: true,
+            ..Default::default()
+        };
+        assert!(matches!(
+            Sgd::new(3, nesterov),
+            Err(OptimError::InvalidConfig { .. })
+        ));
+        let bad_beta = AdamConfig {
+            beta1: 1.0,
+            ..Default::default()
+        };
+        assert!(Adam::new(3, bad_beta).is_err());
+        assert!(Rmsprop::new(
+            3,
+            RmspropConfig {
+                alpha: -0.1,
+                ..Default::default()
+            }
+        )
+        .is_err());
+        assert!(Adagrad::new(
+            3,
+            AdagradConfig {
+                eps: f32::NAN,
+                ..Default::default()
+            }
+        )
+        .is_err());
+    }
+
+    #[test]
+    fn wrong_lengths_are_errors() {
+        let mut opt = Adam::new(3, AdamConfig::default()).unwrap();
+        let mut p = [0.0; 2];
+        assert_eq!(
+            opt.step(&mut p, &[0.0; 3], 0.1),
+            Err(OptimError::LengthMismatch {
+                what: "params",
+                expected: 3,
+                actual: 2
+            })
+        );
+        assert_eq!(opt.steps(), 0);
+    }
+
+    #[test]
+    fn state_from_another_optimizer_is_rejected_and_changes_nothing() {
+        let mut adam = Adam::new(2, AdamConfig::default()).unwrap();
+        let mut p = [1.0, 2.0];
+        adam.step(&mut p, &[0.5, -0.5], 0.1).unwrap();
+        let before = adam.state();
+        let sgd_state = Sgd::new(2, SgdConfig::default()).unwrap().state();
+        assert!(adam.load_state(&sgd_state).is_err());
+        let mut short = before.clone();
+        short.tensors[1].1.pop();
+        assert!(adam.load_state(&short).is_err());
+        assert_eq!(adam.state(), before);
+        let mut adamw = Adam::adamw(2, AdamConfig::default()).unwrap();
+        assert!(adamw.load_state(&before).is_err());
+    }
+
+    #[test]
+    fn clip_grad_norm_scales_to_max() {
+        let mut g = [3.0, 4.0];
+        let n = clip_grad_norm(&mut g, 1.0);
+        assert_eq!(n, 5.0);
+        assert!((g[0] - 0.6).abs() < 1e-6 && (g[1] - 0.8).abs() < 1e-6);
+        let mut small = [0.1, 0.1];
+        clip_grad_norm(&mut small, 1.0);
+        assert_eq!(small, [0.1, 0.1]);
+    }
+}
