@@ -1,7 +1,27 @@
 //! `nnc`: the facade crate users depend on.
 //!
-//! It re-exports the compiler library (for build scripts and tools) and the
-//! runtime that generated code links against.
+//! It re-exports the runtime that generated code links against, the compiler
+//! library, and the build-script API:
+//!
+//! ```ignore
+//! // build.rs
+//! fn main() {
+//!     nnc::build::compile("models/mnist_mlp.nn").unwrap();
+//! }
+//!
+//! // src/main.rs
+//! nnc::include_model!("mnist_mlp");
+//! ```
 
 pub use nnc_compiler as compiler;
+pub use nnc_compiler::build;
 pub use nnc_runtime as runtime;
+
+/// Includes the Rust code that `nnc::build::compile` generated into
+/// `OUT_DIR` for a model, by the model file's stem.
+#[macro_export]
+macro_rules! include_model {
+    ($stem:literal) => {
+        include!(concat!(env!("OUT_DIR"), "/", $stem, ".rs"));
+    };
+}

@@ -11,6 +11,8 @@
 //! file) and [`Module`], its result.
 
 pub mod autodiff;
+pub mod build;
+pub mod codegen;
 pub mod diagnostic;
 pub mod graph;
 pub mod interp;

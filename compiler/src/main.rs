@@ -23,6 +23,17 @@ enum Command {
         /// The .nn file.
         file: PathBuf,
     },
+    /// Compile a model to Rust training code.
+    Compile {
+        /// The .nn file.
+        file: PathBuf,
+        /// Output file (default: standard output).
+        #[arg(short, long)]
+        output: Option<PathBuf>,
+        /// The path generated code uses for the runtime crate.
+        #[arg(long, default_value = "::nnc::runtime")]
+        runtime: String,
+    },
     /// Write the graph of a network.
     Graph {
         /// The .nn file.
@@ -91,6 +102,27 @@ fn run(cli: Cli) -> anyhow::Result<ExitCode> {
                     Err(d) => return Ok(fail(&source, &[d])),
                 };
                 print!("{}", report::summary(net, &tg));
+            }
+            Ok(ExitCode::SUCCESS)
+        }
+        Command::Compile {
+            file,
+            output,
+            runtime,
+        } => {
+            let opts = nnc_compiler::codegen::Options { runtime };
+            let source = load(&file)?;
+            let module = match nnc_compiler::check_source(&source) {
+                Ok(m) => m,
+                Err(e) => return Ok(fail(&source, &e.diagnostics)),
+            };
+            let code = match nnc_compiler::codegen::generate(&source, &module, &opts) {
+                Ok(c) => c,
+                Err(e) => return Ok(fail(&source, &e.diagnostics)),
+            };
+            match output {
+                Some(path) => nnc_compiler::build::write_if_changed(&path, &code)?,
+                None => print!("{code}"),
             }
             Ok(ExitCode::SUCCESS)
         }

@@ -391,14 +391,17 @@ pub fn sigmoid(x: f32) -> f32 {
     }
 }
 
-/// Splits a workspace into the output range (mutable) and input ranges
-/// (shared) of one kernel call. Ranges come from the compiler's memory plan;
-/// an input overlapping the output is a bug in nnc.
+/// Splits a workspace into the output region (mutable) and input regions
+/// (shared) of one kernel call, each given as `(start, len)`. Regions come
+/// from the compiler's memory plan; an input overlapping the output is a bug
+/// in nnc.
 pub fn io<'a, const N: usize>(
     ws: &'a mut [f32],
-    out: std::ops::Range<usize>,
-    inputs: [std::ops::Range<usize>; N],
+    out: (usize, usize),
+    inputs: [(usize, usize); N],
 ) -> ([&'a [f32]; N], &'a mut [f32]) {
+    let out = out.0..out.0 + out.1;
+    let inputs = inputs.map(|(s, l)| s..s + l);
     let (left, rest) = ws.split_at_mut(out.start);
     let (mid, right) = rest.split_at_mut(out.end - out.start);
     let (left, right): (&'a [f32], &'a [f32]) = (left, right);
@@ -484,7 +487,7 @@ mod tests {
     #[test]
     fn io_splits_disjoint_ranges() {
         let mut ws: Vec<f32> = (0..10).map(|v| v as f32).collect();
-        let ([a, b], out) = io(&mut ws, 4..6, [0..2, 7..9]);
+        let ([a, b], out) = io(&mut ws, (4, 2), [(0, 2), (7, 2)]);
         assert_eq!((a, b), (&[0.0, 1.0][..], &[7.0, 8.0][..]));
         out[0] = a[1] + b[0];
         assert_eq!(ws[4], 8.0);
@@ -494,6 +497,6 @@ mod tests {
     #[should_panic(expected = "overlaps its output")]
     fn io_rejects_overlap() {
         let mut ws = vec![0.0f32; 10];
-        let _ = io(&mut ws, 4..6, [0..1, 5..7]);
+        let _ = io(&mut ws, (4, 2), [(5, 2)]);
     }
 }

@@ -13,7 +13,13 @@ pub mod data;
 pub mod gemm;
 pub mod init;
 pub mod kernels;
+pub mod model;
 pub mod optim;
 pub mod params;
 pub mod rng;
 pub mod schedule;
+
+pub use model::{
+    Batch, BatchSpec, InputKind, InputSpec, Model, ModelSpec, OutputSpec, ScheduleSpec, StepError,
+    TrainSpec,
+};

@@ -635,6 +635,10 @@ impl Lowerer {
                     return self.leaf(LeafOp::scalar(v), e.span);
                 }
                 let x = self.expr(inner)?;
+                // Name the operator as written, not the op it lowers to.
+                if let Err(err) = ops::expect_f32(self.graph.ty(x), 0, "unary `-`") {
+                    return Err(self.op_error(err, &[(x, inner.span)], e.span));
+                }
                 self.add_op(Op::Unary(UnaryOp::Neg), &[(x, inner.span)], e.span)
             }
             ExprKind::Name(n) => self.lookup(n),

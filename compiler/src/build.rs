@@ -1,0 +1,94 @@
+//! The build-script API (the prost-build / tonic-build convention): compile
+//! `.nn` files into `OUT_DIR` from `build.rs`, pull them in with
+//! `nnc::include_model!`.
+//!
+//! In `build.rs`, `fn main` calls:
+//!
+//! ```no_run
+//! nnc_compiler::build::compile("models/mnist_mlp.nn").unwrap();
+//! ```
+
+use crate::codegen::{generate, Options};
+use crate::diagnostic::SourceFile;
+use std::path::{Path, PathBuf};
+
+/// Why a build-script compilation failed.
+#[derive(Debug, thiserror::Error)]
+pub enum BuildError {
+    /// The model could not be read or the output written.
+    #[error("{path}: {source}")]
+    Io {
+        /// The file concerned.
+        path: PathBuf,
+        /// The I/O error.
+        source: std::io::Error,
+    },
+    /// The model has errors; the text is rendered like rustc's.
+    #[error("nnc could not compile {path}:\n{rendered}")]
+    Compile {
+        /// The model file.
+        path: PathBuf,
+        /// The rendered diagnostics.
+        rendered: String,
+    },
+    /// `OUT_DIR` is not set (not running under cargo).
+    #[error("OUT_DIR is not set: call nnc's build API from a build script")]
+    NoOutDir,
+}
+
+/// Compiles a model file to Rust source text (the library function behind
+/// `nnc compile` and [`compile`]).
+pub fn compile_to_string(path: &Path, opts: &Options) -> Result<String, BuildError> {
+    let text = std::fs::read_to_string(path).map_err(|source| BuildError::Io {
+        path: path.to_path_buf(),
+        source,
+    })?;
+    let src = SourceFile::new(path.display().to_string(), text);
+    let fail = |e: crate::CompileError| BuildError::Compile {
+        path: path.to_path_buf(),
+        rendered: src.render(&e.diagnostics, false),
+    };
+    let module = crate::check_source(&src).map_err(fail)?;
+    generate(&src, &module, opts).map_err(fail)
+}
+
+/// The file name a model compiles to: `models/mnist_mlp.nn` → `mnist_mlp.rs`.
+pub fn output_name(path: &Path) -> String {
+    let stem = path
+        .file_stem()
+        .map_or("model".into(), |s| s.to_string_lossy());
+    format!("{stem}.rs")
+}
+
+/// Compiles `path` into `$OUT_DIR/<stem>.rs` and tells cargo to rerun the
+/// build script when the model changes. The file is only rewritten when its
+/// content changes, so an unchanged model does not trigger a rebuild.
+pub fn compile(path: impl AsRef<Path>) -> Result<PathBuf, BuildError> {
+    compile_with(path, &Options::default())
+}
+
+/// [`compile`] with explicit options.
+pub fn compile_with(path: impl AsRef<Path>, opts: &Options) -> Result<PathBuf, BuildError> {
+    let path = path.as_ref();
+    println!("cargo:rerun-if-changed={}", path.display());
+    let out_dir = std::env::var_os("OUT_DIR").ok_or(BuildError::NoOutDir)?;
+    let code = compile_to_string(path, opts)?;
+    let out = Path::new(&out_dir).join(output_name(path));
+    write_if_changed(&out, &code)?;
+    Ok(out)
+}
+
+/// Writes through a temporary file and a rename, and not at all when the
+/// content is unchanged.
+pub fn write_if_changed(out: &Path, code: &str) -> Result<(), BuildError> {
+    if std::fs::read_to_string(out).is_ok_and(|old| old == code) {
+        return Ok(());
+    }
+    let io = |source| BuildError::Io {
+        path: out.to_path_buf(),
+        source,
+    };
+    let tmp = out.with_extension("rs.tmp");
+    std::fs::write(&tmp, code).map_err(io)?;
+    std::fs::rename(&tmp, out).map_err(io)
+}

@@ -1,0 +1,191 @@
+//! Where every value of a training graph lives while the generated code runs:
+//! parameters in the flat parameter buffer, inputs and labels in the caller's
+//! slices, constants inline, and every computed value in its own region of
+//! one workspace allocated once for the largest batch.
+
+use super::{batch_power_ok, codegen_error, usize_lit};
+use crate::autodiff::TrainingGraph;
+use crate::diagnostic::CompileError;
+use crate::graph::{Dim, NodeId};
+use crate::lower::Network;
+use crate::ops::{LeafOp, Op};
+use proc_macro2::TokenStream;
+use quote::quote;
+use std::collections::HashMap;
+
+/// The location of one node's value.
+#[derive(Clone, Debug, PartialEq)]
+pub enum Loc {
+    /// In the workspace at `fixed + per_sample · max_batch`.
+    Ws {
+        /// The part of the offset that does not scale with the batch.
+        fixed: usize,
+        /// The part that scales with the maximum batch.
+        per_sample: usize,
+    },
+    /// In the parameter buffer.
+    Param {
+        /// First element.
+        offset: usize,
+        /// Element count.
+        len: usize,
+    },
+    /// The caller's feature slice of this name.
+    Input(String),
+    /// The caller's label slice of this name.
+    Label(String),
+    /// An inline constant `value · batch^batch_pow`.
+    Const {
+        /// The fixed factor.
+        value: f64,
+        /// Power of the batch size.
+        batch_pow: i32,
+    },
+}
+
+/// The locations of all nodes an entry point uses.
+pub struct Layout {
+    /// Location by node index.
+    pub loc: HashMap<usize, Loc>,
+    /// Each parameter's offset in the flat buffers, in declaration order.
+    pub param_offset: Vec<usize>,
+    /// Each parameter's length.
+    pub param_len: Vec<usize>,
+    /// Workspace elements that do not scale with the batch.
+    pub ws_fixed: usize,
+    /// Workspace elements per sample of the maximum batch.
+    pub ws_per_sample: usize,
+}
+
+impl Layout {
+    /// Lays out every node of the given schedules. Every computed value gets
+    /// its own region (the naive plan; memory planning shares them later).
+    pub fn new(
+        net: &Network,
+        tg: &TrainingGraph,
+        schedules: &[&Vec<NodeId>],
+    ) -> Result<Layout, CompileError> {
+        let mut layout = Layout {
+            loc: HashMap::new(),
+            param_offset: Vec::new(),
+            param_len: Vec::new(),
+            ws_fixed: 0,
+            ws_per_sample: 0,
+        };
+        let mut offset = 0;
+        for p in &net.params {
+            let len = p.shape.numel(1);
+            layout.param_offset.push(offset);
+            layout.param_len.push(len);
+            layout
+                .loc
+                .insert(p.node.index(), Loc::Param { offset, len });
+            offset += len;
+        }
+        let mut ids: Vec<NodeId> = schedules.iter().flat_map(|s| s.iter().copied()).collect();
+        ids.sort_by_key(|n| n.index());
+        ids.dedup();
+        for id in ids {
+            if layout.loc.contains_key(&id.index()) {
+                continue;
+            }
+            let node = tg.graph.node(id);
+            let loc = match &node.op {
+                Op::Leaf(LeafOp::Input { name, .. }) => Loc::Input(name.clone()),
+                Op::Leaf(LeafOp::Label { name, .. }) => Loc::Label(name.clone()),
+                Op::Leaf(LeafOp::Param { name, .. }) => {
+                    return Err(codegen_error(
+                        node.span,
+                        format!("parameter `{name}` is not laid out"),
+                    ))
+                }
+                Op::Leaf(LeafOp::Constant { value, batch_pow }) => Loc::Const {
+                    value: *value,
+                    batch_pow: *batch_pow,
+                },
+                _ => {
+                    if !batch_power_ok(node.ty.shape.dims()) {
+                        return Err(codegen_error(
+                            node.span,
+                            format!(
+                                "{} mentions `batch` twice; generated code supports one batch dimension per tensor",
+                                node.ty
+                            ),
+                        ));
+                    }
+                    let n = node.ty.shape.fixed_numel().unwrap_or(0);
+                    let loc = Loc::Ws {
+                        fixed: layout.ws_fixed,
+                        per_sample: layout.ws_per_sample,
+                    };
+                    if node.ty.shape.dims().contains(&Dim::Batch) {
+                        layout.ws_per_sample += n;
+                    } else {
+                        layout.ws_fixed += n;
+                    }
+                    loc
+                }
+            };
+            layout.loc.insert(id.index(), loc);
+        }
+        Ok(layout)
+    }
+
+    /// The workspace start (using `mb`, the maximum batch) and length (using
+    /// `b`, the batch size) of a node's value, as tokens.
+    pub fn start_len(&self, tg: &TrainingGraph, id: NodeId) -> (TokenStream, TokenStream) {
+        let Some(Loc::Ws { fixed, per_sample }) = self.loc.get(&id.index()) else {
+            return (quote!(0usize), quote!(0usize));
+        };
+        let ty = &tg.graph.node(id).ty;
+        let start = match (*fixed, *per_sample) {
+            (f, 0) => {
+                let f = usize_lit(f);
+                quote!(#f)
+            }
+            (0, p) => {
+                let p = usize_lit(p);
+                quote!(#p * mb)
+            }
+            (f, p) => {
+                let (f, p) = (usize_lit(f), usize_lit(p));
+                quote!(#f + #p * mb)
+            }
+        };
+        let n = ty.shape.fixed_numel().unwrap_or(0);
+        let len = match (ty.shape.dims().contains(&Dim::Batch), n) {
+            (true, 1) => quote!(b),
+            (true, n) => {
+                let n = usize_lit(n);
+                quote!(#n * b)
+            }
+            (false, n) => {
+                let n = usize_lit(n);
+                quote!(#n)
+            }
+        };
+        (start, len)
+    }
+
+    /// `(start, len)` of a node's value, the form `kernels::io` takes.
+    pub fn pair(&self, tg: &TrainingGraph, id: NodeId) -> TokenStream {
+        let (s, l) = self.start_len(tg, id);
+        quote!((#s, #l))
+    }
+
+    /// `ws[start..][..len]`: a node's value as a slice expression of `ws`.
+    pub fn slice(&self, tg: &TrainingGraph, id: NodeId) -> TokenStream {
+        let (s, l) = self.start_len(tg, id);
+        if s.to_string() == "0usize" {
+            quote!(ws[..#l])
+        } else {
+            quote!(ws[#s..][..#l])
+        }
+    }
+
+    /// The workspace size for `mb` samples, as tokens.
+    pub fn ws_size_tokens(&self) -> TokenStream {
+        let (f, p) = (usize_lit(self.ws_fixed), usize_lit(self.ws_per_sample));
+        quote!(#f + #p * mb)
+    }
+}

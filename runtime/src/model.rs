@@ -1,0 +1,331 @@
+//! The contract between generated code and the runtime: a compiled network
+//! implements [`Model`] and describes itself with a static [`ModelSpec`], so
+//! the runtime's training loop, checkpoints and data parallelism can drive
+//! any network nnc compiles.
+
+use crate::init::Init;
+use crate::optim::OptimizerConfig;
+use crate::params::ParamSpec;
+use crate::schedule::Schedule;
+use thiserror::Error;
+
+/// What a fed tensor holds.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum InputKind {
+    /// f32 features.
+    Features,
+    /// Integer class labels in `0..classes`.
+    Labels {
+        /// Number of classes.
+        classes: u32,
+    },
+}
+
+/// One input or label of a network; every sample has `per_sample` values.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct InputSpec {
+    /// The declared name.
+    pub name: &'static str,
+    /// Values per sample (the product of the non-batch dimensions).
+    pub per_sample: usize,
+    /// Features or labels.
+    pub kind: InputKind,
+}
+
+/// One declared output; every sample has `per_sample` values.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct OutputSpec {
+    /// The declared name.
+    pub name: &'static str,
+    /// Values per sample.
+    pub per_sample: usize,
+}
+
+/// Samples per optimizer step, as the `train` block says.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum BatchSpec {
+    /// The whole training set per step (full-batch gradient descent).
+    Full,
+    /// Mini-batches of this many samples (1 is stochastic gradient descent).
+    Size(usize),
+}
+
+/// The shape of the learning-rate schedule, before the run length is known.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub enum ScheduleSpec {
+    /// The base rate throughout.
+    Constant,
+    /// Multiply by `gamma` every `every` steps.
+    Step {
+        /// Steps between decays.
+        every: u64,
+        /// Decay factor.
+        gamma: f32,
+    },
+    /// Multiply by `gamma` every step.
+    Exponential {
+        /// Decay factor.
+        gamma: f32,
+    },
+    /// Cosine annealing to `min_lr` over the rest of the run.
+    Cosine {
+        /// Final rate.
+        min_lr: f32,
+    },
+}
+
+/// A network's `train` block.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct TrainSpec {
+    /// The optimizer and its hyper-parameters (without the learning rate).
+    pub optimizer: OptimizerConfig,
+    /// The base learning rate.
+    pub lr: f32,
+    /// Samples per step.
+    pub batch: BatchSpec,
+    /// Passes over the training set.
+    pub epochs: u64,
+    /// Schedule shape.
+    pub schedule: ScheduleSpec,
+    /// Linear warmup steps in front of the schedule.
+    pub warmup: u64,
+    /// Decoupled weight decay applied after each step (`p -= lr·wd·p`);
+    /// AdamW carries its own in `optimizer`.
+    pub weight_decay: f32,
+    /// Seed of initialisation and shuffling.
+    pub seed: u64,
+}
+
+impl TrainSpec {
+    /// The concrete schedule for a run of `total_steps` optimizer steps.
+    pub fn schedule(&self, total_steps: u64) -> Schedule {
+        let after_warmup = total_steps.saturating_sub(self.warmup).max(1);
+        let inner = match self.schedule {
+            ScheduleSpec::Constant => Schedule::Constant,
+            ScheduleSpec::Step { every, gamma } => Schedule::Step {
+                step_size: every,
+                gamma,
+            },
+            ScheduleSpec::Exponential { gamma } => Schedule::Exponential { gamma },
+            ScheduleSpec::Cosine { min_lr } => Schedule::Cosine {
+                total_steps: after_warmup,
+                min_lr,
+            },
+        };
+        if self.warmup > 0 {
+            inner.with_warmup(self.warmup)
+        } else {
+            inner
+        }
+    }
+}
+
+/// Everything the runtime needs to know about a compiled network.
+#[derive(Debug, Clone, Copy)]
+pub struct ModelSpec {
+    /// The network's name.
+    pub name: &'static str,
+    /// The source file it was compiled from.
+    pub source: &'static str,
+    /// A hash of the compiled network (architecture and layout): checkpoints
+    /// and ranks compare it to refuse mismatched models.
+    pub hash: u64,
+    /// Parameters, in declaration order, with offsets into the flat buffer.
+    pub params: &'static [ParamSpec],
+    /// Each parameter's initializer, in the same order.
+    pub inits: &'static [Init],
+    /// Total parameter count (the flat buffer's length).
+    pub param_count: usize,
+    /// Inputs and labels in declaration order.
+    pub inputs: &'static [InputSpec],
+    /// Outputs in declaration order.
+    pub outputs: &'static [OutputSpec],
+    /// The `train` block.
+    pub train: TrainSpec,
+}
+
+/// One step's data: feature slices for each `Features` input and label
+/// slices for each `Labels` input, each in declaration order.
+#[derive(Debug, Clone, Copy)]
+pub struct Batch<'a> {
+    /// Features, `batch × per_sample` values each.
+    pub inputs: &'a [&'a [f32]],
+    /// Labels, `batch × per_sample` class indices each.
+    pub labels: &'a [&'a [u32]],
+}
+
+/// Why a step could not run on the data it was given.
+#[derive(Debug, Clone, PartialEq, Eq, Error)]
+pub enum StepError {
+    /// More samples than the workspace was built for.
+    #[error("batch of {batch} samples exceeds the model's maximum batch {max}")]
+    BatchTooLarge {
+        /// Samples given.
+        batch: usize,
+        /// The maximum.
+        max: usize,
+    },
+    /// An empty batch.
+    #[error("empty batch")]
+    Empty,
+    /// A slice whose length is not a whole number of samples, or disagrees
+    /// with the batch size of the others.
+    #[error("`{name}`: expected {expected} values, found {found}")]
+    Length {
+        /// The input's name.
+        name: &'static str,
+        /// Values expected.
+        expected: usize,
+        /// Values given.
+        found: usize,
+    },
+    /// A label outside `0..classes`.
+    #[error("`{name}`[{index}] = {value} is not a class in 0..{classes}")]
+    Label {
+        /// The label input's name.
+        name: &'static str,
+        /// Position in the slice.
+        index: usize,
+        /// The value.
+        value: u32,
+        /// Number of classes.
+        classes: u32,
+    },
+    /// The wrong number of input or label slices.
+    #[error("expected {expected} {what} slices, found {found}")]
+    Arity {
+        /// "input", "label" or "output".
+        what: &'static str,
+        /// Slices expected.
+        expected: usize,
+        /// Slices given.
+        found: usize,
+    },
+}
+
+/// A compiled network: forward, loss and backward over a preallocated
+/// workspace, parameters and gradients in flat buffers.
+pub trait Model: Send {
+    /// The static description.
+    fn spec(&self) -> &'static ModelSpec;
+    /// The largest batch the workspace holds.
+    fn max_batch(&self) -> usize;
+    /// The flat parameter buffer.
+    fn params(&self) -> &[f32];
+    /// The flat parameter buffer, for optimizers and checkpoints.
+    fn params_mut(&mut self) -> &mut [f32];
+    /// The flat gradient buffer written by the last `train_step`.
+    fn grads(&self) -> &[f32];
+    /// Forward, loss and backward: fills `grads` and returns the mean loss
+    /// over the batch (without regularisation penalties).
+    fn train_step(&mut self, batch: &Batch<'_>) -> Result<f32, StepError>;
+    /// Forward and loss only.
+    fn loss(&mut self, batch: &Batch<'_>) -> Result<f32, StepError>;
+    /// Forward to the outputs for a batch of features; returns the batch size.
+    fn predict(
+        &mut self,
+        inputs: &[&[f32]],
+        outputs: &mut [&mut [f32]],
+    ) -> Result<usize, StepError>;
+
+    /// Initialises every parameter with its initializer from one seed
+    /// (parameters draw from the generator in declaration order).
+    fn init_params(&mut self, seed: u64) -> Result<(), crate::init::InitError> {
+        let spec = self.spec();
+        let mut rng = crate::rng::Rng::new(seed);
+        let params = self.params_mut();
+        for (p, init) in spec.params.iter().zip(spec.inits) {
+            init.fill(&p.shape, &mut params[p.range()], &mut rng)?;
+        }
+        Ok(())
+    }
+}
+
+/// Checks a batch against a spec and returns its batch size: every slice a
+/// whole number of samples, all the same number, labels in range.
+pub fn check_batch(
+    spec: &ModelSpec,
+    inputs: &[&[f32]],
+    labels: Option<&[&[u32]]>,
+    max: usize,
+) -> Result<usize, StepError> {
+    let n_features = spec
+        .inputs
+        .iter()
+        .filter(|i| i.kind == InputKind::Features)
+        .count();
+    if inputs.len() != n_features {
+        return Err(StepError::Arity {
+            what: "input",
+            expected: n_features,
+            found: inputs.len(),
+        });
+    }
+    let mut batch: Option<usize> = None;
+    let mut fi = 0;
+    let mut li = 0;
+    for spec_in in spec.inputs {
+        let len = match spec_in.kind {
+            InputKind::Features => {
+                fi += 1;
+                inputs[fi - 1].len()
+            }
+            InputKind::Labels { .. } => match labels {
+                Some(l) => {
+                    li += 1;
+                    match l.get(li - 1) {
+                        Some(s) => s.len(),
+                        None => {
+                            return Err(StepError::Arity {
+                                what: "label",
+                                expected: li,
+                                found: l.len(),
+                            })
+                        }
+                    }
+                }
+                None => continue,
+            },
+        };
+        let per = spec_in.per_sample.max(1);
+        let b = *batch.get_or_insert(len / per);
+        if len != b * per {
+            return Err(StepError::Length {
+                name: spec_in.name,
+                expected: b * per,
+                found: len,
+            });
+        }
+    }
+    let b = batch.unwrap_or(1);
+    if b == 0 {
+        return Err(StepError::Empty);
+    }
+    if b > max {
+        return Err(StepError::BatchTooLarge { batch: b, max });
+    }
+    if let Some(labels) = labels {
+        let specs = spec.inputs.iter().filter_map(|i| match i.kind {
+            InputKind::Labels { classes } => Some((i.name, classes)),
+            InputKind::Features => None,
+        });
+        for ((name, classes), slice) in specs.zip(labels.iter()) {
+            if let Some((index, &value)) = slice.iter().enumerate().find(|(_, &v)| v >= classes) {
+                return Err(StepError::Label {
+                    name,
+                    index,
+                    value,
+                    classes,
+                });
+            }
+        }
+        if li != labels.len() {
+            return Err(StepError::Arity {
+                what: "label",
+                expected: li,
+                found: labels.len(),
+            });
+        }
+    }
+    Ok(b)
+}

@@ -1,0 +1,220 @@
+//! The generated training code against the f64 reference interpreter: for
+//! every example and test model, on random inputs, `train_step`'s loss and
+//! gradients, `loss` and `predict` equal the interpreter's within 1e-4
+//! (relative, per tensor) in f32.
+
+use nnc::compiler::autodiff::{training_graph, GradOptions};
+use nnc::compiler::interp::evaluate;
+use nnc::compiler::lower::InputKind;
+use nnc::compiler::ops::Tensor;
+use nnc::compiler::{check_source, SourceFile};
+use nnc::runtime::{Batch, Model};
+use std::collections::HashMap;
+
+mod mnist_mlp {
+    nnc::include_model!("mnist_mlp");
+}
+mod every_op {
+    nnc::include_model!("every_op");
+}
+
+/// SplitMix64, independent of the code under test.
+struct Rng(u64);
+impl Rng {
+    fn next(&mut self) -> u64 {
+        self.0 = self.0.wrapping_add(0x9E37_79B9_7F4A_7C15);
+        let mut z = self.0;
+        z = (z ^ (z >> 30)).wrapping_mul(0xBF58_476D_1CE4_E5B9);
+        z = (z ^ (z >> 27)).wrapping_mul(0x94D0_49BB_1331_11EB);
+        z ^ (z >> 31)
+    }
+    fn unit(&mut self) -> f32 {
+        (self.next() >> 40) as f32 / (1u64 << 24) as f32
+    }
+}
+
+/// Largest difference relative to the larger magnitude of the interpreter's tensor.
+fn rel_err(got: &[f32], want: &Tensor) -> f64 {
+    assert_eq!(got.len(), want.len(), "lengths differ");
+    let scale = want.iter().fold(1e-3f64, |m, v| m.max(v.abs()));
+    got.iter()
+        .zip(want.iter())
+        .map(|(&g, &w)| (f64::from(g) - w).abs())
+        .fold(0.0, f64::max)
+        / scale
+}
+
+/// Runs the generated model and the interpreter on the same random batch
+/// and parameters; returns (what, relative error) for every compared value.
+fn compare<M: Model>(model: &mut M, path: &str, batch: usize, seed: u64) -> Vec<(String, f64)> {
+    let full = format!("{}/{path}", env!("CARGO_MANIFEST_DIR"));
+    let src = SourceFile::new(path, std::fs::read_to_string(full).unwrap());
+    let module = check_source(&src).unwrap();
+    let net = &module.networks[0];
+    let cfg = module.train_config(&net.name);
+    let tg = training_graph(
+        net,
+        &GradOptions {
+            regularization: cfg.regularization,
+            inputs: vec![],
+        },
+    )
+    .unwrap();
+
+    let mut rng = Rng(seed);
+    let mut bindings: HashMap<String, Tensor> = HashMap::new();
+    let mut features: Vec<Vec<f32>> = Vec::new();
+    let mut labels: Vec<Vec<u32>> = Vec::new();
+    for i in &net.inputs {
+        let dims = i.ty.shape.resolve(batch);
+        let n: usize = dims.iter().product();
+        let tensor = |v: Vec<f64>| Tensor::from_shape_vec(dims.clone(), v).unwrap();
+        match i.kind {
+            InputKind::Features => {
+                let v: Vec<f32> = (0..n).map(|_| rng.unit() * 2.0 - 1.0).collect();
+                bindings.insert(
+                    i.name.clone(),
+                    tensor(v.iter().map(|&x| f64::from(x)).collect()),
+                );
+                features.push(v);
+            }
+            InputKind::Labels => {
+                let classes = model
+                    .spec()
+                    .inputs
+                    .iter()
+                    .find_map(|s| match s.kind {
+                        nnc::runtime::InputKind::Labels { classes } if s.name == i.name => {
+                            Some(classes)
+                        }
+                        _ => None,
+                    })
+                    .unwrap();
+                let v: Vec<u32> = (0..n)
+                    .map(|_| (rng.next() % u64::from(classes)) as u32)
+                    .collect();
+                bindings.insert(
+                    i.name.clone(),
+                    tensor(v.iter().map(|&x| f64::from(x)).collect()),
+                );
+                labels.push(v);
+            }
+        }
+    }
+    // The generated model initialised its own parameters; the interpreter
+    // gets the same values.
+    for p in model.spec().params {
+        let v: Vec<f64> = model.params()[p.range()]
+            .iter()
+            .map(|&x| f64::from(x))
+            .collect();
+        bindings.insert(
+            p.name.to_string(),
+            Tensor::from_shape_vec(p.shape.to_vec(), v).unwrap(),
+        );
+    }
+    let values = evaluate(&tg.graph, &bindings).unwrap();
+
+    let fs: Vec<&[f32]> = features.iter().map(|v| v.as_slice()).collect();
+    let ls: Vec<&[u32]> = labels.iter().map(|v| v.as_slice()).collect();
+    let b = Batch {
+        inputs: &fs,
+        labels: &ls,
+    };
+    let mut out = Vec::new();
+    let loss = model.train_step(&b).unwrap();
+    let want = values.get(tg.loss);
+    out.push(("train_step loss".to_string(), rel_err(&[loss], want)));
+    for (p, (name, _, g)) in model.spec().params.iter().zip(&tg.params) {
+        assert_eq!(p.name, name.as_str());
+        out.push((
+            format!("d/d {name}"),
+            rel_err(&model.grads()[p.range()], values.get(*g)),
+        ));
+    }
+    let loss_only = model.loss(&b).unwrap();
+    out.push(("loss".to_string(), rel_err(&[loss_only], want)));
+    let mut outputs: Vec<Vec<f32>> = net
+        .outputs
+        .iter()
+        .map(|o| vec![0.0; tg.graph.ty(o.node).shape.numel(batch)])
+        .collect();
+    let mut slots: Vec<&mut [f32]> = outputs.iter_mut().map(|v| v.as_mut_slice()).collect();
+    assert_eq!(model.predict(&fs, &mut slots).unwrap(), batch);
+    for (o, got) in net.outputs.iter().zip(&outputs) {
+        out.push((
+            format!("predict {}", o.name),
+            rel_err(got, values.get(o.node)),
+        ));
+    }
+    out
+}
+
+fn assert_close(errors: Vec<(String, f64)>) {
+    for (what, err) in &errors {
+        assert!(*err < 1e-4, "{what}: relative error {err:e}");
+    }
+}
+
+#[test]
+fn mnist_mlp_generated_code_equals_the_interpreter() {
+    let mut model = mnist_mlp::MnistMlp::new(16);
+    let errors = compare(&mut model, "examples/models/mnist_mlp.nn", 16, 1);
+    assert_eq!(errors.len(), 1 + 6 + 1 + 1);
+    assert_close(errors);
+    // A smaller batch than the workspace was built for.
+    assert_close(compare(&mut model, "examples/models/mnist_mlp.nn", 3, 2));
+}
+
+#[test]
+fn every_op_generated_code_equals_the_interpreter() {
+    let mut model = every_op::EveryOp::new(7);
+    for (batch, seed) in [(7, 3), (1, 4), (4, 5)] {
+        assert_close(compare(
+            &mut model,
+            "compiler/tests/models/every_op.nn",
+            batch,
+            seed,
+        ));
+    }
+}
+
+#[test]
+fn generated_code_rejects_bad_batches_without_panicking() {
+    let mut model = mnist_mlp::MnistMlp::new(4);
+    let image = vec![0.0f32; 784 * 5];
+    let digit = [0u32; 5];
+    assert_eq!(
+        model.train_step(&image, &digit).unwrap_err().to_string(),
+        "batch of 5 samples exceeds the model's maximum batch 4"
+    );
+    assert_eq!(
+        model
+            .train_step(&image[..784 * 2], &digit[..3])
+            .unwrap_err()
+            .to_string(),
+        "`digit`: expected 2 values, found 3"
+    );
+    assert_eq!(
+        model
+            .train_step(&image[..784 * 2 - 1], &digit[..2])
+            .unwrap_err()
+            .to_string(),
+        "`image`: expected 784 values, found 1567"
+    );
+    assert_eq!(
+        model
+            .train_step(&image[..784], &[10])
+            .unwrap_err()
+            .to_string(),
+        "`digit`[0] = 10 is not a class in 0..10"
+    );
+    let mut probs = vec![0.0f32; 3];
+    assert_eq!(
+        model
+            .predict(&image[..784], &mut probs)
+            .unwrap_err()
+            .to_string(),
+        "`probs`: expected 10 values, found 3"
+    );
+}
