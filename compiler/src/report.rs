@@ -16,14 +16,14 @@ pub fn flops(graph: &Graph, range: std::ops::Range<usize>) -> u64 {
             let node = graph.node(id);
             node.op.flops(&types, &node.ty)
         })
-        .sum()
+        .fold(0u64, u64::saturating_add)
 }
 
 /// Per-sample FLOPs of the forward and backward parts of a training graph.
 pub fn flops_per_sample(tg: &TrainingGraph) -> (u64, u64) {
     let fwd = flops(&tg.graph, 0..tg.forward_len);
     let total = flops(&tg.graph, 0..usize::MAX);
-    (fwd, total - fwd)
+    (fwd, total.saturating_sub(fwd))
 }
 
 /// Groups digits by thousands: 101770 → "101,770".

@@ -18,8 +18,10 @@ pub mod optim;
 pub mod params;
 pub mod rng;
 pub mod schedule;
+pub mod train;
 
 pub use model::{
     Batch, BatchSpec, InputKind, InputSpec, Model, ModelSpec, OutputSpec, ScheduleSpec, StepError,
     TrainSpec,
 };
+pub use train::{evaluate, fit, EpochMetrics, Eval, FitError, FitOptions, History, TrainData};

@@ -255,6 +255,12 @@ pub fn training_graph(net: &Network, opts: &GradOptions) -> Result<TrainingGraph
         wrt.push(input.node);
     }
     let grads = gradients(&mut graph, objective, &wrt)?;
+    // Gradient rules build every operand's gradient; drop the ones nothing
+    // asked for (such as the gradient of the input images).
+    let mut live_targets = grads.clone();
+    live_targets.push(objective);
+    let live = graph.ancestors(&live_targets);
+    graph.remove_dead_after(forward_len, &live);
     let np = net.params.len();
     for (p, &g) in net.params.iter().zip(&grads) {
         graph.set_name(g, &format!("grad {}", p.name));

@@ -97,13 +97,7 @@ fn usize_lit(n: usize) -> Literal {
 
 /// The nodes `targets` depend on, in index (topological) order.
 fn ancestors(tg: &TrainingGraph, targets: &[NodeId]) -> Vec<NodeId> {
-    let mut seen: BTreeSet<usize> = BTreeSet::new();
-    let mut stack: Vec<NodeId> = targets.to_vec();
-    while let Some(n) = stack.pop() {
-        if seen.insert(n.index()) {
-            stack.extend(tg.graph.operands(n));
-        }
-    }
+    let seen = tg.graph.ancestors(targets);
     tg.graph
         .ids()
         .filter(|id| seen.contains(&id.index()))

@@ -116,6 +116,30 @@ impl Graph {
         self.inner.node_count() == 0
     }
 
+    /// Removes every node at index `from` or later that `keep` does not
+    /// contain (dead work a pass appended). Index order stays topological.
+    pub fn remove_dead_after(&mut self, from: usize, keep: &std::collections::BTreeSet<usize>) {
+        let dead: Vec<NodeId> = self
+            .ids()
+            .filter(|id| id.index() >= from && !keep.contains(&id.index()))
+            .collect();
+        for id in dead {
+            self.inner.remove_node(id);
+        }
+    }
+
+    /// The indices of `targets` and of every node they depend on.
+    pub fn ancestors(&self, targets: &[NodeId]) -> std::collections::BTreeSet<usize> {
+        let mut seen = std::collections::BTreeSet::new();
+        let mut stack: Vec<NodeId> = targets.to_vec();
+        while let Some(n) = stack.pop() {
+            if seen.insert(n.index()) {
+                stack.extend(self.operands(n));
+            }
+        }
+        seen
+    }
+
     /// The underlying petgraph graph, for algorithms and rendering.
     pub fn petgraph(&self) -> &StableDiGraph<Node, Operand> {
         &self.inner

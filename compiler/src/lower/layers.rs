@@ -266,12 +266,8 @@ impl Lowerer {
 
     /// Applies a one-argument function by name (relu, tanh, softmax, ...).
     fn activation(&mut self, name: &str, x: NodeId, span: Span) -> L<NodeId> {
-        let usable = |f: &&ops::Function| {
-            f.params.first().is_some_and(|p| p.kind == ArgKind::Tensor)
-                && f.params[1..].iter().all(|p| !p.required)
-        };
-        let Some(f) = ops::functions().filter(usable).find(|f| f.name == name) else {
-            let names: Vec<&str> = ops::functions().filter(usable).map(|f| f.name).collect();
+        let Some(f) = ops::activations().find(|f| f.name == name) else {
+            let names: Vec<&str> = ops::activations().map(|f| f.name).collect();
             let mut d = Diagnostic::new(
                 ErrorKind::BadArgument,
                 span,

@@ -148,8 +148,8 @@ impl LossOp {
     pub fn flops(&self, t: &[&TensorType]) -> u64 {
         let n = t[0].shape.numel(1) as u64;
         match self {
-            LossOp::CrossEntropy => 5 * n,
-            LossOp::BinaryCrossEntropy => 6 * n,
+            LossOp::CrossEntropy => n.saturating_mul(5),
+            LossOp::BinaryCrossEntropy => n.saturating_mul(6),
             LossOp::OneHot { .. } => 0,
         }
     }

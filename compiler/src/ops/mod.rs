@@ -185,20 +185,21 @@ impl Op {
     /// Floating-point operations for one evaluation with `batch = 1`: the
     /// basis of `nnc check`'s per-sample FLOP counts.
     pub fn flops(&self, inputs: &[&TensorType], out: &TensorType) -> u64 {
+        // Saturating: a legal graph of huge tensors must not overflow the count.
         let n = |s: &Shape| s.numel(1) as u64;
         match self {
             Op::Leaf(_) => 0,
-            Op::Unary(op) => op.flops_per_element() * n(&out.shape),
+            Op::Unary(op) => op.flops_per_element().saturating_mul(n(&out.shape)),
             Op::Binary(_) => n(&out.shape),
             Op::Matmul(_) => {
                 let k = match inputs[0].shape.dims().last() {
                     Some(d) => d.resolve(1) as u64,
                     None => 0,
                 };
-                2 * k * n(&out.shape)
+                k.saturating_mul(n(&out.shape)).saturating_mul(2)
             }
             Op::Reduce(_) => n(&inputs[0].shape),
-            Op::Softmax(_) => 4 * n(&inputs[0].shape),
+            Op::Softmax(_) => n(&inputs[0].shape).saturating_mul(4),
             Op::Shape(ShapeOp::SumTo { .. }) => n(&inputs[0].shape),
             Op::Shape(_) => 0,
             Op::Loss(op) => op.flops(inputs),
@@ -254,6 +255,16 @@ pub fn functions() -> impl Iterator<Item = &'static Function> {
         .chain(softmax::FUNCTIONS)
         .chain(shape::FUNCTIONS)
         .chain(loss::FUNCTIONS)
+}
+
+/// The functions `dense(..., activation: NAME)` accepts: shape-preserving
+/// functions of one tensor (the elementwise ones and the softmaxes) whose
+/// other parameters have defaults.
+pub fn activations() -> impl Iterator<Item = &'static Function> {
+    elementwise::FUNCTIONS
+        .iter()
+        .chain(softmax::FUNCTIONS)
+        .filter(|f| f.params[1..].iter().all(|p| !p.required))
 }
 
 /// Requires an f32 operand: class labels are indices, not numbers.
