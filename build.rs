@@ -6,6 +6,12 @@ use std::path::Path;
 
 fn main() {
     let opts = nnc_compiler::codegen::Options::default();
+    let o0 = nnc_compiler::codegen::Options {
+        opt_level: nnc_compiler::passes::OptLevel::O0,
+        ..Default::default()
+    };
+    let out_dir =
+        std::path::PathBuf::from(std::env::var_os("OUT_DIR").expect("cargo sets OUT_DIR"));
     for dir in ["examples/models", "compiler/tests/models"] {
         println!("cargo:rerun-if-changed={dir}");
         let mut files: Vec<_> = std::fs::read_dir(dir)
@@ -18,6 +24,12 @@ fn main() {
             if let Err(e) = nnc_compiler::build::compile_with(Path::new(&path), &opts) {
                 panic!("{e}");
             }
+            // The unoptimised variant, for the -O0 == -O2 equivalence tests.
+            let code = nnc_compiler::build::compile_to_string(Path::new(&path), &o0)
+                .unwrap_or_else(|e| panic!("{e}"));
+            let stem = path.file_stem().and_then(|s| s.to_str()).unwrap_or("model");
+            nnc_compiler::build::write_if_changed(&out_dir.join(format!("{stem}_o0.rs")), &code)
+                .unwrap_or_else(|e| panic!("{e}"));
         }
     }
 }

@@ -17,6 +17,12 @@ mod mnist_mlp {
 mod every_op {
     nnc::include_model!("every_op");
 }
+mod mnist_mlp_o0 {
+    nnc::include_model!("mnist_mlp_o0");
+}
+mod every_op_o0 {
+    nnc::include_model!("every_op_o0");
+}
 
 /// SplitMix64, independent of the code under test.
 struct Rng(u64);
@@ -164,6 +170,8 @@ fn mnist_mlp_generated_code_equals_the_interpreter() {
     assert_close(errors);
     // A smaller batch than the workspace was built for.
     assert_close(compare(&mut model, "examples/models/mnist_mlp.nn", 3, 2));
+    let mut o0 = mnist_mlp_o0::MnistMlp::new(16);
+    assert_close(compare(&mut o0, "examples/models/mnist_mlp.nn", 16, 1));
 }
 
 #[test]

@@ -18,6 +18,7 @@ pub mod graph;
 pub mod interp;
 pub mod lower;
 pub mod ops;
+pub mod passes;
 pub mod report;
 pub mod syntax;
 

@@ -33,6 +33,15 @@ enum Command {
         /// The path generated code uses for the runtime crate.
         #[arg(long, default_value = "::nnc::runtime")]
         runtime: String,
+        /// Optimisation level: 0 (none), 1 (fold, CSE, DCE), 2 (all).
+        #[arg(short = 'O', default_value_t = 2, value_parser = clap::value_parser!(u8).range(0..=2))]
+        opt: u8,
+        /// Skip a graph pass (repeatable); see --list-passes.
+        #[arg(long = "disable-pass")]
+        disable: Vec<String>,
+        /// Print the graph passes and exit.
+        #[arg(long)]
+        list_passes: bool,
     },
     /// Write the graph of a network.
     Graph {
@@ -109,8 +118,29 @@ fn run(cli: Cli) -> anyhow::Result<ExitCode> {
             file,
             output,
             runtime,
+            opt,
+            disable,
+            list_passes,
         } => {
-            let opts = nnc_compiler::codegen::Options { runtime };
+            use nnc_compiler::passes::{OptLevel, PASS_NAMES};
+            if list_passes {
+                for p in PASS_NAMES {
+                    println!("{p}");
+                }
+                return Ok(ExitCode::SUCCESS);
+            }
+            if let Some(bad) = disable.iter().find(|d| !PASS_NAMES.contains(&d.as_str())) {
+                anyhow::bail!(
+                    "unknown pass `{bad}`; the passes are: {}",
+                    PASS_NAMES.join(", ")
+                );
+            }
+            let opt_level = [OptLevel::O0, OptLevel::O1, OptLevel::O2][usize::from(opt)];
+            let opts = nnc_compiler::codegen::Options {
+                runtime,
+                opt_level,
+                disabled_passes: disable,
+            };
             let source = load(&file)?;
             let module = match nnc_compiler::check_source(&source) {
                 Ok(m) => m,

@@ -203,6 +203,21 @@ pub struct TrainingGraph {
     pub params: Vec<(String, NodeId, NodeId)>,
     /// Requested input gradients: name, input node, gradient node.
     pub inputs: Vec<(String, NodeId, NodeId)>,
+    /// The network's declared outputs: name and node.
+    pub outputs: Vec<(String, NodeId)>,
+}
+
+impl TrainingGraph {
+    /// Every node a consumer of the training graph reads: the loss, the
+    /// objective, parameter and input gradients, and the outputs. Passes
+    /// must keep them and map them to their new nodes.
+    pub fn roots(&self) -> Vec<NodeId> {
+        let mut r = vec![self.loss, self.objective];
+        r.extend(self.params.iter().flat_map(|p| [p.1, p.2]));
+        r.extend(self.inputs.iter().flat_map(|i| [i.1, i.2]));
+        r.extend(self.outputs.iter().map(|o| o.1));
+        r
+    }
 }
 
 /// Builds the training graph of a network: objective = loss + penalties,
@@ -259,6 +274,7 @@ pub fn training_graph(net: &Network, opts: &GradOptions) -> Result<TrainingGraph
     // asked for (such as the gradient of the input images).
     let mut live_targets = grads.clone();
     live_targets.push(objective);
+    live_targets.extend(net.outputs.iter().map(|o| o.node));
     let live = graph.ancestors(&live_targets);
     graph.remove_dead_after(forward_len, &live);
     let np = net.params.len();
@@ -279,6 +295,11 @@ pub fn training_graph(net: &Network, opts: &GradOptions) -> Result<TrainingGraph
             .into_iter()
             .zip(&grads[np..])
             .map(|((n, node), &g)| (n, node, g))
+            .collect(),
+        outputs: net
+            .outputs
+            .iter()
+            .map(|o| (o.name.clone(), o.node))
             .collect(),
         graph,
     })

@@ -73,13 +73,14 @@ impl Layout {
             ws_per_sample: 0,
         };
         let mut offset = 0;
-        for p in &net.params {
-            let len = p.shape.numel(1);
+        // The training graph's parameter nodes (passes may have renumbered
+        // them), in declaration order.
+        debug_assert_eq!(net.params.len(), tg.params.len());
+        for (_, node, _) in &tg.params {
+            let len = tg.graph.ty(*node).shape.numel(1);
             layout.param_offset.push(offset);
             layout.param_len.push(len);
-            layout
-                .loc
-                .insert(p.node.index(), Loc::Param { offset, len });
+            layout.loc.insert(node.index(), Loc::Param { offset, len });
             offset += len;
         }
         let mut ids: Vec<NodeId> = schedules.iter().flat_map(|s| s.iter().copied()).collect();

@@ -12,6 +12,7 @@ use crate::diagnostic::{CompileError, Diagnostic, ErrorKind, SourceFile};
 use crate::graph::{DType, Dim, NodeId};
 use crate::lower::{InputKind, Module, Network, TrainConfig};
 use crate::ops::{Kernel, LeafOp, Op};
+use crate::passes::{pipeline, OptLevel, Pass};
 use layout::{Layout, Loc};
 use proc_macro2::{Ident, Literal, Span as PSpan, TokenStream};
 use quote::{format_ident, quote};
@@ -23,23 +24,29 @@ pub struct Options {
     /// The path generated code uses for the runtime crate. Users depend on
     /// the facade, so the default is `::nnc::runtime`.
     pub runtime: String,
+    /// How much to optimise.
+    pub opt_level: OptLevel,
+    /// Graph passes to skip (by name, see [`crate::passes::PASS_NAMES`]).
+    pub disabled_passes: Vec<String>,
 }
 
 impl Default for Options {
     fn default() -> Self {
         Options {
             runtime: "::nnc::runtime".to_string(),
+            opt_level: OptLevel::default(),
+            disabled_passes: Vec::new(),
         }
     }
 }
 
-/// Generates the Rust source for every network of a checked module,
-/// formatted, with an `@generated` header.
-pub fn generate(
+/// Generates the Rust items for every network of a checked module, as a
+/// token stream (what the `network!` macro expands to).
+pub fn generate_tokens(
     source: &SourceFile,
     module: &Module,
     opts: &Options,
-) -> Result<String, CompileError> {
+) -> Result<TokenStream, CompileError> {
     let rt: TokenStream = opts.runtime.parse().map_err(|_| {
         Diagnostic::new(
             ErrorKind::Invalid,
@@ -50,8 +57,19 @@ pub fn generate(
     let mut items = TokenStream::new();
     for net in &module.networks {
         let cfg = module.train_config(&net.name);
-        items.extend(network(source, net, &cfg, &rt)?);
+        items.extend(network(source, net, &cfg, &rt, opts)?);
     }
+    Ok(items)
+}
+
+/// Generates the Rust source for every network of a checked module,
+/// formatted, with an `@generated` header.
+pub fn generate(
+    source: &SourceFile,
+    module: &Module,
+    opts: &Options,
+) -> Result<String, CompileError> {
+    let items = generate_tokens(source, module, opts)?;
     let file: syn::File = syn::parse2(items).map_err(|e| {
         Diagnostic::new(
             ErrorKind::Internal,
@@ -108,26 +126,38 @@ fn codegen_error(span: crate::Span, message: String) -> CompileError {
     Diagnostic::new(ErrorKind::Invalid, span, message).into()
 }
 
+/// The training graph of a network after the passes of `opts`.
+pub fn optimized_training_graph(
+    net: &Network,
+    cfg: &TrainConfig,
+    opts: &Options,
+) -> Result<TrainingGraph, CompileError> {
+    let grad_opts = GradOptions {
+        regularization: cfg.regularization,
+        inputs: Vec::new(),
+    };
+    let mut tg = training_graph(net, &grad_opts)?;
+    pipeline(opts.opt_level, &opts.disabled_passes).run(&mut tg)?;
+    Ok(tg)
+}
+
 fn network(
     source: &SourceFile,
     net: &Network,
     cfg: &TrainConfig,
     rt: &TokenStream,
+    opts: &Options,
 ) -> Result<TokenStream, CompileError> {
-    let opts = GradOptions {
-        regularization: cfg.regularization,
-        inputs: Vec::new(),
-    };
-    let tg = training_graph(net, &opts)?;
+    let tg = optimized_training_graph(net, cfg, opts)?;
     let grads: Vec<NodeId> = tg.params.iter().map(|p| p.2).collect();
     let mut train_targets = vec![tg.loss];
     train_targets.extend(&grads);
     let train = ancestors(&tg, &train_targets);
     let loss = ancestors(&tg, &[tg.loss]);
-    let out_nodes: Vec<NodeId> = net.outputs.iter().map(|o| o.node).collect();
+    let out_nodes: Vec<NodeId> = tg.outputs.iter().map(|o| o.1).collect();
     let predict = ancestors(&tg, &out_nodes);
-    for o in &net.outputs {
-        let uses_label = ancestors(&tg, &[o.node])
+    for (o, &node) in net.outputs.iter().zip(&out_nodes) {
+        let uses_label = ancestors(&tg, &[node])
             .iter()
             .any(|&n| matches!(tg.graph.node(n).op, Op::Leaf(LeafOp::Label { .. })));
         if uses_label {
@@ -183,9 +213,10 @@ fn network(
     let out_copies: TokenStream = net
         .outputs
         .iter()
+        .zip(&out_nodes)
         .zip(&onames)
-        .map(|(o, name)| {
-            let src = layout.slice(&tg, o.node);
+        .map(|((o, &node), name)| {
+            let src = layout.slice(&tg, node);
             let oname = &o.name;
             quote! {
                 let src = &#src;

@@ -34,16 +34,18 @@ pub fn fnv1a(bytes: &[u8]) -> u64 {
     })
 }
 
-/// A hash of everything that makes two compiled networks interchangeable:
-/// the parameter table and every node of the training graph.
-pub fn model_hash(net: &Network, tg: &TrainingGraph) -> u64 {
+/// A hash of what makes two compiled networks interchangeable: the
+/// parameter table and the network's forward graph as declared (before any
+/// optimisation, so `-O0` and `-O2` builds share checkpoints).
+pub fn model_hash(net: &Network) -> u64 {
     let mut s = format!("{}\n", net.name);
     for p in &net.params {
         s.push_str(&format!("param {} {}\n", p.name, p.shape));
     }
-    for id in tg.graph.ids() {
-        let node = tg.graph.node(id);
-        let ops: Vec<usize> = tg.graph.operands(id).iter().map(|o| o.index()).collect();
+    let g = &net.graph;
+    for id in g.ids() {
+        let node = g.node(id);
+        let ops: Vec<usize> = g.operands(id).iter().map(|o| o.index()).collect();
         s.push_str(&format!(
             "{} {} {} {:?}\n",
             id.index(),
@@ -186,9 +188,8 @@ pub fn model_spec(
         };
         quote!(#rt::model::InputSpec { name: #n, per_sample: #per, kind: #kind })
     });
-    let outputs = net.outputs.iter().map(|o| {
-        let n = &o.name;
-        let per = usize_lit(tg.graph.ty(o.node).shape.fixed_numel().unwrap_or(0));
+    let outputs = tg.outputs.iter().map(|(n, node)| {
+        let per = usize_lit(tg.graph.ty(*node).shape.fixed_numel().unwrap_or(0));
         quote!(#rt::model::OutputSpec { name: #n, per_sample: #per })
     });
     let opt = optimizer(rt, &cfg.optimizer);
@@ -217,7 +218,7 @@ pub fn model_spec(
     };
     let (epochs, warmup, seed) = (cfg.epochs, cfg.schedule.warmup, cfg.seed);
     let wd = f(cfg.weight_decay);
-    let hash = model_hash(net, tg);
+    let hash = model_hash(net);
     let (net_name, src) = (&net.name, &source.name);
     let count = usize_lit(layout.param_len.iter().sum());
     let doc = format!(" What the runtime needs to know about `{}`.", net.name);

@@ -12,8 +12,9 @@ use quote::quote;
 use std::f64::consts::{FRAC_1_SQRT_2, PI};
 use std::fmt;
 
-/// One-operand elementwise functions.
-#[derive(Clone, Copy, Debug, PartialEq)]
+/// One-operand elementwise functions. Equality and hashing compare the
+/// constant parameters by bits, so CSE can key on ops.
+#[derive(Clone, Copy, Debug)]
 pub enum UnaryOp {
     /// `-x`
     Neg,
@@ -45,6 +46,30 @@ pub enum UnaryOp {
     Sign,
     /// Derivative of gelu: `Φ(x) + x·φ(x)`.
     GeluGrad,
+}
+
+impl UnaryOp {
+    fn key(&self) -> (std::mem::Discriminant<Self>, u64) {
+        let bits = match self {
+            UnaryOp::Pow(v) | UnaryOp::LeakyRelu(v) | UnaryOp::LeakyStep(v) => v.to_bits(),
+            _ => 0,
+        };
+        (std::mem::discriminant(self), bits)
+    }
+}
+
+impl PartialEq for UnaryOp {
+    fn eq(&self, other: &Self) -> bool {
+        self.key() == other.key()
+    }
+}
+
+impl Eq for UnaryOp {}
+
+impl std::hash::Hash for UnaryOp {
+    fn hash<H: std::hash::Hasher>(&self, state: &mut H) {
+        self.key().hash(state);
+    }
 }
 
 /// The standard normal density.

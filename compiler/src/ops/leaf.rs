@@ -7,8 +7,9 @@ use crate::graph::{DType, Shape, TensorType};
 use ndarray::{ArrayD, IxDyn};
 use std::fmt;
 
-/// A leaf of the graph.
-#[derive(Clone, Debug, PartialEq)]
+/// A leaf of the graph. Constants compare and hash by the bits of their
+/// value, so CSE can key on ops.
+#[derive(Clone, Debug)]
 pub enum LeafOp {
     /// A float input fed each step.
     Input {
@@ -40,6 +41,67 @@ pub enum LeafOp {
         /// Power of the batch size the value is multiplied by.
         batch_pow: i32,
     },
+}
+
+impl PartialEq for LeafOp {
+    fn eq(&self, other: &Self) -> bool {
+        match (self, other) {
+            (
+                LeafOp::Constant {
+                    value: a,
+                    batch_pow: p,
+                },
+                LeafOp::Constant {
+                    value: b,
+                    batch_pow: q,
+                },
+            ) => a.to_bits() == b.to_bits() && p == q,
+            (LeafOp::Input { name: a, shape: s }, LeafOp::Input { name: b, shape: t })
+            | (LeafOp::Param { name: a, shape: s }, LeafOp::Param { name: b, shape: t }) => {
+                a == b && s == t
+            }
+            (
+                LeafOp::Label {
+                    name: a,
+                    shape: s,
+                    classes: c,
+                },
+                LeafOp::Label {
+                    name: b,
+                    shape: t,
+                    classes: d,
+                },
+            ) => a == b && s == t && c == d,
+            _ => false,
+        }
+    }
+}
+
+impl Eq for LeafOp {}
+
+impl std::hash::Hash for LeafOp {
+    fn hash<H: std::hash::Hasher>(&self, state: &mut H) {
+        std::mem::discriminant(self).hash(state);
+        match self {
+            LeafOp::Input { name, shape } | LeafOp::Param { name, shape } => {
+                name.hash(state);
+                shape.hash(state);
+            }
+            LeafOp::Label {
+                name,
+                shape,
+                classes,
+            } => {
+                name.hash(state);
+                shape.hash(state);
+                classes.hash(state);
+            }
+            LeafOp::Constant { value, batch_pow } => {
+                value.to_bits().hash(state);
+                batch_pow.hash(state);
+            }
+        }
+    }
 }
 
 impl LeafOp {

@@ -93,7 +93,7 @@ pub struct EvalCtx {
 }
 
 /// An operation of the graph.
-#[derive(Clone, Debug, PartialEq)]
+#[derive(Clone, Debug, PartialEq, Eq, Hash)]
 pub enum Op {
     /// Inputs, labels, parameters and constants.
     Leaf(LeafOp),
