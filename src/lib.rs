@@ -1,7 +1,8 @@
 //! `nnc`: the facade crate users depend on.
 //!
 //! It re-exports the runtime that generated code links against, the compiler
-//! library, and the build-script API:
+//! library, the build-script API and the `network!` macro. A model is
+//! compiled either from a `.nn` file in a build script:
 //!
 //! ```ignore
 //! // build.rs
@@ -12,9 +13,19 @@
 //! // src/main.rs
 //! nnc::include_model!("mnist_mlp");
 //! ```
+//!
+//! or from the same text inside the crate, with errors on its tokens:
+//!
+//! ```ignore
+//! nnc::network! {
+//!     network MnistMlp { /* ... */ }
+//!     train MnistMlp { /* ... */ }
+//! }
+//! ```
 
 pub use nnc_compiler as compiler;
 pub use nnc_compiler::build;
+pub use nnc_macros::network;
 pub use nnc_runtime as runtime;
 
 /// Includes the Rust code that `nnc::build::compile` generated into

@@ -177,13 +177,11 @@ fn mnist_mlp_generated_code_equals_the_interpreter() {
 #[test]
 fn every_op_generated_code_equals_the_interpreter() {
     let mut model = every_op::EveryOp::new(7);
+    let mut o0 = every_op_o0::EveryOp::new(7);
+    let path = "compiler/tests/models/every_op.nn";
     for (batch, seed) in [(7, 3), (1, 4), (4, 5)] {
-        assert_close(compare(
-            &mut model,
-            "compiler/tests/models/every_op.nn",
-            batch,
-            seed,
-        ));
+        assert_close(compare(&mut model, path, batch, seed));
+        assert_close(compare(&mut o0, path, batch, seed));
     }
 }
 

@@ -42,6 +42,10 @@ enum Command {
         /// Print the graph passes and exit.
         #[arg(long)]
         list_passes: bool,
+        /// Print nodes, kernels, workspace bytes (naive, planned, lower bound)
+        /// and FLOPs of one training step to standard error.
+        #[arg(long)]
+        stats: bool,
     },
     /// Write the graph of a network.
     Graph {
@@ -121,6 +125,7 @@ fn run(cli: Cli) -> anyhow::Result<ExitCode> {
             opt,
             disable,
             list_passes,
+            stats,
         } => {
             use nnc_compiler::passes::{OptLevel, PASS_NAMES};
             if list_passes {
@@ -152,7 +157,18 @@ fn run(cli: Cli) -> anyhow::Result<ExitCode> {
             };
             match output {
                 Some(path) => nnc_compiler::build::write_if_changed(&path, &code)?,
+                None if stats => {}
                 None => print!("{code}"),
+            }
+            if stats {
+                for net in &module.networks {
+                    let cfg = module.train_config(&net.name);
+                    let s = match nnc_compiler::codegen::stats(net, &cfg, &opts) {
+                        Ok(s) => s,
+                        Err(e) => return Ok(fail(&source, &e.diagnostics)),
+                    };
+                    eprint!("{}", report::stats(&net.name, &s));
+                }
             }
             Ok(ExitCode::SUCCESS)
         }

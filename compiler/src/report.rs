@@ -87,3 +87,38 @@ pub fn summary(net: &Network, tg: &TrainingGraph) -> String {
     );
     out
 }
+
+/// The `nnc compile --stats` table of one network.
+pub fn stats(name: &str, s: &crate::codegen::Stats) -> String {
+    let mb = |b: usize| format!("{:.2} MB", b as f64 / 1e6);
+    let pct = |a: usize, b: usize| 100.0 * a as f64 / b.max(1) as f64;
+    let mut out = String::new();
+    let _ = writeln!(out, "{name}: one training step at batch {}", s.batch);
+    let _ = writeln!(
+        out,
+        "  graph nodes        {:>10} -> {}",
+        s.nodes.0, s.nodes.1
+    );
+    let _ = writeln!(
+        out,
+        "  kernels per step   {:>10} -> {} ({:.0}% of -O0)",
+        s.kernels.0,
+        s.kernels.1,
+        pct(s.kernels.1, s.kernels.0)
+    );
+    let _ = writeln!(out, "  workspace, naive   {:>10}", mb(s.naive_bytes));
+    let _ = writeln!(
+        out,
+        "  workspace, planned {:>10} ({:.1}% of naive)",
+        mb(s.planned_bytes),
+        pct(s.planned_bytes, s.naive_bytes)
+    );
+    let _ = writeln!(
+        out,
+        "  lower bound        {:>10} (plan is {:.1}% above)",
+        mb(s.lower_bound_bytes),
+        pct(s.planned_bytes, s.lower_bound_bytes) - 100.0
+    );
+    let _ = writeln!(out, "  FLOPs per step     {:>10}", thousands(s.flops));
+    out
+}

@@ -7,8 +7,8 @@ use super::{batch_power_ok, codegen_error, usize_lit};
 use crate::autodiff::TrainingGraph;
 use crate::diagnostic::CompileError;
 use crate::graph::{Dim, NodeId};
-use crate::lower::Network;
 use crate::ops::{LeafOp, Op};
+use crate::passes::memory::{self, Buffer, Plan};
 use proc_macro2::TokenStream;
 use quote::quote;
 use std::collections::HashMap;
@@ -58,13 +58,17 @@ pub struct Layout {
 }
 
 impl Layout {
-    /// Lays out every node of the given schedules. Every computed value gets
-    /// its own region (the naive plan; memory planning shares them later).
+    /// Lays out one entry point: its `schedule` (in execution order), of
+    /// which `live_out` are read after the last kernel (gradients, loss,
+    /// outputs). With `planned`, workspace regions are shared between values
+    /// whose lifetimes do not overlap ([`memory::plan`]); without, every value
+    /// gets its own region (the naive layout of `-O0`).
     pub fn new(
-        net: &Network,
         tg: &TrainingGraph,
-        schedules: &[&Vec<NodeId>],
-    ) -> Result<Layout, CompileError> {
+        schedule: &[NodeId],
+        live_out: &[NodeId],
+        planned: bool,
+    ) -> Result<(Layout, Plan), CompileError> {
         let mut layout = Layout {
             loc: HashMap::new(),
             param_offset: Vec::new(),
@@ -75,7 +79,6 @@ impl Layout {
         let mut offset = 0;
         // The training graph's parameter nodes (passes may have renumbered
         // them), in declaration order.
-        debug_assert_eq!(net.params.len(), tg.params.len());
         for (_, node, _) in &tg.params {
             let len = tg.graph.ty(*node).shape.numel(1);
             layout.param_offset.push(offset);
@@ -83,27 +86,32 @@ impl Layout {
             layout.loc.insert(node.index(), Loc::Param { offset, len });
             offset += len;
         }
-        let mut ids: Vec<NodeId> = schedules.iter().flat_map(|s| s.iter().copied()).collect();
-        ids.sort_by_key(|n| n.index());
-        ids.dedup();
-        for id in ids {
-            if layout.loc.contains_key(&id.index()) {
-                continue;
-            }
+        // Kernel steps, in order; leaves are operands, not kernels.
+        let mut step: HashMap<usize, usize> = HashMap::new();
+        for &id in schedule {
             let node = tg.graph.node(id);
-            let loc = match &node.op {
-                Op::Leaf(LeafOp::Input { name, .. }) => Loc::Input(name.clone()),
-                Op::Leaf(LeafOp::Label { name, .. }) => Loc::Label(name.clone()),
-                Op::Leaf(LeafOp::Param { name, .. }) => {
-                    return Err(codegen_error(
-                        node.span,
-                        format!("parameter `{name}` is not laid out"),
-                    ))
+            match &node.op {
+                Op::Leaf(LeafOp::Input { name, .. }) => {
+                    layout.loc.insert(id.index(), Loc::Input(name.clone()));
                 }
-                Op::Leaf(LeafOp::Constant { value, batch_pow }) => Loc::Const {
-                    value: *value,
-                    batch_pow: *batch_pow,
-                },
+                Op::Leaf(LeafOp::Label { name, .. }) => {
+                    layout.loc.insert(id.index(), Loc::Label(name.clone()));
+                }
+                Op::Leaf(LeafOp::Param { name, .. }) => {
+                    if !layout.loc.contains_key(&id.index()) {
+                        return Err(codegen_error(
+                            node.span,
+                            format!("parameter `{name}` is not laid out"),
+                        ));
+                    }
+                }
+                Op::Leaf(LeafOp::Constant { value, batch_pow }) => {
+                    let loc = Loc::Const {
+                        value: *value,
+                        batch_pow: *batch_pow,
+                    };
+                    layout.loc.insert(id.index(), loc);
+                }
                 _ => {
                     if !batch_power_ok(node.ty.shape.dims()) {
                         return Err(codegen_error(
@@ -114,22 +122,66 @@ impl Layout {
                             ),
                         ));
                     }
-                    let n = node.ty.shape.fixed_numel().unwrap_or(0);
-                    let loc = Loc::Ws {
-                        fixed: layout.ws_fixed,
-                        per_sample: layout.ws_per_sample,
-                    };
-                    if node.ty.shape.dims().contains(&Dim::Batch) {
-                        layout.ws_per_sample += n;
-                    } else {
-                        layout.ws_fixed += n;
-                    }
-                    loc
+                    step.insert(id.index(), step.len());
+                }
+            }
+        }
+        let end_of_step = step.len();
+        let mut buffers: Vec<Buffer> = Vec::new();
+        for &id in schedule {
+            let Some(&start) = step.get(&id.index()) else {
+                continue;
+            };
+            let ty = tg.graph.ty(id);
+            let last_read = tg
+                .graph
+                .users(id)
+                .iter()
+                .filter_map(|u| step.get(&u.index()).copied())
+                .max()
+                .unwrap_or(start);
+            let end = if live_out.contains(&id) {
+                end_of_step
+            } else {
+                last_read
+            };
+            buffers.push(Buffer {
+                id: id.index(),
+                size: ty.shape.fixed_numel().unwrap_or(0),
+                batched: ty.shape.dims().contains(&Dim::Batch),
+                start,
+                end,
+            });
+        }
+        let plan = if planned {
+            memory::plan(&buffers)
+        } else {
+            naive(&buffers)
+        };
+        if let Err(e) = memory::verify(&buffers, &plan) {
+            return Err(codegen_error(
+                tg.graph.node(tg.loss).span,
+                format!("memory plan is invalid: {e}"),
+            ));
+        }
+        for b in &buffers {
+            let off = plan.offsets[&b.id];
+            let loc = if b.batched {
+                Loc::Ws {
+                    fixed: plan.fixed,
+                    per_sample: off,
+                }
+            } else {
+                Loc::Ws {
+                    fixed: off,
+                    per_sample: 0,
                 }
             };
-            layout.loc.insert(id.index(), loc);
+            layout.loc.insert(b.id, loc);
         }
-        Ok(layout)
+        layout.ws_fixed = plan.fixed;
+        layout.ws_per_sample = plan.per_sample;
+        Ok((layout, plan))
     }
 
     /// The workspace start (using `mb`, the maximum batch) and length (using
@@ -187,6 +239,29 @@ impl Layout {
     /// The workspace size for `mb` samples, as tokens.
     pub fn ws_size_tokens(&self) -> TokenStream {
         let (f, p) = (usize_lit(self.ws_fixed), usize_lit(self.ws_per_sample));
-        quote!(#f + #p * mb)
+        match (self.ws_fixed, self.ws_per_sample) {
+            (_, 0) => quote!(#f),
+            (0, _) => quote!(#p * mb),
+            _ => quote!(#f + #p * mb),
+        }
     }
+}
+
+/// Every buffer in its own region, in schedule order (the `-O0` layout).
+pub fn naive(buffers: &[Buffer]) -> Plan {
+    let mut plan = Plan::default();
+    for b in buffers {
+        let region = if b.batched {
+            &mut plan.per_sample
+        } else {
+            &mut plan.fixed
+        };
+        plan.offsets.insert(b.id, *region);
+        *region += b.size;
+    }
+    plan.naive = (plan.fixed, plan.per_sample);
+    let planned = memory::plan(buffers);
+    plan.fixed_bound = planned.fixed_bound;
+    plan.per_sample_bound = planned.per_sample_bound;
+    plan
 }

@@ -126,6 +126,63 @@ fn codegen_error(span: crate::Span, message: String) -> CompileError {
     Diagnostic::new(ErrorKind::Invalid, span, message).into()
 }
 
+/// What `nnc compile --stats` reports for one network's training step.
+#[derive(Clone, Debug, PartialEq)]
+pub struct Stats {
+    /// The batch size the byte and FLOP figures are for.
+    pub batch: usize,
+    /// Nodes of the training graph before and after the graph passes.
+    pub nodes: (usize, usize),
+    /// Kernels one `train_step` runs at `-O0` and at the chosen level.
+    pub kernels: (usize, usize),
+    /// Workspace bytes with every value in its own buffer.
+    pub naive_bytes: usize,
+    /// Workspace bytes of the plan.
+    pub planned_bytes: usize,
+    /// The most bytes live at any one step: no plan can use less.
+    pub lower_bound_bytes: usize,
+    /// FLOPs of one training step at `batch`.
+    pub flops: u64,
+}
+
+/// The training-step statistics of a network at its `train` block's batch
+/// size (128 for `batch: full`).
+pub fn stats(net: &Network, cfg: &TrainConfig, opts: &Options) -> Result<Stats, CompileError> {
+    let batch = match cfg.batch {
+        crate::lower::BatchSize::Size(n) => n as usize,
+        crate::lower::BatchSize::Full => 128,
+    };
+    let o0 = Options {
+        opt_level: OptLevel::O0,
+        ..opts.clone()
+    };
+    let count = |tg: &TrainingGraph| -> (Vec<NodeId>, Vec<NodeId>, usize) {
+        let mut out: Vec<NodeId> = tg.params.iter().map(|p| p.2).collect();
+        out.push(tg.loss);
+        let schedule = ancestors(tg, &out);
+        let kernels = schedule
+            .iter()
+            .filter(|&&n| !matches!(tg.graph.node(n).op, Op::Leaf(_)))
+            .count();
+        (schedule, out, kernels)
+    };
+    let base = optimized_training_graph(net, cfg, &o0)?;
+    let tg = optimized_training_graph(net, cfg, opts)?;
+    let (_, _, k0) = count(&base);
+    let (schedule, live_out, k) = count(&tg);
+    let (_, plan) = Layout::new(&tg, &schedule, &live_out, opts.opt_level >= OptLevel::O2)?;
+    let flops = crate::report::flops(&tg.graph, 0..usize::MAX);
+    Ok(Stats {
+        batch,
+        nodes: (base.graph.len(), tg.graph.len()),
+        kernels: (k0, k),
+        naive_bytes: 4 * plan.naive_elements(batch),
+        planned_bytes: 4 * plan.elements(batch),
+        lower_bound_bytes: 4 * plan.bound(batch),
+        flops: flops.saturating_mul(batch as u64),
+    })
+}
+
 /// The training graph of a network after the passes of `opts`.
 pub fn optimized_training_graph(
     net: &Network,
@@ -170,12 +227,17 @@ fn network(
             ));
         }
     }
-    let layout = Layout::new(net, &tg, &[&train, &loss, &predict])?;
+    let planned = opts.opt_level >= OptLevel::O2;
+    let mut train_out = grads.clone();
+    train_out.push(tg.loss);
+    let (layout, _) = Layout::new(&tg, &train, &train_out, planned)?;
+    let (loss_layout, _) = Layout::new(&tg, &loss, &[tg.loss], planned)?;
+    let (predict_layout, _) = Layout::new(&tg, &predict, &out_nodes, planned)?;
     let spec = spec::model_spec(source, net, cfg, &tg, &layout, rt)?;
 
     let ty = format_ident!("{}", net.name);
     let spec_name = format_ident!("{}_SPEC", spec::screaming(&net.name));
-    let kernels = kernels(source, &tg, &layout, rt, &[&train, &loss, &predict]);
+    let kernels = kernels(source, &tg, rt, &[&train, &loss, &predict]);
 
     let features: Vec<&crate::lower::InputDecl> = net
         .inputs
@@ -192,8 +254,8 @@ fn network(
     let onames: Vec<Ident> = net.outputs.iter().map(|o| var(&o.name)).collect();
 
     let train_calls = calls(source, &tg, &layout, &train, rt);
-    let loss_calls = calls(source, &tg, &layout, &loss, rt);
-    let predict_calls = calls(source, &tg, &layout, &predict, rt);
+    let loss_calls = calls(source, &tg, &loss_layout, &loss, rt);
+    let predict_calls = calls(source, &tg, &predict_layout, &predict, rt);
     let grad_copies: TokenStream = tg
         .params
         .iter()
@@ -210,13 +272,14 @@ fn network(
         })
         .collect();
     let loss_at = layout.slice(&tg, tg.loss);
+    let loss_only_at = loss_layout.slice(&tg, tg.loss);
     let out_copies: TokenStream = net
         .outputs
         .iter()
         .zip(&out_nodes)
         .zip(&onames)
         .map(|((o, &node), name)| {
-            let src = layout.slice(&tg, node);
+            let src = predict_layout.slice(&tg, node);
             let oname = &o.name;
             quote! {
                 let src = &#src;
@@ -231,7 +294,11 @@ fn network(
             }
         })
         .collect();
-    let ws_size = layout.ws_size_tokens();
+    let ws_size = {
+        let sizes = [&layout, &loss_layout, &predict_layout].map(|l| l.ws_size_tokens());
+        let [a, rest @ ..] = sizes;
+        quote!((#a) #(.max(#rest))*)
+    };
     let doc_struct = format!(
         " The `{}` network of `{}`, compiled by nnc: parameters and gradients in flat buffers, one preallocated workspace.",
         net.name, source.name
@@ -260,7 +327,7 @@ fn network(
         quote! {
             let ws = &mut self.ws[..];
             #(#loss_calls)*
-            Ok(#loss_at[0])
+            Ok(#loss_only_at[0])
         },
     );
     let predict_body = prelude(
@@ -407,7 +474,6 @@ fn prelude(check: TokenStream, body: TokenStream) -> TokenStream {
 fn kernels(
     source: &SourceFile,
     tg: &TrainingGraph,
-    layout: &Layout,
     rt: &TokenStream,
     schedules: &[&Vec<NodeId>],
 ) -> TokenStream {
@@ -442,7 +508,6 @@ fn kernels(
             }
         });
         let doc = describe(source, tg, id);
-        let _ = layout;
         out.extend(quote! {
             #[doc = #doc]
             #[inline]

@@ -10,6 +10,7 @@
 mod cse;
 mod dce;
 mod fold;
+pub mod memory;
 
 pub use cse::Cse;
 pub use dce::Dce;

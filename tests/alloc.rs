@@ -1,0 +1,82 @@
+//! `train_step`, `loss` and `predict` of generated code allocate nothing
+//! after the first call: a counting global allocator watches them.
+
+use nnc::runtime::{Batch, Model};
+use std::alloc::{GlobalAlloc, Layout, System};
+use std::sync::atomic::{AtomicUsize, Ordering};
+
+mod mnist_mlp {
+    nnc::include_model!("mnist_mlp");
+}
+mod every_op {
+    nnc::include_model!("every_op");
+}
+
+struct Counting;
+
+static ALLOCATIONS: AtomicUsize = AtomicUsize::new(0);
+
+unsafe impl GlobalAlloc for Counting {
+    unsafe fn alloc(&self, layout: Layout) -> *mut u8 {
+        ALLOCATIONS.fetch_add(1, Ordering::SeqCst);
+        unsafe { System.alloc(layout) }
+    }
+    unsafe fn dealloc(&self, ptr: *mut u8, layout: Layout) {
+        unsafe { System.dealloc(ptr, layout) }
+    }
+    unsafe fn realloc(&self, ptr: *mut u8, layout: Layout, new_size: usize) -> *mut u8 {
+        ALLOCATIONS.fetch_add(1, Ordering::SeqCst);
+        unsafe { System.realloc(ptr, layout, new_size) }
+    }
+}
+
+#[global_allocator]
+static GLOBAL: Counting = Counting;
+
+/// Allocations made by `f`.
+fn allocations(f: impl FnOnce()) -> usize {
+    let before = ALLOCATIONS.load(Ordering::SeqCst);
+    f();
+    ALLOCATIONS.load(Ordering::SeqCst) - before
+}
+
+fn steps<M: Model>(
+    model: &mut M,
+    inputs: &[&[f32]],
+    labels: &[&[u32]],
+    outputs: &mut [&mut [f32]],
+) {
+    let batch = Batch { inputs, labels };
+    let loss = model.train_step(&batch).expect("valid batch");
+    assert!(loss.is_finite());
+    model.loss(&batch).expect("valid batch");
+    model.predict(inputs, outputs).expect("valid batch");
+}
+
+// One test function: the counter is global, and tests in one binary run on
+// several threads.
+#[test]
+fn generated_steps_do_not_allocate_after_the_first_call() {
+    let image: Vec<f32> = (0..784 * 32).map(|i| (i % 255) as f32 / 255.0).collect();
+    let digit: Vec<u32> = (0..32).map(|i| i % 10).collect();
+    let mut probs = vec![0.0f32; 10 * 32];
+    let mut model = mnist_mlp::MnistMlp::new(32);
+    steps(&mut model, &[&image], &[&digit], &mut [&mut probs]);
+    let n = allocations(|| {
+        for _ in 0..3 {
+            steps(&mut model, &[&image], &[&digit], &mut [&mut probs]);
+        }
+    });
+    assert_eq!(n, 0, "MnistMlp allocated {n} times in 3 steps");
+
+    let x = vec![0.25f32; 12 * 5];
+    let target = vec![0.5f32; 4 * 5];
+    let y = vec![1u32; 5];
+    let mut out = vec![0.0f32; 4 * 5];
+    let mut model = every_op::EveryOp::new(5);
+    steps(&mut model, &[&x, &target], &[&y], &mut [&mut out]);
+    let n = allocations(|| steps(&mut model, &[&x, &target], &[&y], &mut [&mut out]));
+    assert_eq!(n, 0, "EveryOp allocated {n} times in one step");
+    // The counter does count: a Vec allocates.
+    assert!(allocations(|| drop(std::hint::black_box(vec![1u8; 16]))) >= 1);
+}
