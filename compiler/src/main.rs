@@ -96,6 +96,19 @@ fn fail(source: &SourceFile, diagnostics: &[nnc_compiler::Diagnostic]) -> ExitCo
     ExitCode::FAILURE
 }
 
+/// The training graph of a network with its `train` block's penalties.
+fn train_graph(
+    module: &nnc_compiler::Module,
+    net: &nnc_compiler::Network,
+) -> Result<nnc_compiler::autodiff::TrainingGraph, nnc_compiler::Diagnostic> {
+    let cfg = module.train_config(&net.name);
+    let opts = GradOptions {
+        regularization: cfg.regularization,
+        inputs: Vec::new(),
+    };
+    training_graph(net, &opts)
+}
+
 fn run(cli: Cli) -> anyhow::Result<ExitCode> {
     match cli.command {
         Command::Check { file } => {
@@ -105,12 +118,7 @@ fn run(cli: Cli) -> anyhow::Result<ExitCode> {
                 Err(e) => return Ok(fail(&source, &e.diagnostics)),
             };
             for net in &module.networks {
-                let cfg = module.train_config(&net.name);
-                let opts = GradOptions {
-                    regularization: cfg.regularization,
-                    inputs: Vec::new(),
-                };
-                let tg = match training_graph(net, &opts) {
+                let tg = match train_graph(&module, net) {
                     Ok(tg) => tg,
                     Err(d) => return Ok(fail(&source, &[d])),
                 };
@@ -194,12 +202,7 @@ fn run(cli: Cli) -> anyhow::Result<ExitCode> {
                     .with_context(|| format!("{} defines no network", source.name))?,
             };
             let text = if train {
-                let cfg = module.train_config(&net.name);
-                let opts = GradOptions {
-                    regularization: cfg.regularization,
-                    inputs: Vec::new(),
-                };
-                let tg = match training_graph(net, &opts) {
+                let tg = match train_graph(&module, net) {
                     Ok(tg) => tg,
                     Err(d) => return Ok(fail(&source, &[d])),
                 };

@@ -11,6 +11,7 @@
 //! compile). The signatures come from a scan of the tokens, not from the
 //! parser, so they are there even when the model has a syntax error.
 
+pub use nnc_compiler::codegen::screaming;
 use proc_macro2::{Delimiter, Ident, TokenStream, TokenTree};
 use quote::{format_ident, quote};
 
@@ -78,23 +79,6 @@ fn is_rust_name(name: &Ident) -> bool {
         "yield", "_",
     ];
     !KEYWORDS.contains(&name.to_string().as_str())
-}
-
-/// `MnistMlp` → `MNIST_MLP`: the rule of `nnc_compiler::codegen` for the
-/// name of the spec (a test checks they agree).
-pub fn screaming(name: &str) -> String {
-    let mut out = String::new();
-    let chars: Vec<char> = name.chars().collect();
-    for (i, &c) in chars.iter().enumerate() {
-        let boundary = i > 0
-            && c.is_uppercase()
-            && (chars[i - 1].is_lowercase() || chars.get(i + 1).is_some_and(|n| n.is_lowercase()));
-        if boundary && !out.ends_with('_') {
-            out.push('_');
-        }
-        out.push(c.to_ascii_uppercase());
-    }
-    out
 }
 
 fn stub(s: &Surface, rt: &TokenStream) -> TokenStream {

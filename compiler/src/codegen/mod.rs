@@ -16,6 +16,7 @@ use crate::passes::{pipeline, OptLevel, Pass};
 use layout::{Layout, Loc};
 use proc_macro2::{Ident, Literal, Span as PSpan, TokenStream};
 use quote::{format_ident, quote};
+pub use spec::screaming;
 use std::collections::BTreeSet;
 
 /// How to generate.
