@@ -46,6 +46,10 @@ enum Command {
         /// and FLOPs of one training step to standard error.
         #[arg(long)]
         stats: bool,
+        /// Print which elementwise nodes were fused into one loop and why
+        /// each other one was not, to standard error.
+        #[arg(long)]
+        explain_fusion: bool,
     },
     /// Write the graph of a network.
     Graph {
@@ -134,6 +138,7 @@ fn run(cli: Cli) -> anyhow::Result<ExitCode> {
             disable,
             list_passes,
             stats,
+            explain_fusion,
         } => {
             use nnc_compiler::passes::{OptLevel, PASS_NAMES};
             if list_passes {
@@ -165,8 +170,17 @@ fn run(cli: Cli) -> anyhow::Result<ExitCode> {
             };
             match output {
                 Some(path) => nnc_compiler::build::write_if_changed(&path, &code)?,
-                None if stats => {}
+                None if stats || explain_fusion => {}
                 None => print!("{code}"),
+            }
+            if explain_fusion {
+                for net in &module.networks {
+                    let cfg = module.train_config(&net.name);
+                    match nnc_compiler::codegen::explain_fusion(&source, net, &cfg, &opts) {
+                        Ok(text) => eprint!("{text}"),
+                        Err(e) => return Ok(fail(&source, &e.diagnostics)),
+                    }
+                }
             }
             if stats {
                 for net in &module.networks {

@@ -129,3 +129,66 @@ fn mnist_training_step_meets_the_planning_targets() {
         "-O0 keeps every value apart"
     );
 }
+
+/// Fusion folds elementwise producers into their consumer's loop and says
+/// why every other elementwise node stays its own kernel.
+#[test]
+fn fusion_is_explained_and_reduces_kernels() {
+    let path = format!(
+        "{}/../examples/models/mnist_mlp.nn",
+        env!("CARGO_MANIFEST_DIR")
+    );
+    let src = SourceFile::new("mnist_mlp.nn", std::fs::read_to_string(path).unwrap());
+    let module = check_source(&src).unwrap();
+    let net = &module.networks[0];
+    let cfg = module.train_config(&net.name);
+    let text = nnc_compiler::codegen::explain_fusion(&src, net, &cfg, &Options::default()).unwrap();
+    // The bias add of each hidden layer runs inside its relu's loop.
+    assert!(
+        text.contains("fused: node 6 (relu) computes nodes 5 in one loop"),
+        "{text}"
+    );
+    assert!(
+        text.contains("fused: node 11 (relu) computes nodes 10 in one loop"),
+        "{text}"
+    );
+    // The logits feed the loss and its gradient: two uses, so no fusion.
+    assert!(
+        text.contains("not fused: node 15 (add, mnist_mlp.nn:10:14): it has 2 uses; fusing would recompute it"),
+        "{text}"
+    );
+    for line in text.lines().filter(|l| l.contains("not fused")) {
+        assert!(
+            line.split("): ").nth(1).is_some_and(|r| !r.is_empty()),
+            "no reason: {line}"
+        );
+    }
+    let o2 = stats(net, &cfg, &Options::default()).unwrap();
+    let o1 = stats(
+        net,
+        &cfg,
+        &Options {
+            opt_level: OptLevel::O1,
+            ..Options::default()
+        },
+    )
+    .unwrap();
+    assert!(
+        o2.kernels.1 < o1.kernels.1,
+        "fusion removes kernels: {o1:?} {o2:?}"
+    );
+    let none = nnc_compiler::codegen::explain_fusion(
+        &src,
+        net,
+        &cfg,
+        &Options {
+            opt_level: OptLevel::O1,
+            ..Options::default()
+        },
+    )
+    .unwrap();
+    assert!(
+        none.starts_with("MnistMlp: 0 nodes fused into 0 loops"),
+        "{none}"
+    );
+}

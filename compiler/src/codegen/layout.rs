@@ -3,6 +3,7 @@
 //! slices, constants inline, and every computed value in its own region of
 //! one workspace allocated once for the largest batch.
 
+use super::fuse::Fusion;
 use super::{batch_power_ok, codegen_error, usize_lit};
 use crate::autodiff::TrainingGraph;
 use crate::diagnostic::CompileError;
@@ -68,6 +69,7 @@ impl Layout {
         schedule: &[NodeId],
         live_out: &[NodeId],
         planned: bool,
+        fusion: &Fusion,
     ) -> Result<(Layout, Plan), CompileError> {
         let mut layout = Layout {
             loc: HashMap::new(),
@@ -112,6 +114,7 @@ impl Layout {
                     };
                     layout.loc.insert(id.index(), loc);
                 }
+                _ if fusion.is_member(id) => {}
                 _ => {
                     if !batch_power_ok(node.ty.shape.dims()) {
                         return Err(codegen_error(
@@ -137,7 +140,7 @@ impl Layout {
                 .graph
                 .users(id)
                 .iter()
-                .filter_map(|u| step.get(&u.index()).copied())
+                .filter_map(|&u| step.get(&fusion.owner(u).index()).copied())
                 .max()
                 .unwrap_or(start);
             let end = if live_out.contains(&id) {

@@ -4,6 +4,7 @@
 //! calls them in schedule order on one preallocated workspace, `loss`,
 //! `predict`, and an `impl Model` so the runtime can drive it.
 
+mod fuse;
 mod layout;
 mod spec;
 
@@ -13,6 +14,7 @@ use crate::graph::{DType, Dim, NodeId};
 use crate::lower::{InputKind, Module, Network, TrainConfig};
 use crate::ops::{Kernel, LeafOp, Op};
 use crate::passes::{pipeline, OptLevel, Pass};
+use fuse::Fusion;
 use layout::{Layout, Loc};
 use proc_macro2::{Ident, Literal, Span as PSpan, TokenStream};
 use quote::{format_ident, quote};
@@ -171,17 +173,82 @@ pub fn stats(net: &Network, cfg: &TrainConfig, opts: &Options) -> Result<Stats, 
     let tg = optimized_training_graph(net, cfg, opts)?;
     let (_, _, k0) = count(&base);
     let (schedule, live_out, k) = count(&tg);
-    let (_, plan) = Layout::new(&tg, &schedule, &live_out, opts.opt_level >= OptLevel::O2)?;
+    let fusion = fusion_for(&tg, opts);
+    let fused = schedule.iter().filter(|&&n| fusion.is_member(n)).count();
+    let k = k - fused;
+    let (_, plan) = Layout::new(
+        &tg,
+        &schedule,
+        &live_out,
+        opts.opt_level >= OptLevel::O2,
+        &fusion,
+    )?;
+    // "Naive" is every value of the unoptimised step in its own buffer.
+    let (base_schedule, base_out, _) = count(&base);
+    let (_, base_plan) = Layout::new(&base, &base_schedule, &base_out, false, &Fusion::default())?;
     let flops = crate::report::flops(&tg.graph, 0..usize::MAX);
     Ok(Stats {
         batch,
         nodes: (base.graph.len(), tg.graph.len()),
         kernels: (k0, k),
-        naive_bytes: 4 * plan.naive_elements(batch),
+        naive_bytes: 4 * base_plan.naive_elements(batch),
         planned_bytes: 4 * plan.elements(batch),
         lower_bound_bytes: 4 * plan.bound(batch),
         flops: flops.saturating_mul(batch as u64),
     })
+}
+
+/// The fusion decisions of `opts` (none below `-O2`). Everything read after
+/// the step (loss, gradients, outputs) stays materialised.
+fn fusion_for(tg: &TrainingGraph, opts: &Options) -> Fusion {
+    if opts.opt_level < OptLevel::O2 {
+        return Fusion::default();
+    }
+    let mut roots: Vec<NodeId> = tg.params.iter().map(|p| p.2).collect();
+    roots.push(tg.loss);
+    roots.extend(tg.outputs.iter().map(|o| o.1));
+    Fusion::new(tg, &roots)
+}
+
+/// Why each elementwise node of each network stays its own kernel, for
+/// `nnc compile --explain-fusion`.
+pub fn explain_fusion(
+    source: &SourceFile,
+    net: &Network,
+    cfg: &TrainConfig,
+    opts: &Options,
+) -> Result<String, CompileError> {
+    let tg = optimized_training_graph(net, cfg, opts)?;
+    let fusion = fusion_for(&tg, opts);
+    let mut out = format!(
+        "{}: {} nodes fused into {} loops\n",
+        net.name,
+        fusion.into.len(),
+        fusion.groups.len()
+    );
+    for (root, inputs) in &fusion.groups {
+        let members: Vec<String> = fusion
+            .into
+            .iter()
+            .filter(|(_, r)| *r == root)
+            .map(|(m, _)| format!("{}", m))
+            .collect();
+        out.push_str(&format!(
+            "  fused: node {root} ({}) computes nodes {} in one loop over {} inputs\n",
+            tg.graph.node(NodeId::new(*root)).op,
+            members.join(", "),
+            inputs.len()
+        ));
+    }
+    for (id, reason) in &fusion.refusals {
+        let node = tg.graph.node(NodeId::new(*id));
+        let (line, col) = source.line_col(node.span.start);
+        out.push_str(&format!(
+            "  not fused: node {id} ({}, {}:{line}:{col}): {reason}\n",
+            node.op, source.name
+        ));
+    }
+    Ok(out)
 }
 
 /// The training graph of a network after the passes of `opts`.
@@ -231,14 +298,15 @@ fn network(
     let planned = opts.opt_level >= OptLevel::O2;
     let mut train_out = grads.clone();
     train_out.push(tg.loss);
-    let (layout, _) = Layout::new(&tg, &train, &train_out, planned)?;
-    let (loss_layout, _) = Layout::new(&tg, &loss, &[tg.loss], planned)?;
-    let (predict_layout, _) = Layout::new(&tg, &predict, &out_nodes, planned)?;
+    let fusion = fusion_for(&tg, opts);
+    let (layout, _) = Layout::new(&tg, &train, &train_out, planned, &fusion)?;
+    let (loss_layout, _) = Layout::new(&tg, &loss, &[tg.loss], planned, &fusion)?;
+    let (predict_layout, _) = Layout::new(&tg, &predict, &out_nodes, planned, &fusion)?;
     let spec = spec::model_spec(source, net, cfg, &tg, &layout, rt)?;
 
     let ty = format_ident!("{}", net.name);
     let spec_name = format_ident!("{}_SPEC", spec::screaming(&net.name));
-    let kernels = kernels(source, &tg, rt, &[&train, &loss, &predict]);
+    let kernels = kernels(source, &tg, rt, &[&train, &loss, &predict], &fusion);
 
     let features: Vec<&crate::lower::InputDecl> = net
         .inputs
@@ -254,9 +322,9 @@ fn network(
     let lnames: Vec<Ident> = labels.iter().map(|i| var(&i.name)).collect();
     let onames: Vec<Ident> = net.outputs.iter().map(|o| var(&o.name)).collect();
 
-    let train_calls = calls(source, &tg, &layout, &train, rt);
-    let loss_calls = calls(source, &tg, &loss_layout, &loss, rt);
-    let predict_calls = calls(source, &tg, &predict_layout, &predict, rt);
+    let train_calls = calls(source, &tg, &layout, &train, rt, &fusion);
+    let loss_calls = calls(source, &tg, &loss_layout, &loss, rt, &fusion);
+    let predict_calls = calls(source, &tg, &predict_layout, &predict, rt, &fusion);
     let grad_copies: TokenStream = tg
         .params
         .iter()
@@ -477,6 +545,7 @@ fn kernels(
     tg: &TrainingGraph,
     rt: &TokenStream,
     schedules: &[&Vec<NodeId>],
+    fusion: &Fusion,
 ) -> TokenStream {
     let used: BTreeSet<usize> = schedules
         .iter()
@@ -485,14 +554,17 @@ fn kernels(
     let mut out = TokenStream::new();
     for id in tg.graph.ids().filter(|id| used.contains(&id.index())) {
         let node = tg.graph.node(id);
-        let operands = tg.graph.operands(id);
+        if fusion.is_member(id) {
+            continue;
+        }
+        let operands = fusion.inputs(tg, id);
         let inputs: Vec<_> = operands.iter().map(|&o| tg.graph.ty(o).clone()).collect();
         let k = Kernel {
             inputs: &inputs,
             out: &node.ty,
             rt,
         };
-        let Some(body) = node.op.emit(&k) else {
+        let Some(body) = fusion.emit(tg, id, rt).or_else(|| node.op.emit(&k)) else {
             continue;
         };
         let name = kernel_name(tg, id);
@@ -508,10 +580,21 @@ fn kernels(
                 DType::Class { .. } => quote!(#x: &[u32]),
             }
         });
-        let doc = describe(source, tg, id);
+        let mut doc = describe(source, tg, id);
+        let members = fusion.members(id);
+        if !members.is_empty() {
+            let list: Vec<String> = members
+                .iter()
+                .map(|&m| format!("{} ({})", m, tg.graph.node(NodeId::new(m)).op))
+                .collect();
+            doc.push_str(&format!("; fuses node {} into this loop", list.join(", ")));
+        }
+        // Fused loops take one slice per input; that is their natural shape.
+        let many = (inputs.len() + 2 > 7).then(|| quote!(#[allow(clippy::too_many_arguments)]));
         out.extend(quote! {
             #[doc = #doc]
             #[inline]
+            #many
             fn #name(#b: usize, #(#args,)* out: &mut [f32]) {
                 #body
             }
@@ -567,15 +650,16 @@ fn calls(
     layout: &Layout,
     schedule: &[NodeId],
     rt: &TokenStream,
+    fusion: &Fusion,
 ) -> Vec<TokenStream> {
     let mut out = Vec::new();
     for &id in schedule {
         let node = tg.graph.node(id);
-        if matches!(node.op, Op::Leaf(_)) {
+        if matches!(node.op, Op::Leaf(_)) || fusion.is_member(id) {
             continue;
         }
         let name = kernel_name(tg, id);
-        let operands = tg.graph.operands(id);
+        let operands = fusion.inputs(tg, id);
         let mut ws_ranges = Vec::new();
         let mut args = Vec::new();
         for &o in &operands {

@@ -172,7 +172,10 @@ impl UnaryOp {
                 let c = cx.constant(p)?;
                 cx.binary(BinaryOp::Mul, xp, c)?
             }
-            UnaryOp::Relu => cx.unary(UnaryOp::Step, x)?,
+            // From the output, not the input (y > 0 exactly when x > 0): the
+            // pre-activation then has one use and fuses into its producer.
+            UnaryOp::Relu => cx.unary(UnaryOp::Step, y)?,
+            UnaryOp::LeakyRelu(a) if a > 0.0 => cx.unary(UnaryOp::LeakyStep(a), y)?,
             UnaryOp::LeakyRelu(a) => cx.unary(UnaryOp::LeakyStep(a), x)?,
             UnaryOp::Sigmoid => {
                 // y (1 - y)
