@@ -30,6 +30,33 @@ struct Shape {
 const SHAPES: &[Shape] = &[
     Shape {
         m: 128,
+        k: 128,
+        n: 10,
+        ta: false,
+        tb: false,
+        threads: 1,
+        label: "128x128x10    logits forward",
+    },
+    Shape {
+        m: 128,
+        k: 10,
+        n: 128,
+        ta: false,
+        tb: false,
+        threads: 1,
+        label: "128x10x128    logits input grad",
+    },
+    Shape {
+        m: 784,
+        k: 128,
+        n: 128,
+        ta: false,
+        tb: false,
+        threads: 1,
+        label: "784x128x128   plain weight grad",
+    },
+    Shape {
+        m: 128,
         k: 784,
         n: 128,
         ta: false,
