@@ -365,6 +365,37 @@ pub fn matmul(
     }
 }
 
+/// `out[m, n] = op(a) @ op(b)` for single matrices whose operands may be
+/// stored transposed: with `ta`, `a` holds the `[k, m]` matrix whose
+/// transpose is used; with `tb`, `b` holds `[n, k]`. The compiler folds a
+/// transpose that only feeds matrix products into the product this way, so
+/// backward passes (`Xᵀ @ dY`, `dY @ Wᵀ`) copy nothing.
+#[allow(clippy::too_many_arguments)]
+pub fn matmul_t(
+    out: &mut [f32],
+    a: &[f32],
+    b: &[f32],
+    m: usize,
+    k: usize,
+    n: usize,
+    ta: bool,
+    tb: bool,
+) {
+    let a = if ta {
+        MatRef::transposed(a, m)
+    } else {
+        MatRef::new(a, k)
+    };
+    let b = if tb {
+        MatRef::transposed(b, k)
+    } else {
+        MatRef::new(b, n)
+    };
+    if let Err(e) = sgemm(Parallelism::Sequential, m, n, k, 1.0, a, b, 0.0, out, n) {
+        panic!("nnc internal error: matmul shapes disagree: {e}");
+    }
+}
+
 /// The standard normal CDF in f32, via erf.
 pub fn normal_cdf(x: f32) -> f32 {
     0.5 * (1.0 + libm::erff(x * std::f32::consts::FRAC_1_SQRT_2))
@@ -482,6 +513,25 @@ mod tests {
         let mut s = [0.0; 3];
         softmax(&mut s, &[1000.0, 0.0, 0.0], 1, 3, 1, false);
         assert_eq!(s, [1.0, 0.0, 0.0]);
+    }
+
+    #[test]
+    fn transposed_operands_equal_explicit_transposes() {
+        // a: [m=2, k=3], b: [k=3, n=2]; stored transposed as [3, 2] and [2, 3].
+        let a = [1.0, 2.0, 3.0, 4.0, 5.0, 6.0];
+        let b = [1.0, -1.0, 0.5, 2.0, -2.0, 1.0];
+        let mut want = [0.0; 4];
+        matmul(&mut want, &a, &b, 1, 2, 3, 2, true);
+        let (mut at, mut bt) = ([0.0; 6], [0.0; 6]);
+        transpose(&mut at, &a, &[2, 3], &[1, 0]);
+        transpose(&mut bt, &b, &[3, 2], &[1, 0]);
+        for (ta, tb) in [(false, false), (true, false), (false, true), (true, true)] {
+            let mut got = [f32::NAN; 4];
+            let x = if ta { &at[..] } else { &a[..] };
+            let y = if tb { &bt[..] } else { &b[..] };
+            matmul_t(&mut got, x, y, 2, 3, 2, ta, tb);
+            assert_eq!(got, want, "ta={ta} tb={tb}");
+        }
     }
 
     #[test]

@@ -48,6 +48,9 @@ pub struct Fusion {
     pub groups: BTreeMap<usize, Vec<NodeId>>,
     /// Why each elementwise node that was not fused stayed a kernel.
     pub refusals: Vec<(usize, String)>,
+    /// Rank-2 transposes read only by matrix products, which read the
+    /// transpose's operand instead (transpose node → its operand).
+    pub folded_transposes: BTreeMap<usize, NodeId>,
 }
 
 impl Fusion {
@@ -100,6 +103,24 @@ impl Fusion {
                 }
             }
         }
+        // Transposes of matrices that only feed matrix products: GEMM reads
+        // the operand transposed, nothing is copied.
+        for id in g.ids() {
+            let node = g.node(id);
+            let Op::Shape(crate::ops::ShapeOp::Transpose { perm }) = &node.op else {
+                continue;
+            };
+            let users = g.users(id);
+            let only_matmuls = !users.is_empty()
+                && users.iter().all(|&u| matches!(g.node(u).op, Op::Matmul(_)))
+                && users.iter().all(|&u| {
+                    g.ty(u).shape.rank() == 2
+                        && g.operands(u).iter().all(|&o| g.ty(o).shape.rank() == 2)
+                });
+            if perm == &[1, 0] && only_matmuls && !roots.contains(&id) {
+                f.folded_transposes.insert(id.index(), g.operands(id)[0]);
+            }
+        }
         // Resolve chains to their final root.
         let keys: Vec<usize> = f.into.keys().copied().collect();
         for k in keys {
@@ -137,9 +158,32 @@ impl Fusion {
             .collect()
     }
 
-    /// Whether a node is computed inside another node's loop.
+    /// Whether a node is computed inside another node's kernel (a loop it
+    /// was fused into, or a product that reads it transposed).
     pub fn is_member(&self, id: NodeId) -> bool {
-        self.into.contains_key(&id.index())
+        self.into.contains_key(&id.index()) || self.folded_transposes.contains_key(&id.index())
+    }
+
+    /// The kernels that read a node's value when `user` uses it: the
+    /// owner of `user`, or for a folded transpose, the products reading it.
+    pub fn readers(&self, tg: &TrainingGraph, user: NodeId) -> Vec<NodeId> {
+        if self.folded_transposes.contains_key(&user.index()) {
+            tg.graph.users(user)
+        } else {
+            vec![self.owner(user)]
+        }
+    }
+
+    /// Per operand of a kernel: whether it reads a folded transpose.
+    pub fn transposed(&self, tg: &TrainingGraph, id: NodeId) -> Vec<bool> {
+        if self.groups.contains_key(&id.index()) {
+            return Vec::new();
+        }
+        tg.graph
+            .operands(id)
+            .iter()
+            .map(|o| self.folded_transposes.contains_key(&o.index()))
+            .collect()
     }
 
     /// The node whose kernel computes `id` (itself unless fused).
@@ -147,12 +191,23 @@ impl Fusion {
         self.into.get(&id.index()).map_or(id, |&r| NodeId::new(r))
     }
 
-    /// The operands a node's kernel takes: its group's inputs, or its own.
+    /// The operands a node's kernel takes: its group's inputs, or its own
+    /// (a folded transpose replaced by the matrix it transposes).
     pub fn inputs(&self, tg: &TrainingGraph, id: NodeId) -> Vec<NodeId> {
-        self.groups
-            .get(&id.index())
-            .cloned()
-            .unwrap_or_else(|| tg.graph.operands(id))
+        match self.groups.get(&id.index()) {
+            Some(inputs) => inputs.clone(),
+            None => tg
+                .graph
+                .operands(id)
+                .iter()
+                .map(|o| {
+                    self.folded_transposes
+                        .get(&o.index())
+                        .copied()
+                        .unwrap_or(*o)
+                })
+                .collect(),
+        }
     }
 
     /// The loop body of a fused root: `out[i] = expression`.

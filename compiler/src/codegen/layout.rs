@@ -140,7 +140,8 @@ impl Layout {
                 .graph
                 .users(id)
                 .iter()
-                .filter_map(|&u| step.get(&fusion.owner(u).index()).copied())
+                .flat_map(|&u| fusion.readers(tg, u))
+                .filter_map(|r| step.get(&r.index()).copied())
                 .max()
                 .unwrap_or(start);
             let end = if live_out.contains(&id) {

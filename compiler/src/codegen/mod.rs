@@ -559,10 +559,20 @@ fn kernels(
         }
         let operands = fusion.inputs(tg, id);
         let inputs: Vec<_> = operands.iter().map(|&o| tg.graph.ty(o).clone()).collect();
+        // The op sees its operands' logical types (a folded transpose's,
+        // not its source's) and which of them arrive transposed.
+        let logical: Vec<_> = tg
+            .graph
+            .operands(id)
+            .iter()
+            .map(|&o| tg.graph.ty(o).clone())
+            .collect();
+        let transposed = fusion.transposed(tg, id);
         let k = Kernel {
-            inputs: &inputs,
+            inputs: &logical,
             out: &node.ty,
             rt,
+            transposed: &transposed,
         };
         let Some(body) = fusion.emit(tg, id, rt).or_else(|| node.op.emit(&k)) else {
             continue;

@@ -15,6 +15,9 @@ pub struct Kernel<'a> {
     pub out: &'a TensorType,
     /// Path of the runtime crate, e.g. `::nnc::runtime`.
     pub rt: &'a TokenStream,
+    /// Per operand: whether the slice holds the operand's transpose (a
+    /// transpose folded into this kernel; only matmul accepts them).
+    pub transposed: &'a [bool],
 }
 
 impl Kernel<'_> {

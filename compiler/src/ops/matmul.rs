@@ -156,6 +156,14 @@ impl Matmul {
             Kernel::dim(bshape[bshape.len() - 1]),
         );
         let shared = bshape.len() == 2;
+        let ta = k.transposed.first().copied().unwrap_or(false);
+        let tb = k.transposed.get(1).copied().unwrap_or(false);
+        if ta || tb {
+            // Only rank-2 operands are folded (one matrix each).
+            return quote! {
+                #rt::kernels::matmul_t(out, x0, x1, #m, #kk, #n, #ta, #tb);
+            };
+        }
         quote! {
             #rt::kernels::matmul(out, x0, x1, #batches, #m, #kk, #n, #shared);
         }
