@@ -102,14 +102,19 @@ fn disjoint_lifetimes_share_space() {
     assert_eq!(p.offsets[&0], p.offsets[&1]);
 }
 
-#[test]
-fn mnist_training_step_meets_the_planning_targets() {
+fn mnist() -> (SourceFile, nnc_compiler::Module) {
     let path = format!(
         "{}/../examples/models/mnist_mlp.nn",
         env!("CARGO_MANIFEST_DIR")
     );
     let src = SourceFile::new("mnist_mlp.nn", std::fs::read_to_string(path).unwrap());
     let module = check_source(&src).unwrap();
+    (src, module)
+}
+
+#[test]
+fn mnist_training_step_meets_the_planning_targets() {
+    let (_, module) = mnist();
     let net = &module.networks[0];
     let cfg = module.train_config(&net.name);
     let s = stats(net, &cfg, &Options::default()).unwrap();
@@ -134,12 +139,7 @@ fn mnist_training_step_meets_the_planning_targets() {
 /// why every other elementwise node stays its own kernel.
 #[test]
 fn fusion_is_explained_and_reduces_kernels() {
-    let path = format!(
-        "{}/../examples/models/mnist_mlp.nn",
-        env!("CARGO_MANIFEST_DIR")
-    );
-    let src = SourceFile::new("mnist_mlp.nn", std::fs::read_to_string(path).unwrap());
-    let module = check_source(&src).unwrap();
+    let (src, module) = mnist();
     let net = &module.networks[0];
     let cfg = module.train_config(&net.name);
     let text = nnc_compiler::codegen::explain_fusion(&src, net, &cfg, &Options::default()).unwrap();
