@@ -203,7 +203,13 @@ proptest! {
         let oh = b.op(Op::Loss(LossOp::OneHot { classes: c }), &[labels]);
         let w = b.op(Op::Binary(BinaryOp::Mul), &[oh, logits]);
         let s = b.objective(w, &mut rng);
+        // The fused gradient op (built by the softmax-ce pass) has its own
+        // rule, for the logits and the scale.
+        let scale = b.input("scale", shape(&[]), Domain::Uniform(0.5, 2.0), &mut rng);
+        let ceg = b.op(Op::Loss(LossOp::CrossEntropyGrad), &[logits, labels, scale]);
+        let s2 = b.objective(ceg, &mut rng);
         let sum = b.op(Op::Binary(BinaryOp::Add), &[ce, bce]);
+        let sum = b.op(Op::Binary(BinaryOp::Add), &[sum, s2]);
         let obj = b.op(Op::Binary(BinaryOp::Add), &[sum, s]);
         let err = gradcheck(&b, obj, 64, &mut rng);
         prop_assert!(err < TOLERANCE, "losses with {c} classes over {logit_dims:?}: relative error {err:e}");

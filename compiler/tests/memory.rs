@@ -120,6 +120,8 @@ fn mnist_training_step_meets_the_planning_targets() {
     let s = stats(net, &cfg, &Options::default()).unwrap();
     assert_eq!(s.batch, 128);
     assert!(s.planned_bytes * 2 <= s.naive_bytes, "{s:?}");
+    // Issue target: at most 60% of the -O0 kernels.
+    assert!(s.kernels.1 * 10 <= s.kernels.0 * 6, "{s:?}");
     assert!(
         s.planned_bytes as f64 <= 1.1 * s.lower_bound_bytes as f64,
         "{s:?}"
@@ -152,9 +154,24 @@ fn fusion_is_explained_and_reduces_kernels() {
         text.contains("fused: node 11 (relu) computes nodes 10 in one loop"),
         "{text}"
     );
-    // The logits feed the loss and its gradient: two uses, so no fusion.
+    // Each dense layer's product runs with the bias add (and relu) as its
+    // epilogue, in the forward and the backward pass (the relu mask).
+    for (root, product) in [(6, 3), (11, 8), (15, 13)] {
+        assert!(
+            text.contains(&format!("fused: node {root} ("))
+                && text.contains(&format!("run as the epilogue of node {product} (matmul)")),
+            "{text}"
+        );
+    }
+    assert_eq!(text.matches("run as the epilogue").count(), 5, "{text}");
+    // The logits feed the loss, its gradient and the softmax output.
     assert!(
-        text.contains("not fused: node 15 (add, mnist_mlp.nn:10:14): it has 2 uses; fusing would recompute it"),
+        text.contains("not fused: node 15 (add, mnist_mlp.nn:10:14): it has 3 uses; fusing would recompute it"),
+        "{text}"
+    );
+    // Weight gradients are read after the step: their products stay alone.
+    assert!(
+        text.contains("matmul, mnist_mlp.nn:8:14): its value is read after the step"),
         "{text}"
     );
     for line in text.lines().filter(|l| l.contains("not fused")) {

@@ -9,9 +9,9 @@ use nnc_compiler::graph::{Graph, NodeId, Shape};
 use nnc_compiler::interp::evaluate;
 use nnc_compiler::lower::InputKind;
 use nnc_compiler::ops::{
-    BinaryOp, LeafOp, Matmul, Op, ReduceKind, ReduceOp, ShapeOp, Tensor, UnaryOp,
+    BinaryOp, LeafOp, LossOp, Matmul, Op, ReduceKind, ReduceOp, ShapeOp, Tensor, UnaryOp,
 };
-use nnc_compiler::passes::{pipeline, Cse, Dce, Fold, OptLevel, Pass};
+use nnc_compiler::passes::{pipeline, Cse, Dce, Fold, OptLevel, Pass, SoftmaxCe};
 use nnc_compiler::{check_source, SourceFile, Span};
 use proptest::prelude::*;
 use std::collections::HashMap;
@@ -22,6 +22,7 @@ fn passes() -> Vec<Box<dyn Pass>> {
         Box::new(Fold),
         Box::new(Cse),
         Box::new(Dce),
+        Box::new(SoftmaxCe),
         Box::new(pipeline(OptLevel::O2, &[])),
     ]
 }
@@ -126,12 +127,37 @@ fn o1_shrinks_the_mnist_training_graph() {
     pipeline(OptLevel::O1, &[]).run(&mut after).unwrap();
     assert!(after.graph.len() < tg.graph.len());
     let mut nothing = tg.clone();
-    let disabled: Vec<String> = ["fold", "cse", "dce"]
+    let disabled: Vec<String> = nnc_compiler::passes::PASS_NAMES
         .iter()
         .map(|s| s.to_string())
         .collect();
     assert!(!pipeline(OptLevel::O2, &disabled).run(&mut nothing).unwrap());
     assert_eq!(nothing.graph.len(), tg.graph.len());
+}
+
+/// At -O2 the gradient of cross-entropy is one op: no one-hot, no
+/// subtraction left, and the interpreter agrees with the unfused graph.
+#[test]
+fn softmax_ce_makes_the_loss_gradient_one_op() {
+    let (tg, b) = model("../examples/models/mnist_mlp.nn");
+    let mut after = tg.clone();
+    pipeline(OptLevel::O2, &[]).run(&mut after).unwrap();
+    let count = |g: &Graph, f: &dyn Fn(&Op) -> bool| g.ids().filter(|&i| f(&g.node(i).op)).count();
+    let is_grad = |op: &Op| *op == Op::Loss(LossOp::CrossEntropyGrad);
+    let is_one_hot = |op: &Op| matches!(op, Op::Loss(LossOp::OneHot { .. }));
+    assert_eq!(count(&after.graph, &is_grad), 1);
+    assert_eq!(count(&after.graph, &is_one_hot), 0);
+    assert_eq!(count(&tg.graph, &is_one_hot), 1);
+    assert_same(
+        &root_values(&tg, &b),
+        &root_values(&after, &b),
+        "softmax-ce",
+    );
+    let mut off = tg.clone();
+    pipeline(OptLevel::O2, &["softmax-ce".to_string()])
+        .run(&mut off)
+        .unwrap();
+    assert_eq!(count(&off.graph, &is_grad), 0, "--disable-pass softmax-ce");
 }
 
 /// A random graph over `[batch, 4]` values: unary and binary ops, matmuls,

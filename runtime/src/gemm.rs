@@ -211,7 +211,48 @@ pub fn sgemm(
     c: &mut [f32],
     ldc: usize,
 ) -> Result<(), GemmError> {
-    sgemm_with(Isa::detect(), par, m, n, k, alpha, a, b, beta, c, ldc)
+    sgemm_with(Isa::detect(), par, m, n, k, alpha, a, b, beta, c, ldc, None)
+}
+
+/// A function applied to the finished product, one row segment at a time:
+/// `(row, first column, C[row, first column..][..len])`. It runs while the
+/// block of C is still in cache, which is how generated code fuses a bias
+/// add, an activation or an activation-gradient mask into the product (the
+/// matmul epilogue).
+pub type Epilogue<'e> = &'e (dyn Fn(usize, usize, &mut [f32]) + Sync);
+
+/// [`sgemm`], then `epilogue` on every element of C, each block of C handed
+/// over right after its last depth block is accumulated (so C is written
+/// once and read back from cache, not from memory). Every element is passed
+/// exactly once, in no particular order across rows.
+#[allow(clippy::too_many_arguments)]
+pub fn sgemm_then(
+    par: Parallelism,
+    m: usize,
+    n: usize,
+    k: usize,
+    alpha: f32,
+    a: MatRef<'_>,
+    b: MatRef<'_>,
+    beta: f32,
+    c: &mut [f32],
+    ldc: usize,
+    epilogue: Epilogue<'_>,
+) -> Result<(), GemmError> {
+    sgemm_with(
+        Isa::detect(),
+        par,
+        m,
+        n,
+        k,
+        alpha,
+        a,
+        b,
+        beta,
+        c,
+        ldc,
+        Some(epilogue),
+    )
 }
 
 /// [`sgemm`] with an explicit kernel family (tests run every one the CPU has).
@@ -228,6 +269,7 @@ fn sgemm_with(
     beta: f32,
     c: &mut [f32],
     ldc: usize,
+    epilogue: Option<Epilogue<'_>>,
 ) -> Result<(), GemmError> {
     // Stored shapes: op(A) is m x k, so A is stored m x k or k x m.
     let (ar, ac) = match a.trans {
@@ -246,9 +288,12 @@ fn sgemm_with(
     }
     if k == 0 || alpha == 0.0 {
         // The product is empty or scaled away: only the beta part remains.
-        for row in c.chunks_mut(ldc).take(m) {
+        for (i, row) in c.chunks_mut(ldc).take(m).enumerate() {
             for x in &mut row[..n] {
                 *x = if beta == 0.0 { 0.0 } else { beta * *x };
+            }
+            if let Some(f) = epilogue {
+                f(i, 0, &mut row[..n]);
             }
         }
         return Ok(());
@@ -265,6 +310,9 @@ fn sgemm_with(
             ptr: c.as_mut_ptr(),
             ld: ldc,
         },
+        epilogue,
+        row0: 0,
+        col0: 0,
     };
     // SAFETY: `check` proved that every element of op(A) (m x k), op(B)
     // (k x n) and C (m x n, row stride ldc) lies inside its slice, and `c` is
@@ -417,7 +465,7 @@ impl CPtr {
 }
 
 /// One product, bounds already checked: `C = alpha * op(A) @ op(B) + beta * C`.
-#[derive(Debug, Clone, Copy)]
+#[derive(Clone, Copy)]
 struct Problem<'a> {
     m: usize,
     n: usize,
@@ -427,6 +475,12 @@ struct Problem<'a> {
     a: View<'a>,
     b: View<'a>,
     c: CPtr,
+    /// Applied to each finished block of C.
+    epilogue: Option<Epilogue<'a>>,
+    /// Where this (sub-)problem's C starts in the caller's C, so the
+    /// epilogue sees the caller's row and column numbers.
+    row0: usize,
+    col0: usize,
 }
 
 /// One microkernel call: `C[..mr, ..nr] = alpha * Apanel @ Bpanel + beta * C`.
@@ -549,6 +603,7 @@ unsafe fn run<K: Microkernel>(p: Problem<'_>, threads: usize) {
                     n: size,
                     b: p.b.sub(0, start),
                     c: p.c.sub(0, start),
+                    col0: p.col0 + start,
                     ..p
                 }
             } else {
@@ -556,6 +611,7 @@ unsafe fn run<K: Microkernel>(p: Problem<'_>, threads: usize) {
                     m: size,
                     a: p.a.sub(start, 0),
                     c: p.c.sub(start, 0),
+                    row0: p.row0 + start,
                     ..p
                 }
             }
@@ -638,6 +694,18 @@ unsafe fn serial<K: Microkernel>(p: Problem<'_>, ws: &mut Workspace) {
                         // lies inside C, which this call owns; the caller
                         // guarantees the CPU features.
                         unsafe { K::tile(&t) };
+                    }
+                }
+                // The block is final after the last depth block: hand it to
+                // the epilogue while it is still in cache.
+                if let Some(f) = p.epilogue.filter(|_| p0 + kc == p.k) {
+                    for r in 0..mc {
+                        // SAFETY: row i0 + r, columns j0..j0 + nc are inside
+                        // this task's part of C, which no one else touches
+                        // during the call.
+                        let row =
+                            unsafe { std::slice::from_raw_parts_mut(p.c.sub(i0 + r, j0).ptr, nc) };
+                        f(p.row0 + i0 + r, p.col0 + j0, row);
                     }
                 }
             }
@@ -988,6 +1056,7 @@ mod avx2 {
 mod tests {
     use super::*;
     use crate::rng::Rng;
+    use std::sync::atomic::{AtomicU32, Ordering};
 
     /// The oracle: textbook triple loop in f64 over explicit index formulas.
     #[allow(clippy::too_many_arguments)]
@@ -1216,8 +1285,48 @@ mod tests {
         let want = naive(m, n, k, alpha as f64, &a, &b, beta as f64, &c0, ldc);
         for isa in kernels() {
             let mut cv = c0.clone();
-            sgemm_with(isa, par, m, n, k, alpha, a, b, beta, &mut cv, ldc)
+            sgemm_with(isa, par, m, n, k, alpha, a, b, beta, &mut cv, ldc, None)
                 .map_err(|e| e.to_string())?;
+            // The same product with an epilogue that must see every element
+            // of C exactly once, with the caller's row and column numbers.
+            let visits: Vec<AtomicU32> = (0..m * n).map(|_| AtomicU32::new(0)).collect();
+            let ep = |row: usize, col0: usize, seg: &mut [f32]| {
+                for (j, x) in seg.iter_mut().enumerate() {
+                    visits[row * n + col0 + j].fetch_add(1, Ordering::Relaxed);
+                    *x = *x * 2.0 + row as f32 - 0.5 * (col0 + j) as f32;
+                }
+            };
+            let mut ce = c0.clone();
+            sgemm_with(
+                isa,
+                par,
+                m,
+                n,
+                k,
+                alpha,
+                a,
+                b,
+                beta,
+                &mut ce,
+                ldc,
+                Some(&ep),
+            )
+            .map_err(|e| e.to_string())?;
+            for i in 0..m {
+                for j in 0..n {
+                    let seen = visits[i * n + j].load(Ordering::Relaxed);
+                    if seen != 1 {
+                        return Err(format!("{isa:?}: epilogue saw ({i},{j}) {seen} times"));
+                    }
+                    let want = cv[i * ldc + j] * 2.0 + i as f32 - 0.5 * j as f32;
+                    let got = ce[i * ldc + j];
+                    if got.to_bits() != want.to_bits() && !(got.is_nan() && want.is_nan()) {
+                        return Err(format!(
+                            "{isa:?}: epilogue result ({i},{j}) {got} vs {want}"
+                        ));
+                    }
+                }
+            }
             for i in 0..m {
                 for j in 0..ldc {
                     let got = cv[i * ldc + j];
@@ -1394,6 +1503,7 @@ mod tests {
                         0.0,
                         &mut c,
                         n,
+                        None,
                     )
                     .unwrap();
                 }

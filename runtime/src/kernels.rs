@@ -6,7 +6,7 @@
 //! are passed as `&[usize]` row-major dimension lists. None of these
 //! allocate: training steps must not touch the heap.
 
-use crate::gemm::{sgemm, MatRef, Parallelism};
+use crate::gemm::{sgemm, sgemm_then, MatRef, Parallelism};
 
 /// The most dimensions a kernel handles (the language's tensors are small-rank).
 pub const MAX_RANK: usize = 8;
@@ -314,6 +314,36 @@ pub fn one_hot(out: &mut [f32], labels: &[u32], classes: usize) {
     }
 }
 
+/// The gradient of mean cross-entropy with respect to the logits, in one
+/// pass per row: `out = (softmax(logits) - one_hot(labels)) * scale`, with
+/// the softmax computed stably (max subtracted). The compiler rewrites the
+/// gradient's softmax, one-hot, subtract and scale into this one kernel.
+pub fn cross_entropy_grad(
+    out: &mut [f32],
+    logits: &[f32],
+    labels: &[u32],
+    classes: usize,
+    scale: f32,
+) {
+    let rows = out
+        .chunks_exact_mut(classes)
+        .zip(logits.chunks_exact(classes));
+    for ((o, row), &l) in rows.zip(labels) {
+        let m = row.iter().fold(f32::NEG_INFINITY, |m, &v| m.max(v));
+        let mut z = 0.0f32;
+        for (o, &v) in o.iter_mut().zip(row) {
+            let e = (v - m).exp();
+            *o = e;
+            z += e;
+        }
+        let s = scale / z;
+        for o in o.iter_mut() {
+            *o *= s;
+        }
+        o[l as usize] -= scale;
+    }
+}
+
 /// `out[..., m, n] = a[..., m, k] @ b[..., k, n]` over `batches` leading
 /// matrices; `b` is shared by all of them when `b_shared`.
 #[allow(clippy::too_many_arguments)]
@@ -381,6 +411,21 @@ pub fn matmul_t(
     ta: bool,
     tb: bool,
 ) {
+    let (a, b) = operands(a, b, (m, k, n), ta, tb);
+    if let Err(e) = sgemm(Parallelism::Sequential, m, n, k, 1.0, a, b, 0.0, out, n) {
+        panic!("nnc internal error: matmul shapes disagree: {e}");
+    }
+}
+
+/// The GEMM operands of an `[m, k] @ [k, n]` product whose slices may hold
+/// the transposes.
+fn operands<'a>(
+    a: &'a [f32],
+    b: &'a [f32],
+    (m, k, n): (usize, usize, usize),
+    ta: bool,
+    tb: bool,
+) -> (MatRef<'a>, MatRef<'a>) {
     let a = if ta {
         MatRef::transposed(a, m)
     } else {
@@ -391,7 +436,41 @@ pub fn matmul_t(
     } else {
         MatRef::new(b, n)
     };
-    if let Err(e) = sgemm(Parallelism::Sequential, m, n, k, 1.0, a, b, 0.0, out, n) {
+    (a, b)
+}
+
+/// [`matmul_t`], then `epilogue(i, segment)` over the finished product,
+/// where `segment` is `out[i..][..segment.len()]`; each element is passed
+/// exactly once, while its block of the product is still in cache. This is
+/// the matmul epilogue generated code fuses bias adds, activations and
+/// activation-gradient masks into.
+#[allow(clippy::too_many_arguments)]
+pub fn matmul_then(
+    out: &mut [f32],
+    a: &[f32],
+    b: &[f32],
+    m: usize,
+    k: usize,
+    n: usize,
+    ta: bool,
+    tb: bool,
+    epilogue: impl Fn(usize, &mut [f32]) + Sync,
+) {
+    let (a, b) = operands(a, b, (m, k, n), ta, tb);
+    let ep = |row: usize, col: usize, seg: &mut [f32]| epilogue(row * n + col, seg);
+    if let Err(e) = sgemm_then(
+        Parallelism::Sequential,
+        m,
+        n,
+        k,
+        1.0,
+        a,
+        b,
+        0.0,
+        out,
+        n,
+        &ep,
+    ) {
         panic!("nnc internal error: matmul shapes disagree: {e}");
     }
 }
@@ -532,6 +611,47 @@ mod tests {
             matmul_t(&mut got, x, y, 2, 3, 2, ta, tb);
             assert_eq!(got, want, "ta={ta} tb={tb}");
         }
+    }
+
+    #[test]
+    fn cross_entropy_grad_is_softmax_minus_one_hot_scaled() {
+        // Large logits: a naive exp would overflow; the kernel subtracts the max.
+        let logits = [1.0f32, 2.0, 3.0, 500.0, 499.0, -3.0];
+        let labels = [2u32, 0];
+        let scale = 0.5f32;
+        let mut out = [f32::NAN; 6];
+        cross_entropy_grad(&mut out, &logits, &labels, 3, scale);
+        for (r, &l) in labels.iter().enumerate() {
+            let row = &logits[r * 3..][..3];
+            let m = row
+                .iter()
+                .fold(f64::NEG_INFINITY, |m, &v| m.max(f64::from(v)));
+            let z: f64 = row.iter().map(|&v| (f64::from(v) - m).exp()).sum();
+            for c in 0..3 {
+                let p = (f64::from(row[c]) - m).exp() / z;
+                let want = (p - f64::from(u8::from(c == l as usize))) * f64::from(scale);
+                assert!((f64::from(out[r * 3 + c]) - want).abs() < 1e-6, "({r},{c})");
+            }
+        }
+    }
+
+    #[test]
+    fn matmul_then_applies_the_epilogue_to_the_product() {
+        let a: Vec<f32> = (0..12).map(|v| v as f32 * 0.5 - 2.0).collect(); // [3, 4]
+        let b: Vec<f32> = (0..8).map(|v| 1.0 - v as f32 * 0.25).collect(); // [4, 2]
+        let bias = [0.5f32, -4.0];
+        let mut want = [0.0; 6];
+        matmul(&mut want, &a, &b, 1, 3, 4, 2, true);
+        for (i, w) in want.iter_mut().enumerate() {
+            *w = (*w + bias[i % 2]).max(0.0);
+        }
+        let mut got = [f32::NAN; 6];
+        matmul_then(&mut got, &a, &b, 3, 4, 2, false, false, |i0, seg| {
+            for (j, o) in seg.iter_mut().enumerate() {
+                *o = (*o + bias[(i0 + j) % 2]).max(0.0);
+            }
+        });
+        assert_eq!(got, want);
     }
 
     #[test]

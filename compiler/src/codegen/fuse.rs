@@ -1,7 +1,13 @@
-//! Elementwise fusion: a producer → consumer chain of elementwise ops becomes
-//! one loop. An elementwise node is folded into its consumer when that is
-//! its only use, the consumer is elementwise, it has the consumer's shape,
-//! and nothing outside the step reads it. Every refusal carries a reason
+//! Fusion: a producer → consumer chain of elementwise ops becomes one loop.
+//! An elementwise node is folded into its consumer when that is its only
+//! use, the consumer is elementwise, it has the consumer's shape, and
+//! nothing outside the step reads it. A matrix product whose only reader is
+//! such a loop runs the loop as its epilogue (bias add and activation in
+//! the forward pass, the activation-gradient mask in the backward pass),
+//! on each block of the product while it is in cache; the product's value
+//! is never stored on its own. A loop whose same-shaped input is read by
+//! nothing else runs in place: it writes its result over that input
+//! (the memory planner gives both one buffer). Every refusal carries a reason
 //! (`nnc compile --explain-fusion`), as XLA's `FusionDecision` does.
 
 use crate::autodiff::TrainingGraph;
@@ -35,6 +41,17 @@ fn access(input: &Shape, out: &Shape) -> Option<Access> {
     (trailing && !input.has_batch()).then_some(Access::Suffix(n))
 }
 
+/// A node's operands, each once, in order.
+fn distinct_operands(tg: &TrainingGraph, id: NodeId) -> Vec<NodeId> {
+    let mut inputs = Vec::new();
+    for o in tg.graph.operands(id) {
+        if !inputs.contains(&o) {
+            inputs.push(o);
+        }
+    }
+    inputs
+}
+
 fn elementwise(op: &Op) -> bool {
     matches!(op, Op::Unary(_) | Op::Binary(_))
 }
@@ -51,6 +68,13 @@ pub struct Fusion {
     /// Rank-2 transposes read only by matrix products, which read the
     /// transpose's operand instead (transpose node → its operand).
     pub folded_transposes: BTreeMap<usize, NodeId>,
+    /// Loop root → the matrix product computed first in its kernel, the
+    /// loop running as the product's epilogue.
+    pub epilogues: BTreeMap<usize, NodeId>,
+    /// Why each matrix product that was not fused stayed on its own.
+    pub matmul_refusals: Vec<(usize, String)>,
+    /// Loop root → the input whose buffer it overwrites (in-place loops).
+    pub in_place: BTreeMap<usize, NodeId>,
 }
 
 impl Fusion {
@@ -136,7 +160,140 @@ impl Fusion {
             f.collect_inputs(tg, NodeId::new(r), &mut inputs);
             f.groups.insert(r, inputs);
         }
+        f.epilogues(tg, roots, &loopable);
+        // Every other elementwise kernel a flat loop can index becomes a
+        // loop of its own (cheaper than the general broadcasting kernel,
+        // and a loop can run in place).
+        for id in g.ids() {
+            if elementwise(&g.node(id).op) && !f.is_member(id) && loopable(id) {
+                f.groups
+                    .entry(id.index())
+                    .or_insert_with(|| distinct_operands(tg, id));
+            }
+        }
+        f.in_place(tg, roots);
         f
+    }
+
+    /// Picks, for each loop without an epilogue, an input it may overwrite:
+    /// one with the loop's exact type, computed by a kernel of its own,
+    /// not read after the step, and read by no kernel but this loop (so it
+    /// is dead once the loop has read each element, which it does right
+    /// before writing that element).
+    fn in_place(&mut self, tg: &TrainingGraph, roots: &[NodeId]) {
+        let g = &tg.graph;
+        let mut chosen = BTreeMap::new();
+        for (&root, inputs) in &self.groups {
+            let root = NodeId::new(root);
+            if self.epilogues.contains_key(&root.index()) {
+                continue;
+            }
+            let victim = inputs.iter().copied().find(|&x| {
+                g.ty(x) == g.ty(root)
+                    && !matches!(g.node(x).op, Op::Leaf(_))
+                    && !self.is_member(x)
+                    && !roots.contains(&x)
+                    && g.users(x).iter().all(|&u| {
+                        !self.folded_transposes.contains_key(&u.index()) && self.owner(u) == root
+                    })
+            });
+            if let Some(x) = victim {
+                chosen.insert(root.index(), x);
+            }
+        }
+        self.in_place = chosen;
+    }
+
+    /// The input a loop overwrites, if it runs in place.
+    pub fn in_place_input(&self, root: NodeId) -> Option<NodeId> {
+        self.in_place.get(&root.index()).copied()
+    }
+
+    /// Decides which matrix products run with their reading loop as the
+    /// epilogue. A product qualifies when it is one rank-2 matrix product,
+    /// its only reader is an elementwise kernel's loop, that loop has the
+    /// product's shape, and nothing after the step reads the product.
+    fn epilogues(
+        &mut self,
+        tg: &TrainingGraph,
+        roots: &[NodeId],
+        loopable: &dyn Fn(NodeId) -> bool,
+    ) {
+        let g = &tg.graph;
+        for id in g.ids() {
+            if !matches!(g.node(id).op, Op::Matmul(_)) {
+                continue;
+            }
+            let users = g.users(id);
+            let reader = users.first().map(|&u| self.owner(u));
+            let reason = if roots.contains(&id) {
+                Some("its value is read after the step (loss, gradient or output)".to_string())
+            } else if g.ty(id).shape.rank() != 2
+                || g.operands(id).iter().any(|&o| g.ty(o).shape.rank() != 2)
+            {
+                Some(
+                    "it is a batched product; epilogues are fused into single matrix products"
+                        .to_string(),
+                )
+            } else if users.len() != 1 {
+                Some(format!(
+                    "it has {} uses; an epilogue can only serve one",
+                    users.len()
+                ))
+            } else if let Some(r) = reader.filter(|&r| !elementwise(&g.node(r).op)) {
+                Some(format!(
+                    "its reader `{}` is not an elementwise loop",
+                    g.node(r).op
+                ))
+            } else if let Some(r) = reader.filter(|&r| g.ty(r).shape != g.ty(id).shape) {
+                Some(format!(
+                    "its reader's loop runs over {}, not the product's {}",
+                    g.ty(r).shape,
+                    g.ty(id).shape
+                ))
+            } else if let Some(r) = reader.filter(|r| self.epilogues.contains_key(&r.index())) {
+                Some(format!(
+                    "its reader, node {}, already runs as the epilogue of another product",
+                    r.index()
+                ))
+            } else {
+                reader
+                    .filter(|&r| {
+                        !loopable(r) || self.members(r).iter().any(|&m| !loopable(NodeId::new(m)))
+                    })
+                    .map(|r| {
+                        format!(
+                            "an operand of its reader, node {}, broadcasts in a way a flat loop cannot index",
+                            r.index()
+                        )
+                    })
+            };
+            match (reason, reader) {
+                (None, Some(r)) => {
+                    self.groups
+                        .entry(r.index())
+                        .or_insert_with(|| distinct_operands(tg, r));
+                    self.epilogues.insert(r.index(), id);
+                }
+                (reason, _) => self.matmul_refusals.push((
+                    id.index(),
+                    reason.unwrap_or_else(|| "nothing reads it".to_string()),
+                )),
+            }
+        }
+    }
+
+    /// The product a loop root computes first, if it runs as an epilogue.
+    fn epilogue_product(&self, root: NodeId) -> Option<NodeId> {
+        self.epilogues.get(&root.index()).copied()
+    }
+
+    /// The loop root whose kernel computes this product, if any.
+    fn epilogue_root(&self, product: NodeId) -> Option<NodeId> {
+        self.epilogues
+            .iter()
+            .find(|(_, &m)| m == product)
+            .map(|(&r, _)| NodeId::new(r))
     }
 
     fn collect_inputs(&self, tg: &TrainingGraph, id: NodeId, out: &mut Vec<NodeId>) {
@@ -161,14 +318,20 @@ impl Fusion {
     /// Whether a node is computed inside another node's kernel (a loop it
     /// was fused into, or a product that reads it transposed).
     pub fn is_member(&self, id: NodeId) -> bool {
-        self.into.contains_key(&id.index()) || self.folded_transposes.contains_key(&id.index())
+        self.into.contains_key(&id.index())
+            || self.folded_transposes.contains_key(&id.index())
+            || self.epilogue_root(id).is_some()
     }
 
     /// The kernels that read a node's value when `user` uses it: the
     /// owner of `user`, or for a folded transpose, the products reading it.
     pub fn readers(&self, tg: &TrainingGraph, user: NodeId) -> Vec<NodeId> {
         if self.folded_transposes.contains_key(&user.index()) {
-            tg.graph.users(user)
+            tg.graph
+                .users(user)
+                .into_iter()
+                .map(|u| self.owner(u))
+                .collect()
         } else {
             vec![self.owner(user)]
         }
@@ -188,17 +351,19 @@ impl Fusion {
 
     /// The node whose kernel computes `id` (itself unless fused).
     pub fn owner(&self, id: NodeId) -> NodeId {
+        if let Some(r) = self.epilogue_root(id) {
+            return r;
+        }
         self.into.get(&id.index()).map_or(id, |&r| NodeId::new(r))
     }
 
     /// The operands a node's kernel takes: its group's inputs, or its own
     /// (a folded transpose replaced by the matrix it transposes).
+    /// An epilogue loop takes the product's two operands first.
     pub fn inputs(&self, tg: &TrainingGraph, id: NodeId) -> Vec<NodeId> {
-        match self.groups.get(&id.index()) {
-            Some(inputs) => inputs.clone(),
-            None => tg
-                .graph
-                .operands(id)
+        let resolved = |n: NodeId| -> Vec<NodeId> {
+            tg.graph
+                .operands(n)
                 .iter()
                 .map(|o| {
                     self.folded_transposes
@@ -206,26 +371,93 @@ impl Fusion {
                         .copied()
                         .unwrap_or(*o)
                 })
-                .collect(),
+                .collect()
+        };
+        match (self.groups.get(&id.index()), self.epilogue_product(id)) {
+            (Some(inputs), Some(product)) => {
+                let mut all = resolved(product);
+                all.extend(inputs.iter().filter(|&&x| x != product));
+                all
+            }
+            (Some(inputs), None) => {
+                let own = self.in_place_input(id);
+                inputs.iter().copied().filter(|&x| Some(x) != own).collect()
+            }
+            (None, _) => resolved(id),
         }
     }
 
     /// The loop body of a fused root: `out[i] = expression`.
+    /// With an epilogue, the product runs first and the loop over each
+    /// finished block of it (`*o` is the product's element).
     pub fn emit(&self, tg: &TrainingGraph, root: NodeId, rt: &TokenStream) -> Option<TokenStream> {
-        let inputs = self.groups.get(&root.index())?;
+        self.groups.get(&root.index())?;
+        let inputs = self.inputs(tg, root);
+        // An epilogue's product and an in-place loop's input are both the
+        // element already in `out`.
+        let product = self.epilogue_product(root).or(self.in_place_input(root));
         let out_shape = &tg.graph.ty(root).shape;
-        let expr = self.expr(tg, root, inputs, out_shape, rt);
+        let expr = self.expr(tg, root, &inputs, out_shape, rt, product);
         let guards = inputs.iter().enumerate().filter_map(|(j, &x)| {
             let name = format_ident!("x{}", j);
-            (access(&tg.graph.ty(x).shape, out_shape) == Some(Access::Same))
+            let same = access(&tg.graph.ty(x).shape, out_shape) == Some(Access::Same);
+            (same && Some(x) != product && super::mentions(&expr, &name.to_string()))
                 .then(|| quote!(let #name = &#name[..out.len()];))
         });
+        let guards: Vec<TokenStream> = guards.collect();
+        let Some(product) = self.epilogue_product(root) else {
+            let head = if super::mentions(&expr, "i") {
+                quote!(for (i, o) in out.iter_mut().enumerate())
+            } else {
+                quote!(for o in out.iter_mut())
+            };
+            return Some(quote! {
+                #(#guards)*
+                #head {
+                    *o = #expr;
+                }
+            });
+        };
+        let ops = tg.graph.operands(product);
+        let (a, b) = (
+            tg.graph.ty(ops[0]).shape.dims(),
+            tg.graph.ty(ops[1]).shape.dims(),
+        );
+        let (m, k, n) = (Kernel::dim(a[0]), Kernel::dim(a[1]), Kernel::dim(b[1]));
+        let ta = self.folded_transposes.contains_key(&ops[0].index());
+        let tb = self.folded_transposes.contains_key(&ops[1].index());
+        let uses_i = super::mentions(&expr, "i");
+        let (i0, body) = if uses_i {
+            (
+                quote!(i0),
+                quote! {
+                    for (j, o) in seg.iter_mut().enumerate() {
+                        let i = i0 + j;
+                        *o = #expr;
+                    }
+                },
+            )
+        } else {
+            (
+                quote!(_),
+                quote! {
+                    for o in seg.iter_mut() {
+                        *o = #expr;
+                    }
+                },
+            )
+        };
         Some(quote! {
             #(#guards)*
-            for (i, o) in out.iter_mut().enumerate() {
-                *o = #expr;
-            }
+            #rt::kernels::matmul_then(out, x0, x1, #m, #k, #n, #ta, #tb, |#i0, seg| {
+                #body
+            });
         })
+    }
+
+    /// Why each node stays its own kernel, for `--explain-fusion`.
+    pub fn explain(&self) -> impl Iterator<Item = &(usize, String)> {
+        self.refusals.iter().chain(&self.matmul_refusals)
     }
 
     fn expr(
@@ -235,10 +467,14 @@ impl Fusion {
         inputs: &[NodeId],
         out: &Shape,
         rt: &TokenStream,
+        product: Option<NodeId>,
     ) -> TokenStream {
         let operand = |o: NodeId| -> TokenStream {
             if self.into.contains_key(&o.index()) {
-                return self.expr(tg, o, inputs, out, rt);
+                return self.expr(tg, o, inputs, out, rt, product);
+            }
+            if Some(o) == product {
+                return quote!(*o);
             }
             let j = inputs.iter().position(|&x| x == o).unwrap_or(0);
             let x = format_ident!("x{}", j);

@@ -157,6 +157,25 @@ impl Layout {
                 end,
             });
         }
+        // An in-place loop's result shares its input's buffer: one buffer
+        // live from the input's write to the result's last read.
+        let mut aliases: Vec<(usize, usize)> = Vec::new();
+        for (&root, &input) in &fusion.in_place {
+            let Some(r) = buffers.iter().position(|b| b.id == root) else {
+                continue;
+            };
+            let holder = aliases
+                .iter()
+                .find(|(a, _)| *a == input.index())
+                .map_or(input.index(), |&(_, h)| h);
+            let Some(x) = buffers.iter().position(|b| b.id == holder) else {
+                continue;
+            };
+            let result = buffers.remove(r);
+            let x = if r < x { x - 1 } else { x };
+            buffers[x].end = buffers[x].end.max(result.end);
+            aliases.push((root, holder));
+        }
         let plan = if planned {
             memory::plan(&buffers)
         } else {
@@ -182,6 +201,10 @@ impl Layout {
                 }
             };
             layout.loc.insert(b.id, loc);
+        }
+        for (root, holder) in aliases {
+            let loc = layout.loc[&holder].clone();
+            layout.loc.insert(root, loc);
         }
         layout.ws_fixed = plan.fixed;
         layout.ws_per_sample = plan.per_sample;

@@ -221,26 +221,50 @@ pub fn explain_fusion(
     let tg = optimized_training_graph(net, cfg, opts)?;
     let fusion = fusion_for(&tg, opts);
     let mut out = format!(
-        "{}: {} nodes fused into {} loops\n",
+        "{}: {} nodes fused into {} loops, {} matrix products with an epilogue\n",
         net.name,
         fusion.into.len(),
-        fusion.groups.len()
+        fusion.into.values().collect::<BTreeSet<_>>().len(),
+        fusion.epilogues.len()
     );
-    for (root, inputs) in &fusion.groups {
+    let listed = fusion
+        .groups
+        .iter()
+        .filter(|(r, _)| fusion.into.values().any(|v| v == *r) || fusion.epilogues.contains_key(r));
+    for (root, inputs) in listed {
         let members: Vec<String> = fusion
             .into
             .iter()
             .filter(|(_, r)| *r == root)
             .map(|(m, _)| format!("{}", m))
             .collect();
+        let loop_text = if members.is_empty() {
+            "its loop".to_string()
+        } else {
+            format!("nodes {} in one loop", members.join(", "))
+        };
+        let epilogue = fusion.epilogues.get(root).map_or(String::new(), |m| {
+            format!(
+                ", run as the epilogue of node {} ({})",
+                m.index(),
+                tg.graph.node(*m).op
+            )
+        });
         out.push_str(&format!(
-            "  fused: node {root} ({}) computes nodes {} in one loop over {} inputs\n",
+            "  fused: node {root} ({}) computes {loop_text} over {} inputs{epilogue}\n",
             tg.graph.node(NodeId::new(*root)).op,
-            members.join(", "),
             inputs.len()
         ));
     }
-    for (id, reason) in &fusion.refusals {
+    for (root, input) in &fusion.in_place {
+        out.push_str(&format!(
+            "  in place: node {root} ({}) writes over node {} ({}), which nothing else reads\n",
+            tg.graph.node(NodeId::new(*root)).op,
+            input.index(),
+            tg.graph.node(*input).op
+        ));
+    }
+    for (id, reason) in fusion.explain() {
         let node = tg.graph.node(NodeId::new(*id));
         let (line, col) = source.line_col(node.span.start);
         out.push_str(&format!(
@@ -598,6 +622,19 @@ fn kernels(
                 .map(|&m| format!("{} ({})", m, tg.graph.node(NodeId::new(m)).op))
                 .collect();
             doc.push_str(&format!("; fuses node {} into this loop", list.join(", ")));
+        }
+        if let Some(x) = fusion.in_place_input(id) {
+            doc.push_str(&format!(
+                "; runs in place, over node {}'s buffer",
+                x.index()
+            ));
+        }
+        if let Some(m) = fusion.epilogues.get(&id.index()) {
+            doc.push_str(&format!(
+                "; the loop is the epilogue of node {} ({}), computed first",
+                m.index(),
+                tg.graph.node(*m).op
+            ));
         }
         // Fused loops take one slice per input; that is their natural shape.
         let many = (inputs.len() + 2 > 7).then(|| quote!(#[allow(clippy::too_many_arguments)]));

@@ -24,6 +24,13 @@ pub enum LossOp {
     /// Mean over elements of the binary cross-entropy of `sigmoid(logits)`
     /// against float targets in [0, 1]; computed from the logits, stably.
     BinaryCrossEntropy,
+    /// `(softmax(logits) − one_hot(labels)) · scale` over the last axis:
+    /// cross-entropy's gradient with respect to the logits as one op, so it
+    /// runs as one stable kernel. Not in the language: the `softmax-ce` pass
+    /// ([`crate::passes::SoftmaxCe`]) builds it from the gradient's primitives.
+    /// Operands `logits: f32[..., C]`, `labels: class[...] of C` and a
+    /// one-element `scale`.
+    CrossEntropyGrad,
     /// `class[...] of C` → `f32[..., C]` with a 1 at each label.
     OneHot {
         /// The number of classes C.
@@ -36,6 +43,7 @@ impl LossOp {
     pub fn arity(&self) -> usize {
         match self {
             LossOp::CrossEntropy | LossOp::BinaryCrossEntropy => 2,
+            LossOp::CrossEntropyGrad => 3,
             LossOp::OneHot { .. } => 1,
         }
     }
@@ -44,44 +52,19 @@ impl LossOp {
     pub fn infer(&self, t: &[&TensorType]) -> Result<TensorType, OpError> {
         match self {
             LossOp::CrossEntropy => {
-                let (logits, labels) = (t[0], t[1]);
-                expect_f32(logits, 0, "cross_entropy")?;
-                let DType::Class { classes } = labels.dtype else {
-                    return Err(OpError {
-                        kind: ErrorKind::TypeMismatch,
-                        message: format!(
-                            "cross_entropy expects class labels as its second operand, found {labels}"
-                        ),
-                        operand: Some(1),
-                        help: Some(
-                            "declare them with `label name: class[batch] of N;`, or use \
-                             binary_cross_entropy or mse for float targets"
-                                .into(),
-                        ),
-                    });
-                };
-                let want = labels
-                    .shape
-                    .dims()
-                    .iter()
-                    .copied()
-                    .chain([Dim::Fixed(classes)]);
-                if !logits.shape.dims().iter().copied().eq(want) {
+                logits_against_labels(t[0], t[1])?;
+                Ok(TensorType::scalar())
+            }
+            LossOp::CrossEntropyGrad => {
+                logits_against_labels(t[0], t[1])?;
+                expect_f32(t[2], 2, "cross_entropy_grad")?;
+                if t[2].shape.dims().iter().any(|&d| d != Dim::Fixed(1)) {
                     return Err(OpError::shape(format!(
-                        "cross_entropy of {logits} against {labels}: logits must be \
-                         f32{} (one score per class for each label)",
-                        Shape(
-                            labels
-                                .shape
-                                .dims()
-                                .iter()
-                                .copied()
-                                .chain([Dim::Fixed(classes)])
-                                .collect()
-                        )
+                        "cross_entropy_grad scales by one value, found {}",
+                        t[2]
                     )));
                 }
-                Ok(TensorType::scalar())
+                Ok(t[0].clone())
             }
             LossOp::BinaryCrossEntropy => {
                 expect_f32(t[0], 0, "binary_cross_entropy")?;
@@ -140,6 +123,29 @@ impl LossOp {
                     .sum();
                 Ok(scalar(total / x[0].len() as f64))
             }
+            LossOp::CrossEntropyGrad => {
+                let (logits, labels) = (x[0], x[1]);
+                let c = *logits.shape().last().unwrap_or(&0);
+                if labels.len() * c != logits.len() || c == 0 || x[2].len() != 1 {
+                    return Err(OpError::shape("cross_entropy_grad operands do not agree"));
+                }
+                let scale = x[2].iter().next().copied().unwrap_or(0.0);
+                let mut out = one_hot(labels, c)?;
+                let mut rows = out
+                    .view_mut()
+                    .into_shape_with_order((labels.len(), c))
+                    .map_err(|e| OpError::internal(e.to_string()))?;
+                let logit_rows = logits
+                    .to_shape((labels.len(), c))
+                    .map_err(|e| OpError::internal(e.to_string()))?;
+                for (mut o, row) in rows.outer_iter_mut().zip(logit_rows.outer_iter()) {
+                    let lse = logsumexp(row.iter());
+                    for (o, &v) in o.iter_mut().zip(row.iter()) {
+                        *o = ((v - lse).exp() - *o) * scale;
+                    }
+                }
+                Ok(out)
+            }
             LossOp::OneHot { classes } => one_hot(x[0], *classes),
         }
     }
@@ -150,12 +156,15 @@ impl LossOp {
         match self {
             LossOp::CrossEntropy => n.saturating_mul(5),
             LossOp::BinaryCrossEntropy => n.saturating_mul(6),
+            LossOp::CrossEntropyGrad => n.saturating_mul(6),
             LossOp::OneHot { .. } => 0,
         }
     }
 
     /// Gradient rules: cross-entropy's is (softmax(logits) − one_hot(labels))/N,
     /// binary cross-entropy's (sigmoid(logits) − targets)/N; labels get none.
+    /// Cross-entropy's gradient op differentiates as `softmax(logits) · scale`
+    /// (softmax's own rule) and, for the scale, `Σ g·(softmax − one_hot)`.
     pub fn grad(
         &self,
         cx: &mut GradCtx<'_>,
@@ -189,6 +198,23 @@ impl LossOp {
                 let dt = cx.binary(BinaryOp::Mul, nz, scale)?;
                 Ok(vec![Some(dz), Some(dt)])
             }
+            LossOp::CrossEntropyGrad => {
+                let axis = cx.ty(x[0]).shape.rank() - 1;
+                let softmax = SoftmaxOp {
+                    kind: SoftmaxKind::Softmax,
+                    axis,
+                };
+                let p = cx.add(Op::Softmax(softmax), &[x[0]])?;
+                let gs = cx.binary(BinaryOp::Mul, g, x[2])?;
+                let d_logits = softmax.grad(cx, x[0], p, gs)?;
+                let classes = cx.ty(x[0]).shape.dims()[axis].resolve(1);
+                let oh = cx.add(Op::Loss(LossOp::OneHot { classes }), &[x[1]])?;
+                let d = cx.binary(BinaryOp::Sub, p, oh)?;
+                let gd = cx.binary(BinaryOp::Mul, g, d)?;
+                let to = cx.ty(x[2]).shape.clone();
+                let d_scale = cx.add(Op::Shape(super::ShapeOp::SumTo { to }), &[gd])?;
+                Ok(vec![Some(d_logits), None, Some(d_scale)])
+            }
             LossOp::OneHot { .. } => Ok(vec![None]),
         }
     }
@@ -203,6 +229,10 @@ impl LossOp {
                 let c = Kernel::dim(*k.inputs[0].shape.dims().last().unwrap_or(&Dim::Fixed(1)));
                 quote!(out[0] = #rt::kernels::cross_entropy(x0, x1, #c);)
             }
+            LossOp::CrossEntropyGrad => {
+                let c = Kernel::dim(*k.inputs[0].shape.dims().last().unwrap_or(&Dim::Fixed(1)));
+                quote!(#rt::kernels::cross_entropy_grad(out, x0, x1, #c, x2[0]);)
+            }
             LossOp::BinaryCrossEntropy => {
                 quote!(out[0] = #rt::kernels::binary_cross_entropy(x0, x1);)
             }
@@ -212,6 +242,47 @@ impl LossOp {
             }
         }
     }
+}
+
+/// Checks `logits: f32[..., C]` against `labels: class[...] of C`.
+fn logits_against_labels(logits: &TensorType, labels: &TensorType) -> Result<(), OpError> {
+    expect_f32(logits, 0, "cross_entropy")?;
+    let DType::Class { classes } = labels.dtype else {
+        return Err(OpError {
+            kind: ErrorKind::TypeMismatch,
+            message: format!(
+                "cross_entropy expects class labels as its second operand, found {labels}"
+            ),
+            operand: Some(1),
+            help: Some(
+                "declare them with `label name: class[batch] of N;`, or use \
+                     binary_cross_entropy or mse for float targets"
+                    .into(),
+            ),
+        });
+    };
+    let want = labels
+        .shape
+        .dims()
+        .iter()
+        .copied()
+        .chain([Dim::Fixed(classes)]);
+    if !logits.shape.dims().iter().copied().eq(want) {
+        return Err(OpError::shape(format!(
+            "cross_entropy of {logits} against {labels}: logits must be \
+                 f32{} (one score per class for each label)",
+            Shape(
+                labels
+                    .shape
+                    .dims()
+                    .iter()
+                    .copied()
+                    .chain([Dim::Fixed(classes)])
+                    .collect()
+            )
+        )));
+    }
+    Ok(())
 }
 
 /// `g / N` where N is the number of elements of `shape` (symbolic in batch).
@@ -263,6 +334,7 @@ impl fmt::Display for LossOp {
         f.write_str(match self {
             LossOp::CrossEntropy => "cross_entropy",
             LossOp::BinaryCrossEntropy => "binary_cross_entropy",
+            LossOp::CrossEntropyGrad => "cross_entropy_grad",
             LossOp::OneHot { .. } => "one_hot",
         })
     }

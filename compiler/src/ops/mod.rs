@@ -22,7 +22,7 @@ pub use matmul::Matmul;
 pub use reduce::{ReduceKind, ReduceOp};
 pub use shape::ShapeOp;
 pub use signature::{ArgKind, ArgValue, Args, Function, Param};
-pub use softmax::SoftmaxOp;
+pub use softmax::{SoftmaxKind, SoftmaxOp};
 
 use crate::autodiff::GradCtx;
 use crate::graph::{DType, NodeId, Shape, TensorType};

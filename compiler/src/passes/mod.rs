@@ -1,6 +1,6 @@
 //! Graph → graph passes over the whole training graph: constant folding and
 //! algebraic simplification, common-subexpression elimination, dead-code
-//! elimination. Each pass is a value; a list of passes is a pass, and
+//! elimination, and (at `-O2`) the softmax + cross-entropy gradient rewrite. Each pass is a value; a list of passes is a pass, and
 //! [`FixedPoint`] repeats one until nothing changes (the Luminal idea).
 //!
 //! Every pass rebuilds the graph in index order through [`rebuild`], so the
@@ -11,10 +11,12 @@ mod cse;
 mod dce;
 mod fold;
 pub mod memory;
+mod softmax_ce;
 
 pub use cse::Cse;
 pub use dce::Dce;
 pub use fold::Fold;
+pub use softmax_ce::SoftmaxCe;
 
 use crate::autodiff::TrainingGraph;
 use crate::diagnostic::{Diagnostic, ErrorKind};
@@ -76,19 +78,20 @@ pub enum OptLevel {
     O0,
     /// Folding, simplification, CSE and DCE to a fixed point.
     O1,
-    /// Everything in O1 plus fusion and memory planning.
+    /// Everything in O1 plus the softmax + cross-entropy gradient rewrite,
+    /// fusion and memory planning.
     #[default]
     O2,
 }
 
 /// The graph-pass names, in the order they run.
-pub const PASS_NAMES: &[&str] = &["fold", "cse", "dce"];
+pub const PASS_NAMES: &[&str] = &["fold", "cse", "dce", "softmax-ce"];
 
 /// The graph passes of an optimisation level, minus the disabled ones.
 pub fn pipeline(level: OptLevel, disabled: &[String]) -> Pipeline {
     let mut passes: Vec<Box<dyn Pass>> = Vec::new();
+    let wanted = |n: &str| !disabled.iter().any(|d| d == n);
     if level >= OptLevel::O1 {
-        let wanted = |n: &str| !disabled.iter().any(|d| d == n);
         let mut round: Vec<Box<dyn Pass>> = Vec::new();
         if wanted("fold") {
             round.push(Box::new(Fold));
@@ -103,6 +106,13 @@ pub fn pipeline(level: OptLevel, disabled: &[String]) -> Pipeline {
             pass: Pipeline(round),
             limit: 16,
         }));
+    }
+    if level >= OptLevel::O2 && wanted("softmax-ce") {
+        passes.push(Box::new(SoftmaxCe));
+        // The rewrite leaves the one-hot and subtraction unused.
+        if wanted("dce") {
+            passes.push(Box::new(Dce));
+        }
     }
     Pipeline(passes)
 }
