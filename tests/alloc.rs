@@ -1,6 +1,7 @@
 //! `train_step`, `loss` and `predict` of generated code allocate nothing
 //! after the first call: a counting global allocator watches them.
 
+use nnc::runtime::parallel::{StepRunner, Strategy};
 use nnc::runtime::{Batch, Model};
 use std::alloc::{GlobalAlloc, Layout, System};
 use std::sync::atomic::{AtomicUsize, Ordering};
@@ -77,6 +78,48 @@ fn generated_steps_do_not_allocate_after_the_first_call() {
     steps(&mut model, &[&x, &target], &[&y], &mut [&mut out]);
     let n = allocations(|| steps(&mut model, &[&x, &target], &[&y], &mut [&mut out]));
     assert_eq!(n, 0, "EveryOp allocated {n} times in one step");
+    // The parallel runner with Adam, as `fit` drives it: data parallel (four
+    // shards on two threads) and intra-op. Each worker thread grows its
+    // GEMM packing buffers the first time it meets a shape, so warm up first;
+    // everything runs inside one `install` (injecting a job from outside
+    // the pool can allocate queue blocks).
+    let pool = rayon::ThreadPoolBuilder::new()
+        .num_threads(2)
+        .build()
+        .unwrap();
+    let model_spec = &mnist_mlp::MNIST_MLP_SPEC;
+    for strategy in [Strategy::Data { shards: Some(4) }, Strategy::IntraOp] {
+        let mut model = mnist_mlp::MnistMlp::new(128);
+        let image: Vec<f32> = (0..784 * 128).map(|i| (i % 251) as f32 / 251.0).collect();
+        let digit: Vec<u32> = (0..128).map(|i| i % 10).collect();
+        let mut runner = StepRunner::new(&model, 128, strategy);
+        let mut adam = model_spec
+            .train
+            .optimizer
+            .build(model_spec.param_count)
+            .unwrap();
+        let n = pool.install(|| {
+            let mut step = || {
+                let batch = Batch {
+                    inputs: &[&image],
+                    labels: &[&digit],
+                };
+                let loss = runner.step(&model, &batch).expect("valid batch");
+                assert!(loss.is_finite());
+                adam.step(model.params_mut(), runner.grads(), 1e-3).unwrap();
+            };
+            for _ in 0..10 {
+                step();
+            }
+            allocations(|| {
+                for _ in 0..5 {
+                    step();
+                }
+            })
+        });
+        assert_eq!(n, 0, "{strategy:?} allocated {n} times in 5 steps");
+    }
+
     // The counter does count: a Vec allocates.
     assert!(allocations(|| drop(std::hint::black_box(vec![1u8; 16]))) >= 1);
 }

@@ -135,6 +135,9 @@ fn stub(s: &Surface, rt: &TokenStream) -> TokenStream {
             pub fn train_step(&mut self, #(#inputs,)* #(#labels),*) -> ::core::result::Result<f32, #rt::StepError> {
                 #never
             }
+            pub fn workspace_len(_: usize) -> usize {
+                #never
+            }
             pub fn loss(&mut self, #(#inputs,)* #(#labels),*) -> ::core::result::Result<f32, #rt::StepError> {
                 #never
             }
@@ -161,6 +164,12 @@ fn stub(s: &Surface, rt: &TokenStream) -> TokenStream {
                 #never
             }
             fn train_step(&mut self, _: &#rt::Batch<'_>) -> ::core::result::Result<f32, #rt::StepError> {
+                #never
+            }
+            fn workspace_len(&self, _: usize) -> usize {
+                #never
+            }
+            fn train_step_in(&self, _: &mut [f32], _: usize, _: &mut [f32], _: &#rt::Batch<'_>) -> ::core::result::Result<f32, #rt::StepError> {
                 #never
             }
             fn loss(&mut self, _: &#rt::Batch<'_>) -> ::core::result::Result<f32, #rt::StepError> {

@@ -314,6 +314,34 @@ pub fn one_hot(out: &mut [f32], labels: &[u32], classes: usize) {
     }
 }
 
+thread_local! {
+    /// How this thread's matrix products may split (see [`with_parallel_gemm`]).
+    static GEMM_PARALLELISM: std::cell::Cell<Parallelism> =
+        const { std::cell::Cell::new(Parallelism::Sequential) };
+}
+
+/// Runs `f` with every matrix product it makes on this thread split across
+/// the current rayon pool (intra-op parallelism). Products split by whole
+/// tiles of the output, so the result is the same on any number of threads.
+/// Outside, products stay on the calling thread: data-parallel workers
+/// already fill the cores.
+pub fn with_parallel_gemm<R>(f: impl FnOnce() -> R) -> R {
+    let before = GEMM_PARALLELISM.with(|p| p.replace(Parallelism::Rayon(0)));
+    // Restores the setting even if `f` unwinds.
+    struct Restore(Parallelism);
+    impl Drop for Restore {
+        fn drop(&mut self) {
+            GEMM_PARALLELISM.with(|p| p.set(self.0));
+        }
+    }
+    let _restore = Restore(before);
+    f()
+}
+
+fn gemm_parallelism() -> Parallelism {
+    GEMM_PARALLELISM.with(|p| p.get())
+}
+
 /// The gradient of mean cross-entropy with respect to the logits, in one
 /// pass per row: `out = (softmax(logits) - one_hot(labels)) * scale`, with
 /// the softmax computed stably (max subtracted). The compiler rewrites the
@@ -357,7 +385,7 @@ pub fn matmul(
     n: usize,
     b_shared: bool,
 ) {
-    let par = Parallelism::Sequential;
+    let par = gemm_parallelism();
     let result = if b_shared {
         // One product: the leading dimensions fold into the rows.
         sgemm(
@@ -412,7 +440,7 @@ pub fn matmul_t(
     tb: bool,
 ) {
     let (a, b) = operands(a, b, (m, k, n), ta, tb);
-    if let Err(e) = sgemm(Parallelism::Sequential, m, n, k, 1.0, a, b, 0.0, out, n) {
+    if let Err(e) = sgemm(gemm_parallelism(), m, n, k, 1.0, a, b, 0.0, out, n) {
         panic!("nnc internal error: matmul shapes disagree: {e}");
     }
 }
@@ -458,19 +486,7 @@ pub fn matmul_then(
 ) {
     let (a, b) = operands(a, b, (m, k, n), ta, tb);
     let ep = |row: usize, col: usize, seg: &mut [f32]| epilogue(row * n + col, seg);
-    if let Err(e) = sgemm_then(
-        Parallelism::Sequential,
-        m,
-        n,
-        k,
-        1.0,
-        a,
-        b,
-        0.0,
-        out,
-        n,
-        &ep,
-    ) {
+    if let Err(e) = sgemm_then(gemm_parallelism(), m, n, k, 1.0, a, b, 0.0, out, n, &ep) {
         panic!("nnc internal error: matmul shapes disagree: {e}");
     }
 }

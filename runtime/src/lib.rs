@@ -15,6 +15,7 @@ pub mod init;
 pub mod kernels;
 pub mod model;
 pub mod optim;
+pub mod parallel;
 pub mod params;
 pub mod rng;
 pub mod schedule;

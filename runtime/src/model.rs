@@ -205,7 +205,7 @@ pub enum StepError {
 
 /// A compiled network: forward, loss and backward over a preallocated
 /// workspace, parameters and gradients in flat buffers.
-pub trait Model: Send {
+pub trait Model: Send + Sync {
     /// The static description.
     fn spec(&self) -> &'static ModelSpec;
     /// The largest batch the workspace holds.
@@ -219,6 +219,20 @@ pub trait Model: Send {
     /// Forward, loss and backward: fills `grads` and returns the mean loss
     /// over the batch (without regularisation penalties).
     fn train_step(&mut self, batch: &Batch<'_>) -> Result<f32, StepError>;
+    /// Workspace floats [`Model::train_step_in`] needs for batches of up to
+    /// `max_batch` samples.
+    fn workspace_len(&self, max_batch: usize) -> usize;
+    /// [`Model::train_step`] on the caller's workspace (at least
+    /// `workspace_len(max_batch)` floats) and gradient buffer, reading only
+    /// the parameters: data-parallel workers call it at once, each with its
+    /// own buffers and shard of the batch.
+    fn train_step_in(
+        &self,
+        ws: &mut [f32],
+        max_batch: usize,
+        grads: &mut [f32],
+        batch: &Batch<'_>,
+    ) -> Result<f32, StepError>;
     /// Forward and loss only.
     fn loss(&mut self, batch: &Batch<'_>) -> Result<f32, StepError>;
     /// Forward to the outputs for a batch of features; returns the batch size.
@@ -239,6 +253,34 @@ pub trait Model: Send {
         }
         Ok(())
     }
+}
+
+/// Checks the buffers of [`Model::train_step_in`]: parameters and gradients
+/// of the spec's length, a workspace of at least `workspace` floats.
+pub fn check_buffers(
+    spec: &ModelSpec,
+    params: &[f32],
+    grads: &[f32],
+    ws: &[f32],
+    workspace: usize,
+) -> Result<(), StepError> {
+    for (name, len) in [("params", params.len()), ("grads", grads.len())] {
+        if len != spec.param_count {
+            return Err(StepError::Length {
+                name,
+                expected: spec.param_count,
+                found: len,
+            });
+        }
+    }
+    if ws.len() < workspace {
+        return Err(StepError::Length {
+            name: "workspace",
+            expected: workspace,
+            found: ws.len(),
+        });
+    }
+    Ok(())
 }
 
 /// Checks a batch against a spec and returns its batch size: every slice a

@@ -416,16 +416,25 @@ impl Optimizer for Adam {
         } else {
             (wd, 0.0)
         };
-        let state = self.exp_avg.iter_mut().zip(self.exp_avg_sq.iter_mut());
-        for ((p, &g), (m, v)) in params.iter_mut().zip(grads).zip(state) {
-            let p0 = *p;
-            let g = g + coupled * p0;
-            *m = beta1 * *m + c1 * g;
-            *v = beta2 * *v + c2 * g * g;
-            let denom = v.sqrt() * inv_bc2_sqrt + eps;
-            // Decay and Adam step in one subtraction: one rounding, not two.
-            *p = p0 - (decay * p0 + step_size * *m / denom);
-        }
+        let update = |params: &mut [f32], grads: &[f32], m: &mut [f32], v: &mut [f32]| {
+            let state = m.iter_mut().zip(v.iter_mut());
+            for ((p, &g), (m, v)) in params.iter_mut().zip(grads).zip(state) {
+                let p0 = *p;
+                let g = g + coupled * p0;
+                *m = beta1 * *m + c1 * g;
+                *v = beta2 * *v + c2 * g * g;
+                let denom = v.sqrt() * inv_bc2_sqrt + eps;
+                // Decay and Adam step in one subtraction: one rounding, not two.
+                *p = p0 - (decay * p0 + step_size * *m / denom);
+            }
+        };
+        in_chunks(
+            params,
+            grads,
+            &mut self.exp_avg,
+            &mut self.exp_avg_sq,
+            update,
+        );
         Ok(())
     }
 
@@ -449,6 +458,34 @@ impl Optimizer for Adam {
         self.t = load_named(kind, &mut bufs, state)?;
         Ok(())
     }
+}
+
+/// Elements from which an update is split across the rayon pool: below,
+/// the update takes microseconds and a split costs more than it saves.
+const PARALLEL_MIN: usize = 1 << 16;
+
+/// Runs an elementwise update over matching chunks of the parameters,
+/// gradients and two state buffers, in parallel for large models. Each
+/// element's update is the same whoever runs it, so results do not depend
+/// on the thread count.
+fn in_chunks(
+    params: &mut [f32],
+    grads: &[f32],
+    a: &mut [f32],
+    b: &mut [f32],
+    update: impl Fn(&mut [f32], &[f32], &mut [f32], &mut [f32]) + Sync,
+) {
+    use rayon::prelude::*;
+    if params.len() < PARALLEL_MIN || rayon::current_num_threads() == 1 {
+        update(params, grads, a, b);
+        return;
+    }
+    const CHUNK: usize = 1 << 14;
+    params
+        .par_chunks_mut(CHUNK)
+        .zip(grads.par_chunks(CHUNK))
+        .zip(a.par_chunks_mut(CHUNK).zip(b.par_chunks_mut(CHUNK)))
+        .for_each(|((p, g), (a, b))| update(p, g, a, b));
 }
 
 // ---------------------------------------------------------------- RMSprop

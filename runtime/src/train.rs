@@ -8,11 +8,11 @@
 //!
 //! # Steps
 //! Each step the seeded loader copies the next batch into buffers allocated
-//! once before the loop, the model runs forward and backward
-//! ([`Model::train_step`]), its gradients are copied into a preallocated
-//! buffer (they and the parameters both live inside the model, so the
-//! optimizer cannot borrow both at once) and the optimizer updates the
-//! parameters with the schedule's rate for that step. For every optimizer
+//! once before the loop, the model runs forward and backward through a
+//! [`StepRunner`] ([`Model::train_step_in`] on the runner's workspaces and
+//! gradient buffers: one, or one per shard of the batch when data parallel,
+//! see [`crate::parallel`]), and the optimizer updates the parameters from
+//! the runner's gradient with the schedule's rate for that step. For every optimizer
 //! except AdamW, which carries its own, the `train` block's decoupled weight
 //! decay follows: `p -= lr·wd·p`. Nothing is allocated per step.
 //!
@@ -56,6 +56,7 @@ use crate::model::{
     Batch, BatchSpec, InputKind, Model, ModelSpec, ScheduleSpec, StepError, TrainSpec,
 };
 use crate::optim::{OptimError, Optimizer, OptimizerConfig};
+use crate::parallel::{StepRunner, Strategy};
 use crate::schedule::ScheduleError;
 
 use eval::Evaluator;
@@ -203,6 +204,11 @@ pub struct FitOptions {
     pub progress: bool,
     /// Print one line of metrics per epoch on stdout.
     pub verbose: bool,
+    /// How each step uses several threads ([`Strategy::Auto`] by default).
+    pub parallel: Strategy,
+    /// Threads for the step (a rayon pool of this size, built once);
+    /// `None` uses the global pool (`RAYON_NUM_THREADS`, or one per core).
+    pub threads: Option<usize>,
 }
 
 impl Default for FitOptions {
@@ -222,6 +228,8 @@ impl Default for FitOptions {
             resume: None,
             progress: true,
             verbose: true,
+            parallel: Strategy::Auto,
+            threads: None,
         }
     }
 }
@@ -419,6 +427,23 @@ pub fn fit<M: Model + ?Sized>(
     data: &TrainData<'_>,
     opts: &FitOptions,
 ) -> Result<History, FitError> {
+    match opts.threads {
+        None => fit_on_current_pool(model, data, opts),
+        Some(n) => {
+            let pool = rayon::ThreadPoolBuilder::new()
+                .num_threads(n.max(1))
+                .build()
+                .map_err(|e| FitError::Config(format!("cannot start {n} threads: {e}")))?;
+            pool.install(|| fit_on_current_pool(model, data, opts))
+        }
+    }
+}
+
+fn fit_on_current_pool<M: Model + ?Sized>(
+    model: &mut M,
+    data: &TrainData<'_>,
+    opts: &FitOptions,
+) -> Result<History, FitError> {
     let spec = model.spec();
     let layout = Layout::of(spec)?;
     check_buffers(model)?;
@@ -490,7 +515,7 @@ pub fn fit<M: Model + ?Sized>(
     // Everything the loop touches, allocated once.
     let mut x = vec![0.0f32; batch * layout.features];
     let mut y = vec![0u32; batch];
-    let mut grads = vec![0.0f32; spec.param_count];
+    let mut runner = StepRunner::new(&*model, batch, opts.parallel);
     let mut evaluator = match data.validation {
         Some(_) => Some(Evaluator::new(model)?),
         None => None,
@@ -542,10 +567,13 @@ pub fn fit<M: Model + ?Sized>(
             };
             let inputs = [&x[..rows * layout.features]];
             let labels = [&y[..rows]];
-            let loss = model.train_step(&Batch {
-                inputs: &inputs,
-                labels: &labels,
-            })?;
+            let loss = runner.step(
+                &*model,
+                &Batch {
+                    inputs: &inputs,
+                    labels: &labels,
+                },
+            )?;
             if !loss.is_finite() {
                 bar.finish_and_clear();
                 return Err(FitError::Diverged {
@@ -555,9 +583,8 @@ pub fn fit<M: Model + ?Sized>(
                 });
             }
             lr = schedule.lr_at(train.lr, step);
-            grads.copy_from_slice(model.grads());
             let params = model.params_mut();
-            optimizer.step(params, &grads, lr)?;
+            optimizer.step(params, runner.grads(), lr)?;
             if decay != 0.0 {
                 let k = lr * decay;
                 for p in params.iter_mut() {

@@ -6,12 +6,15 @@
 
 use std::borrow::Cow;
 use std::path::{Path, PathBuf};
+use std::sync::Mutex;
 use std::time::Instant;
 
 use nnc_runtime::checkpoint::{self, CheckpointError};
 use nnc_runtime::data::{load_mnist, Dataset, Labels};
 use nnc_runtime::init::Init;
-use nnc_runtime::model::{check_batch, Batch, BatchSpec, InputKind, InputSpec, OutputSpec};
+use nnc_runtime::model::{
+    check_batch, check_buffers, Batch, BatchSpec, InputKind, InputSpec, OutputSpec,
+};
 use nnc_runtime::model::{Model, ModelSpec, ScheduleSpec, StepError, TrainSpec};
 use nnc_runtime::optim::{AdamConfig, OptimizerConfig, SgdConfig};
 use nnc_runtime::params::ParamSpec;
@@ -159,11 +162,11 @@ impl LogReg {
     }
 
     /// Softmax probabilities of the batch into `work`; returns the batch size.
-    fn forward(&mut self, x: &[f32]) -> usize {
+    fn forward(&self, x: &[f32], work: &mut [f32]) -> usize {
         let (d, k) = (self.d, self.k);
         let rows = x.len() / d;
         let (w, b) = self.params.split_at(d * k);
-        for (xr, out) in x.chunks_exact(d).zip(self.work.chunks_exact_mut(k)) {
+        for (xr, out) in x.chunks_exact(d).zip(work.chunks_exact_mut(k)) {
             out.copy_from_slice(b);
             for (&xi, wi) in xr.iter().zip(w.chunks_exact(k)) {
                 if xi != 0.0 {
@@ -185,11 +188,11 @@ impl LogReg {
         rows
     }
 
-    fn mean_loss(&self, y: &[u32]) -> f32 {
+    fn mean_loss(&self, y: &[u32], work: &[f32]) -> f32 {
         let k = self.k;
         let total: f64 = y
             .iter()
-            .zip(self.work.chunks_exact(k))
+            .zip(work.chunks_exact(k))
             .map(|(&c, p)| -(p[c as usize].max(f32::MIN_POSITIVE) as f64).ln())
             .sum();
         (total / y.len() as f64) as f32
@@ -214,15 +217,36 @@ impl Model for LogReg {
     }
 
     fn train_step(&mut self, batch: &Batch<'_>) -> Result<f32, StepError> {
-        check_batch(self.spec, batch.inputs, Some(batch.labels), self.max_batch)?;
+        let (mut work, mut grads) = (
+            std::mem::take(&mut self.work),
+            std::mem::take(&mut self.grads),
+        );
+        let result = self.train_step_in(&mut work, self.max_batch, &mut grads, batch);
+        (self.work, self.grads) = (work, grads);
+        result
+    }
+
+    fn workspace_len(&self, max_batch: usize) -> usize {
+        max_batch * self.k
+    }
+
+    fn train_step_in(
+        &self,
+        work: &mut [f32],
+        max_batch: usize,
+        grads: &mut [f32],
+        batch: &Batch<'_>,
+    ) -> Result<f32, StepError> {
+        check_buffers(self.spec, &self.params, grads, work, max_batch * self.k)?;
+        check_batch(self.spec, batch.inputs, Some(batch.labels), max_batch)?;
         let (x, y) = (batch.inputs[0], batch.labels[0]);
-        let rows = self.forward(x);
-        let loss = self.mean_loss(y);
+        let rows = self.forward(x, work);
+        let loss = self.mean_loss(y, work);
         let (d, k) = (self.d, self.k);
         let scale = 1.0 / rows as f32;
-        self.grads.fill(0.0);
-        let (gw, gb) = self.grads.split_at_mut(d * k);
-        for ((xr, p), &c) in x.chunks_exact(d).zip(self.work.chunks_exact_mut(k)).zip(y) {
+        grads.fill(0.0);
+        let (gw, gb) = grads.split_at_mut(d * k);
+        for ((xr, p), &c) in x.chunks_exact(d).zip(work.chunks_exact_mut(k)).zip(y) {
             p[c as usize] -= 1.0;
             for v in p.iter_mut() {
                 *v *= scale;
@@ -243,8 +267,11 @@ impl Model for LogReg {
 
     fn loss(&mut self, batch: &Batch<'_>) -> Result<f32, StepError> {
         check_batch(self.spec, batch.inputs, Some(batch.labels), self.max_batch)?;
-        self.forward(batch.inputs[0]);
-        Ok(self.mean_loss(batch.labels[0]))
+        let mut work = std::mem::take(&mut self.work);
+        self.forward(batch.inputs[0], &mut work);
+        let loss = self.mean_loss(batch.labels[0], &work);
+        self.work = work;
+        Ok(loss)
     }
 
     fn predict(
@@ -253,8 +280,10 @@ impl Model for LogReg {
         outputs: &mut [&mut [f32]],
     ) -> Result<usize, StepError> {
         let rows = check_batch(self.spec, inputs, None, self.max_batch)?;
-        self.forward(inputs[0]);
-        outputs[0].copy_from_slice(&self.work[..rows * self.k]);
+        let mut work = std::mem::take(&mut self.work);
+        self.forward(inputs[0], &mut work);
+        outputs[0].copy_from_slice(&work[..rows * self.k]);
+        self.work = work;
         Ok(rows)
     }
 }
@@ -300,7 +329,7 @@ static PROBE: ModelSpec = ModelSpec {
 struct Probe {
     params: Vec<f32>,
     grads: Vec<f32>,
-    trace: Vec<Vec<f32>>,
+    trace: Mutex<Vec<Vec<f32>>>,
 }
 
 impl Probe {
@@ -308,7 +337,7 @@ impl Probe {
         Probe {
             params: start.to_vec(),
             grads: vec![grad; 3],
-            trace: Vec::new(),
+            trace: Mutex::new(Vec::new()),
         }
     }
 }
@@ -330,8 +359,23 @@ impl Model for Probe {
         &self.grads
     }
     fn train_step(&mut self, batch: &Batch<'_>) -> Result<f32, StepError> {
-        self.trace.push(self.params.clone());
-        self.loss(batch)
+        let mut grads = self.grads.clone();
+        self.train_step_in(&mut [], 8, &mut grads, batch)
+    }
+    fn workspace_len(&self, _: usize) -> usize {
+        0
+    }
+    fn train_step_in(
+        &self,
+        _: &mut [f32],
+        max_batch: usize,
+        grads: &mut [f32],
+        batch: &Batch<'_>,
+    ) -> Result<f32, StepError> {
+        self.trace.lock().unwrap().push(self.params.clone());
+        check_batch(&PROBE, batch.inputs, Some(batch.labels), max_batch)?;
+        grads.copy_from_slice(&self.grads);
+        Ok(self.params.iter().sum::<f32>() / 3.0)
     }
     fn loss(&mut self, batch: &Batch<'_>) -> Result<f32, StepError> {
         check_batch(&PROBE, batch.inputs, Some(batch.labels), 8)?;
@@ -811,10 +855,12 @@ fn the_optimizer_receives_the_scheduled_learning_rate() {
     };
     let h = fit(&mut probe, &TrainData::new(&probe_data(4)), &opts).unwrap();
     assert_eq!(h.steps, steps);
-    probe.trace.push(probe.params.clone());
+    let params = probe.params.clone();
+    let trace = probe.trace.get_mut().unwrap();
+    trace.push(params);
     for t in 0..steps as usize {
         let lr = expected_lr(t as u64);
-        for (a, b) in probe.trace[t].iter().zip(&probe.trace[t + 1]) {
+        for (a, b) in trace[t].iter().zip(&trace[t + 1]) {
             assert_eq!(*b, *a - lr, "step {t}");
         }
     }
@@ -837,8 +883,10 @@ fn decoupled_weight_decay_follows_its_closed_form() {
     };
     let h = fit(&mut probe, &TrainData::new(&probe_data(4)), &opts).unwrap();
     assert_eq!(h.steps, 20);
-    probe.trace.push(probe.params.clone());
-    for w in probe.trace.windows(2) {
+    let params = probe.params.clone();
+    let trace = probe.trace.get_mut().unwrap();
+    trace.push(params);
+    for w in trace.windows(2) {
         for (a, b) in w[0].iter().zip(&w[1]) {
             assert_eq!(*b, *a - lr * wd * *a);
         }

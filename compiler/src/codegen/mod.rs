@@ -392,6 +392,11 @@ fn network(
         let [a, rest @ ..] = sizes;
         quote!((#a) #(.max(#rest))*)
     };
+    let ws_len_body = if mentions(&ws_size, "mb") {
+        quote!(let mb = max_batch.max(1); #ws_size)
+    } else {
+        quote!(let _ = max_batch; #ws_size)
+    };
     let doc_struct = format!(
         " The `{}` network of `{}`, compiled by nnc: parameters and gradients in flat buffers, one preallocated workspace.",
         net.name, source.name
@@ -403,18 +408,34 @@ fn network(
     let lparams: Vec<TokenStream> = lnames.iter().map(|n| quote!(#n: &[u32])).collect();
     let oparams: Vec<TokenStream> = onames.iter().map(|n| quote!(#n: &mut [f32])).collect();
     let check_labels = quote!(#rt::model::check_batch(&#spec_name, &[#(#fnames),*], Some(&[#(#lnames),*]), self.max_batch)?);
+    let check_shard = quote!(#rt::model::check_batch(&#spec_name, &[#(#fnames),*], Some(&[#(#lnames),*]), max_batch)?);
     let check_inputs =
         quote!(#rt::model::check_batch(&#spec_name, &[#(#fnames),*], None, self.max_batch)?);
-    let train_body = prelude(
-        check_labels.clone(),
-        quote! {
-            let g = &mut self.grads[..];
-            let ws = &mut self.ws[..];
+    // The training step reads parameters and writes workspace and
+    // gradients through slices, so data-parallel workers can run it at once
+    // on their own buffers (`train_step_in`).
+    let train_body = {
+        let body = quote! {
             #(#train_calls)*
             #grad_copies
             Ok(#loss_at[0])
-        },
-    );
+        };
+        let b = if mentions(&body, "b") {
+            quote!(b)
+        } else {
+            quote!(_)
+        };
+        let mb = mentions(&body, "mb").then(|| quote!(let mb = max_batch;));
+        let p = mentions(&body, "p").then(|| quote!(let p = params;));
+        quote! {
+            #rt::model::check_buffers(&#spec_name, params, grads, ws, Self::workspace_len(max_batch))?;
+            let #b = #check_shard;
+            #mb
+            #p
+            let g = grads;
+            #body
+        }
+    };
     let loss_body = prelude(
         check_labels,
         quote! {
@@ -452,7 +473,7 @@ fn network(
                 let mut model = #ty {
                     params: vec![0.0; #spec_name.param_count],
                     grads: vec![0.0; #spec_name.param_count],
-                    ws: vec![0.0; #ws_size],
+                    ws: vec![0.0; Self::workspace_len(mb)],
                     max_batch: mb,
                 };
                 #rt::Model::init_params(&mut model, #spec_name.train.seed)
@@ -463,7 +484,22 @@ fn network(
             /// Forward, loss and backward on one batch: writes the gradients
             /// and returns the mean loss (without regularisation penalties).
             pub fn train_step(&mut self, #(#fparams,)* #(#lparams,)*) -> Result<f32, #rt::StepError> {
+                Self::train_step_in(&self.params, &mut self.ws, self.max_batch, &mut self.grads, #(#fnames,)* #(#lnames,)*)
+            }
+
+            /// [`Self::train_step`] on the caller's buffers: `params`, a
+            /// workspace of at least `workspace_len(max_batch)` floats for
+            /// batches of up to `max_batch` samples, and `grads`, which it
+            /// overwrites. Nothing else is touched, so data-parallel workers
+            /// run it at once, each on its own workspace and gradients.
+            #[allow(clippy::too_many_arguments)]
+            pub fn train_step_in(params: &[f32], ws: &mut [f32], max_batch: usize, grads: &mut [f32], #(#fparams,)* #(#lparams,)*) -> Result<f32, #rt::StepError> {
                 #train_body
+            }
+
+            /// Workspace floats for batches of up to `max_batch` samples.
+            pub fn workspace_len(max_batch: usize) -> usize {
+                #ws_len_body
             }
 
             /// Forward and loss only: the mean loss over the batch.
@@ -501,6 +537,18 @@ fn network(
                     return Err(#rt::StepError::Arity { what: "label", expected: #n_labels, found: batch.labels.len() });
                 };
                 #ty::train_step(self, #(#fnames,)* #(#lnames,)*)
+            }
+            fn workspace_len(&self, max_batch: usize) -> usize {
+                #ty::workspace_len(max_batch)
+            }
+            fn train_step_in(&self, ws: &mut [f32], max_batch: usize, grads: &mut [f32], batch: &#rt::Batch<'_>) -> Result<f32, #rt::StepError> {
+                let &[#(#fnames),*] = batch.inputs else {
+                    return Err(#rt::StepError::Arity { what: "input", expected: #n_features, found: batch.inputs.len() });
+                };
+                let &[#(#lnames),*] = batch.labels else {
+                    return Err(#rt::StepError::Arity { what: "label", expected: #n_labels, found: batch.labels.len() });
+                };
+                #ty::train_step_in(&self.params, ws, max_batch, grads, #(#fnames,)* #(#lnames,)*)
             }
             fn loss(&mut self, batch: &#rt::Batch<'_>) -> Result<f32, #rt::StepError> {
                 let &[#(#fnames),*] = batch.inputs else {

@@ -11,6 +11,7 @@
 use anyhow::Context;
 use clap::Parser;
 use nnc::runtime::data::load_mnist;
+use nnc::runtime::parallel::Strategy;
 use nnc::runtime::{evaluate, fit, BatchSpec, FitOptions, Model, TrainData};
 use std::path::PathBuf;
 use std::time::Instant;
@@ -42,6 +43,13 @@ struct Args {
     /// No progress bar or per-epoch lines.
     #[arg(long)]
     quiet: bool,
+    /// Threads for training (default: one per core, or RAYON_NUM_THREADS).
+    #[arg(long)]
+    threads: Option<usize>,
+    /// How a step uses the threads: auto, data, data:N (N shards) or
+    /// intra-op. Results are bit-identical for any --threads.
+    #[arg(long, default_value = "auto")]
+    parallel: Strategy,
 }
 
 fn main() -> anyhow::Result<()> {
@@ -80,6 +88,8 @@ fn main() -> anyhow::Result<()> {
         resume: args.resume,
         progress: !args.quiet,
         verbose: !args.quiet,
+        threads: args.threads,
+        parallel: args.parallel,
         ..FitOptions::default()
     };
     let start = Instant::now();
