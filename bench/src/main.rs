@@ -147,19 +147,12 @@ fn workload(id: &str) -> anyhow::Result<&'static Workload> {
 // ------------------------------------------------------------- one child run
 
 /// The training data, in memory as the peers hold it: f32 pixels in [0, 1]
-/// and u32 labels.
-fn mnist() -> anyhow::Result<(Vec<f32>, Vec<u32>)> {
+/// and u32 labels (loaded once, not copied).
+fn mnist() -> anyhow::Result<nnc::runtime::data::Dataset> {
     let dir = repo().join("data/mnist-10k");
     let data = nnc::runtime::data::load_mnist(&dir)
         .with_context(|| format!("loading MNIST from {}", dir.display()))?;
-    let train = data.train.with_sample_shape(vec![784])?;
-    let n = train.len();
-    let x = train.features()[..n * 784].to_vec();
-    let y = match train.labels() {
-        nnc::runtime::data::Labels::Classes { values, .. } => values.clone(),
-        _ => bail!("MNIST labels are not classes"),
-    };
-    Ok((x, y))
+    Ok(data.train.with_sample_shape(vec![784])?)
 }
 
 fn build_model(w: &Workload, batch: usize) -> Box<dyn Model> {
@@ -172,7 +165,11 @@ fn build_model(w: &Workload, batch: usize) -> Box<dyn Model> {
 /// Runs in the child: model construction, the first step, warm-up, then
 /// timed steps (forward, backward, Adam) over the training set in order.
 fn child(w: &Workload, threads: usize, args: &Args) -> anyhow::Result<Value> {
-    let (x, y) = mnist()?;
+    let train = mnist()?;
+    let x = train.features();
+    let nnc::runtime::data::Labels::Classes { values: y, .. } = train.labels() else {
+        bail!("MNIST labels are not classes");
+    };
     let pool = rayon::ThreadPoolBuilder::new()
         .num_threads(threads)
         .build()?;

@@ -543,6 +543,13 @@ pub fn io<'a, const N: usize>(
     (ins, mid)
 }
 
+/// Read-only workspace regions of one kernel call whose output is
+/// elsewhere (a parameter's gradient, computed straight into the gradient
+/// buffer), each given as `(start, len)`.
+pub fn inputs<const N: usize>(ws: &[f32], inputs: [(usize, usize); N]) -> [&[f32]; N] {
+    inputs.map(|(s, l)| &ws[s..s + l])
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -214,7 +214,9 @@ pub trait Model: Send + Sync {
     fn params(&self) -> &[f32];
     /// The flat parameter buffer, for optimizers and checkpoints.
     fn params_mut(&mut self) -> &mut [f32];
-    /// The flat gradient buffer written by the last `train_step`.
+    /// The flat gradient buffer written by the last `train_step` (empty
+    /// before the first: training through [`Model::train_step_in`] never
+    /// allocates it).
     fn grads(&self) -> &[f32];
     /// Forward, loss and backward: fills `grads` and returns the mean loss
     /// over the batch (without regularisation penalties).

@@ -397,16 +397,12 @@ fn check_buffers<M: Model + ?Sized>(model: &M) -> Result<(), FitError> {
     };
     crate::params::validate_layout(spec.params, spec.param_count)
         .map_err(|e| unsupported(format!("invalid parameter table: {e}")))?;
-    for (what, len) in [
-        ("params", model.params().len()),
-        ("grads", model.grads().len()),
-    ] {
-        if len != spec.param_count {
-            return Err(unsupported(format!(
-                "{what} buffer has {len} values, the spec declares {}",
-                spec.param_count
-            )));
-        }
+    let len = model.params().len();
+    if len != spec.param_count {
+        return Err(unsupported(format!(
+            "params buffer has {len} values, the spec declares {}",
+            spec.param_count
+        )));
     }
     Ok(())
 }

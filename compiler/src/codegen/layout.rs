@@ -24,6 +24,14 @@ pub enum Loc {
         /// The part that scales with the maximum batch.
         per_sample: usize,
     },
+    /// In the gradient buffer `g` (a parameter's gradient, written there
+    /// directly by the kernel that computes it).
+    Grad {
+        /// First element.
+        offset: usize,
+        /// Element count.
+        len: usize,
+    },
     /// In the parameter buffer.
     Param {
         /// First element.
@@ -63,13 +71,16 @@ impl Layout {
     /// which `live_out` are read after the last kernel (gradients, loss,
     /// outputs). With `planned`, workspace regions are shared between values
     /// whose lifetimes do not overlap ([`memory::plan`]); without, every value
-    /// gets its own region (the naive layout of `-O0`).
+    /// gets its own region (the naive layout of `-O0`). With `grads`, each
+    /// parameter's gradient that no kernel reads is computed straight into
+    /// the gradient buffer instead of the workspace (`train_step`).
     pub fn new(
         tg: &TrainingGraph,
         schedule: &[NodeId],
         live_out: &[NodeId],
         planned: bool,
         fusion: &Fusion,
+        grads: bool,
     ) -> Result<(Layout, Plan), CompileError> {
         let mut layout = Layout {
             loc: HashMap::new(),
@@ -87,6 +98,19 @@ impl Layout {
             layout.param_len.push(len);
             layout.loc.insert(node.index(), Loc::Param { offset, len });
             offset += len;
+        }
+        // Gradients computed in place in `g`: not read by any kernel, not a
+        // loop running over another value's buffer, one slot per node.
+        let mut in_g: HashMap<usize, (usize, usize)> = HashMap::new();
+        if grads {
+            for (i, (_, _, g)) in tg.params.iter().enumerate() {
+                let computed = !matches!(tg.graph.node(*g).op, Op::Leaf(_));
+                let alone =
+                    tg.graph.users(*g).is_empty() && !fusion.in_place.contains_key(&g.index());
+                if computed && alone && !fusion.is_member(*g) && !in_g.contains_key(&g.index()) {
+                    in_g.insert(g.index(), (layout.param_offset[i], layout.param_len[i]));
+                }
+            }
         }
         // Kernel steps, in order; leaves are operands, not kernels.
         let mut step: HashMap<usize, usize> = HashMap::new();
@@ -135,6 +159,10 @@ impl Layout {
             let Some(&start) = step.get(&id.index()) else {
                 continue;
             };
+            if let Some(&(offset, len)) = in_g.get(&id.index()) {
+                layout.loc.insert(id.index(), Loc::Grad { offset, len });
+                continue;
+            }
             let ty = tg.graph.ty(id);
             let last_read = tg
                 .graph

@@ -182,10 +182,18 @@ pub fn stats(net: &Network, cfg: &TrainConfig, opts: &Options) -> Result<Stats, 
         &live_out,
         opts.opt_level >= OptLevel::O2,
         &fusion,
+        true,
     )?;
     // "Naive" is every value of the unoptimised step in its own buffer.
     let (base_schedule, base_out, _) = count(&base);
-    let (_, base_plan) = Layout::new(&base, &base_schedule, &base_out, false, &Fusion::default())?;
+    let (_, base_plan) = Layout::new(
+        &base,
+        &base_schedule,
+        &base_out,
+        false,
+        &Fusion::default(),
+        true,
+    )?;
     let flops = crate::report::flops(&tg.graph, 0..usize::MAX);
     Ok(Stats {
         batch,
@@ -323,9 +331,9 @@ fn network(
     let mut train_out = grads.clone();
     train_out.push(tg.loss);
     let fusion = fusion_for(&tg, opts);
-    let (layout, _) = Layout::new(&tg, &train, &train_out, planned, &fusion)?;
-    let (loss_layout, _) = Layout::new(&tg, &loss, &[tg.loss], planned, &fusion)?;
-    let (predict_layout, _) = Layout::new(&tg, &predict, &out_nodes, planned, &fusion)?;
+    let (layout, _) = Layout::new(&tg, &train, &train_out, planned, &fusion, true)?;
+    let (loss_layout, _) = Layout::new(&tg, &loss, &[tg.loss], planned, &fusion, false)?;
+    let (predict_layout, _) = Layout::new(&tg, &predict, &out_nodes, planned, &fusion, false)?;
     let spec = spec::model_spec(source, net, cfg, &tg, &layout, rt)?;
 
     let ty = format_ident!("{}", net.name);
@@ -353,6 +361,7 @@ fn network(
         .params
         .iter()
         .enumerate()
+        .filter(|(_, (_, _, g))| !matches!(layout.loc.get(&g.index()), Some(Loc::Grad { .. })))
         .map(|(i, (name, _, g))| {
             let po = usize_lit(layout.param_offset[i]);
             let pe = usize_lit(layout.param_offset[i] + layout.param_len[i]);
@@ -465,15 +474,15 @@ fn network(
         }
 
         impl #ty {
-            /// Builds the network with a workspace for batches of up to
-            /// `max_batch` samples, parameters initialised from the `train`
-            /// block's seed.
+            /// Builds the network for batches of up to `max_batch` samples,
+            /// parameters initialised from the `train` block's seed (the
+            /// workspace is allocated on first use).
             pub fn new(max_batch: usize) -> Self {
                 let mb = max_batch.max(1);
                 let mut model = #ty {
                     params: vec![0.0; #spec_name.param_count],
-                    grads: vec![0.0; #spec_name.param_count],
-                    ws: vec![0.0; Self::workspace_len(mb)],
+                    grads: Vec::new(),
+                    ws: Vec::new(),
                     max_batch: mb,
                 };
                 #rt::Model::init_params(&mut model, #spec_name.train.seed)
@@ -484,6 +493,8 @@ fn network(
             /// Forward, loss and backward on one batch: writes the gradients
             /// and returns the mean loss (without regularisation penalties).
             pub fn train_step(&mut self, #(#fparams,)* #(#lparams,)*) -> Result<f32, #rt::StepError> {
+                self.reserve_workspace();
+                self.grads.resize(#spec_name.param_count, 0.0);
                 Self::train_step_in(&self.params, &mut self.ws, self.max_batch, &mut self.grads, #(#fnames,)* #(#lnames,)*)
             }
 
@@ -495,6 +506,14 @@ fn network(
             #[allow(clippy::too_many_arguments)]
             pub fn train_step_in(params: &[f32], ws: &mut [f32], max_batch: usize, grads: &mut [f32], #(#fparams,)* #(#lparams,)*) -> Result<f32, #rt::StepError> {
                 #train_body
+            }
+
+            /// Allocates the workspace on first use (the gradient buffer
+            /// too, in `train_step`): a model trained through
+            /// `train_step_in`, whose callers own those buffers, never
+            /// pays for them.
+            fn reserve_workspace(&mut self) {
+                self.ws.resize(Self::workspace_len(self.max_batch), 0.0);
             }
 
             /// Workspace floats for batches of up to `max_batch` samples.
@@ -593,8 +612,9 @@ fn mentions(ts: &TokenStream, name: &str) -> bool {
     set.contains(name)
 }
 
-/// An entry point's body behind the batch check, binding only what it uses:
-/// `b` (batch size), `mb` (maximum batch) and `p` (parameters).
+/// An entry point's body behind the workspace reservation and the batch
+/// check, binding only what it uses: `b` (batch size), `mb` (maximum batch)
+/// and `p` (parameters).
 fn prelude(check: TokenStream, body: TokenStream) -> TokenStream {
     let b = if mentions(&body, "b") {
         quote!(b)
@@ -604,6 +624,7 @@ fn prelude(check: TokenStream, body: TokenStream) -> TokenStream {
     let mb = mentions(&body, "mb").then(|| quote!(let mb = self.max_batch;));
     let p = mentions(&body, "p").then(|| quote!(let p = &self.params[..];));
     quote! {
+        self.reserve_workspace();
         let #b = #check;
         #mb
         #p
@@ -768,6 +789,10 @@ fn calls(
                     let (a, e) = (usize_lit(*offset), usize_lit(offset + len));
                     args.push(quote!(&p[#a..#e]));
                 }
+                Loc::Grad { offset, len } => {
+                    let (a, e) = (usize_lit(*offset), usize_lit(offset + len));
+                    args.push(quote!(&g[#a..#e]));
+                }
                 Loc::Input(name) | Loc::Label(name) => {
                     let v = var(name);
                     args.push(quote!(#v));
@@ -786,7 +811,18 @@ fn calls(
         let out_pair = layout.pair(tg, id);
         let out_slice = layout.slice(tg, id);
         let comment = describe(source, tg, id);
-        let call = if ws_ranges.is_empty() {
+        let call = if let Some(Loc::Grad { offset, len }) = layout.loc.get(&id.index()) {
+            // A parameter's gradient, written straight into `g`.
+            let (a, e) = (usize_lit(*offset), usize_lit(offset + len));
+            let ws_names = (0..ws_ranges.len()).map(|i| format_ident!("w{}", i));
+            let bind = (!ws_ranges.is_empty()).then(
+                || quote!(let [#(#ws_names),*] = #rt::kernels::inputs(ws, [#(#ws_ranges),*]);),
+            );
+            quote! {
+                #bind
+                #name(b, #(#args,)* &mut g[#a..#e]);
+            }
+        } else if ws_ranges.is_empty() {
             quote! {
                 #name(b, #(#args,)* &mut #out_slice);
             }
