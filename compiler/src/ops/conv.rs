@@ -150,7 +150,7 @@ impl ConvParams {
     fn geom(&self, x: [Dim; 4], wt: &TensorType) -> Result<Geom, OpError> {
         self.validate()?;
         let wd = wt.shape.dims();
-        if wd.len() != 4 || wd.iter().any(|d| *d == Dim::Batch) || wt.dtype != DType::F32 {
+        if wd.len() != 4 || wd.contains(&Dim::Batch) || wt.dtype != DType::F32 {
             return Err(OpError::shape(format!(
                 "conv2d expects a weight f32[out_channels, in_channels / groups, kernel_h, kernel_w], found {wt}"
             ))
@@ -289,7 +289,9 @@ impl Geom {
         if pointwise {
             0
         } else {
-            self.c / self.p.groups * self.kh * self.kw * self.oh * self.ow
+            [self.kh, self.kw, self.oh, self.ow]
+                .iter()
+                .fold(self.c / self.p.groups, |a, &b| a.saturating_mul(b))
         }
     }
 
