@@ -502,7 +502,7 @@ impl ConvOp {
                         t[1]
                     )));
                 }
-                let c = Dim::Fixed(fixed(wd[1]) * p.groups);
+                let c = Dim::Fixed(fixed(wd[1]).saturating_mul(p.groups));
                 let x = [dy[0], c, Dim::Fixed(input[0]), Dim::Fixed(input[1])];
                 let g = p.geom(x, t[1])?;
                 expect_type(t[0], &g.out_type(), what, 0)?;
