@@ -12,6 +12,9 @@ mod mnist_mlp {
 mod every_op {
     nnc::include_model!("every_op");
 }
+mod conv_net {
+    nnc::include_model!("conv_net");
+}
 
 struct Counting;
 
@@ -78,6 +81,14 @@ fn generated_steps_do_not_allocate_after_the_first_call() {
     steps(&mut model, &[&x, &target], &[&y], &mut [&mut out]);
     let n = allocations(|| steps(&mut model, &[&x, &target], &[&y], &mut [&mut out]));
     assert_eq!(n, 0, "EveryOp allocated {n} times in one step");
+    let image = vec![0.25f32; 100 * 4];
+    let digit = vec![1u32; 4];
+    let mut probs = vec![0.0f32; 4 * 4];
+    let mut model = conv_net::ConvNet::new(4);
+    steps(&mut model, &[&image], &[&digit], &mut [&mut probs]);
+    let n = allocations(|| steps(&mut model, &[&image], &[&digit], &mut [&mut probs]));
+    assert_eq!(n, 0, "ConvNet allocated {n} times in one step");
+
     // The parallel runner with Adam, as `fit` drives it: data parallel (four
     // shards on two threads) and intra-op. Each worker thread grows its
     // GEMM packing buffers the first time it meets a shape, so warm up first;

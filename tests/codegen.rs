@@ -23,6 +23,12 @@ mod mnist_mlp_o0 {
 mod every_op_o0 {
     nnc::include_model!("every_op_o0");
 }
+mod conv_net {
+    nnc::include_model!("conv_net");
+}
+mod conv_net_o0 {
+    nnc::include_model!("conv_net_o0");
+}
 
 /// SplitMix64, independent of the code under test.
 struct Rng(u64);
@@ -180,6 +186,17 @@ fn every_op_generated_code_equals_the_interpreter() {
     let mut o0 = every_op_o0::EveryOp::new(7);
     let path = "compiler/tests/models/every_op.nn";
     for (batch, seed) in [(7, 3), (1, 4), (4, 5)] {
+        assert_close(compare(&mut model, path, batch, seed));
+        assert_close(compare(&mut o0, path, batch, seed));
+    }
+}
+
+#[test]
+fn conv_net_generated_code_equals_the_interpreter() {
+    let mut model = conv_net::ConvNet::new(6);
+    let mut o0 = conv_net_o0::ConvNet::new(6);
+    let path = "compiler/tests/models/conv_net.nn";
+    for (batch, seed) in [(6, 1), (1, 2), (3, 3)] {
         assert_close(compare(&mut model, path, batch, seed));
         assert_close(compare(&mut o0, path, batch, seed));
     }

@@ -13,6 +13,11 @@ fn mnist_mlp() {
 }
 
 #[test]
+fn lenet() {
+    insta::assert_snapshot!("lenet", generated("lenet"));
+}
+
+#[test]
 fn every_op() {
     insta::assert_snapshot!("every_op", generated("every_op"));
 }

@@ -26,6 +26,9 @@ mod w1 {
 mod w2 {
     nnc::include_model!("mlp_wide");
 }
+mod w3 {
+    nnc::include_model!("lenet");
+}
 
 /// Benchmark nnc on the reference workloads.
 #[derive(Parser)]
@@ -42,8 +45,8 @@ struct Args {
     /// Thread counts to measure.
     #[arg(long, value_delimiter = ',', default_values_t = [1usize, 2])]
     threads: Vec<usize>,
-    /// Workloads to run (W1, W2).
-    #[arg(long, value_delimiter = ',', default_values_t = ["W1".to_string(), "W2".to_string()])]
+    /// Workloads to run (W1, W2, W3).
+    #[arg(long, value_delimiter = ',', default_values_t = ["W1".to_string(), "W2".to_string(), "W3".to_string()])]
     workloads: Vec<String>,
     /// How a step uses the threads (auto, data, data:N, intra-op).
     #[arg(long, default_value = "auto")]
@@ -77,6 +80,12 @@ const WORKLOADS: &[Workload] = &[
         title: "MLP 784-2048-2048-10, Adam, batch 512",
         source: "bench/models/mlp_wide.nn",
         spec: &w2::MLP_WIDE_SPEC,
+    },
+    Workload {
+        id: "W3",
+        title: "LeNet-5, Adam, batch 128",
+        source: "examples/models/lenet.nn",
+        spec: &w3::LE_NET_SPEC,
     },
 ];
 
@@ -137,10 +146,7 @@ fn workload(id: &str) -> anyhow::Result<&'static Workload> {
         .find(|w| w.id.eq_ignore_ascii_case(id))
         .with_context(|| {
             let known: Vec<&str> = WORKLOADS.iter().map(|w| w.id).collect();
-            format!(
-                "unknown workload `{id}`; known: {} (W3, LeNet-5, needs conv2d)",
-                known.join(", ")
-            )
+            format!("unknown workload `{id}`; known: {}", known.join(", "))
         })
 }
 
@@ -158,7 +164,8 @@ fn mnist() -> anyhow::Result<nnc::runtime::data::Dataset> {
 fn build_model(w: &Workload, batch: usize) -> Box<dyn Model> {
     match w.id {
         "W1" => Box::new(w1::MnistMlp::new(batch)),
-        _ => Box::new(w2::MlpWide::new(batch)),
+        "W2" => Box::new(w2::MlpWide::new(batch)),
+        _ => Box::new(w3::LeNet::new(batch)),
     }
 }
 
@@ -617,10 +624,6 @@ fn print_table(
             println!("| {} |", cells.join(" | "));
         }
     }
-    println!(
-        "| W3 LeNet-5, Adam, batch 128 | nnc | not yet: needs conv2d and pooling (issue 7) |{}",
-        " |".repeat(header.len() - 3)
-    );
     Ok(())
 }
 

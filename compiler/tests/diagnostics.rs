@@ -1633,3 +1633,217 @@ fn the_example_model_compiles() {
     let text = std::fs::read_to_string(path).expect("the example model");
     compiles(&text);
 }
+
+// ------------------------------------------------------------ convolutions
+
+/// A network with one `y = ...;` statement over an input `x` and a weight `w`.
+fn conv_net(x: &str, w: &str, call: &str) -> String {
+    format!(
+        "network N {{
+    input x: f32[{x}];
+    param w: f32[{w}];
+    y = {call};
+    loss mean(y);
+}}"
+    )
+}
+
+#[test]
+fn conv2d_kernel_larger_than_the_padded_input() {
+    let text = conv_net("batch, 1, 4, 4", "2, 1, 5, 5", "conv2d(x, w)");
+    let d = one(
+        &text,
+        ErrorKind::ShapeMismatch,
+        (4, 9),
+        "conv2d: the kernel spans 5x5, more than the padded input's 4x4",
+    );
+    assert_eq!(spanned(&text, &d), "conv2d(x, w)");
+    assert_eq!(
+        notes(&text, &d),
+        [
+            ((4, 16), "this is f32[batch, 1, 4, 4]".to_string()),
+            ((4, 19), "this is f32[2, 1, 5, 5]".to_string())
+        ]
+    );
+    compiles(&conv_net(
+        "batch, 1, 4, 4",
+        "2, 1, 5, 5",
+        "conv2d(x, w, padding: 1)",
+    ));
+    // Dilation spreads the kernel: 3 taps 3 apart span 7.
+    one(
+        &conv_net(
+            "batch, 1, 4, 4",
+            "2, 1, 3, 3",
+            "conv2d(x, w, dilation: [1, 3], padding: 1)",
+        ),
+        ErrorKind::ShapeMismatch,
+        (4, 9),
+        "conv2d: the kernel spans 3x7, more than the padded input's 6x6",
+    );
+}
+
+#[test]
+fn conv2d_channels_and_groups() {
+    one(
+        &conv_net("batch, 3, 8, 8", "4, 1, 3, 3", "conv2d(x, w, groups: 2)"),
+        ErrorKind::ShapeMismatch,
+        (4, 9),
+        "conv2d: the input's 3 channels are not divisible by groups: 2",
+    );
+    one(
+        &conv_net("batch, 4, 8, 8", "3, 2, 3, 3", "conv2d(x, w, groups: 2)"),
+        ErrorKind::ShapeMismatch,
+        (4, 9),
+        "conv2d: the weight's 3 output channels are not divisible by groups: 2",
+    );
+    let d = one(
+        &conv_net("batch, 3, 8, 8", "4, 2, 3, 3", "conv2d(x, w)"),
+        ErrorKind::ShapeMismatch,
+        (4, 9),
+        "conv2d: the weight takes 2 input channels, the input has 3",
+    );
+    assert_eq!(
+        d.help.as_deref(),
+        Some("the weight's second dimension is in_channels / groups = 3")
+    );
+    one(
+        &conv_net("batch, 4, 8, 8", "4, 4, 3, 3", "conv2d(x, w, groups: 2)"),
+        ErrorKind::ShapeMismatch,
+        (4, 9),
+        "conv2d: the weight takes 4 input channels, the input has 4 in 2 groups, 2 per group",
+    );
+    one(
+        &conv_net("batch, 4, 8, 8", "4, 4, 3, 3", "conv2d(x, w, groups: 0)"),
+        ErrorKind::BadArgument,
+        (4, 9),
+        "conv2d: `groups` must be at least 1, found 0",
+    );
+}
+
+#[test]
+fn conv2d_bad_strides_and_windows() {
+    one(
+        &conv_net("batch, 1, 8, 8", "2, 1, 3, 3", "conv2d(x, w, stride: 0)"),
+        ErrorKind::BadArgument,
+        (4, 9),
+        "conv2d: `stride` must be at least 1, found 0",
+    );
+    one(
+        &conv_net(
+            "batch, 1, 8, 8",
+            "2, 1, 3, 3",
+            "conv2d(x, w, stride: [2, 0])",
+        ),
+        ErrorKind::BadArgument,
+        (4, 9),
+        "conv2d: `stride` must be at least 1, found [2, 0]",
+    );
+    one(
+        &conv_net("batch, 1, 8, 8", "2, 1, 3, 3", "conv2d(x, w, padding: [1, 2, 3])"),
+        ErrorKind::BadArgument,
+        (4, 9),
+        "`padding` must be a non-negative integer or a list [height, width] of them, found [1, 2, 3]",
+    );
+    one(
+        &conv_net("batch, 1, 8, 8", "2, 1, 3, 3", "conv2d(x, w, stride: 1.5)"),
+        ErrorKind::BadArgument,
+        (4, 30),
+        "argument `stride` of `conv2d` must be an integer or a list of integers, found the number 1.5",
+    );
+    one(
+        &conv_net("batch, 2, 4, 4", "1", "max_pool2d(x, kernel: 5) * w"),
+        ErrorKind::ShapeMismatch,
+        (4, 9),
+        "max_pool2d: the window 5x5 is larger than the padded input's 4x4",
+    );
+    one(
+        &conv_net("batch, 2, 4, 4", "1", "max_pool2d(x, 2, stride: 0) * w"),
+        ErrorKind::BadArgument,
+        (4, 9),
+        "max_pool2d: `stride` must be at least 1, found 0",
+    );
+    one(
+        &conv_net("batch, 2, 4, 4", "1", "avg_pool2d(x, 2, padding: 2) * w"),
+        ErrorKind::BadArgument,
+        (4, 9),
+        "avg_pool2d: `padding` 2 is more than half the window 2",
+    );
+}
+
+#[test]
+fn conv2d_and_pooling_need_nchw_inputs() {
+    let d = one(
+        &conv_net("batch, 784", "2, 1, 3, 3", "conv2d(x, w)"),
+        ErrorKind::ShapeMismatch,
+        (4, 9),
+        "conv2d expects an input f32[batch, channels, height, width] (NCHW, fixed channels and size), found f32[batch, 784]",
+    );
+    assert_eq!(d.notes.len(), 2);
+    one(
+        &conv_net("batch, 3, 8", "1", "global_avg_pool(x) * w"),
+        ErrorKind::ShapeMismatch,
+        (4, 9),
+        "global_avg_pool expects an input f32[batch, channels, height, width] (NCHW, fixed channels and size), found f32[batch, 3, 8]",
+    );
+    one(
+        &conv_net("batch, 1, 8, 8", "2, 1, 3", "conv2d(x, w)"),
+        ErrorKind::ShapeMismatch,
+        (4, 9),
+        "conv2d expects a weight f32[out_channels, in_channels / groups, kernel_h, kernel_w], found f32[2, 1, 3]",
+    );
+}
+
+#[test]
+fn conv2d_layer_errors_point_at_the_layer() {
+    // The layer form: an integer second argument.
+    let d = one(
+        &conv_net("batch, 784", "1", "conv2d(x, 8, kernel: 3) * w"),
+        ErrorKind::ShapeMismatch,
+        (4, 16),
+        "conv2d expects an input f32[batch, channels, height, width] (NCHW, fixed channels and size), found f32[batch, 784]",
+    );
+    assert_eq!(d.label, "this is f32[batch, 784]");
+    one(
+        &conv_net(
+            "batch, 3, 8, 8",
+            "1",
+            "conv2d(x, 8, kernel: 3, groups: 2) * w",
+        ),
+        ErrorKind::ShapeMismatch,
+        (4, 9),
+        "conv2d: the input's 3 channels are not divisible by groups: 2",
+    );
+    one(
+        &conv_net(
+            "batch, 4, 8, 8",
+            "1",
+            "conv2d(x, 3, kernel: 3, groups: 2) * w",
+        ),
+        ErrorKind::ShapeMismatch,
+        (4, 9),
+        "conv2d: the weight's 3 output channels are not divisible by groups: 2",
+    );
+    one(
+        &conv_net("batch, 4, 8, 8", "1", "(x |> conv2d(0, kernel: 3)) * w"),
+        ErrorKind::BadArgument,
+        (4, 22),
+        "`filters` of `conv2d` must be a positive integer, found 0",
+    );
+    one(
+        &conv_net(
+            "batch, 4, 4, 4",
+            "1",
+            "conv2d(x, filters: 2, kernel: 5) * w",
+        ),
+        ErrorKind::ShapeMismatch,
+        (4, 9),
+        "conv2d: the kernel spans 5x5, more than the padded input's 4x4",
+    );
+    one(
+        &conv_net("batch, 4, 4, 4", "1", "conv2d(x, 2) * w"),
+        ErrorKind::BadArgument,
+        (4, 9),
+        "`conv2d` is missing its argument `kernel` (an integer or a list of integers)",
+    );
+}

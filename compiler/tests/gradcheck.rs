@@ -6,7 +6,8 @@ mod support;
 use nnc_compiler::graph::{Dim, Shape};
 use nnc_compiler::ops::softmax::SoftmaxKind;
 use nnc_compiler::ops::{
-    BinaryOp, LossOp, Matmul, Op, ReduceKind, ReduceOp, ShapeOp, SoftmaxOp, UnaryOp,
+    BinaryOp, ConvOp, ConvParams, LossOp, Matmul, Op, PoolParams, ReduceKind, ReduceOp, ShapeOp,
+    SoftmaxOp, UnaryOp,
 };
 use proptest::prelude::*;
 use support::*;
@@ -214,6 +215,171 @@ proptest! {
         let err = gradcheck(&b, obj, 64, &mut rng);
         prop_assert!(err < TOLERANCE, "losses with {c} classes over {logit_dims:?}: relative error {err:e}");
     }
+}
+
+/// One output extent of a convolution or pooling, if the window fits.
+fn out_len(n: usize, k: usize, s: usize, p: usize, d: usize) -> Option<usize> {
+    let eff = d * (k - 1) + 1;
+    (n + 2 * p >= eff).then(|| (n + 2 * p - eff) / s + 1)
+}
+
+/// Random convolution configurations: groups, channels, sizes, kernel,
+/// stride, padding and dilation, per axis.
+#[derive(Clone, Debug)]
+struct ConvCase {
+    groups: usize,
+    cg: usize,
+    og: usize,
+    hw: [usize; 2],
+    k: [usize; 2],
+    p: ConvParams,
+    batch: bool,
+}
+
+fn conv_case() -> impl Strategy<Value = ConvCase> {
+    (
+        (1usize..3, 1usize..3, 1usize..3),
+        (1usize..6, 1usize..6, 1usize..4, 1usize..4),
+        (
+            1usize..3,
+            1usize..3,
+            0usize..2,
+            0usize..2,
+            1usize..3,
+            1usize..3,
+        ),
+        any::<bool>(),
+    )
+        .prop_filter_map(
+            "the kernel must fit",
+            |((groups, cg, og), (h, w, kh, kw), (sh, sw, ph, pw, dh, dw), batch)| {
+                out_len(h, kh, sh, ph, dh)?;
+                out_len(w, kw, sw, pw, dw)?;
+                Some(ConvCase {
+                    groups,
+                    cg,
+                    og,
+                    hw: [h, w],
+                    k: [kh, kw],
+                    p: ConvParams {
+                        stride: [sh, sw],
+                        padding: [ph, pw],
+                        dilation: [dh, dw],
+                        groups,
+                    },
+                    batch,
+                })
+            },
+        )
+}
+
+proptest! {
+    #![proptest_config(config())]
+
+    /// conv2d with respect to its input and weights, and the two gradient
+    /// ops with respect to both of their operands (their own rules build
+    /// the other convolution ops).
+    #[test]
+    fn conv2d_and_its_gradient_ops(case in conv_case(), which in 0usize..3, seed in any::<u64>()) {
+        let ConvCase { groups, cg, og, hw, k, p, batch } = case.clone();
+        let (c, o) = (groups * cg, groups * og);
+        let oh = out_len(hw[0], k[0], p.stride[0], p.padding[0], p.dilation[0]).unwrap();
+        let ow = out_len(hw[1], k[1], p.stride[1], p.padding[1], p.dilation[1]).unwrap();
+        let image = |ch: usize, h: usize, w: usize| if batch { batched(&[BATCH, ch, h, w]) } else { shape(&[2, ch, h, w]) };
+        let mut rng = Rng(seed);
+        let mut b = Builder::default();
+        let y = match which {
+            0 => {
+                let x = b.input("x", image(c, hw[0], hw[1]), Domain::Uniform(-1.0, 1.0), &mut rng);
+                let w = b.input("w", shape(&[o, cg, k[0], k[1]]), Domain::Uniform(-1.0, 1.0), &mut rng);
+                b.op(Op::Conv(ConvOp::Conv2d(p)), &[x, w])
+            }
+            1 => {
+                let dy = b.input("dy", image(o, oh, ow), Domain::Uniform(-1.0, 1.0), &mut rng);
+                let w = b.input("w", shape(&[o, cg, k[0], k[1]]), Domain::Uniform(-1.0, 1.0), &mut rng);
+                b.op(Op::Conv(ConvOp::Conv2dGradInput { p, input: hw }), &[dy, w])
+            }
+            _ => {
+                let x = b.input("x", image(c, hw[0], hw[1]), Domain::Uniform(-1.0, 1.0), &mut rng);
+                let dy = b.input("dy", image(o, oh, ow), Domain::Uniform(-1.0, 1.0), &mut rng);
+                b.op(Op::Conv(ConvOp::Conv2dGradWeight { p, kernel: k }), &[x, dy])
+            }
+        };
+        let obj = b.objective(y, &mut rng);
+        let err = gradcheck(&b, obj, 64, &mut rng);
+        prop_assert!(err < TOLERANCE, "op {which} of {case:?}: relative error {err:e}");
+    }
+
+    /// Max pooling (distinct values: no ties within a finite-difference
+    /// step), average pooling, average pooling's gradient op, and
+    /// global_avg_pool (a mean over the spatial axes).
+    #[test]
+    fn pooling_ops(c in 1usize..3, h in 1usize..6, w in 1usize..6, kh in 1usize..4, kw in 1usize..4,
+                   sh in 1usize..3, sw in 1usize..3, ph in 0usize..2, pw in 0usize..2, batch in any::<bool>(),
+                   seed in any::<u64>()) {
+        let p = PoolParams { kernel: [kh, kw], stride: [sh, sw], padding: [ph.min(kh / 2), pw.min(kw / 2)] };
+        let oh = out_len(h, kh, sh, p.padding[0], 1);
+        let ow = out_len(w, kw, sw, p.padding[1], 1);
+        prop_assume!(oh.is_some() && ow.is_some());
+        let (oh, ow) = (oh.unwrap(), ow.unwrap());
+        let image = |h: usize, w: usize| if batch { batched(&[BATCH, c, h, w]) } else { shape(&[2, c, h, w]) };
+        let mut rng = Rng(seed);
+        // One graph per op: each objective binds its own random weights.
+        for which in 0..4 {
+            let mut b = Builder::default();
+            let x = b.input("x", image(h, w), Domain::Distinct, &mut rng);
+            let y = match which {
+                0 => b.op(Op::Conv(ConvOp::MaxPool2d(p)), &[x]),
+                1 => b.op(Op::Conv(ConvOp::AvgPool2d(p)), &[x]),
+                2 => {
+                    let dy = b.input("dy", image(oh, ow), Domain::Uniform(-1.0, 1.0), &mut rng);
+                    b.op(Op::Conv(ConvOp::AvgPool2dGrad { p, input: [h, w] }), &[dy])
+                }
+                _ => b.op(Op::Reduce(ReduceOp { kind: ReduceKind::Mean, axes: vec![2, 3], keepdims: false }), &[x]),
+            };
+            let obj = b.objective(y, &mut rng);
+            let err = gradcheck(&b, obj, 64, &mut rng);
+            prop_assert!(err < TOLERANCE, "pooling op {which} {p:?} over {c}x{h}x{w}: relative error {err:e}");
+        }
+    }
+}
+
+/// Max pooling routes its gradient to the first maximum of each window.
+#[test]
+fn max_pool_gradient_goes_to_the_first_maximum() {
+    let p = PoolParams {
+        kernel: [2, 2],
+        stride: [2, 2],
+        padding: [0, 0],
+    };
+    use nnc_compiler::ops::Tensor;
+    let x = Tensor::from_shape_vec(vec![1, 1, 2, 2], vec![1.0, 3.0, 3.0, 2.0]).unwrap();
+    let dy = Tensor::from_shape_vec(vec![1, 1, 1, 1], vec![5.0]).unwrap();
+    let dx = Op::Conv(ConvOp::MaxPool2dGrad(p))
+        .eval(&[&x, &dy], &nnc_compiler::ops::EvalCtx { batch: 1 })
+        .unwrap();
+    assert_eq!(dx.iter().copied().collect::<Vec<_>>(), [0.0, 5.0, 0.0, 0.0]);
+}
+
+#[test]
+fn max_pool_has_no_second_derivative_and_says_so() {
+    let mut rng = Rng(1);
+    let mut b = Builder::default();
+    let p = PoolParams {
+        kernel: [2, 2],
+        stride: [1, 1],
+        padding: [0, 0],
+    };
+    let x = b.input("x", shape(&[1, 1, 3, 3]), Domain::Distinct, &mut rng);
+    let dy = b.input("dy", shape(&[1, 1, 2, 2]), Domain::Distinct, &mut rng);
+    let y = b.op(Op::Conv(ConvOp::MaxPool2dGrad(p)), &[x, dy]);
+    let obj = b.objective(y, &mut rng);
+    let mut g = b.graph.clone();
+    let err = nnc_compiler::autodiff::gradients(&mut g, obj, &[dy]).unwrap_err();
+    assert_eq!(
+        err.message,
+        "cannot differentiate: the second derivative of max_pool2d is not supported"
+    );
 }
 
 #[test]

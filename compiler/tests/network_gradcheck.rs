@@ -114,7 +114,29 @@ fn every_op_network_gradients_match_finite_differences() {
     let names: Vec<&str> = errors.iter().map(|e| e.0.as_str()).collect();
     assert_eq!(
         names,
-        ["w", "scale", "p", "h.weight", "h.bias", "e.weight", "x", "target"]
+        ["w", "scale", "p", "k", "h.weight", "h.bias", "e.weight", "x", "target"]
+    );
+    for (name, err) in errors {
+        assert!(err < 1e-6, "{name}: relative error {err:e}");
+    }
+}
+
+#[test]
+fn conv_net_gradients_match_finite_differences() {
+    let errors = check_network("tests/models/conv_net.nn", &["image"], 30, 3);
+    let names: Vec<&str> = errors.iter().map(|e| e.0.as_str()).collect();
+    assert_eq!(
+        names,
+        [
+            "k2",
+            "c1.weight",
+            "c1.bias",
+            "c3.weight",
+            "logits.weight",
+            "logits.bias",
+            "logits.1.weight",
+            "image"
+        ]
     );
     for (name, err) in errors {
         assert!(err < 1e-6, "{name}: relative error {err:e}");

@@ -1,7 +1,9 @@
-//! Compiles the MNIST classifier into OUT_DIR; `main.rs` includes it.
+//! Compiles the MNIST classifiers into OUT_DIR; `main.rs` includes them.
 
 fn main() {
-    if let Err(e) = nnc_compiler::build::compile("../models/mnist_mlp.nn") {
-        panic!("{e}");
+    for model in ["../models/mnist_mlp.nn", "../models/lenet.nn"] {
+        if let Err(e) = nnc_compiler::build::compile(model) {
+            panic!("{e}");
+        }
     }
 }

@@ -64,7 +64,14 @@ pub struct Layout {
     pub ws_fixed: usize,
     /// Workspace elements per sample of the maximum batch.
     pub ws_per_sample: usize,
+    /// Scratch regions (`Op::scratch`) by node index: `(offset, len)` in
+    /// the fixed part of the workspace.
+    pub scratch: HashMap<usize, (usize, usize)>,
 }
+
+/// Where scratch buffers' ids start in the memory plan: the scratch of node
+/// `i` is buffer `SCRATCH_ID + i`, apart from every node's own buffer.
+const SCRATCH_ID: usize = 1 << 48;
 
 impl Layout {
     /// Lays out one entry point: its `schedule` (in execution order), of
@@ -88,6 +95,7 @@ impl Layout {
             param_len: Vec::new(),
             ws_fixed: 0,
             ws_per_sample: 0,
+            scratch: HashMap::new(),
         };
         let mut offset = 0;
         // The training graph's parameter nodes (passes may have renumbered
@@ -104,7 +112,16 @@ impl Layout {
         let mut in_g: HashMap<usize, (usize, usize)> = HashMap::new();
         if grads {
             for (i, (_, _, g)) in tg.params.iter().enumerate() {
-                let computed = !matches!(tg.graph.node(*g).op, Op::Leaf(_));
+                // Kernels with scratch space take their output from the
+                // workspace split (`conv::io_scratch`).
+                let types: Vec<_> = tg
+                    .graph
+                    .operands(*g)
+                    .iter()
+                    .map(|&o| tg.graph.ty(o))
+                    .collect();
+                let computed = !matches!(tg.graph.node(*g).op, Op::Leaf(_))
+                    && tg.graph.node(*g).op.scratch(&types) == 0;
                 let alone =
                     tg.graph.users(*g).is_empty() && !fusion.in_place.contains_key(&g.index());
                 if computed && alone && !fusion.is_member(*g) && !in_g.contains_key(&g.index()) {
@@ -185,6 +202,25 @@ impl Layout {
                 end,
             });
         }
+        // Scratch space a kernel asks for: live only during its own step, so
+        // the planner overlays it on values that are dead by then.
+        for &id in schedule {
+            let Some(&at) = step.get(&id.index()) else {
+                continue;
+            };
+            let operands: Vec<_> = tg.graph.operands(id);
+            let types: Vec<_> = operands.iter().map(|&o| tg.graph.ty(o)).collect();
+            let size = tg.graph.node(id).op.scratch(&types);
+            if size > 0 {
+                buffers.push(Buffer {
+                    id: SCRATCH_ID + id.index(),
+                    size,
+                    batched: false,
+                    start: at,
+                    end: at,
+                });
+            }
+        }
         // An in-place loop's result shares its input's buffer: one buffer
         // live from the input's write to the result's last read.
         let mut aliases: Vec<(usize, usize)> = Vec::new();
@@ -217,6 +253,10 @@ impl Layout {
         }
         for b in &buffers {
             let off = plan.offsets[&b.id];
+            if b.id >= SCRATCH_ID {
+                layout.scratch.insert(b.id - SCRATCH_ID, (off, b.size));
+                continue;
+            }
             let loc = if b.batched {
                 Loc::Ws {
                     fixed: plan.fixed,

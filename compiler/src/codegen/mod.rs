@@ -670,6 +670,8 @@ fn kernels(
         let Some(body) = fusion.emit(tg, id, rt).or_else(|| node.op.emit(&k)) else {
             continue;
         };
+        let scratch = (node.op.scratch(&logical.iter().collect::<Vec<_>>()) > 0)
+            .then(|| quote!(scratch: &mut [f32]));
         let name = kernel_name(tg, id);
         let b = if mentions(&body, "b") {
             quote!(b)
@@ -706,12 +708,13 @@ fn kernels(
             ));
         }
         // Fused loops take one slice per input; that is their natural shape.
-        let many = (inputs.len() + 2 > 7).then(|| quote!(#[allow(clippy::too_many_arguments)]));
+        let arity = inputs.len() + 2 + usize::from(scratch.is_some());
+        let many = (arity > 7).then(|| quote!(#[allow(clippy::too_many_arguments)]));
         out.extend(quote! {
             #[doc = #doc]
             #[inline]
             #many
-            fn #name(#b: usize, #(#args,)* out: &mut [f32]) {
+            fn #name(#b: usize, #(#args,)* out: &mut [f32], #scratch) {
                 #body
             }
         });
@@ -821,6 +824,14 @@ fn calls(
             quote! {
                 #bind
                 #name(b, #(#args,)* &mut g[#a..#e]);
+            }
+        } else if let Some(&(s, len)) = layout.scratch.get(&id.index()) {
+            let (s, len) = (usize_lit(s), usize_lit(len));
+            let ws_names = (0..ws_ranges.len()).map(|i| format_ident!("w{}", i));
+            quote! {
+                let ([#(#ws_names),*], out, scratch) =
+                    #rt::conv::io_scratch(ws, #out_pair, (#s, #len), [#(#ws_ranges),*]);
+                #name(b, #(#args,)* out, scratch);
             }
         } else if ws_ranges.is_empty() {
             quote! {

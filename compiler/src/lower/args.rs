@@ -198,7 +198,7 @@ impl Lowerer {
                 ExprKind::Name(n) => Ok(ArgValue::Name(n.name.clone())),
                 _ => Err(self.wrong_kind(func, param, expr.span, &found(expr))),
             },
-            ArgKind::Axes => {
+            ArgKind::Axes | ArgKind::Ints => {
                 let items: Vec<&Expr> = match &expr.kind {
                     ExprKind::List(items) => items.iter().collect(),
                     _ => vec![expr],
@@ -210,7 +210,11 @@ impl Lowerer {
                         _ => return Err(self.wrong_kind(func, param, item.span, &found(item))),
                     }
                 }
-                Ok(ArgValue::Axes(axes))
+                Ok(if param.kind == ArgKind::Ints {
+                    ArgValue::Ints(axes)
+                } else {
+                    ArgValue::Axes(axes)
+                })
             }
             ArgKind::Shape => {
                 let ExprKind::List(items) = &expr.kind else {

@@ -1,5 +1,6 @@
-//! Layer sugar and initializers: `dense` expands into named parameters and
-//! primitive ops; `mse` and `l1` expand into primitive arithmetic.
+//! Layer sugar and initializers: `dense` and the `conv2d` layer expand into
+//! named parameters and primitive ops; `mse` and `l1` expand into primitive
+//! arithmetic.
 
 use super::args::{suggest, ArgSrc};
 use super::{Lowerer, Reported, L};
@@ -12,7 +13,22 @@ use crate::ops::{
 use crate::syntax::ast::{self, Expr, ExprKind};
 
 /// Function names that are layer sugar rather than primitive ops.
-pub const SUGAR: &[&str] = &["dense", "mse", "l1", "l1_loss"];
+/// (`conv2d` is sugar only in its layer form, `conv2d(x, filters, kernel:
+/// k)`; `conv2d(x, w)` with a weight tensor is the primitive op.)
+pub const SUGAR: &[&str] = &["dense", "conv2d", "mse", "l1", "l1_loss"];
+
+/// Whether a `conv2d` call is the layer (an integer `filters` second
+/// argument, or one named `filters`) rather than the primitive op.
+fn conv2d_layer_form(piped: bool, args: &[ast::Arg]) -> bool {
+    let second = args
+        .iter()
+        .filter(|a| a.name.is_none())
+        .nth(if piped { 0 } else { 1 });
+    second.is_some_and(|a| super::args::literal(&a.value).is_some_and(|(_, int)| int))
+        || args
+            .iter()
+            .any(|a| a.name.as_ref().is_some_and(|n| n.name == "filters"))
+}
 
 /// How a parameter is initialised. Fans follow the `x @ weight` layout: a
 /// dense weight `[in, out]` has fan-in `in` and fan-out `out`.
@@ -164,6 +180,9 @@ impl Lowerer {
     ) -> Option<L<NodeId>> {
         match func.name.as_str() {
             "dense" => Some(self.dense(first, args, span)),
+            "conv2d" if conv2d_layer_form(first.is_some(), args) => {
+                Some(self.conv2d_layer(first, args, span))
+            }
             "mse" => Some(self.pointwise_loss("mse", first, args, span, false)),
             "l1" | "l1_loss" => Some(self.pointwise_loss(&func.name, first, args, span, true)),
             _ => None,
@@ -233,12 +252,7 @@ impl Lowerer {
             Some(ArgSrc::Expr(e)) => self.init(e)?,
             _ => Init::GlorotUniform,
         };
-        let name = if self.layer_count == 0 {
-            self.prefix.clone()
-        } else {
-            format!("{}.{}", self.prefix, self.layer_count)
-        };
-        self.layer_count += 1;
+        let name = self.layer_name();
         let w = self.add_param(
             format!("{name}.weight"),
             Shape::fixed(&[fan_in, units]),
@@ -259,6 +273,156 @@ impl Lowerer {
             if act != "linear" && act != "none" {
                 let act_span = bound[2].map_or(span, |s| s.span());
                 y = self.activation(act, y, act_span)?;
+            }
+        }
+        Ok(y)
+    }
+
+    /// The layer name a call stands in: the binding's name, then `.1`, `.2`
+    /// for further layers of the same statement.
+    fn layer_name(&mut self) -> String {
+        let name = if self.layer_count == 0 {
+            self.prefix.clone()
+        } else {
+            format!("{}.{}", self.prefix, self.layer_count)
+        };
+        self.layer_count += 1;
+        name
+    }
+
+    /// `conv2d(x, filters, kernel: k, stride:, padding:, dilation:, groups:,
+    /// activation:, init: he_uniform, bias: true)`: `conv2d(x,
+    /// {name}.weight)` with a weight `[filters, C/groups, KH, KW]`, plus
+    /// `{name}.bias` `[filters]` broadcast over the positions, then the
+    /// activation.
+    fn conv2d_layer(
+        &mut self,
+        first: Option<ArgSrc<'_>>,
+        args: &[ast::Arg],
+        span: Span,
+    ) -> L<NodeId> {
+        const PARAMS: &[Param] = &[
+            Param::req("x", ArgKind::Tensor),
+            Param::req("filters", ArgKind::Int),
+            Param::req("kernel", ArgKind::Ints),
+            Param::opt("stride", ArgKind::Ints),
+            Param::opt("padding", ArgKind::Ints),
+            Param::opt("dilation", ArgKind::Ints),
+            Param::opt("groups", ArgKind::Int),
+            Param::opt("activation", ArgKind::Name),
+            Param::opt("init", ArgKind::Name),
+            Param::opt("bias", ArgKind::Bool),
+        ];
+        const INIT: usize = 8;
+        let bound = self.bind("conv2d", span, PARAMS, first, args)?;
+        let mut values = Vec::new();
+        for (i, (p, b)) in PARAMS.iter().zip(&bound).enumerate() {
+            values.push(match b {
+                Some(src) if i != INIT => Some(self.convert("conv2d", p, *src)?),
+                _ => None,
+            });
+        }
+        let a = OpArgs { values };
+        let (x, xty) = a.tensor(0).map_err(|e| self.op_error(e, &[], span))?;
+        let xty = xty.clone();
+        let x_span = bound[0].map_or(span, |s| s.span());
+        let arg_span = |i: usize| bound[i].map_or(span, |s| s.span());
+        let filters = match a.int(1) {
+            Some(f) if (1..=1 << 30).contains(&f) => f as usize,
+            Some(f) => {
+                return Err(self.report(
+                    Diagnostic::new(
+                        ErrorKind::BadArgument,
+                        arg_span(1),
+                        format!("`filters` of `conv2d` must be a positive integer, found {f}"),
+                    )
+                    .with_label("not a valid channel count"),
+                ))
+            }
+            None => return Err(Reported),
+        };
+        let params = ops::conv::conv_params(&a, 3).map_err(|e| self.op_error(e, &[], span))?;
+        let kernel = match a.ints(2) {
+            Some(&[k]) if (1..=1 << 20).contains(&k) => [k as usize; 2],
+            Some(&[h, w]) if (1..=1 << 20).contains(&h) && (1..=1 << 20).contains(&w) => {
+                [h as usize, w as usize]
+            }
+            Some(k) => {
+                return Err(self.report(
+                    Diagnostic::new(
+                        ErrorKind::BadArgument,
+                        arg_span(2),
+                        format!(
+                            "`kernel` of `conv2d` must be a positive integer or a list [height, width] of them, found {k:?}"
+                        ),
+                    )
+                    .with_label("not a valid kernel size"),
+                ))
+            }
+            None => return Err(Reported),
+        };
+        let channels = match xty.shape.dims() {
+            [_, Dim::Fixed(c), Dim::Fixed(_), Dim::Fixed(_)]
+                if xty.dtype == crate::graph::DType::F32 =>
+            {
+                *c
+            }
+            _ => {
+                return Err(self.report(
+                    Diagnostic::new(
+                        if xty.dtype == crate::graph::DType::F32 {
+                            ErrorKind::ShapeMismatch
+                        } else {
+                            ErrorKind::TypeMismatch
+                        },
+                        x_span,
+                        format!(
+                            "conv2d expects an input f32[batch, channels, height, width] (NCHW, fixed channels and size), found {xty}"
+                        ),
+                    )
+                    .with_label(format!("this is {xty}")),
+                ))
+            }
+        };
+        if channels % params.groups != 0 {
+            return Err(self.report(
+                Diagnostic::new(
+                    ErrorKind::ShapeMismatch,
+                    span,
+                    format!(
+                        "conv2d: the input's {channels} channels are not divisible by groups: {}",
+                        params.groups
+                    ),
+                )
+                .with_note(x_span, format!("this is {xty}")),
+            ));
+        }
+        let init = match bound[INIT] {
+            Some(ArgSrc::Expr(e)) => self.init(e)?,
+            _ => Init::HeUniform,
+        };
+        let name = self.layer_name();
+        let shape = Shape::fixed(&[filters, channels / params.groups, kernel[0], kernel[1]]);
+        let w = self.add_param(format!("{name}.weight"), shape, init, span)?;
+        let mut y = self.add_op(
+            Op::Conv(ops::ConvOp::Conv2d(params)),
+            &[(x, x_span), (w, span)],
+            span,
+        )?;
+        if a.bool(9).unwrap_or(true) {
+            let b = self.add_param(
+                format!("{name}.bias"),
+                Shape::fixed(&[filters]),
+                Init::Zeros,
+                span,
+            )?;
+            let to = Shape::fixed(&[filters, 1, 1]);
+            let b = self.add_op(Op::Shape(ops::ShapeOp::Reshape { to }), &[(b, span)], span)?;
+            y = self.add_op(Op::Binary(BinaryOp::Add), &[(y, span), (b, span)], span)?;
+        }
+        if let Some(act) = a.name(7) {
+            if act != "linear" && act != "none" {
+                y = self.activation(act, y, arg_span(7))?;
             }
         }
         Ok(y)

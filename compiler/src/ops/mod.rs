@@ -4,6 +4,7 @@
 //! the language. The stages (lower, autodiff, interp) are drivers that ask the
 //! op; [`Op`] only dispatches to the family.
 
+pub mod conv;
 pub mod elementwise;
 pub mod kernel;
 pub mod leaf;
@@ -14,6 +15,7 @@ pub mod shape;
 pub mod signature;
 pub mod softmax;
 
+pub use conv::{ConvOp, ConvParams, PoolParams};
 pub use elementwise::{BinaryOp, UnaryOp};
 pub use kernel::Kernel;
 pub use leaf::LeafOp;
@@ -111,6 +113,8 @@ pub enum Op {
     Shape(ShapeOp),
     /// Losses and label encodings.
     Loss(LossOp),
+    /// Convolution and pooling over NCHW tensors, and their gradients.
+    Conv(ConvOp),
 }
 
 impl Op {
@@ -132,6 +136,7 @@ impl Op {
             Op::Softmax(op) => op.infer(inputs[0]),
             Op::Shape(op) => op.infer(inputs[0]),
             Op::Loss(op) => op.infer(inputs),
+            Op::Conv(op) => op.infer(inputs),
         }
     }
 
@@ -142,6 +147,7 @@ impl Op {
             Op::Unary(_) | Op::Reduce(_) | Op::Softmax(_) | Op::Shape(_) => 1,
             Op::Binary(_) | Op::Matmul(_) => 2,
             Op::Loss(op) => op.arity(),
+            Op::Conv(op) => op.arity(),
         }
     }
 
@@ -157,6 +163,7 @@ impl Op {
             Op::Softmax(op) => Ok(op.eval(inputs[0])),
             Op::Shape(op) => op.eval(inputs[0], cx),
             Op::Loss(op) => op.eval(inputs),
+            Op::Conv(op) => op.eval(inputs),
         }
     }
 
@@ -179,6 +186,7 @@ impl Op {
             Op::Softmax(op) => op.grad(cx, inputs[0], out, dout).map(|g| vec![Some(g)]),
             Op::Shape(op) => op.grad(cx, inputs[0], dout).map(|g| vec![Some(g)]),
             Op::Loss(op) => op.grad(cx, inputs, dout),
+            Op::Conv(op) => op.grad(cx, inputs, dout),
         }
     }
 
@@ -203,6 +211,19 @@ impl Op {
             Op::Shape(ShapeOp::SumTo { .. }) => n(&inputs[0].shape),
             Op::Shape(_) => 0,
             Op::Loss(op) => op.flops(inputs),
+            Op::Conv(op) => op.flops(inputs, out),
+        }
+    }
+
+    /// Elements of scratch space (fixed, not per sample) the node's f32
+    /// kernel needs besides its operands and result: codegen places a
+    /// region of this size in the workspace, live only while the kernel
+    /// runs, and passes it as `scratch` (see [`Kernel`]). 0 for most ops;
+    /// the convolutions' im2col matrix.
+    pub fn scratch(&self, inputs: &[&TensorType]) -> usize {
+        match self {
+            Op::Conv(op) => op.scratch(inputs),
+            _ => 0,
         }
     }
 
@@ -219,6 +240,7 @@ impl Op {
             Op::Softmax(op) => op.emit(k),
             Op::Shape(op) => op.emit(k),
             Op::Loss(op) => op.emit(k),
+            Op::Conv(op) => op.emit(k),
         })
     }
 
@@ -242,6 +264,7 @@ impl fmt::Display for Op {
             Op::Softmax(op) => write!(f, "{op}"),
             Op::Shape(op) => write!(f, "{op}"),
             Op::Loss(op) => write!(f, "{op}"),
+            Op::Conv(op) => write!(f, "{op}"),
         }
     }
 }
@@ -255,6 +278,7 @@ pub fn functions() -> impl Iterator<Item = &'static Function> {
         .chain(softmax::FUNCTIONS)
         .chain(shape::FUNCTIONS)
         .chain(loss::FUNCTIONS)
+        .chain(conv::FUNCTIONS)
 }
 
 /// The functions `dense(..., activation: NAME)` accepts: shape-preserving

@@ -17,6 +17,8 @@ pub enum ArgKind {
     Float,
     /// An axis or a list of axes, negative counting from the end.
     Axes,
+    /// An integer or a list of integers, such as a stride `2` or `[2, 1]`.
+    Ints,
     /// A shape list such as `[batch, 28, 28]`.
     Shape,
     /// `true` or `false`.
@@ -33,6 +35,7 @@ impl ArgKind {
             ArgKind::Int => "an integer",
             ArgKind::Float => "a number",
             ArgKind::Axes => "an axis or a list of axes",
+            ArgKind::Ints => "an integer or a list of integers",
             ArgKind::Shape => "a shape list like [batch, 28, 28]",
             ArgKind::Bool => "true or false",
             ArgKind::Name => "a name",
@@ -82,6 +85,8 @@ pub enum ArgValue {
     Float(f64),
     /// Axes as written (possibly negative).
     Axes(Vec<i64>),
+    /// Integers as written (one, or a list).
+    Ints(Vec<i64>),
     /// A shape.
     Shape(Shape),
     /// A flag.
@@ -127,6 +132,14 @@ impl Args {
     pub fn axes(&self, i: usize) -> Option<&[i64]> {
         match self.values.get(i) {
             Some(Some(ArgValue::Axes(v))) => Some(v),
+            _ => None,
+        }
+    }
+
+    /// The integers at parameter `i`, if given.
+    pub fn ints(&self, i: usize) -> Option<&[i64]> {
+        match self.values.get(i) {
+            Some(Some(ArgValue::Ints(v))) => Some(v),
             _ => None,
         }
     }

@@ -1,9 +1,11 @@
-//! Trains the MNIST classifier of `examples/models/mnist_mlp.nn` — compiled
-//! by nnc in this crate's build script — on the bundled 10,000-digit MNIST
+//! Trains the MNIST classifier of `examples/models/mnist_mlp.nn` (or, with
+//! `--model lenet`, the LeNet-5 of `examples/models/lenet.nn`) — compiled by
+//! nnc in this crate's build script — on the bundled 10,000-digit MNIST
 //! subset, or on the full 60,000-digit set with `--data DIR`.
 //!
 //! ```sh
 //! cargo run --release -p nnc-example-mnist
+//! cargo run --release -p nnc-example-mnist -- --model lenet
 //! ```
 
 #![deny(warnings)]
@@ -16,11 +18,29 @@ use nnc::runtime::{evaluate, fit, BatchSpec, FitOptions, Model, TrainData};
 use std::path::PathBuf;
 use std::time::Instant;
 
-nnc::include_model!("mnist_mlp");
+// Each model in its own module: generated kernels are free functions.
+mod mlp {
+    nnc::include_model!("mnist_mlp");
+}
+mod lenet {
+    nnc::include_model!("lenet");
+}
+
+/// The compiled networks this example trains.
+#[derive(Clone, Copy, clap::ValueEnum)]
+enum Net {
+    /// 784 → 128 → 128 → 10 MLP (examples/models/mnist_mlp.nn).
+    Mlp,
+    /// LeNet-5 (examples/models/lenet.nn).
+    Lenet,
+}
 
 /// Train the nnc-compiled MNIST classifier (784 → 128 → 128 → 10, Adam).
 #[derive(Parser)]
 struct Args {
+    /// Which network to train.
+    #[arg(long, value_enum, default_value = "mlp")]
+    model: Net,
     /// Directory with the four MNIST IDX files (gzip or raw). Defaults to the
     /// bundled subset in data/mnist-10k.
     #[arg(long)]
@@ -60,9 +80,14 @@ fn main() -> anyhow::Result<()> {
         .unwrap_or_else(|| PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../../data/mnist-10k"));
     let mnist =
         load_mnist(&dir).with_context(|| format!("loading MNIST from {}", dir.display()))?;
-    let train = mnist.train.with_sample_shape(vec![784])?;
-    let test = mnist.test.with_sample_shape(vec![784])?;
-    let spec = &MNIST_MLP_SPEC;
+    // The same 784 pixels per digit: a row for the MLP, one 28x28 channel
+    // for LeNet.
+    let (spec, shape) = match args.model {
+        Net::Mlp => (&mlp::MNIST_MLP_SPEC, vec![784]),
+        Net::Lenet => (&lenet::LE_NET_SPEC, vec![1, 28, 28]),
+    };
+    let train = mnist.train.with_sample_shape(shape.clone())?;
+    let test = mnist.test.with_sample_shape(shape)?;
     let (train, validation) =
         nnc::runtime::train::split_validation(&train, args.validation, spec.train.seed)?;
 
@@ -70,7 +95,10 @@ fn main() -> anyhow::Result<()> {
         BatchSpec::Size(n) => n,
         BatchSpec::Full => train.len(),
     });
-    let mut model = MnistMlp::new(batch);
+    let mut model: Box<dyn Model> = match args.model {
+        Net::Mlp => Box::new(mlp::MnistMlp::new(batch)),
+        Net::Lenet => Box::new(lenet::LeNet::new(batch)),
+    };
     println!(
         "{} from {}: {} parameters; {} training, {} validation, {} test digits from {}",
         spec.name,
@@ -94,12 +122,12 @@ fn main() -> anyhow::Result<()> {
     };
     let start = Instant::now();
     let history = fit(
-        &mut model,
+        model.as_mut(),
         &TrainData::new(&train).with_validation(&validation),
         &opts,
     )?;
     let elapsed = start.elapsed().as_secs_f64();
-    let eval = evaluate(&mut model, &test)?;
+    let eval = evaluate(model.as_mut(), &test)?;
     let samples = history.steps as f64 * batch as f64;
     println!(
         "trained {} epochs ({} steps) in {elapsed:.2} s, {:.0} samples/s",

@@ -1,0 +1,530 @@
+//! Convolution and pooling kernels over NCHW tensors, for generated code.
+//!
+//! A 2-D convolution is lowered, one sample and one group at a time, to the
+//! GEMM of [`crate::gemm`]: `im2col` copies every receptive field of the
+//! input into a column of a `[C/groups · KH · KW, OH · OW]` matrix, and the
+//! weights `[O/groups, C/groups · KH · KW]` multiply it into the output
+//! `[O/groups, OH · OW]` (the Caffe layout; the output is NCHW without a
+//! transpose). The backward products use the same matrix: the input gradient
+//! is `Wᵀ @ dY` scattered back by `col2im`, the weight gradient `dY @ colsᵀ`
+//! accumulated over the batch (the GEMM reads `cols` transposed, no copy).
+//! A 1×1 convolution with stride 1 and no padding needs no `im2col`: the
+//! input already is the matrix.
+//!
+//! The column matrix lives in `scratch`, a region of the generated model's
+//! workspace that the compiler's memory planner places like any other
+//! value (live only during the kernel); its length is
+//! [`Conv2d::scratch_len`]. No kernel here allocates.
+//!
+//! Pooling is plain loops: max pooling pads with −∞ and routes the gradient
+//! to the first maximum of each window (in row-major window order); average
+//! pooling divides by the full window size, padding included (PyTorch's
+//! `count_include_pad=True`).
+
+use crate::gemm::{sgemm, MatRef, Parallelism};
+
+/// The geometry of a 2-D convolution (everything but the batch size).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Conv2d {
+    /// Input channels.
+    pub c: usize,
+    /// Input height.
+    pub h: usize,
+    /// Input width.
+    pub w: usize,
+    /// Output channels.
+    pub o: usize,
+    /// Kernel height.
+    pub kh: usize,
+    /// Kernel width.
+    pub kw: usize,
+    /// Stride (height, width), at least 1.
+    pub stride: [usize; 2],
+    /// Zero padding on each side (height, width).
+    pub padding: [usize; 2],
+    /// Dilation (height, width), at least 1.
+    pub dilation: [usize; 2],
+    /// Groups: input and output channels are split into this many groups,
+    /// each output group seeing only its input group.
+    pub groups: usize,
+}
+
+/// One output extent: `(n + 2p − d(k − 1) − 1) / s + 1`, or 0 when the
+/// dilated kernel does not fit the padded input.
+pub fn out_len(n: usize, k: usize, s: usize, p: usize, d: usize) -> usize {
+    let eff = d * (k.max(1) - 1) + 1;
+    if n + 2 * p < eff || s == 0 {
+        0
+    } else {
+        (n + 2 * p - eff) / s + 1
+    }
+}
+
+/// The output positions `lo..hi` (of `on`) whose input index
+/// `o·s + off − p` falls inside `0..n`.
+fn valid(on: usize, n: usize, s: usize, off: usize, p: usize) -> (usize, usize) {
+    let lo = if off >= p { 0 } else { (p - off).div_ceil(s) };
+    let hi = if n + p <= off {
+        0
+    } else {
+        (n + p - off).div_ceil(s)
+    };
+    let hi = hi.min(on);
+    (lo.min(hi), hi)
+}
+
+impl Conv2d {
+    /// Output height and width.
+    pub fn out_hw(&self) -> (usize, usize) {
+        (
+            out_len(
+                self.h,
+                self.kh,
+                self.stride[0],
+                self.padding[0],
+                self.dilation[0],
+            ),
+            out_len(
+                self.w,
+                self.kw,
+                self.stride[1],
+                self.padding[1],
+                self.dilation[1],
+            ),
+        )
+    }
+
+    /// Whether the input is its own column matrix (1×1, stride 1, no padding).
+    pub fn pointwise(&self) -> bool {
+        self.kh == 1 && self.kw == 1 && self.stride == [1, 1] && self.padding == [0, 0]
+    }
+
+    /// Input channels per group.
+    fn cg(&self) -> usize {
+        self.c / self.groups
+    }
+
+    /// Output channels per group.
+    fn og(&self) -> usize {
+        self.o / self.groups
+    }
+
+    /// Rows of the column matrix: `C/groups · KH · KW`.
+    fn k(&self) -> usize {
+        self.cg() * self.kh * self.kw
+    }
+
+    /// Elements of scratch space the kernels need: one group's column
+    /// matrix, or nothing for a pointwise convolution.
+    pub fn scratch_len(&self) -> usize {
+        if self.pointwise() {
+            0
+        } else {
+            let (oh, ow) = self.out_hw();
+            self.k() * oh * ow
+        }
+    }
+
+    /// Panics (an nnc bug, never a user error) unless the slices fit.
+    fn check(&self, b: usize, x: usize, wt: usize, y: usize, scratch: usize) {
+        let (oh, ow) = self.out_hw();
+        let ok = self.groups > 0
+            && self.c % self.groups == 0
+            && self.o % self.groups == 0
+            && x == b * self.c * self.h * self.w
+            && wt == self.o * self.k()
+            && y == b * self.o * oh * ow
+            && scratch >= self.scratch_len();
+        assert!(
+            ok,
+            "nnc internal error: conv2d slices do not fit {self:?} at batch {b}"
+        );
+    }
+
+    /// `im2col` of one group of one sample: `x` is `[C/groups, H, W]`,
+    /// `cols` is `[C/groups · KH · KW, OH · OW]`.
+    pub fn im2col(&self, x: &[f32], cols: &mut [f32]) {
+        let (oh, ow) = self.out_hw();
+        let (h, w) = (self.h, self.w);
+        let ([sh, sw], [ph, pw], [dh, dw]) = (self.stride, self.padding, self.dilation);
+        let mut rows = cols[..self.k() * oh * ow].chunks_exact_mut(oh * ow);
+        for xc in x[..self.cg() * h * w].chunks_exact(h * w) {
+            for ki in 0..self.kh {
+                let (ylo, yhi) = valid(oh, h, sh, ki * dh, ph);
+                for kj in 0..self.kw {
+                    let (xlo, xhi) = valid(ow, w, sw, kj * dw, pw);
+                    let Some(dst) = rows.next() else { return };
+                    for (oy, d) in dst.chunks_exact_mut(ow).enumerate() {
+                        if oy < ylo || oy >= yhi {
+                            d.fill(0.0);
+                            continue;
+                        }
+                        let iy = oy * sh + ki * dh - ph;
+                        let xr = &xc[iy * w..][..w];
+                        d[..xlo].fill(0.0);
+                        d[xhi..].fill(0.0);
+                        if xlo < xhi {
+                            let first = xlo * sw + kj * dw - pw;
+                            if sw == 1 {
+                                d[xlo..xhi].copy_from_slice(&xr[first..first + xhi - xlo]);
+                            } else {
+                                for (v, &s) in
+                                    d[xlo..xhi].iter_mut().zip(xr[first..].iter().step_by(sw))
+                                {
+                                    *v = s;
+                                }
+                            }
+                        }
+                    }
+                }
+            }
+        }
+    }
+
+    /// The adjoint of [`Conv2d::im2col`]: adds every column entry back onto
+    /// the input position it was copied from (`x` is not cleared first).
+    pub fn col2im(&self, cols: &[f32], x: &mut [f32]) {
+        let (oh, ow) = self.out_hw();
+        let (h, w) = (self.h, self.w);
+        let ([sh, sw], [ph, pw], [dh, dw]) = (self.stride, self.padding, self.dilation);
+        let mut rows = cols[..self.k() * oh * ow].chunks_exact(oh * ow);
+        for xc in x[..self.cg() * h * w].chunks_exact_mut(h * w) {
+            for ki in 0..self.kh {
+                let (ylo, yhi) = valid(oh, h, sh, ki * dh, ph);
+                for kj in 0..self.kw {
+                    let (xlo, xhi) = valid(ow, w, sw, kj * dw, pw);
+                    let Some(src) = rows.next() else { return };
+                    if xlo >= xhi {
+                        continue;
+                    }
+                    for oy in ylo..yhi {
+                        let s = &src[oy * ow..][xlo..xhi];
+                        let iy = oy * sh + ki * dh - ph;
+                        let first = xlo * sw + kj * dw - pw;
+                        let xr = &mut xc[iy * w..][..w];
+                        if sw == 1 {
+                            for (v, &g) in xr[first..first + s.len()].iter_mut().zip(s) {
+                                *v += g;
+                            }
+                        } else {
+                            for (v, &g) in xr[first..].iter_mut().step_by(sw).zip(s) {
+                                *v += g;
+                            }
+                        }
+                    }
+                }
+            }
+        }
+    }
+}
+
+fn gemm(m: usize, n: usize, k: usize, a: MatRef<'_>, b: MatRef<'_>, beta: f32, c: &mut [f32]) {
+    if let Err(e) = sgemm(Parallelism::Sequential, m, n, k, 1.0, a, b, beta, c, n) {
+        panic!("nnc internal error: conv2d product shapes disagree: {e}");
+    }
+}
+
+/// `y[b, O, OH, OW] = conv2d(x[b, C, H, W], w[O, C/groups, KH, KW])`
+/// (cross-correlation, as in every framework).
+pub fn conv2d(g: &Conv2d, b: usize, y: &mut [f32], x: &[f32], w: &[f32], scratch: &mut [f32]) {
+    g.check(b, x.len(), w.len(), y.len(), scratch.len());
+    let (oh, ow) = g.out_hw();
+    let (cg, og, k, ohw) = (g.cg(), g.og(), g.k(), oh * ow);
+    for n in 0..b {
+        for gi in 0..g.groups {
+            let xs = &x[(n * g.c + gi * cg) * g.h * g.w..][..cg * g.h * g.w];
+            let ys = &mut y[(n * g.o + gi * og) * ohw..][..og * ohw];
+            let wg = MatRef::new(&w[gi * og * k..][..og * k], k);
+            if g.pointwise() {
+                gemm(og, ohw, k, wg, MatRef::new(xs, ohw), 0.0, ys);
+            } else {
+                g.im2col(xs, scratch);
+                gemm(
+                    og,
+                    ohw,
+                    k,
+                    wg,
+                    MatRef::new(&scratch[..k * ohw], ohw),
+                    0.0,
+                    ys,
+                );
+            }
+        }
+    }
+}
+
+/// The gradient of [`conv2d`] with respect to its input: `dx[b, C, H, W]`
+/// from `dy[b, O, OH, OW]` and the weights.
+pub fn conv2d_grad_input(
+    g: &Conv2d,
+    b: usize,
+    dx: &mut [f32],
+    dy: &[f32],
+    w: &[f32],
+    scratch: &mut [f32],
+) {
+    g.check(b, dx.len(), w.len(), dy.len(), scratch.len());
+    let (oh, ow) = g.out_hw();
+    let (cg, og, k, ohw) = (g.cg(), g.og(), g.k(), oh * ow);
+    for n in 0..b {
+        for gi in 0..g.groups {
+            let dxs = &mut dx[(n * g.c + gi * cg) * g.h * g.w..][..cg * g.h * g.w];
+            let dys = MatRef::new(&dy[(n * g.o + gi * og) * ohw..][..og * ohw], ohw);
+            let wt = MatRef::transposed(&w[gi * og * k..][..og * k], k);
+            if g.pointwise() {
+                gemm(k, ohw, og, wt, dys, 0.0, dxs);
+            } else {
+                gemm(k, ohw, og, wt, dys, 0.0, &mut scratch[..k * ohw]);
+                dxs.fill(0.0);
+                g.col2im(scratch, dxs);
+            }
+        }
+    }
+}
+
+/// The gradient of [`conv2d`] with respect to its weights: `dw[O, C/groups,
+/// KH, KW]`, summed over the batch, from the input and `dy[b, O, OH, OW]`.
+pub fn conv2d_grad_weight(
+    g: &Conv2d,
+    b: usize,
+    dw: &mut [f32],
+    x: &[f32],
+    dy: &[f32],
+    scratch: &mut [f32],
+) {
+    g.check(b, x.len(), dw.len(), dy.len(), scratch.len());
+    let (oh, ow) = g.out_hw();
+    let (cg, og, k, ohw) = (g.cg(), g.og(), g.k(), oh * ow);
+    if b == 0 {
+        dw.fill(0.0);
+    }
+    for n in 0..b {
+        let beta = if n == 0 { 0.0 } else { 1.0 };
+        for gi in 0..g.groups {
+            let xs = &x[(n * g.c + gi * cg) * g.h * g.w..][..cg * g.h * g.w];
+            let dys = MatRef::new(&dy[(n * g.o + gi * og) * ohw..][..og * ohw], ohw);
+            let dwg = &mut dw[gi * og * k..][..og * k];
+            if g.pointwise() {
+                gemm(og, k, ohw, dys, MatRef::transposed(xs, ohw), beta, dwg);
+            } else {
+                g.im2col(xs, scratch);
+                let cols = MatRef::transposed(&scratch[..k * ohw], ohw);
+                gemm(og, k, ohw, dys, cols, beta, dwg);
+            }
+        }
+    }
+}
+
+/// The geometry of a 2-D pooling window (everything but the batch size).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Pool2d {
+    /// Channels.
+    pub c: usize,
+    /// Input height.
+    pub h: usize,
+    /// Input width.
+    pub w: usize,
+    /// Window (height, width).
+    pub kernel: [usize; 2],
+    /// Stride (height, width), at least 1.
+    pub stride: [usize; 2],
+    /// Padding on each side (height, width), at most half the window.
+    pub padding: [usize; 2],
+}
+
+impl Pool2d {
+    /// Output height and width.
+    pub fn out_hw(&self) -> (usize, usize) {
+        (
+            out_len(self.h, self.kernel[0], self.stride[0], self.padding[0], 1),
+            out_len(self.w, self.kernel[1], self.stride[1], self.padding[1], 1),
+        )
+    }
+
+    fn check(&self, b: usize, x: usize, y: usize) {
+        let (oh, ow) = self.out_hw();
+        assert!(
+            x == b * self.c * self.h * self.w && y == b * self.c * oh * ow,
+            "nnc internal error: pooling slices do not fit {self:?} at batch {b}"
+        );
+    }
+
+    /// Calls `f(plane, output index, input rows lo..hi, input columns lo..hi)`
+    /// for every window, clipped to the input.
+    fn windows(&self, planes: usize, mut f: impl FnMut(usize, usize, [usize; 2], [usize; 2])) {
+        let (oh, ow) = self.out_hw();
+        let ([kh, kw], [sh, sw], [ph, pw]) = (self.kernel, self.stride, self.padding);
+        for p in 0..planes {
+            for oy in 0..oh {
+                let y0 = oy * sh;
+                let rows = clip(y0, kh, ph, self.h);
+                for ox in 0..ow {
+                    let x0 = ox * sw;
+                    let cols = clip(x0, kw, pw, self.w);
+                    f(p, (p * oh + oy) * ow + ox, rows, cols);
+                }
+            }
+        }
+    }
+
+    /// Without padding every window lies inside the input: calls
+    /// `f(plane, output index, index of the window's first maximum within
+    /// the plane)` with no clipping (the common case, several times faster
+    /// than [`Pool2d::windows`]).
+    fn unpadded(&self, b: usize, mut f: impl FnMut(usize, usize, usize), x: &[f32]) {
+        let (oh, ow) = self.out_hw();
+        let ([kh, kw], [sh, sw], w) = (self.kernel, self.stride, self.w);
+        let hw = self.h * w;
+        for (pl, plane) in x.chunks_exact(hw).take(b * self.c).enumerate() {
+            for oy in 0..oh {
+                for ox in 0..ow {
+                    let first = oy * sh * w + ox * sw;
+                    let (mut best, mut m) = (first, plane[first]);
+                    for ky in 0..kh {
+                        let start = first + ky * w;
+                        for (kx, &v) in plane[start..start + kw].iter().enumerate() {
+                            if v > m {
+                                (best, m) = (start + kx, v);
+                            }
+                        }
+                    }
+                    f(pl, (pl * oh + oy) * ow + ox, best);
+                }
+            }
+        }
+    }
+
+    /// The index (within a plane) of the first maximum of a window.
+    fn argmax(&self, plane: &[f32], rows: [usize; 2], cols: [usize; 2]) -> Option<usize> {
+        let mut best: Option<(usize, f32)> = None;
+        for iy in rows[0]..rows[1] {
+            for ix in cols[0]..cols[1] {
+                let i = iy * self.w + ix;
+                let v = plane[i];
+                if best.is_none_or(|(_, m)| v > m) {
+                    best = Some((i, v));
+                }
+            }
+        }
+        best.map(|(i, _)| i)
+    }
+}
+
+/// The input range `lo..hi` of a window starting at padded position
+/// `start` with `k` elements, clipped to `0..n`.
+fn clip(start: usize, k: usize, p: usize, n: usize) -> [usize; 2] {
+    let lo = start.saturating_sub(p).min(n);
+    let hi = (start + k).saturating_sub(p).min(n);
+    [lo, hi.max(lo)]
+}
+
+/// Max pooling: `y[b, C, OH, OW]` is the maximum of each window of `x`.
+pub fn max_pool2d(p: &Pool2d, b: usize, y: &mut [f32], x: &[f32]) {
+    p.check(b, x.len(), y.len());
+    let hw = p.h * p.w;
+    if p.padding == [0, 0] {
+        p.unpadded(b, |pl, o, i| y[o] = x[pl * hw + i], x);
+        return;
+    }
+    p.windows(b * p.c, |pl, o, rows, cols| {
+        let plane = &x[pl * hw..][..hw];
+        y[o] = p
+            .argmax(plane, rows, cols)
+            .map_or(f32::NEG_INFINITY, |i| plane[i]);
+    });
+}
+
+/// The gradient of [`max_pool2d`]: each window's upstream gradient goes to
+/// the first maximum of the window.
+pub fn max_pool2d_grad(p: &Pool2d, b: usize, dx: &mut [f32], x: &[f32], dy: &[f32]) {
+    p.check(b, x.len(), dy.len());
+    assert_eq!(dx.len(), x.len(), "nnc internal error: max_pool2d_grad");
+    dx.fill(0.0);
+    let hw = p.h * p.w;
+    if p.padding == [0, 0] {
+        p.unpadded(b, |pl, o, i| dx[pl * hw + i] += dy[o], x);
+        return;
+    }
+    p.windows(b * p.c, |pl, o, rows, cols| {
+        if let Some(i) = p.argmax(&x[pl * hw..][..hw], rows, cols) {
+            dx[pl * hw + i] += dy[o];
+        }
+    });
+}
+
+/// Average pooling: `y` is the sum of each window divided by its full size.
+pub fn avg_pool2d(p: &Pool2d, b: usize, y: &mut [f32], x: &[f32]) {
+    p.check(b, x.len(), y.len());
+    let hw = p.h * p.w;
+    let scale = 1.0 / (p.kernel[0] * p.kernel[1]) as f32;
+    p.windows(b * p.c, |pl, o, rows, cols| {
+        let plane = &x[pl * hw..][..hw];
+        let mut s = 0.0;
+        for iy in rows[0]..rows[1] {
+            s += plane[iy * p.w + cols[0]..iy * p.w + cols[1]]
+                .iter()
+                .sum::<f32>();
+        }
+        y[o] = s * scale;
+    });
+}
+
+/// The gradient of [`avg_pool2d`]: each window's upstream gradient, divided
+/// by the window size, added to every input position of the window.
+pub fn avg_pool2d_grad(p: &Pool2d, b: usize, dx: &mut [f32], dy: &[f32]) {
+    p.check(b, dx.len(), dy.len());
+    dx.fill(0.0);
+    let hw = p.h * p.w;
+    let scale = 1.0 / (p.kernel[0] * p.kernel[1]) as f32;
+    p.windows(b * p.c, |pl, o, rows, cols| {
+        let g = dy[o] * scale;
+        let plane = &mut dx[pl * hw..][..hw];
+        for iy in rows[0]..rows[1] {
+            for v in &mut plane[iy * p.w + cols[0]..iy * p.w + cols[1]] {
+                *v += g;
+            }
+        }
+    });
+}
+
+/// [`crate::kernels::io`] for kernels that also take scratch space: splits
+/// the workspace into the inputs (read-only), the output and the scratch
+/// region, given as `(start, len)`. The three kinds of region must not
+/// overlap (the memory planner guarantees it).
+pub fn io_scratch<'a, const N: usize>(
+    ws: &'a mut [f32],
+    out: (usize, usize),
+    scratch: (usize, usize),
+    inputs: [(usize, usize); N],
+) -> ([&'a [f32]; N], &'a mut [f32], &'a mut [f32]) {
+    let (o, s) = (out.0..out.0 + out.1, scratch.0..scratch.0 + scratch.1);
+    let swapped = s.start < o.start;
+    let (first, second) = if swapped { (&s, &o) } else { (&o, &s) };
+    assert!(
+        first.end <= second.start,
+        "nnc internal error: kernel output {o:?} overlaps its scratch {s:?}"
+    );
+    let (left, rest) = ws.split_at_mut(first.start);
+    let (a, rest) = rest.split_at_mut(first.len());
+    let (mid, rest) = rest.split_at_mut(second.start - first.end);
+    let (bb, right) = rest.split_at_mut(second.len());
+    let (left, mid, right): (&'a [f32], &'a [f32], &'a [f32]) = (left, mid, right);
+    let (f_end, s_start, s_end) = (first.end, second.start, second.end);
+    let ins = inputs.map(|(st, len)| {
+        let r = st..st + len;
+        if r.end <= first.start {
+            &left[r]
+        } else if r.start >= f_end && r.end <= s_start {
+            &mid[r.start - f_end..r.end - f_end]
+        } else if r.start >= s_end {
+            &right[r.start - s_end..r.end - s_end]
+        } else {
+            panic!("nnc internal error: kernel input {r:?} overlaps its output or scratch")
+        }
+    });
+    if swapped {
+        (ins, bb, a)
+    } else {
+        (ins, a, bb)
+    }
+}

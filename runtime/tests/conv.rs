@@ -1,0 +1,311 @@
+//! The convolution and pooling kernels (im2col + GEMM, col2im, pooling
+//! loops) against naive direct loops written here, on random shapes,
+//! strides, paddings, dilations and groups.
+
+use nnc_runtime::conv::{self, Conv2d, Pool2d};
+use proptest::prelude::*;
+
+/// SplitMix64, independent of the code under test.
+struct Rng(u64);
+impl Rng {
+    fn next(&mut self) -> u64 {
+        self.0 = self.0.wrapping_add(0x9E37_79B9_7F4A_7C15);
+        let mut z = self.0;
+        z = (z ^ (z >> 30)).wrapping_mul(0xBF58_476D_1CE4_E5B9);
+        z = (z ^ (z >> 27)).wrapping_mul(0x94D0_49BB_1331_11EB);
+        z ^ (z >> 31)
+    }
+    fn vec(&mut self, n: usize) -> Vec<f32> {
+        (0..n)
+            .map(|_| (self.next() >> 40) as f32 / (1u64 << 24) as f32 * 2.0 - 1.0)
+            .collect()
+    }
+}
+
+fn close(got: &[f32], want: &[f64], what: &str) {
+    assert_eq!(got.len(), want.len(), "{what}: lengths");
+    let scale = want.iter().fold(1.0f64, |m, v| m.max(v.abs()));
+    for (i, (&g, &w)) in got.iter().zip(want).enumerate() {
+        assert!(
+            (f64::from(g) - w).abs() <= 1e-4 * scale,
+            "{what}: element {i} is {g}, want {w}"
+        );
+    }
+}
+
+/// Input position of output `o` and kernel tap `k`, if inside `0..n`.
+fn at(o: usize, k: usize, s: usize, p: usize, d: usize, n: usize) -> Option<usize> {
+    let i = (o * s + k * d) as isize - p as isize;
+    (0..n as isize).contains(&i).then_some(i as usize)
+}
+
+/// Naive direct convolution and both its gradients, in f64.
+fn naive_conv(
+    g: &Conv2d,
+    b: usize,
+    x: &[f32],
+    w: &[f32],
+    dy: &[f32],
+) -> (Vec<f64>, Vec<f64>, Vec<f64>) {
+    let (oh, ow) = g.out_hw();
+    let (cg, og) = (g.c / g.groups, g.o / g.groups);
+    let mut y = vec![0.0; b * g.o * oh * ow];
+    let mut dx = vec![0.0; x.len()];
+    let mut dw = vec![0.0; w.len()];
+    for n in 0..b {
+        for o in 0..g.o {
+            let grp = o / og;
+            for oy in 0..oh {
+                for ox in 0..ow {
+                    let yi = ((n * g.o + o) * oh + oy) * ow + ox;
+                    for ci in 0..cg {
+                        let c = grp * cg + ci;
+                        for ki in 0..g.kh {
+                            let Some(iy) =
+                                at(oy, ki, g.stride[0], g.padding[0], g.dilation[0], g.h)
+                            else {
+                                continue;
+                            };
+                            for kj in 0..g.kw {
+                                let Some(ix) =
+                                    at(ox, kj, g.stride[1], g.padding[1], g.dilation[1], g.w)
+                                else {
+                                    continue;
+                                };
+                                let xi = ((n * g.c + c) * g.h + iy) * g.w + ix;
+                                let wi = ((o * cg + ci) * g.kh + ki) * g.kw + kj;
+                                y[yi] += f64::from(x[xi]) * f64::from(w[wi]);
+                                dx[xi] += f64::from(dy[yi]) * f64::from(w[wi]);
+                                dw[wi] += f64::from(dy[yi]) * f64::from(x[xi]);
+                            }
+                        }
+                    }
+                }
+            }
+        }
+    }
+    (y, dx, dw)
+}
+
+fn check_conv(g: Conv2d, b: usize, seed: u64) {
+    let mut rng = Rng(seed);
+    let (oh, ow) = g.out_hw();
+    let x = rng.vec(b * g.c * g.h * g.w);
+    let w = rng.vec(g.o * g.c / g.groups * g.kh * g.kw);
+    let dy = rng.vec(b * g.o * oh * ow);
+    let (y_want, dx_want, dw_want) = naive_conv(&g, b, &x, &w, &dy);
+    // Scratch and outputs start full of garbage: kernels must not read them.
+    let mut scratch = vec![f32::NAN; g.scratch_len()];
+    let mut y = vec![f32::NAN; y_want.len()];
+    conv::conv2d(&g, b, &mut y, &x, &w, &mut scratch);
+    close(&y, &y_want, &format!("conv2d {g:?} batch {b}"));
+    let mut dx = vec![f32::NAN; x.len()];
+    conv::conv2d_grad_input(&g, b, &mut dx, &dy, &w, &mut scratch);
+    close(&dx, &dx_want, &format!("conv2d grad input {g:?} batch {b}"));
+    let mut dw = vec![f32::NAN; w.len()];
+    conv::conv2d_grad_weight(&g, b, &mut dw, &x, &dy, &mut scratch);
+    close(
+        &dw,
+        &dw_want,
+        &format!("conv2d grad weight {g:?} batch {b}"),
+    );
+}
+
+/// Naive pooling forward and backward (first maximum of each window).
+fn naive_pool(p: &Pool2d, b: usize, x: &[f32], dy: &[f32], max: bool) -> (Vec<f64>, Vec<f64>) {
+    let (oh, ow) = p.out_hw();
+    let mut y = vec![0.0; b * p.c * oh * ow];
+    let mut dx = vec![0.0; x.len()];
+    let area = (p.kernel[0] * p.kernel[1]) as f64;
+    for pl in 0..b * p.c {
+        for oy in 0..oh {
+            for ox in 0..ow {
+                let yi = (pl * oh + oy) * ow + ox;
+                let mut best: Option<(usize, f64)> = None;
+                let mut sum = 0.0;
+                let mut taps = Vec::new();
+                for ki in 0..p.kernel[0] {
+                    let Some(iy) = at(oy, ki, p.stride[0], p.padding[0], 1, p.h) else {
+                        continue;
+                    };
+                    for kj in 0..p.kernel[1] {
+                        let Some(ix) = at(ox, kj, p.stride[1], p.padding[1], 1, p.w) else {
+                            continue;
+                        };
+                        let xi = (pl * p.h + iy) * p.w + ix;
+                        let v = f64::from(x[xi]);
+                        sum += v;
+                        taps.push(xi);
+                        if best.is_none_or(|(_, m)| v > m) {
+                            best = Some((xi, v));
+                        }
+                    }
+                }
+                if max {
+                    let (i, v) = best.expect("every window has an input");
+                    y[yi] = v;
+                    dx[i] += f64::from(dy[yi]);
+                } else {
+                    y[yi] = sum / area;
+                    for i in taps {
+                        dx[i] += f64::from(dy[yi]) / area;
+                    }
+                }
+            }
+        }
+    }
+    (y, dx)
+}
+
+fn check_pool(p: Pool2d, b: usize, seed: u64) {
+    let mut rng = Rng(seed);
+    let (oh, ow) = p.out_hw();
+    let mut x = rng.vec(b * p.c * p.h * p.w);
+    // Some exact ties, so "first maximum" is exercised.
+    for i in (0..x.len()).step_by(3) {
+        x[i] = 0.5;
+    }
+    let dy = rng.vec(b * p.c * oh * ow);
+    for max in [true, false] {
+        let (y_want, dx_want) = naive_pool(&p, b, &x, &dy, max);
+        let mut y = vec![f32::NAN; y_want.len()];
+        let mut dx = vec![f32::NAN; x.len()];
+        if max {
+            conv::max_pool2d(&p, b, &mut y, &x);
+            conv::max_pool2d_grad(&p, b, &mut dx, &x, &dy);
+        } else {
+            conv::avg_pool2d(&p, b, &mut y, &x);
+            conv::avg_pool2d_grad(&p, b, &mut dx, &dy);
+        }
+        let what = if max { "max_pool2d" } else { "avg_pool2d" };
+        close(&y, &y_want, &format!("{what} {p:?}"));
+        close(&dx, &dx_want, &format!("{what} grad {p:?}"));
+    }
+}
+
+fn conv_geometry() -> impl Strategy<Value = (Conv2d, usize)> {
+    (
+        (1usize..4, 1usize..4, 1usize..3), // groups, channels/group in, out
+        (1usize..9, 1usize..9, 1usize..4, 1usize..4), // h, w, kh, kw
+        (
+            1usize..4,
+            1usize..4,
+            0usize..3,
+            0usize..3,
+            1usize..3,
+            1usize..3,
+        ),
+        0usize..4,
+    )
+        .prop_filter_map(
+            "the dilated kernel must fit the padded input",
+            |((groups, cg, og), (h, w, kh, kw), (sh, sw, ph, pw, dh, dw), b)| {
+                let g = Conv2d {
+                    c: groups * cg,
+                    h,
+                    w,
+                    o: groups * og,
+                    kh,
+                    kw,
+                    stride: [sh, sw],
+                    padding: [ph, pw],
+                    dilation: [dh, dw],
+                    groups,
+                };
+                let (oh, ow) = g.out_hw();
+                (oh > 0 && ow > 0).then_some((g, b))
+            },
+        )
+}
+
+proptest! {
+    #![proptest_config(ProptestConfig { cases: 256, failure_persistence: None, ..ProptestConfig::default() })]
+
+    #[test]
+    fn conv2d_kernels_equal_direct_loops((g, b) in conv_geometry(), seed in any::<u64>()) {
+        check_conv(g, b, seed);
+    }
+
+    #[test]
+    fn pooling_kernels_equal_direct_loops(
+        c in 1usize..4, h in 1usize..9, w in 1usize..9, kh in 1usize..4, kw in 1usize..4,
+        sh in 1usize..4, sw in 1usize..4, ph in 0usize..2, pw in 0usize..2, b in 0usize..3,
+        seed in any::<u64>(),
+    ) {
+        let p = Pool2d { c, h, w, kernel: [kh, kw], stride: [sh, sw],
+            padding: [ph.min(kh / 2), pw.min(kw / 2)] };
+        let (oh, ow) = p.out_hw();
+        prop_assume!(oh > 0 && ow > 0);
+        check_pool(p, b, seed);
+    }
+}
+
+/// Larger layers than the property test draws, including the LeNet shapes
+/// and a pointwise (1×1) convolution, which skips im2col.
+#[test]
+fn lenet_and_pointwise_layers() {
+    let lenet1 = Conv2d {
+        c: 1,
+        h: 28,
+        w: 28,
+        o: 6,
+        kh: 5,
+        kw: 5,
+        stride: [1, 1],
+        padding: [2, 2],
+        dilation: [1, 1],
+        groups: 1,
+    };
+    check_conv(lenet1, 3, 1);
+    check_conv(
+        Conv2d {
+            c: 6,
+            h: 14,
+            w: 14,
+            o: 16,
+            padding: [0, 0],
+            ..lenet1
+        },
+        2,
+        2,
+    );
+    let pw = Conv2d {
+        c: 8,
+        h: 5,
+        w: 7,
+        o: 12,
+        kh: 1,
+        kw: 1,
+        stride: [1, 1],
+        padding: [0, 0],
+        dilation: [1, 1],
+        groups: 4,
+    };
+    assert_eq!(pw.scratch_len(), 0);
+    check_conv(pw, 3, 3);
+    check_pool(
+        Pool2d {
+            c: 6,
+            h: 28,
+            w: 28,
+            kernel: [2, 2],
+            stride: [2, 2],
+            padding: [0, 0],
+        },
+        2,
+        4,
+    );
+}
+
+#[test]
+fn io_scratch_splits_disjoint_regions() {
+    let mut ws: Vec<f32> = (0..20).map(|i| i as f32).collect();
+    let ([a, b], out, scratch) = conv::io_scratch(&mut ws, (12, 3), (2, 4), [(0, 2), (16, 4)]);
+    assert_eq!(a, [0.0, 1.0]);
+    assert_eq!(b, [16.0, 17.0, 18.0, 19.0]);
+    assert_eq!(out, [12.0, 13.0, 14.0]);
+    assert_eq!(scratch, [2.0, 3.0, 4.0, 5.0]);
+    let ([m], out, scratch) = conv::io_scratch(&mut ws, (0, 2), (10, 4), [(4, 6)]);
+    assert_eq!(m[0], 4.0);
+    assert_eq!((out.len(), scratch[0]), (2, 10.0));
+}
