@@ -65,7 +65,7 @@ pub const INTRA_OP_MIN_PARAMS: usize = 1 << 20;
 
 /// Rows per shard [`default_shards`] aims for: fewer rows make the matrix
 /// products inefficient, more leave cores idle.
-pub const SHARD_ROWS: usize = 32;
+pub const SHARD_ROWS: usize = 64;
 
 /// Shards of a batch by default: one per [`SHARD_ROWS`] samples, between 1
 /// and 8. A function of the batch size alone, so results do not depend on
@@ -323,7 +323,7 @@ mod tests {
 
     #[test]
     fn auto_depends_on_the_model_and_batch_only() {
-        assert_eq!(Strategy::Auto.resolve(118_282, 128), Resolved::Data(4));
+        assert_eq!(Strategy::Auto.resolve(118_282, 128), Resolved::Data(2));
         assert_eq!(Strategy::Auto.resolve(5_824_522, 512), Resolved::IntraOp);
         assert_eq!(Strategy::Auto.resolve(10, 1), Resolved::Data(1));
         assert_eq!(
