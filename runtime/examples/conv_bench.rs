@@ -1,5 +1,6 @@
 //! Measures the convolution kernels (im2col + GEMM) on LeNet-sized layers,
-//! forward and both gradients, next to a direct nested-loop convolution.
+//! forward and both gradients, next to the direct nested-loop oracle
+//! (`conv::reference`, f64, all three at once).
 //!
 //! ```text
 //! cargo run --release -p nnc-runtime --example conv_bench
@@ -26,38 +27,6 @@ fn best_of<F: FnMut()>(mut f: F) -> Duration {
         best = best.min(t.elapsed() / n);
     }
     best
-}
-
-/// The obvious loops, for comparison (stride 1, one group).
-fn direct(g: &Conv2d, b: usize, y: &mut [f32], x: &[f32], w: &[f32]) {
-    let (oh, ow) = g.out_hw();
-    let (p, k) = (g.padding[0] as isize, g.kh);
-    for n in 0..b {
-        for o in 0..g.o {
-            for oy in 0..oh {
-                for ox in 0..ow {
-                    let mut s = 0.0;
-                    for c in 0..g.c {
-                        for ki in 0..k {
-                            let iy = oy as isize + ki as isize - p;
-                            if iy < 0 || iy >= g.h as isize {
-                                continue;
-                            }
-                            for kj in 0..k {
-                                let ix = ox as isize + kj as isize - p;
-                                if ix < 0 || ix >= g.w as isize {
-                                    continue;
-                                }
-                                s += x[((n * g.c + c) * g.h + iy as usize) * g.w + ix as usize]
-                                    * w[((o * g.c + c) * k + ki) * k + kj];
-                            }
-                        }
-                    }
-                    y[((n * g.o + o) * oh + oy) * ow + ox] = s;
-                }
-            }
-        }
-    }
 }
 
 fn main() {
@@ -143,9 +112,13 @@ fn main() {
             "grad weight",
             best_of(|| conv::conv2d_grad_weight(&g, b, &mut dw, black_box(&x), &dy, &mut scratch)),
         );
+        // The test oracle: direct loops in f64, forward and both gradients
+        // at once, so compare it with the sum of the three rows above.
         report(
-            "direct loops",
-            best_of(|| direct(&g, b, &mut y, black_box(&x), &w)),
+            "direct (all 3)",
+            best_of(|| {
+                black_box(conv::reference::conv2d(&g, b, black_box(&x), &w, &dy));
+            }),
         );
     }
     let p = Pool2d {

@@ -39,61 +39,13 @@ fn at(o: usize, k: usize, s: usize, p: usize, d: usize, n: usize) -> Option<usiz
     (0..n as isize).contains(&i).then_some(i as usize)
 }
 
-/// Naive direct convolution and both its gradients, in f64.
-fn naive_conv(
-    g: &Conv2d,
-    b: usize,
-    x: &[f32],
-    w: &[f32],
-    dy: &[f32],
-) -> (Vec<f64>, Vec<f64>, Vec<f64>) {
-    let (oh, ow) = g.out_hw();
-    let (cg, og) = (g.c / g.groups, g.o / g.groups);
-    let mut y = vec![0.0; b * g.o * oh * ow];
-    let mut dx = vec![0.0; x.len()];
-    let mut dw = vec![0.0; w.len()];
-    for n in 0..b {
-        for o in 0..g.o {
-            let grp = o / og;
-            for oy in 0..oh {
-                for ox in 0..ow {
-                    let yi = ((n * g.o + o) * oh + oy) * ow + ox;
-                    for ci in 0..cg {
-                        let c = grp * cg + ci;
-                        for ki in 0..g.kh {
-                            let Some(iy) =
-                                at(oy, ki, g.stride[0], g.padding[0], g.dilation[0], g.h)
-                            else {
-                                continue;
-                            };
-                            for kj in 0..g.kw {
-                                let Some(ix) =
-                                    at(ox, kj, g.stride[1], g.padding[1], g.dilation[1], g.w)
-                                else {
-                                    continue;
-                                };
-                                let xi = ((n * g.c + c) * g.h + iy) * g.w + ix;
-                                let wi = ((o * cg + ci) * g.kh + ki) * g.kw + kj;
-                                y[yi] += f64::from(x[xi]) * f64::from(w[wi]);
-                                dx[xi] += f64::from(dy[yi]) * f64::from(w[wi]);
-                                dw[wi] += f64::from(dy[yi]) * f64::from(x[xi]);
-                            }
-                        }
-                    }
-                }
-            }
-        }
-    }
-    (y, dx, dw)
-}
-
 fn check_conv(g: Conv2d, b: usize, seed: u64) {
     let mut rng = Rng(seed);
     let (oh, ow) = g.out_hw();
     let x = rng.vec(b * g.c * g.h * g.w);
     let w = rng.vec(g.o * g.c / g.groups * g.kh * g.kw);
     let dy = rng.vec(b * g.o * oh * ow);
-    let (y_want, dx_want, dw_want) = naive_conv(&g, b, &x, &w, &dy);
+    let (y_want, dx_want, dw_want) = conv::reference::conv2d(&g, b, &x, &w, &dy);
     // Scratch and outputs start full of garbage: kernels must not read them.
     let mut scratch = vec![f32::NAN; g.scratch_len()];
     let mut y = vec![f32::NAN; y_want.len()];

@@ -112,16 +112,7 @@ impl Layout {
         let mut in_g: HashMap<usize, (usize, usize)> = HashMap::new();
         if grads {
             for (i, (_, _, g)) in tg.params.iter().enumerate() {
-                // Kernels with scratch space take their output from the
-                // workspace split (`conv::io_scratch`).
-                let types: Vec<_> = tg
-                    .graph
-                    .operands(*g)
-                    .iter()
-                    .map(|&o| tg.graph.ty(o))
-                    .collect();
-                let computed = !matches!(tg.graph.node(*g).op, Op::Leaf(_))
-                    && tg.graph.node(*g).op.scratch(&types) == 0;
+                let computed = !matches!(tg.graph.node(*g).op, Op::Leaf(_));
                 let alone =
                     tg.graph.users(*g).is_empty() && !fusion.in_place.contains_key(&g.index());
                 if computed && alone && !fusion.is_member(*g) && !in_g.contains_key(&g.index()) {

@@ -814,18 +814,29 @@ fn calls(
         let out_pair = layout.pair(tg, id);
         let out_slice = layout.slice(tg, id);
         let comment = describe(source, tg, id);
+        let scratch = layout.scratch.get(&id.index()).copied();
         let call = if let Some(Loc::Grad { offset, len }) = layout.loc.get(&id.index()) {
             // A parameter's gradient, written straight into `g`.
             let (a, e) = (usize_lit(*offset), usize_lit(offset + len));
             let ws_names = (0..ws_ranges.len()).map(|i| format_ident!("w{}", i));
-            let bind = (!ws_ranges.is_empty()).then(
-                || quote!(let [#(#ws_names),*] = #rt::kernels::inputs(ws, [#(#ws_ranges),*]);),
-            );
-            quote! {
-                #bind
-                #name(b, #(#args,)* &mut g[#a..#e]);
+            if let Some((s, len)) = scratch {
+                // The scratch region is the one mutable workspace slice.
+                let (s, len) = (usize_lit(s), usize_lit(len));
+                quote! {
+                    let ([#(#ws_names),*], scratch) =
+                        #rt::kernels::io(ws, (#s, #len), [#(#ws_ranges),*]);
+                    #name(b, #(#args,)* &mut g[#a..#e], scratch);
+                }
+            } else {
+                let bind = (!ws_ranges.is_empty()).then(
+                    || quote!(let [#(#ws_names),*] = #rt::kernels::inputs(ws, [#(#ws_ranges),*]);),
+                );
+                quote! {
+                    #bind
+                    #name(b, #(#args,)* &mut g[#a..#e]);
+                }
             }
-        } else if let Some(&(s, len)) = layout.scratch.get(&id.index()) {
+        } else if let Some((s, len)) = scratch {
             let (s, len) = (usize_lit(s), usize_lit(len));
             let ws_names = (0..ws_ranges.len()).map(|i| format_ident!("w{}", i));
             quote! {

@@ -212,21 +212,11 @@ impl ConvParams {
 
 impl Geom {
     fn out_type(&self) -> TensorType {
-        TensorType::f32(Shape(vec![
-            self.n,
-            Dim::Fixed(self.o),
-            Dim::Fixed(self.oh),
-            Dim::Fixed(self.ow),
-        ]))
+        nchw(self.n, self.o, self.oh, self.ow)
     }
 
     fn in_type(&self) -> TensorType {
-        TensorType::f32(Shape(vec![
-            self.n,
-            Dim::Fixed(self.c),
-            Dim::Fixed(self.h),
-            Dim::Fixed(self.w),
-        ]))
+        nchw(self.n, self.c, self.h, self.w)
     }
 
     /// Calls `f(x index, w index, y index)` for every product term of the
@@ -370,21 +360,11 @@ impl PoolParams {
 
 impl PoolGeom {
     fn out_type(&self) -> TensorType {
-        TensorType::f32(Shape(vec![
-            self.n,
-            Dim::Fixed(self.c),
-            Dim::Fixed(self.oh),
-            Dim::Fixed(self.ow),
-        ]))
+        nchw(self.n, self.c, self.oh, self.ow)
     }
 
     fn in_type(&self) -> TensorType {
-        TensorType::f32(Shape(vec![
-            self.n,
-            Dim::Fixed(self.c),
-            Dim::Fixed(self.h),
-            Dim::Fixed(self.w),
-        ]))
+        nchw(self.n, self.c, self.h, self.w)
     }
 
     /// Calls `f(y index, x indices of the window inside the input)` in
@@ -459,6 +439,11 @@ fn expect_type(
     } else {
         Err(OpError::shape(format!("{what}: expected {want}, found {got}")).at(operand))
     }
+}
+
+/// An f32 NCHW activation type with `n` samples (usually `batch`).
+fn nchw(n: Dim, c: usize, h: usize, w: usize) -> TensorType {
+    TensorType::f32(Shape(vec![n, Dim::Fixed(c), Dim::Fixed(h), Dim::Fixed(w)]))
 }
 
 /// A weight type `[O, C/groups, KH, KW]`.
