@@ -367,6 +367,13 @@ impl Pool2d {
         }
     }
 
+    /// The 2×2 window with stride 2 and no padding (the pooling of almost
+    /// every CNN), which has its own loops: windows never overlap, so the
+    /// gradient writes each input position exactly once.
+    fn halving(&self) -> bool {
+        self.kernel == [2, 2] && self.stride == [2, 2] && self.padding == [0, 0]
+    }
+
     /// Without padding every window lies inside the input: calls
     /// `f(plane, output index, index of the window's first maximum within
     /// the plane)` with no clipping (the common case, several times faster
@@ -410,6 +417,20 @@ impl Pool2d {
     }
 }
 
+/// The position and value of the first maximum of a 2×2 window in
+/// row-major order (ties and NaN resolved as [`Pool2d::argmax`] does:
+/// a later element wins only if strictly greater).
+#[inline(always)]
+fn first_max(v: [f32; 4]) -> (usize, f32) {
+    let (mut i, mut m) = (0, v[0]);
+    for (j, &x) in v.iter().enumerate().skip(1) {
+        if x > m {
+            (i, m) = (j, x);
+        }
+    }
+    (i, m)
+}
+
 /// The input range `lo..hi` of a window starting at padded position
 /// `start` with `k` elements, clipped to `0..n`.
 fn clip(start: usize, k: usize, p: usize, n: usize) -> [usize; 2] {
@@ -422,6 +443,23 @@ fn clip(start: usize, k: usize, p: usize, n: usize) -> [usize; 2] {
 pub fn max_pool2d(p: &Pool2d, b: usize, y: &mut [f32], x: &[f32]) {
     p.check(b, x.len(), y.len());
     let hw = p.h * p.w;
+    if p.halving() {
+        let (oh, ow) = p.out_hw();
+        for (xp, yp) in x.chunks_exact(hw).zip(y.chunks_exact_mut(oh * ow)) {
+            for (oy, yr) in yp.chunks_exact_mut(ow).enumerate() {
+                let r0 = &xp[2 * oy * p.w..][..2 * ow];
+                let r1 = &xp[(2 * oy + 1) * p.w..][..2 * ow];
+                for ((v, a), c) in yr
+                    .iter_mut()
+                    .zip(r0.chunks_exact(2))
+                    .zip(r1.chunks_exact(2))
+                {
+                    *v = first_max([a[0], a[1], c[0], c[1]]).1;
+                }
+            }
+        }
+        return;
+    }
     if p.padding == [0, 0] {
         p.unpadded(b, |pl, o, i| y[o] = x[pl * hw + i], x);
         return;
@@ -439,8 +477,34 @@ pub fn max_pool2d(p: &Pool2d, b: usize, y: &mut [f32], x: &[f32]) {
 pub fn max_pool2d_grad(p: &Pool2d, b: usize, dx: &mut [f32], x: &[f32], dy: &[f32]) {
     p.check(b, x.len(), dy.len());
     assert_eq!(dx.len(), x.len(), "nnc internal error: max_pool2d_grad");
-    dx.fill(0.0);
     let hw = p.h * p.w;
+    if p.halving() {
+        // Every input position is written once, so no clearing pass is
+        // needed unless an odd last row or column lies outside all windows.
+        if p.h % 2 == 1 || p.w % 2 == 1 {
+            dx.fill(0.0);
+        }
+        let (oh, ow) = p.out_hw();
+        let planes = x.chunks_exact(hw).zip(dx.chunks_exact_mut(hw));
+        for ((xp, dxp), dyp) in planes.zip(dy.chunks_exact(oh * ow)) {
+            for (oy, g) in dyp.chunks_exact(ow).enumerate() {
+                let r0 = &xp[2 * oy * p.w..][..2 * ow];
+                let r1 = &xp[(2 * oy + 1) * p.w..][..2 * ow];
+                let (d0, d1) = dxp[2 * oy * p.w..].split_at_mut(p.w);
+                let d1 = &mut d1[..2 * ow];
+                let d0 = &mut d0[..2 * ow];
+                let rows = r0.chunks_exact(2).zip(r1.chunks_exact(2));
+                let outs = d0.chunks_exact_mut(2).zip(d1.chunks_exact_mut(2));
+                for (((a, c), (da, dc)), &g) in rows.zip(outs).zip(g) {
+                    let (i, _) = first_max([a[0], a[1], c[0], c[1]]);
+                    let pick = |j: usize| if i == j { g } else { 0.0 };
+                    (da[0], da[1], dc[0], dc[1]) = (pick(0), pick(1), pick(2), pick(3));
+                }
+            }
+        }
+        return;
+    }
+    dx.fill(0.0);
     if p.padding == [0, 0] {
         p.unpadded(b, |pl, o, i| dx[pl * hw + i] += dy[o], x);
         return;
