@@ -21,8 +21,6 @@
 //! pooling divides by the full window size, padding included (PyTorch's
 //! `count_include_pad=True`).
 
-use std::hint::select_unpredictable;
-
 use crate::gemm::{sgemm, MatRef, Parallelism};
 
 /// The geometry of a 2-D convolution (everything but the batch size).
@@ -440,8 +438,13 @@ fn first_max(v: [f32; 4]) -> (usize, f32) {
 #[inline(always)]
 fn first_max_masks(v: [f32; 4]) -> [bool; 3] {
     let (t, b) = (v[1] > v[0], v[3] > v[2]);
-    let top = select_unpredictable(t, v[1], v[0]);
-    [t, b, select_unpredictable(b, v[3], v[2]) > top]
+    // A bit-mask select (`select_unpredictable` needs Rust 1.88, above
+    // the workspace's rust-version).
+    let pick = |c: bool, x: f32, y: f32| {
+        let m = 0u32.wrapping_sub(c.into());
+        f32::from_bits((x.to_bits() & m) | (y.to_bits() & !m))
+    };
+    [t, b, pick(b, v[3], v[2]) > pick(t, v[1], v[0])]
 }
 
 /// The input range `lo..hi` of a window starting at padded position
