@@ -38,15 +38,30 @@ fn for_each_broadcast(
     sb: &[usize; MAX_RANK],
     mut f: impl FnMut(usize, usize, usize, usize, usize, usize),
 ) {
-    let rank = out_dims.len();
     let total: usize = out_dims.iter().product();
     if total == 0 {
         return;
     }
-    if rank == 0 {
+    if out_dims.is_empty() {
         f(0, 0, 0, 1, 0, 0);
         return;
     }
+    // Merge trailing dimensions that every operand steps through as one
+    // (a bias `[C, 1, 1]` over `[N, C, H, W]` runs rows of H·W, not of W):
+    // the per-row index arithmetic is the cost of short rows.
+    let (mut dims, mut sa, mut sb) = ([0usize; MAX_RANK], *sa, *sb);
+    let mut rank = out_dims.len();
+    dims[..rank].copy_from_slice(out_dims);
+    while rank >= 2 {
+        let (i, j) = (rank - 2, rank - 1);
+        if sa[i] != sa[j] * dims[j] || sb[i] != sb[j] * dims[j] {
+            break;
+        }
+        dims[i] *= dims[j];
+        (sa[i], sb[i]) = (sa[j], sb[j]);
+        rank -= 1;
+    }
+    let out_dims = &dims[..rank];
     let inner = out_dims[rank - 1];
     let (ia, ib) = (sa[rank - 1], sb[rank - 1]);
     let mut idx = [0usize; MAX_RANK];
@@ -578,6 +593,84 @@ mod tests {
         let mut s = [0.0; 2];
         sum_to(&mut s, &[2, 1], &a, &[2, 3]);
         assert_eq!(s, [6.0, 15.0]);
+    }
+
+    /// The row-major index of multi-index `ix` in `dims` under numpy
+    /// broadcasting (`dims` right-aligned, size-1 dimensions repeat).
+    fn naive_index(ix: &[usize], dims: &[usize]) -> usize {
+        let off = ix.len() - dims.len();
+        dims.iter().enumerate().fold(0, |acc, (d, &n)| {
+            acc * n + if n == 1 { 0 } else { ix[off + d] }
+        })
+    }
+
+    fn multi_index(mut flat: usize, dims: &[usize]) -> Vec<usize> {
+        let mut ix = vec![0; dims.len()];
+        for d in (0..dims.len()).rev() {
+            ix[d] = flat % dims[d];
+            flat /= dims[d];
+        }
+        ix
+    }
+
+    /// Random shapes up to rank 5, each operand broadcasting in random
+    /// dimensions (the row merging must never change an index).
+    #[test]
+    fn broadcasting_kernels_equal_index_arithmetic_on_random_shapes() {
+        let mut seed = 0x2545_f491_4f6c_dd1du64;
+        let mut next = |n: usize| {
+            seed ^= seed << 13;
+            seed ^= seed >> 7;
+            seed ^= seed << 17;
+            (seed % n as u64) as usize
+        };
+        for _ in 0..500 {
+            let rank = 1 + next(5);
+            let out: Vec<usize> = (0..rank).map(|_| 1 + next(4)).collect();
+            let mut operand = |next: &mut dyn FnMut(usize) -> usize| -> Vec<usize> {
+                let skip = next(rank + 1).min(rank - 1);
+                out[skip..]
+                    .iter()
+                    .map(|&n| if next(3) == 0 { 1 } else { n })
+                    .collect()
+            };
+            let (ad, bd) = (operand(&mut next), operand(&mut next));
+            let len = |d: &[usize]| d.iter().product::<usize>();
+            let a: Vec<f32> = (0..len(&ad)).map(|i| (i % 7) as f32).collect();
+            // Small values: every sum is exact in f32, whatever its order.
+            let b: Vec<f32> = (0..len(&bd)).map(|i| (i * 7 % 5) as f32 + 0.5).collect();
+            let mut got = vec![f32::NAN; len(&out)];
+            zip_broadcast(&mut got, &out, &a, &ad, &b, &bd, |x, y| x * 8.0 + y);
+            let mut sum = vec![0.0f32; len(&ad)];
+            for (flat, g) in got.iter().enumerate() {
+                let ix = multi_index(flat, &out);
+                let (x, y) = (a[naive_index(&ix, &ad)], b[naive_index(&ix, &bd)]);
+                assert_eq!(*g, x * 8.0 + y, "{out:?} {ad:?} {bd:?} at {ix:?}");
+                sum[naive_index(&ix, &ad)] += got[flat];
+            }
+            let mut got_sum = vec![f32::NAN; len(&ad)];
+            sum_to(&mut got_sum, &ad, &got, &out);
+            assert_eq!(got_sum, sum, "sum_to {out:?} -> {ad:?}");
+            let mut perm: Vec<usize> = (0..rank).collect();
+            for i in (1..rank).rev() {
+                perm.swap(i, next(i + 1));
+            }
+            let mut t = vec![f32::NAN; got.len()];
+            transpose(&mut t, &got, &out, &perm);
+            let tdims: Vec<usize> = perm.iter().map(|&p| out[p]).collect();
+            for (flat, v) in t.iter().enumerate() {
+                let ix = multi_index(flat, &tdims);
+                let mut src = vec![0; rank];
+                for (i, &p) in perm.iter().enumerate() {
+                    src[p] = ix[i];
+                }
+                assert_eq!(
+                    *v,
+                    got[naive_index(&src, &out)],
+                    "transpose {out:?} {perm:?}"
+                );
+            }
+        }
     }
 
     #[test]
