@@ -627,7 +627,7 @@ mod tests {
         for _ in 0..500 {
             let rank = 1 + next(5);
             let out: Vec<usize> = (0..rank).map(|_| 1 + next(4)).collect();
-            let mut operand = |next: &mut dyn FnMut(usize) -> usize| -> Vec<usize> {
+            let operand = |next: &mut dyn FnMut(usize) -> usize| -> Vec<usize> {
                 let skip = next(rank + 1).min(rank - 1);
                 out[skip..]
                     .iter()
