@@ -27,4 +27,6 @@ pub use model::{
     Batch, BatchSpec, InputKind, InputSpec, Model, ModelSpec, OutputSpec, ScheduleSpec, StepError,
     TrainSpec,
 };
-pub use train::{evaluate, fit, EpochMetrics, Eval, FitError, FitOptions, History, TrainData};
+pub use train::{
+    evaluate, fit, fit_with, EpochMetrics, Eval, FitError, FitOptions, History, TrainData,
+};
