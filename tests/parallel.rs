@@ -1,7 +1,10 @@
 //! The parallel runtime: a data-parallel or intra-op training run gives
-//! bit-identical parameters on 1, 2 or 8 threads, and data-parallel
-//! sharding computes the same gradient as one shard (to float rounding).
+//! bit-identical parameters on 1, 2 or 8 threads, data-parallel
+//! sharding computes the same gradient as one shard (to float rounding),
+//! and `fit_with` on 2 ranks (threads sharing memory, no MPI) reproduces
+//! 1 rank bit for bit.
 
+use nnc::runtime::collective::Collective;
 use nnc::runtime::data::load_mnist;
 use nnc::runtime::parallel::{Resolved, StepRunner, Strategy};
 use nnc::runtime::{fit, Batch, FitOptions, Model, TrainData};
