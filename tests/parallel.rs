@@ -1,7 +1,10 @@
 //! The parallel runtime: a data-parallel or intra-op training run gives
-//! bit-identical parameters on 1, 2 or 8 threads, and data-parallel
-//! sharding computes the same gradient as one shard (to float rounding).
+//! bit-identical parameters on 1, 2 or 8 threads, data-parallel
+//! sharding computes the same gradient as one shard (to float rounding),
+//! and `fit_with` on 2 ranks (threads sharing memory, no MPI) reproduces
+//! 1 rank bit for bit.
 
+use nnc::runtime::collective::Collective;
 use nnc::runtime::data::load_mnist;
 use nnc::runtime::parallel::{Resolved, StepRunner, Strategy};
 use nnc::runtime::{fit, Batch, FitOptions, Model, TrainData};
@@ -109,4 +112,159 @@ fn pool(n: usize) -> rayon::ThreadPool {
         .num_threads(n)
         .build()
         .unwrap()
+}
+
+/// Ranks as threads of this process: a [`Collective`] over shared memory
+/// that sums rank contributions in rank order (as MPI does for two ranks),
+/// so data-parallel training across ranks is tested without MPI.
+mod threads {
+    use nnc::runtime::collective::{Collective, CollectiveError};
+    use std::sync::{Arc, Barrier, Mutex};
+
+    struct Shared {
+        f32s: Mutex<Vec<Vec<f32>>>,
+        u64s: Mutex<Vec<Vec<u64>>>,
+        barrier: Barrier,
+    }
+
+    /// One rank's handle.
+    pub struct Rank {
+        rank: usize,
+        shared: Arc<Shared>,
+    }
+
+    /// Handles for `size` ranks.
+    pub fn group(size: usize) -> Vec<Rank> {
+        let shared = Arc::new(Shared {
+            f32s: Mutex::new(vec![Vec::new(); size]),
+            u64s: Mutex::new(vec![Vec::new(); size]),
+            barrier: Barrier::new(size),
+        });
+        (0..size)
+            .map(|rank| Rank {
+                rank,
+                shared: Arc::clone(&shared),
+            })
+            .collect()
+    }
+
+    impl Collective for Rank {
+        fn rank(&self) -> usize {
+            self.rank
+        }
+        fn size(&self) -> usize {
+            self.shared.f32s.lock().unwrap().len()
+        }
+        fn all_reduce_sum(&self, buf: &mut [f32]) -> Result<(), CollectiveError> {
+            self.shared.f32s.lock().unwrap()[self.rank] = buf.to_vec();
+            self.shared.barrier.wait();
+            {
+                let all = self.shared.f32s.lock().unwrap();
+                buf.copy_from_slice(&all[0]);
+                for other in &all[1..] {
+                    for (b, &x) in buf.iter_mut().zip(other) {
+                        *b += x;
+                    }
+                }
+            }
+            self.shared.barrier.wait();
+            Ok(())
+        }
+        fn broadcast(&self, buf: &mut [f32], root: usize) -> Result<(), CollectiveError> {
+            if self.rank == root {
+                self.shared.f32s.lock().unwrap()[root] = buf.to_vec();
+            }
+            self.shared.barrier.wait();
+            buf.copy_from_slice(&self.shared.f32s.lock().unwrap()[root]);
+            self.shared.barrier.wait();
+            Ok(())
+        }
+        fn barrier(&self) -> Result<(), CollectiveError> {
+            self.shared.barrier.wait();
+            Ok(())
+        }
+        fn all_gather_u64(&self, local: &[u64], out: &mut [u64]) -> Result<(), CollectiveError> {
+            self.shared.u64s.lock().unwrap()[self.rank] = local.to_vec();
+            self.shared.barrier.wait();
+            for (o, v) in out
+                .chunks_mut(local.len())
+                .zip(self.shared.u64s.lock().unwrap().iter())
+            {
+                o.copy_from_slice(v);
+            }
+            self.shared.barrier.wait();
+            Ok(())
+        }
+        fn abort(&self, code: i32) -> ! {
+            panic!("rank {} aborted with status {code}", self.rank)
+        }
+    }
+}
+
+/// Parameters after 12 steps of batch 512 (8 data-parallel shards) on
+/// `ranks` ranks, one thread each, with per-rank max-steps `steps(rank)`;
+/// every rank's result.
+fn train_ranks(ranks: usize, steps: impl Fn(usize) -> u64 + Sync) -> Vec<Result<Vec<f32>, String>> {
+    let train = train_set();
+    std::thread::scope(|s| {
+        let handles: Vec<_> = threads::group(ranks)
+            .into_iter()
+            .map(|comm| {
+                let (train, steps) = (&train, &steps);
+                s.spawn(move || {
+                    let mut model = MnistMlp::new(512);
+                    if comm.rank() != 0 {
+                        // Overwritten by rank 0's broadcast.
+                        model.params_mut().fill(f32::NAN);
+                    }
+                    let opts = FitOptions {
+                        epochs: Some(6),
+                        batch: Some(nnc::runtime::BatchSpec::Size(512)),
+                        max_steps: Some(steps(comm.rank())),
+                        threads: Some(1),
+                        parallel: Strategy::Data { shards: None },
+                        ..FitOptions::quiet()
+                    };
+                    nnc::runtime::fit_with(&mut model, &TrainData::new(train), &opts, &comm)
+                        .map(|_| model.params().to_vec())
+                        .map_err(|e| e.to_string())
+                })
+            })
+            .collect();
+        handles.into_iter().map(|h| h.join().unwrap()).collect()
+    })
+}
+
+#[test]
+fn two_ranks_reproduce_one_rank_bit_for_bit_and_more_agree_closely() {
+    let one = train_ranks(1, |_| 12).remove(0).unwrap();
+    for (r, params) in train_ranks(2, |_| 12).into_iter().enumerate() {
+        assert!(same_bits(&one, &params.unwrap()), "rank {r} of 2");
+    }
+    // Three ranks split the 8 shards 3/3/2, off the reduction tree's
+    // halves: a different rounding, within float precision.
+    let scale = one.iter().fold(0.0f32, |m, p| m.max(p.abs()));
+    for (r, params) in train_ranks(3, |_| 12).into_iter().enumerate() {
+        let params = params.unwrap();
+        let err = one
+            .iter()
+            .zip(&params)
+            .fold(0.0f32, |m, (a, b)| m.max((a - b).abs()));
+        assert!(err <= 1e-5 * scale, "rank {r} of 3: max difference {err}");
+    }
+    let start = MnistMlp::new(512).params().to_vec();
+    assert!(!same_bits(&one, &start));
+}
+
+#[test]
+fn ranks_that_disagree_all_stop_naming_the_rank_and_the_value() {
+    let results = train_ranks(3, |r| if r == 2 { 5 } else { 12 });
+    for (r, result) in results.into_iter().enumerate() {
+        assert_eq!(
+            result.unwrap_err(),
+            "ranks disagree: rank 2 has max steps 5 (rank 0: 12); \
+             every rank must run the same model on the same configuration",
+            "rank {r}"
+        );
+    }
 }

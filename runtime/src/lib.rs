@@ -9,6 +9,7 @@
 #![warn(missing_docs)]
 
 pub mod checkpoint;
+pub mod collective;
 pub mod conv;
 pub mod data;
 pub mod gemm;
@@ -26,4 +27,6 @@ pub use model::{
     Batch, BatchSpec, InputKind, InputSpec, Model, ModelSpec, OutputSpec, ScheduleSpec, StepError,
     TrainSpec,
 };
-pub use train::{evaluate, fit, EpochMetrics, Eval, FitError, FitOptions, History, TrainData};
+pub use train::{
+    evaluate, fit, fit_with, EpochMetrics, Eval, FitError, FitOptions, History, TrainData,
+};

@@ -19,6 +19,7 @@
 //! model trained in one mode is not bit-identical to the same model trained
 //! in the other (they agree to float precision).
 
+use crate::collective::{Collective, CollectiveError};
 use crate::kernels;
 use crate::model::{Batch, InputKind, Model, StepError};
 use rayon::prelude::*;
@@ -109,10 +110,47 @@ struct Shard {
 
 /// Runs training steps of one model with a fixed strategy: all buffers are
 /// allocated when it is built, none per step.
+///
+/// # Across ranks
+/// Built with [`StepRunner::for_rank`], the runner is one rank of a group
+/// (see [`crate::collective`]). Every global batch is cut the same way
+/// whatever the number of ranks, because the cut is a function of the
+/// global batch size only:
+///
+/// 1. data parallel: the batch is cut into `S` shards ([`shard_range`] of
+///    the rows into `S`, with `S` from [`Strategy::resolve`] on the global
+///    batch), and rank `r` of `R` runs the consecutive shards
+///    `shard_range(S, R, r)` on its threads; a rank may have none.
+/// 2. Each shard's gradient (of its mean loss) is weighted by its share of
+///    the batch, `rows_s / rows`, and the weighted shard gradients are summed
+///    as a binary tree whose shape depends only on the number of shards
+///    summed (split after the first `ceil(k / 2)`), first within the rank.
+/// 3. One all-reduce of the rank sums (gradient and loss in one buffer).
+///
+/// On one rank this is the whole tree. On two ranks each rank's shards are
+/// exactly one half of it and MPI adds the two halves, and `a + b == b + a`
+/// in IEEE arithmetic: **two ranks reproduce one rank bit for bit**, for any
+/// batch size. With more ranks the order in which MPI adds rank sums is the
+/// library's choice, so results agree to float precision (a few ulps), not
+/// necessarily bit for bit.
+///
+/// Intra-op: every rank runs rows `shard_range(rows, R, r)` as one shard with
+/// parallel matrix products. This cut depends on `R`, so intra-op training is
+/// bit-identical across thread counts but not across rank counts.
 pub struct StepRunner {
     mode: Resolved,
+    /// This rank's shards, in batch order.
     shards: Vec<Shard>,
-    /// The reduced gradient of the last step.
+    /// Global shards per full batch (the data-parallel cut), 1 for intra-op.
+    global_shards: usize,
+    /// This rank's range of global shards (data parallel).
+    own: std::ops::Range<usize>,
+    rank: usize,
+    ranks: usize,
+    /// The global batch the buffers were built for.
+    batch: usize,
+    /// The reduced gradient of the last step, followed by one slot for the
+    /// weighted loss, so that one all-reduce carries both.
     grads: Vec<f32>,
     /// Per-shard losses and weights (shard rows / batch rows) of the last step.
     losses: Vec<f32>,
@@ -123,8 +161,22 @@ pub struct StepRunner {
 }
 
 impl StepRunner {
-    /// Buffers for steps of up to `batch` samples of `model`.
+    /// Buffers for steps of up to `batch` samples of `model`, in one process.
     pub fn new<M: Model + ?Sized>(model: &M, batch: usize, strategy: Strategy) -> StepRunner {
+        Self::for_rank(model, batch, strategy, 0, 1)
+    }
+
+    /// Buffers for rank `rank` of `ranks` processes training `model` on
+    /// global batches of up to `batch` samples: this rank only holds the
+    /// workspaces of its own shards.
+    pub fn for_rank<M: Model + ?Sized>(
+        model: &M,
+        batch: usize,
+        strategy: Strategy,
+        rank: usize,
+        ranks: usize,
+    ) -> StepRunner {
+        let ranks = ranks.max(1);
         let n = model.spec().param_count;
         let (features, labels) = (per_sample(model, false), per_sample(model, true));
         let mode = match strategy.resolve(n, batch) {
@@ -132,16 +184,24 @@ impl StepRunner {
             Resolved::Data(_) if features.len().max(labels.len()) > MAX_SLICES => Resolved::Data(1),
             mode => mode,
         };
-        let count = match mode {
-            Resolved::Data(s) => s,
-            Resolved::IntraOp => 1,
+        let (global_shards, own, sizes): (usize, _, Vec<usize>) = match mode {
+            Resolved::Data(s) => {
+                let own = shard_range(s, ranks, rank);
+                let sizes = own.clone().map(|i| shard_range(batch, s, i).len());
+                (s, own, sizes.collect())
+            }
+            Resolved::IntraOp => (1, 0..1, vec![shard_range(batch, ranks, rank).len()]),
         };
-        let shards = (0..count)
-            .map(|i| {
-                let max_rows = shard_range(batch, count, i).len().max(1);
+        let count = sizes.len();
+        let shards = sizes
+            .into_iter()
+            .map(|rows| {
+                let max_rows = rows.max(1);
                 Shard {
                     ws: vec![0.0; model.workspace_len(max_rows)],
-                    grads: vec![0.0; n],
+                    // A rank with one shard computes straight into the
+                    // runner's gradient buffer.
+                    grads: if count > 1 { vec![0.0; n] } else { Vec::new() },
                     max_rows,
                 }
             })
@@ -149,7 +209,12 @@ impl StepRunner {
         StepRunner {
             mode,
             shards,
-            grads: vec![0.0; n],
+            global_shards,
+            own,
+            rank,
+            ranks,
+            batch,
+            grads: vec![0.0; n + 1],
             losses: vec![0.0; count],
             weights: vec![0.0; count],
             features,
@@ -162,15 +227,84 @@ impl StepRunner {
         self.mode
     }
 
+    /// The rows of a global batch of `rows` samples this rank computes (all
+    /// of them on a single rank).
+    pub fn rank_rows(&self, rows: usize) -> std::ops::Range<usize> {
+        match self.mode {
+            Resolved::IntraOp => shard_range(rows, self.ranks, self.rank),
+            Resolved::Data(_) if self.own.is_empty() => 0..0,
+            Resolved::Data(s) => {
+                shard_range(rows, s, self.own.start).start
+                    ..shard_range(rows, s, self.own.end - 1).end
+            }
+        }
+    }
+
     /// Forward and backward on one batch (of at most the size the runner was
     /// built for): the mean loss, with the gradient left in [`Self::grads`].
+    /// For a runner of a single rank.
     pub fn step<M: Model + ?Sized>(
         &mut self,
         model: &M,
         batch: &Batch<'_>,
     ) -> Result<f32, StepError> {
-        let spec = model.spec();
-        let rows = crate::model::check_batch(spec, batch.inputs, Some(batch.labels), usize::MAX)?;
+        let rows =
+            crate::model::check_batch(model.spec(), batch.inputs, Some(batch.labels), usize::MAX)?;
+        if self.ranks != 1 {
+            return Err(StepError::Arity {
+                what: "rank",
+                expected: 1,
+                found: self.ranks,
+            });
+        }
+        self.local_step(model, batch, rows)?;
+        Ok(self.grads[self.grads.len() - 1])
+    }
+
+    /// One step of a group of ranks: `local` holds this rank's rows
+    /// ([`Self::rank_rows`]) of a global batch of `rows` samples. Computes
+    /// this rank's share, then sums it over the ranks with one
+    /// [`Collective::all_reduce_sum`] of the gradient and loss. Returns the
+    /// global mean loss, identical on every rank, with the global gradient in
+    /// [`Self::grads`].
+    pub fn step_ranks<M: Model + ?Sized, C: Collective + ?Sized>(
+        &mut self,
+        model: &M,
+        local: &Batch<'_>,
+        rows: usize,
+        comm: &C,
+    ) -> Result<f32, StepRankError> {
+        let own = self.rank_rows(rows).len();
+        if own > 0 {
+            let given = crate::model::check_batch(
+                model.spec(),
+                local.inputs,
+                Some(local.labels),
+                usize::MAX,
+            )?;
+            if given != own {
+                return Err(StepError::Length {
+                    name: "rank rows",
+                    expected: own,
+                    found: given,
+                }
+                .into());
+            }
+        }
+        self.local_step(model, local, rows)?;
+        comm.all_reduce_sum(&mut self.grads)?;
+        Ok(self.grads[self.grads.len() - 1])
+    }
+
+    /// This rank's weighted gradient and loss sum (the whole result on one
+    /// rank) into `self.grads`; `batch` holds this rank's rows of a global
+    /// batch of `rows`.
+    fn local_step<M: Model + ?Sized>(
+        &mut self,
+        model: &M,
+        batch: &Batch<'_>,
+        rows: usize,
+    ) -> Result<(), StepError> {
         for (what, given, expected) in [
             ("input", batch.inputs.len(), self.features.len()),
             ("label", batch.labels.len(), self.labels.len()),
@@ -183,31 +317,51 @@ impl StepRunner {
                 });
             }
         }
+        let max = self.batch.max(1);
+        if rows > max {
+            return Err(StepError::BatchTooLarge { batch: rows, max });
+        }
+        let n = self.grads.len() - 1;
+        let own = self.rank_rows(rows);
         let count = self.shards.len();
-        if rows > self.shards.iter().map(|s| s.max_rows).sum::<usize>() {
-            return Err(StepError::BatchTooLarge {
-                batch: rows,
-                max: self.shards.iter().map(|s| s.max_rows).sum(),
-            });
+        if own.is_empty() {
+            // Fewer shards than ranks, or a short last batch: this rank adds
+            // nothing to the sum.
+            self.grads.fill(0.0);
+            return Ok(());
         }
-        if self.mode == Resolved::IntraOp {
+        let scale = own.len() as f32 / rows as f32;
+        if self.mode == Resolved::IntraOp || count == 1 {
             let shard = &mut self.shards[0];
-            let loss = kernels::with_parallel_gemm(|| {
-                model.train_step_in(&mut shard.ws, shard.max_rows, &mut self.grads, batch)
-            })?;
-            return Ok(loss);
-        }
-        if count == 1 {
-            let shard = &mut self.shards[0];
-            return model.train_step_in(&mut shard.ws, shard.max_rows, &mut self.grads, batch);
+            let grads = &mut self.grads[..n];
+            let loss = if self.mode == Resolved::IntraOp {
+                kernels::with_parallel_gemm(|| {
+                    model.train_step_in(&mut shard.ws, shard.max_rows, grads, batch)
+                })?
+            } else {
+                model.train_step_in(&mut shard.ws, shard.max_rows, grads, batch)?
+            };
+            // The weight of the only shard of the only rank is exactly 1.
+            if scale != 1.0 {
+                grads.par_chunks_mut(REDUCE_CHUNK).for_each(|c| {
+                    for g in c {
+                        *g *= scale;
+                    }
+                });
+            }
+            self.grads[n] = if scale != 1.0 { scale * loss } else { loss };
+            return Ok(());
         }
         let (features, labels) = (&self.features, &self.labels);
+        let (s, first) = (self.global_shards, self.own.start);
+        let base = own.start;
         self.shards
             .par_iter_mut()
             .zip(self.losses.par_iter_mut())
             .enumerate()
             .try_for_each(|(i, (shard, loss))| {
-                let r = shard_range(rows, count, i);
+                let g = shard_range(rows, s, first + i);
+                let r = g.start - base..g.end - base;
                 *loss = 0.0;
                 if r.is_empty() {
                     shard.grads.fill(0.0);
@@ -230,38 +384,82 @@ impl StepRunner {
                     model.train_step_in(&mut shard.ws, shard.max_rows, &mut shard.grads, &sub)?;
                 Ok(())
             })?;
-        // Weighted by shard size, summed in shard order: the same sums in the
-        // same order on any number of threads.
         for (i, w) in self.weights.iter_mut().enumerate() {
-            *w = shard_range(rows, count, i).len() as f32 / rows as f32;
+            *w = shard_range(rows, s, first + i).len() as f32 / rows as f32;
         }
+        // The same tree of sums, in the same order, on any number of threads
+        // (and, for two ranks, split exactly at the rank boundary).
         let (shards, weights) = (&self.shards, &self.weights);
-        self.grads
+        self.grads[..n]
             .par_chunks_mut(REDUCE_CHUNK)
             .enumerate()
             .for_each(|(c, out)| {
                 let start = c * REDUCE_CHUNK;
-                for (s, shard) in shards.iter().enumerate() {
-                    let g = &shard.grads[start..start + out.len()];
-                    let w = weights[s];
-                    if s == 0 {
-                        for (o, &x) in out.iter_mut().zip(g) {
-                            *o = w * x;
-                        }
-                    } else {
-                        for (o, &x) in out.iter_mut().zip(g) {
-                            *o += w * x;
-                        }
-                    }
+                for (b, block) in out.chunks_mut(TREE_BLOCK).enumerate() {
+                    tree_sum(block, shards, weights, 0..count, start + b * TREE_BLOCK);
                 }
             });
-        Ok(self.losses.iter().zip(weights).map(|(&l, &w)| w * l).sum())
+        self.grads[n] = tree_sum_scalar(&self.losses, &self.weights, 0..count);
+        Ok(())
     }
 
     /// The gradient of the last [`Self::step`].
     pub fn grads(&self) -> &[f32] {
-        &self.grads
+        &self.grads[..self.grads.len() - 1]
     }
+}
+
+/// Why a step of a group of ranks failed.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum StepRankError {
+    /// This rank's part of the step.
+    #[error(transparent)]
+    Step(#[from] StepError),
+    /// The all-reduce.
+    #[error(transparent)]
+    Collective(#[from] CollectiveError),
+}
+
+/// Elements summed per tree pass: the tree's partial sums live on the stack.
+const TREE_BLOCK: usize = 256;
+
+/// `out = Σ weights[s] · shards[s].grads[start..]` over `range`, summed as the
+/// binary tree that splits a range of `k` after its first `ceil(k / 2)`.
+fn tree_sum(
+    out: &mut [f32],
+    shards: &[Shard],
+    weights: &[f32],
+    range: std::ops::Range<usize>,
+    start: usize,
+) {
+    if range.len() == 1 {
+        let (g, w) = (
+            &shards[range.start].grads[start..start + out.len()],
+            weights[range.start],
+        );
+        for (o, &x) in out.iter_mut().zip(g) {
+            *o = w * x;
+        }
+        return;
+    }
+    let mid = range.start + range.len().div_ceil(2);
+    tree_sum(out, shards, weights, range.start..mid, start);
+    let mut right = [0.0f32; TREE_BLOCK];
+    let right = &mut right[..out.len()];
+    tree_sum(right, shards, weights, mid..range.end, start);
+    for (o, &r) in out.iter_mut().zip(right.iter()) {
+        *o += r;
+    }
+}
+
+/// [`tree_sum`] of one value per shard.
+fn tree_sum_scalar(values: &[f32], weights: &[f32], range: std::ops::Range<usize>) -> f32 {
+    if range.len() == 1 {
+        return weights[range.start] * values[range.start];
+    }
+    let mid = range.start + range.len().div_ceil(2);
+    tree_sum_scalar(values, weights, range.start..mid)
+        + tree_sum_scalar(values, weights, mid..range.end)
 }
 
 /// Floats per sample of the model's label inputs or of its feature inputs.

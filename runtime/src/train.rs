@@ -51,12 +51,13 @@ use indicatif::{ProgressBar, ProgressStyle};
 use thiserror::Error;
 
 use crate::checkpoint::{self, CheckpointError, CheckpointMeta};
+use crate::collective::{fnv1a, hash_f32, Collective, CollectiveError, Local, Value};
 use crate::data::{DataError, Dataset, LabelsMut, Loader, LoaderConfig, SplitMode};
 use crate::model::{
     Batch, BatchSpec, InputKind, Model, ModelSpec, ScheduleSpec, StepError, TrainSpec,
 };
 use crate::optim::{OptimError, Optimizer, OptimizerConfig};
-use crate::parallel::{StepRunner, Strategy};
+use crate::parallel::{StepRankError, StepRunner, Strategy};
 use crate::schedule::ScheduleError;
 
 use eval::Evaluator;
@@ -119,6 +120,9 @@ pub enum FitError {
         /// Why.
         reason: String,
     },
+    /// The ranks of a multi-process run disagree, or an exchange failed.
+    #[error("{0}")]
+    Collective(#[from] CollectiveError),
     /// The training loss stopped being a finite number.
     #[error("training diverged: loss is {loss} at step {step} (epoch {epoch}); try a lower learning rate")]
     Diverged {
@@ -129,6 +133,15 @@ pub enum FitError {
         /// The loss.
         loss: f32,
     },
+}
+
+impl From<StepRankError> for FitError {
+    fn from(e: StepRankError) -> Self {
+        match e {
+            StepRankError::Step(e) => FitError::Step(e),
+            StepRankError::Collective(e) => FitError::Collective(e),
+        }
+    }
 }
 
 /// The data of a run: a training set and an optional validation set, both
@@ -423,14 +436,47 @@ pub fn fit<M: Model + ?Sized>(
     data: &TrainData<'_>,
     opts: &FitOptions,
 ) -> Result<History, FitError> {
+    fit_with(model, data, opts, &Local)
+}
+
+/// [`fit`] as one rank of a group of processes (data-parallel training, see
+/// [`crate::collective`]). Every rank calls it with the same model, data and
+/// options; the run is then the run of one process on the same global
+/// batches (bit for bit on two ranks, see [`StepRunner`]):
+///
+/// * at start-up the ranks compare model hash, parameter count, training
+///   options and data sizes ([`Collective::check_agreement`]) and all fail
+///   with the same [`FitError::Collective`] naming the first rank that
+///   differs;
+/// * rank 0's parameters (initialised, or resumed) are broadcast to all;
+/// * each rank computes its rows of every global batch (every rank runs the
+///   same seeded loader and gathers only its own rows), and the gradient and
+///   loss are summed with one all-reduce per step; every rank then takes the
+///   same optimizer step;
+/// * only rank 0 prints, shows progress and writes checkpoints; every rank
+///   evaluates the validation set (so every rank returns the same
+///   [`History`]); at the end of each epoch the ranks check that their
+///   parameters are still bit-identical;
+/// * resuming: every rank reads [`FitOptions::resume`] (a path every rank
+///   can read), and a checkpoint of a run on any number of ranks resumes on
+///   any other number.
+///
+/// A rank whose `fit_with` returns an error should end the job with
+/// [`Collective::abort`]: the other ranks may be waiting in a collective.
+pub fn fit_with<M: Model + ?Sized>(
+    model: &mut M,
+    data: &TrainData<'_>,
+    opts: &FitOptions,
+    comm: &dyn Collective,
+) -> Result<History, FitError> {
     match opts.threads {
-        None => fit_on_current_pool(model, data, opts),
+        None => fit_on_current_pool(model, data, opts, comm),
         Some(n) => {
             let pool = rayon::ThreadPoolBuilder::new()
                 .num_threads(n.max(1))
                 .build()
                 .map_err(|e| FitError::Config(format!("cannot start {n} threads: {e}")))?;
-            pool.install(|| fit_on_current_pool(model, data, opts))
+            pool.install(|| fit_on_current_pool(model, data, opts, comm))
         }
     }
 }
@@ -439,8 +485,41 @@ fn fit_on_current_pool<M: Model + ?Sized>(
     model: &mut M,
     data: &TrainData<'_>,
     opts: &FitOptions,
+    comm: &dyn Collective,
 ) -> Result<History, FitError> {
     let spec = model.spec();
+    let lead = comm.rank() == 0;
+    // First, before anything that could fail on one rank only: do the ranks
+    // run the same thing? (A rank failing alone leaves the others waiting.)
+    {
+        let train = opts.train_spec(&spec.train);
+        comm.check_agreement(&[
+            ("model hash", Value::Hash(spec.hash)),
+            ("parameter count", Value::Count(spec.param_count as u64)),
+            (
+                "params buffer length",
+                Value::Count(model.params().len() as u64),
+            ),
+            ("training samples", Value::Count(data.train.len() as u64)),
+            (
+                "validation samples",
+                Value::Count(data.validation.map_or(0, |v| v.len() as u64)),
+            ),
+            (
+                "training options (hash)",
+                Value::Hash(fnv1a(format!("{train:?}").into_bytes())),
+            ),
+            (
+                "max steps",
+                Value::Count(opts.max_steps.unwrap_or(u64::MAX)),
+            ),
+            (
+                "parallel strategy (hash)",
+                Value::Hash(fnv1a(format!("{:?}", opts.parallel).into_bytes())),
+            ),
+            ("resuming", Value::Count(u64::from(opts.resume.is_some()))),
+        ])?;
+    }
     let layout = Layout::of(spec)?;
     check_buffers(model)?;
     layout.check(data.train, "training set")?;
@@ -497,21 +576,25 @@ fn fit_on_current_pool<M: Model + ?Sized>(
     if let Some(path) = &opts.resume {
         run = resume(model, path, batch, optimizer.as_mut(), &mut loader)?;
     }
+    // Rank 0's parameters are the run's: initialised there, or resumed.
+    comm.broadcast(model.params_mut(), 0)?;
+    comm.check_agreement(&[("resumed step", Value::Count(optimizer.steps()))])?;
     let ckpt_dir = match &opts.checkpoint_dir {
-        Some(dir) => {
+        Some(dir) if lead => {
             std::fs::create_dir_all(dir).map_err(|source| CheckpointError::Io {
                 path: dir.clone(),
                 source,
             })?;
             Some(dir.as_path())
         }
-        None => None,
+        _ => None,
     };
 
     // Everything the loop touches, allocated once.
-    let mut x = vec![0.0f32; batch * layout.features];
-    let mut y = vec![0u32; batch];
-    let mut runner = StepRunner::new(&*model, batch, opts.parallel);
+    let mut runner = StepRunner::for_rank(&*model, batch, opts.parallel, comm.rank(), comm.size());
+    let rank_max = runner.rank_rows(batch).len();
+    let mut x = vec![0.0f32; rank_max * layout.features];
+    let mut y = vec![0u32; rank_max];
     let mut evaluator = match data.validation {
         Some(_) => Some(Evaluator::new(model)?),
         None => None,
@@ -520,7 +603,7 @@ fn fit_on_current_pool<M: Model + ?Sized>(
         OptimizerConfig::AdamW(_) => 0.0,
         _ => train.weight_decay,
     };
-    let show_progress = opts.progress && std::io::stderr().is_terminal();
+    let show_progress = lead && opts.progress && std::io::stderr().is_terminal();
     let running_loss = Arc::new(AtomicU64::new(f64::NAN.to_bits()));
     let stop_at = opts.max_steps.unwrap_or(u64::MAX);
     let started = Instant::now();
@@ -557,18 +640,25 @@ fn fit_on_current_pool<M: Model + ?Sized>(
                     finished: false,
                 });
             }
-            let Some(rows) = loader.next_batch(data.train, &mut x, LabelsMut::Classes(&mut y))?
-            else {
+            let Some(indices) = loader.next_indices() else {
                 break;
             };
-            let inputs = [&x[..rows * layout.features]];
-            let labels = [&y[..rows]];
-            let loss = runner.step(
+            // Every rank draws the same global batch and copies its own rows.
+            let rows = indices.len();
+            let own = runner.rank_rows(rows);
+            let mine = &indices[own.clone()];
+            data.train
+                .gather(mine, &mut x, LabelsMut::Classes(&mut y))?;
+            let inputs = [&x[..mine.len() * layout.features]];
+            let labels = [&y[..mine.len()]];
+            let loss = runner.step_ranks(
                 &*model,
                 &Batch {
                     inputs: &inputs,
                     labels: &labels,
                 },
+                rows,
+                comm,
             )?;
             if !loss.is_finite() {
                 bar.finish_and_clear();
@@ -615,9 +705,12 @@ fn fit_on_current_pool<M: Model + ?Sized>(
             samples_per_sec: samples_now as f64 / train_time.as_secs_f64().max(1e-9),
             elapsed: run.elapsed + started.elapsed(),
         };
-        if opts.verbose {
+        if opts.verbose && lead {
             println!("{}", format_epoch(&metrics, train.epochs));
         }
+        // Identical steps on identical gradients keep the ranks' parameters
+        // identical; check it, cheaply, once an epoch.
+        comm.check_agreement(&[("parameters (hash)", Value::Hash(hash_f32(model.params())))])?;
         let monitored = metrics.val_loss.unwrap_or(train_loss);
         let improved = monitored < run.best;
         if improved {

@@ -1,0 +1,237 @@
+//! Data-parallel training across processes: this example's binary under
+//! `mpirun` (OpenMPI), compared with the same binary run alone.
+//!
+//! Only with feature `mpi` (`.ci/run` installs OpenMPI and runs
+//! `cargo test -p nnc-example-mnist --features mpi --test mpi`); without the
+//! feature this file is empty. Every child process runs under a deadline and
+//! is killed (and the test failed) when it passes it, so a hang is a failure,
+//! not a stuck CI job.
+
+#![cfg(feature = "mpi")]
+
+use nnc::runtime::checkpoint::load_tensors;
+use std::path::{Path, PathBuf};
+use std::process::{Command, Stdio};
+use std::time::{Duration, Instant};
+
+/// Longest any run may take (the training runs take seconds).
+const DEADLINE: Duration = Duration::from_secs(60);
+
+/// Flags every run shares: 512-sample batches cut into 8 data-parallel
+/// shards of 64, so two ranks run 4 shards each; one thread per rank.
+const COMMON: [&str; 7] = [
+    "--quiet",
+    "--batch",
+    "512",
+    "--threads",
+    "1",
+    "--parallel",
+    "data",
+];
+
+fn mnist() -> Command {
+    Command::new(env!("CARGO_BIN_EXE_mnist"))
+}
+
+fn mpirun(ranks: usize) -> Command {
+    let mut c = Command::new("mpirun");
+    // Root in CI containers; more ranks than cores on small machines.
+    c.args(["--allow-run-as-root", "--oversubscribe", "-np"])
+        .arg(ranks.to_string())
+        .arg(env!("CARGO_BIN_EXE_mnist"));
+    c
+}
+
+struct Outcome {
+    success: bool,
+    code: Option<i32>,
+    /// stdout and stderr of every rank and of mpirun.
+    output: String,
+    elapsed: Duration,
+}
+
+/// A fresh scratch directory for one test.
+fn scratch(name: &str) -> PathBuf {
+    let dir = std::env::temp_dir().join(format!("nnc-mpi-{}-{name}", std::process::id()));
+    let _ = std::fs::remove_dir_all(&dir);
+    std::fs::create_dir_all(&dir).unwrap();
+    dir
+}
+
+/// Runs `cmd` with output to files (no pipe can fill up and block it),
+/// killing it and failing the test after [`DEADLINE`].
+fn run(mut cmd: Command, dir: &Path, tag: &str) -> Outcome {
+    let (out, err) = (
+        dir.join(format!("{tag}.out")),
+        dir.join(format!("{tag}.err")),
+    );
+    cmd.stdout(Stdio::from(std::fs::File::create(&out).unwrap()))
+        .stderr(Stdio::from(std::fs::File::create(&err).unwrap()))
+        .stdin(Stdio::null());
+    let start = Instant::now();
+    let mut child = cmd
+        .spawn()
+        .unwrap_or_else(|e| panic!("cannot start {cmd:?} (is OpenMPI installed?): {e}"));
+    let status = loop {
+        if let Some(status) = child.try_wait().unwrap() {
+            break status;
+        }
+        if start.elapsed() > DEADLINE {
+            let _ = child.kill();
+            let _ = child.wait();
+            panic!(
+                "{cmd:?} still running after {DEADLINE:?}: killed.\n{}{}",
+                std::fs::read_to_string(&out).unwrap_or_default(),
+                std::fs::read_to_string(&err).unwrap_or_default()
+            );
+        }
+        std::thread::sleep(Duration::from_millis(50));
+    };
+    let output = std::fs::read_to_string(&out).unwrap() + &std::fs::read_to_string(&err).unwrap();
+    Outcome {
+        success: status.success(),
+        code: status.code(),
+        output,
+        elapsed: start.elapsed(),
+    }
+}
+
+/// Runs `cmd` and fails the test unless it succeeds.
+fn ok(cmd: Command, dir: &Path, tag: &str) {
+    let o = run(cmd, dir, tag);
+    assert!(o.success, "{tag} failed ({:?}):\n{}", o.code, o.output);
+}
+
+/// Every tensor of a checkpoint (parameters and optimizer moments), as bits.
+fn tensors(ckpt: &Path) -> Vec<(String, Vec<u32>)> {
+    let (tensors, _) = load_tensors(ckpt).unwrap();
+    tensors
+        .into_iter()
+        .map(|t| (t.name, t.data.iter().map(|v| v.to_bits()).collect()))
+        .collect()
+}
+
+/// Largest |a - b| / max|a| over all tensors.
+fn max_rel_diff(a: &[(String, Vec<u32>)], b: &[(String, Vec<u32>)]) -> f64 {
+    let mut worst = 0.0f64;
+    for ((na, a), (nb, b)) in a.iter().zip(b) {
+        assert_eq!(na, nb);
+        assert_eq!(a.len(), b.len());
+        let scale = a
+            .iter()
+            .map(|&x| f64::from(f32::from_bits(x)).abs())
+            .fold(1e-30, f64::max);
+        for (&x, &y) in a.iter().zip(b) {
+            let d = (f64::from(f32::from_bits(x)) - f64::from(f32::from_bits(y))).abs();
+            worst = worst.max(d / scale);
+        }
+    }
+    worst
+}
+
+fn with_steps(mut cmd: Command, steps: u64, ckpt: &Path) -> Command {
+    cmd.args(COMMON)
+        .arg("--max-steps")
+        .arg(steps.to_string())
+        .arg("--checkpoint-dir")
+        .arg(ckpt);
+    cmd
+}
+
+#[test]
+fn two_ranks_train_bit_for_bit_as_one_and_resume_across_rank_counts() {
+    let dir = scratch("equal");
+    let (one, two, two_short, resumed) = (
+        dir.join("one"),
+        dir.join("two"),
+        dir.join("two-short"),
+        dir.join("resumed"),
+    );
+    ok(with_steps(mnist(), 4, &one), &dir, "one-rank");
+    ok(with_steps(mpirun(2), 4, &two), &dir, "two-ranks");
+    let reference = tensors(&one.join("last.safetensors"));
+    let distributed = tensors(&two.join("last.safetensors"));
+    assert_eq!(reference.len(), distributed.len());
+    assert!(
+        reference == distributed,
+        "2 ranks differ from 1 rank after 4 steps: max relative difference {:e}",
+        max_rel_diff(&reference, &distributed)
+    );
+
+    // Stop a 2-rank run after 2 steps, resume it alone for the other 2.
+    ok(
+        with_steps(mpirun(2), 2, &two_short),
+        &dir,
+        "two-ranks-short",
+    );
+    let halfway = tensors(&two_short.join("last.safetensors"));
+    // Not vacuous: steps 3 and 4 changed every tensor.
+    assert!(halfway
+        .iter()
+        .zip(&reference)
+        .all(|((_, a), (_, b))| a != b));
+    let mut cmd = with_steps(mnist(), 4, &resumed);
+    cmd.arg("--resume").arg(two_short.join("last.safetensors"));
+    ok(cmd, &dir, "resumed-alone");
+    assert!(
+        tensors(&resumed.join("last.safetensors")) == reference,
+        "a 2-rank checkpoint resumed on 1 rank differs from the uninterrupted run"
+    );
+    let _ = std::fs::remove_dir_all(&dir);
+}
+
+#[test]
+fn a_rank_that_dies_ends_the_job_with_an_error() {
+    let dir = scratch("death");
+    let mut cmd = mpirun(2);
+    // Long enough that rank 1 dies mid-training, 1.5 s in.
+    cmd.args(COMMON).args([
+        "--epochs",
+        "200",
+        "--test-die-rank",
+        "1",
+        "--test-die-after-ms",
+        "1500",
+    ]);
+    let o = run(cmd, &dir, "death");
+    assert!(
+        !o.success,
+        "the job succeeded although rank 1 died:\n{}",
+        o.output
+    );
+    assert!(o.elapsed < DEADLINE);
+    // mpirun names the cause and the failed process, `[[job,1],rank]`.
+    for needle in ["exited with non-zero status", "],1]\n  Exit code:    3"] {
+        assert!(
+            o.output.contains(needle),
+            "no `{needle}` naming the dead rank:\n{}",
+            o.output
+        );
+    }
+    let _ = std::fs::remove_dir_all(&dir);
+}
+
+#[test]
+fn ranks_with_different_models_stop_with_the_cause() {
+    let dir = scratch("mismatch");
+    let mut cmd = mpirun(2);
+    cmd.args(COMMON)
+        .args(["--max-steps", "2", "--test-last-rank-model", "lenet"]);
+    let o = run(cmd, &dir, "mismatch");
+    assert!(
+        !o.success,
+        "ranks with different models trained:\n{}",
+        o.output
+    );
+    for needle in [
+        "ranks disagree: rank 1 has model hash",
+        "parameter count 61706 (rank 0: 118282)",
+    ] {
+        assert!(
+            o.output.contains(needle),
+            "missing `{needle}` in:\n{}",
+            o.output
+        );
+    }
+    let _ = std::fs::remove_dir_all(&dir);
+}

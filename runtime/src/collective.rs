@@ -1,0 +1,382 @@
+//! The seam between training and the processes it runs on: a
+//! [`Collective`] is the group of ranks (processes) that train one model
+//! together, and the few collective operations data-parallel training needs.
+//!
+//! * [`Local`]: one process, size 1; every operation is a no-op. The
+//!   in-process parallelism (rayon threads over shards of the batch, see
+//!   [`crate::parallel`]) lives inside a rank and is the same either way.
+//! * `Mpi` (cargo feature `mpi`): the ranks of an MPI job started by
+//!   `mpirun`, through the `mpi` crate (rsmpi) over the system's MPI
+//!   library (OpenMPI on Debian/Ubuntu). Default builds need no MPI.
+//!
+//! nnc does not define a cluster protocol of its own: launching, placement,
+//! transport and failure detection are MPI's. What nnc adds is the
+//! *agreement check* ([`Collective::check_agreement`]): before ranks start
+//! exchanging gradients they compare what must be equal (model hash,
+//! parameter count, batch, options, data size) and all stop with the same
+//! error naming the first rank that differs, instead of exchanging buffers of
+//! different lengths and hanging or corrupting each other.
+//!
+//! Failures MPI reports are MPI's: with OpenMPI, a rank that dies (or exits
+//! without finalising) makes `mpirun` terminate the whole job and print which
+//! rank failed. A rank whose training returns an error must therefore end
+//! the job with [`Collective::abort`] rather than simply return, or the
+//! other ranks would wait in the next collective forever.
+
+use thiserror::Error;
+
+/// Why a collective operation could not be done.
+#[derive(Debug, Clone, PartialEq, Eq, Error)]
+pub enum CollectiveError {
+    /// The message-passing library could not start.
+    #[error("cannot start MPI: {0}")]
+    Init(String),
+    /// Ranks disagree on values that must be equal on every rank.
+    #[error("ranks disagree: rank {rank} has {differences}; every rank must run the same model on the same configuration")]
+    Mismatch {
+        /// The first rank (in rank order) that differs from rank 0.
+        rank: usize,
+        /// Every differing value of that rank, as `what X (rank 0: Y)`.
+        differences: String,
+    },
+    /// A buffer longer than MPI's `int` element count.
+    #[error("buffer of {len} values exceeds MPI's limit of {max} per call")]
+    TooLarge {
+        /// Values given.
+        len: usize,
+        /// The limit.
+        max: usize,
+    },
+    /// A root rank that is not in the group.
+    #[error("root rank {root} is not in a group of {size}")]
+    NoSuchRank {
+        /// The rank asked for.
+        root: usize,
+        /// Ranks in the group.
+        size: usize,
+    },
+}
+
+/// A group of ranks training together. Every rank must call the same
+/// collective operations in the same order with buffers of the same length;
+/// [`Collective::check_agreement`] exists to verify the inputs that decide
+/// this before the first exchange.
+///
+/// Methods take `&self` and implementations are `Sync` so a collective can be
+/// borrowed by a training loop running on a worker thread; the loop calls
+/// them from one thread at a time.
+pub trait Collective: Sync {
+    /// This process's rank, `0..size()`.
+    fn rank(&self) -> usize;
+    /// Number of ranks.
+    fn size(&self) -> usize;
+    /// Replaces `buf` on every rank by the element-wise sum of every rank's
+    /// `buf`. One call per training step, on the whole flat gradient buffer.
+    fn all_reduce_sum(&self, buf: &mut [f32]) -> Result<(), CollectiveError>;
+    /// Copies `buf` of rank `root` into `buf` on every other rank.
+    fn broadcast(&self, buf: &mut [f32], root: usize) -> Result<(), CollectiveError>;
+    /// Returns once every rank has called it.
+    fn barrier(&self) -> Result<(), CollectiveError>;
+    /// Every rank's `local` (all of the same length), rank after rank:
+    /// `out[r * local.len()..][..local.len()]` is rank `r`'s.
+    fn all_gather_u64(&self, local: &[u64], out: &mut [u64]) -> Result<(), CollectiveError>;
+    /// Ends every rank of the job with exit status `code`; for a rank whose
+    /// work failed, so that the others do not wait for it forever.
+    fn abort(&self, code: i32) -> !;
+
+    /// Checks that every rank has the same `values` (name, value) and
+    /// returns the same error on every rank otherwise, naming the first rank
+    /// that differs and each of its differing values next to rank 0's.
+    /// `values` must have the same length on every rank.
+    fn check_agreement(&self, values: &[(&str, Value)]) -> Result<(), CollectiveError> {
+        let size = self.size();
+        if size <= 1 {
+            return Ok(());
+        }
+        let local: Vec<u64> = values.iter().map(|(_, v)| v.raw()).collect();
+        let mut all = vec![0u64; local.len() * size];
+        self.all_gather_u64(&local, &mut all)?;
+        let root = &all[..local.len()];
+        for rank in 1..size {
+            let theirs = &all[rank * local.len()..(rank + 1) * local.len()];
+            let differences: Vec<String> = values
+                .iter()
+                .zip(root.iter().zip(theirs))
+                .filter(|(_, (a, b))| a != b)
+                .map(|((what, v), (&a, &b))| {
+                    format!("{what} {} (rank 0: {})", v.show(b), v.show(a))
+                })
+                .collect();
+            if !differences.is_empty() {
+                return Err(CollectiveError::Mismatch {
+                    rank,
+                    differences: differences.join(", "),
+                });
+            }
+        }
+        Ok(())
+    }
+}
+
+/// A value compared by [`Collective::check_agreement`]: the kind only
+/// decides how it is printed in the error.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Value {
+    /// A count or number, printed in decimal.
+    Count(u64),
+    /// A hash, printed as 16 hex digits.
+    Hash(u64),
+}
+
+impl Value {
+    fn raw(self) -> u64 {
+        match self {
+            Value::Count(v) | Value::Hash(v) => v,
+        }
+    }
+
+    fn show(self, v: u64) -> String {
+        match self {
+            Value::Count(_) => v.to_string(),
+            Value::Hash(_) => format!("{v:016x}"),
+        }
+    }
+}
+
+/// FNV-1a over bytes: the hash ranks compare for things that have no hash of
+/// their own (the printed training options, the parameters' bits). Stable
+/// across processes and builds, unlike `std`'s randomly keyed hasher.
+pub fn fnv1a(bytes: impl IntoIterator<Item = u8>) -> u64 {
+    let mut h = 0xcbf2_9ce4_8422_2325u64;
+    for b in bytes {
+        h ^= u64::from(b);
+        h = h.wrapping_mul(0x0000_0100_0000_01b3);
+    }
+    h
+}
+
+/// FNV-1a over the bit patterns of `values`: equal exactly when every value
+/// is bit-identical (up to hash collisions).
+pub fn hash_f32(values: &[f32]) -> u64 {
+    fnv1a(values.iter().flat_map(|v| v.to_bits().to_le_bytes()))
+}
+
+/// One process on its own: rank 0 of 1. Reductions and broadcasts leave the
+/// buffer as it is.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct Local;
+
+impl Collective for Local {
+    fn rank(&self) -> usize {
+        0
+    }
+
+    fn size(&self) -> usize {
+        1
+    }
+
+    fn all_reduce_sum(&self, _buf: &mut [f32]) -> Result<(), CollectiveError> {
+        Ok(())
+    }
+
+    fn broadcast(&self, _buf: &mut [f32], root: usize) -> Result<(), CollectiveError> {
+        match root {
+            0 => Ok(()),
+            _ => Err(CollectiveError::NoSuchRank { root, size: 1 }),
+        }
+    }
+
+    fn barrier(&self) -> Result<(), CollectiveError> {
+        Ok(())
+    }
+
+    fn all_gather_u64(&self, local: &[u64], out: &mut [u64]) -> Result<(), CollectiveError> {
+        out[..local.len()].copy_from_slice(local);
+        Ok(())
+    }
+
+    fn abort(&self, code: i32) -> ! {
+        std::process::exit(code)
+    }
+}
+
+#[cfg(feature = "mpi")]
+pub use self::mpi_impl::Mpi;
+
+#[cfg(feature = "mpi")]
+mod mpi_impl {
+    use super::{Collective, CollectiveError};
+    use mpi::collective::{CommunicatorCollectives, Root, SystemOperation};
+    use mpi::environment::Universe;
+    use mpi::topology::{Communicator, SimpleCommunicator};
+    use mpi::Threading;
+    use std::sync::Mutex;
+
+    /// The ranks of the MPI job this process belongs to (`MPI_COMM_WORLD`).
+    ///
+    /// MPI is initialised with `MPI_THREAD_SERIALIZED`: the training loop may
+    /// run on a rayon worker rather than the main thread, and every call goes
+    /// through one mutex, so calls never overlap. Dropping the value
+    /// finalises MPI; create one per process, before any other MPI use.
+    pub struct Mpi {
+        /// Finalises MPI on drop.
+        _universe: Universe,
+        rank: usize,
+        size: usize,
+        /// Send-side copy for all-reduce (rsmpi has no in-place all-reduce);
+        /// grows once to the gradient's length, then is reused every step.
+        scratch: Mutex<Vec<f32>>,
+    }
+
+    impl std::fmt::Debug for Mpi {
+        fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+            f.debug_struct("Mpi")
+                .field("rank", &self.rank)
+                .field("size", &self.size)
+                .finish()
+        }
+    }
+
+    /// Largest element count of one MPI call (`int`).
+    const MAX_COUNT: usize = i32::MAX as usize;
+
+    impl Mpi {
+        /// Initialises MPI. Fails if it was already initialised or cannot
+        /// give serialized threading.
+        pub fn init() -> Result<Mpi, CollectiveError> {
+            let (universe, threading) = mpi::initialize_with_threading(Threading::Serialized)
+                .ok_or_else(|| CollectiveError::Init("MPI was already initialised".into()))?;
+            if threading < Threading::Serialized {
+                return Err(CollectiveError::Init(format!(
+                    "the MPI library provides {threading:?} threading, serialized is needed"
+                )));
+            }
+            let world = universe.world();
+            Ok(Mpi {
+                rank: world.rank() as usize,
+                size: world.size() as usize,
+                _universe: universe,
+                scratch: Mutex::new(Vec::new()),
+            })
+        }
+
+        /// True when this process was started by an MPI launcher (`mpirun`,
+        /// `mpiexec`, `srun`): the environment variables OpenMPI, MPICH and
+        /// PMIx set for their ranks. Lets one binary train alone when run
+        /// plainly and join the job when launched.
+        pub fn launched() -> bool {
+            ["OMPI_COMM_WORLD_SIZE", "PMI_SIZE", "PMIX_RANK"]
+                .iter()
+                .any(|v| std::env::var_os(v).is_some())
+        }
+
+        fn world(&self) -> SimpleCommunicator {
+            SimpleCommunicator::world()
+        }
+
+        fn lock(&self) -> std::sync::MutexGuard<'_, Vec<f32>> {
+            // A panic while holding the lock left no MPI state behind.
+            self.scratch
+                .lock()
+                .unwrap_or_else(std::sync::PoisonError::into_inner)
+        }
+    }
+
+    fn check_len(len: usize) -> Result<(), CollectiveError> {
+        if len > MAX_COUNT {
+            return Err(CollectiveError::TooLarge {
+                len,
+                max: MAX_COUNT,
+            });
+        }
+        Ok(())
+    }
+
+    impl Collective for Mpi {
+        fn rank(&self) -> usize {
+            self.rank
+        }
+
+        fn size(&self) -> usize {
+            self.size
+        }
+
+        fn all_reduce_sum(&self, buf: &mut [f32]) -> Result<(), CollectiveError> {
+            check_len(buf.len())?;
+            if self.size == 1 {
+                return Ok(());
+            }
+            let mut send = self.lock();
+            if send.len() != buf.len() {
+                send.resize(buf.len(), 0.0);
+            }
+            send.copy_from_slice(buf);
+            self.world()
+                .all_reduce_into(&send[..], buf, SystemOperation::sum());
+            Ok(())
+        }
+
+        fn broadcast(&self, buf: &mut [f32], root: usize) -> Result<(), CollectiveError> {
+            check_len(buf.len())?;
+            if root >= self.size {
+                return Err(CollectiveError::NoSuchRank {
+                    root,
+                    size: self.size,
+                });
+            }
+            let _guard = self.lock();
+            self.world()
+                .process_at_rank(root as i32)
+                .broadcast_into(buf);
+            Ok(())
+        }
+
+        fn barrier(&self) -> Result<(), CollectiveError> {
+            let _guard = self.lock();
+            self.world().barrier();
+            Ok(())
+        }
+
+        fn all_gather_u64(&self, local: &[u64], out: &mut [u64]) -> Result<(), CollectiveError> {
+            check_len(out.len())?;
+            let _guard = self.lock();
+            self.world().all_gather_into(local, &mut out[..]);
+            Ok(())
+        }
+
+        fn abort(&self, code: i32) -> ! {
+            self.world().abort(code)
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn local_is_rank_zero_of_one_and_leaves_buffers() {
+        let mut buf = [1.0f32, -2.5];
+        Local.all_reduce_sum(&mut buf).unwrap();
+        Local.broadcast(&mut buf, 0).unwrap();
+        Local.barrier().unwrap();
+        assert_eq!(buf, [1.0, -2.5]);
+        assert_eq!((Local.rank(), Local.size()), (0, 1));
+        assert_eq!(
+            Local.broadcast(&mut buf, 1),
+            Err(CollectiveError::NoSuchRank { root: 1, size: 1 })
+        );
+        let mut out = [0u64; 2];
+        Local.all_gather_u64(&[7, 9], &mut out).unwrap();
+        assert_eq!(out, [7, 9]);
+    }
+
+    #[test]
+    fn fnv1a_matches_published_vectors() {
+        // Test vectors of the FNV reference (draft-eastlake-fnv).
+        assert_eq!(fnv1a(*b""), 0xcbf2_9ce4_8422_2325);
+        assert_eq!(fnv1a(*b"a"), 0xaf63_dc4c_8601_ec8c);
+        assert_eq!(fnv1a(*b"foobar"), 0x8594_4171_f739_67e8);
+        assert_ne!(hash_f32(&[0.0]), hash_f32(&[-0.0]));
+    }
+}
