@@ -20,7 +20,7 @@
 //! in the other (they agree to float precision).
 
 use crate::kernels;
-use crate::model::{Batch, InputKind, Model, StepError};
+use crate::model::{Batch, InputKind, Model, StepError, StepKey};
 use rayon::prelude::*;
 
 /// How a training step is spread over threads.
@@ -104,6 +104,8 @@ impl Strategy {
 struct Shard {
     ws: Vec<f32>,
     grads: Vec<f32>,
+    /// The shard's batch statistics (models with state only).
+    stats: Vec<f32>,
     max_rows: usize,
 }
 
@@ -114,6 +116,8 @@ pub struct StepRunner {
     shards: Vec<Shard>,
     /// The reduced gradient of the last step.
     grads: Vec<f32>,
+    /// The reduced batch statistics of the last step.
+    stats: Vec<f32>,
     /// Per-shard losses and weights (shard rows / batch rows) of the last step.
     losses: Vec<f32>,
     weights: Vec<f32>,
@@ -126,6 +130,7 @@ impl StepRunner {
     /// Buffers for steps of up to `batch` samples of `model`.
     pub fn new<M: Model + ?Sized>(model: &M, batch: usize, strategy: Strategy) -> StepRunner {
         let n = model.spec().param_count;
+        let state = crate::model::state_len(model.state_spec());
         let (features, labels) = (per_sample(model, false), per_sample(model, true));
         let mode = match strategy.resolve(n, batch) {
             // Shards slice each input into a fixed array of this many.
@@ -142,6 +147,7 @@ impl StepRunner {
                 Shard {
                     ws: vec![0.0; model.workspace_len(max_rows)],
                     grads: vec![0.0; n],
+                    stats: vec![0.0; state],
                     max_rows,
                 }
             })
@@ -150,6 +156,7 @@ impl StepRunner {
             mode,
             shards,
             grads: vec![0.0; n],
+            stats: vec![0.0; state],
             losses: vec![0.0; count],
             weights: vec![0.0; count],
             features,
@@ -164,10 +171,29 @@ impl StepRunner {
 
     /// Forward and backward on one batch (of at most the size the runner was
     /// built for): the mean loss, with the gradient left in [`Self::grads`].
+    /// Runs as step 0 of seed 0 ([`Self::step_at`]).
     pub fn step<M: Model + ?Sized>(
         &mut self,
         model: &M,
         batch: &Batch<'_>,
+    ) -> Result<f32, StepError> {
+        self.step_at(model, batch, StepKey::default())
+    }
+
+    /// [`Self::step`] as step `key` of a run (dropout masks depend on it);
+    /// the batch statistics are left in [`Self::stats`].
+    ///
+    /// Batch norm under data parallelism: each shard normalises with its
+    /// own batch statistics (as PyTorch's DDP does without SyncBatchNorm),
+    /// and the statistics handed to the running averages are the shards'
+    /// statistics weighted by shard size and summed in shard order, like the
+    /// gradients. The cut depends only on the batch size, so this is
+    /// deterministic and independent of the thread count.
+    pub fn step_at<M: Model + ?Sized>(
+        &mut self,
+        model: &M,
+        batch: &Batch<'_>,
+        key: StepKey,
     ) -> Result<f32, StepError> {
         let spec = model.spec();
         let rows = crate::model::check_batch(spec, batch.inputs, Some(batch.labels), usize::MAX)?;
@@ -192,14 +218,22 @@ impl StepRunner {
         }
         if self.mode == Resolved::IntraOp {
             let shard = &mut self.shards[0];
+            let (grads, stats) = (&mut self.grads, &mut self.stats);
             let loss = kernels::with_parallel_gemm(|| {
-                model.train_step_in(&mut shard.ws, shard.max_rows, &mut self.grads, batch)
+                model.train_step_at(&mut shard.ws, shard.max_rows, grads, stats, batch, key)
             })?;
             return Ok(loss);
         }
         if count == 1 {
             let shard = &mut self.shards[0];
-            return model.train_step_in(&mut shard.ws, shard.max_rows, &mut self.grads, batch);
+            return model.train_step_at(
+                &mut shard.ws,
+                shard.max_rows,
+                &mut self.grads,
+                &mut self.stats,
+                batch,
+                key,
+            );
         }
         let (features, labels) = (&self.features, &self.labels);
         self.shards
@@ -211,6 +245,7 @@ impl StepRunner {
                 *loss = 0.0;
                 if r.is_empty() {
                     shard.grads.fill(0.0);
+                    shard.stats.fill(0.0);
                     return Ok(());
                 }
                 // A handful of inputs at most: fixed arrays, no allocation.
@@ -226,8 +261,18 @@ impl StepRunner {
                     inputs: &xs[..batch.inputs.len()],
                     labels: &ys[..batch.labels.len()],
                 };
-                *loss =
-                    model.train_step_in(&mut shard.ws, shard.max_rows, &mut shard.grads, &sub)?;
+                let at = StepKey {
+                    offset: key.offset + r.start as u64,
+                    ..key
+                };
+                *loss = model.train_step_at(
+                    &mut shard.ws,
+                    shard.max_rows,
+                    &mut shard.grads,
+                    &mut shard.stats,
+                    &sub,
+                    at,
+                )?;
                 Ok(())
             })?;
         // Weighted by shard size, summed in shard order: the same sums in the
@@ -255,12 +300,24 @@ impl StepRunner {
                     }
                 }
             });
+        for (j, out) in self.stats.iter_mut().enumerate() {
+            *out = shards
+                .iter()
+                .zip(weights)
+                .fold(0.0, |acc, (s, &w)| acc + w * s.stats[j]);
+        }
         Ok(self.losses.iter().zip(weights).map(|(&l, &w)| w * l).sum())
     }
 
     /// The gradient of the last [`Self::step`].
     pub fn grads(&self) -> &[f32] {
         &self.grads
+    }
+
+    /// The batch statistics of the last [`Self::step_at`] (empty for models
+    /// without state).
+    pub fn stats(&self) -> &[f32] {
+        &self.stats
     }
 }
 
