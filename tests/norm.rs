@@ -110,7 +110,9 @@ fn data<M: Model>(model: &M, net: &Network, batch: usize, seed: u64) -> Data {
         );
     }
     for s in model.state_spec() {
-        let v = model.state()[s.tensor.range()].iter().map(|&x| f64::from(x));
+        let v = model.state()[s.tensor.range()]
+            .iter()
+            .map(|&x| f64::from(x));
         d.bindings.insert(
             s.tensor.name.to_string(),
             Tensor::from_shape_vec(s.tensor.shape.to_vec(), v.collect()).unwrap(),
@@ -355,10 +357,14 @@ fn fit_updates_the_running_statistics_and_checkpoints_restore_them() {
     };
     fit(&mut model, &TrainData::new(&data), &opts).unwrap();
     let trained = model.state().to_vec();
-    assert_ne!(trained, nnc::runtime::model::initial_state(model.state_spec()));
+    assert_ne!(
+        trained,
+        nnc::runtime::model::initial_state(model.state_spec())
+    );
 
     // The checkpoint holds the state under its own names.
-    let (tensors, _) = nnc::runtime::checkpoint::load_tensors(dir.join("last.safetensors")).unwrap();
+    let (tensors, _) =
+        nnc::runtime::checkpoint::load_tensors(dir.join("last.safetensors")).unwrap();
     let mean = tensors
         .iter()
         .find(|t| t.name == "h.running_mean")
@@ -405,7 +411,10 @@ fn sharded_dropout_draws_the_whole_batchs_mask() {
         .iter()
         .zip(sharded.grads())
         .fold(0.0f32, |m, (a, b)| m.max((a - b).abs()));
-    assert!(err <= 1e-5 * scale, "gradient difference {err} (scale {scale})");
+    assert!(
+        err <= 1e-5 * scale,
+        "gradient difference {err} (scale {scale})"
+    );
     // And another step draws another mask.
     let l_next = whole
         .step_at(&model, &batch, StepKey { step: 18, ..key })

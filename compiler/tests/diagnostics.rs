@@ -1865,7 +1865,10 @@ fn dropout_rate_must_be_a_probability() {
         (4, 26),
         "`rate` of `dropout` must be in [0, 1), found 1",
     );
-    assert_eq!(spanned(&norm_net("batch, 4", "dropout(x, rate: 1.0)"), &d), "1.0");
+    assert_eq!(
+        spanned(&norm_net("batch, 4", "dropout(x, rate: 1.0)"), &d),
+        "1.0"
+    );
     assert_eq!(d.label, "not a drop probability");
     one(
         &norm_net("batch, 4", "x |> dropout(rate: -0.5)"),
@@ -1912,7 +1915,10 @@ fn batch_norm_needs_rank_2_or_4_with_fixed_channels() {
         "batch_norm expects f32[batch, channels] or f32[batch, channels, height, width] (fixed channels and size), found f32[batch, 2, 3]",
     );
     compiles(&norm_net("batch, 2, 3, 3", "x |> batch_norm"));
-    compiles(&norm_net("batch, 5", "batch_norm(x, momentum: 0.01, eps: 1e-3)"));
+    compiles(&norm_net(
+        "batch, 5",
+        "batch_norm(x, momentum: 0.01, eps: 1e-3)",
+    ));
 }
 
 #[test]

@@ -115,8 +115,11 @@ fn dropout_drops_about_rate_scales_the_rest_and_indexes_global_samples() {
 #[test]
 fn batch_norm_statistics_are_per_channel_and_unbiased() {
     // [N=2, C=2, S=2]: channel 0 holds 1, 2, 3, 6.
-    let x = Tensor::from_shape_vec(vec![2, 2, 2, 1], vec![1.0, 2.0, 9.0, 9.0, 3.0, 6.0, 9.0, 9.0])
-        .unwrap();
+    let x = Tensor::from_shape_vec(
+        vec![2, 2, 2, 1],
+        vec![1.0, 2.0, 9.0, 9.0, 3.0, 6.0, 9.0, 9.0],
+    )
+    .unwrap();
     let key = StepKey::default();
     let mean = eval(NormOp::BatchStat { var: false }, &x, key);
     let var = eval(NormOp::BatchStat { var: true }, &x, key);
@@ -124,7 +127,13 @@ fn batch_norm_statistics_are_per_channel_and_unbiased() {
     // (4 + 1 + 0 + 9) / 3
     assert!((var[[0]] - 14.0 / 3.0).abs() < 1e-12);
     assert_eq!(var[[1]], 0.0);
-    let y = eval(NormOp::BatchNorm { eps: 0f64.to_bits() }, &x, key);
+    let y = eval(
+        NormOp::BatchNorm {
+            eps: 0f64.to_bits(),
+        },
+        &x,
+        key,
+    );
     // Biased variance 14 / 4 in training normalisation.
     assert!((y[[1, 0, 1, 0]] - 3.0 / 3.5f64.sqrt()).abs() < 1e-12);
 }

@@ -173,7 +173,11 @@ pub struct StateSpec {
 
 /// Elements of the flat state buffer a state table describes.
 pub fn state_len(specs: &[StateSpec]) -> usize {
-    specs.iter().map(|s| s.tensor.offset + s.tensor.len).max().unwrap_or(0)
+    specs
+        .iter()
+        .map(|s| s.tensor.offset + s.tensor.len)
+        .max()
+        .unwrap_or(0)
 }
 
 /// A state buffer holding every state tensor's initial value.

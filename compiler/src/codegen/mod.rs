@@ -381,7 +381,15 @@ fn network(
 
     let train_calls = calls(source, &tg, &layout, &train, rt, &fusion, "k");
     let loss_calls = calls(source, itg, &loss_layout, &loss, rt, &ifusion, iprefix);
-    let predict_calls = calls(source, itg, &predict_layout, &predict, rt, &ifusion, iprefix);
+    let predict_calls = calls(
+        source,
+        itg,
+        &predict_layout,
+        &predict,
+        rt,
+        &ifusion,
+        iprefix,
+    );
     let grad_copies: TokenStream = tg
         .params
         .iter()
@@ -526,7 +534,17 @@ fn network(
             Ok(b)
         },
     );
-    let modal_items = Modal::new(net, &tg, rt, &ty, &spec_name, &state_name, &fnames, &lnames, (n_features, n_labels));
+    let modal_items = Modal::new(
+        net,
+        &tg,
+        rt,
+        &ty,
+        &spec_name,
+        &state_name,
+        &fnames,
+        &lnames,
+        (n_features, n_labels),
+    );
     let Modal {
         state_static,
         struct_fields,

@@ -461,17 +461,17 @@ impl Lowerer {
         let rate_span = bound[1].map_or(span, |s| s.span());
         let rate = match a.float(1) {
             Some(r) if (0.0..1.0).contains(&r) => r,
-            Some(r) => {
-                return Err(self.report(
-                    Diagnostic::new(
-                        ErrorKind::BadArgument,
-                        rate_span,
-                        format!("`rate` of `dropout` must be in [0, 1), found {r}"),
-                    )
-                    .with_label("not a drop probability")
-                    .with_help("the rate is the probability of zeroing an element; 1 would drop everything"),
-                ))
-            }
+            Some(r) => return Err(self.report(
+                Diagnostic::new(
+                    ErrorKind::BadArgument,
+                    rate_span,
+                    format!("`rate` of `dropout` must be in [0, 1), found {r}"),
+                )
+                .with_label("not a drop probability")
+                .with_help(
+                    "the rate is the probability of zeroing an element; 1 would drop everything",
+                ),
+            )),
             None => return Err(Reported),
         };
         let name = self.layer_name();
@@ -586,7 +586,8 @@ impl Lowerer {
             span,
         )?;
         self.modal.push((xhat, vec![mean, var]));
-        for (n, node, var_stat, init) in [(mean_name, mean, false, 0.0), (var_name, var, true, 1.0)] {
+        for (n, node, var_stat, init) in [(mean_name, mean, false, 0.0), (var_name, var, true, 1.0)]
+        {
             let update = self.add_op(
                 Op::Norm(ops::NormOp::BatchStat { var: var_stat }),
                 &[(x, x_span)],
@@ -616,9 +617,17 @@ impl Lowerer {
                 &[(gamma, span)],
                 span,
             )?;
-            beta = self.add_op(Op::Shape(ops::ShapeOp::Reshape { to }), &[(beta, span)], span)?;
+            beta = self.add_op(
+                Op::Shape(ops::ShapeOp::Reshape { to }),
+                &[(beta, span)],
+                span,
+            )?;
         }
-        let y = self.add_op(Op::Binary(BinaryOp::Mul), &[(xhat, span), (gamma, span)], span)?;
+        let y = self.add_op(
+            Op::Binary(BinaryOp::Mul),
+            &[(xhat, span), (gamma, span)],
+            span,
+        )?;
         self.add_op(Op::Binary(BinaryOp::Add), &[(y, span), (beta, span)], span)
     }
 

@@ -358,7 +358,9 @@ impl NormOp {
     pub fn flops(&self, inputs: &[&TensorType]) -> u64 {
         let n = inputs[0].shape.numel(1) as u64;
         match self {
-            NormOp::Dropout { training: false, .. } => 0,
+            NormOp::Dropout {
+                training: false, ..
+            } => 0,
             NormOp::Dropout { .. } => n,
             NormOp::BatchNorm { .. } | NormOp::BatchNormInfer { .. } => n.saturating_mul(5),
             NormOp::BatchNormGrad { .. } => n.saturating_mul(10),
