@@ -15,6 +15,9 @@ mod every_op {
 mod conv_net {
     nnc::include_model!("conv_net");
 }
+mod norm_net {
+    nnc::include_model!("norm_net");
+}
 
 struct Counting;
 
@@ -88,6 +91,20 @@ fn generated_steps_do_not_allocate_after_the_first_call() {
     steps(&mut model, &[&image], &[&digit], &mut [&mut probs]);
     let n = allocations(|| steps(&mut model, &[&image], &[&digit], &mut [&mut probs]));
     assert_eq!(n, 0, "ConvNet allocated {n} times in one step");
+    // Batch norm and dropout: the training step with its statistics and
+    // running update, and inference with the running statistics.
+    let image = vec![0.25f32; 50 * 4];
+    let image: Vec<f32> = image
+        .iter()
+        .enumerate()
+        .map(|(i, v)| v * (i % 7) as f32)
+        .collect();
+    let digit = vec![1u32; 4];
+    let mut probs = vec![0.0f32; 3 * 4];
+    let mut model = norm_net::NormNet::new(4);
+    steps(&mut model, &[&image], &[&digit], &mut [&mut probs]);
+    let n = allocations(|| steps(&mut model, &[&image], &[&digit], &mut [&mut probs]));
+    assert_eq!(n, 0, "NormNet allocated {n} times in one step");
 
     // The parallel runner with Adam, as `fit` drives it: data parallel (four
     // shards on two threads) and intra-op. Each worker thread grows its
@@ -130,6 +147,38 @@ fn generated_steps_do_not_allocate_after_the_first_call() {
         });
         assert_eq!(n, 0, "{strategy:?} allocated {n} times in 5 steps");
     }
+
+    // The runner on a model with state, as `fit` drives it: keyed steps on
+    // two shards, then the running update.
+    let mut model = norm_net::NormNet::new(8);
+    let image: Vec<f32> = (0..50 * 8).map(|i| (i % 13) as f32 / 13.0).collect();
+    let digit: Vec<u32> = (0..8).map(|i| i % 3).collect();
+    let mut runner = StepRunner::new(&model, 8, Strategy::Data { shards: Some(2) });
+    let n = pool.install(|| {
+        let mut step = |i: u64| {
+            let batch = Batch {
+                inputs: &[&image],
+                labels: &[&digit],
+            };
+            let key = nnc::runtime::StepKey {
+                seed: 1,
+                step: i,
+                offset: 0,
+            };
+            let loss = runner.step_at(&model, &batch, key).expect("valid batch");
+            assert!(loss.is_finite());
+            model.update_state(runner.stats());
+        };
+        for i in 0..5 {
+            step(i);
+        }
+        allocations(|| {
+            for i in 5..10 {
+                step(i);
+            }
+        })
+    });
+    assert_eq!(n, 0, "NormNet's runner allocated {n} times in 5 steps");
 
     // The counter does count: a Vec allocates.
     assert!(allocations(|| drop(std::hint::black_box(vec![1u8; 16]))) >= 1);

@@ -13,6 +13,9 @@ mod mnist_mlp {
     nnc::include_model!("mnist_mlp");
 }
 use mnist_mlp::MnistMlp;
+mod mnist_bn_dropout {
+    nnc::include_model!("mnist_bn_dropout");
+}
 
 fn train_set() -> nnc::runtime::data::Dataset {
     let dir = concat!(env!("CARGO_MANIFEST_DIR"), "/data/mnist-10k");
@@ -105,6 +108,40 @@ fn sharded_gradient_equals_the_whole_batch_gradient() {
         labels: &[&big_y],
     };
     assert!(sharded.step(&model, &too_big).is_err());
+}
+
+/// Parameters and running statistics of the batch norm + dropout MLP after
+/// 12 data-parallel steps of batch 128 (two shards) on `threads` threads.
+fn train_bn_dropout(threads: usize) -> (Vec<f32>, Vec<f32>) {
+    let train = train_set();
+    let mut model = mnist_bn_dropout::MnistBnDropout::new(128);
+    let opts = FitOptions {
+        epochs: Some(2),
+        max_steps: Some(12),
+        threads: Some(threads),
+        parallel: Strategy::Data { shards: None },
+        ..FitOptions::quiet()
+    };
+    fit(&mut model, &TrainData::new(&train), &opts).unwrap();
+    (model.params().to_vec(), model.state().to_vec())
+}
+
+/// Dropout masks keyed by the global sample and per-shard batch statistics
+/// reduced in shard order: still bit-identical on any thread count.
+#[test]
+fn batch_norm_and_dropout_are_bit_identical_on_any_thread_count() {
+    let (p1, s1) = train_bn_dropout(1);
+    for threads in [2, 8] {
+        let (p, s) = train_bn_dropout(threads);
+        assert!(same_bits(&p1, &p), "parameters: 1 vs {threads} threads");
+        assert!(
+            same_bits(&s1, &s),
+            "running statistics: 1 vs {threads} threads"
+        );
+    }
+    // Training moved the running statistics off their initial 0 and 1.
+    let fresh = mnist_bn_dropout::MnistBnDropout::new(128);
+    assert!(!same_bits(&s1, fresh.state()));
 }
 
 fn pool(n: usize) -> rayon::ThreadPool {

@@ -22,6 +22,11 @@ fn every_op() {
     insta::assert_snapshot!("every_op", generated("every_op"));
 }
 
+#[test]
+fn mnist_bn_dropout() {
+    insta::assert_snapshot!("mnist_bn_dropout", generated("mnist_bn_dropout"));
+}
+
 /// Generating twice gives the same text (no hash-map order leaks in).
 #[test]
 fn generation_is_deterministic() {

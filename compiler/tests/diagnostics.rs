@@ -1847,3 +1847,98 @@ fn conv2d_layer_errors_point_at_the_layer() {
         "`conv2d` is missing its argument `kernel` (an integer or a list of integers)",
     );
 }
+
+// ------------------------------------------------------ batch_norm, dropout
+
+/// A network whose hidden layer is `expr` over `x: f32[{dims}]`.
+fn norm_net(dims: &str, expr: &str) -> String {
+    format!(
+        "network N {{\n    input x: f32[{dims}];\n    label y: class[batch] of 2;\n    h = {expr};\n    loss cross_entropy(dense(flatten(h), 2), y);\n}}\n"
+    )
+}
+
+#[test]
+fn dropout_rate_must_be_a_probability() {
+    let d = one(
+        &norm_net("batch, 4", "dropout(x, rate: 1.0)"),
+        ErrorKind::BadArgument,
+        (4, 26),
+        "`rate` of `dropout` must be in [0, 1), found 1",
+    );
+    assert_eq!(
+        spanned(&norm_net("batch, 4", "dropout(x, rate: 1.0)"), &d),
+        "1.0"
+    );
+    assert_eq!(d.label, "not a drop probability");
+    one(
+        &norm_net("batch, 4", "x |> dropout(rate: -0.5)"),
+        ErrorKind::BadArgument,
+        (4, 28),
+        "`rate` of `dropout` must be in [0, 1), found -0.5",
+    );
+    one(
+        &norm_net("batch, 4", "dropout(x)"),
+        ErrorKind::BadArgument,
+        (4, 9),
+        "`dropout` is missing its argument `rate` (a number)",
+    );
+    compiles(&norm_net("batch, 4", "dropout(x, 0)"));
+}
+
+#[test]
+fn dropout_needs_the_batch_first() {
+    let d = one(
+        &norm_net("4, batch", "dropout(x, rate: 0.5)"),
+        ErrorKind::ShapeMismatch,
+        (4, 9),
+        "dropout expects a tensor whose first dimension (and only that one) is `batch`, found f32[4, batch]",
+    );
+    assert_eq!(
+        d.help.as_deref(),
+        Some("the mask is drawn per sample, so the batch must lead")
+    );
+}
+
+#[test]
+fn batch_norm_needs_rank_2_or_4_with_fixed_channels() {
+    let d = one(
+        &norm_net("batch", "batch_norm(x)"),
+        ErrorKind::ShapeMismatch,
+        (4, 20),
+        "batch_norm expects f32[batch, channels] or f32[batch, channels, height, width] (fixed channels and size), found f32[batch]",
+    );
+    assert_eq!(d.label, "this is f32[batch]");
+    one(
+        &norm_net("batch, 2, 3", "x |> batch_norm"),
+        ErrorKind::ShapeMismatch,
+        (4, 9),
+        "batch_norm expects f32[batch, channels] or f32[batch, channels, height, width] (fixed channels and size), found f32[batch, 2, 3]",
+    );
+    compiles(&norm_net("batch, 2, 3, 3", "x |> batch_norm"));
+    compiles(&norm_net(
+        "batch, 5",
+        "batch_norm(x, momentum: 0.01, eps: 1e-3)",
+    ));
+}
+
+#[test]
+fn batch_norm_momentum_and_eps_are_checked() {
+    one(
+        &norm_net("batch, 4", "batch_norm(x, momentum: 1.5)"),
+        ErrorKind::BadArgument,
+        (4, 33),
+        "`momentum` of `batch_norm` must be in [0, 1], found 1.5",
+    );
+    one(
+        &norm_net("batch, 4", "batch_norm(x, eps: 0)"),
+        ErrorKind::BadArgument,
+        (4, 28),
+        "`eps` of `batch_norm` must be a positive number, found 0",
+    );
+    one(
+        &norm_net("batch, 4", "batch_norm(x, mean: 0.1)"),
+        ErrorKind::BadArgument,
+        (4, 23),
+        "`batch_norm` has no parameter `mean`; expected one of: x, momentum, eps",
+    );
+}

@@ -356,7 +356,7 @@ fn max_pool_gradient_goes_to_the_first_maximum() {
     let x = Tensor::from_shape_vec(vec![1, 1, 2, 2], vec![1.0, 3.0, 3.0, 2.0]).unwrap();
     let dy = Tensor::from_shape_vec(vec![1, 1, 1, 1], vec![5.0]).unwrap();
     let dx = Op::Conv(ConvOp::MaxPool2dGrad(p))
-        .eval(&[&x, &dy], &nnc_compiler::ops::EvalCtx { batch: 1 })
+        .eval(&[&x, &dy], &nnc_compiler::ops::EvalCtx::new(1))
         .unwrap();
     assert_eq!(dx.iter().copied().collect::<Vec<_>>(), [0.0, 5.0, 0.0, 0.0]);
 }

@@ -16,6 +16,7 @@ pub mod gemm;
 pub mod init;
 pub mod kernels;
 pub mod model;
+pub mod norm;
 pub mod optim;
 pub mod parallel;
 pub mod params;
@@ -24,8 +25,8 @@ pub mod schedule;
 pub mod train;
 
 pub use model::{
-    Batch, BatchSpec, InputKind, InputSpec, Model, ModelSpec, OutputSpec, ScheduleSpec, StepError,
-    TrainSpec,
+    Batch, BatchSpec, InputKind, InputSpec, Model, ModelSpec, OutputSpec, ScheduleSpec, StateSpec,
+    StepError, StepKey, TrainSpec,
 };
 pub use train::{
     evaluate, fit, fit_with, EpochMetrics, Eval, FitError, FitOptions, History, TrainData,

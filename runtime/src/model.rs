@@ -144,6 +144,81 @@ pub struct ModelSpec {
     pub train: TrainSpec,
 }
 
+/// What makes one training step's random choices (dropout masks) unique:
+/// the run's seed, the optimizer step, and the global index of the first
+/// sample of the batch (a data-parallel shard passes its own start, so it
+/// draws exactly the mask the whole batch would).
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct StepKey {
+    /// The `train` block's seed.
+    pub seed: u64,
+    /// The optimizer step, from 0.
+    pub step: u64,
+    /// Global index of the batch's first sample.
+    pub offset: u64,
+}
+
+/// One state tensor of a network (a batch norm's running mean or
+/// variance): where it lives in the flat state buffer, its initial value,
+/// and how fast it follows each step's batch statistic.
+#[derive(Debug, Clone, PartialEq)]
+pub struct StateSpec {
+    /// Name, shape and place in the state buffer.
+    pub tensor: ParamSpec,
+    /// Initial value of every element.
+    pub init: f32,
+    /// `state = (1 - momentum) · state + momentum · statistic`.
+    pub momentum: f32,
+}
+
+/// Elements of the flat state buffer a state table describes.
+pub fn state_len(specs: &[StateSpec]) -> usize {
+    specs
+        .iter()
+        .map(|s| s.tensor.offset + s.tensor.len)
+        .max()
+        .unwrap_or(0)
+}
+
+/// A state buffer holding every state tensor's initial value.
+pub fn initial_state(specs: &[StateSpec]) -> Vec<f32> {
+    let mut state = vec![0.0; state_len(specs)];
+    for s in specs {
+        state[s.tensor.range()].fill(s.init);
+    }
+    state
+}
+
+/// Checks the statistics buffer of a training step: empty (statistics not
+/// wanted) or exactly the state's length.
+pub fn check_stats(stats: &[f32], len: usize) -> Result<(), StepError> {
+    if stats.is_empty() || stats.len() == len {
+        Ok(())
+    } else {
+        Err(StepError::Length {
+            name: "stats",
+            expected: len,
+            found: stats.len(),
+        })
+    }
+}
+
+/// Blends one step's batch statistics (`stats`, laid out like the state
+/// buffer) into the running state: PyTorch's momentum convention.
+pub fn update_state(specs: &[StateSpec], state: &mut [f32], stats: &[f32]) {
+    if stats.len() != state.len() {
+        // No statistics were computed (a step without them): nothing to blend.
+        return;
+    }
+    for s in specs {
+        let r = s.tensor.range();
+        let m = s.momentum;
+        for (v, &x) in state[r.clone()].iter_mut().zip(&stats[r]) {
+            *v = (1.0 - m) * *v + m * x;
+        }
+    }
+}
+
 /// One step's data: feature slices for each `Features` input and label
 /// slices for each `Labels` input, each in declaration order.
 #[derive(Debug, Clone, Copy)]
@@ -243,6 +318,47 @@ pub trait Model: Send + Sync {
         inputs: &[&[f32]],
         outputs: &mut [&mut [f32]],
     ) -> Result<usize, StepError>;
+
+    /// The network's state tensors (running statistics): not trained, not
+    /// touched by the optimizer, updated by [`Model::update_state`] after
+    /// each training step and saved in checkpoints. Empty by default.
+    fn state_spec(&self) -> &'static [StateSpec] {
+        &[]
+    }
+
+    /// The flat state buffer.
+    fn state(&self) -> &[f32] {
+        &[]
+    }
+
+    /// The flat state buffer, for checkpoints.
+    fn state_mut(&mut self) -> &mut [f32] {
+        &mut []
+    }
+
+    /// [`Model::train_step_in`] as step `key` of a run, also writing the
+    /// batch's statistics (laid out like the state buffer) into `stats`
+    /// when the network has state. Networks without dropout or batch norm
+    /// ignore both (the default).
+    fn train_step_at(
+        &self,
+        ws: &mut [f32],
+        max_batch: usize,
+        grads: &mut [f32],
+        stats: &mut [f32],
+        batch: &Batch<'_>,
+        key: StepKey,
+    ) -> Result<f32, StepError> {
+        let _ = (stats, key);
+        self.train_step_in(ws, max_batch, grads, batch)
+    }
+
+    /// Blends one step's batch statistics into the state (see
+    /// [`update_state`]).
+    fn update_state(&mut self, stats: &[f32]) {
+        let specs = self.state_spec();
+        update_state(specs, self.state_mut(), stats);
+    }
 
     /// Initialises every parameter with its initializer from one seed
     /// (parameters draw from the generator in declaration order).

@@ -21,7 +21,7 @@
 
 use crate::collective::{Collective, CollectiveError};
 use crate::kernels;
-use crate::model::{Batch, InputKind, Model, StepError};
+use crate::model::{Batch, InputKind, Model, StepError, StepKey};
 use rayon::prelude::*;
 
 /// How a training step is spread over threads.
@@ -105,6 +105,8 @@ impl Strategy {
 struct Shard {
     ws: Vec<f32>,
     grads: Vec<f32>,
+    /// The shard's batch statistics (models with state only).
+    stats: Vec<f32>,
     max_rows: usize,
 }
 
@@ -149,8 +151,11 @@ pub struct StepRunner {
     ranks: usize,
     /// The global batch the buffers were built for.
     batch: usize,
-    /// The reduced gradient of the last step, followed by one slot for the
-    /// weighted loss, so that one all-reduce carries both.
+    /// Parameters: the gradient's length.
+    params: usize,
+    /// The reduced gradient of the last step, then one slot for the weighted
+    /// loss, then the weighted batch statistics (models with state), so that
+    /// one all-reduce carries all three.
     grads: Vec<f32>,
     /// Per-shard losses and weights (shard rows / batch rows) of the last step.
     losses: Vec<f32>,
@@ -178,6 +183,7 @@ impl StepRunner {
     ) -> StepRunner {
         let ranks = ranks.max(1);
         let n = model.spec().param_count;
+        let state = crate::model::state_len(model.state_spec());
         let (features, labels) = (per_sample(model, false), per_sample(model, true));
         let mode = match strategy.resolve(n, batch) {
             // Shards slice each input into a fixed array of this many.
@@ -202,6 +208,7 @@ impl StepRunner {
                     // A rank with one shard computes straight into the
                     // runner's gradient buffer.
                     grads: if count > 1 { vec![0.0; n] } else { Vec::new() },
+                    stats: if count > 1 { vec![0.0; state] } else { Vec::new() },
                     max_rows,
                 }
             })
@@ -214,7 +221,8 @@ impl StepRunner {
             rank,
             ranks,
             batch,
-            grads: vec![0.0; n + 1],
+            params: n,
+            grads: vec![0.0; n + 1 + state],
             losses: vec![0.0; count],
             weights: vec![0.0; count],
             features,
@@ -242,11 +250,30 @@ impl StepRunner {
 
     /// Forward and backward on one batch (of at most the size the runner was
     /// built for): the mean loss, with the gradient left in [`Self::grads`].
-    /// For a runner of a single rank.
+    /// For a runner of a single rank; runs as step 0 of seed 0
+    /// ([`Self::step_at`]).
     pub fn step<M: Model + ?Sized>(
         &mut self,
         model: &M,
         batch: &Batch<'_>,
+    ) -> Result<f32, StepError> {
+        self.step_at(model, batch, StepKey::default())
+    }
+
+    /// [`Self::step`] as step `key` of a run (dropout masks depend on it);
+    /// the batch statistics are left in [`Self::stats`].
+    ///
+    /// Batch norm under data parallelism: each shard normalises with its
+    /// own batch statistics (as PyTorch's DDP does without SyncBatchNorm),
+    /// and the statistics handed to the running averages are the shards'
+    /// statistics weighted by shard size and summed like the gradients. The
+    /// cut depends only on the batch size, so this is deterministic and
+    /// independent of the thread and rank count.
+    pub fn step_at<M: Model + ?Sized>(
+        &mut self,
+        model: &M,
+        batch: &Batch<'_>,
+        key: StepKey,
     ) -> Result<f32, StepError> {
         let rows =
             crate::model::check_batch(model.spec(), batch.inputs, Some(batch.labels), usize::MAX)?;
@@ -257,8 +284,8 @@ impl StepRunner {
                 found: self.ranks,
             });
         }
-        self.local_step(model, batch, rows)?;
-        Ok(self.grads[self.grads.len() - 1])
+        self.local_step(model, batch, rows, key)?;
+        Ok(self.grads[self.params])
     }
 
     /// One step of a group of ranks: `local` holds this rank's rows
@@ -266,12 +293,14 @@ impl StepRunner {
     /// this rank's share, then sums it over the ranks with one
     /// [`Collective::all_reduce_sum`] of the gradient and loss. Returns the
     /// global mean loss, identical on every rank, with the global gradient in
-    /// [`Self::grads`].
+    /// [`Self::grads`] (and statistics in [`Self::stats`]). `key` is the
+    /// step's key for the whole global batch.
     pub fn step_ranks<M: Model + ?Sized, C: Collective + ?Sized>(
         &mut self,
         model: &M,
         local: &Batch<'_>,
         rows: usize,
+        key: StepKey,
         comm: &C,
     ) -> Result<f32, StepRankError> {
         let own = self.rank_rows(rows).len();
@@ -291,9 +320,9 @@ impl StepRunner {
                 .into());
             }
         }
-        self.local_step(model, local, rows)?;
+        self.local_step(model, local, rows, key)?;
         comm.all_reduce_sum(&mut self.grads)?;
-        Ok(self.grads[self.grads.len() - 1])
+        Ok(self.grads[self.params])
     }
 
     /// This rank's weighted gradient and loss sum (the whole result on one
@@ -304,6 +333,7 @@ impl StepRunner {
         model: &M,
         batch: &Batch<'_>,
         rows: usize,
+        key: StepKey,
     ) -> Result<(), StepError> {
         for (what, given, expected) in [
             ("input", batch.inputs.len(), self.features.len()),
@@ -321,7 +351,7 @@ impl StepRunner {
         if rows > max {
             return Err(StepError::BatchTooLarge { batch: rows, max });
         }
-        let n = self.grads.len() - 1;
+        let n = self.params;
         let own = self.rank_rows(rows);
         let count = self.shards.len();
         if own.is_empty() {
@@ -333,13 +363,18 @@ impl StepRunner {
         let scale = own.len() as f32 / rows as f32;
         if self.mode == Resolved::IntraOp || count == 1 {
             let shard = &mut self.shards[0];
-            let grads = &mut self.grads[..n];
+            let (grads, rest) = self.grads.split_at_mut(n);
+            let stats = &mut rest[1..];
+            let at = StepKey {
+                offset: key.offset + own.start as u64,
+                ..key
+            };
             let loss = if self.mode == Resolved::IntraOp {
                 kernels::with_parallel_gemm(|| {
-                    model.train_step_in(&mut shard.ws, shard.max_rows, grads, batch)
+                    model.train_step_at(&mut shard.ws, shard.max_rows, grads, stats, batch, at)
                 })?
             } else {
-                model.train_step_in(&mut shard.ws, shard.max_rows, grads, batch)?
+                model.train_step_at(&mut shard.ws, shard.max_rows, grads, stats, batch, at)?
             };
             // The weight of the only shard of the only rank is exactly 1.
             if scale != 1.0 {
@@ -348,6 +383,9 @@ impl StepRunner {
                         *g *= scale;
                     }
                 });
+                for v in stats.iter_mut() {
+                    *v *= scale;
+                }
             }
             self.grads[n] = if scale != 1.0 { scale * loss } else { loss };
             return Ok(());
@@ -365,6 +403,7 @@ impl StepRunner {
                 *loss = 0.0;
                 if r.is_empty() {
                     shard.grads.fill(0.0);
+                    shard.stats.fill(0.0);
                     return Ok(());
                 }
                 // A handful of inputs at most: fixed arrays, no allocation.
@@ -380,8 +419,18 @@ impl StepRunner {
                     inputs: &xs[..batch.inputs.len()],
                     labels: &ys[..batch.labels.len()],
                 };
-                *loss =
-                    model.train_step_in(&mut shard.ws, shard.max_rows, &mut shard.grads, &sub)?;
+                let at = StepKey {
+                    offset: key.offset + g.start as u64,
+                    ..key
+                };
+                *loss = model.train_step_at(
+                    &mut shard.ws,
+                    shard.max_rows,
+                    &mut shard.grads,
+                    &mut shard.stats,
+                    &sub,
+                    at,
+                )?;
                 Ok(())
             })?;
         for (i, w) in self.weights.iter_mut().enumerate() {
@@ -396,16 +445,26 @@ impl StepRunner {
             .for_each(|(c, out)| {
                 let start = c * REDUCE_CHUNK;
                 for (b, block) in out.chunks_mut(TREE_BLOCK).enumerate() {
-                    tree_sum(block, shards, weights, 0..count, start + b * TREE_BLOCK);
+                    let at = start + b * TREE_BLOCK;
+                    tree_sum(block, shards, weights, 0..count, at, &|s| &s.grads);
                 }
             });
         self.grads[n] = tree_sum_scalar(&self.losses, &self.weights, 0..count);
+        for (b, block) in self.grads[n + 1..].chunks_mut(TREE_BLOCK).enumerate() {
+            tree_sum(block, shards, weights, 0..count, b * TREE_BLOCK, &|s| &s.stats);
+        }
         Ok(())
     }
 
     /// The gradient of the last [`Self::step`].
     pub fn grads(&self) -> &[f32] {
-        &self.grads[..self.grads.len() - 1]
+        &self.grads[..self.params]
+    }
+
+    /// The batch statistics of the last step (empty for models without
+    /// state), laid out like the model's state buffer.
+    pub fn stats(&self) -> &[f32] {
+        &self.grads[self.params + 1..]
     }
 }
 
@@ -423,18 +482,20 @@ pub enum StepRankError {
 /// Elements summed per tree pass: the tree's partial sums live on the stack.
 const TREE_BLOCK: usize = 256;
 
-/// `out = Σ weights[s] · shards[s].grads[start..]` over `range`, summed as the
-/// binary tree that splits a range of `k` after its first `ceil(k / 2)`.
+/// `out = Σ weights[s] · of(shards[s])[start..]` over `range` (`of` picks the
+/// gradient or the statistics), summed as the binary tree that splits a range
+/// of `k` after its first `ceil(k / 2)`.
 fn tree_sum(
     out: &mut [f32],
     shards: &[Shard],
     weights: &[f32],
     range: std::ops::Range<usize>,
     start: usize,
+    of: &dyn Fn(&Shard) -> &[f32],
 ) {
     if range.len() == 1 {
         let (g, w) = (
-            &shards[range.start].grads[start..start + out.len()],
+            &of(&shards[range.start])[start..start + out.len()],
             weights[range.start],
         );
         for (o, &x) in out.iter_mut().zip(g) {
@@ -443,10 +504,10 @@ fn tree_sum(
         return;
     }
     let mid = range.start + range.len().div_ceil(2);
-    tree_sum(out, shards, weights, range.start..mid, start);
+    tree_sum(out, shards, weights, range.start..mid, start, of);
     let mut right = [0.0f32; TREE_BLOCK];
     let right = &mut right[..out.len()];
-    tree_sum(right, shards, weights, mid..range.end, start);
+    tree_sum(right, shards, weights, mid..range.end, start, of);
     for (o, &r) in out.iter_mut().zip(right.iter()) {
         *o += r;
     }

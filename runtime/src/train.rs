@@ -54,7 +54,7 @@ use crate::checkpoint::{self, CheckpointError, CheckpointMeta};
 use crate::collective::{fnv1a, hash_f32, Collective, CollectiveError, Local, Value};
 use crate::data::{DataError, Dataset, LabelsMut, Loader, LoaderConfig, SplitMode};
 use crate::model::{
-    Batch, BatchSpec, InputKind, Model, ModelSpec, ScheduleSpec, StepError, TrainSpec,
+    Batch, BatchSpec, InputKind, Model, ModelSpec, ScheduleSpec, StepError, StepKey, TrainSpec,
 };
 use crate::optim::{OptimError, Optimizer, OptimizerConfig};
 use crate::parallel::{StepRankError, StepRunner, Strategy};
@@ -651,6 +651,13 @@ fn fit_on_current_pool<M: Model + ?Sized>(
                 .gather(mine, &mut x, LabelsMut::Classes(&mut y))?;
             let inputs = [&x[..mine.len() * layout.features]];
             let labels = [&y[..mine.len()]];
+            // Dropout masks are keyed by the global sample index: the runner
+            // adds this rank's and each shard's first row.
+            let key = StepKey {
+                seed: train.seed,
+                step,
+                offset: 0,
+            };
             let loss = runner.step_ranks(
                 &*model,
                 &Batch {
@@ -658,6 +665,7 @@ fn fit_on_current_pool<M: Model + ?Sized>(
                     labels: &labels,
                 },
                 rows,
+                key,
                 comm,
             )?;
             if !loss.is_finite() {
@@ -677,6 +685,8 @@ fn fit_on_current_pool<M: Model + ?Sized>(
                     *p -= k * *p;
                 }
             }
+            // Running statistics (batch norm) follow the batch's.
+            model.update_state(runner.stats());
             step += 1;
             run.epoch_loss += f64::from(loss) * rows as f64;
             run.epoch_samples += rows as u64;
@@ -749,9 +759,8 @@ fn resume<M: Model + ?Sized>(
         path: path.to_path_buf(),
         reason,
     };
-    let mut staged = model.params().to_vec();
-    let loaded =
-        checkpoint::load_training(path, spec.params, &mut staged, Some(&model_hash(spec)))?;
+    let (specs, mut staged) = with_state(model);
+    let loaded = checkpoint::load_training(path, &specs, &mut staged, Some(&model_hash(spec)))?;
     let opt_state = loaded
         .optimizer
         .ok_or_else(|| fail("the checkpoint has no optimizer state".into()))?;
@@ -772,8 +781,26 @@ fn resume<M: Model + ?Sized>(
     loader
         .restore(&loader_state)
         .map_err(|e| fail(format!("data loader: {e}")))?;
-    model.params_mut().copy_from_slice(&staged);
+    let n = spec.param_count;
+    model.params_mut().copy_from_slice(&staged[..n]);
+    model.state_mut().copy_from_slice(&staged[n..]);
     Ok(run)
+}
+
+/// The tensors a checkpoint holds for a model: its parameters, then its
+/// state tensors (running statistics) placed after them, with their values.
+/// State is saved under its own names (`bn.running_mean`) like a parameter.
+fn with_state<M: Model + ?Sized>(model: &M) -> (Vec<crate::params::ParamSpec>, Vec<f32>) {
+    let spec = model.spec();
+    let n = spec.param_count;
+    let mut specs = spec.params.to_vec();
+    specs.extend(model.state_spec().iter().map(|s| crate::params::ParamSpec {
+        offset: n + s.tensor.offset,
+        ..s.tensor.clone()
+    }));
+    let mut values = model.params().to_vec();
+    values.extend_from_slice(model.state());
+    (specs, values)
 }
 
 /// What every checkpoint of a run shares.
@@ -816,10 +843,11 @@ impl SaveContext<'_> {
             loader: Some(loader_state),
             extra: run.encode(self.batch),
         };
+        let (specs, values) = with_state(model);
         checkpoint::save_training(
             dir.join(file),
-            self.spec.params,
-            model.params(),
+            &specs,
+            &values,
             Some(&optimizer.state()),
             &meta,
         )?;

@@ -205,6 +205,13 @@ pub struct TrainingGraph {
     pub inputs: Vec<(String, NodeId, NodeId)>,
     /// The network's declared outputs: name and node.
     pub outputs: Vec<(String, NodeId)>,
+    /// The network's state tensors (running statistics): name and element
+    /// count, in the order of the flat state buffer.
+    pub states: Vec<(String, usize)>,
+    /// In a training-mode graph, for each state tensor the node computing
+    /// the batch statistic its running value is blended towards (empty in
+    /// an inference-mode graph).
+    pub state_updates: Vec<(String, NodeId)>,
 }
 
 impl TrainingGraph {
@@ -216,6 +223,7 @@ impl TrainingGraph {
         r.extend(self.params.iter().flat_map(|p| [p.1, p.2]));
         r.extend(self.inputs.iter().flat_map(|i| [i.1, i.2]));
         r.extend(self.outputs.iter().map(|o| o.1));
+        r.extend(self.state_updates.iter().map(|s| s.1));
         r
     }
 }
@@ -275,6 +283,15 @@ pub fn training_graph(net: &Network, opts: &GradOptions) -> Result<TrainingGraph
     let mut live_targets = grads.clone();
     live_targets.push(objective);
     live_targets.extend(net.outputs.iter().map(|o| o.node));
+    let state_updates: Vec<(String, NodeId)> = if net.is_inference() {
+        Vec::new()
+    } else {
+        net.states
+            .iter()
+            .map(|s| (s.name.clone(), s.update))
+            .collect()
+    };
+    live_targets.extend(state_updates.iter().map(|s| s.1));
     let live = graph.ancestors(&live_targets);
     graph.remove_dead_after(forward_len, &live);
     let np = net.params.len();
@@ -301,6 +318,12 @@ pub fn training_graph(net: &Network, opts: &GradOptions) -> Result<TrainingGraph
             .iter()
             .map(|o| (o.name.clone(), o.node))
             .collect(),
+        states: net
+            .states
+            .iter()
+            .map(|s| (s.name.clone(), s.shape.numel(1)))
+            .collect(),
+        state_updates,
         graph,
     })
 }

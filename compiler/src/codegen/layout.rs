@@ -39,6 +39,13 @@ pub enum Loc {
         /// Element count.
         len: usize,
     },
+    /// In the model's flat state buffer (running statistics), read as `st`.
+    State {
+        /// First element.
+        offset: usize,
+        /// Element count.
+        len: usize,
+    },
     /// The caller's feature slice of this name.
     Input(String),
     /// The caller's label slice of this name.
@@ -138,6 +145,23 @@ impl Layout {
                             format!("parameter `{name}` is not laid out"),
                         ));
                     }
+                }
+                Op::Leaf(LeafOp::State { name, .. }) => {
+                    let mut offset = 0;
+                    let mut found = None;
+                    for (n, len) in &tg.states {
+                        if n == name {
+                            found = Some(Loc::State { offset, len: *len });
+                        }
+                        offset += len;
+                    }
+                    let Some(loc) = found else {
+                        return Err(codegen_error(
+                            node.span,
+                            format!("state `{name}` is not laid out"),
+                        ));
+                    };
+                    layout.loc.insert(id.index(), loc);
                 }
                 Op::Leaf(LeafOp::Constant { value, batch_pow }) => {
                     let loc = Loc::Const {

@@ -12,7 +12,7 @@ use crate::autodiff::{training_graph, GradOptions, TrainingGraph};
 use crate::diagnostic::{CompileError, Diagnostic, ErrorKind, SourceFile};
 use crate::graph::{DType, Dim, NodeId};
 use crate::lower::{InputKind, Module, Network, TrainConfig};
-use crate::ops::{Kernel, LeafOp, Op};
+use crate::ops::{Kernel, LeafOp, NormOp, Op};
 use crate::passes::{pipeline, OptLevel, Pass};
 use fuse::Fusion;
 use layout::{Layout, Loc};
@@ -215,6 +215,7 @@ fn fusion_for(tg: &TrainingGraph, opts: &Options) -> Fusion {
     let mut roots: Vec<NodeId> = tg.params.iter().map(|p| p.2).collect();
     roots.push(tg.loss);
     roots.extend(tg.outputs.iter().map(|o| o.1));
+    roots.extend(tg.state_updates.iter().map(|u| u.1));
     Fusion::new(tg, &roots)
 }
 
@@ -306,17 +307,32 @@ fn network(
     opts: &Options,
 ) -> Result<TokenStream, CompileError> {
     let tg = optimized_training_graph(net, cfg, opts)?;
+    // A modal network (dropout, batch norm) is compiled twice: the training
+    // graph for `train_step`, the inference graph (every modal op in its
+    // inference form, see `Network::for_inference`) for `loss` and
+    // `predict`. Their kernels are `k…` and `i…`.
+    let modal = net.is_modal();
+    let inference = if modal {
+        let inf = net.for_inference()?;
+        Some(optimized_training_graph(&inf, cfg, opts)?)
+    } else {
+        None
+    };
+    let itg = inference.as_ref().unwrap_or(&tg);
+    let iprefix = if modal { "i" } else { "k" };
     let grads: Vec<NodeId> = tg.params.iter().map(|p| p.2).collect();
+    let updates: Vec<NodeId> = tg.state_updates.iter().map(|u| u.1).collect();
     let mut train_targets = vec![tg.loss];
     train_targets.extend(&grads);
+    train_targets.extend(&updates);
     let train = ancestors(&tg, &train_targets);
-    let loss = ancestors(&tg, &[tg.loss]);
-    let out_nodes: Vec<NodeId> = tg.outputs.iter().map(|o| o.1).collect();
-    let predict = ancestors(&tg, &out_nodes);
+    let loss = ancestors(itg, &[itg.loss]);
+    let out_nodes: Vec<NodeId> = itg.outputs.iter().map(|o| o.1).collect();
+    let predict = ancestors(itg, &out_nodes);
     for (o, &node) in net.outputs.iter().zip(&out_nodes) {
-        let uses_label = ancestors(&tg, &[node])
+        let uses_label = ancestors(itg, &[node])
             .iter()
-            .any(|&n| matches!(tg.graph.node(n).op, Op::Leaf(LeafOp::Label { .. })));
+            .any(|&n| matches!(itg.graph.node(n).op, Op::Leaf(LeafOp::Label { .. })));
         if uses_label {
             return Err(codegen_error(
                 o.span,
@@ -330,15 +346,24 @@ fn network(
     let planned = opts.opt_level >= OptLevel::O2;
     let mut train_out = grads.clone();
     train_out.push(tg.loss);
+    train_out.extend(&updates);
     let fusion = fusion_for(&tg, opts);
+    let ifusion = fusion_for(itg, opts);
     let (layout, _) = Layout::new(&tg, &train, &train_out, planned, &fusion, true)?;
-    let (loss_layout, _) = Layout::new(&tg, &loss, &[tg.loss], planned, &fusion, false)?;
-    let (predict_layout, _) = Layout::new(&tg, &predict, &out_nodes, planned, &fusion, false)?;
+    let (loss_layout, _) = Layout::new(itg, &loss, &[itg.loss], planned, &ifusion, false)?;
+    let (predict_layout, _) = Layout::new(itg, &predict, &out_nodes, planned, &ifusion, false)?;
     let spec = spec::model_spec(source, net, cfg, &tg, &layout, rt)?;
 
     let ty = format_ident!("{}", net.name);
     let spec_name = format_ident!("{}_SPEC", spec::screaming(&net.name));
-    let kernels = kernels(source, &tg, rt, &[&train, &loss, &predict], &fusion);
+    let state_name = format_ident!("{}_STATE", spec::screaming(&net.name));
+    let kernels = if modal {
+        let mut k = kernels(source, &tg, rt, &[&train], &fusion, "k");
+        k.extend(kernels(source, itg, rt, &[&loss, &predict], &ifusion, "i"));
+        k
+    } else {
+        kernels(source, &tg, rt, &[&train, &loss, &predict], &fusion, "k")
+    };
 
     let features: Vec<&crate::lower::InputDecl> = net
         .inputs
@@ -354,9 +379,17 @@ fn network(
     let lnames: Vec<Ident> = labels.iter().map(|i| var(&i.name)).collect();
     let onames: Vec<Ident> = net.outputs.iter().map(|o| var(&o.name)).collect();
 
-    let train_calls = calls(source, &tg, &layout, &train, rt, &fusion);
-    let loss_calls = calls(source, &tg, &loss_layout, &loss, rt, &fusion);
-    let predict_calls = calls(source, &tg, &predict_layout, &predict, rt, &fusion);
+    let train_calls = calls(source, &tg, &layout, &train, rt, &fusion, "k");
+    let loss_calls = calls(source, itg, &loss_layout, &loss, rt, &ifusion, iprefix);
+    let predict_calls = calls(
+        source,
+        itg,
+        &predict_layout,
+        &predict,
+        rt,
+        &ifusion,
+        iprefix,
+    );
     let grad_copies: TokenStream = tg
         .params
         .iter()
@@ -374,14 +407,37 @@ fn network(
         })
         .collect();
     let loss_at = layout.slice(&tg, tg.loss);
-    let loss_only_at = loss_layout.slice(&tg, tg.loss);
+    let loss_only_at = loss_layout.slice(itg, itg.loss);
+    // Each state tensor's batch statistic, copied out for the running
+    // update (only when the caller asked for statistics).
+    let mut state_offset = 0;
+    let stat_copies: TokenStream = tg
+        .states
+        .iter()
+        .map(|(name, len)| {
+            let (a, e) = (usize_lit(state_offset), usize_lit(state_offset + len));
+            state_offset += len;
+            let comment = format!(" batch statistic for {name}");
+            match tg.state_updates.iter().find(|u| &u.0 == name) {
+                Some((_, node)) => {
+                    let src = layout.slice(&tg, *node);
+                    quote! {
+                        #[doc = #comment]
+                        stats[#a..#e].copy_from_slice(&#src);
+                    }
+                }
+                None => quote!(),
+            }
+        })
+        .collect();
+    let state_len = usize_lit(state_offset);
     let out_copies: TokenStream = net
         .outputs
         .iter()
         .zip(&out_nodes)
         .zip(&onames)
         .map(|((o, &node), name)| {
-            let src = predict_layout.slice(&tg, node);
+            let src = predict_layout.slice(itg, node);
             let oname = &o.name;
             quote! {
                 let src = &#src;
@@ -424,11 +480,26 @@ fn network(
     // gradients through slices, so data-parallel workers can run it at once
     // on their own buffers (`train_step_in`).
     let train_body = {
+        let stat_block = (!stat_copies.is_empty()).then(|| {
+            quote! {
+                if !stats.is_empty() {
+                    #stat_copies
+                }
+            }
+        });
         let body = quote! {
             #(#train_calls)*
             #grad_copies
+            #stat_block
             Ok(#loss_at[0])
         };
+        let modal_checks = modal.then(|| {
+            let unused_key = (!mentions(&body, "key")).then(|| quote!(let _ = key;));
+            quote! {
+                #rt::model::check_stats(stats, #state_len)?;
+                #unused_key
+            }
+        });
         let b = if mentions(&body, "b") {
             quote!(b)
         } else {
@@ -438,6 +509,7 @@ fn network(
         let p = mentions(&body, "p").then(|| quote!(let p = params;));
         quote! {
             #rt::model::check_buffers(&#spec_name, params, grads, ws, Self::workspace_len(max_batch))?;
+            #modal_checks
             let #b = #check_shard;
             #mb
             #p
@@ -462,8 +534,30 @@ fn network(
             Ok(b)
         },
     );
+    let modal_items = Modal::new(
+        net,
+        &tg,
+        rt,
+        &ty,
+        &spec_name,
+        &state_name,
+        &fnames,
+        &lnames,
+        (n_features, n_labels),
+    );
+    let Modal {
+        state_static,
+        struct_fields,
+        new_fields,
+        stats_params,
+        train_step_body,
+        trait_step_in,
+        trait_methods,
+    } = modal_items;
     Ok(quote! {
         #spec
+
+        #state_static
 
         #[doc = #doc_struct]
         pub struct #ty {
@@ -471,6 +565,7 @@ fn network(
             grads: Vec<f32>,
             ws: Vec<f32>,
             max_batch: usize,
+            #struct_fields
         }
 
         impl #ty {
@@ -484,6 +579,7 @@ fn network(
                     grads: Vec::new(),
                     ws: Vec::new(),
                     max_batch: mb,
+                    #new_fields
                 };
                 #rt::Model::init_params(&mut model, #spec_name.train.seed)
                     .expect("nnc validated every initializer at compile time");
@@ -495,7 +591,7 @@ fn network(
             pub fn train_step(&mut self, #(#fparams,)* #(#lparams,)*) -> Result<f32, #rt::StepError> {
                 self.reserve_workspace();
                 self.grads.resize(#spec_name.param_count, 0.0);
-                Self::train_step_in(&self.params, &mut self.ws, self.max_batch, &mut self.grads, #(#fnames,)* #(#lnames,)*)
+                #train_step_body
             }
 
             /// [`Self::train_step`] on the caller's buffers: `params`, a
@@ -504,7 +600,7 @@ fn network(
             /// overwrites. Nothing else is touched, so data-parallel workers
             /// run it at once, each on its own workspace and gradients.
             #[allow(clippy::too_many_arguments)]
-            pub fn train_step_in(params: &[f32], ws: &mut [f32], max_batch: usize, grads: &mut [f32], #(#fparams,)* #(#lparams,)*) -> Result<f32, #rt::StepError> {
+            pub fn train_step_in(params: &[f32], ws: &mut [f32], max_batch: usize, grads: &mut [f32], #stats_params #(#fparams,)* #(#lparams,)*) -> Result<f32, #rt::StepError> {
                 #train_body
             }
 
@@ -567,8 +663,9 @@ fn network(
                 let &[#(#lnames),*] = batch.labels else {
                     return Err(#rt::StepError::Arity { what: "label", expected: #n_labels, found: batch.labels.len() });
                 };
-                #ty::train_step_in(&self.params, ws, max_batch, grads, #(#fnames,)* #(#lnames,)*)
+                #trait_step_in
             }
+            #trait_methods
             fn loss(&mut self, batch: &#rt::Batch<'_>) -> Result<f32, #rt::StepError> {
                 let &[#(#fnames),*] = batch.inputs else {
                     return Err(#rt::StepError::Arity { what: "input", expected: #n_features, found: batch.inputs.len() });
@@ -591,6 +688,137 @@ fn network(
 
         #kernels
     })
+}
+
+/// The parts of a generated network that exist only when it is modal
+/// (dropout or batch norm): the state table, the state buffer and step
+/// counter, the statistics and step key of the training step, and the
+/// `Model` methods that expose them. Empty for other networks, whose
+/// generated code is unchanged.
+struct Modal {
+    state_static: TokenStream,
+    struct_fields: TokenStream,
+    new_fields: TokenStream,
+    stats_params: TokenStream,
+    train_step_body: TokenStream,
+    trait_step_in: TokenStream,
+    trait_methods: TokenStream,
+}
+
+impl Modal {
+    #[allow(clippy::too_many_arguments)]
+    fn new(
+        net: &Network,
+        tg: &TrainingGraph,
+        rt: &TokenStream,
+        ty: &Ident,
+        spec_name: &Ident,
+        state_name: &Ident,
+        fnames: &[Ident],
+        lnames: &[Ident],
+        (n_features, n_labels): (usize, usize),
+    ) -> Modal {
+        if !net.is_modal() {
+            return Modal {
+                state_static: quote!(),
+                struct_fields: quote!(),
+                new_fields: quote!(),
+                stats_params: quote!(),
+                train_step_body: quote! {
+                    Self::train_step_in(&self.params, &mut self.ws, self.max_batch, &mut self.grads, #(#fnames,)* #(#lnames,)*)
+                },
+                trait_step_in: quote! {
+                    #ty::train_step_in(&self.params, ws, max_batch, grads, #(#fnames,)* #(#lnames,)*)
+                },
+                trait_methods: quote!(),
+            };
+        }
+        let mut offset = 0;
+        let entries: Vec<TokenStream> = tg
+            .states
+            .iter()
+            .map(|(name, len)| {
+                let decl = net.states.iter().find(|s| &s.name == name);
+                let dims = decl
+                    .map(|d| d.shape.resolve(1))
+                    .unwrap_or_else(|| vec![*len])
+                    .into_iter()
+                    .map(usize_lit);
+                let init = Kernel::f32(decl.map_or(0.0, |d| d.init));
+                let momentum = Kernel::f32(decl.map_or(0.0, |d| d.momentum));
+                let (o, l) = (usize_lit(offset), usize_lit(*len));
+                offset += len;
+                quote! {
+                    #rt::model::StateSpec {
+                        tensor: #rt::params::ParamSpec {
+                            name: ::std::borrow::Cow::Borrowed(#name),
+                            shape: ::std::borrow::Cow::Borrowed(&[#(#dims),*]),
+                            offset: #o,
+                            len: #l,
+                        },
+                        init: #init,
+                        momentum: #momentum,
+                    }
+                }
+            })
+            .collect();
+        let doc = format!(
+            " The state tensors of `{}` (running statistics): not trained, updated after each training step.",
+            net.name
+        );
+        Modal {
+            state_static: quote! {
+                #[doc = #doc]
+                pub static #state_name: &[#rt::model::StateSpec] = &[#(#entries),*];
+            },
+            struct_fields: quote! {
+                state: Vec<f32>,
+                stats: Vec<f32>,
+                steps: u64,
+            },
+            new_fields: quote! {
+                state: #rt::model::initial_state(#state_name),
+                stats: Vec::new(),
+                steps: 0,
+            },
+            stats_params: quote!(stats: &mut [f32], key: #rt::model::StepKey,),
+            train_step_body: quote! {
+                // Training mode: dropout masks of step `steps`, batch
+                // statistics blended into the running state afterwards.
+                self.stats.resize(#rt::model::state_len(#state_name), 0.0);
+                let key = #rt::model::StepKey { seed: #spec_name.train.seed, step: self.steps, offset: 0 };
+                let loss = Self::train_step_in(&self.params, &mut self.ws, self.max_batch, &mut self.grads, &mut self.stats, key, #(#fnames,)* #(#lnames,)*)?;
+                self.steps += 1;
+                #rt::model::update_state(#state_name, &mut self.state, &self.stats);
+                Ok(loss)
+            },
+            trait_step_in: quote! {
+                // No statistics and the step key of step 0: `train_step_at`
+                // is the full training step.
+                #ty::train_step_in(&self.params, ws, max_batch, grads, &mut [], #rt::model::StepKey::default(), #(#fnames,)* #(#lnames,)*)
+            },
+            trait_methods: quote! {
+                fn state_spec(&self) -> &'static [#rt::model::StateSpec] {
+                    #state_name
+                }
+                fn state(&self) -> &[f32] {
+                    &self.state
+                }
+                fn state_mut(&mut self) -> &mut [f32] {
+                    &mut self.state
+                }
+                fn train_step_at(&self, ws: &mut [f32], max_batch: usize, grads: &mut [f32], stats: &mut [f32], batch: &#rt::Batch<'_>, key: #rt::model::StepKey) -> Result<f32, #rt::StepError> {
+                    let &[#(#fnames),*] = batch.inputs else {
+                        return Err(#rt::StepError::Arity { what: "input", expected: #n_features, found: batch.inputs.len() });
+                    };
+                    let &[#(#lnames),*] = batch.labels else {
+                        return Err(#rt::StepError::Arity { what: "label", expected: #n_labels, found: batch.labels.len() });
+                    };
+                    #ty::train_step_in(&self.params, ws, max_batch, grads, stats, key, #(#fnames,)* #(#lnames,)*)
+                }
+            },
+        }
+    }
 }
 
 /// Every identifier a token stream mentions.
@@ -623,11 +851,13 @@ fn prelude(check: TokenStream, body: TokenStream) -> TokenStream {
     };
     let mb = mentions(&body, "mb").then(|| quote!(let mb = self.max_batch;));
     let p = mentions(&body, "p").then(|| quote!(let p = &self.params[..];));
+    let st = mentions(&body, "st").then(|| quote!(let st = &self.state[..];));
     quote! {
         self.reserve_workspace();
         let #b = #check;
         #mb
         #p
+        #st
         #body
     }
 }
@@ -639,6 +869,7 @@ fn kernels(
     rt: &TokenStream,
     schedules: &[&Vec<NodeId>],
     fusion: &Fusion,
+    prefix: &str,
 ) -> TokenStream {
     let used: BTreeSet<usize> = schedules
         .iter()
@@ -672,7 +903,8 @@ fn kernels(
         };
         let scratch = (node.op.scratch(&logical.iter().collect::<Vec<_>>()) > 0)
             .then(|| quote!(scratch: &mut [f32]));
-        let name = kernel_name(tg, id);
+        let name = kernel_name(tg, id, prefix);
+        let key = keyed(&node.op).then(|| quote!(key: #rt::model::StepKey,));
         let b = if mentions(&body, "b") {
             quote!(b)
         } else {
@@ -708,13 +940,13 @@ fn kernels(
             ));
         }
         // Fused loops take one slice per input; that is their natural shape.
-        let arity = inputs.len() + 2 + usize::from(scratch.is_some());
+        let arity = inputs.len() + 2 + usize::from(scratch.is_some()) + usize::from(key.is_some());
         let many = (arity > 7).then(|| quote!(#[allow(clippy::too_many_arguments)]));
         out.extend(quote! {
             #[doc = #doc]
             #[inline]
             #many
-            fn #name(#b: usize, #(#args,)* out: &mut [f32], #scratch) {
+            fn #name(#b: usize, #key #(#args,)* out: &mut [f32], #scratch) {
                 #body
             }
         });
@@ -722,14 +954,15 @@ fn kernels(
     out
 }
 
-fn kernel_name(tg: &TrainingGraph, id: NodeId) -> Ident {
+fn kernel_name(tg: &TrainingGraph, id: NodeId, prefix: &str) -> Ident {
     let op = tg.graph.node(id).op.to_string();
     let word: String = op
         .chars()
         .take_while(|c| c.is_ascii_alphanumeric() || *c == '_')
         .collect();
     format_ident!(
-        "k{}_{}",
+        "{}{}_{}",
+        prefix,
         id.index(),
         if word.is_empty() {
             "op".to_string()
@@ -762,7 +995,14 @@ fn describe(source: &SourceFile, tg: &TrainingGraph, id: NodeId) -> String {
     )
 }
 
-/// The kernel calls of one entry point, in schedule order.
+/// Whether a node's kernel takes the step key (training-mode dropout).
+fn keyed(op: &Op) -> bool {
+    matches!(op, Op::Norm(NormOp::Dropout { training: true, .. }))
+}
+
+/// The kernel calls of one entry point, in schedule order. Kernel names
+/// start with `prefix` (`k` for the training graph, `i` for the inference
+/// graph of a modal network).
 fn calls(
     source: &SourceFile,
     tg: &TrainingGraph,
@@ -770,6 +1010,7 @@ fn calls(
     schedule: &[NodeId],
     rt: &TokenStream,
     fusion: &Fusion,
+    prefix: &str,
 ) -> Vec<TokenStream> {
     let mut out = Vec::new();
     for &id in schedule {
@@ -777,10 +1018,13 @@ fn calls(
         if matches!(node.op, Op::Leaf(_)) || fusion.is_member(id) {
             continue;
         }
-        let name = kernel_name(tg, id);
+        let name = kernel_name(tg, id, prefix);
         let operands = fusion.inputs(tg, id);
         let mut ws_ranges = Vec::new();
         let mut args = Vec::new();
+        if keyed(&node.op) {
+            args.push(quote!(key));
+        }
         for &o in &operands {
             match &layout.loc[&o.index()] {
                 Loc::Ws { .. } => {
@@ -795,6 +1039,10 @@ fn calls(
                 Loc::Grad { offset, len } => {
                     let (a, e) = (usize_lit(*offset), usize_lit(offset + len));
                     args.push(quote!(&g[#a..#e]));
+                }
+                Loc::State { offset, len } => {
+                    let (a, e) = (usize_lit(*offset), usize_lit(offset + len));
+                    args.push(quote!(&st[#a..#e]));
                 }
                 Loc::Input(name) | Loc::Label(name) => {
                     let v = var(name);

@@ -65,6 +65,42 @@ impl Graph {
         Ok(id)
     }
 
+    /// Replaces a node's op and operands in place, keeping its index, name
+    /// and span: how a modal op (dropout, batch norm) becomes its inference
+    /// form. The operands must precede the node and the result type must
+    /// stay the same, so every user remains valid.
+    pub fn replace(&mut self, id: NodeId, op: Op, operands: &[NodeId]) -> Result<(), OpError> {
+        if let Some(bad) = operands.iter().find(|o| o.index() >= id.index()) {
+            return Err(OpError::internal(format!(
+                "node {} cannot use later node {}",
+                id.index(),
+                bad.index()
+            )));
+        }
+        let types: Vec<&TensorType> = operands.iter().map(|&n| &self.inner[n].ty).collect();
+        let ty = op.infer(&types)?;
+        if ty != self.inner[id].ty {
+            return Err(OpError::internal(format!(
+                "replacing node {} would change its type from {} to {ty}",
+                id.index(),
+                self.inner[id].ty
+            )));
+        }
+        let old: Vec<_> = self
+            .inner
+            .edges_directed(id, Direction::Incoming)
+            .map(|e| e.id())
+            .collect();
+        for e in old {
+            self.inner.remove_edge(e);
+        }
+        for (i, &o) in operands.iter().enumerate() {
+            self.inner.add_edge(o, id, Operand(i as u8));
+        }
+        self.inner[id].op = op;
+        Ok(())
+    }
+
     /// The node at `id`.
     pub fn node(&self, id: NodeId) -> &Node {
         &self.inner[id]

@@ -3,7 +3,7 @@
 //! for its semantics and is the oracle every other stage is tested against.
 
 use crate::graph::{Dim, Graph, NodeId};
-use crate::ops::{loss::class_index, EvalCtx, LeafOp, Op, Tensor};
+use crate::ops::{loss::class_index, EvalCtx, LeafOp, Op, StepKey, Tensor};
 use std::collections::HashMap;
 
 /// Why an evaluation could not run.
@@ -74,19 +74,33 @@ impl Values {
     }
 }
 
-/// Evaluates every node of `graph` with inputs, labels and parameters bound
-/// by name. The batch size is read off the bound values (1 if no value has a
-/// batch dimension).
+/// Evaluates every node of `graph` with inputs, labels, parameters and state
+/// bound by name. The batch size is read off the bound values (1 if no value
+/// has a batch dimension). Dropout masks are those of step 0 of seed 0; see
+/// [`evaluate_at`].
 pub fn evaluate(graph: &Graph, bindings: &HashMap<String, Tensor>) -> Result<Values, InterpError> {
+    evaluate_at(graph, bindings, StepKey::default())
+}
+
+/// [`evaluate`] as the training step of `key` (seed, step and the global
+/// index of the batch's first sample), which fixes every dropout mask.
+pub fn evaluate_at(
+    graph: &Graph,
+    bindings: &HashMap<String, Tensor>,
+    key: StepKey,
+) -> Result<Values, InterpError> {
     let batch = infer_batch(graph, bindings)?;
-    let cx = EvalCtx { batch };
+    let cx = EvalCtx { batch, key };
     let max = graph.ids().map(|i| i.index() + 1).max().unwrap_or(0);
     let mut values: Vec<Option<Tensor>> = vec![None; max];
     for id in graph.ids() {
         let node = graph.node(id);
         let v = match &node.op {
             Op::Leaf(
-                leaf @ (LeafOp::Input { .. } | LeafOp::Label { .. } | LeafOp::Param { .. }),
+                leaf @ (LeafOp::Input { .. }
+                | LeafOp::Label { .. }
+                | LeafOp::Param { .. }
+                | LeafOp::State { .. }),
             ) => {
                 let name = leaf.name().unwrap_or_default();
                 let v = bindings
@@ -129,7 +143,8 @@ fn infer_batch(graph: &Graph, bindings: &HashMap<String, Tensor>) -> Result<usiz
         let (name, shape) = match leaf {
             LeafOp::Input { name, shape }
             | LeafOp::Label { name, shape, .. }
-            | LeafOp::Param { name, shape } => (name, shape),
+            | LeafOp::Param { name, shape }
+            | LeafOp::State { name, shape } => (name, shape),
             LeafOp::Constant { .. } => continue,
         };
         let Some(v) = bindings.get(name) else {

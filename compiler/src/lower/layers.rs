@@ -15,7 +15,15 @@ use crate::syntax::ast::{self, Expr, ExprKind};
 /// Function names that are layer sugar rather than primitive ops.
 /// (`conv2d` is sugar only in its layer form, `conv2d(x, filters, kernel:
 /// k)`; `conv2d(x, w)` with a weight tensor is the primitive op.)
-pub const SUGAR: &[&str] = &["dense", "conv2d", "mse", "l1", "l1_loss"];
+pub const SUGAR: &[&str] = &[
+    "dense",
+    "conv2d",
+    "mse",
+    "l1",
+    "l1_loss",
+    "dropout",
+    "batch_norm",
+];
 
 /// Whether a `conv2d` call is the layer (an integer `filters` second
 /// argument, or one named `filters`) rather than the primitive op.
@@ -185,6 +193,8 @@ impl Lowerer {
             }
             "mse" => Some(self.pointwise_loss("mse", first, args, span, false)),
             "l1" | "l1_loss" => Some(self.pointwise_loss(&func.name, first, args, span, true)),
+            "dropout" => Some(self.dropout(first, args, span)),
+            "batch_norm" => Some(self.batch_norm(first, args, span)),
             _ => None,
         }
     }
@@ -426,6 +436,199 @@ impl Lowerer {
             }
         }
         Ok(y)
+    }
+
+    /// `dropout(x, rate: p)`: in training, each element is kept with
+    /// probability `1 - p` and scaled by `1 / (1 - p)` (inverted dropout);
+    /// in inference, the identity. The mask's salt is a hash of the layer
+    /// name, so two dropout layers draw different masks.
+    fn dropout(&mut self, first: Option<ArgSrc<'_>>, args: &[ast::Arg], span: Span) -> L<NodeId> {
+        const PARAMS: &[Param] = &[
+            Param::req("x", ArgKind::Tensor),
+            Param::req("rate", ArgKind::Float),
+        ];
+        let bound = self.bind("dropout", span, PARAMS, first, args)?;
+        let mut values = Vec::new();
+        for (p, b) in PARAMS.iter().zip(&bound) {
+            values.push(match b {
+                Some(src) => Some(self.convert("dropout", p, *src)?),
+                None => None,
+            });
+        }
+        let a = OpArgs { values };
+        let (x, _) = a.tensor(0).map_err(|e| self.op_error(e, &[], span))?;
+        let x_span = bound[0].map_or(span, |s| s.span());
+        let rate_span = bound[1].map_or(span, |s| s.span());
+        let rate = match a.float(1) {
+            Some(r) if (0.0..1.0).contains(&r) => r,
+            Some(r) => return Err(self.report(
+                Diagnostic::new(
+                    ErrorKind::BadArgument,
+                    rate_span,
+                    format!("`rate` of `dropout` must be in [0, 1), found {r}"),
+                )
+                .with_label("not a drop probability")
+                .with_help(
+                    "the rate is the probability of zeroing an element; 1 would drop everything",
+                ),
+            )),
+            None => return Err(Reported),
+        };
+        let name = self.layer_name();
+        let salt = name.bytes().fold(0xcbf2_9ce4_8422_2325u64, |h, b| {
+            (h ^ u64::from(b)).wrapping_mul(0x0100_0000_01b3)
+        });
+        let y = self.add_op(
+            Op::Norm(ops::NormOp::dropout(rate, salt)),
+            &[(x, x_span)],
+            span,
+        )?;
+        self.modal.push((y, Vec::new()));
+        Ok(y)
+    }
+
+    /// `batch_norm(x, momentum: 0.1, eps: 1e-5)` over `[batch, C]` or NCHW
+    /// `[batch, C, H, W]`: normalise each channel, then `· {name}.weight +
+    /// {name}.bias` (learned, initialised to 1 and 0). Training normalises
+    /// with the batch's mean and biased variance and hands the batch's mean
+    /// and unbiased variance to the running statistics `{name}.running_mean`
+    /// and `{name}.running_var` (state, initialised to 0 and 1, PyTorch's
+    /// momentum convention); inference normalises with the running ones.
+    fn batch_norm(
+        &mut self,
+        first: Option<ArgSrc<'_>>,
+        args: &[ast::Arg],
+        span: Span,
+    ) -> L<NodeId> {
+        const PARAMS: &[Param] = &[
+            Param::req("x", ArgKind::Tensor),
+            Param::opt("momentum", ArgKind::Float),
+            Param::opt("eps", ArgKind::Float),
+        ];
+        let bound = self.bind("batch_norm", span, PARAMS, first, args)?;
+        let mut values = Vec::new();
+        for (p, b) in PARAMS.iter().zip(&bound) {
+            values.push(match b {
+                Some(src) => Some(self.convert("batch_norm", p, *src)?),
+                None => None,
+            });
+        }
+        let a = OpArgs { values };
+        let (x, xty) = a.tensor(0).map_err(|e| self.op_error(e, &[], span))?;
+        let xty = xty.clone();
+        let arg_span = |i: usize| bound[i].map_or(span, |s| s.span());
+        let momentum = a.float(1).unwrap_or(0.1);
+        if !(0.0..=1.0).contains(&momentum) {
+            return Err(self.report(
+                Diagnostic::new(
+                    ErrorKind::BadArgument,
+                    arg_span(1),
+                    format!("`momentum` of `batch_norm` must be in [0, 1], found {momentum}"),
+                )
+                .with_label("not a blending weight"),
+            ));
+        }
+        let eps = a.float(2).unwrap_or(1e-5);
+        if !(eps > 0.0 && eps.is_finite()) {
+            return Err(self.report(
+                Diagnostic::new(
+                    ErrorKind::BadArgument,
+                    arg_span(2),
+                    format!("`eps` of `batch_norm` must be a positive number, found {eps}"),
+                )
+                .with_label("not positive"),
+            ));
+        }
+        let c = match xty.shape.dims() {
+            [_, Dim::Fixed(c)] | [_, Dim::Fixed(c), Dim::Fixed(_), Dim::Fixed(_)]
+                if xty.dtype == crate::graph::DType::F32 =>
+            {
+                *c
+            }
+            _ => {
+                return Err(self.report(
+                    Diagnostic::new(
+                        if xty.dtype == crate::graph::DType::F32 {
+                            ErrorKind::ShapeMismatch
+                        } else {
+                            ErrorKind::TypeMismatch
+                        },
+                        arg_span(0),
+                        format!(
+                            "batch_norm expects f32[batch, channels] or f32[batch, channels, height, width] (fixed channels and size), found {xty}"
+                        ),
+                    )
+                    .with_label(format!("this is {xty}")),
+                ))
+            }
+        };
+        let name = self.layer_name();
+        let cs = Shape::fixed(&[c]);
+        let state = |l: &mut Self, suffix: &str| {
+            let n = format!("{name}.{suffix}");
+            let node = l.leaf(
+                ops::LeafOp::State {
+                    name: n.clone(),
+                    shape: cs.clone(),
+                },
+                span,
+            )?;
+            l.graph.set_name(node, &n);
+            Ok::<_, Reported>((n, node))
+        };
+        let (mean_name, mean) = state(self, "running_mean")?;
+        let (var_name, var) = state(self, "running_var")?;
+        let x_span = arg_span(0);
+        let eps_bits = eps.to_bits();
+        let xhat = self.add_op(
+            Op::Norm(ops::NormOp::BatchNorm { eps: eps_bits }),
+            &[(x, x_span)],
+            span,
+        )?;
+        self.modal.push((xhat, vec![mean, var]));
+        for (n, node, var_stat, init) in [(mean_name, mean, false, 0.0), (var_name, var, true, 1.0)]
+        {
+            let update = self.add_op(
+                Op::Norm(ops::NormOp::BatchStat { var: var_stat }),
+                &[(x, x_span)],
+                span,
+            )?;
+            self.states.push(super::StateDecl {
+                name: n,
+                node,
+                shape: cs.clone(),
+                init,
+                momentum,
+                update,
+                span,
+            });
+        }
+        let mut gamma = self.add_param(
+            format!("{name}.weight"),
+            cs.clone(),
+            Init::Constant(1.0),
+            span,
+        )?;
+        let mut beta = self.add_param(format!("{name}.bias"), cs.clone(), Init::Zeros, span)?;
+        if xty.shape.rank() == 4 {
+            let to = Shape::fixed(&[c, 1, 1]);
+            gamma = self.add_op(
+                Op::Shape(ops::ShapeOp::Reshape { to: to.clone() }),
+                &[(gamma, span)],
+                span,
+            )?;
+            beta = self.add_op(
+                Op::Shape(ops::ShapeOp::Reshape { to }),
+                &[(beta, span)],
+                span,
+            )?;
+        }
+        let y = self.add_op(
+            Op::Binary(BinaryOp::Mul),
+            &[(xhat, span), (gamma, span)],
+            span,
+        )?;
+        self.add_op(Op::Binary(BinaryOp::Add), &[(y, span), (beta, span)], span)
     }
 
     /// Applies a one-argument function by name (relu, tanh, softmax, ...).

@@ -92,6 +92,28 @@ pub struct ParamDecl {
     pub span: Span,
 }
 
+/// A state tensor: a batch norm's running mean or variance. Not trained
+/// and not touched by the optimizer; the training step computes `update`
+/// (the batch's statistic) and the runtime blends it in,
+/// `state = (1 - momentum) · state + momentum · update`.
+#[derive(Clone, Debug)]
+pub struct StateDecl {
+    /// Its name: the checkpoint tensor name (`bn.running_mean`).
+    pub name: String,
+    /// Its leaf node.
+    pub node: NodeId,
+    /// Its shape.
+    pub shape: Shape,
+    /// Its initial value (0 for means, 1 for variances).
+    pub init: f64,
+    /// The weight of each step's statistic in the running average.
+    pub momentum: f64,
+    /// The node computing the batch statistic (training mode).
+    pub update: NodeId,
+    /// The layer call that declared it.
+    pub span: Span,
+}
+
 /// A declared output.
 #[derive(Clone, Debug)]
 pub struct OutputDecl {
@@ -120,9 +142,55 @@ pub struct Network {
     pub outputs: Vec<OutputDecl>,
     /// The scalar loss node.
     pub loss: NodeId,
+    /// State tensors in declaration order.
+    pub states: Vec<StateDecl>,
+    /// The modal nodes (dropout, batch norm) and the operands their
+    /// inference form takes after their first (the running statistics).
+    pub modal: Vec<(NodeId, Vec<NodeId>)>,
+    /// Whether [`Network::for_inference`] made this graph.
+    pub inference: bool,
 }
 
 impl Network {
+    /// Whether the network behaves differently in training and inference.
+    pub fn is_modal(&self) -> bool {
+        !self.modal.is_empty()
+    }
+
+    /// Whether this is the inference-mode form of a network.
+    pub fn is_inference(&self) -> bool {
+        self.inference
+    }
+
+    /// The network in inference mode: every modal node replaced in place
+    /// by its inference form (dropout the identity, batch norm reading its
+    /// running statistics). Node indices are unchanged, so the declarations
+    /// stay valid. This runs before any optimisation: the passes then see
+    /// two ordinary graphs.
+    pub fn for_inference(&self) -> Result<Network, Diagnostic> {
+        let mut net = self.clone();
+        for (node, extra) in &self.modal {
+            let n = net.graph.node(*node).clone();
+            let Op::Norm(op) = n.op else {
+                return Err(Diagnostic::new(
+                    ErrorKind::Internal,
+                    n.span,
+                    format!("node {} ({}) is not a modal op", node.index(), n.op),
+                ));
+            };
+            let Some(inf) = op.inference() else {
+                continue;
+            };
+            let mut operands = vec![net.graph.operands(*node)[0]];
+            operands.extend(extra);
+            net.graph
+                .replace(*node, Op::Norm(inf), &operands)
+                .map_err(|e| Diagnostic::new(ErrorKind::Internal, n.span, e.message))?;
+        }
+        net.inference = true;
+        Ok(net)
+    }
+
     /// Total number of trained scalars.
     pub fn param_count(&self) -> usize {
         self.params.iter().map(|p| p.shape.numel(1)).sum()
@@ -210,6 +278,8 @@ pub(crate) struct Lowerer {
     inputs: Vec<InputDecl>,
     params: Vec<ParamDecl>,
     outputs: Vec<OutputDecl>,
+    states: Vec<StateDecl>,
+    modal: Vec<(NodeId, Vec<NodeId>)>,
     /// The name layers in the current statement take their parameters' names from.
     prefix: String,
     /// How many layers the current statement has created.
@@ -348,6 +418,9 @@ impl Lowerer {
             params: std::mem::take(&mut self.params),
             outputs: std::mem::take(&mut self.outputs),
             loss,
+            states: std::mem::take(&mut self.states),
+            modal: std::mem::take(&mut self.modal),
+            inference: false,
         })
     }
 

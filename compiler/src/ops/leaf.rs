@@ -34,6 +34,14 @@ pub enum LeafOp {
         /// Its shape (never mentions `batch`).
         shape: Shape,
     },
+    /// Model state that is not trained: a batch norm's running statistics.
+    /// Read by inference, updated by the training step, saved in checkpoints.
+    State {
+        /// Its name (also its checkpoint tensor name).
+        name: String,
+        /// Its shape (never mentions `batch`).
+        shape: Shape,
+    },
     /// A scalar `value * batch^batch_pow`.
     Constant {
         /// The fixed factor.
@@ -57,7 +65,8 @@ impl PartialEq for LeafOp {
                 },
             ) => a.to_bits() == b.to_bits() && p == q,
             (LeafOp::Input { name: a, shape: s }, LeafOp::Input { name: b, shape: t })
-            | (LeafOp::Param { name: a, shape: s }, LeafOp::Param { name: b, shape: t }) => {
+            | (LeafOp::Param { name: a, shape: s }, LeafOp::Param { name: b, shape: t })
+            | (LeafOp::State { name: a, shape: s }, LeafOp::State { name: b, shape: t }) => {
                 a == b && s == t
             }
             (
@@ -83,7 +92,9 @@ impl std::hash::Hash for LeafOp {
     fn hash<H: std::hash::Hasher>(&self, state: &mut H) {
         std::mem::discriminant(self).hash(state);
         match self {
-            LeafOp::Input { name, shape } | LeafOp::Param { name, shape } => {
+            LeafOp::Input { name, shape }
+            | LeafOp::Param { name, shape }
+            | LeafOp::State { name, shape } => {
                 name.hash(state);
                 shape.hash(state);
             }
@@ -116,9 +127,9 @@ impl LeafOp {
     /// The leaf's type.
     pub fn infer(&self) -> TensorType {
         match self {
-            LeafOp::Input { shape, .. } | LeafOp::Param { shape, .. } => {
-                TensorType::f32(shape.clone())
-            }
+            LeafOp::Input { shape, .. }
+            | LeafOp::Param { shape, .. }
+            | LeafOp::State { shape, .. } => TensorType::f32(shape.clone()),
             LeafOp::Label { shape, classes, .. } => TensorType {
                 dtype: DType::Class { classes: *classes },
                 shape: shape.clone(),
@@ -140,12 +151,13 @@ impl LeafOp {
         }
     }
 
-    /// The declared name of an input, label or parameter.
+    /// The declared name of an input, label, parameter or state.
     pub fn name(&self) -> Option<&str> {
         match self {
             LeafOp::Input { name, .. }
             | LeafOp::Label { name, .. }
-            | LeafOp::Param { name, .. } => Some(name),
+            | LeafOp::Param { name, .. }
+            | LeafOp::State { name, .. } => Some(name),
             LeafOp::Constant { .. } => None,
         }
     }
@@ -157,6 +169,7 @@ impl fmt::Display for LeafOp {
             LeafOp::Input { name, .. } => write!(f, "input {name}"),
             LeafOp::Label { name, .. } => write!(f, "label {name}"),
             LeafOp::Param { name, .. } => write!(f, "param {name}"),
+            LeafOp::State { name, .. } => write!(f, "state {name}"),
             LeafOp::Constant {
                 value,
                 batch_pow: 0,

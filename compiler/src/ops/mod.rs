@@ -10,6 +10,7 @@ pub mod kernel;
 pub mod leaf;
 pub mod loss;
 pub mod matmul;
+pub mod norm;
 pub mod reduce;
 pub mod shape;
 pub mod signature;
@@ -21,6 +22,7 @@ pub use kernel::Kernel;
 pub use leaf::LeafOp;
 pub use loss::LossOp;
 pub use matmul::Matmul;
+pub use norm::NormOp;
 pub use reduce::{ReduceKind, ReduceOp};
 pub use shape::ShapeOp;
 pub use signature::{ArgKind, ArgValue, Args, Function, Param};
@@ -92,6 +94,32 @@ impl OpError {
 pub struct EvalCtx {
     /// The batch size this evaluation binds `batch` to.
     pub batch: usize,
+    /// Which training step this is (dropout masks depend on it).
+    pub key: StepKey,
+}
+
+impl EvalCtx {
+    /// An evaluation at `batch` with the default step key.
+    pub fn new(batch: usize) -> Self {
+        EvalCtx {
+            batch,
+            key: StepKey::default(),
+        }
+    }
+}
+
+/// What makes a training step's random choices (dropout masks) unique: the
+/// run's seed, the optimizer step, and the global index of the first sample
+/// of the evaluated batch (a data-parallel shard starts past 0). The same
+/// fields as `nnc_runtime::model::StepKey`.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct StepKey {
+    /// The `train` block's seed.
+    pub seed: u64,
+    /// The optimizer step, from 0.
+    pub step: u64,
+    /// Global index of the batch's first sample.
+    pub offset: u64,
 }
 
 /// An operation of the graph.
@@ -115,6 +143,8 @@ pub enum Op {
     Loss(LossOp),
     /// Convolution and pooling over NCHW tensors, and their gradients.
     Conv(ConvOp),
+    /// Batch normalisation and dropout (training and inference forms).
+    Norm(NormOp),
 }
 
 impl Op {
@@ -137,6 +167,7 @@ impl Op {
             Op::Shape(op) => op.infer(inputs[0]),
             Op::Loss(op) => op.infer(inputs),
             Op::Conv(op) => op.infer(inputs),
+            Op::Norm(op) => op.infer(inputs),
         }
     }
 
@@ -148,6 +179,7 @@ impl Op {
             Op::Binary(_) | Op::Matmul(_) => 2,
             Op::Loss(op) => op.arity(),
             Op::Conv(op) => op.arity(),
+            Op::Norm(op) => op.arity(),
         }
     }
 
@@ -164,6 +196,7 @@ impl Op {
             Op::Shape(op) => op.eval(inputs[0], cx),
             Op::Loss(op) => op.eval(inputs),
             Op::Conv(op) => op.eval(inputs),
+            Op::Norm(op) => op.eval(inputs, cx),
         }
     }
 
@@ -187,6 +220,7 @@ impl Op {
             Op::Shape(op) => op.grad(cx, inputs[0], dout).map(|g| vec![Some(g)]),
             Op::Loss(op) => op.grad(cx, inputs, dout),
             Op::Conv(op) => op.grad(cx, inputs, dout),
+            Op::Norm(op) => op.grad(cx, inputs, dout),
         }
     }
 
@@ -212,6 +246,7 @@ impl Op {
             Op::Shape(_) => 0,
             Op::Loss(op) => op.flops(inputs),
             Op::Conv(op) => op.flops(inputs, out),
+            Op::Norm(op) => op.flops(inputs),
         }
     }
 
@@ -241,6 +276,7 @@ impl Op {
             Op::Shape(op) => op.emit(k),
             Op::Loss(op) => op.emit(k),
             Op::Conv(op) => op.emit(k),
+            Op::Norm(op) => op.emit(k),
         })
     }
 
@@ -265,6 +301,7 @@ impl fmt::Display for Op {
             Op::Shape(op) => write!(f, "{op}"),
             Op::Loss(op) => write!(f, "{op}"),
             Op::Conv(op) => write!(f, "{op}"),
+            Op::Norm(op) => write!(f, "{op}"),
         }
     }
 }

@@ -195,10 +195,16 @@ pub fn rebuild(
     for (name, o) in &tg.outputs {
         outputs.push((name.clone(), remap(*o)?));
     }
+    let mut state_updates = Vec::new();
+    for (name, u) in &tg.state_updates {
+        state_updates.push((name.clone(), remap(*u)?));
+    }
     if new.len() != old.len() {
         changed = true;
     }
     *tg = TrainingGraph {
+        states: tg.states.clone(),
+        state_updates,
         graph: new,
         forward_len,
         loss,

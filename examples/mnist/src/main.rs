@@ -1,5 +1,7 @@
 //! Trains the MNIST classifier of `examples/models/mnist_mlp.nn` (or, with
-//! `--model lenet`, the LeNet-5 of `examples/models/lenet.nn`) — compiled by
+//! `--model lenet`, the LeNet-5 of `examples/models/lenet.nn`; with
+//! `--model bn-dropout`, the batch norm + dropout MLP of
+//! `examples/models/mnist_bn_dropout.nn`) — compiled by
 //! nnc in this crate's build script — on the bundled 10,000-digit MNIST
 //! subset, or on the full 60,000-digit set with `--data DIR`.
 //!
@@ -36,6 +38,9 @@ mod mlp {
 mod lenet {
     nnc::include_model!("lenet");
 }
+mod bn_dropout {
+    nnc::include_model!("mnist_bn_dropout");
+}
 
 /// The compiled networks this example trains.
 #[derive(Clone, Copy, clap::ValueEnum)]
@@ -44,6 +49,9 @@ enum Net {
     Mlp,
     /// LeNet-5 (examples/models/lenet.nn).
     Lenet,
+    /// 784 → 256 → 128 → 10 MLP with batch norm and dropout
+    /// (examples/models/mnist_bn_dropout.nn).
+    BnDropout,
 }
 
 /// Train the nnc-compiled MNIST classifier (784 → 128 → 128 → 10, Adam).
@@ -148,6 +156,7 @@ fn run(args: Args, comm: &dyn Collective) -> anyhow::Result<()> {
     let (spec, shape) = match net {
         Net::Mlp => (&mlp::MNIST_MLP_SPEC, vec![784]),
         Net::Lenet => (&lenet::LE_NET_SPEC, vec![1, 28, 28]),
+        Net::BnDropout => (&bn_dropout::MNIST_BN_DROPOUT_SPEC, vec![784]),
     };
     let train = mnist.train.with_sample_shape(shape.clone())?;
     let test = mnist.test.with_sample_shape(shape)?;
@@ -161,6 +170,7 @@ fn run(args: Args, comm: &dyn Collective) -> anyhow::Result<()> {
     let mut model: Box<dyn Model> = match net {
         Net::Mlp => Box::new(mlp::MnistMlp::new(batch)),
         Net::Lenet => Box::new(lenet::LeNet::new(batch)),
+        Net::BnDropout => Box::new(bn_dropout::MnistBnDropout::new(batch)),
     };
     if lead {
         println!(
