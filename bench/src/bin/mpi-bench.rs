@@ -17,7 +17,7 @@ use clap::Parser;
 use nnc::runtime::collective::{Collective, Local, Mpi};
 use nnc::runtime::parallel::{StepRunner, Strategy};
 use nnc::runtime::rng::Rng;
-use nnc::runtime::{Batch, Model};
+use nnc::runtime::{Batch, Model, StepKey};
 use std::time::Instant;
 
 mod w2 {
@@ -77,7 +77,8 @@ fn run(args: &Args, comm: &dyn Collective) -> anyhow::Result<()> {
     let mut opt = spec.train.optimizer.build(spec.param_count)?;
     let lr = spec.train.lr;
     let mut step = |model: &mut w2::MlpWide| -> anyhow::Result<f32> {
-        let loss = runner.step_ranks(&*model, &local, batch, comm)?;
+        // No dropout in W2: every step may use the same key.
+        let loss = runner.step_ranks(&*model, &local, batch, StepKey::default(), comm)?;
         opt.step(model.params_mut(), runner.grads(), lr)?;
         Ok(loss)
     };
