@@ -86,13 +86,16 @@ pub fn evaluate(graph: &Graph, bindings: &HashMap<String, Tensor>) -> Result<Val
         let node = graph.node(id);
         let v = match &node.op {
             Op::Leaf(
-                leaf @ (LeafOp::Input { .. } | LeafOp::Label { .. } | LeafOp::Param { .. }),
+                leaf @ (LeafOp::Input { .. }
+                | LeafOp::Label { .. }
+                | LeafOp::Tokens { .. }
+                | LeafOp::Param { .. }),
             ) => {
                 let name = leaf.name().unwrap_or_default();
                 let v = bindings
                     .get(name)
                     .ok_or_else(|| InterpError::Unbound(name.to_string()))?;
-                if let LeafOp::Label { classes, .. } = leaf {
+                if let LeafOp::Label { classes, .. } | LeafOp::Tokens { classes, .. } = leaf {
                     for &l in v.iter() {
                         class_index(l, *classes).map_err(|e| InterpError::Label {
                             name: name.to_string(),
@@ -129,6 +132,7 @@ fn infer_batch(graph: &Graph, bindings: &HashMap<String, Tensor>) -> Result<usiz
         let (name, shape) = match leaf {
             LeafOp::Input { name, shape }
             | LeafOp::Label { name, shape, .. }
+            | LeafOp::Tokens { name, shape, .. }
             | LeafOp::Param { name, shape } => (name, shape),
             LeafOp::Constant { .. } => continue,
         };

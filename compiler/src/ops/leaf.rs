@@ -27,6 +27,16 @@ pub enum LeafOp {
         /// Number of classes.
         classes: usize,
     },
+    /// Integer token ids fed each step with the float inputs (so
+    /// `predict` has them too): `input tokens: class[batch, 16] of 10;`.
+    Tokens {
+        /// The declared name.
+        name: String,
+        /// The declared shape.
+        shape: Shape,
+        /// Number of distinct ids.
+        classes: usize,
+    },
     /// A trained parameter.
     Param {
         /// The parameter's name (also its checkpoint tensor name).
@@ -72,6 +82,18 @@ impl PartialEq for LeafOp {
                     classes: d,
                 },
             ) => a == b && s == t && c == d,
+            (
+                LeafOp::Tokens {
+                    name: a,
+                    shape: s,
+                    classes: c,
+                },
+                LeafOp::Tokens {
+                    name: b,
+                    shape: t,
+                    classes: d,
+                },
+            ) => a == b && s == t && c == d,
             _ => false,
         }
     }
@@ -88,6 +110,11 @@ impl std::hash::Hash for LeafOp {
                 shape.hash(state);
             }
             LeafOp::Label {
+                name,
+                shape,
+                classes,
+            }
+            | LeafOp::Tokens {
                 name,
                 shape,
                 classes,
@@ -119,10 +146,12 @@ impl LeafOp {
             LeafOp::Input { shape, .. } | LeafOp::Param { shape, .. } => {
                 TensorType::f32(shape.clone())
             }
-            LeafOp::Label { shape, classes, .. } => TensorType {
-                dtype: DType::Class { classes: *classes },
-                shape: shape.clone(),
-            },
+            LeafOp::Label { shape, classes, .. } | LeafOp::Tokens { shape, classes, .. } => {
+                TensorType {
+                    dtype: DType::Class { classes: *classes },
+                    shape: shape.clone(),
+                }
+            }
             LeafOp::Constant { .. } => TensorType::scalar(),
         }
     }
@@ -145,6 +174,7 @@ impl LeafOp {
         match self {
             LeafOp::Input { name, .. }
             | LeafOp::Label { name, .. }
+            | LeafOp::Tokens { name, .. }
             | LeafOp::Param { name, .. } => Some(name),
             LeafOp::Constant { .. } => None,
         }
@@ -156,6 +186,7 @@ impl fmt::Display for LeafOp {
         match self {
             LeafOp::Input { name, .. } => write!(f, "input {name}"),
             LeafOp::Label { name, .. } => write!(f, "label {name}"),
+            LeafOp::Tokens { name, .. } => write!(f, "input {name}"),
             LeafOp::Param { name, .. } => write!(f, "param {name}"),
             LeafOp::Constant {
                 value,

@@ -11,6 +11,7 @@ pub mod leaf;
 pub mod loss;
 pub mod matmul;
 pub mod reduce;
+pub mod sequence;
 pub mod shape;
 pub mod signature;
 pub mod softmax;
@@ -22,6 +23,7 @@ pub use leaf::LeafOp;
 pub use loss::LossOp;
 pub use matmul::Matmul;
 pub use reduce::{ReduceKind, ReduceOp};
+pub use sequence::SeqOp;
 pub use shape::ShapeOp;
 pub use signature::{ArgKind, ArgValue, Args, Function, Param};
 pub use softmax::{SoftmaxKind, SoftmaxOp};
@@ -115,6 +117,9 @@ pub enum Op {
     Loss(LossOp),
     /// Convolution and pooling over NCHW tensors, and their gradients.
     Conv(ConvOp),
+    /// Layer norm, embeddings, concat and slice, the causal mask, and
+    /// their gradients.
+    Seq(SeqOp),
 }
 
 impl Op {
@@ -137,6 +142,7 @@ impl Op {
             Op::Shape(op) => op.infer(inputs[0]),
             Op::Loss(op) => op.infer(inputs),
             Op::Conv(op) => op.infer(inputs),
+            Op::Seq(op) => op.infer(inputs),
         }
     }
 
@@ -148,6 +154,7 @@ impl Op {
             Op::Binary(_) | Op::Matmul(_) => 2,
             Op::Loss(op) => op.arity(),
             Op::Conv(op) => op.arity(),
+            Op::Seq(op) => op.arity(),
         }
     }
 
@@ -164,6 +171,7 @@ impl Op {
             Op::Shape(op) => op.eval(inputs[0], cx),
             Op::Loss(op) => op.eval(inputs),
             Op::Conv(op) => op.eval(inputs),
+            Op::Seq(op) => op.eval(inputs, cx),
         }
     }
 
@@ -187,6 +195,7 @@ impl Op {
             Op::Shape(op) => op.grad(cx, inputs[0], dout).map(|g| vec![Some(g)]),
             Op::Loss(op) => op.grad(cx, inputs, dout),
             Op::Conv(op) => op.grad(cx, inputs, dout),
+            Op::Seq(op) => op.grad(cx, inputs, dout),
         }
     }
 
@@ -212,6 +221,7 @@ impl Op {
             Op::Shape(_) => 0,
             Op::Loss(op) => op.flops(inputs),
             Op::Conv(op) => op.flops(inputs, out),
+            Op::Seq(op) => op.flops(inputs),
         }
     }
 
@@ -241,6 +251,7 @@ impl Op {
             Op::Shape(op) => op.emit(k),
             Op::Loss(op) => op.emit(k),
             Op::Conv(op) => op.emit(k),
+            Op::Seq(op) => op.emit(k),
         })
     }
 
@@ -265,6 +276,7 @@ impl fmt::Display for Op {
             Op::Shape(op) => write!(f, "{op}"),
             Op::Loss(op) => write!(f, "{op}"),
             Op::Conv(op) => write!(f, "{op}"),
+            Op::Seq(op) => write!(f, "{op}"),
         }
     }
 }
@@ -279,6 +291,7 @@ pub fn functions() -> impl Iterator<Item = &'static Function> {
         .chain(shape::FUNCTIONS)
         .chain(loss::FUNCTIONS)
         .chain(conv::FUNCTIONS)
+        .chain(sequence::FUNCTIONS)
 }
 
 /// The functions `dense(..., activation: NAME)` accepts: shape-preserving
