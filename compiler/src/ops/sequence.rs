@@ -456,11 +456,17 @@ impl SeqOp {
         let d0 = k.inputs[0].shape.dims();
         let last = |d: &[Dim]| Kernel::dim(*d.last().unwrap_or(&Dim::Fixed(1)));
         let inner = |d: &[Dim], axis: usize| Kernel::product(&d[axis..]);
-        let lit = |n: usize| {
-            let l = Literal::usize_suffixed(n);
-            quote!(#l)
+        // `n` times the extent of the axes after `axis`, folded into one
+        // constant where it can be (no `0 * …` or `… * 1` for clippy).
+        let scaled = |n: usize, d: &[Dim], axis: usize| {
+            if n == 0 {
+                let l = Literal::usize_suffixed(0);
+                return quote!(#l);
+            }
+            let mut dims = vec![Dim::Fixed(n)];
+            dims.extend_from_slice(&d[axis + 1..]);
+            Kernel::product(&dims)
         };
-        let after = |d: &[Dim], axis: usize| Kernel::product(&d[axis + 1..]);
         match *self {
             SeqOp::LayerNorm { eps } => {
                 let (d, e) = (last(d0), Kernel::f32(eps));
@@ -481,7 +487,6 @@ impl SeqOp {
             SeqOp::Concat { axis, .. } => {
                 let od = k.out.shape.dims();
                 let total = inner(od, axis);
-                let rest = after(od, axis);
                 let mut at = 0usize;
                 let calls = k.inputs.iter().enumerate().map(|(i, t)| {
                     let x = quote::format_ident!("x{}", i);
@@ -489,26 +494,26 @@ impl SeqOp {
                         Dim::Fixed(n) => n,
                         Dim::Batch => 0,
                     };
-                    let (a, len) = (lit(at), lit(n));
+                    let (a, len) = (scaled(at, od, axis), scaled(n, od, axis));
                     at += n;
-                    quote!(#rt::sequence::place(out, #x, #total, #a * #rest, #len * #rest);)
+                    quote!(#rt::sequence::place(out, #x, #total, #a, #len);)
                 });
                 quote!(#(#calls)*)
             }
             SeqOp::Slice { axis, start, end } => {
-                let (total, rest) = (inner(d0, axis), after(d0, axis));
-                let (a, len) = (lit(start), lit(end - start));
-                quote!(#rt::sequence::slice(out, x0, #total, #a * #rest, #len * #rest);)
+                let total = inner(d0, axis);
+                let (a, len) = (scaled(start, d0, axis), scaled(end - start, d0, axis));
+                quote!(#rt::sequence::slice(out, x0, #total, #a, #len);)
             }
             SeqOp::Pad { axis, start, .. } => {
                 let od = k.out.shape.dims();
-                let (total, rest) = (inner(od, axis), after(od, axis));
+                let total = inner(od, axis);
                 let n = match d0[axis] {
                     Dim::Fixed(n) => n,
                     Dim::Batch => 0,
                 };
-                let (a, len) = (lit(start), lit(n));
-                quote!(#rt::sequence::pad(out, x0, #total, #a * #rest, #len * #rest);)
+                let (a, len) = (scaled(start, od, axis), scaled(n, od, axis));
+                quote!(#rt::sequence::pad(out, x0, #total, #a, #len);)
             }
             SeqOp::CausalMask | SeqOp::CausalMaskGrad => {
                 let r = d0.len();

@@ -103,7 +103,7 @@ fn main() -> anyhow::Result<()> {
     // parameters mutably (one preallocated buffer).
     let mut grads = vec![0f32; spec.param_count];
     let mut data = Rng::new(args.seed);
-    let mut held_out_rng = Rng::new(args.seed ^ 0x5EED_0F_7E57);
+    let mut held_out_rng = Rng::new(args.seed ^ 0x005E_ED0F_7E57);
     let (test_x, test_y) = sequences(&mut held_out_rng, args.test);
     println!(
         "transformer: {} parameters, batch {bs}, {steps} steps of Adam (lr {}), {} training sequences per epoch",
