@@ -19,6 +19,10 @@ mod norm_net {
     nnc::include_model!("norm_net");
 }
 
+mod transformer {
+    nnc::include_model!("transformer");
+}
+
 struct Counting;
 
 static ALLOCATIONS: AtomicUsize = AtomicUsize::new(0);
@@ -105,6 +109,13 @@ fn generated_steps_do_not_allocate_after_the_first_call() {
     steps(&mut model, &[&image], &[&digit], &mut [&mut probs]);
     let n = allocations(|| steps(&mut model, &[&image], &[&digit], &mut [&mut probs]));
     assert_eq!(n, 0, "NormNet allocated {n} times in one step");
+    let tokens: Vec<f32> = (0..16 * 3).map(|i| (i % 10) as f32).collect();
+    let reversed: Vec<u32> = (0..16 * 3).map(|i| 9 - i % 10).collect();
+    let mut logits = vec![0.0f32; 16 * 10 * 3];
+    let mut model = transformer::Transformer::new(3);
+    steps(&mut model, &[&tokens], &[&reversed], &mut [&mut logits]);
+    let n = allocations(|| steps(&mut model, &[&tokens], &[&reversed], &mut [&mut logits]));
+    assert_eq!(n, 0, "Transformer allocated {n} times in one step");
 
     // The parallel runner with Adam, as `fit` drives it: data parallel (four
     // shards on two threads) and intra-op. Each worker thread grows its

@@ -29,6 +29,18 @@ mod conv_net {
 mod conv_net_o0 {
     nnc::include_model!("conv_net_o0");
 }
+mod transformer {
+    nnc::include_model!("transformer");
+}
+mod transformer_o0 {
+    nnc::include_model!("transformer_o0");
+}
+mod seq_ops {
+    nnc::include_model!("seq_ops");
+}
+mod seq_ops_o0 {
+    nnc::include_model!("seq_ops_o0");
+}
 
 /// SplitMix64, independent of the code under test.
 struct Rng(u64);
@@ -81,8 +93,19 @@ fn compare<M: Model>(model: &mut M, path: &str, batch: usize, seed: u64) -> Vec<
         let dims = i.ty.shape.resolve(batch);
         let n: usize = dims.iter().product();
         let tensor = |v: Vec<f64>| Tensor::from_shape_vec(dims.clone(), v).unwrap();
-        match i.kind {
-            InputKind::Features => {
+        match (i.kind, i.ty.dtype) {
+            // Token ids: whole numbers in range, fed with the features.
+            (InputKind::Features, nnc::compiler::graph::DType::Class { classes }) => {
+                let v: Vec<f32> = (0..n)
+                    .map(|_| (rng.next() % classes as u64) as f32)
+                    .collect();
+                bindings.insert(
+                    i.name.clone(),
+                    tensor(v.iter().map(|&x| f64::from(x)).collect()),
+                );
+                features.push(v);
+            }
+            (InputKind::Features, _) => {
                 let v: Vec<f32> = (0..n).map(|_| rng.unit() * 2.0 - 1.0).collect();
                 bindings.insert(
                     i.name.clone(),
@@ -90,7 +113,7 @@ fn compare<M: Model>(model: &mut M, path: &str, batch: usize, seed: u64) -> Vec<
                 );
                 features.push(v);
             }
-            InputKind::Labels => {
+            (InputKind::Labels, _) => {
                 let classes = model
                     .spec()
                     .inputs
@@ -240,4 +263,65 @@ fn generated_code_rejects_bad_batches_without_panicking() {
             .to_string(),
         "`probs`: expected 10 values, found 3"
     );
+}
+
+#[test]
+fn transformer_generated_code_equals_the_interpreter() {
+    let mut model = transformer::Transformer::new(4);
+    let mut o0 = transformer_o0::Transformer::new(4);
+    let path = "examples/models/transformer.nn";
+    for (batch, seed) in [(4, 1), (1, 2)] {
+        let errors = compare(&mut model, path, batch, seed);
+        // The loss, 38 parameter gradients, the loss again and the logits.
+        assert_eq!(errors.len(), 1 + 38 + 1 + 1);
+        assert_close(errors);
+        assert_close(compare(&mut o0, path, batch, seed));
+    }
+}
+
+#[test]
+fn seq_ops_generated_code_equals_the_interpreter() {
+    let mut model = seq_ops::SeqOps::new(5);
+    let mut o0 = seq_ops_o0::SeqOps::new(5);
+    let path = "compiler/tests/models/seq_ops.nn";
+    for (batch, seed) in [(5, 1), (1, 2), (3, 3)] {
+        assert_close(compare(&mut model, path, batch, seed));
+        assert_close(compare(&mut o0, path, batch, seed));
+    }
+}
+
+/// A token id out of range (or not a whole number) is an error before any
+/// kernel runs, in training and in predict, never a panic or a read of
+/// another row.
+#[test]
+fn token_ids_out_of_range_are_rejected() {
+    use nnc::runtime::StepError;
+    let mut model = transformer::Transformer::new(2);
+    let mut tokens = vec![1.0f32; 32];
+    let labels = vec![0u32; 32];
+    let mut logits = vec![0.0f32; 320];
+    for (bad, shown) in [(10.0, "10"), (-1.0, "-1"), (2.5, "2.5"), (f32::NAN, "NaN")] {
+        tokens[17] = bad;
+        let want = StepError::Token {
+            name: "tokens",
+            index: 17,
+            value: shown.to_string(),
+            classes: 10,
+        };
+        assert_eq!(model.train_step(&tokens, &labels).unwrap_err(), want);
+        assert_eq!(model.loss(&tokens, &labels).unwrap_err(), want);
+        assert_eq!(model.predict(&tokens, &mut logits).unwrap_err(), want);
+    }
+    assert_eq!(
+        StepError::Token {
+            name: "tokens",
+            index: 17,
+            value: "10".into(),
+            classes: 10
+        }
+        .to_string(),
+        "`tokens`[17] = 10 is not a token id in 0..10"
+    );
+    tokens[17] = 9.0;
+    assert!(model.train_step(&tokens, &labels).is_ok());
 }

@@ -18,6 +18,11 @@ fn lenet() {
 }
 
 #[test]
+fn transformer() {
+    insta::assert_snapshot!("transformer", generated("transformer"));
+}
+
+#[test]
 fn every_op() {
     insta::assert_snapshot!("every_op", generated("every_op"));
 }

@@ -322,7 +322,7 @@ fn unknown_element_type() {
         text,
         ErrorKind::Syntax,
         (2, 14),
-        "expected a type like `f32[batch, 784]`, found `f64`",
+        "expected `class` or a type like `f32[batch, 784]`, found `f64`",
     );
 }
 
@@ -1940,5 +1940,143 @@ fn batch_norm_momentum_and_eps_are_checked() {
         ErrorKind::BadArgument,
         (4, 23),
         "`batch_norm` has no parameter `mean`; expected one of: x, momentum, eps",
+    );
+}
+
+// ------------------------------------------------------------ sequence ops
+
+/// A network over a token input `tokens: class[batch, 8] of 10` and a
+/// float sequence `x: f32[batch, 8, 12]`; `body` is its fifth line.
+fn seq_net(body: &str) -> String {
+    format!(
+        "network N {{
+    input tokens: class[batch, 8] of 10;
+    input x: f32[batch, 8, 12];
+    label y: class[batch, 8] of 10;
+    {body}
+    loss cross_entropy(dense(h, 10), y);
+}}"
+    )
+}
+
+#[test]
+fn sequence_layers_compile() {
+    compiles(&seq_net(
+        "h = self_attention(layer_norm(embedding(tokens, 12) + x), heads: 3, causal: true);",
+    ));
+    compiles(&seq_net(
+        "h = concat(slice(x, axis: 1, start: 0, end: 4), slice(x, 1, 4), axis: 1);",
+    ));
+}
+
+#[test]
+fn heads_must_divide_the_width() {
+    let text = seq_net("h = self_attention(x, heads: 5);");
+    let d = one(
+        &text,
+        ErrorKind::BadArgument,
+        (5, 34),
+        "self_attention: 5 heads do not divide the width 12 of f32[batch, 8, 12]",
+    );
+    assert_eq!(spanned(&text, &d), "5");
+    assert_eq!(
+        d.help.as_deref(),
+        Some("each head gets width / heads features; choose heads among 1, 2, 3, 4, 6, 12")
+    );
+    one(
+        &seq_net("h = self_attention(x, heads: 0);"),
+        ErrorKind::BadArgument,
+        (5, 34),
+        "self_attention: 0 heads do not divide the width 12 of f32[batch, 8, 12]",
+    );
+}
+
+#[test]
+fn self_attention_needs_a_sequence() {
+    let text = seq_net("h = self_attention(flatten(x), heads: 2);");
+    let d = one(
+        &text,
+        ErrorKind::ShapeMismatch,
+        (5, 24),
+        "self_attention expects a sequence f32[batch, length, width] (fixed length and width), found f32[batch, 96]",
+    );
+    assert_eq!(spanned(&text, &d), "flatten(x)");
+}
+
+#[test]
+fn embedding_needs_token_ids() {
+    let text = seq_net("h = embedding(x, 16);");
+    let d = one(
+        &text,
+        ErrorKind::TypeMismatch,
+        (5, 19),
+        "embedding expects token ids (class-typed), found f32[batch, 8, 12]",
+    );
+    assert_eq!(spanned(&text, &d), "x");
+    one(
+        &seq_net("h = embedding(tokens, 0);"),
+        ErrorKind::BadArgument,
+        (5, 27),
+        "`dim` of `embedding` must be a positive integer, found 0",
+    );
+    one(
+        &seq_net("param t: f32[9, 4];\n    h = gather(t, tokens);"),
+        ErrorKind::ShapeMismatch,
+        (6, 9),
+        "embedding: the table has 9 rows, the ids class[batch, 8] of 10 are in 0..10",
+    );
+}
+
+#[test]
+fn concat_and_slice_ranges() {
+    one(
+        &seq_net("h = concat(x, flatten(x), axis: 1);"),
+        ErrorKind::ShapeMismatch,
+        (5, 9),
+        "concat along axis 1: f32[batch, 96] does not match f32[batch, 8, 12] in the other dimensions",
+    );
+    one(
+        &seq_net("h = concat(x, x, axis: 0);"),
+        ErrorKind::ShapeMismatch,
+        (5, 9),
+        "concat of f32[batch, 8, 12]: axis 0 is batch, whose size is unknown at compile time",
+    );
+    one(
+        &seq_net("h = slice(x, axis: 2, start: 4, end: 13);"),
+        ErrorKind::BadArgument,
+        (5, 9),
+        "slice 4..13 of axis 2 of f32[batch, 8, 12]: the range must be non-empty and within 0..12",
+    );
+    one(
+        &seq_net("h = slice(x, axis: 3, start: 0);"),
+        ErrorKind::BadArgument,
+        (5, 9),
+        "axis 3 is out of range for a tensor of rank 3",
+    );
+}
+
+#[test]
+fn layer_norm_and_causal_mask_arguments() {
+    one(
+        &seq_net("h = layer_norm(x, eps: 0);"),
+        ErrorKind::BadArgument,
+        (5, 28),
+        "`eps` of `layer_norm` must be positive, found 0",
+    );
+    one(
+        &seq_net("h = causal_mask(sum(x, axis: [1, 2]));"),
+        ErrorKind::ShapeMismatch,
+        (5, 9),
+        "causal_mask expects scores f32[..., queries, keys] of rank 2 or more, found f32[batch]",
+    );
+}
+
+#[test]
+fn token_inputs_are_not_numbers() {
+    one(
+        &seq_net("h = x + tokens;"),
+        ErrorKind::TypeMismatch,
+        (5, 13),
+        "`+` expects an f32 tensor, found class labels class[batch, 8] of 10",
     );
 }

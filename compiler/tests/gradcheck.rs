@@ -6,8 +6,8 @@ mod support;
 use nnc_compiler::graph::{Dim, Shape};
 use nnc_compiler::ops::softmax::SoftmaxKind;
 use nnc_compiler::ops::{
-    BinaryOp, ConvOp, ConvParams, LossOp, Matmul, Op, PoolParams, ReduceKind, ReduceOp, ShapeOp,
-    SoftmaxOp, UnaryOp,
+    BinaryOp, ConvOp, ConvParams, LossOp, Matmul, Op, PoolParams, ReduceKind, ReduceOp, SeqOp,
+    ShapeOp, SoftmaxOp, UnaryOp,
 };
 use proptest::prelude::*;
 use support::*;
@@ -408,4 +408,124 @@ fn fan_out_sums_gradients() {
     let q = b.op(Op::Binary(BinaryOp::Add), &[p, t]);
     let obj = b.objective(q, &mut rng);
     assert!(gradcheck(&b, obj, 64, &mut rng) < TOLERANCE);
+}
+
+proptest! {
+    #![proptest_config(config())]
+
+    /// layer_norm over the last axis (its rule builds the fused
+    /// layer_norm_grad op, whose values are what is checked here), with a
+    /// tiny and a large epsilon.
+    #[test]
+    fn layer_norm(d in prop::collection::vec(1usize..5, 1..4), big_eps in any::<bool>(), seed in any::<u64>()) {
+        let eps = if big_eps { 0.5 } else { 1e-5 };
+        let mut rng = Rng(seed);
+        let mut b = Builder::default();
+        let mut dims = vec![BATCH];
+        dims.extend(&d);
+        let x = b.input("x", batched(&dims), Domain::Uniform(-2.0, 2.0), &mut rng);
+        let y = b.op(Op::Seq(SeqOp::LayerNorm { eps }), &[x]);
+        let obj = b.objective(y, &mut rng);
+        let err = gradcheck(&b, obj, 64, &mut rng);
+        prop_assert!(err < TOLERANCE, "layer_norm over {dims:?}: relative error {err:e}");
+    }
+
+    /// The embedding lookup with respect to its table (a scatter-add; ids
+    /// repeat often with few rows), and the scatter-add op with respect to
+    /// its gradient operand (a lookup).
+    #[test]
+    fn embedding_and_its_gradient_op(vocab in 1usize..5, dim in 1usize..4, len in 1usize..5, seed in any::<u64>()) {
+        let mut rng = Rng(seed);
+        let mut b = Builder::default();
+        let table = b.input("table", shape(&[vocab, dim]), Domain::Uniform(-1.0, 1.0), &mut rng);
+        let ids = b.labels("ids", batched(&[BATCH, len]), vocab, &mut rng);
+        let y = b.op(Op::Seq(SeqOp::Embedding), &[table, ids]);
+        let obj = b.objective(y, &mut rng);
+        let err = gradcheck(&b, obj, 64, &mut rng);
+        prop_assert!(err < TOLERANCE, "embedding: relative error {err:e}");
+
+        let mut b = Builder::default();
+        let ids = b.labels("ids", batched(&[BATCH, len]), vocab, &mut rng);
+        let g = b.input("g", batched(&[BATCH, len, dim]), Domain::Uniform(-1.0, 1.0), &mut rng);
+        let y = b.op(Op::Seq(SeqOp::EmbeddingGrad { vocab }), &[ids, g]);
+        let obj = b.objective(y, &mut rng);
+        let err = gradcheck(&b, obj, 64, &mut rng);
+        prop_assert!(err < TOLERANCE, "embedding_grad: relative error {err:e}");
+    }
+
+    /// concat of two or three tensors along any axis (its rule slices),
+    /// slice (its rule pads) and pad (its rule slices).
+    #[test]
+    fn concat_slice_and_pad(d in prop::collection::vec(1usize..4, 2..4), axis_seed in any::<usize>(),
+                            extents in prop::collection::vec(1usize..4, 2..4), start in 0usize..3, seed in any::<u64>()) {
+        let mut rng = Rng(seed);
+        let mut dims = vec![BATCH];
+        dims.extend(&d);
+        let axis = 1 + axis_seed % d.len();
+        let mut b = Builder::default();
+        let parts: Vec<_> = extents.iter().enumerate().map(|(i, &n)| {
+            let mut di = dims.clone();
+            di[axis] = n;
+            b.input(&format!("x{i}"), batched(&di), Domain::Uniform(-1.0, 1.0), &mut rng)
+        }).collect();
+        let cat = b.op(Op::Seq(SeqOp::Concat { axis, n: parts.len() }), &parts);
+        let total: usize = extents.iter().sum();
+        let start = start.min(total - 1);
+        let end = total.min(start + 2);
+        let sl = b.op(Op::Seq(SeqOp::Slice { axis, start, end }), &[cat]);
+        let padded = b.op(Op::Seq(SeqOp::Pad { axis, start: 1, total: end - start + 2 }), &[sl]);
+        let obj = b.objective(padded, &mut rng);
+        let err = gradcheck(&b, obj, 64, &mut rng);
+        prop_assert!(err < TOLERANCE, "concat {extents:?} along {axis} of {dims:?}, slice {start}..{end}, pad: relative error {err:e}");
+    }
+
+    /// The causal mask feeding a softmax (masked entries get no gradient)
+    /// and the mask's gradient op.
+    #[test]
+    fn causal_mask(m in 1usize..5, n in 1usize..5, heads in 1usize..3, grad_op in any::<bool>(), seed in any::<u64>()) {
+        let mut rng = Rng(seed);
+        let mut b = Builder::default();
+        let x = b.input("x", batched(&[BATCH, heads, m, n]), Domain::Uniform(-2.0, 2.0), &mut rng);
+        let op = if grad_op { SeqOp::CausalMaskGrad } else { SeqOp::CausalMask };
+        let y = b.op(Op::Seq(op), &[x]);
+        let y = b.op(Op::Softmax(SoftmaxOp { kind: SoftmaxKind::Softmax, axis: 3 }), &[y]);
+        let obj = b.objective(y, &mut rng);
+        let err = gradcheck(&b, obj, 64, &mut rng);
+        prop_assert!(err < TOLERANCE, "{op} over {m}x{n}: relative error {err:e}");
+    }
+}
+
+/// The mask really hides the future: masked scores get zero weight.
+#[test]
+fn causal_mask_gives_future_positions_zero_weight() {
+    use nnc_compiler::ops::{EvalCtx, Tensor};
+    let x = Tensor::from_shape_vec(vec![1, 3, 3], (0..9).map(f64::from).collect()).unwrap();
+    let cx = EvalCtx::new(1);
+    let masked = Op::Seq(SeqOp::CausalMask).eval(&[&x], &cx).unwrap();
+    let p = Op::Softmax(SoftmaxOp {
+        kind: SoftmaxKind::Softmax,
+        axis: 2,
+    })
+    .eval(&[&masked], &cx)
+    .unwrap();
+    let p: Vec<f64> = p.iter().copied().collect();
+    assert_eq!(p[0], 1.0);
+    assert_eq!((p[1], p[2], p[5]), (0.0, 0.0, 0.0));
+    assert!((p[3] + p[4] - 1.0).abs() < 1e-12 && p[4] > p[3]);
+}
+
+#[test]
+fn layer_norm_has_no_second_derivative_and_says_so() {
+    let mut rng = Rng(1);
+    let mut b = Builder::default();
+    let x = b.input("x", shape(&[2, 3]), Domain::Uniform(-1.0, 1.0), &mut rng);
+    let g = b.input("g", shape(&[2, 3]), Domain::Uniform(-1.0, 1.0), &mut rng);
+    let y = b.op(Op::Seq(SeqOp::LayerNormGrad { eps: 1e-5 }), &[x, g]);
+    let obj = b.objective(y, &mut rng);
+    let mut graph = b.graph.clone();
+    let err = nnc_compiler::autodiff::gradients(&mut graph, obj, &[x]).unwrap_err();
+    assert_eq!(
+        err.message,
+        "cannot differentiate: the second derivative of layer_norm is not supported"
+    );
 }

@@ -6,7 +6,6 @@ mod support;
 
 use nnc_compiler::autodiff::{training_graph, GradOptions};
 use nnc_compiler::interp::evaluate;
-use nnc_compiler::lower::InputKind;
 use nnc_compiler::ops::Tensor;
 use nnc_compiler::{check_source, graph::DType, SourceFile};
 use std::collections::HashMap;
@@ -36,9 +35,7 @@ fn check_network(path: &str, inputs_wrt: &[&str], coords: usize, seed: u64) -> V
     for i in &net.inputs {
         let dims = concrete(&i.ty.shape);
         let v = match (i.kind, i.ty.dtype) {
-            (InputKind::Labels, DType::Class { classes }) => {
-                tensor(&dims, Domain::Classes(classes), &mut rng)
-            }
+            (_, DType::Class { classes }) => tensor(&dims, Domain::Classes(classes), &mut rng),
             _ => tensor(&dims, Domain::Uniform(-1.0, 1.0), &mut rng),
         };
         bindings.insert(i.name.clone(), v);
@@ -143,15 +140,46 @@ fn conv_net_gradients_match_finite_differences() {
     }
 }
 
+#[test]
+fn seq_ops_network_gradients_match_finite_differences() {
+    let errors = check_network("tests/models/seq_ops.nn", &["x"], 24, 9);
+    let names: Vec<&str> = errors.iter().map(|e| e.0.as_str()).collect();
+    assert_eq!(
+        names,
+        [
+            "table",
+            "e.weight",
+            "c.gamma",
+            "c.beta",
+            "a.query.weight",
+            "a.query.bias",
+            "a.key.weight",
+            "a.key.bias",
+            "a.value.weight",
+            "a.value.bias",
+            "a.output.weight",
+            "a.output.bias",
+            "logits.weight",
+            "logits.bias",
+            "x"
+        ]
+    );
+    for (name, err) in errors {
+        assert!(err < 1e-6, "{name}: relative error {err:e}");
+    }
+}
+
 /// The every-op model really does use every function of the language, so
 /// that adding an op without adding it here fails loudly.
 #[test]
 fn every_op_model_covers_every_function() {
-    let text = std::fs::read_to_string(format!(
-        "{}/tests/models/every_op.nn",
-        env!("CARGO_MANIFEST_DIR")
-    ))
-    .unwrap();
+    // The sequence functions are exercised by seq_ops.nn.
+    let text = ["every_op.nn", "seq_ops.nn"]
+        .map(|f| {
+            std::fs::read_to_string(format!("{}/tests/models/{f}", env!("CARGO_MANIFEST_DIR")))
+                .unwrap()
+        })
+        .concat();
     let mut missing: Vec<&str> = nnc_compiler::ops::functions()
         .map(|f| f.name)
         .filter(|name| !text.contains(&format!("{name}(")))

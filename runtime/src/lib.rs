@@ -22,6 +22,7 @@ pub mod parallel;
 pub mod params;
 pub mod rng;
 pub mod schedule;
+pub mod sequence;
 pub mod train;
 
 pub use model::{

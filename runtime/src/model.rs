@@ -19,6 +19,20 @@ pub enum InputKind {
         /// Number of classes.
         classes: u32,
     },
+    /// Integer token ids in `0..classes`, fed with the features as `f32`
+    /// whole numbers (so `predict` can take them): `input t: class[..] of N`.
+    Tokens {
+        /// Number of distinct tokens.
+        classes: u32,
+    },
+}
+
+impl InputKind {
+    /// Whether the values are fed in the feature slices (features and
+    /// tokens), not the label slices.
+    pub fn is_fed_as_feature(self) -> bool {
+        !matches!(self, InputKind::Labels { .. })
+    }
 }
 
 /// One input or label of a network; every sample has `per_sample` values.
@@ -266,6 +280,18 @@ pub enum StepError {
         /// Number of classes.
         classes: u32,
     },
+    /// A token id that is not a whole number in `0..classes`.
+    #[error("`{name}`[{index}] = {value} is not a token id in 0..{classes}")]
+    Token {
+        /// The token input's name.
+        name: &'static str,
+        /// Position in the slice.
+        index: usize,
+        /// The value as fed (a string: `StepError` is `Eq`, `f32` is not).
+        value: String,
+        /// Number of distinct tokens.
+        classes: u32,
+    },
     /// The wrong number of input or label slices.
     #[error("expected {expected} {what} slices, found {found}")]
     Arity {
@@ -412,7 +438,7 @@ pub fn check_batch(
     let n_features = spec
         .inputs
         .iter()
-        .filter(|i| i.kind == InputKind::Features)
+        .filter(|i| i.kind.is_fed_as_feature())
         .count();
     if inputs.len() != n_features {
         return Err(StepError::Arity {
@@ -426,7 +452,7 @@ pub fn check_batch(
     let mut li = 0;
     for spec_in in spec.inputs {
         let len = match spec_in.kind {
-            InputKind::Features => {
+            InputKind::Features | InputKind::Tokens { .. } => {
                 fi += 1;
                 inputs[fi - 1].len()
             }
@@ -464,10 +490,26 @@ pub fn check_batch(
     if b > max {
         return Err(StepError::BatchTooLarge { batch: b, max });
     }
+    // Token ids index tables: one out of range would read another row (or
+    // past the table), so every one is checked before any kernel runs.
+    let features = spec.inputs.iter().filter(|i| i.kind.is_fed_as_feature());
+    for (spec_in, slice) in features.zip(inputs) {
+        if let InputKind::Tokens { classes } = spec_in.kind {
+            let bad = |v: f32| !(v >= 0.0 && v < classes as f32 && v.fract() == 0.0);
+            if let Some((index, &value)) = slice.iter().enumerate().find(|(_, &v)| bad(v)) {
+                return Err(StepError::Token {
+                    name: spec_in.name,
+                    index,
+                    value: value.to_string(),
+                    classes,
+                });
+            }
+        }
+    }
     if let Some(labels) = labels {
         let specs = spec.inputs.iter().filter_map(|i| match i.kind {
             InputKind::Labels { classes } => Some((i.name, classes)),
-            InputKind::Features => None,
+            InputKind::Features | InputKind::Tokens { .. } => None,
         });
         for ((name, classes), slice) in specs.zip(labels.iter()) {
             if let Some((index, &value)) = slice.iter().enumerate().find(|(_, &v)| v >= classes) {

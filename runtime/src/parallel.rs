@@ -208,7 +208,11 @@ impl StepRunner {
                     // A rank with one shard computes straight into the
                     // runner's gradient buffer.
                     grads: if count > 1 { vec![0.0; n] } else { Vec::new() },
-                    stats: if count > 1 { vec![0.0; state] } else { Vec::new() },
+                    stats: if count > 1 {
+                        vec![0.0; state]
+                    } else {
+                        Vec::new()
+                    },
                     max_rows,
                 }
             })
@@ -451,7 +455,9 @@ impl StepRunner {
             });
         self.grads[n] = tree_sum_scalar(&self.losses, &self.weights, 0..count);
         for (b, block) in self.grads[n + 1..].chunks_mut(TREE_BLOCK).enumerate() {
-            tree_sum(block, shards, weights, 0..count, b * TREE_BLOCK, &|s| &s.stats);
+            tree_sum(block, shards, weights, 0..count, b * TREE_BLOCK, &|s| {
+                &s.stats
+            });
         }
         Ok(())
     }

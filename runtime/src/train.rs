@@ -328,6 +328,9 @@ impl Layout {
                 .iter()
                 .map(|i| match i.kind {
                     InputKind::Features => format!("`{}`: {} features", i.name, i.per_sample),
+                    InputKind::Tokens { classes } => {
+                        format!("`{}`: {} token ids of {classes}", i.name, i.per_sample)
+                    }
                     InputKind::Labels { classes } => {
                         format!("`{}`: {} labels of {classes} classes", i.name, i.per_sample)
                     }
@@ -348,7 +351,7 @@ impl Layout {
             .iter()
             .filter_map(|i| match i.kind {
                 InputKind::Labels { classes } => Some((i, classes)),
-                InputKind::Features => None,
+                InputKind::Features | InputKind::Tokens { .. } => None,
             })
             .collect();
         let (&[feat], &[(label, classes)]) = (features.as_slice(), labels.as_slice()) else {

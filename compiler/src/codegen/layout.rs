@@ -132,7 +132,7 @@ impl Layout {
         for &id in schedule {
             let node = tg.graph.node(id);
             match &node.op {
-                Op::Leaf(LeafOp::Input { name, .. }) => {
+                Op::Leaf(LeafOp::Input { name, .. } | LeafOp::Tokens { name, .. }) => {
                     layout.loc.insert(id.index(), Loc::Input(name.clone()));
                 }
                 Op::Leaf(LeafOp::Label { name, .. }) => {

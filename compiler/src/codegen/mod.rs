@@ -910,13 +910,20 @@ fn kernels(
         } else {
             quote!(_b)
         };
-        let args = inputs.iter().enumerate().map(|(i, t)| {
-            let x = format_ident!("x{}", i);
-            match t.dtype {
-                DType::F32 => quote!(#x: &[f32]),
-                DType::Class { .. } => quote!(#x: &[u32]),
-            }
-        });
+        // Labels arrive as `u32`; everything else (token ids fed with the
+        // float inputs included) lives in `f32` buffers.
+        let args = inputs
+            .iter()
+            .zip(&operands)
+            .enumerate()
+            .map(|(i, (t, &o))| {
+                let x = format_ident!("x{}", i);
+                let label = matches!(tg.graph.node(o).op, Op::Leaf(LeafOp::Label { .. }));
+                match t.dtype {
+                    DType::Class { .. } if label => quote!(#x: &[u32]),
+                    _ => quote!(#x: &[f32]),
+                }
+            });
         let mut doc = describe(source, tg, id);
         let members = fusion.members(id);
         if !members.is_empty() {

@@ -184,6 +184,10 @@ pub fn model_spec(
                 let c = classes as u32;
                 quote!(#rt::model::InputKind::Labels { classes: #c })
             }
+            (InputKind::Features, DType::Class { classes }) => {
+                let c = classes as u32;
+                quote!(#rt::model::InputKind::Tokens { classes: #c })
+            }
             _ => quote!(#rt::model::InputKind::Features),
         };
         quote!(#rt::model::InputSpec { name: #n, per_sample: #per, kind: #kind })

@@ -99,6 +99,7 @@ pub fn evaluate_at(
             Op::Leaf(
                 leaf @ (LeafOp::Input { .. }
                 | LeafOp::Label { .. }
+                | LeafOp::Tokens { .. }
                 | LeafOp::Param { .. }
                 | LeafOp::State { .. }),
             ) => {
@@ -106,7 +107,7 @@ pub fn evaluate_at(
                 let v = bindings
                     .get(name)
                     .ok_or_else(|| InterpError::Unbound(name.to_string()))?;
-                if let LeafOp::Label { classes, .. } = leaf {
+                if let LeafOp::Label { classes, .. } | LeafOp::Tokens { classes, .. } = leaf {
                     for &l in v.iter() {
                         class_index(l, *classes).map_err(|e| InterpError::Label {
                             name: name.to_string(),
@@ -143,6 +144,7 @@ fn infer_batch(graph: &Graph, bindings: &HashMap<String, Tensor>) -> Result<usiz
         let (name, shape) = match leaf {
             LeafOp::Input { name, shape }
             | LeafOp::Label { name, shape, .. }
+            | LeafOp::Tokens { name, shape, .. }
             | LeafOp::Param { name, shape }
             | LeafOp::State { name, shape } => (name, shape),
             LeafOp::Constant { .. } => continue,

@@ -23,6 +23,9 @@ pub const SUGAR: &[&str] = &[
     "l1_loss",
     "dropout",
     "batch_norm",
+    "layer_norm",
+    "embedding",
+    "self_attention",
 ];
 
 /// Whether a `conv2d` call is the layer (an integer `filters` second
@@ -195,6 +198,9 @@ impl Lowerer {
             "l1" | "l1_loss" => Some(self.pointwise_loss(&func.name, first, args, span, true)),
             "dropout" => Some(self.dropout(first, args, span)),
             "batch_norm" => Some(self.batch_norm(first, args, span)),
+            "layer_norm" => Some(self.layer_norm_layer(first, args, span)),
+            "embedding" => Some(self.embedding_layer(first, args, span)),
+            "self_attention" => Some(self.self_attention(first, args, span)),
             _ => None,
         }
     }
@@ -707,5 +713,268 @@ impl Lowerer {
             keepdims: false,
         });
         self.add_op(mean, &[(e, span)], span)
+    }
+}
+
+/// The sequence layers: `layer_norm`, `embedding` and `self_attention`.
+impl Lowerer {
+    /// `layer_norm(x, eps: 1e-5, affine: true)`: normalises the last axis
+    /// (one fused kernel per row), then `* {name}.gamma + {name}.beta`
+    /// (initialised to ones and zeros) unless `affine: false`.
+    fn layer_norm_layer(
+        &mut self,
+        first: Option<ArgSrc<'_>>,
+        args: &[ast::Arg],
+        span: Span,
+    ) -> L<NodeId> {
+        const PARAMS: &[Param] = &[
+            Param::req("x", ArgKind::Tensor),
+            Param::opt("eps", ArgKind::Float),
+            Param::opt("affine", ArgKind::Bool),
+        ];
+        let (values, spans) = self.args("layer_norm", span, PARAMS, first, args)?;
+        let a = OpArgs { values };
+        let (x, xty) = a.tensor(0).map_err(|e| self.op_error(e, &[], span))?;
+        let xty = xty.clone();
+        let x_span = spans[0].unwrap_or(span);
+        let eps = a.float(1).unwrap_or(1e-5);
+        if !(eps > 0.0 && eps.is_finite()) {
+            return Err(self.report(
+                Diagnostic::new(
+                    ErrorKind::BadArgument,
+                    spans[1].unwrap_or(span),
+                    format!("`eps` of `layer_norm` must be positive, found {eps}"),
+                )
+                .with_label("not a valid epsilon"),
+            ));
+        }
+        let y = self.add_op(Op::Seq(ops::SeqOp::LayerNorm { eps }), &[(x, x_span)], span)?;
+        if !a.bool(2).unwrap_or(true) {
+            return Ok(y);
+        }
+        let Some(&Dim::Fixed(d)) = xty.shape.dims().last() else {
+            return Err(Reported);
+        };
+        let name = self.layer_name();
+        let gamma = self.add_param(
+            format!("{name}.gamma"),
+            Shape::fixed(&[d]),
+            Init::Constant(1.0),
+            span,
+        )?;
+        let beta = self.add_param(
+            format!("{name}.beta"),
+            Shape::fixed(&[d]),
+            Init::Zeros,
+            span,
+        )?;
+        let y = self.add_op(Op::Binary(BinaryOp::Mul), &[(y, span), (gamma, span)], span)?;
+        self.add_op(Op::Binary(BinaryOp::Add), &[(y, span), (beta, span)], span)
+    }
+
+    /// `embedding(tokens, dim, init: normal)`: a table `{name}.weight`
+    /// `f32[V, dim]` for ids `class[...] of V`, looked up row by row
+    /// (PyTorch's default initialisation, a standard normal).
+    fn embedding_layer(
+        &mut self,
+        first: Option<ArgSrc<'_>>,
+        args: &[ast::Arg],
+        span: Span,
+    ) -> L<NodeId> {
+        const PARAMS: &[Param] = &[
+            Param::req("tokens", ArgKind::Tensor),
+            Param::req("dim", ArgKind::Int),
+            Param::opt("init", ArgKind::Name),
+        ];
+        const INIT: usize = 2;
+        let bound = self.bind("embedding", span, PARAMS, first, args)?;
+        let mut values = Vec::new();
+        for (i, (p, b)) in PARAMS.iter().zip(&bound).enumerate() {
+            values.push(match b {
+                Some(src) if i != INIT => Some(self.convert("embedding", p, *src)?),
+                _ => None,
+            });
+        }
+        let a = OpArgs { values };
+        let arg_span = |i: usize| bound[i].map_or(span, |s| s.span());
+        let (ids, ty) = a.tensor(0).map_err(|e| self.op_error(e, &[], span))?;
+        let ty = ty.clone();
+        let crate::graph::DType::Class { classes } = ty.dtype else {
+            return Err(self.report(
+                Diagnostic::new(
+                    ErrorKind::TypeMismatch,
+                    arg_span(0),
+                    format!("embedding expects token ids (class-typed), found {ty}"),
+                )
+                .with_label(format!("this is {ty}"))
+                .with_help("declare integer inputs as `input tokens: class[batch, 16] of 10;`"),
+            ));
+        };
+        let dim = match a.int(1) {
+            Some(d) if (1..=1 << 30).contains(&d) => d as usize,
+            Some(d) => {
+                return Err(self.report(
+                    Diagnostic::new(
+                        ErrorKind::BadArgument,
+                        arg_span(1),
+                        format!("`dim` of `embedding` must be a positive integer, found {d}"),
+                    )
+                    .with_label("not a valid width"),
+                ))
+            }
+            None => return Err(Reported),
+        };
+        let init = match bound[INIT] {
+            Some(ArgSrc::Expr(e)) => self.init(e)?,
+            _ => Init::Normal {
+                mean: 0.0,
+                std: 1.0,
+            },
+        };
+        let name = self.layer_name();
+        let table = self.add_param(
+            format!("{name}.weight"),
+            Shape::fixed(&[classes, dim]),
+            init,
+            span,
+        )?;
+        self.add_op(
+            Op::Seq(ops::SeqOp::Embedding),
+            &[(table, span), (ids, arg_span(0))],
+            span,
+        )
+    }
+
+    /// `self_attention(x, heads: 4, causal: false)` over `x: f32[batch, T,
+    /// D]`: query, key and value projections (`{name}.query.weight` `[D,
+    /// D]`, `.bias` `[D]`, and so on), split into heads `[batch, heads, T,
+    /// D/heads]`, scores `q @ kᵀ / √(D/heads)`, the causal mask when asked,
+    /// softmax over the keys, the weighted sum of values, heads merged back
+    /// to `[batch, T, D]`, and the output projection `{name}.output.*`.
+    fn self_attention(
+        &mut self,
+        first: Option<ArgSrc<'_>>,
+        args: &[ast::Arg],
+        span: Span,
+    ) -> L<NodeId> {
+        const PARAMS: &[Param] = &[
+            Param::req("x", ArgKind::Tensor),
+            Param::req("heads", ArgKind::Int),
+            Param::opt("causal", ArgKind::Bool),
+        ];
+        let (values, spans) = self.args("self_attention", span, PARAMS, first, args)?;
+        let a = OpArgs { values };
+        let (x, xty) = a.tensor(0).map_err(|e| self.op_error(e, &[], span))?;
+        let xty = xty.clone();
+        let x_span = spans[0].unwrap_or(span);
+        let heads_span = spans[1].unwrap_or(span);
+        let (n, t, d) = match xty.shape.dims() {
+            [n, Dim::Fixed(t), Dim::Fixed(d)] if xty.dtype == crate::graph::DType::F32 => {
+                (*n, *t, *d)
+            }
+            _ => {
+                return Err(self.report(
+                    Diagnostic::new(
+                        if xty.dtype == crate::graph::DType::F32 {
+                            ErrorKind::ShapeMismatch
+                        } else {
+                            ErrorKind::TypeMismatch
+                        },
+                        x_span,
+                        format!(
+                            "self_attention expects a sequence f32[batch, length, width] (fixed length and width), found {xty}"
+                        ),
+                    )
+                    .with_label(format!("this is {xty}")),
+                ))
+            }
+        };
+        let heads = match a.int(1) {
+            Some(h) if h >= 1 && (h as u64) <= d as u64 && d % h as usize == 0 => h as usize,
+            Some(h) => {
+                let mut diag = Diagnostic::new(
+                    ErrorKind::BadArgument,
+                    heads_span,
+                    format!("self_attention: {h} heads do not divide the width {d} of {xty}"),
+                )
+                .with_label(format!("does not divide {d}"))
+                .with_note(x_span, format!("this is {xty}"));
+                let divisors: Vec<String> = (1..=d.min(64))
+                    .filter(|k| d % k == 0)
+                    .map(|k| k.to_string())
+                    .collect();
+                diag = diag.with_help(format!(
+                    "each head gets width / heads features; choose heads among {}",
+                    divisors.join(", ")
+                ));
+                return Err(self.report(diag));
+            }
+            None => return Err(Reported),
+        };
+        let causal = a.bool(2).unwrap_or(false);
+        let dh = d / heads;
+        let name = self.layer_name();
+        let at = |v: NodeId| (v, span);
+        // One projection `x @ W + b` per role, split into heads.
+        let proj = |me: &mut Self, role: &str, x: NodeId| -> L<NodeId> {
+            let w = me.add_param(
+                format!("{name}.{role}.weight"),
+                Shape::fixed(&[d, d]),
+                Init::GlorotUniform,
+                span,
+            )?;
+            let b = me.add_param(
+                format!("{name}.{role}.bias"),
+                Shape::fixed(&[d]),
+                Init::Zeros,
+                span,
+            )?;
+            let y = me.add_op(Op::Matmul(Matmul), &[at(x), at(w)], span)?;
+            me.add_op(Op::Binary(BinaryOp::Add), &[at(y), at(b)], span)
+        };
+        let split = |me: &mut Self, v: NodeId| -> L<NodeId> {
+            let to = Shape(vec![n, Dim::Fixed(t), Dim::Fixed(heads), Dim::Fixed(dh)]);
+            let r = me.add_op(Op::Shape(ops::ShapeOp::Reshape { to }), &[at(v)], span)?;
+            let perm = vec![0, 2, 1, 3];
+            me.add_op(Op::Shape(ops::ShapeOp::Transpose { perm }), &[at(r)], span)
+        };
+        let q = proj(self, "query", x)?;
+        let q = split(self, q)?;
+        let k = proj(self, "key", x)?;
+        let k = split(self, k)?;
+        let v = proj(self, "value", x)?;
+        let v = split(self, v)?;
+        let kt = self.add_op(
+            Op::Shape(ops::ShapeOp::Transpose {
+                perm: vec![0, 1, 3, 2],
+            }),
+            &[at(k)],
+            span,
+        )?;
+        let s = self.add_op(Op::Matmul(Matmul), &[at(q), at(kt)], span)?;
+        let scale = self.leaf(crate::ops::LeafOp::scalar(1.0 / (dh as f64).sqrt()), span)?;
+        let mut s = self.add_op(Op::Binary(BinaryOp::Mul), &[at(s), at(scale)], span)?;
+        if causal {
+            s = self.add_op(Op::Seq(ops::SeqOp::CausalMask), &[at(s)], span)?;
+        }
+        let p = self.add_op(
+            Op::Softmax(ops::SoftmaxOp {
+                kind: ops::SoftmaxKind::Softmax,
+                axis: 3,
+            }),
+            &[at(s)],
+            span,
+        )?;
+        let c = self.add_op(Op::Matmul(Matmul), &[at(p), at(v)], span)?;
+        let c = self.add_op(
+            Op::Shape(ops::ShapeOp::Transpose {
+                perm: vec![0, 2, 1, 3],
+            }),
+            &[at(c)],
+            span,
+        )?;
+        let to = Shape(vec![n, Dim::Fixed(t), Dim::Fixed(d)]);
+        let c = self.add_op(Op::Shape(ops::ShapeOp::Reshape { to }), &[at(c)], span)?;
+        proj(self, "output", c)
     }
 }

@@ -307,7 +307,15 @@ impl Lowerer {
                     dims,
                     classes,
                 } => {
-                    let node = self.label_decl(name, dims, *classes, stmt.span);
+                    let node = self.label_decl(name, dims, *classes, stmt.span, false);
+                    self.declare(name, node.ok());
+                }
+                StmtKind::Tokens {
+                    name,
+                    dims,
+                    classes,
+                } => {
+                    let node = self.label_decl(name, dims, *classes, stmt.span, true);
                     self.declare(name, node.ok());
                 }
                 StmtKind::Param { name, ty, init } => {
@@ -581,6 +589,7 @@ impl Lowerer {
         dims: &[DimExpr],
         (classes, cspan): (u64, Span),
         span: Span,
+        tokens: bool,
     ) -> L<NodeId> {
         let shape = self.shape(dims, true)?;
         let classes = match usize::try_from(classes) {
@@ -596,18 +605,28 @@ impl Lowerer {
                 ))
             }
         };
-        let node = self.leaf(
-            LeafOp::Label {
+        // Token ids are fed with the float inputs (predict() needs them);
+        // labels only to training and loss.
+        let (leaf, kind) = if tokens {
+            let leaf = LeafOp::Tokens {
                 name: name.name.clone(),
                 shape: shape.clone(),
                 classes,
-            },
-            name.span,
-        )?;
+            };
+            (leaf, InputKind::Features)
+        } else {
+            let leaf = LeafOp::Label {
+                name: name.name.clone(),
+                shape: shape.clone(),
+                classes,
+            };
+            (leaf, InputKind::Labels)
+        };
+        let node = self.leaf(leaf, name.span)?;
         self.graph.set_name(node, &name.name);
         self.inputs.push(InputDecl {
             name: name.name.clone(),
-            kind: InputKind::Labels,
+            kind,
             node,
             ty: TensorType {
                 dtype: DType::Class { classes },

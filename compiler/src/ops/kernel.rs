@@ -38,7 +38,8 @@ impl Kernel<'_> {
         quote!([#(#d),*])
     }
 
-    /// The product of some dimensions as a `usize` expression.
+    /// The product of some dimensions as a `usize` expression (a product
+    /// without parentheses: an argument, or a factor of another product).
     pub fn product(dims: &[Dim]) -> TokenStream {
         let fixed: usize = dims
             .iter()
@@ -56,7 +57,11 @@ impl Kernel<'_> {
         if factors.len() == 1 {
             factors.remove(0)
         } else {
-            quote!((#(#factors)**))
+            // Joined by hand (`#(#f)**` repeats with a trailing `*`
+            // instead of separating with one); no parentheses, so callers
+            // use it only as an argument or a factor.
+            let first = factors.remove(0);
+            quote!(#first #(* #factors)*)
         }
     }
 

@@ -27,6 +27,16 @@ pub enum LeafOp {
         /// Number of classes.
         classes: usize,
     },
+    /// Integer token ids fed each step with the float inputs (so
+    /// `predict` has them too): `input tokens: class[batch, 16] of 10;`.
+    Tokens {
+        /// The declared name.
+        name: String,
+        /// The declared shape.
+        shape: Shape,
+        /// Number of distinct ids.
+        classes: usize,
+    },
     /// A trained parameter.
     Param {
         /// The parameter's name (also its checkpoint tensor name).
@@ -81,6 +91,18 @@ impl PartialEq for LeafOp {
                     classes: d,
                 },
             ) => a == b && s == t && c == d,
+            (
+                LeafOp::Tokens {
+                    name: a,
+                    shape: s,
+                    classes: c,
+                },
+                LeafOp::Tokens {
+                    name: b,
+                    shape: t,
+                    classes: d,
+                },
+            ) => a == b && s == t && c == d,
             _ => false,
         }
     }
@@ -99,6 +121,11 @@ impl std::hash::Hash for LeafOp {
                 shape.hash(state);
             }
             LeafOp::Label {
+                name,
+                shape,
+                classes,
+            }
+            | LeafOp::Tokens {
                 name,
                 shape,
                 classes,
@@ -130,10 +157,12 @@ impl LeafOp {
             LeafOp::Input { shape, .. }
             | LeafOp::Param { shape, .. }
             | LeafOp::State { shape, .. } => TensorType::f32(shape.clone()),
-            LeafOp::Label { shape, classes, .. } => TensorType {
-                dtype: DType::Class { classes: *classes },
-                shape: shape.clone(),
-            },
+            LeafOp::Label { shape, classes, .. } | LeafOp::Tokens { shape, classes, .. } => {
+                TensorType {
+                    dtype: DType::Class { classes: *classes },
+                    shape: shape.clone(),
+                }
+            }
             LeafOp::Constant { .. } => TensorType::scalar(),
         }
     }
@@ -156,6 +185,7 @@ impl LeafOp {
         match self {
             LeafOp::Input { name, .. }
             | LeafOp::Label { name, .. }
+            | LeafOp::Tokens { name, .. }
             | LeafOp::Param { name, .. }
             | LeafOp::State { name, .. } => Some(name),
             LeafOp::Constant { .. } => None,
@@ -168,6 +198,7 @@ impl fmt::Display for LeafOp {
         match self {
             LeafOp::Input { name, .. } => write!(f, "input {name}"),
             LeafOp::Label { name, .. } => write!(f, "label {name}"),
+            LeafOp::Tokens { name, .. } => write!(f, "input {name}"),
             LeafOp::Param { name, .. } => write!(f, "param {name}"),
             LeafOp::State { name, .. } => write!(f, "state {name}"),
             LeafOp::Constant {

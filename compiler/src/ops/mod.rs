@@ -12,6 +12,7 @@ pub mod loss;
 pub mod matmul;
 pub mod norm;
 pub mod reduce;
+pub mod sequence;
 pub mod shape;
 pub mod signature;
 pub mod softmax;
@@ -24,6 +25,7 @@ pub use loss::LossOp;
 pub use matmul::Matmul;
 pub use norm::NormOp;
 pub use reduce::{ReduceKind, ReduceOp};
+pub use sequence::SeqOp;
 pub use shape::ShapeOp;
 pub use signature::{ArgKind, ArgValue, Args, Function, Param};
 pub use softmax::{SoftmaxKind, SoftmaxOp};
@@ -145,6 +147,9 @@ pub enum Op {
     Conv(ConvOp),
     /// Batch normalisation and dropout (training and inference forms).
     Norm(NormOp),
+    /// Layer norm, embeddings, concat and slice, the causal mask, and
+    /// their gradients.
+    Seq(SeqOp),
 }
 
 impl Op {
@@ -168,6 +173,7 @@ impl Op {
             Op::Loss(op) => op.infer(inputs),
             Op::Conv(op) => op.infer(inputs),
             Op::Norm(op) => op.infer(inputs),
+            Op::Seq(op) => op.infer(inputs),
         }
     }
 
@@ -180,6 +186,7 @@ impl Op {
             Op::Loss(op) => op.arity(),
             Op::Conv(op) => op.arity(),
             Op::Norm(op) => op.arity(),
+            Op::Seq(op) => op.arity(),
         }
     }
 
@@ -197,6 +204,7 @@ impl Op {
             Op::Loss(op) => op.eval(inputs),
             Op::Conv(op) => op.eval(inputs),
             Op::Norm(op) => op.eval(inputs, cx),
+            Op::Seq(op) => op.eval(inputs, cx),
         }
     }
 
@@ -221,6 +229,7 @@ impl Op {
             Op::Loss(op) => op.grad(cx, inputs, dout),
             Op::Conv(op) => op.grad(cx, inputs, dout),
             Op::Norm(op) => op.grad(cx, inputs, dout),
+            Op::Seq(op) => op.grad(cx, inputs, dout),
         }
     }
 
@@ -247,6 +256,7 @@ impl Op {
             Op::Loss(op) => op.flops(inputs),
             Op::Conv(op) => op.flops(inputs, out),
             Op::Norm(op) => op.flops(inputs),
+            Op::Seq(op) => op.flops(inputs),
         }
     }
 
@@ -277,6 +287,7 @@ impl Op {
             Op::Loss(op) => op.emit(k),
             Op::Conv(op) => op.emit(k),
             Op::Norm(op) => op.emit(k),
+            Op::Seq(op) => op.emit(k),
         })
     }
 
@@ -302,6 +313,7 @@ impl fmt::Display for Op {
             Op::Loss(op) => write!(f, "{op}"),
             Op::Conv(op) => write!(f, "{op}"),
             Op::Norm(op) => write!(f, "{op}"),
+            Op::Seq(op) => write!(f, "{op}"),
         }
     }
 }
@@ -316,6 +328,7 @@ pub fn functions() -> impl Iterator<Item = &'static Function> {
         .chain(shape::FUNCTIONS)
         .chain(loss::FUNCTIONS)
         .chain(conv::FUNCTIONS)
+        .chain(sequence::FUNCTIONS)
 }
 
 /// The functions `dense(..., activation: NAME)` accepts: shape-preserving

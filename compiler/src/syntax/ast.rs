@@ -50,6 +50,16 @@ pub enum StmtKind {
         /// Declared type.
         ty: TypeExpr,
     },
+    /// `input tokens: class[batch, 16] of 10;`: integer ids fed as an
+    /// input (available to `predict`, unlike labels).
+    Tokens {
+        /// Bound name.
+        name: Ident,
+        /// Declared dimensions.
+        dims: Vec<DimExpr>,
+        /// The id count and its span.
+        classes: (u64, Span),
+    },
     /// `label y: class[batch] of 10;`
     Label {
         /// Bound name.

@@ -111,6 +111,25 @@ fn next<'a>(
         .ok_or_else(|| Diagnostic::new(ErrorKind::Internal, sp, "malformed parse tree"))
 }
 
+/// The dimensions and class count of `class[dims] of N` (the keyword
+/// `class` included in `it`).
+type ClassType = (Vec<DimExpr>, (u64, Span));
+
+fn class_type(it: pest::iterators::Pairs<'_, Rule>, sp: Span) -> Result<ClassType, Diagnostic> {
+    let mut dims = Vec::new();
+    let mut classes = None;
+    for q in it {
+        match q.as_rule() {
+            Rule::dims => dims = dim_list(q)?,
+            Rule::integer => classes = Some((int(&q)?, span(&q))),
+            _ => {}
+        }
+    }
+    let classes =
+        classes.ok_or_else(|| Diagnostic::new(ErrorKind::Internal, sp, "no class count"))?;
+    Ok((dims, classes))
+}
+
 fn stmt(p: Pair<'_, Rule>) -> Result<Stmt, Diagnostic> {
     let sp = span(&p);
     let rule = p.as_rule();
@@ -119,24 +138,26 @@ fn stmt(p: Pair<'_, Rule>) -> Result<Stmt, Diagnostic> {
         next(&mut it, sp)?; // the keyword
     }
     let kind = match rule {
-        Rule::input_decl => StmtKind::Input {
-            name: ident(next(&mut it, sp)?),
-            ty: tensor_type(next(&mut it, sp)?)?,
-        },
-        Rule::label_decl => {
+        Rule::input_decl => {
             let name = ident(next(&mut it, sp)?);
-            next(&mut it, sp)?; // kw_class
-            let mut dims = Vec::new();
-            let mut classes = None;
-            for q in it {
-                match q.as_rule() {
-                    Rule::dims => dims = dim_list(q)?,
-                    Rule::integer => classes = Some((int(&q)?, span(&q))),
-                    _ => {}
+            let ty = next(&mut it, sp)?;
+            if ty.as_rule() == Rule::class_type {
+                let (dims, classes) = class_type(ty.into_inner(), sp)?;
+                StmtKind::Tokens {
+                    name,
+                    dims,
+                    classes,
+                }
+            } else {
+                StmtKind::Input {
+                    name,
+                    ty: tensor_type(ty)?,
                 }
             }
-            let classes = classes
-                .ok_or_else(|| Diagnostic::new(ErrorKind::Internal, sp, "no class count"))?;
+        }
+        Rule::label_decl => {
+            let name = ident(next(&mut it, sp)?);
+            let (dims, classes) = class_type(it, sp)?;
             StmtKind::Label {
                 name,
                 dims,
@@ -342,7 +363,7 @@ fn describe(rule: Rule) -> Option<&'static str> {
         Rule::number => "a number",
         Rule::boolean => "`true` or `false`",
         Rule::expr | Rule::call | Rule::list => "an expression",
-        Rule::dtype | Rule::tensor_type => "a type like `f32[batch, 784]`",
+        Rule::dtype | Rule::tensor_type | Rule::class_type => "a type like `f32[batch, 784]`",
         Rule::dims | Rule::dim => "a dimension",
         Rule::setting => "a setting `key: value;`",
         Rule::arg => "an argument",
