@@ -28,6 +28,19 @@ pub const SUGAR: &[&str] = &[
     "self_attention",
 ];
 
+/// The error for a layer's input of the wrong kind: a type error for class
+/// labels, a shape error for an f32 tensor of the wrong shape. `expects`
+/// says what the layer takes ("dense expects ...").
+fn wrong_input(xty: &crate::graph::TensorType, span: Span, expects: &str) -> Diagnostic {
+    let kind = if xty.dtype == crate::graph::DType::F32 {
+        ErrorKind::ShapeMismatch
+    } else {
+        ErrorKind::TypeMismatch
+    };
+    Diagnostic::new(kind, span, format!("{expects}, found {xty}"))
+        .with_label(format!("this is {xty}"))
+}
+
 /// Whether a `conv2d` call is the layer (an integer `filters` second
 /// argument, or one named `filters`) rather than the primitive op.
 fn conv2d_layer_form(piped: bool, args: &[ast::Arg]) -> bool {
@@ -245,25 +258,15 @@ impl Lowerer {
             }
             None => return Err(Reported),
         };
-        let fan_in = match xty.shape.dims().last() {
-            Some(Dim::Fixed(n)) if xty.dtype == crate::graph::DType::F32 => *n,
-            _ => {
-                return Err(self.report(
-                    Diagnostic::new(
-                        if xty.dtype == crate::graph::DType::F32 {
-                            ErrorKind::ShapeMismatch
-                        } else {
-                            ErrorKind::TypeMismatch
-                        },
-                        x_span,
-                        format!(
-                            "dense expects an f32 input whose last dimension is a fixed number of features, found {xty}"
-                        ),
-                    )
-                    .with_label(format!("this is {xty}")),
-                ))
-            }
-        };
+        let fan_in =
+            match xty.shape.dims().last() {
+                Some(Dim::Fixed(n)) if xty.dtype == crate::graph::DType::F32 => *n,
+                _ => return Err(self.report(wrong_input(
+                    &xty,
+                    x_span,
+                    "dense expects an f32 input whose last dimension is a fixed number of features",
+                ))),
+            };
         let init = match bound[3] {
             Some(ArgSrc::Expr(e)) => self.init(e)?,
             _ => Init::GlorotUniform,
@@ -385,18 +388,7 @@ impl Lowerer {
             }
             _ => {
                 return Err(self.report(
-                    Diagnostic::new(
-                        if xty.dtype == crate::graph::DType::F32 {
-                            ErrorKind::ShapeMismatch
-                        } else {
-                            ErrorKind::TypeMismatch
-                        },
-                        x_span,
-                        format!(
-                            "conv2d expects an input f32[batch, channels, height, width] (NCHW, fixed channels and size), found {xty}"
-                        ),
-                    )
-                    .with_label(format!("this is {xty}")),
+                    wrong_input(&xty, x_span, "conv2d expects an input f32[batch, channels, height, width] (NCHW, fixed channels and size)"),
                 ))
             }
         };
@@ -553,18 +545,7 @@ impl Lowerer {
             }
             _ => {
                 return Err(self.report(
-                    Diagnostic::new(
-                        if xty.dtype == crate::graph::DType::F32 {
-                            ErrorKind::ShapeMismatch
-                        } else {
-                            ErrorKind::TypeMismatch
-                        },
-                        arg_span(0),
-                        format!(
-                            "batch_norm expects f32[batch, channels] or f32[batch, channels, height, width] (fixed channels and size), found {xty}"
-                        ),
-                    )
-                    .with_label(format!("this is {xty}")),
+                    wrong_input(&xty, arg_span(0), "batch_norm expects f32[batch, channels] or f32[batch, channels, height, width] (fixed channels and size)"),
                 ))
             }
         };
@@ -874,18 +855,7 @@ impl Lowerer {
             }
             _ => {
                 return Err(self.report(
-                    Diagnostic::new(
-                        if xty.dtype == crate::graph::DType::F32 {
-                            ErrorKind::ShapeMismatch
-                        } else {
-                            ErrorKind::TypeMismatch
-                        },
-                        x_span,
-                        format!(
-                            "self_attention expects a sequence f32[batch, length, width] (fixed length and width), found {xty}"
-                        ),
-                    )
-                    .with_label(format!("this is {xty}")),
+                    wrong_input(&xty, x_span, "self_attention expects a sequence f32[batch, length, width] (fixed length and width)"),
                 ))
             }
         };
