@@ -15,6 +15,9 @@ use nnc::runtime::parallel::{StepRunner, Strategy};
 use nnc::runtime::{fit, Batch, FitOptions, Model, StepKey, TrainData};
 use std::collections::HashMap;
 
+mod support;
+use support::{rel_err, Rng};
+
 mod norm_net {
     nnc::include_model!("norm_net");
 }
@@ -26,31 +29,6 @@ mod stats_net {
 }
 mod dropout_mlp {
     nnc::include_model!("dropout_mlp");
-}
-
-/// SplitMix64, independent of the code under test.
-struct Rng(u64);
-impl Rng {
-    fn next(&mut self) -> u64 {
-        self.0 = self.0.wrapping_add(0x9E37_79B9_7F4A_7C15);
-        let mut z = self.0;
-        z = (z ^ (z >> 30)).wrapping_mul(0xBF58_476D_1CE4_E5B9);
-        z = (z ^ (z >> 27)).wrapping_mul(0x94D0_49BB_1331_11EB);
-        z ^ (z >> 31)
-    }
-    fn unit(&mut self) -> f32 {
-        (self.next() >> 40) as f32 / (1u64 << 24) as f32
-    }
-}
-
-fn rel_err(got: &[f32], want: &Tensor) -> f64 {
-    assert_eq!(got.len(), want.len(), "lengths differ");
-    let scale = want.iter().fold(1e-3f64, |m, v| m.max(v.abs()));
-    got.iter()
-        .zip(want.iter())
-        .map(|(&g, &w)| (f64::from(g) - w).abs())
-        .fold(0.0, f64::max)
-        / scale
 }
 
 fn network(path: &str) -> Network {

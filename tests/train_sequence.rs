@@ -5,20 +5,11 @@
 
 use nnc::runtime::{Batch, Model};
 
+mod support;
+use support::Rng;
+
 mod transformer {
     nnc::include_model!("transformer");
-}
-
-/// SplitMix64, independent of the code under test.
-struct Rng(u64);
-impl Rng {
-    fn digit(&mut self) -> u32 {
-        self.0 = self.0.wrapping_add(0x9E37_79B9_7F4A_7C15);
-        let mut z = self.0;
-        z = (z ^ (z >> 30)).wrapping_mul(0xBF58_476D_1CE4_E5B9);
-        z = (z ^ (z >> 27)).wrapping_mul(0x94D0_49BB_1331_11EB);
-        ((z ^ (z >> 31)) % 10) as u32
-    }
 }
 
 /// `n` sequences of 16 digits as token ids, and their reversals.
