@@ -23,6 +23,8 @@
 
 use crate::gemm::{sgemm, MatRef, Parallelism};
 
+mod implicit;
+
 /// The geometry of a 2-D convolution (everything but the batch size).
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub struct Conv2d {
@@ -114,15 +116,25 @@ impl Conv2d {
         self.cg() * self.kh * self.kw
     }
 
-    /// Elements of scratch space the kernels need: one group's column
-    /// matrix, or nothing for a pointwise convolution.
+    /// Elements of scratch space the kernels need: nothing for a pointwise
+    /// convolution; else one group's column matrix, or for stride 1 the
+    /// larger of that and the implicit products' buffers (so the same
+    /// workspace serves CPUs with and without the AVX2 kernel).
     pub fn scratch_len(&self) -> usize {
         if self.pointwise() {
-            0
-        } else {
-            let (oh, ow) = self.out_hw();
-            self.k() * oh * ow
+            return 0;
         }
+        let (oh, ow) = self.out_hw();
+        let columns = self.k() * oh * ow;
+        implicit::Plan::of(self).map_or(columns, |p| columns.max(p.scratch_len(self)))
+    }
+
+    /// The implicit-GEMM plan, when this convolution takes that path here.
+    fn implicit(&self) -> Option<implicit::Plan> {
+        if self.pointwise() || !crate::gemm::indexed_is_fast() {
+            return None;
+        }
+        implicit::Plan::of(self)
     }
 
     /// Panics (an nnc bug, never a user error) unless the slices fit.
@@ -228,28 +240,9 @@ fn gemm(m: usize, n: usize, k: usize, a: MatRef<'_>, b: MatRef<'_>, beta: f32, c
 /// (cross-correlation, as in every framework).
 pub fn conv2d(g: &Conv2d, b: usize, y: &mut [f32], x: &[f32], w: &[f32], scratch: &mut [f32]) {
     g.check(b, x.len(), w.len(), y.len(), scratch.len());
-    let (oh, ow) = g.out_hw();
-    let (cg, og, k, ohw) = (g.cg(), g.og(), g.k(), oh * ow);
-    for n in 0..b {
-        for gi in 0..g.groups {
-            let xs = &x[(n * g.c + gi * cg) * g.h * g.w..][..cg * g.h * g.w];
-            let ys = &mut y[(n * g.o + gi * og) * ohw..][..og * ohw];
-            let wg = MatRef::new(&w[gi * og * k..][..og * k], k);
-            if g.pointwise() {
-                gemm(og, ohw, k, wg, MatRef::new(xs, ohw), 0.0, ys);
-            } else {
-                g.im2col(xs, scratch);
-                gemm(
-                    og,
-                    ohw,
-                    k,
-                    wg,
-                    MatRef::new(&scratch[..k * ohw], ohw),
-                    0.0,
-                    ys,
-                );
-            }
-        }
+    match g.implicit() {
+        Some(p) => implicit::conv2d(g, &p, b, y, x, w, scratch),
+        None => columns::conv2d(g, b, y, x, w, scratch),
     }
 }
 
@@ -264,21 +257,9 @@ pub fn conv2d_grad_input(
     scratch: &mut [f32],
 ) {
     g.check(b, dx.len(), w.len(), dy.len(), scratch.len());
-    let (oh, ow) = g.out_hw();
-    let (cg, og, k, ohw) = (g.cg(), g.og(), g.k(), oh * ow);
-    for n in 0..b {
-        for gi in 0..g.groups {
-            let dxs = &mut dx[(n * g.c + gi * cg) * g.h * g.w..][..cg * g.h * g.w];
-            let dys = MatRef::new(&dy[(n * g.o + gi * og) * ohw..][..og * ohw], ohw);
-            let wt = MatRef::transposed(&w[gi * og * k..][..og * k], k);
-            if g.pointwise() {
-                gemm(k, ohw, og, wt, dys, 0.0, dxs);
-            } else {
-                gemm(k, ohw, og, wt, dys, 0.0, &mut scratch[..k * ohw]);
-                dxs.fill(0.0);
-                g.col2im(scratch, dxs);
-            }
-        }
+    match g.implicit() {
+        Some(p) => implicit::conv2d_grad_input(g, &p, b, dx, dy, w, scratch),
+        None => columns::conv2d_grad_input(g, b, dx, dy, w, scratch),
     }
 }
 
@@ -293,23 +274,103 @@ pub fn conv2d_grad_weight(
     scratch: &mut [f32],
 ) {
     g.check(b, x.len(), dw.len(), dy.len(), scratch.len());
-    let (oh, ow) = g.out_hw();
-    let (cg, og, k, ohw) = (g.cg(), g.og(), g.k(), oh * ow);
-    if b == 0 {
-        dw.fill(0.0);
+    match g.implicit() {
+        Some(p) if b > 0 => implicit::conv2d_grad_weight(g, &p, b, dw, x, dy, scratch),
+        _ => columns::conv2d_grad_weight(g, b, dw, x, dy, scratch),
     }
-    for n in 0..b {
-        let beta = if n == 0 { 0.0 } else { 1.0 };
-        for gi in 0..g.groups {
-            let xs = &x[(n * g.c + gi * cg) * g.h * g.w..][..cg * g.h * g.w];
-            let dys = MatRef::new(&dy[(n * g.o + gi * og) * ohw..][..og * ohw], ohw);
-            let dwg = &mut dw[gi * og * k..][..og * k];
-            if g.pointwise() {
-                gemm(og, k, ohw, dys, MatRef::transposed(xs, ohw), beta, dwg);
-            } else {
-                g.im2col(xs, scratch);
-                let cols = MatRef::transposed(&scratch[..k * ohw], ohw);
-                gemm(og, k, ohw, dys, cols, beta, dwg);
+}
+
+/// The `im2col` + GEMM kernels: every stride, padding and dilation, any
+/// CPU. Public (hidden) so that tests check this path on CPUs where stride-1
+/// convolutions take the implicit one.
+#[doc(hidden)]
+pub mod columns {
+    use super::{gemm, Conv2d, MatRef};
+
+    /// [`super::conv2d`] through a column matrix.
+    pub fn conv2d(g: &Conv2d, b: usize, y: &mut [f32], x: &[f32], w: &[f32], scratch: &mut [f32]) {
+        g.check(b, x.len(), w.len(), y.len(), scratch.len());
+        let (oh, ow) = g.out_hw();
+        let (cg, og, k, ohw) = (g.cg(), g.og(), g.k(), oh * ow);
+        for n in 0..b {
+            for gi in 0..g.groups {
+                let xs = &x[(n * g.c + gi * cg) * g.h * g.w..][..cg * g.h * g.w];
+                let ys = &mut y[(n * g.o + gi * og) * ohw..][..og * ohw];
+                let wg = MatRef::new(&w[gi * og * k..][..og * k], k);
+                if g.pointwise() {
+                    gemm(og, ohw, k, wg, MatRef::new(xs, ohw), 0.0, ys);
+                } else {
+                    g.im2col(xs, scratch);
+                    gemm(
+                        og,
+                        ohw,
+                        k,
+                        wg,
+                        MatRef::new(&scratch[..k * ohw], ohw),
+                        0.0,
+                        ys,
+                    );
+                }
+            }
+        }
+    }
+
+    /// [`super::conv2d_grad_input`] through a column matrix.
+    pub fn conv2d_grad_input(
+        g: &Conv2d,
+        b: usize,
+        dx: &mut [f32],
+        dy: &[f32],
+        w: &[f32],
+        scratch: &mut [f32],
+    ) {
+        g.check(b, dx.len(), w.len(), dy.len(), scratch.len());
+        let (oh, ow) = g.out_hw();
+        let (cg, og, k, ohw) = (g.cg(), g.og(), g.k(), oh * ow);
+        for n in 0..b {
+            for gi in 0..g.groups {
+                let dxs = &mut dx[(n * g.c + gi * cg) * g.h * g.w..][..cg * g.h * g.w];
+                let dys = MatRef::new(&dy[(n * g.o + gi * og) * ohw..][..og * ohw], ohw);
+                let wt = MatRef::transposed(&w[gi * og * k..][..og * k], k);
+                if g.pointwise() {
+                    gemm(k, ohw, og, wt, dys, 0.0, dxs);
+                } else {
+                    gemm(k, ohw, og, wt, dys, 0.0, &mut scratch[..k * ohw]);
+                    dxs.fill(0.0);
+                    g.col2im(scratch, dxs);
+                }
+            }
+        }
+    }
+
+    /// [`super::conv2d_grad_weight`] through a column matrix.
+    pub fn conv2d_grad_weight(
+        g: &Conv2d,
+        b: usize,
+        dw: &mut [f32],
+        x: &[f32],
+        dy: &[f32],
+        scratch: &mut [f32],
+    ) {
+        g.check(b, x.len(), dw.len(), dy.len(), scratch.len());
+        let (oh, ow) = g.out_hw();
+        let (cg, og, k, ohw) = (g.cg(), g.og(), g.k(), oh * ow);
+        if b == 0 {
+            dw.fill(0.0);
+        }
+        for n in 0..b {
+            let beta = if n == 0 { 0.0 } else { 1.0 };
+            for gi in 0..g.groups {
+                let xs = &x[(n * g.c + gi * cg) * g.h * g.w..][..cg * g.h * g.w];
+                let dys = MatRef::new(&dy[(n * g.o + gi * og) * ohw..][..og * ohw], ohw);
+                let dwg = &mut dw[gi * og * k..][..og * k];
+                if g.pointwise() {
+                    gemm(og, k, ohw, dys, MatRef::transposed(xs, ohw), beta, dwg);
+                } else {
+                    g.im2col(xs, scratch);
+                    let cols = MatRef::transposed(&scratch[..k * ohw], ohw);
+                    gemm(og, k, ohw, dys, cols, beta, dwg);
+                }
             }
         }
     }

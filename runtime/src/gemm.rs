@@ -351,6 +351,85 @@ pub fn matmul(
 }
 
 // ---------------------------------------------------------------------------
+// Indexed products: the implicit im2col of the convolution kernels.
+// ---------------------------------------------------------------------------
+
+/// Columns of B that [`indexed`] reads per block.
+pub(crate) const INDEXED_BLOCK: usize = 16;
+
+/// The operands of [`indexed`]: matrices whose rows start at arbitrary
+/// offsets of a slice, so a convolution can multiply its receptive fields
+/// where they lie in the (padded) image instead of copying them out first.
+///
+/// Element `(i, p)` of A (`m x k`) is `a[a_rows[i] + p]`; element `(p, j)` of
+/// B (`k x n`) is `b[(j / 16) * b_block + b_rows[p] + j % 16]`.
+pub(crate) struct Indexed<'a> {
+    /// Storage of A.
+    pub a: &'a [f32],
+    /// Start of each row of A (`m` entries).
+    pub a_rows: &'a [usize],
+    /// Storage of B.
+    pub b: &'a [f32],
+    /// Start of each row of B's first 16-column block (`k` entries).
+    pub b_rows: &'a [usize],
+    /// Distance between consecutive 16-column blocks of B.
+    pub b_block: usize,
+}
+
+/// `C[m, n] = A @ B + beta * C` (row stride `ldc`) for [`Indexed`] operands,
+/// `m = a_rows.len()`, `k = b_rows.len()`; C is not read when `beta == 0`.
+///
+/// B is read in whole blocks of 16 columns, the last one past `n` too, so `b`
+/// must hold them (the results of those columns are dropped). No packing, no
+/// allocation: every tile streams its `k` rows of A and B once.
+///
+/// # Panics
+/// If an operand does not fit its slice: an nnc bug, never a user error.
+pub(crate) fn indexed(n: usize, x: &Indexed<'_>, beta: f32, c: &mut [f32], ldc: usize) {
+    let (m, k) = (x.a_rows.len(), x.b_rows.len());
+    if m == 0 || n == 0 {
+        return;
+    }
+    let blocks = n.div_ceil(INDEXED_BLOCK);
+    let a_end = x.a_rows.iter().max().map_or(0, |&r| r + k);
+    let b_end = x
+        .b_rows
+        .iter()
+        .max()
+        .map_or(0, |&r| (blocks - 1) * x.b_block + r + INDEXED_BLOCK);
+    assert!(
+        a_end <= x.a.len() && b_end <= x.b.len() && n <= ldc && (m - 1) * ldc + n <= c.len(),
+        "nnc internal error: indexed product operands do not fit ({m}x{k}x{n})"
+    );
+    match Isa::detect() {
+        #[cfg(target_arch = "x86_64")]
+        // SAFETY: the assert above bounds every read of A and B and every
+        // write of C; `detect` saw AVX2 and FMA.
+        Isa::Avx2 => unsafe { avx2::indexed(n, x, beta, c, ldc) },
+        Isa::Generic => indexed_generic(n, x, beta, c, ldc),
+    }
+}
+
+/// Whether [`indexed`] runs a vector kernel on this CPU (else it is plain
+/// loops, and callers had better copy into a packed GEMM instead).
+pub(crate) fn indexed_is_fast() -> bool {
+    Isa::detect() != Isa::Generic
+}
+
+/// [`indexed`] in plain loops (any CPU; also the tests' second opinion).
+pub(crate) fn indexed_generic(n: usize, x: &Indexed<'_>, beta: f32, c: &mut [f32], ldc: usize) {
+    let b_at =
+        |p: usize, j: usize| x.b[(j / INDEXED_BLOCK) * x.b_block + x.b_rows[p] + j % INDEXED_BLOCK];
+    for (i, &ar) in x.a_rows.iter().enumerate() {
+        let a = &x.a[ar..][..x.b_rows.len()];
+        for (j, out) in c[i * ldc..][..n].iter_mut().enumerate() {
+            let sum: f32 = a.iter().enumerate().map(|(p, &v)| v * b_at(p, j)).sum();
+            *out = if beta == 0.0 { sum } else { sum + beta * *out };
+        }
+    }
+}
+
+// ---------------------------------------------------------------------------
 // Implementation.
 // ---------------------------------------------------------------------------
 
@@ -890,24 +969,89 @@ mod avx2 {
         unsafe {
             let acc = if PACKED {
                 // Constant offsets, one pointer bump per step.
-                accumulate::<R>(t.kc, t.b, |p, r| t.a.add(p * MR + r))
+                accumulate::<R>(t.kc, |p| t.b.add(p * NR), |p, r| t.a.add(p * MR + r))
             } else {
                 // One pointer per row, so no row's address waits on
                 // another's (a chain of adds would cap the loop's speed).
                 let rows: [*const f32; R] = std::array::from_fn(|r| t.a.add(r * t.a_rs));
-                accumulate::<R>(t.kc, t.b, |p, r| rows[r].add(p * t.a_cs))
+                accumulate::<R>(t.kc, |p| t.b.add(p * NR), |p, r| rows[r].add(p * t.a_cs))
             };
             store(t, acc)
         }
     }
 
+    /// [`super::indexed`] on AVX2: one `6 x 16` tile at a time, B read in
+    /// place through its row table (one extra load per depth step).
+    ///
+    /// # Safety
+    /// The operands must fit their slices as `super::indexed` asserts; the
+    /// CPU must support AVX2 and FMA.
+    #[target_feature(enable = "avx2,fma")]
+    pub(super) unsafe fn indexed(
+        n: usize,
+        x: &super::Indexed<'_>,
+        beta: f32,
+        c: &mut [f32],
+        ldc: usize,
+    ) {
+        let (m, k) = (x.a_rows.len(), x.b_rows.len());
+        for j0 in (0..n).step_by(NR) {
+            // SAFETY: block j0 / 16 lies inside `b` (caller's contract).
+            let b = unsafe { x.b.as_ptr().add(j0 / NR * x.b_block) };
+            let b_rows = x.b_rows.as_ptr();
+            for i0 in (0..m).step_by(MR) {
+                let mr = MR.min(m - i0);
+                // Rows past `mr` repeat the last one: read, never stored.
+                let row = |r: usize| {
+                    // SAFETY: a_rows[i] + k <= a.len() for every row i.
+                    unsafe { x.a.as_ptr().add(x.a_rows[i0 + r.min(mr - 1)]) }
+                };
+                let t = Tile {
+                    kc: k,
+                    a: std::ptr::null(),
+                    a_rs: 0,
+                    a_cs: 0,
+                    b: std::ptr::null(),
+                    // SAFETY: (i0, j0) is an element of C (caller's contract).
+                    c: unsafe { c.as_mut_ptr().add(i0 * ldc + j0) },
+                    ldc,
+                    alpha: 1.0,
+                    beta,
+                    mr,
+                    nr: NR.min(n - j0),
+                };
+                // SAFETY: A rows hold k floats from their start, B rows 16
+                // from `b + b_rows[p]`, for p < k; the store writes the
+                // tile's mr x nr corner of C only.
+                unsafe {
+                    let b_of = |p: usize| b.add(*b_rows.add(p));
+                    match mr {
+                        1 | 2 => {
+                            let rows: [*const f32; 2] = std::array::from_fn(row);
+                            store(&t, accumulate::<2>(k, b_of, |p, r| rows[r].add(p)));
+                        }
+                        3 | 4 => {
+                            let rows: [*const f32; 4] = std::array::from_fn(row);
+                            store(&t, accumulate::<4>(k, b_of, |p, r| rows[r].add(p)));
+                        }
+                        _ => {
+                            let rows: [*const f32; MR] = std::array::from_fn(row);
+                            store(&t, accumulate::<MR>(k, b_of, |p, r| rows[r].add(p)));
+                        }
+                    }
+                }
+            }
+        }
+    }
+
     /// The `kc`-step loop: sums `A[r, p] * B[p, 0..16]` for `r < R` into
-    /// `2 * R` registers; `a(p, r)` gives the address of `A[r, p]`.
+    /// `2 * R` registers; `a(p, r)` gives the address of `A[r, p]`, `b(p)`
+    /// the address of `B[p, 0]` (16 contiguous floats).
     #[target_feature(enable = "avx2,fma")]
     #[inline]
     unsafe fn accumulate<const R: usize>(
         kc: usize,
-        b: *const f32,
+        b: impl Fn(usize) -> *const f32,
         a: impl Fn(usize, usize) -> *const f32,
     ) -> [[__m256; 2]; R] {
         // SAFETY (whole body): reads stay inside the A and B panels, per the
@@ -915,8 +1059,9 @@ mod avx2 {
         unsafe {
             let mut acc = [[_mm256_setzero_ps(); 2]; R];
             for p in 0..kc {
-                let b0 = _mm256_loadu_ps(b.add(p * NR));
-                let b1 = _mm256_loadu_ps(b.add(p * NR + 8));
+                let bp = b(p);
+                let b0 = _mm256_loadu_ps(bp);
+                let b1 = _mm256_loadu_ps(bp.add(8));
                 for (r, row) in acc.iter_mut().enumerate() {
                     let x = _mm256_broadcast_ss(&*a(p, r));
                     row[0] = _mm256_fmadd_ps(x, b0, row[0]);
@@ -1466,6 +1611,86 @@ mod tests {
         /// Allocations made so far by the calling thread.
         pub(super) fn allocations() -> usize {
             COUNT.with(Cell::get)
+        }
+    }
+
+    /// The indexed product (implicit im2col) on random row tables: the AVX2
+    /// kernel (where the CPU has it) and the plain loops against f64 sums;
+    /// C beyond `n` columns untouched, NaN in C ignored when `beta == 0`.
+    #[test]
+    fn indexed_product_matches_naive() {
+        let mut rng = Rng::new(11);
+        for case in 0..300 {
+            let m = 1 + rng.below(14) as usize;
+            let k = 1 + rng.below(40) as usize;
+            let n = 1 + rng.below(50) as usize;
+            let blocks = n.div_ceil(INDEXED_BLOCK);
+            let a_rows: Vec<usize> = (0..m).map(|_| rng.below(30) as usize).collect();
+            let b_rows: Vec<usize> = (0..k).map(|_| rng.below(30) as usize).collect();
+            let b_block = INDEXED_BLOCK + rng.below(20) as usize;
+            let a = random(&mut rng, 30 + k);
+            let b = random(&mut rng, (blocks - 1) * b_block + 30 + INDEXED_BLOCK);
+            let x = Indexed {
+                a: &a,
+                a_rows: &a_rows,
+                b: &b,
+                b_rows: &b_rows,
+                b_block,
+            };
+            let ldc = n + rng.below(3) as usize;
+            let beta = [0.0, 1.0, 0.5][case % 3];
+            let c0: Vec<f32> = random(&mut rng, m * ldc)
+                .into_iter()
+                .enumerate()
+                .map(|(i, v)| {
+                    if beta == 0.0 && i % 7 == 0 {
+                        f32::NAN
+                    } else {
+                        v
+                    }
+                })
+                .collect();
+            let mut want = vec![0f64; m * n];
+            for i in 0..m {
+                for j in 0..n {
+                    let mut sum = 0f64;
+                    for p in 0..k {
+                        let bv = b[(j / INDEXED_BLOCK) * b_block + b_rows[p] + j % INDEXED_BLOCK];
+                        sum += f64::from(a[a_rows[i] + p]) * f64::from(bv);
+                    }
+                    if beta != 0.0 {
+                        sum += f64::from(beta) * f64::from(c0[i * ldc + j]);
+                    }
+                    want[i * n + j] = sum;
+                }
+            }
+            let generic = |c: &mut [f32]| indexed_generic(n, &x, beta, c, ldc);
+            let dispatched = |c: &mut [f32]| indexed(n, &x, beta, c, ldc);
+            for (name, run) in [
+                ("generic", &generic as &dyn Fn(&mut [f32])),
+                ("dispatched", &dispatched),
+            ] {
+                let mut c = c0.clone();
+                run(&mut c);
+                for i in 0..m {
+                    for j in 0..ldc {
+                        let got = c[i * ldc + j];
+                        if j < n {
+                            let w = want[i * n + j];
+                            assert!(
+                                (f64::from(got) - w).abs() <= 1e-4 * (1.0 + w.abs()),
+                                "{name} case {case} ({m}x{k}x{n}) C[{i},{j}] = {got}, want {w}"
+                            );
+                        } else {
+                            assert_eq!(
+                                got.to_bits(),
+                                c0[i * ldc + j].to_bits(),
+                                "{name}: C[{i},{j}] past n written"
+                            );
+                        }
+                    }
+                }
+            }
         }
     }
 

@@ -1,5 +1,5 @@
-//! The convolution and pooling kernels (im2col + GEMM, col2im, pooling
-//! loops) against naive direct loops written here, on random shapes,
+//! The convolution and pooling kernels (implicit GEMM, im2col + GEMM,
+//! col2im, pooling loops) against naive direct loops, on random shapes,
 //! strides, paddings, dilations and groups.
 
 use nnc_runtime::conv::{self, Conv2d, Pool2d};
@@ -60,6 +60,21 @@ fn check_conv(g: Conv2d, b: usize, seed: u64) {
         &dw,
         &dw_want,
         &format!("conv2d grad weight {g:?} batch {b}"),
+    );
+    // The column-matrix path, which stride-1 layers skip on AVX2 CPUs.
+    scratch.fill(f32::NAN);
+    y.fill(f32::NAN);
+    conv::columns::conv2d(&g, b, &mut y, &x, &w, &mut scratch);
+    close(&y, &y_want, &format!("im2col conv2d {g:?} batch {b}"));
+    dx.fill(f32::NAN);
+    conv::columns::conv2d_grad_input(&g, b, &mut dx, &dy, &w, &mut scratch);
+    close(&dx, &dx_want, &format!("col2im grad input {g:?} batch {b}"));
+    dw.fill(f32::NAN);
+    conv::columns::conv2d_grad_weight(&g, b, &mut dw, &x, &dy, &mut scratch);
+    close(
+        &dw,
+        &dw_want,
+        &format!("im2col grad weight {g:?} batch {b}"),
     );
 }
 

@@ -1,0 +1,327 @@
+//! Stride-1 convolutions as implicit GEMMs: the receptive fields are
+//! multiplied where they lie in a zero-padded copy of the image, never
+//! copied out into a column matrix.
+//!
+//! The trick (flattened rows): with stride 1, output position `(oy, ox)`
+//! and kernel tap `(c, ki, kj)` read padded-input element
+//! `c·Hp·Wp + ki·dh·Wp + kj·dw + (oy·Wp + ox)`. Computing the output over
+//! *padded-width* rows, `q = oy·Wp + ox` for `ox < Wp` instead of `ox < OW`,
+//! makes that address `off(tap) + q`: a fixed offset per tap plus the output
+//! index, so 16 consecutive outputs of one tap are 16 consecutive floats of
+//! the image — exactly a row of B for the AVX2 microkernel, read in place
+//! ([`crate::gemm::indexed`]). The `Wp − OW` extra columns per row are
+//! computed and dropped when the result is compacted into NCHW (12.5% of
+//! LeNet's first layer, 29% of its second), which costs far less than
+//! writing `KH·KW` copies of every pixel and packing them again.
+//!
+//! * forward: `Y[o, q] = Σ_tap W[o, tap] · Xp[off(tap) + q]`;
+//! * input gradient: the same product over `dY` zero-padded by
+//!   `(K − 1)·d − p` with the kernel flipped and transposed (a "full"
+//!   correlation), output rows `W + (KW − 1)·dw` wide;
+//! * weight gradient: `dWᵀ[tap, o] = Σ_n Σ_q Xp[off(tap) + q] · dY[o, q]`,
+//!   A read in place through the same offsets, `dY` packed once per sample
+//!   into 16-channel panels with zeros in the dropped columns.
+//!
+//! Used for stride 1 whenever the padding is at most the dilated kernel
+//! extent minus one (so the input gradient's padding is not negative) and
+//! the CPU has the AVX2 kernel; otherwise `im2col` is used.
+
+use std::cell::RefCell;
+
+use super::Conv2d;
+use crate::gemm::{self, Indexed, INDEXED_BLOCK};
+
+/// Rounds `n` up to whole blocks of the indexed product.
+fn blocks(n: usize) -> usize {
+    n.div_ceil(INDEXED_BLOCK) * INDEXED_BLOCK
+}
+
+/// The sizes of one group's implicit products.
+#[derive(Clone, Copy, Debug)]
+pub(super) struct Plan {
+    cg: usize,
+    og: usize,
+    /// Taps per output channel: `C/groups · KH · KW`.
+    taps: usize,
+    /// Padded input height and width.
+    hp: usize,
+    wp: usize,
+    /// Output height and width.
+    oh: usize,
+    ow: usize,
+    /// Outputs per channel over padded-width rows: `OH · Wp`.
+    q: usize,
+    /// Padded output-gradient height and width (input gradient).
+    hd: usize,
+    wd: usize,
+    /// Input-gradient outputs per channel over padded-width rows: `H · Wd`.
+    q2: usize,
+}
+
+impl Plan {
+    /// The plan for `g`, or `None` when `g` must use `im2col`.
+    pub(super) fn of(g: &Conv2d) -> Option<Plan> {
+        let ([dh, dw], [ph, pw]) = (g.dilation, g.padding);
+        let fits = g.stride == [1, 1]
+            && g.kh > 0
+            && g.kw > 0
+            && ph <= (g.kh - 1) * dh
+            && pw <= (g.kw - 1) * dw;
+        let (oh, ow) = g.out_hw();
+        if !fits || oh == 0 || ow == 0 {
+            return None;
+        }
+        let (hp, wp) = (g.h + 2 * ph, g.w + 2 * pw);
+        let (hd, wd) = (g.h + (g.kh - 1) * dh, g.w + (g.kw - 1) * dw);
+        Some(Plan {
+            cg: g.c / g.groups,
+            og: g.o / g.groups,
+            taps: g.c / g.groups * g.kh * g.kw,
+            hp,
+            wp,
+            oh,
+            ow,
+            q: oh * wp,
+            hd,
+            wd,
+            q2: g.h * wd,
+        })
+    }
+
+    /// Floats of the padded input: every tap's offset plus whole blocks of
+    /// outputs past it.
+    fn xp_len(&self, g: &Conv2d) -> usize {
+        let last = (self.cg - 1) * self.hp * self.wp
+            + (g.kh - 1) * g.dilation[0] * self.wp
+            + (g.kw - 1) * g.dilation[1];
+        (last + blocks(self.q)).max(self.cg * self.hp * self.wp)
+    }
+
+    /// Floats of the padded output gradient (input-gradient product).
+    fn dyp_len(&self, g: &Conv2d) -> usize {
+        let last = (self.og - 1) * self.hd * self.wd
+            + (g.kh - 1) * g.dilation[0] * self.wd
+            + (g.kw - 1) * g.dilation[1];
+        (last + blocks(self.q2)).max(self.og * self.hd * self.wd)
+    }
+
+    /// Panels of 16 output channels for the weight gradient.
+    fn panels(&self) -> usize {
+        self.og.div_ceil(INDEXED_BLOCK)
+    }
+
+    /// Scratch floats the three kernels need (the largest).
+    pub(super) fn scratch_len(&self, g: &Conv2d) -> usize {
+        let forward = self.xp_len(g) + self.og * self.q;
+        let grad_input = self.cg * self.og * g.kh * g.kw + self.dyp_len(g) + self.cg * self.q2;
+        let grad_weight =
+            self.xp_len(g) + self.panels() * self.q * INDEXED_BLOCK + self.taps * self.og;
+        forward.max(grad_input).max(grad_weight)
+    }
+
+    /// `off(tap)` for every tap `(c, ki, kj)` of a `[c, rows, cols]` image.
+    fn offsets(g: &Conv2d, c: usize, rows: usize, cols: usize, out: &mut Vec<usize>) {
+        out.clear();
+        for ci in 0..c {
+            for ki in 0..g.kh {
+                for kj in 0..g.kw {
+                    out.push(ci * rows * cols + ki * g.dilation[0] * cols + kj * g.dilation[1]);
+                }
+            }
+        }
+    }
+
+    /// Copies one group of one sample (`[cg, H, W]`) into the zero-padded
+    /// `xp`.
+    fn pad_input(&self, g: &Conv2d, x: &[f32], xp: &mut [f32]) {
+        let [ph, pw] = g.padding;
+        xp.fill(0.0);
+        for (src, dst) in x
+            .chunks_exact(g.h * g.w)
+            .zip(xp.chunks_exact_mut(self.hp * self.wp))
+        {
+            for (r, row) in src.chunks_exact(g.w).enumerate() {
+                dst[(r + ph) * self.wp + pw..][..g.w].copy_from_slice(row);
+            }
+        }
+    }
+}
+
+/// Row tables of the indexed products, per thread; they only grow.
+struct Tables {
+    a: Vec<usize>,
+    b: Vec<usize>,
+}
+
+thread_local! {
+    static TABLES: RefCell<Tables> = const {
+        RefCell::new(Tables { a: Vec::new(), b: Vec::new() })
+    };
+}
+
+fn with_tables<R>(f: impl FnOnce(&mut Tables) -> R) -> R {
+    TABLES.with(|t| match t.try_borrow_mut() {
+        Ok(mut t) => f(&mut t),
+        // Unreachable (the kernels never nest), but a fresh table is correct.
+        Err(_) => f(&mut Tables {
+            a: Vec::new(),
+            b: Vec::new(),
+        }),
+    })
+}
+
+/// Forward: see [`super::conv2d`]; slices already checked.
+pub(super) fn conv2d(
+    g: &Conv2d,
+    p: &Plan,
+    b: usize,
+    y: &mut [f32],
+    x: &[f32],
+    w: &[f32],
+    scratch: &mut [f32],
+) {
+    let (xp, rest) = scratch.split_at_mut(p.xp_len(g));
+    let cbuf = &mut rest[..p.og * p.q];
+    let ohw = p.oh * p.ow;
+    with_tables(|t| {
+        t.a.clear();
+        t.a.extend((0..p.og).map(|i| i * p.taps));
+        Plan::offsets(g, p.cg, p.hp, p.wp, &mut t.b);
+        for n in 0..b {
+            for gi in 0..g.groups {
+                let xs = &x[(n * g.c + gi * p.cg) * g.h * g.w..][..p.cg * g.h * g.w];
+                p.pad_input(g, xs, xp);
+                let operands = Indexed {
+                    a: &w[gi * p.og * p.taps..][..p.og * p.taps],
+                    a_rows: &t.a,
+                    b: xp,
+                    b_rows: &t.b,
+                    b_block: INDEXED_BLOCK,
+                };
+                gemm::indexed(p.q, &operands, 0.0, cbuf, p.q);
+                let ys = &mut y[(n * g.o + gi * p.og) * ohw..][..p.og * ohw];
+                for (dst, src) in ys.chunks_exact_mut(p.ow).zip(cbuf.chunks_exact(p.wp)) {
+                    dst.copy_from_slice(&src[..p.ow]);
+                }
+            }
+        }
+    });
+}
+
+/// Input gradient: see [`super::conv2d_grad_input`]; slices already checked.
+pub(super) fn conv2d_grad_input(
+    g: &Conv2d,
+    p: &Plan,
+    b: usize,
+    dx: &mut [f32],
+    dy: &[f32],
+    w: &[f32],
+    scratch: &mut [f32],
+) {
+    let (kh, kw) = (g.kh, g.kw);
+    let flipped_len = p.cg * p.og * kh * kw;
+    let (wt, rest) = scratch.split_at_mut(flipped_len);
+    let (dyp, rest) = rest.split_at_mut(p.dyp_len(g));
+    let dxbuf = &mut rest[..p.cg * p.q2];
+    // Where dY's (0, 0) sits in the padded gradient.
+    let top = (kh - 1) * g.dilation[0] - g.padding[0];
+    let left = (kw - 1) * g.dilation[1] - g.padding[1];
+    let ohw = p.oh * p.ow;
+    let row_len = p.og * kh * kw;
+    with_tables(|t| {
+        t.a.clear();
+        t.a.extend((0..p.cg).map(|i| i * row_len));
+        Plan::offsets(g, p.og, p.hd, p.wd, &mut t.b);
+        for gi in 0..g.groups {
+            // wt[ci, (o, ki', kj')] = w[o, ci, KH-1-ki', KW-1-kj'].
+            let wg = &w[gi * p.og * p.taps..][..p.og * p.taps];
+            for ci in 0..p.cg {
+                for o in 0..p.og {
+                    for ki in 0..kh {
+                        for kj in 0..kw {
+                            wt[ci * row_len + (o * kh + ki) * kw + kj] =
+                                wg[((o * p.cg + ci) * kh + kh - 1 - ki) * kw + kw - 1 - kj];
+                        }
+                    }
+                }
+            }
+            for n in 0..b {
+                let dys = &dy[(n * g.o + gi * p.og) * ohw..][..p.og * ohw];
+                dyp.fill(0.0);
+                for (src, dst) in dys.chunks_exact(ohw).zip(dyp.chunks_exact_mut(p.hd * p.wd)) {
+                    for (r, row) in src.chunks_exact(p.ow).enumerate() {
+                        dst[(r + top) * p.wd + left..][..p.ow].copy_from_slice(row);
+                    }
+                }
+                let operands = Indexed {
+                    a: wt,
+                    a_rows: &t.a,
+                    b: dyp,
+                    b_rows: &t.b,
+                    b_block: INDEXED_BLOCK,
+                };
+                gemm::indexed(p.q2, &operands, 0.0, dxbuf, p.q2);
+                let dxs = &mut dx[(n * g.c + gi * p.cg) * g.h * g.w..][..p.cg * g.h * g.w];
+                for (dst, src) in dxs.chunks_exact_mut(g.w).zip(dxbuf.chunks_exact(p.wd)) {
+                    dst.copy_from_slice(&src[..g.w]);
+                }
+            }
+        }
+    });
+}
+
+/// Weight gradient: see [`super::conv2d_grad_weight`]; slices already
+/// checked, `b > 0`.
+pub(super) fn conv2d_grad_weight(
+    g: &Conv2d,
+    p: &Plan,
+    b: usize,
+    dw: &mut [f32],
+    x: &[f32],
+    dy: &[f32],
+    scratch: &mut [f32],
+) {
+    let (xp, rest) = scratch.split_at_mut(p.xp_len(g));
+    let (panel, rest) = rest.split_at_mut(p.panels() * p.q * INDEXED_BLOCK);
+    let dwt = &mut rest[..p.taps * p.og];
+    let ohw = p.oh * p.ow;
+    with_tables(|t| {
+        Plan::offsets(g, p.cg, p.hp, p.wp, &mut t.a);
+        t.b.clear();
+        t.b.extend((0..p.q).map(|q| q * INDEXED_BLOCK));
+        for gi in 0..g.groups {
+            for n in 0..b {
+                let xs = &x[(n * g.c + gi * p.cg) * g.h * g.w..][..p.cg * g.h * g.w];
+                p.pad_input(g, xs, xp);
+                // panel[(blk · q + oy·Wp + ox) · 16 + o % 16] = dY[o, oy, ox],
+                // zero in the dropped columns and past the last channel.
+                let dys = &dy[(n * g.o + gi * p.og) * ohw..][..p.og * ohw];
+                panel.fill(0.0);
+                for (o, src) in dys.chunks_exact(ohw).enumerate() {
+                    let (blk, lane) = (o / INDEXED_BLOCK, o % INDEXED_BLOCK);
+                    let base = blk * p.q;
+                    for (oy, row) in src.chunks_exact(p.ow).enumerate() {
+                        for (ox, &v) in row.iter().enumerate() {
+                            panel[(base + oy * p.wp + ox) * INDEXED_BLOCK + lane] = v;
+                        }
+                    }
+                }
+                let operands = Indexed {
+                    a: xp,
+                    a_rows: &t.a,
+                    b: panel,
+                    b_rows: &t.b,
+                    b_block: p.q * INDEXED_BLOCK,
+                };
+                let beta = if n == 0 { 0.0 } else { 1.0 };
+                gemm::indexed(p.og, &operands, beta, dwt, p.og);
+            }
+            let dwg = &mut dw[gi * p.og * p.taps..][..p.og * p.taps];
+            for (o, row) in dwg.chunks_exact_mut(p.taps).enumerate() {
+                for (tap, v) in row.iter_mut().enumerate() {
+                    *v = dwt[tap * p.og + o];
+                }
+            }
+        }
+    });
+}
