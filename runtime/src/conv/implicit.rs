@@ -301,8 +301,9 @@ pub(super) fn conv2d_grad_weight(
                     let (blk, lane) = (o / INDEXED_BLOCK, o % INDEXED_BLOCK);
                     let base = blk * p.q;
                     for (oy, row) in src.chunks_exact(p.ow).enumerate() {
-                        for (ox, &v) in row.iter().enumerate() {
-                            panel[(base + oy * p.wp + ox) * INDEXED_BLOCK + lane] = v;
+                        let dst = &mut panel[(base + oy * p.wp) * INDEXED_BLOCK + lane..];
+                        for (d, &v) in dst.iter_mut().step_by(INDEXED_BLOCK).zip(row) {
+                            *d = v;
                         }
                     }
                 }
