@@ -410,6 +410,27 @@ pub(crate) fn indexed(n: usize, x: &Indexed<'_>, beta: f32, c: &mut [f32], ldc: 
     }
 }
 
+/// Packs 16 rows whose depth is contiguous (`lines[t][q]`, `q < depth`)
+/// into one B panel for [`indexed`]: `dst[q * 16 + t] = lines[t][q]` (a
+/// transpose; 8 x 8 register blocks with AVX2).
+///
+/// # Panics
+/// If `dst` or a line is shorter than needed: an nnc bug.
+pub(crate) fn pack_panel(dst: &mut [f32], lines: &[&[f32]; INDEXED_BLOCK], depth: usize) {
+    assert!(dst.len() >= INDEXED_BLOCK * depth && lines.iter().all(|l| l.len() >= depth));
+    #[cfg(target_arch = "x86_64")]
+    if Isa::detect() == Isa::Avx2 {
+        // SAFETY: AVX2 detected; lengths asserted above (and again inside).
+        unsafe { avx2::pack_rows::<INDEXED_BLOCK>(dst, lines, depth) };
+        return;
+    }
+    for (q, out) in dst.chunks_exact_mut(INDEXED_BLOCK).take(depth).enumerate() {
+        for (o, line) in out.iter_mut().zip(lines) {
+            *o = line[q];
+        }
+    }
+}
+
 /// Whether [`indexed`] runs a vector kernel on this CPU (else it is plain
 /// loops, and callers had better copy into a packed GEMM instead).
 pub(crate) fn indexed_is_fast() -> bool {

@@ -307,7 +307,15 @@ impl Geom {
             .max(og * hd * wd);
         let forward = xp + og * q;
         let grad_input = cg * og * kh * kw + dyp + cg * q2;
-        let grad_weight = xp + og.div_ceil(16) * q * 16 + taps * og;
+        // Output channels as rows when that wastes less of the 6 x 16 tiles.
+        let useful = |m: usize, n: usize| {
+            (m * n) as f64 / (m.next_multiple_of(6) * n.next_multiple_of(16)) as f64
+        };
+        let grad_weight = if useful(og, taps) > useful(taps, og) {
+            xp + og * q + taps.div_ceil(16) * q * 16 + q
+        } else {
+            xp + og.div_ceil(16) * q * 16 + taps * og
+        };
         columns.max(forward).max(grad_input).max(grad_weight)
     }
 
