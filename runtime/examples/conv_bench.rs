@@ -1,4 +1,5 @@
-//! Measures the convolution kernels (im2col + GEMM) on LeNet-sized layers,
+//! Measures the convolution kernels (implicit GEMM for these stride-1
+//! layers on AVX2 CPUs, else im2col + GEMM) on LeNet-sized layers,
 //! forward and both gradients, next to the direct nested-loop oracle
 //! (`conv::reference`, f64, all three at once).
 //!
