@@ -255,6 +255,7 @@ fn the_runtime_and_the_interpreter_share_the_dropout_hash() {
         let kc = c::dropout_key(seed, step, salt);
         assert_eq!(kc, r::dropout_key(seed, step, salt));
         let t = c::dropout_threshold(0.37);
+        assert_eq!(t, r::dropout_threshold(0.37));
         assert_eq!(c::dropout_keep(kc, index, t), r::dropout_keep(kc, index, t));
     }
 }
