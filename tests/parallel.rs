@@ -9,6 +9,9 @@ use nnc::runtime::data::load_mnist;
 use nnc::runtime::parallel::{Resolved, StepRunner, Strategy};
 use nnc::runtime::{fit, Batch, FitOptions, Model, TrainData};
 
+mod support;
+use support::assert_close_grads;
+
 mod mnist_mlp {
     nnc::include_model!("mnist_mlp");
 }
@@ -89,17 +92,7 @@ fn sharded_gradient_equals_the_whole_batch_gradient() {
     assert_eq!(sharded.mode(), Resolved::Data(4));
     let l1 = whole.step(&model, &batch).unwrap();
     let l4 = pool(2).install(|| sharded.step(&model, &batch)).unwrap();
-    assert!((l1 - l4).abs() <= 1e-5 * l1.abs(), "loss {l1} vs {l4}");
-    let scale = whole.grads().iter().fold(0.0f32, |m, g| m.max(g.abs()));
-    let err = whole
-        .grads()
-        .iter()
-        .zip(sharded.grads())
-        .fold(0.0f32, |m, (a, b)| m.max((a - b).abs()));
-    assert!(
-        err <= 1e-5 * scale,
-        "max gradient difference {err} (scale {scale})"
-    );
+    assert_close_grads((l1, whole.grads()), (l4, sharded.grads()));
     // A batch larger than the runner was built for is an error, not a panic.
     let big_x = vec![0.0f32; 129 * 784];
     let big_y = vec![0u32; 129];

@@ -12,17 +12,6 @@ use nnc_compiler::ops::{
 use proptest::prelude::*;
 use support::*;
 
-/// The bar every gradient rule must clear.
-const TOLERANCE: f64 = 1e-6;
-
-fn config() -> ProptestConfig {
-    ProptestConfig {
-        cases: 48,
-        failure_persistence: None,
-        ..ProptestConfig::default()
-    }
-}
-
 /// Random shapes of rank 1 to 3 with small dimensions.
 fn dims() -> impl Strategy<Value = Vec<usize>> {
     prop::collection::vec(1usize..5, 1..4)

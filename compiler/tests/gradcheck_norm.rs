@@ -9,17 +9,6 @@ use nnc_compiler::ops::{EvalCtx, Op, StepKey, Tensor};
 use proptest::prelude::*;
 use support::*;
 
-/// The bar every gradient rule must clear.
-const TOLERANCE: f64 = 1e-6;
-
-fn config() -> ProptestConfig {
-    ProptestConfig {
-        cases: 48,
-        failure_persistence: None,
-        ..ProptestConfig::default()
-    }
-}
-
 proptest! {
     #![proptest_config(config())]
 

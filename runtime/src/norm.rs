@@ -29,25 +29,29 @@ pub fn dropout_key(seed: u64, step: u64, salt: u64) -> u64 {
     mix(mix(seed ^ salt.rotate_left(32)) ^ step)
 }
 
+/// The threshold a drop probability compares against: an element is kept
+/// when the top 53 bits of its hash are at least `rate · 2^53`. The one
+/// place the runtime derives it (the compiler's interpreter has the same
+/// function, `nnc_compiler::ops::norm::dropout_threshold`).
+#[inline]
+pub fn dropout_threshold(rate: f64) -> u64 {
+    (rate * 9_007_199_254_740_992.0) as u64
+}
+
 /// Whether the element at global flat index `index` survives: the top 53
-/// bits of its hash are at least `threshold` (`rate · 2^53`).
+/// bits of its hash are at least `threshold` ([`dropout_threshold`]).
 #[inline]
 pub fn dropout_keep(key: u64, index: u64, threshold: u64) -> bool {
     (mix(key ^ index) >> 11) >= threshold
 }
 
 /// Inverted dropout of a shard: `x` holds whole samples of `per_sample`
-/// values, the first being global sample `key.offset`. Kept elements are
-/// scaled by `scale` (`1 / (1 - rate)`), dropped ones zeroed.
-pub fn dropout(
-    x: &[f32],
-    out: &mut [f32],
-    per_sample: usize,
-    key: StepKey,
-    salt: u64,
-    threshold: u64,
-    scale: f32,
-) {
+/// values, the first being global sample `key.offset`. Each element is
+/// dropped with probability `rate` (in [0, 1)): kept elements are scaled by
+/// `1 / (1 - rate)`, dropped ones zeroed.
+pub fn dropout(x: &[f32], out: &mut [f32], per_sample: usize, key: StepKey, salt: u64, rate: f64) {
+    let threshold = dropout_threshold(rate);
+    let scale = (1.0 / (1.0 - rate)) as f32;
     let k = dropout_key(key.seed, key.step, salt);
     let base = key.offset.wrapping_mul(per_sample as u64);
     for (i, (o, &v)) in out.iter_mut().zip(x).enumerate() {
@@ -174,11 +178,11 @@ mod tests {
             step: 3,
             offset: 0,
         };
-        let t = (0.25 * 9_007_199_254_740_992.0) as u64;
-        dropout(&x, &mut out, 10, key, 1, t, 1.0 / 0.75);
+        dropout(&x, &mut out, 10, key, 1, 0.25);
         let kept = out.iter().filter(|&&v| v != 0.0).count();
         assert!((7_300..7_700).contains(&kept), "kept {kept}");
-        assert!(out.iter().all(|&v| v == 0.0 || v == 1.0 / 0.75));
+        let scale = (1.0 / 0.75f64) as f32;
+        assert!(out.iter().all(|&v| v == 0.0 || v == scale));
     }
 
     #[test]
@@ -190,11 +194,10 @@ mod tests {
             step: 9,
             offset: 0,
         };
-        let t = (0.5 * 9_007_199_254_740_992.0) as u64;
-        dropout(&x, &mut whole, 6, key, 5, t, 2.0);
+        dropout(&x, &mut whole, 6, key, 5, 0.5);
         let mut part = vec![0.0; 24];
         let shard = StepKey { offset: 6, ..key };
-        dropout(&x[36..], &mut part, 6, shard, 5, t, 2.0);
+        dropout(&x[36..], &mut part, 6, shard, 5, 0.5);
         assert_eq!(&whole[36..], &part[..]);
     }
 

@@ -1,5 +1,6 @@
 //! What several integration tests share: a random source independent of
-//! the code under test, and the error measure against the interpreter.
+//! the code under test, the error measure against the interpreter, and the
+//! comparison of a sharded training step with a whole-batch one.
 //! Each test crate uses a part of it, hence `dead_code` is allowed.
 #![allow(dead_code)]
 
@@ -38,4 +39,21 @@ pub fn rel_err(got: &[f32], want: &Tensor) -> f64 {
         .map(|(&g, &w)| (f64::from(g) - w).abs())
         .fold(0.0, f64::max)
         / scale
+}
+
+/// A sharded runner's step against one shard's, each as (loss, gradient):
+/// the same loss and gradient to float rounding (relative 1e-5, the
+/// gradient's difference relative to its largest magnitude).
+pub fn assert_close_grads(whole: (f32, &[f32]), sharded: (f32, &[f32])) {
+    let ((l1, g1), (l4, g4)) = (whole, sharded);
+    assert!((l1 - l4).abs() <= 1e-5 * l1.abs(), "loss {l1} vs {l4}");
+    let scale = g1.iter().fold(0.0f32, |m, g| m.max(g.abs()));
+    let err = g1
+        .iter()
+        .zip(g4)
+        .fold(0.0f32, |m, (a, b)| m.max((a - b).abs()));
+    assert!(
+        err <= 1e-5 * scale,
+        "max gradient difference {err} (scale {scale})"
+    );
 }

@@ -2,10 +2,10 @@
 //! named parameters and primitive ops; `mse` and `l1` expand into primitive
 //! arithmetic.
 
-use super::args::{suggest, ArgSrc};
+use super::args::{suggest, ArgSrc, Bound};
 use super::{Lowerer, Reported, L};
 use crate::diagnostic::{Diagnostic, ErrorKind, Span};
-use crate::graph::{Dim, NodeId, Shape};
+use crate::graph::{Dim, NodeId, Shape, TensorType};
 use crate::ops::{
     self, ArgKind, ArgValue, Args as OpArgs, BinaryOp, Matmul, Op, Param, ReduceKind, ReduceOp,
     UnaryOp,
@@ -52,6 +52,39 @@ fn conv2d_layer_form(piped: bool, args: &[ast::Arg]) -> bool {
         || args
             .iter()
             .any(|a| a.name.as_ref().is_some_and(|n| n.name == "filters"))
+}
+
+/// A layer call after the prologue every layer shares: its arguments bound
+/// and converted, and its input tensor (parameter 0) with its type and the
+/// span it was written at.
+struct LayerInput<'a> {
+    /// The converted arguments (`None` when absent or left raw).
+    a: OpArgs,
+    /// Where each argument came from.
+    bound: Bound<'a>,
+    /// The whole call, the span of absent arguments.
+    span: Span,
+    /// The input tensor.
+    x: NodeId,
+    /// Its type.
+    xty: TensorType,
+    /// Where it was written.
+    x_span: Span,
+}
+
+impl<'a> LayerInput<'a> {
+    /// Where argument `i` was written (the call when it was not).
+    fn arg_span(&self, i: usize) -> Span {
+        self.bound[i].map_or(self.span, |s| s.span())
+    }
+
+    /// Argument `i` as written, if it is an expression (an initializer).
+    fn raw(&self, i: usize) -> Option<&'a Expr> {
+        match self.bound[i] {
+            Some(ArgSrc::Expr(e)) => Some(e),
+            _ => None,
+        }
+    }
 }
 
 /// How a parameter is initialised. Fans follow the `x @ weight` layout: a
@@ -194,6 +227,40 @@ impl Lowerer {
         Ok(init)
     }
 
+    /// The prologue of a layer `func`: binds `args` to `params` and converts
+    /// each one but `raw` (an initializer, parsed later with [`Self::init`]),
+    /// then takes the input tensor, parameter 0.
+    fn layer_input<'a>(
+        &mut self,
+        func: &str,
+        params: &[Param],
+        raw: Option<usize>,
+        first: Option<ArgSrc<'a>>,
+        args: &'a [ast::Arg],
+        span: Span,
+    ) -> L<LayerInput<'a>> {
+        let bound = self.bind(func, span, params, first, args)?;
+        let mut values = Vec::with_capacity(params.len());
+        for (i, (p, b)) in params.iter().zip(&bound).enumerate() {
+            values.push(match b {
+                Some(src) if Some(i) != raw => Some(self.convert(func, p, *src)?),
+                _ => None,
+            });
+        }
+        let a = OpArgs { values };
+        let (x, xty) = a.tensor(0).map_err(|e| self.op_error(e, &[], span))?;
+        let xty = xty.clone();
+        let x_span = bound[0].map_or(span, |s| s.span());
+        Ok(LayerInput {
+            a,
+            bound,
+            span,
+            x,
+            xty,
+            x_span,
+        })
+    }
+
     /// Lowers layer sugar; `None` when `func` is not sugar.
     pub(super) fn sugar(
         &mut self,
@@ -230,20 +297,11 @@ impl Lowerer {
             Param::opt("init", ArgKind::Name),
             Param::opt("bias", ArgKind::Bool),
         ];
-        let bound = self.bind("dense", span, PARAMS, first, args)?;
-        let mut values = Vec::new();
-        for (i, (p, b)) in PARAMS.iter().zip(&bound).enumerate() {
-            // `init` may be a call (normal(std: 0.01)): parsed separately.
-            values.push(match b {
-                Some(src) if i != 3 => Some(self.convert("dense", p, *src)?),
-                _ => None,
-            });
-        }
-        let a = OpArgs { values };
-        let (x, xty) = a.tensor(0).map_err(|e| self.op_error(e, &[], span))?;
-        let xty = xty.clone();
-        let x_span = bound[0].map_or(span, |s| s.span());
-        let units_span = bound[1].map_or(span, |s| s.span());
+        // `init` may be a call (normal(std: 0.01)): parsed separately.
+        const INIT: usize = 3;
+        let l = self.layer_input("dense", PARAMS, Some(INIT), first, args, span)?;
+        let (a, x, xty, x_span) = (&l.a, l.x, &l.xty, l.x_span);
+        let units_span = l.arg_span(1);
         let units = match a.int(1) {
             Some(u) if (1..=1 << 30).contains(&u) => u as usize,
             Some(u) => {
@@ -262,14 +320,14 @@ impl Lowerer {
             match xty.shape.dims().last() {
                 Some(Dim::Fixed(n)) if xty.dtype == crate::graph::DType::F32 => *n,
                 _ => return Err(self.report(wrong_input(
-                    &xty,
+                    xty,
                     x_span,
                     "dense expects an f32 input whose last dimension is a fixed number of features",
                 ))),
             };
-        let init = match bound[3] {
-            Some(ArgSrc::Expr(e)) => self.init(e)?,
-            _ => Init::GlorotUniform,
+        let init = match l.raw(INIT) {
+            Some(e) => self.init(e)?,
+            None => Init::GlorotUniform,
         };
         let name = self.layer_name();
         let w = self.add_param(
@@ -290,7 +348,7 @@ impl Lowerer {
         }
         if let Some(act) = a.name(2) {
             if act != "linear" && act != "none" {
-                let act_span = bound[2].map_or(span, |s| s.span());
+                let act_span = l.arg_span(2);
                 y = self.activation(act, y, act_span)?;
             }
         }
@@ -333,19 +391,9 @@ impl Lowerer {
             Param::opt("bias", ArgKind::Bool),
         ];
         const INIT: usize = 8;
-        let bound = self.bind("conv2d", span, PARAMS, first, args)?;
-        let mut values = Vec::new();
-        for (i, (p, b)) in PARAMS.iter().zip(&bound).enumerate() {
-            values.push(match b {
-                Some(src) if i != INIT => Some(self.convert("conv2d", p, *src)?),
-                _ => None,
-            });
-        }
-        let a = OpArgs { values };
-        let (x, xty) = a.tensor(0).map_err(|e| self.op_error(e, &[], span))?;
-        let xty = xty.clone();
-        let x_span = bound[0].map_or(span, |s| s.span());
-        let arg_span = |i: usize| bound[i].map_or(span, |s| s.span());
+        let l = self.layer_input("conv2d", PARAMS, Some(INIT), first, args, span)?;
+        let (a, x, xty, x_span) = (&l.a, l.x, &l.xty, l.x_span);
+        let arg_span = |i: usize| l.arg_span(i);
         let filters = match a.int(1) {
             Some(f) if (1..=1 << 30).contains(&f) => f as usize,
             Some(f) => {
@@ -360,7 +408,7 @@ impl Lowerer {
             }
             None => return Err(Reported),
         };
-        let params = ops::conv::conv_params(&a, 3).map_err(|e| self.op_error(e, &[], span))?;
+        let params = ops::conv::conv_params(a, 3).map_err(|e| self.op_error(e, &[], span))?;
         let kernel = match a.ints(2) {
             Some(&[k]) if (1..=1 << 20).contains(&k) => [k as usize; 2],
             Some(&[h, w]) if (1..=1 << 20).contains(&h) && (1..=1 << 20).contains(&w) => {
@@ -388,7 +436,7 @@ impl Lowerer {
             }
             _ => {
                 return Err(self.report(
-                    wrong_input(&xty, x_span, "conv2d expects an input f32[batch, channels, height, width] (NCHW, fixed channels and size)"),
+                    wrong_input(xty, x_span, "conv2d expects an input f32[batch, channels, height, width] (NCHW, fixed channels and size)"),
                 ))
             }
         };
@@ -405,9 +453,9 @@ impl Lowerer {
                 .with_note(x_span, format!("this is {xty}")),
             ));
         }
-        let init = match bound[INIT] {
-            Some(ArgSrc::Expr(e)) => self.init(e)?,
-            _ => Init::HeUniform,
+        let init = match l.raw(INIT) {
+            Some(e) => self.init(e)?,
+            None => Init::HeUniform,
         };
         let name = self.layer_name();
         let shape = Shape::fixed(&[filters, channels / params.groups, kernel[0], kernel[1]]);
@@ -445,19 +493,10 @@ impl Lowerer {
             Param::req("x", ArgKind::Tensor),
             Param::req("rate", ArgKind::Float),
         ];
-        let bound = self.bind("dropout", span, PARAMS, first, args)?;
-        let mut values = Vec::new();
-        for (p, b) in PARAMS.iter().zip(&bound) {
-            values.push(match b {
-                Some(src) => Some(self.convert("dropout", p, *src)?),
-                None => None,
-            });
-        }
-        let a = OpArgs { values };
-        let (x, _) = a.tensor(0).map_err(|e| self.op_error(e, &[], span))?;
-        let x_span = bound[0].map_or(span, |s| s.span());
-        let rate_span = bound[1].map_or(span, |s| s.span());
-        let rate = match a.float(1) {
+        let l = self.layer_input("dropout", PARAMS, None, first, args, span)?;
+        let (x, x_span) = (l.x, l.x_span);
+        let rate_span = l.arg_span(1);
+        let rate = match l.a.float(1) {
             Some(r) if (0.0..1.0).contains(&r) => r,
             Some(r) => return Err(self.report(
                 Diagnostic::new(
@@ -503,18 +542,9 @@ impl Lowerer {
             Param::opt("momentum", ArgKind::Float),
             Param::opt("eps", ArgKind::Float),
         ];
-        let bound = self.bind("batch_norm", span, PARAMS, first, args)?;
-        let mut values = Vec::new();
-        for (p, b) in PARAMS.iter().zip(&bound) {
-            values.push(match b {
-                Some(src) => Some(self.convert("batch_norm", p, *src)?),
-                None => None,
-            });
-        }
-        let a = OpArgs { values };
-        let (x, xty) = a.tensor(0).map_err(|e| self.op_error(e, &[], span))?;
-        let xty = xty.clone();
-        let arg_span = |i: usize| bound[i].map_or(span, |s| s.span());
+        let l = self.layer_input("batch_norm", PARAMS, None, first, args, span)?;
+        let (a, x, xty, x_span) = (&l.a, l.x, &l.xty, l.x_span);
+        let arg_span = |i: usize| l.arg_span(i);
         let momentum = a.float(1).unwrap_or(0.1);
         if !(0.0..=1.0).contains(&momentum) {
             return Err(self.report(
@@ -545,7 +575,7 @@ impl Lowerer {
             }
             _ => {
                 return Err(self.report(
-                    wrong_input(&xty, arg_span(0), "batch_norm expects f32[batch, channels] or f32[batch, channels, height, width] (fixed channels and size)"),
+                    wrong_input(xty, x_span, "batch_norm expects f32[batch, channels] or f32[batch, channels, height, width] (fixed channels and size)"),
                 ))
             }
         };
@@ -565,7 +595,6 @@ impl Lowerer {
         };
         let (mean_name, mean) = state(self, "running_mean")?;
         let (var_name, var) = state(self, "running_var")?;
-        let x_span = arg_span(0);
         let eps_bits = eps.to_bits();
         let xhat = self.add_op(
             Op::Norm(ops::NormOp::BatchNorm { eps: eps_bits }),
@@ -713,17 +742,14 @@ impl Lowerer {
             Param::opt("eps", ArgKind::Float),
             Param::opt("affine", ArgKind::Bool),
         ];
-        let (values, spans) = self.args("layer_norm", span, PARAMS, first, args)?;
-        let a = OpArgs { values };
-        let (x, xty) = a.tensor(0).map_err(|e| self.op_error(e, &[], span))?;
-        let xty = xty.clone();
-        let x_span = spans[0].unwrap_or(span);
+        let l = self.layer_input("layer_norm", PARAMS, None, first, args, span)?;
+        let (a, x, xty, x_span) = (&l.a, l.x, &l.xty, l.x_span);
         let eps = a.float(1).unwrap_or(1e-5);
         if !(eps > 0.0 && eps.is_finite()) {
             return Err(self.report(
                 Diagnostic::new(
                     ErrorKind::BadArgument,
-                    spans[1].unwrap_or(span),
+                    l.arg_span(1),
                     format!("`eps` of `layer_norm` must be positive, found {eps}"),
                 )
                 .with_label("not a valid epsilon"),
@@ -768,18 +794,9 @@ impl Lowerer {
             Param::opt("init", ArgKind::Name),
         ];
         const INIT: usize = 2;
-        let bound = self.bind("embedding", span, PARAMS, first, args)?;
-        let mut values = Vec::new();
-        for (i, (p, b)) in PARAMS.iter().zip(&bound).enumerate() {
-            values.push(match b {
-                Some(src) if i != INIT => Some(self.convert("embedding", p, *src)?),
-                _ => None,
-            });
-        }
-        let a = OpArgs { values };
-        let arg_span = |i: usize| bound[i].map_or(span, |s| s.span());
-        let (ids, ty) = a.tensor(0).map_err(|e| self.op_error(e, &[], span))?;
-        let ty = ty.clone();
+        let l = self.layer_input("embedding", PARAMS, Some(INIT), first, args, span)?;
+        let (a, ids, ty) = (&l.a, l.x, &l.xty);
+        let arg_span = |i: usize| l.arg_span(i);
         let crate::graph::DType::Class { classes } = ty.dtype else {
             return Err(self.report(
                 Diagnostic::new(
@@ -805,9 +822,9 @@ impl Lowerer {
             }
             None => return Err(Reported),
         };
-        let init = match bound[INIT] {
-            Some(ArgSrc::Expr(e)) => self.init(e)?,
-            _ => Init::Normal {
+        let init = match l.raw(INIT) {
+            Some(e) => self.init(e)?,
+            None => Init::Normal {
                 mean: 0.0,
                 std: 1.0,
             },
@@ -843,19 +860,16 @@ impl Lowerer {
             Param::req("heads", ArgKind::Int),
             Param::opt("causal", ArgKind::Bool),
         ];
-        let (values, spans) = self.args("self_attention", span, PARAMS, first, args)?;
-        let a = OpArgs { values };
-        let (x, xty) = a.tensor(0).map_err(|e| self.op_error(e, &[], span))?;
-        let xty = xty.clone();
-        let x_span = spans[0].unwrap_or(span);
-        let heads_span = spans[1].unwrap_or(span);
+        let l = self.layer_input("self_attention", PARAMS, None, first, args, span)?;
+        let (a, x, xty, x_span) = (&l.a, l.x, &l.xty, l.x_span);
+        let heads_span = l.arg_span(1);
         let (n, t, d) = match xty.shape.dims() {
             [n, Dim::Fixed(t), Dim::Fixed(d)] if xty.dtype == crate::graph::DType::F32 => {
                 (*n, *t, *d)
             }
             _ => {
                 return Err(self.report(
-                    wrong_input(&xty, x_span, "self_attention expects a sequence f32[batch, length, width] (fixed length and width)"),
+                    wrong_input(xty, x_span, "self_attention expects a sequence f32[batch, length, width] (fixed length and width)"),
                 ))
             }
         };

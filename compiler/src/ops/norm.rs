@@ -84,7 +84,9 @@ pub fn dropout_key(seed: u64, step: u64, salt: u64) -> u64 {
 }
 
 /// The threshold a drop probability compares against: an element is kept
-/// when the top 53 bits of its hash are at least this.
+/// when the top 53 bits of its hash are at least this. The interpreter's
+/// copy of `nnc_runtime::norm::dropout_threshold` (the compiler does not
+/// depend on the runtime); generated code passes the rate to the kernel.
 pub fn dropout_threshold(rate: f64) -> u64 {
     (rate * 9_007_199_254_740_992.0) as u64
 }
@@ -381,10 +383,10 @@ impl NormOp {
                 training: false, ..
             } => quote!(out.copy_from_slice(x0);),
             NormOp::Dropout { rate, salt, .. } => {
+                // The kernel derives its threshold and scale from the rate.
                 let per = Kernel::product(&dims[1..]);
-                let t = dropout_threshold(f(rate));
-                let scale = Kernel::f32(1.0 / (1.0 - f(rate)));
-                quote!(#rt::norm::dropout(x0, out, #per, key, #salt, #t, #scale);)
+                let rate = proc_macro2::Literal::f64_suffixed(f(rate));
+                quote!(#rt::norm::dropout(x0, out, #per, key, #salt, #rate);)
             }
             NormOp::BatchNorm { eps } => {
                 let e = Kernel::f32(f(eps));

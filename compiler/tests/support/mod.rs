@@ -8,7 +8,21 @@ use nnc_compiler::graph::{DType, Dim, Graph, NodeId, Shape, TensorType};
 use nnc_compiler::interp::evaluate;
 use nnc_compiler::ops::{LeafOp, Op, ReduceKind, ReduceOp, Tensor};
 use nnc_compiler::Span;
+use proptest::test_runner::Config as ProptestConfig;
 use std::collections::HashMap;
+
+/// The bar every gradient rule must clear (relative error of [`gradcheck`]).
+pub const TOLERANCE: f64 = 1e-6;
+
+/// The proptest configuration of the gradient checks: 48 cases, no
+/// persisted failures.
+pub fn config() -> ProptestConfig {
+    ProptestConfig {
+        cases: 48,
+        failure_persistence: None,
+        ..ProptestConfig::default()
+    }
+}
 
 /// The batch size every test binds `batch` to.
 pub const BATCH: usize = 3;
