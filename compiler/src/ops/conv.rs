@@ -3,9 +3,10 @@
 //! own, `max_pool2d` and `avg_pool2d` with their gradients, and
 //! `global_avg_pool` (a mean over the two spatial axes, so a [`ReduceOp`]).
 //!
-//! The f32 kernels are in `nnc_runtime::conv`: im2col + GEMM for the
-//! convolutions, with the column matrix in scratch space of the workspace
-//! that the memory planner places (see [`ConvOp::scratch`]).
+//! The f32 kernels are in `nnc_runtime::conv`: implicit GEMMs for stride 1
+//! (on AVX2 CPUs), im2col + GEMM otherwise, with the padded copies or the
+//! column matrix in scratch space of the workspace that the memory planner
+//! places (see [`ConvOp::scratch`]).
 
 use super::kernel::Kernel;
 use super::reduce::{ReduceKind, ReduceOp};
@@ -718,7 +719,7 @@ impl ConvOp {
     }
 
     /// Elements of scratch space the f32 kernel needs besides its output:
-    /// one group's im2col matrix for the convolutions, none for pooling.
+    /// the convolutions' padded copies or im2col matrix, none for pooling.
     pub fn scratch(&self, inputs: &[&TensorType]) -> usize {
         match self {
             ConvOp::Conv2d(_)

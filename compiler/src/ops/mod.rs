@@ -264,7 +264,7 @@ impl Op {
     /// kernel needs besides its operands and result: codegen places a
     /// region of this size in the workspace, live only while the kernel
     /// runs, and passes it as `scratch` (see [`Kernel`]). 0 for most ops;
-    /// the convolutions' im2col matrix.
+    /// the convolutions' padded copies or im2col matrix.
     pub fn scratch(&self, inputs: &[&TensorType]) -> usize {
         match self {
             Op::Conv(op) => op.scratch(inputs),
