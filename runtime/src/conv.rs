@@ -144,6 +144,23 @@ impl Conv2d {
         implicit::Plan::of(self)
     }
 
+    /// Where group `gi` of sample `n` lies in an input-shaped tensor
+    /// (`[b, C, H, W]`).
+    fn in_range(&self, n: usize, gi: usize) -> std::ops::Range<usize> {
+        let len = self.cg() * self.h * self.w;
+        let start = (n * self.c + gi * self.cg()) * self.h * self.w;
+        start..start + len
+    }
+
+    /// Where group `gi` of sample `n` lies in an output-shaped tensor
+    /// (`[b, O, OH, OW]`).
+    fn out_range(&self, n: usize, gi: usize) -> std::ops::Range<usize> {
+        let (oh, ow) = self.out_hw();
+        let len = self.og() * oh * ow;
+        let start = (n * self.o + gi * self.og()) * oh * ow;
+        start..start + len
+    }
+
     /// Panics (an nnc bug, never a user error) unless the slices fit.
     fn check(&self, b: usize, x: usize, wt: usize, y: usize, scratch: usize) {
         let (oh, ow) = self.out_hw();
@@ -298,11 +315,11 @@ pub mod columns {
     pub fn conv2d(g: &Conv2d, b: usize, y: &mut [f32], x: &[f32], w: &[f32], scratch: &mut [f32]) {
         g.check(b, x.len(), w.len(), y.len(), scratch.len());
         let (oh, ow) = g.out_hw();
-        let (cg, og, k, ohw) = (g.cg(), g.og(), g.k(), oh * ow);
+        let (og, k, ohw) = (g.og(), g.k(), oh * ow);
         for n in 0..b {
             for gi in 0..g.groups {
-                let xs = &x[(n * g.c + gi * cg) * g.h * g.w..][..cg * g.h * g.w];
-                let ys = &mut y[(n * g.o + gi * og) * ohw..][..og * ohw];
+                let xs = &x[g.in_range(n, gi)];
+                let ys = &mut y[g.out_range(n, gi)];
                 let wg = MatRef::new(&w[gi * og * k..][..og * k], k);
                 if g.pointwise() {
                     gemm(og, ohw, k, wg, MatRef::new(xs, ohw), 0.0, ys);
@@ -333,11 +350,11 @@ pub mod columns {
     ) {
         g.check(b, dx.len(), w.len(), dy.len(), scratch.len());
         let (oh, ow) = g.out_hw();
-        let (cg, og, k, ohw) = (g.cg(), g.og(), g.k(), oh * ow);
+        let (og, k, ohw) = (g.og(), g.k(), oh * ow);
         for n in 0..b {
             for gi in 0..g.groups {
-                let dxs = &mut dx[(n * g.c + gi * cg) * g.h * g.w..][..cg * g.h * g.w];
-                let dys = MatRef::new(&dy[(n * g.o + gi * og) * ohw..][..og * ohw], ohw);
+                let dxs = &mut dx[g.in_range(n, gi)];
+                let dys = MatRef::new(&dy[g.out_range(n, gi)], ohw);
                 let wt = MatRef::transposed(&w[gi * og * k..][..og * k], k);
                 if g.pointwise() {
                     gemm(k, ohw, og, wt, dys, 0.0, dxs);
@@ -361,15 +378,15 @@ pub mod columns {
     ) {
         g.check(b, x.len(), dw.len(), dy.len(), scratch.len());
         let (oh, ow) = g.out_hw();
-        let (cg, og, k, ohw) = (g.cg(), g.og(), g.k(), oh * ow);
+        let (og, k, ohw) = (g.og(), g.k(), oh * ow);
         if b == 0 {
             dw.fill(0.0);
         }
         for n in 0..b {
             let beta = if n == 0 { 0.0 } else { 1.0 };
             for gi in 0..g.groups {
-                let xs = &x[(n * g.c + gi * cg) * g.h * g.w..][..cg * g.h * g.w];
-                let dys = MatRef::new(&dy[(n * g.o + gi * og) * ohw..][..og * ohw], ohw);
+                let xs = &x[g.in_range(n, gi)];
+                let dys = MatRef::new(&dy[g.out_range(n, gi)], ohw);
                 let dwg = &mut dw[gi * og * k..][..og * k];
                 if g.pointwise() {
                     gemm(og, k, ohw, dys, MatRef::transposed(xs, ohw), beta, dwg);

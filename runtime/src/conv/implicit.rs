@@ -167,6 +167,14 @@ impl Plan {
     }
 }
 
+/// Copies the first `width` of every `stride` floats of `src` (products
+/// over padded-width rows) into the dense rows of `dst`.
+fn keep_columns(dst: &mut [f32], src: &[f32], width: usize, stride: usize) {
+    for (d, s) in dst.chunks_exact_mut(width).zip(src.chunks_exact(stride)) {
+        d.copy_from_slice(&s[..width]);
+    }
+}
+
 /// Row tables of the indexed products, per thread; they only grow.
 struct Tables {
     a: Vec<usize>,
@@ -204,14 +212,13 @@ pub(super) fn conv2d(
 ) {
     let (xp, rest) = scratch.split_at_mut(p.xp_len(g));
     let cbuf = &mut rest[..p.og * p.q];
-    let ohw = p.oh * p.ow;
     with_tables(|t| {
         t.a.clear();
         t.a.extend((0..p.og).map(|i| i * p.taps));
         Plan::offsets(g, p.cg, p.hp, p.wp, &mut t.b);
         for n in 0..b {
             for gi in 0..g.groups {
-                let xs = &x[(n * g.c + gi * p.cg) * g.h * g.w..][..p.cg * g.h * g.w];
+                let xs = &x[g.in_range(n, gi)];
                 p.pad_input(g, xs, xp);
                 let operands = Indexed {
                     a: &w[gi * p.og * p.taps..][..p.og * p.taps],
@@ -221,10 +228,7 @@ pub(super) fn conv2d(
                     b_block: INDEXED_BLOCK,
                 };
                 gemm::indexed(p.q, &operands, 0.0, cbuf, p.q);
-                let ys = &mut y[(n * g.o + gi * p.og) * ohw..][..p.og * ohw];
-                for (dst, src) in ys.chunks_exact_mut(p.ow).zip(cbuf.chunks_exact(p.wp)) {
-                    dst.copy_from_slice(&src[..p.ow]);
-                }
+                keep_columns(&mut y[g.out_range(n, gi)], cbuf, p.ow, p.wp);
             }
         }
     });
@@ -268,7 +272,7 @@ pub(super) fn conv2d_grad_input(
                 }
             }
             for n in 0..b {
-                let dys = &dy[(n * g.o + gi * p.og) * ohw..][..p.og * ohw];
+                let dys = &dy[g.out_range(n, gi)];
                 dyp.fill(0.0);
                 for (src, dst) in dys.chunks_exact(ohw).zip(dyp.chunks_exact_mut(p.hd * p.wd)) {
                     for (r, row) in src.chunks_exact(p.ow).enumerate() {
@@ -283,10 +287,7 @@ pub(super) fn conv2d_grad_input(
                     b_block: INDEXED_BLOCK,
                 };
                 gemm::indexed(p.q2, &operands, 0.0, dxbuf, p.q2);
-                let dxs = &mut dx[(n * g.c + gi * p.cg) * g.h * g.w..][..p.cg * g.h * g.w];
-                for (dst, src) in dxs.chunks_exact_mut(g.w).zip(dxbuf.chunks_exact(p.wd)) {
-                    dst.copy_from_slice(&src[..g.w]);
-                }
+                keep_columns(&mut dx[g.in_range(n, gi)], dxbuf, g.w, p.wd);
             }
         }
     });
@@ -316,11 +317,11 @@ pub(super) fn conv2d_grad_weight(
         t.b.extend((0..p.q).map(|q| q * INDEXED_BLOCK));
         for gi in 0..g.groups {
             for n in 0..b {
-                let xs = &x[(n * g.c + gi * p.cg) * g.h * g.w..][..p.cg * g.h * g.w];
+                let xs = &x[g.in_range(n, gi)];
                 p.pad_input(g, xs, xp);
                 // panel[(blk · q + oy·Wp + ox) · 16 + o % 16] = dY[o, oy, ox],
                 // zero in the dropped columns and past the last channel.
-                let dys = &dy[(n * g.o + gi * p.og) * ohw..][..p.og * ohw];
+                let dys = &dy[g.out_range(n, gi)];
                 panel.fill(0.0);
                 for (o, src) in dys.chunks_exact(ohw).enumerate() {
                     let (blk, lane) = (o / INDEXED_BLOCK, o % INDEXED_BLOCK);
@@ -383,9 +384,9 @@ fn grad_weight_by_channels(
         for gi in 0..g.groups {
             let dwg = &mut dw[gi * p.og * p.taps..][..p.og * p.taps];
             for n in 0..b {
-                let xs = &x[(n * g.c + gi * p.cg) * g.h * g.w..][..p.cg * g.h * g.w];
+                let xs = &x[g.in_range(n, gi)];
                 p.pad_input(g, xs, xp);
-                let dys = &dy[(n * g.o + gi * p.og) * ohw..][..p.og * ohw];
+                let dys = &dy[g.out_range(n, gi)];
                 for (src, dst) in dys.chunks_exact(ohw).zip(dyq.chunks_exact_mut(p.q)) {
                     for (row, out) in src.chunks_exact(p.ow).zip(dst.chunks_exact_mut(p.wp)) {
                         out[..p.ow].copy_from_slice(row);
