@@ -25,6 +25,7 @@ FRAMEWORKS="$ALL_FRAMEWORKS"
 WORKLOADS="W1 W2 W3"
 THREADS="1 2"
 STEPS=0          # 0: time each measurement for $SECONDS_MIN seconds
+REPEAT=1         # fresh processes per (framework, workload, threads)
 SECONDS_MIN=3
 WARMUP=20
 OUT="$HERE/results.jsonl"
@@ -48,6 +49,8 @@ usage: $0 [options]
   --threads LIST     thread counts (default 1,2)
   --steps N          exact number of timed steps (default: time each run for --seconds)
   --seconds S        minimum timed duration per measurement (default 3)
+  --repeat N         run every measurement N times, each in a fresh process
+                     (default 1; nnc-bench reports the median of the lines)
   --warmup N         warm-up steps incl. the first, compiling one (default 20)
   --out FILE         results file (default bench/peers/results.jsonl)
   --append           append to the results file instead of overwriting it
@@ -65,6 +68,7 @@ while [ $# -gt 0 ]; do
     --workloads) WORKLOADS="$(list "$2")"; shift 2 ;;
     --threads) THREADS="$(list "$2")"; shift 2 ;;
     --steps) STEPS="$2"; shift 2 ;;
+    --repeat) REPEAT="$2"; shift 2 ;;
     --seconds) SECONDS_MIN="$2"; shift 2 ;;
     --warmup) WARMUP="$2"; shift 2 ;;
     --out) OUT="$2"; shift 2 ;;
@@ -230,10 +234,14 @@ main() {
   install_rust
   mkdir -p "$(dirname "$OUT")"
   [ $APPEND = 1 ] || : >"$OUT"
-  for fw in $FRAMEWORKS; do
-    for wl in $WORKLOADS; do
-      for th in $THREADS; do
-        run_one "$fw" "$wl" "$th"
+  # Rounds outermost, so a slow spell of the shared machine hits every
+  # framework's round rather than all rounds of one framework.
+  for _round in $(seq "$REPEAT"); do
+    for fw in $FRAMEWORKS; do
+      for wl in $WORKLOADS; do
+        for th in $THREADS; do
+          run_one "$fw" "$wl" "$th"
+        done
       done
     done
   done

@@ -42,6 +42,10 @@ struct Args {
     /// Seconds of timed training per measurement, after warm-up.
     #[arg(long, default_value_t = 5.0)]
     seconds: f64,
+    /// Fresh processes per (workload, threads); the table shows the median
+    /// (peers' repeated lines in results.jsonl are reduced the same way).
+    #[arg(long, default_value_t = 1)]
+    repeat: usize,
     /// Thread counts to measure.
     #[arg(long, value_delimiter = ',', default_values_t = [1usize, 2])]
     threads: Vec<usize>,
@@ -119,11 +123,18 @@ fn main() -> anyhow::Result<()> {
         let mut row = Row::new("nnc", w.id);
         row.compile_s = Some(compile_s);
         row.build_s = build_s;
-        for &t in &args.threads {
-            let out = run_child(w, t, &args)?;
-            row.record(t, &out);
-        }
         rows.push(row);
+    }
+    // Rounds outermost, as in bench/peers/run.sh: a slow spell of the
+    // shared machine then lands on one round of everything, which the
+    // median discards, rather than on every round of one cell.
+    for _ in 0..args.repeat.max(1) {
+        for (w, row) in workloads.iter().zip(&mut rows) {
+            for &t in &args.threads {
+                let out = run_child(w, t, &args)?;
+                row.record(t, &out);
+            }
+        }
     }
     let peers = match &args.peers {
         Some(p) => read_peers(p, &workloads)?,
@@ -403,12 +414,20 @@ fn matmul_ceiling(args: &Args) -> Ceiling {
 
 // ----------------------------------------------------------------- the table
 
+/// The median of `v` (the lower middle of an even count), if any.
+fn median(v: &[f64]) -> Option<f64> {
+    let mut s = v.to_vec();
+    s.sort_by(f64::total_cmp);
+    s.get((s.len().max(1) - 1) / 2).copied()
+}
+
 /// One framework's results on one workload.
 struct Row {
     framework: String,
     workload: String,
-    samples: BTreeMap<usize, f64>,
-    rss_mb: BTreeMap<usize, f64>,
+    /// Every measurement per thread count (several with `--repeat`).
+    samples: BTreeMap<usize, Vec<f64>>,
+    rss_mb: BTreeMap<usize, Vec<f64>>,
     first_step_s: Option<f64>,
     compile_s: Option<f64>,
     build_s: Option<f64>,
@@ -416,6 +435,24 @@ struct Row {
 }
 
 impl Row {
+    /// The median samples/s at `threads` (the lower middle of an even count).
+    fn samples_at(&self, threads: usize) -> Option<f64> {
+        self.samples.get(&threads).and_then(|v| median(v))
+    }
+
+    /// The largest of the per-thread-count median peak RSS.
+    fn rss_max(&self) -> Option<f64> {
+        self.rss_mb
+            .values()
+            .filter_map(|v| median(v))
+            .reduce(f64::max)
+    }
+
+    /// Measurements per cell (the most of any thread count).
+    fn runs(&self) -> usize {
+        self.samples.values().map(Vec::len).max().unwrap_or(0)
+    }
+
     fn new(framework: &str, workload: &str) -> Row {
         Row {
             framework: framework.into(),
@@ -431,10 +468,10 @@ impl Row {
 
     fn record(&mut self, threads: usize, v: &Value) {
         if let Some(s) = v["samples_per_s"].as_f64() {
-            self.samples.insert(threads, s);
+            self.samples.entry(threads).or_default().push(s);
         }
         if let Some(r) = v["peak_rss_mb"].as_f64() {
-            self.rss_mb.insert(threads, r);
+            self.rss_mb.entry(threads).or_default().push(r);
         }
         if self.first_step_s.is_none() {
             self.first_step_s = v["first_step_s"].as_f64();
@@ -575,26 +612,25 @@ fn print_table(
         for r in mine.iter().chain(&theirs) {
             let mut cells = vec![format!("{} {}", w.id, w.title), r.framework.clone()];
             for t in threads {
-                cells.push(fmt_opt(r.samples.get(t).copied(), 0));
+                cells.push(fmt_opt(r.samples_at(*t), 0));
             }
             for t in threads {
                 let frac = r
-                    .samples
-                    .get(t)
+                    .samples_at(*t)
                     .zip(ceiling.by_threads.get(t))
                     .map(|(s, (g, _))| 100.0 * s * per_sample / (g * 1e9));
                 cells.push(fmt_opt(frac, 0));
             }
-            let rss = r
-                .rss_mb
-                .values()
-                .copied()
-                .fold(None, |m: Option<f64>, v| Some(m.map_or(v, |m| m.max(v))));
-            cells.push(fmt_opt(rss, 0));
+            cells.push(fmt_opt(r.rss_max(), 0));
             cells.push(fmt_opt(r.first_step_s, 2));
             cells.push(fmt_opt(r.compile_s, 3));
             cells.push(fmt_opt(r.build_s, 1));
-            cells.push(r.note.clone());
+            let runs = r.runs();
+            cells.push(if runs > 1 {
+                format!("{}; median of {runs}", r.note)
+            } else {
+                r.note.clone()
+            });
             println!("| {} |", cells.join(" | "));
         }
         if let (Some(me), false) = (mine.first(), theirs.is_empty()) {
@@ -602,19 +638,16 @@ fn print_table(
             for t in threads {
                 let best = theirs
                     .iter()
-                    .filter_map(|r| r.samples.get(t))
-                    .fold(0.0f64, |m, &v| m.max(v));
-                let ratio = me.samples.get(t).filter(|_| best > 0.0).map(|s| s / best);
+                    .filter_map(|r| r.samples_at(*t))
+                    .fold(0.0f64, f64::max);
+                let ratio = me.samples_at(*t).filter(|_| best > 0.0).map(|s| s / best);
                 cells.push(ratio.map_or("–".into(), |r| format!("{r:.2}×")));
             }
             for _ in threads {
                 cells.push(String::new());
             }
-            let least = theirs
-                .iter()
-                .filter_map(|r| r.rss_mb.values().copied().reduce(f64::max))
-                .reduce(f64::min);
-            let mine_rss = me.rss_mb.values().copied().reduce(f64::max);
+            let least = theirs.iter().filter_map(|r| r.rss_max()).reduce(f64::min);
+            let mine_rss = me.rss_max();
             cells.push(
                 mine_rss
                     .zip(least)
