@@ -32,42 +32,12 @@ use crate::gemm::{sgemm, MatRef, Parallelism};
 
 mod implicit;
 
-/// The geometry of a 2-D convolution (everything but the batch size).
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub struct Conv2d {
-    /// Input channels.
-    pub c: usize,
-    /// Input height.
-    pub h: usize,
-    /// Input width.
-    pub w: usize,
-    /// Output channels.
-    pub o: usize,
-    /// Kernel height.
-    pub kh: usize,
-    /// Kernel width.
-    pub kw: usize,
-    /// Stride (height, width), at least 1.
-    pub stride: [usize; 2],
-    /// Zero padding on each side (height, width).
-    pub padding: [usize; 2],
-    /// Dilation (height, width), at least 1.
-    pub dilation: [usize; 2],
-    /// Groups: input and output channels are split into this many groups,
-    /// each output group seeing only its input group.
-    pub groups: usize,
-}
+/// The geometry of a 2-D convolution; defined in `nnc-geometry`, which the
+/// compiler shares to size the workspace (generated code names this path).
+pub use nnc_geometry::Conv2d;
 
-/// One output extent: `(n + 2p − d(k − 1) − 1) / s + 1`, or 0 when the
-/// dilated kernel does not fit the padded input.
-pub fn out_len(n: usize, k: usize, s: usize, p: usize, d: usize) -> usize {
-    let eff = d * (k.max(1) - 1) + 1;
-    if n + 2 * p < eff || s == 0 {
-        0
-    } else {
-        (n + 2 * p - eff) / s + 1
-    }
-}
+/// One output extent (see [`nnc_geometry::out_len`]).
+pub use nnc_geometry::out_len;
 
 /// The output positions `lo..hi` (of `on`) whose input index
 /// `o·s + off − p` falls inside `0..n`.
@@ -82,133 +52,61 @@ fn valid(on: usize, n: usize, s: usize, off: usize, p: usize) -> (usize, usize) 
     (lo.min(hi), hi)
 }
 
-impl Conv2d {
-    /// Output height and width.
-    pub fn out_hw(&self) -> (usize, usize) {
-        (
-            out_len(
-                self.h,
-                self.kh,
-                self.stride[0],
-                self.padding[0],
-                self.dilation[0],
-            ),
-            out_len(
-                self.w,
-                self.kw,
-                self.stride[1],
-                self.padding[1],
-                self.dilation[1],
-            ),
-        )
+/// The implicit-GEMM plan, when `g` takes that path on this CPU.
+fn implicit_plan(g: &Conv2d) -> Option<implicit::Plan> {
+    if g.pointwise() || !crate::gemm::indexed_is_fast() {
+        return None;
     }
+    implicit::Plan::of(g)
+}
 
-    /// Whether the input is its own column matrix (1×1, stride 1, no padding).
-    pub fn pointwise(&self) -> bool {
-        self.kh == 1 && self.kw == 1 && self.stride == [1, 1] && self.padding == [0, 0]
-    }
+/// Panics (an nnc bug, never a user error) unless the slices fit.
+fn check(g: &Conv2d, b: usize, x: usize, wt: usize, y: usize, scratch: usize) {
+    let (oh, ow) = g.out_hw();
+    let ok = g.groups > 0
+        && g.c % g.groups == 0
+        && g.o % g.groups == 0
+        && x == b * g.c * g.h * g.w
+        && wt == g.o * g.k()
+        && y == b * g.o * oh * ow
+        && scratch >= g.scratch_len();
+    assert!(
+        ok,
+        "nnc internal error: conv2d slices do not fit {g:?} at batch {b}"
+    );
+}
 
-    /// Input channels per group.
-    fn cg(&self) -> usize {
-        self.c / self.groups
-    }
-
-    /// Output channels per group.
-    fn og(&self) -> usize {
-        self.o / self.groups
-    }
-
-    /// Rows of the column matrix: `C/groups · KH · KW`.
-    fn k(&self) -> usize {
-        self.cg() * self.kh * self.kw
-    }
-
-    /// Elements of scratch space the kernels need: nothing for a pointwise
-    /// convolution; else one group's column matrix, or for stride 1 the
-    /// larger of that and the implicit products' buffers (so the same
-    /// workspace serves CPUs with and without the AVX2 kernel).
-    pub fn scratch_len(&self) -> usize {
-        if self.pointwise() {
-            return 0;
-        }
-        let (oh, ow) = self.out_hw();
-        let columns = self.k() * oh * ow;
-        implicit::Plan::of(self).map_or(columns, |p| columns.max(p.scratch_len(self)))
-    }
-
-    /// The implicit-GEMM plan, when this convolution takes that path here.
-    fn implicit(&self) -> Option<implicit::Plan> {
-        if self.pointwise() || !crate::gemm::indexed_is_fast() {
-            return None;
-        }
-        implicit::Plan::of(self)
-    }
-
-    /// Where group `gi` of sample `n` lies in an input-shaped tensor
-    /// (`[b, C, H, W]`).
-    fn in_range(&self, n: usize, gi: usize) -> std::ops::Range<usize> {
-        let len = self.cg() * self.h * self.w;
-        let start = (n * self.c + gi * self.cg()) * self.h * self.w;
-        start..start + len
-    }
-
-    /// Where group `gi` of sample `n` lies in an output-shaped tensor
-    /// (`[b, O, OH, OW]`).
-    fn out_range(&self, n: usize, gi: usize) -> std::ops::Range<usize> {
-        let (oh, ow) = self.out_hw();
-        let len = self.og() * oh * ow;
-        let start = (n * self.o + gi * self.og()) * oh * ow;
-        start..start + len
-    }
-
-    /// Panics (an nnc bug, never a user error) unless the slices fit.
-    fn check(&self, b: usize, x: usize, wt: usize, y: usize, scratch: usize) {
-        let (oh, ow) = self.out_hw();
-        let ok = self.groups > 0
-            && self.c % self.groups == 0
-            && self.o % self.groups == 0
-            && x == b * self.c * self.h * self.w
-            && wt == self.o * self.k()
-            && y == b * self.o * oh * ow
-            && scratch >= self.scratch_len();
-        assert!(
-            ok,
-            "nnc internal error: conv2d slices do not fit {self:?} at batch {b}"
-        );
-    }
-
-    /// `im2col` of one group of one sample: `x` is `[C/groups, H, W]`,
-    /// `cols` is `[C/groups · KH · KW, OH · OW]`.
-    pub fn im2col(&self, x: &[f32], cols: &mut [f32]) {
-        let (oh, ow) = self.out_hw();
-        let (h, w) = (self.h, self.w);
-        let ([sh, sw], [ph, pw], [dh, dw]) = (self.stride, self.padding, self.dilation);
-        let mut rows = cols[..self.k() * oh * ow].chunks_exact_mut(oh * ow);
-        for xc in x[..self.cg() * h * w].chunks_exact(h * w) {
-            for ki in 0..self.kh {
-                let (ylo, yhi) = valid(oh, h, sh, ki * dh, ph);
-                for kj in 0..self.kw {
-                    let (xlo, xhi) = valid(ow, w, sw, kj * dw, pw);
-                    let Some(dst) = rows.next() else { return };
-                    for (oy, d) in dst.chunks_exact_mut(ow).enumerate() {
-                        if oy < ylo || oy >= yhi {
-                            d.fill(0.0);
-                            continue;
-                        }
-                        let iy = oy * sh + ki * dh - ph;
-                        let xr = &xc[iy * w..][..w];
-                        d[..xlo].fill(0.0);
-                        d[xhi..].fill(0.0);
-                        if xlo < xhi {
-                            let first = xlo * sw + kj * dw - pw;
-                            if sw == 1 {
-                                d[xlo..xhi].copy_from_slice(&xr[first..first + xhi - xlo]);
-                            } else {
-                                for (v, &s) in
-                                    d[xlo..xhi].iter_mut().zip(xr[first..].iter().step_by(sw))
-                                {
-                                    *v = s;
-                                }
+/// `im2col` of one group of one sample: `x` is `[C/groups, H, W]`,
+/// `cols` is `[C/groups · KH · KW, OH · OW]`.
+pub fn im2col(g: &Conv2d, x: &[f32], cols: &mut [f32]) {
+    let (oh, ow) = g.out_hw();
+    let (h, w) = (g.h, g.w);
+    let ([sh, sw], [ph, pw], [dh, dw]) = (g.stride, g.padding, g.dilation);
+    let mut rows = cols[..g.k() * oh * ow].chunks_exact_mut(oh * ow);
+    for xc in x[..g.cg() * h * w].chunks_exact(h * w) {
+        for ki in 0..g.kh {
+            let (ylo, yhi) = valid(oh, h, sh, ki * dh, ph);
+            for kj in 0..g.kw {
+                let (xlo, xhi) = valid(ow, w, sw, kj * dw, pw);
+                let Some(dst) = rows.next() else { return };
+                for (oy, d) in dst.chunks_exact_mut(ow).enumerate() {
+                    if oy < ylo || oy >= yhi {
+                        d.fill(0.0);
+                        continue;
+                    }
+                    let iy = oy * sh + ki * dh - ph;
+                    let xr = &xc[iy * w..][..w];
+                    d[..xlo].fill(0.0);
+                    d[xhi..].fill(0.0);
+                    if xlo < xhi {
+                        let first = xlo * sw + kj * dw - pw;
+                        if sw == 1 {
+                            d[xlo..xhi].copy_from_slice(&xr[first..first + xhi - xlo]);
+                        } else {
+                            for (v, &s) in
+                                d[xlo..xhi].iter_mut().zip(xr[first..].iter().step_by(sw))
+                            {
+                                *v = s;
                             }
                         }
                     }
@@ -216,36 +114,36 @@ impl Conv2d {
             }
         }
     }
+}
 
-    /// The adjoint of [`Conv2d::im2col`]: adds every column entry back onto
-    /// the input position it was copied from (`x` is not cleared first).
-    pub fn col2im(&self, cols: &[f32], x: &mut [f32]) {
-        let (oh, ow) = self.out_hw();
-        let (h, w) = (self.h, self.w);
-        let ([sh, sw], [ph, pw], [dh, dw]) = (self.stride, self.padding, self.dilation);
-        let mut rows = cols[..self.k() * oh * ow].chunks_exact(oh * ow);
-        for xc in x[..self.cg() * h * w].chunks_exact_mut(h * w) {
-            for ki in 0..self.kh {
-                let (ylo, yhi) = valid(oh, h, sh, ki * dh, ph);
-                for kj in 0..self.kw {
-                    let (xlo, xhi) = valid(ow, w, sw, kj * dw, pw);
-                    let Some(src) = rows.next() else { return };
-                    if xlo >= xhi {
-                        continue;
-                    }
-                    for oy in ylo..yhi {
-                        let s = &src[oy * ow..][xlo..xhi];
-                        let iy = oy * sh + ki * dh - ph;
-                        let first = xlo * sw + kj * dw - pw;
-                        let xr = &mut xc[iy * w..][..w];
-                        if sw == 1 {
-                            for (v, &g) in xr[first..first + s.len()].iter_mut().zip(s) {
-                                *v += g;
-                            }
-                        } else {
-                            for (v, &g) in xr[first..].iter_mut().step_by(sw).zip(s) {
-                                *v += g;
-                            }
+/// The adjoint of [`im2col`]: adds every column entry back onto
+/// the input position it was copied from (`x` is not cleared first).
+pub fn col2im(g: &Conv2d, cols: &[f32], x: &mut [f32]) {
+    let (oh, ow) = g.out_hw();
+    let (h, w) = (g.h, g.w);
+    let ([sh, sw], [ph, pw], [dh, dw]) = (g.stride, g.padding, g.dilation);
+    let mut rows = cols[..g.k() * oh * ow].chunks_exact(oh * ow);
+    for xc in x[..g.cg() * h * w].chunks_exact_mut(h * w) {
+        for ki in 0..g.kh {
+            let (ylo, yhi) = valid(oh, h, sh, ki * dh, ph);
+            for kj in 0..g.kw {
+                let (xlo, xhi) = valid(ow, w, sw, kj * dw, pw);
+                let Some(src) = rows.next() else { return };
+                if xlo >= xhi {
+                    continue;
+                }
+                for oy in ylo..yhi {
+                    let s = &src[oy * ow..][xlo..xhi];
+                    let iy = oy * sh + ki * dh - ph;
+                    let first = xlo * sw + kj * dw - pw;
+                    let xr = &mut xc[iy * w..][..w];
+                    if sw == 1 {
+                        for (v, &d) in xr[first..first + s.len()].iter_mut().zip(s) {
+                            *v += d;
+                        }
+                    } else {
+                        for (v, &d) in xr[first..].iter_mut().step_by(sw).zip(s) {
+                            *v += d;
                         }
                     }
                 }
@@ -263,8 +161,8 @@ fn gemm(m: usize, n: usize, k: usize, a: MatRef<'_>, b: MatRef<'_>, beta: f32, c
 /// `y[b, O, OH, OW] = conv2d(x[b, C, H, W], w[O, C/groups, KH, KW])`
 /// (cross-correlation, as in every framework).
 pub fn conv2d(g: &Conv2d, b: usize, y: &mut [f32], x: &[f32], w: &[f32], scratch: &mut [f32]) {
-    g.check(b, x.len(), w.len(), y.len(), scratch.len());
-    match g.implicit() {
+    check(g, b, x.len(), w.len(), y.len(), scratch.len());
+    match implicit_plan(g) {
         Some(p) => implicit::conv2d(g, &p, b, y, x, w, scratch),
         None => columns::conv2d(g, b, y, x, w, scratch),
     }
@@ -280,8 +178,8 @@ pub fn conv2d_grad_input(
     w: &[f32],
     scratch: &mut [f32],
 ) {
-    g.check(b, dx.len(), w.len(), dy.len(), scratch.len());
-    match g.implicit() {
+    check(g, b, dx.len(), w.len(), dy.len(), scratch.len());
+    match implicit_plan(g) {
         Some(p) => implicit::conv2d_grad_input(g, &p, b, dx, dy, w, scratch),
         None => columns::conv2d_grad_input(g, b, dx, dy, w, scratch),
     }
@@ -297,8 +195,8 @@ pub fn conv2d_grad_weight(
     dy: &[f32],
     scratch: &mut [f32],
 ) {
-    g.check(b, x.len(), dw.len(), dy.len(), scratch.len());
-    match g.implicit() {
+    check(g, b, x.len(), dw.len(), dy.len(), scratch.len());
+    match implicit_plan(g) {
         Some(p) if b > 0 => implicit::conv2d_grad_weight(g, &p, b, dw, x, dy, scratch),
         _ => columns::conv2d_grad_weight(g, b, dw, x, dy, scratch),
     }
@@ -309,11 +207,11 @@ pub fn conv2d_grad_weight(
 /// convolutions take the implicit one.
 #[doc(hidden)]
 pub mod columns {
-    use super::{gemm, Conv2d, MatRef};
+    use super::{check, col2im, gemm, im2col, Conv2d, MatRef};
 
     /// [`super::conv2d`] through a column matrix.
     pub fn conv2d(g: &Conv2d, b: usize, y: &mut [f32], x: &[f32], w: &[f32], scratch: &mut [f32]) {
-        g.check(b, x.len(), w.len(), y.len(), scratch.len());
+        check(g, b, x.len(), w.len(), y.len(), scratch.len());
         let (oh, ow) = g.out_hw();
         let (og, k, ohw) = (g.og(), g.k(), oh * ow);
         for n in 0..b {
@@ -324,7 +222,7 @@ pub mod columns {
                 if g.pointwise() {
                     gemm(og, ohw, k, wg, MatRef::new(xs, ohw), 0.0, ys);
                 } else {
-                    g.im2col(xs, scratch);
+                    im2col(g, xs, scratch);
                     gemm(
                         og,
                         ohw,
@@ -348,7 +246,7 @@ pub mod columns {
         w: &[f32],
         scratch: &mut [f32],
     ) {
-        g.check(b, dx.len(), w.len(), dy.len(), scratch.len());
+        check(g, b, dx.len(), w.len(), dy.len(), scratch.len());
         let (oh, ow) = g.out_hw();
         let (og, k, ohw) = (g.og(), g.k(), oh * ow);
         for n in 0..b {
@@ -361,7 +259,7 @@ pub mod columns {
                 } else {
                     gemm(k, ohw, og, wt, dys, 0.0, &mut scratch[..k * ohw]);
                     dxs.fill(0.0);
-                    g.col2im(scratch, dxs);
+                    col2im(g, scratch, dxs);
                 }
             }
         }
@@ -376,7 +274,7 @@ pub mod columns {
         dy: &[f32],
         scratch: &mut [f32],
     ) {
-        g.check(b, x.len(), dw.len(), dy.len(), scratch.len());
+        check(g, b, x.len(), dw.len(), dy.len(), scratch.len());
         let (oh, ow) = g.out_hw();
         let (og, k, ohw) = (g.og(), g.k(), oh * ow);
         if b == 0 {
@@ -391,7 +289,7 @@ pub mod columns {
                 if g.pointwise() {
                     gemm(og, k, ohw, dys, MatRef::transposed(xs, ohw), beta, dwg);
                 } else {
-                    g.im2col(xs, scratch);
+                    im2col(g, xs, scratch);
                     let cols = MatRef::transposed(&scratch[..k * ohw], ohw);
                     gemm(og, k, ohw, dys, cols, beta, dwg);
                 }

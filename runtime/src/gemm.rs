@@ -354,8 +354,9 @@ pub fn matmul(
 // Indexed products: the implicit im2col of the convolution kernels.
 // ---------------------------------------------------------------------------
 
-/// Columns of B that [`indexed`] reads per block.
-pub(crate) const INDEXED_BLOCK: usize = 16;
+/// Columns of B that [`indexed`] reads per block: the value the shared
+/// scratch sizing (`nnc_geometry::implicit`) pads the convolution buffers to.
+pub(crate) const INDEXED_BLOCK: usize = nnc_geometry::implicit::INDEXED_BLOCK;
 
 /// The operands of [`indexed`]: matrices whose rows start at arbitrary
 /// offsets of a slice, so a convolution can multiply its receptive fields
@@ -928,6 +929,10 @@ mod avx2 {
 
     const MR: usize = 6;
     const NR: usize = 16;
+    // The indexed product runs these tiles; the convolution's scratch sizing
+    // (`nnc_geometry::implicit`, shared with the compiler) assumes them.
+    const _: () = assert!(MR == nnc_geometry::implicit::TILE_ROWS);
+    const _: () = assert!(NR == super::INDEXED_BLOCK);
 
     /// `6 x 16` tiles: 12 accumulators, 2 B loads and 1 A broadcast in the
     /// 16 `ymm` registers; 12 FMAs per 8 loads keeps both FMA ports busy.

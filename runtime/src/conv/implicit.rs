@@ -32,137 +32,31 @@ use std::cell::RefCell;
 
 use super::Conv2d;
 use crate::gemm::{self, Indexed, INDEXED_BLOCK};
+pub(super) use nnc_geometry::implicit::Plan;
 
-/// Rounds `n` up to whole blocks of the indexed product.
-fn blocks(n: usize) -> usize {
-    n.div_ceil(INDEXED_BLOCK) * INDEXED_BLOCK
-}
-
-/// The sizes of one group's implicit products.
-#[derive(Clone, Copy, Debug)]
-pub(super) struct Plan {
-    cg: usize,
-    og: usize,
-    /// Taps per output channel: `C/groups · KH · KW`.
-    taps: usize,
-    /// Padded input height and width.
-    hp: usize,
-    wp: usize,
-    /// Output height and width.
-    oh: usize,
-    ow: usize,
-    /// Outputs per channel over padded-width rows: `OH · Wp`.
-    q: usize,
-    /// Padded output-gradient height and width (input gradient).
-    hd: usize,
-    wd: usize,
-    /// Input-gradient outputs per channel over padded-width rows: `H · Wd`.
-    q2: usize,
-}
-
-impl Plan {
-    /// The plan for `g`, or `None` when `g` must use `im2col`.
-    pub(super) fn of(g: &Conv2d) -> Option<Plan> {
-        let ([dh, dw], [ph, pw]) = (g.dilation, g.padding);
-        let fits = g.stride == [1, 1]
-            && g.kh > 0
-            && g.kw > 0
-            && ph <= (g.kh - 1) * dh
-            && pw <= (g.kw - 1) * dw;
-        let (oh, ow) = g.out_hw();
-        if !fits || oh == 0 || ow == 0 {
-            return None;
-        }
-        let (hp, wp) = (g.h + 2 * ph, g.w + 2 * pw);
-        let (hd, wd) = (g.h + (g.kh - 1) * dh, g.w + (g.kw - 1) * dw);
-        Some(Plan {
-            cg: g.c / g.groups,
-            og: g.o / g.groups,
-            taps: g.c / g.groups * g.kh * g.kw,
-            hp,
-            wp,
-            oh,
-            ow,
-            q: oh * wp,
-            hd,
-            wd,
-            q2: g.h * wd,
-        })
-    }
-
-    /// Floats of the padded input: every tap's offset plus whole blocks of
-    /// outputs past it.
-    fn xp_len(&self, g: &Conv2d) -> usize {
-        let last = (self.cg - 1) * self.hp * self.wp
-            + (g.kh - 1) * g.dilation[0] * self.wp
-            + (g.kw - 1) * g.dilation[1];
-        (last + blocks(self.q)).max(self.cg * self.hp * self.wp)
-    }
-
-    /// Floats of the padded output gradient (input-gradient product).
-    fn dyp_len(&self, g: &Conv2d) -> usize {
-        let last = (self.og - 1) * self.hd * self.wd
-            + (g.kh - 1) * g.dilation[0] * self.wd
-            + (g.kw - 1) * g.dilation[1];
-        (last + blocks(self.q2)).max(self.og * self.hd * self.wd)
-    }
-
-    /// Panels of 16 output channels for the weight gradient.
-    fn panels(&self) -> usize {
-        self.og.div_ceil(INDEXED_BLOCK)
-    }
-
-    /// Scratch floats the three kernels need (the largest).
-    pub(super) fn scratch_len(&self, g: &Conv2d) -> usize {
-        let forward = self.xp_len(g) + self.og * self.q;
-        let grad_input = self.cg * self.og * g.kh * g.kw + self.dyp_len(g) + self.cg * self.q2;
-        let grad_weight = if self.channels_as_rows() {
-            self.xp_len(g)
-                + self.og * self.q
-                + self.taps.div_ceil(INDEXED_BLOCK) * self.q * INDEXED_BLOCK
-                + self.q
-        } else {
-            self.xp_len(g) + self.panels() * self.q * INDEXED_BLOCK + self.taps * self.og
-        };
-        forward.max(grad_input).max(grad_weight)
-    }
-
-    /// Whether the weight gradient multiplies `dY` (rows: output channels)
-    /// by packed receptive fields, rather than the receptive fields (rows:
-    /// taps) by packed `dY`: whichever wastes fewer multiply-adds on tile
-    /// padding (6-row tiles, 16-column blocks). LeNet's first layer (6
-    /// channels, 25 taps): 78% of the work useful against 31%.
-    fn channels_as_rows(&self) -> bool {
-        let useful = |m: usize, n: usize| {
-            (m * n) as f64 / (m.next_multiple_of(6) * n.next_multiple_of(INDEXED_BLOCK)) as f64
-        };
-        useful(self.og, self.taps) > useful(self.taps, self.og)
-    }
-
-    /// `off(tap)` for every tap `(c, ki, kj)` of a `[c, rows, cols]` image.
-    fn offsets(g: &Conv2d, c: usize, rows: usize, cols: usize, out: &mut Vec<usize>) {
-        out.clear();
-        for ci in 0..c {
-            for ki in 0..g.kh {
-                for kj in 0..g.kw {
-                    out.push(ci * rows * cols + ki * g.dilation[0] * cols + kj * g.dilation[1]);
-                }
+/// `off(tap)` for every tap `(c, ki, kj)` of a `[c, rows, cols]` image.
+fn offsets(g: &Conv2d, c: usize, rows: usize, cols: usize, out: &mut Vec<usize>) {
+    out.clear();
+    for ci in 0..c {
+        for ki in 0..g.kh {
+            for kj in 0..g.kw {
+                out.push(ci * rows * cols + ki * g.dilation[0] * cols + kj * g.dilation[1]);
             }
         }
     }
+}
 
-    /// Copies one group of one sample (`[cg, H, W]`) into the zero-padded
-    /// `xp`.
-    fn pad_input(&self, g: &Conv2d, x: &[f32], xp: &mut [f32]) {
-        let [ph, pw] = g.padding;
-        xp.fill(0.0);
-        for (src, dst) in x
-            .chunks_exact(g.h * g.w)
-            .zip(xp.chunks_exact_mut(self.hp * self.wp))
-        {
-            for (r, row) in src.chunks_exact(g.w).enumerate() {
-                dst[(r + ph) * self.wp + pw..][..g.w].copy_from_slice(row);
-            }
+/// Copies one group of one sample (`[cg, H, W]`) into the zero-padded
+/// `xp` of plan `p`.
+fn pad_input(g: &Conv2d, p: &Plan, x: &[f32], xp: &mut [f32]) {
+    let [ph, pw] = g.padding;
+    xp.fill(0.0);
+    for (src, dst) in x
+        .chunks_exact(g.h * g.w)
+        .zip(xp.chunks_exact_mut(p.hp * p.wp))
+    {
+        for (r, row) in src.chunks_exact(g.w).enumerate() {
+            dst[(r + ph) * p.wp + pw..][..g.w].copy_from_slice(row);
         }
     }
 }
@@ -215,11 +109,11 @@ pub(super) fn conv2d(
     with_tables(|t| {
         t.a.clear();
         t.a.extend((0..p.og).map(|i| i * p.taps));
-        Plan::offsets(g, p.cg, p.hp, p.wp, &mut t.b);
+        offsets(g, p.cg, p.hp, p.wp, &mut t.b);
         for n in 0..b {
             for gi in 0..g.groups {
                 let xs = &x[g.in_range(n, gi)];
-                p.pad_input(g, xs, xp);
+                pad_input(g, p, xs, xp);
                 let operands = Indexed {
                     a: &w[gi * p.og * p.taps..][..p.og * p.taps],
                     a_rows: &t.a,
@@ -257,7 +151,7 @@ pub(super) fn conv2d_grad_input(
     with_tables(|t| {
         t.a.clear();
         t.a.extend((0..p.cg).map(|i| i * row_len));
-        Plan::offsets(g, p.og, p.hd, p.wd, &mut t.b);
+        offsets(g, p.og, p.hd, p.wd, &mut t.b);
         for gi in 0..g.groups {
             // wt[ci, (o, ki', kj')] = w[o, ci, KH-1-ki', KW-1-kj'].
             let wg = &w[gi * p.og * p.taps..][..p.og * p.taps];
@@ -312,13 +206,13 @@ pub(super) fn conv2d_grad_weight(
     let dwt = &mut rest[..p.taps * p.og];
     let ohw = p.oh * p.ow;
     with_tables(|t| {
-        Plan::offsets(g, p.cg, p.hp, p.wp, &mut t.a);
+        offsets(g, p.cg, p.hp, p.wp, &mut t.a);
         t.b.clear();
         t.b.extend((0..p.q).map(|q| q * INDEXED_BLOCK));
         for gi in 0..g.groups {
             for n in 0..b {
                 let xs = &x[g.in_range(n, gi)];
-                p.pad_input(g, xs, xp);
+                pad_input(g, p, xs, xp);
                 // panel[(blk · q + oy·Wp + ox) · 16 + o % 16] = dY[o, oy, ox],
                 // zero in the dropped columns and past the last channel.
                 let dys = &dy[g.out_range(n, gi)];
@@ -376,7 +270,7 @@ fn grad_weight_by_channels(
     dyq.fill(0.0);
     let ohw = p.oh * p.ow;
     with_tables(|t| {
-        Plan::offsets(g, p.cg, p.hp, p.wp, &mut t.taps);
+        offsets(g, p.cg, p.hp, p.wp, &mut t.taps);
         t.a.clear();
         t.a.extend((0..p.og).map(|o| o * p.q));
         t.b.clear();
@@ -385,7 +279,7 @@ fn grad_weight_by_channels(
             let dwg = &mut dw[gi * p.og * p.taps..][..p.og * p.taps];
             for n in 0..b {
                 let xs = &x[g.in_range(n, gi)];
-                p.pad_input(g, xs, xp);
+                pad_input(g, p, xs, xp);
                 let dys = &dy[g.out_range(n, gi)];
                 for (src, dst) in dys.chunks_exact(ohw).zip(dyq.chunks_exact_mut(p.q)) {
                     for (row, out) in src.chunks_exact(p.ow).zip(dst.chunks_exact_mut(p.wp)) {
