@@ -46,26 +46,96 @@ fn offsets(g: &Conv2d, c: usize, rows: usize, cols: usize, out: &mut Vec<usize>)
     }
 }
 
-/// Copies one group of one sample (`[cg, H, W]`) into the zero-padded
-/// `xp` of plan `p`.
-fn pad_input(g: &Conv2d, p: &Plan, x: &[f32], xp: &mut [f32]) {
-    let [ph, pw] = g.padding;
-    xp.fill(0.0);
-    for (src, dst) in x
-        .chunks_exact(g.h * g.w)
-        .zip(xp.chunks_exact_mut(p.hp * p.wp))
-    {
-        for (r, row) in src.chunks_exact(g.w).enumerate() {
-            dst[(r + ph) * p.wp + pw..][..g.w].copy_from_slice(row);
-        }
-    }
+/// A product over padded-width rows: its B operand is a stack of dense
+/// `[h, w]` images zero-padded to `[hp, wp]` (each image's `(0, 0)` at
+/// `(top, left)`), and of its `q` columns per row (`rows · wp`), the first
+/// `width` of every `wp` are the result.
+#[derive(Clone, Copy)]
+struct Padded {
+    h: usize,
+    w: usize,
+    hp: usize,
+    wp: usize,
+    top: usize,
+    left: usize,
+    q: usize,
+    width: usize,
 }
 
-/// Copies the first `width` of every `stride` floats of `src` (products
-/// over padded-width rows) into the dense rows of `dst`.
-fn keep_columns(dst: &mut [f32], src: &[f32], width: usize, stride: usize) {
-    for (d, s) in dst.chunks_exact_mut(width).zip(src.chunks_exact(stride)) {
-        d.copy_from_slice(&s[..width]);
+impl Padded {
+    /// The forward product (and the weight gradient's padded input): the
+    /// input padded by the convolution's padding, outputs `OW` wide.
+    fn input(g: &Conv2d, p: &Plan) -> Padded {
+        let [ph, pw] = g.padding;
+        Padded {
+            h: g.h,
+            w: g.w,
+            hp: p.hp,
+            wp: p.wp,
+            top: ph,
+            left: pw,
+            q: p.q,
+            width: p.ow,
+        }
+    }
+
+    /// The input-gradient product: `dY` padded by `(K − 1)·d − p`, outputs
+    /// `W` wide.
+    fn output_grad(g: &Conv2d, p: &Plan) -> Padded {
+        Padded {
+            h: p.oh,
+            w: p.ow,
+            hp: p.hd,
+            wp: p.wd,
+            top: (g.kh - 1) * g.dilation[0] - g.padding[0],
+            left: (g.kw - 1) * g.dilation[1] - g.padding[1],
+            q: p.q2,
+            width: g.w,
+        }
+    }
+
+    /// Copies the images of `src` (`[_, h, w]`) into `dst`, zeroed first.
+    fn pad(&self, src: &[f32], dst: &mut [f32]) {
+        dst.fill(0.0);
+        for (s, d) in src
+            .chunks_exact(self.h * self.w)
+            .zip(dst.chunks_exact_mut(self.hp * self.wp))
+        {
+            for (r, row) in s.chunks_exact(self.w).enumerate() {
+                d[(r + self.top) * self.wp + self.left..][..self.w].copy_from_slice(row);
+            }
+        }
+    }
+
+    /// One sample's product, as the forward and the input-gradient kernels
+    /// compute it: pads `src` into `padded`, multiplies `a` (rows at
+    /// `a_rows`) by it (each B row at a tap's offset `b_rows`) into `cbuf`
+    /// over padded-width rows, and keeps each row's first `width` columns
+    /// in the dense `dst`: `dst = compact(A @ pad(src))`.
+    fn product(
+        &self,
+        a: &[f32],
+        t: &Tables,
+        src: &[f32],
+        padded: &mut [f32],
+        cbuf: &mut [f32],
+        dst: &mut [f32],
+    ) {
+        self.pad(src, padded);
+        let operands = Indexed {
+            a,
+            a_rows: &t.a,
+            b: padded,
+            b_rows: &t.b,
+            b_block: INDEXED_BLOCK,
+        };
+        gemm::indexed(self.q, &operands, 0.0, cbuf, self.q);
+        for (d, s) in dst
+            .chunks_exact_mut(self.width)
+            .zip(cbuf.chunks_exact(self.wp))
+        {
+            d.copy_from_slice(&s[..self.width]);
+        }
     }
 }
 
@@ -106,23 +176,16 @@ pub(super) fn conv2d(
 ) {
     let (xp, rest) = scratch.split_at_mut(p.xp_len(g));
     let cbuf = &mut rest[..p.og * p.q];
+    let padded = Padded::input(g, p);
     with_tables(|t| {
         t.a.clear();
         t.a.extend((0..p.og).map(|i| i * p.taps));
         offsets(g, p.cg, p.hp, p.wp, &mut t.b);
         for n in 0..b {
             for gi in 0..g.groups {
-                let xs = &x[g.in_range(n, gi)];
-                pad_input(g, p, xs, xp);
-                let operands = Indexed {
-                    a: &w[gi * p.og * p.taps..][..p.og * p.taps],
-                    a_rows: &t.a,
-                    b: xp,
-                    b_rows: &t.b,
-                    b_block: INDEXED_BLOCK,
-                };
-                gemm::indexed(p.q, &operands, 0.0, cbuf, p.q);
-                keep_columns(&mut y[g.out_range(n, gi)], cbuf, p.ow, p.wp);
+                let wg = &w[gi * p.og * p.taps..][..p.og * p.taps];
+                let (xs, ys) = (&x[g.in_range(n, gi)], &mut y[g.out_range(n, gi)]);
+                padded.product(wg, t, xs, xp, cbuf, ys);
             }
         }
     });
@@ -143,10 +206,7 @@ pub(super) fn conv2d_grad_input(
     let (wt, rest) = scratch.split_at_mut(flipped_len);
     let (dyp, rest) = rest.split_at_mut(p.dyp_len(g));
     let dxbuf = &mut rest[..p.cg * p.q2];
-    // Where dY's (0, 0) sits in the padded gradient.
-    let top = (kh - 1) * g.dilation[0] - g.padding[0];
-    let left = (kw - 1) * g.dilation[1] - g.padding[1];
-    let ohw = p.oh * p.ow;
+    let padded = Padded::output_grad(g, p);
     let row_len = p.og * kh * kw;
     with_tables(|t| {
         t.a.clear();
@@ -166,22 +226,8 @@ pub(super) fn conv2d_grad_input(
                 }
             }
             for n in 0..b {
-                let dys = &dy[g.out_range(n, gi)];
-                dyp.fill(0.0);
-                for (src, dst) in dys.chunks_exact(ohw).zip(dyp.chunks_exact_mut(p.hd * p.wd)) {
-                    for (r, row) in src.chunks_exact(p.ow).enumerate() {
-                        dst[(r + top) * p.wd + left..][..p.ow].copy_from_slice(row);
-                    }
-                }
-                let operands = Indexed {
-                    a: wt,
-                    a_rows: &t.a,
-                    b: dyp,
-                    b_rows: &t.b,
-                    b_block: INDEXED_BLOCK,
-                };
-                gemm::indexed(p.q2, &operands, 0.0, dxbuf, p.q2);
-                keep_columns(&mut dx[g.in_range(n, gi)], dxbuf, g.w, p.wd);
+                let (dys, dxs) = (&dy[g.out_range(n, gi)], &mut dx[g.in_range(n, gi)]);
+                padded.product(wt, t, dys, dyp, dxbuf, dxs);
             }
         }
     });
@@ -205,6 +251,7 @@ pub(super) fn conv2d_grad_weight(
     let (panel, rest) = rest.split_at_mut(p.panels() * p.q * INDEXED_BLOCK);
     let dwt = &mut rest[..p.taps * p.og];
     let ohw = p.oh * p.ow;
+    let padded = Padded::input(g, p);
     with_tables(|t| {
         offsets(g, p.cg, p.hp, p.wp, &mut t.a);
         t.b.clear();
@@ -212,7 +259,7 @@ pub(super) fn conv2d_grad_weight(
         for gi in 0..g.groups {
             for n in 0..b {
                 let xs = &x[g.in_range(n, gi)];
-                pad_input(g, p, xs, xp);
+                padded.pad(xs, xp);
                 // panel[(blk · q + oy·Wp + ox) · 16 + o % 16] = dY[o, oy, ox],
                 // zero in the dropped columns and past the last channel.
                 let dys = &dy[g.out_range(n, gi)];
@@ -269,6 +316,7 @@ fn grad_weight_by_channels(
     // Only the kept columns are written below: the dropped ones stay zero.
     dyq.fill(0.0);
     let ohw = p.oh * p.ow;
+    let padded = Padded::input(g, p);
     with_tables(|t| {
         offsets(g, p.cg, p.hp, p.wp, &mut t.taps);
         t.a.clear();
@@ -279,7 +327,7 @@ fn grad_weight_by_channels(
             let dwg = &mut dw[gi * p.og * p.taps..][..p.og * p.taps];
             for n in 0..b {
                 let xs = &x[g.in_range(n, gi)];
-                pad_input(g, p, xs, xp);
+                padded.pad(xs, xp);
                 let dys = &dy[g.out_range(n, gi)];
                 for (src, dst) in dys.chunks_exact(ohw).zip(dyq.chunks_exact_mut(p.q)) {
                     for (row, out) in src.chunks_exact(p.ow).zip(dst.chunks_exact_mut(p.wp)) {
