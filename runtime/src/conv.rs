@@ -448,38 +448,57 @@ fn halving_grad_scalar(r0: &[f32], r1: &[f32], g: &[f32], d0: &mut [f32], d1: &m
     }
 }
 
+/// A 2×2/stride-2 max-pool gradient of one output row (the arguments of
+/// [`halving_grad_scalar`]).
+type HalvingGrad = fn(&[f32], &[f32], &[f32], &mut [f32], &mut [f32]);
+
+/// The row kernel of the 2×2/stride-2 max-pool gradient for this CPU:
+/// [`halving_grad_vector`] with AVX2, else [`halving_grad_scalar`]. Called
+/// once per kernel call, not per row.
+fn halving_grad_row() -> HalvingGrad {
+    #[cfg(target_arch = "x86_64")]
+    if is_x86_feature_detected!("avx2") {
+        // SAFETY: AVX2 was just detected, and only then is this closure
+        // handed out.
+        return |r0, r1, g, d0, d1| unsafe { halving_grad_vector(r0, r1, g, d0, d1) };
+    }
+    halving_grad_scalar
+}
+
 /// The 2×2/stride-2 max-pool gradient of one output row, eight windows per
 /// step: `r0`, `r1` the two input rows, `g` the output gradients, `d0`,
-/// `d1` the input-gradient rows. Returns how many windows it did (all of
-/// them, or 0 without AVX2; a last group of fewer than 8 goes through
+/// `d1` the input-gradient rows (a last group of fewer than 8 goes through
 /// zero-padded copies). The same tournament as [`first_max_masks`], so
 /// results equal the scalar loop's bit for bit.
-fn halving_grad_vector(r0: &[f32], r1: &[f32], g: &[f32], d0: &mut [f32], d1: &mut [f32]) -> usize {
+///
+/// # Safety
+/// The CPU must support AVX2.
+#[cfg(target_arch = "x86_64")]
+unsafe fn halving_grad_vector(r0: &[f32], r1: &[f32], g: &[f32], d0: &mut [f32], d1: &mut [f32]) {
     let n = g.len();
     assert!(r0.len() >= 2 * n && r1.len() >= 2 * n && d0.len() >= 2 * n && d1.len() >= 2 * n);
-    #[cfg(target_arch = "x86_64")]
-    if n > 0 && is_x86_feature_detected!("avx2") {
-        let full = n / 8 * 8;
-        // SAFETY: AVX2 was detected; every slice holds `2 * full` (rows)
-        // or `full` (gradients) elements, as asserted above.
-        unsafe { halving_grad_avx2(r0, r1, g, d0, d1, full) };
-        let rest = n - full;
-        if rest > 0 {
-            let mut t0 = [0f32; 16];
-            let mut t1 = [0f32; 16];
-            let mut tg = [0f32; 8];
-            t0[..2 * rest].copy_from_slice(&r0[2 * full..2 * n]);
-            t1[..2 * rest].copy_from_slice(&r1[2 * full..2 * n]);
-            tg[..rest].copy_from_slice(&g[full..n]);
-            let (mut o0, mut o1) = ([0f32; 16], [0f32; 16]);
-            // SAFETY: AVX2 was detected; the buffers hold 16 and 8 floats.
-            unsafe { halving_grad_avx2(&t0, &t1, &tg, &mut o0, &mut o1, 8) };
-            d0[2 * full..2 * n].copy_from_slice(&o0[..2 * rest]);
-            d1[2 * full..2 * n].copy_from_slice(&o1[..2 * rest]);
-        }
-        return n;
+    if n == 0 {
+        return;
     }
-    0
+    let full = n / 8 * 8;
+    // SAFETY: the caller guarantees AVX2; every slice holds `2 * full`
+    // (rows) or `full` (gradients) elements, as asserted above.
+    unsafe { halving_grad_avx2(r0, r1, g, d0, d1, full) };
+    let rest = n - full;
+    if rest > 0 {
+        let mut t0 = [0f32; 16];
+        let mut t1 = [0f32; 16];
+        let mut tg = [0f32; 8];
+        t0[..2 * rest].copy_from_slice(&r0[2 * full..2 * n]);
+        t1[..2 * rest].copy_from_slice(&r1[2 * full..2 * n]);
+        tg[..rest].copy_from_slice(&g[full..n]);
+        let (mut o0, mut o1) = ([0f32; 16], [0f32; 16]);
+        // SAFETY: the caller guarantees AVX2; the buffers hold 16 and 8
+        // floats.
+        unsafe { halving_grad_avx2(&t0, &t1, &tg, &mut o0, &mut o1, 8) };
+        d0[2 * full..2 * n].copy_from_slice(&o0[..2 * rest]);
+        d1[2 * full..2 * n].copy_from_slice(&o1[..2 * rest]);
+    }
 }
 
 /// [`halving_grad_vector`]'s kernel for the first `n` windows (`n % 8 == 0`).
@@ -589,6 +608,10 @@ pub fn max_pool2d_grad(p: &Pool2d, b: usize, dx: &mut [f32], x: &[f32], dy: &[f3
             dx.fill(0.0);
         }
         let (oh, ow) = p.out_hw();
+        // Eight windows at a time where the CPU has AVX2 (LLVM does not
+        // vectorise the pairwise scalar loop: 6 cycles per input element,
+        // 10% of a LeNet step); else one by one. Chosen once per call.
+        let row_grad = halving_grad_row();
         let planes = x.chunks_exact(hw).zip(dx.chunks_exact_mut(hw));
         for ((xp, dxp), dyp) in planes.zip(dy.chunks_exact(oh * ow)) {
             for (oy, g) in dyp.chunks_exact(ow).enumerate() {
@@ -597,12 +620,7 @@ pub fn max_pool2d_grad(p: &Pool2d, b: usize, dx: &mut [f32], x: &[f32], dy: &[f3
                 let (d0, d1) = dxp[2 * oy * p.w..].split_at_mut(p.w);
                 let d1 = &mut d1[..2 * ow];
                 let d0 = &mut d0[..2 * ow];
-                // Eight windows at a time where the CPU has AVX2 (LLVM
-                // does not vectorise the pairwise loop below: 6 cycles per
-                // input element, 10% of a LeNet step); else one by one.
-                if halving_grad_vector(r0, r1, g, d0, d1) == 0 {
-                    halving_grad_scalar(r0, r1, g, d0, d1);
-                }
+                row_grad(r0, r1, g, d0, d1);
             }
         }
         return;
@@ -761,13 +779,15 @@ pub mod reference {
 
 #[cfg(test)]
 mod tests {
-    use super::{halving_grad_scalar, halving_grad_vector};
+    use super::{halving_grad_row, halving_grad_scalar};
     use crate::rng::Rng;
 
-    /// The vector max-pool gradient equals the scalar loop bit for bit
-    /// (row lengths around multiples of 8, many exact ties).
+    /// The max-pool gradient row kernel this CPU runs (the vector one with
+    /// AVX2) equals the scalar loop bit for bit (row lengths around
+    /// multiples of 8, many exact ties).
     #[test]
     fn halving_grad_vector_equals_scalar() {
+        let row_grad = halving_grad_row();
         let mut rng = Rng::new(5);
         for n in 1..40 {
             let mut row = |len: usize| -> Vec<f32> {
@@ -781,9 +801,7 @@ mod tests {
             let (mut a0, mut a1) = (vec![f32::NAN; 2 * n], vec![f32::NAN; 2 * n]);
             let (mut b0, mut b1) = (vec![f32::NAN; 2 * n], vec![f32::NAN; 2 * n]);
             halving_grad_scalar(&r0, &r1, &g, &mut a0, &mut a1);
-            if halving_grad_vector(&r0, &r1, &g, &mut b0, &mut b1) == 0 {
-                continue; // no AVX2 here: nothing to compare
-            }
+            row_grad(&r0, &r1, &g, &mut b0, &mut b1);
             let bits = |v: &[f32]| v.iter().map(|x| x.to_bits()).collect::<Vec<_>>();
             assert_eq!(bits(&a0), bits(&b0), "top row, {n} windows");
             assert_eq!(bits(&a1), bits(&b1), "bottom row, {n} windows");
