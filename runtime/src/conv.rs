@@ -32,42 +32,12 @@ use crate::gemm::{sgemm, MatRef, Parallelism};
 
 mod implicit;
 
-/// The geometry of a 2-D convolution (everything but the batch size).
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub struct Conv2d {
-    /// Input channels.
-    pub c: usize,
-    /// Input height.
-    pub h: usize,
-    /// Input width.
-    pub w: usize,
-    /// Output channels.
-    pub o: usize,
-    /// Kernel height.
-    pub kh: usize,
-    /// Kernel width.
-    pub kw: usize,
-    /// Stride (height, width), at least 1.
-    pub stride: [usize; 2],
-    /// Zero padding on each side (height, width).
-    pub padding: [usize; 2],
-    /// Dilation (height, width), at least 1.
-    pub dilation: [usize; 2],
-    /// Groups: input and output channels are split into this many groups,
-    /// each output group seeing only its input group.
-    pub groups: usize,
-}
+/// The geometry of a 2-D convolution; defined in `nnc-geometry`, which the
+/// compiler shares to size the workspace (generated code names this path).
+pub use nnc_geometry::Conv2d;
 
-/// One output extent: `(n + 2p − d(k − 1) − 1) / s + 1`, or 0 when the
-/// dilated kernel does not fit the padded input.
-pub fn out_len(n: usize, k: usize, s: usize, p: usize, d: usize) -> usize {
-    let eff = d * (k.max(1) - 1) + 1;
-    if n + 2 * p < eff || s == 0 {
-        0
-    } else {
-        (n + 2 * p - eff) / s + 1
-    }
-}
+/// One output extent (see [`nnc_geometry::out_len`]).
+pub use nnc_geometry::out_len;
 
 /// The output positions `lo..hi` (of `on`) whose input index
 /// `o·s + off − p` falls inside `0..n`.
@@ -82,133 +52,61 @@ fn valid(on: usize, n: usize, s: usize, off: usize, p: usize) -> (usize, usize) 
     (lo.min(hi), hi)
 }
 
-impl Conv2d {
-    /// Output height and width.
-    pub fn out_hw(&self) -> (usize, usize) {
-        (
-            out_len(
-                self.h,
-                self.kh,
-                self.stride[0],
-                self.padding[0],
-                self.dilation[0],
-            ),
-            out_len(
-                self.w,
-                self.kw,
-                self.stride[1],
-                self.padding[1],
-                self.dilation[1],
-            ),
-        )
+/// The implicit-GEMM plan, when `g` takes that path on this CPU.
+fn implicit_plan(g: &Conv2d) -> Option<implicit::Plan> {
+    if g.pointwise() || !crate::gemm::indexed_is_fast() {
+        return None;
     }
+    implicit::Plan::of(g)
+}
 
-    /// Whether the input is its own column matrix (1×1, stride 1, no padding).
-    pub fn pointwise(&self) -> bool {
-        self.kh == 1 && self.kw == 1 && self.stride == [1, 1] && self.padding == [0, 0]
-    }
+/// Panics (an nnc bug, never a user error) unless the slices fit.
+fn check(g: &Conv2d, b: usize, x: usize, wt: usize, y: usize, scratch: usize) {
+    let (oh, ow) = g.out_hw();
+    let ok = g.groups > 0
+        && g.c % g.groups == 0
+        && g.o % g.groups == 0
+        && x == b * g.c * g.h * g.w
+        && wt == g.o * g.k()
+        && y == b * g.o * oh * ow
+        && scratch >= g.scratch_len();
+    assert!(
+        ok,
+        "nnc internal error: conv2d slices do not fit {g:?} at batch {b}"
+    );
+}
 
-    /// Input channels per group.
-    fn cg(&self) -> usize {
-        self.c / self.groups
-    }
-
-    /// Output channels per group.
-    fn og(&self) -> usize {
-        self.o / self.groups
-    }
-
-    /// Rows of the column matrix: `C/groups · KH · KW`.
-    fn k(&self) -> usize {
-        self.cg() * self.kh * self.kw
-    }
-
-    /// Elements of scratch space the kernels need: nothing for a pointwise
-    /// convolution; else one group's column matrix, or for stride 1 the
-    /// larger of that and the implicit products' buffers (so the same
-    /// workspace serves CPUs with and without the AVX2 kernel).
-    pub fn scratch_len(&self) -> usize {
-        if self.pointwise() {
-            return 0;
-        }
-        let (oh, ow) = self.out_hw();
-        let columns = self.k() * oh * ow;
-        implicit::Plan::of(self).map_or(columns, |p| columns.max(p.scratch_len(self)))
-    }
-
-    /// The implicit-GEMM plan, when this convolution takes that path here.
-    fn implicit(&self) -> Option<implicit::Plan> {
-        if self.pointwise() || !crate::gemm::indexed_is_fast() {
-            return None;
-        }
-        implicit::Plan::of(self)
-    }
-
-    /// Where group `gi` of sample `n` lies in an input-shaped tensor
-    /// (`[b, C, H, W]`).
-    fn in_range(&self, n: usize, gi: usize) -> std::ops::Range<usize> {
-        let len = self.cg() * self.h * self.w;
-        let start = (n * self.c + gi * self.cg()) * self.h * self.w;
-        start..start + len
-    }
-
-    /// Where group `gi` of sample `n` lies in an output-shaped tensor
-    /// (`[b, O, OH, OW]`).
-    fn out_range(&self, n: usize, gi: usize) -> std::ops::Range<usize> {
-        let (oh, ow) = self.out_hw();
-        let len = self.og() * oh * ow;
-        let start = (n * self.o + gi * self.og()) * oh * ow;
-        start..start + len
-    }
-
-    /// Panics (an nnc bug, never a user error) unless the slices fit.
-    fn check(&self, b: usize, x: usize, wt: usize, y: usize, scratch: usize) {
-        let (oh, ow) = self.out_hw();
-        let ok = self.groups > 0
-            && self.c % self.groups == 0
-            && self.o % self.groups == 0
-            && x == b * self.c * self.h * self.w
-            && wt == self.o * self.k()
-            && y == b * self.o * oh * ow
-            && scratch >= self.scratch_len();
-        assert!(
-            ok,
-            "nnc internal error: conv2d slices do not fit {self:?} at batch {b}"
-        );
-    }
-
-    /// `im2col` of one group of one sample: `x` is `[C/groups, H, W]`,
-    /// `cols` is `[C/groups · KH · KW, OH · OW]`.
-    pub fn im2col(&self, x: &[f32], cols: &mut [f32]) {
-        let (oh, ow) = self.out_hw();
-        let (h, w) = (self.h, self.w);
-        let ([sh, sw], [ph, pw], [dh, dw]) = (self.stride, self.padding, self.dilation);
-        let mut rows = cols[..self.k() * oh * ow].chunks_exact_mut(oh * ow);
-        for xc in x[..self.cg() * h * w].chunks_exact(h * w) {
-            for ki in 0..self.kh {
-                let (ylo, yhi) = valid(oh, h, sh, ki * dh, ph);
-                for kj in 0..self.kw {
-                    let (xlo, xhi) = valid(ow, w, sw, kj * dw, pw);
-                    let Some(dst) = rows.next() else { return };
-                    for (oy, d) in dst.chunks_exact_mut(ow).enumerate() {
-                        if oy < ylo || oy >= yhi {
-                            d.fill(0.0);
-                            continue;
-                        }
-                        let iy = oy * sh + ki * dh - ph;
-                        let xr = &xc[iy * w..][..w];
-                        d[..xlo].fill(0.0);
-                        d[xhi..].fill(0.0);
-                        if xlo < xhi {
-                            let first = xlo * sw + kj * dw - pw;
-                            if sw == 1 {
-                                d[xlo..xhi].copy_from_slice(&xr[first..first + xhi - xlo]);
-                            } else {
-                                for (v, &s) in
-                                    d[xlo..xhi].iter_mut().zip(xr[first..].iter().step_by(sw))
-                                {
-                                    *v = s;
-                                }
+/// `im2col` of one group of one sample: `x` is `[C/groups, H, W]`,
+/// `cols` is `[C/groups · KH · KW, OH · OW]`.
+pub fn im2col(g: &Conv2d, x: &[f32], cols: &mut [f32]) {
+    let (oh, ow) = g.out_hw();
+    let (h, w) = (g.h, g.w);
+    let ([sh, sw], [ph, pw], [dh, dw]) = (g.stride, g.padding, g.dilation);
+    let mut rows = cols[..g.k() * oh * ow].chunks_exact_mut(oh * ow);
+    for xc in x[..g.cg() * h * w].chunks_exact(h * w) {
+        for ki in 0..g.kh {
+            let (ylo, yhi) = valid(oh, h, sh, ki * dh, ph);
+            for kj in 0..g.kw {
+                let (xlo, xhi) = valid(ow, w, sw, kj * dw, pw);
+                let Some(dst) = rows.next() else { return };
+                for (oy, d) in dst.chunks_exact_mut(ow).enumerate() {
+                    if oy < ylo || oy >= yhi {
+                        d.fill(0.0);
+                        continue;
+                    }
+                    let iy = oy * sh + ki * dh - ph;
+                    let xr = &xc[iy * w..][..w];
+                    d[..xlo].fill(0.0);
+                    d[xhi..].fill(0.0);
+                    if xlo < xhi {
+                        let first = xlo * sw + kj * dw - pw;
+                        if sw == 1 {
+                            d[xlo..xhi].copy_from_slice(&xr[first..first + xhi - xlo]);
+                        } else {
+                            for (v, &s) in
+                                d[xlo..xhi].iter_mut().zip(xr[first..].iter().step_by(sw))
+                            {
+                                *v = s;
                             }
                         }
                     }
@@ -216,36 +114,36 @@ impl Conv2d {
             }
         }
     }
+}
 
-    /// The adjoint of [`Conv2d::im2col`]: adds every column entry back onto
-    /// the input position it was copied from (`x` is not cleared first).
-    pub fn col2im(&self, cols: &[f32], x: &mut [f32]) {
-        let (oh, ow) = self.out_hw();
-        let (h, w) = (self.h, self.w);
-        let ([sh, sw], [ph, pw], [dh, dw]) = (self.stride, self.padding, self.dilation);
-        let mut rows = cols[..self.k() * oh * ow].chunks_exact(oh * ow);
-        for xc in x[..self.cg() * h * w].chunks_exact_mut(h * w) {
-            for ki in 0..self.kh {
-                let (ylo, yhi) = valid(oh, h, sh, ki * dh, ph);
-                for kj in 0..self.kw {
-                    let (xlo, xhi) = valid(ow, w, sw, kj * dw, pw);
-                    let Some(src) = rows.next() else { return };
-                    if xlo >= xhi {
-                        continue;
-                    }
-                    for oy in ylo..yhi {
-                        let s = &src[oy * ow..][xlo..xhi];
-                        let iy = oy * sh + ki * dh - ph;
-                        let first = xlo * sw + kj * dw - pw;
-                        let xr = &mut xc[iy * w..][..w];
-                        if sw == 1 {
-                            for (v, &g) in xr[first..first + s.len()].iter_mut().zip(s) {
-                                *v += g;
-                            }
-                        } else {
-                            for (v, &g) in xr[first..].iter_mut().step_by(sw).zip(s) {
-                                *v += g;
-                            }
+/// The adjoint of [`im2col`]: adds every column entry back onto
+/// the input position it was copied from (`x` is not cleared first).
+pub fn col2im(g: &Conv2d, cols: &[f32], x: &mut [f32]) {
+    let (oh, ow) = g.out_hw();
+    let (h, w) = (g.h, g.w);
+    let ([sh, sw], [ph, pw], [dh, dw]) = (g.stride, g.padding, g.dilation);
+    let mut rows = cols[..g.k() * oh * ow].chunks_exact(oh * ow);
+    for xc in x[..g.cg() * h * w].chunks_exact_mut(h * w) {
+        for ki in 0..g.kh {
+            let (ylo, yhi) = valid(oh, h, sh, ki * dh, ph);
+            for kj in 0..g.kw {
+                let (xlo, xhi) = valid(ow, w, sw, kj * dw, pw);
+                let Some(src) = rows.next() else { return };
+                if xlo >= xhi {
+                    continue;
+                }
+                for oy in ylo..yhi {
+                    let s = &src[oy * ow..][xlo..xhi];
+                    let iy = oy * sh + ki * dh - ph;
+                    let first = xlo * sw + kj * dw - pw;
+                    let xr = &mut xc[iy * w..][..w];
+                    if sw == 1 {
+                        for (v, &d) in xr[first..first + s.len()].iter_mut().zip(s) {
+                            *v += d;
+                        }
+                    } else {
+                        for (v, &d) in xr[first..].iter_mut().step_by(sw).zip(s) {
+                            *v += d;
                         }
                     }
                 }
@@ -263,8 +161,8 @@ fn gemm(m: usize, n: usize, k: usize, a: MatRef<'_>, b: MatRef<'_>, beta: f32, c
 /// `y[b, O, OH, OW] = conv2d(x[b, C, H, W], w[O, C/groups, KH, KW])`
 /// (cross-correlation, as in every framework).
 pub fn conv2d(g: &Conv2d, b: usize, y: &mut [f32], x: &[f32], w: &[f32], scratch: &mut [f32]) {
-    g.check(b, x.len(), w.len(), y.len(), scratch.len());
-    match g.implicit() {
+    check(g, b, x.len(), w.len(), y.len(), scratch.len());
+    match implicit_plan(g) {
         Some(p) => implicit::conv2d(g, &p, b, y, x, w, scratch),
         None => columns::conv2d(g, b, y, x, w, scratch),
     }
@@ -280,8 +178,8 @@ pub fn conv2d_grad_input(
     w: &[f32],
     scratch: &mut [f32],
 ) {
-    g.check(b, dx.len(), w.len(), dy.len(), scratch.len());
-    match g.implicit() {
+    check(g, b, dx.len(), w.len(), dy.len(), scratch.len());
+    match implicit_plan(g) {
         Some(p) => implicit::conv2d_grad_input(g, &p, b, dx, dy, w, scratch),
         None => columns::conv2d_grad_input(g, b, dx, dy, w, scratch),
     }
@@ -297,8 +195,8 @@ pub fn conv2d_grad_weight(
     dy: &[f32],
     scratch: &mut [f32],
 ) {
-    g.check(b, x.len(), dw.len(), dy.len(), scratch.len());
-    match g.implicit() {
+    check(g, b, x.len(), dw.len(), dy.len(), scratch.len());
+    match implicit_plan(g) {
         Some(p) if b > 0 => implicit::conv2d_grad_weight(g, &p, b, dw, x, dy, scratch),
         _ => columns::conv2d_grad_weight(g, b, dw, x, dy, scratch),
     }
@@ -309,11 +207,11 @@ pub fn conv2d_grad_weight(
 /// convolutions take the implicit one.
 #[doc(hidden)]
 pub mod columns {
-    use super::{gemm, Conv2d, MatRef};
+    use super::{check, col2im, gemm, im2col, Conv2d, MatRef};
 
     /// [`super::conv2d`] through a column matrix.
     pub fn conv2d(g: &Conv2d, b: usize, y: &mut [f32], x: &[f32], w: &[f32], scratch: &mut [f32]) {
-        g.check(b, x.len(), w.len(), y.len(), scratch.len());
+        check(g, b, x.len(), w.len(), y.len(), scratch.len());
         let (oh, ow) = g.out_hw();
         let (og, k, ohw) = (g.og(), g.k(), oh * ow);
         for n in 0..b {
@@ -324,7 +222,7 @@ pub mod columns {
                 if g.pointwise() {
                     gemm(og, ohw, k, wg, MatRef::new(xs, ohw), 0.0, ys);
                 } else {
-                    g.im2col(xs, scratch);
+                    im2col(g, xs, scratch);
                     gemm(
                         og,
                         ohw,
@@ -348,7 +246,7 @@ pub mod columns {
         w: &[f32],
         scratch: &mut [f32],
     ) {
-        g.check(b, dx.len(), w.len(), dy.len(), scratch.len());
+        check(g, b, dx.len(), w.len(), dy.len(), scratch.len());
         let (oh, ow) = g.out_hw();
         let (og, k, ohw) = (g.og(), g.k(), oh * ow);
         for n in 0..b {
@@ -361,7 +259,7 @@ pub mod columns {
                 } else {
                     gemm(k, ohw, og, wt, dys, 0.0, &mut scratch[..k * ohw]);
                     dxs.fill(0.0);
-                    g.col2im(scratch, dxs);
+                    col2im(g, scratch, dxs);
                 }
             }
         }
@@ -376,7 +274,7 @@ pub mod columns {
         dy: &[f32],
         scratch: &mut [f32],
     ) {
-        g.check(b, x.len(), dw.len(), dy.len(), scratch.len());
+        check(g, b, x.len(), dw.len(), dy.len(), scratch.len());
         let (oh, ow) = g.out_hw();
         let (og, k, ohw) = (g.og(), g.k(), oh * ow);
         if b == 0 {
@@ -391,7 +289,7 @@ pub mod columns {
                 if g.pointwise() {
                     gemm(og, k, ohw, dys, MatRef::transposed(xs, ohw), beta, dwg);
                 } else {
-                    g.im2col(xs, scratch);
+                    im2col(g, xs, scratch);
                     let cols = MatRef::transposed(&scratch[..k * ohw], ohw);
                     gemm(og, k, ohw, dys, cols, beta, dwg);
                 }
@@ -550,38 +448,57 @@ fn halving_grad_scalar(r0: &[f32], r1: &[f32], g: &[f32], d0: &mut [f32], d1: &m
     }
 }
 
+/// A 2×2/stride-2 max-pool gradient of one output row (the arguments of
+/// [`halving_grad_scalar`]).
+type HalvingGrad = fn(&[f32], &[f32], &[f32], &mut [f32], &mut [f32]);
+
+/// The row kernel of the 2×2/stride-2 max-pool gradient for this CPU:
+/// [`halving_grad_vector`] with AVX2, else [`halving_grad_scalar`]. Called
+/// once per kernel call, not per row.
+fn halving_grad_row() -> HalvingGrad {
+    #[cfg(target_arch = "x86_64")]
+    if is_x86_feature_detected!("avx2") {
+        // SAFETY: AVX2 was just detected, and only then is this closure
+        // handed out.
+        return |r0, r1, g, d0, d1| unsafe { halving_grad_vector(r0, r1, g, d0, d1) };
+    }
+    halving_grad_scalar
+}
+
 /// The 2×2/stride-2 max-pool gradient of one output row, eight windows per
 /// step: `r0`, `r1` the two input rows, `g` the output gradients, `d0`,
-/// `d1` the input-gradient rows. Returns how many windows it did (all of
-/// them, or 0 without AVX2; a last group of fewer than 8 goes through
+/// `d1` the input-gradient rows (a last group of fewer than 8 goes through
 /// zero-padded copies). The same tournament as [`first_max_masks`], so
 /// results equal the scalar loop's bit for bit.
-fn halving_grad_vector(r0: &[f32], r1: &[f32], g: &[f32], d0: &mut [f32], d1: &mut [f32]) -> usize {
+///
+/// # Safety
+/// The CPU must support AVX2.
+#[cfg(target_arch = "x86_64")]
+unsafe fn halving_grad_vector(r0: &[f32], r1: &[f32], g: &[f32], d0: &mut [f32], d1: &mut [f32]) {
     let n = g.len();
     assert!(r0.len() >= 2 * n && r1.len() >= 2 * n && d0.len() >= 2 * n && d1.len() >= 2 * n);
-    #[cfg(target_arch = "x86_64")]
-    if n > 0 && is_x86_feature_detected!("avx2") {
-        let full = n / 8 * 8;
-        // SAFETY: AVX2 was detected; every slice holds `2 * full` (rows)
-        // or `full` (gradients) elements, as asserted above.
-        unsafe { halving_grad_avx2(r0, r1, g, d0, d1, full) };
-        let rest = n - full;
-        if rest > 0 {
-            let mut t0 = [0f32; 16];
-            let mut t1 = [0f32; 16];
-            let mut tg = [0f32; 8];
-            t0[..2 * rest].copy_from_slice(&r0[2 * full..2 * n]);
-            t1[..2 * rest].copy_from_slice(&r1[2 * full..2 * n]);
-            tg[..rest].copy_from_slice(&g[full..n]);
-            let (mut o0, mut o1) = ([0f32; 16], [0f32; 16]);
-            // SAFETY: AVX2 was detected; the buffers hold 16 and 8 floats.
-            unsafe { halving_grad_avx2(&t0, &t1, &tg, &mut o0, &mut o1, 8) };
-            d0[2 * full..2 * n].copy_from_slice(&o0[..2 * rest]);
-            d1[2 * full..2 * n].copy_from_slice(&o1[..2 * rest]);
-        }
-        return n;
+    if n == 0 {
+        return;
     }
-    0
+    let full = n / 8 * 8;
+    // SAFETY: the caller guarantees AVX2; every slice holds `2 * full`
+    // (rows) or `full` (gradients) elements, as asserted above.
+    unsafe { halving_grad_avx2(r0, r1, g, d0, d1, full) };
+    let rest = n - full;
+    if rest > 0 {
+        let mut t0 = [0f32; 16];
+        let mut t1 = [0f32; 16];
+        let mut tg = [0f32; 8];
+        t0[..2 * rest].copy_from_slice(&r0[2 * full..2 * n]);
+        t1[..2 * rest].copy_from_slice(&r1[2 * full..2 * n]);
+        tg[..rest].copy_from_slice(&g[full..n]);
+        let (mut o0, mut o1) = ([0f32; 16], [0f32; 16]);
+        // SAFETY: the caller guarantees AVX2; the buffers hold 16 and 8
+        // floats.
+        unsafe { halving_grad_avx2(&t0, &t1, &tg, &mut o0, &mut o1, 8) };
+        d0[2 * full..2 * n].copy_from_slice(&o0[..2 * rest]);
+        d1[2 * full..2 * n].copy_from_slice(&o1[..2 * rest]);
+    }
 }
 
 /// [`halving_grad_vector`]'s kernel for the first `n` windows (`n % 8 == 0`).
@@ -691,6 +608,10 @@ pub fn max_pool2d_grad(p: &Pool2d, b: usize, dx: &mut [f32], x: &[f32], dy: &[f3
             dx.fill(0.0);
         }
         let (oh, ow) = p.out_hw();
+        // Eight windows at a time where the CPU has AVX2 (LLVM does not
+        // vectorise the pairwise scalar loop: 6 cycles per input element,
+        // 10% of a LeNet step); else one by one. Chosen once per call.
+        let row_grad = halving_grad_row();
         let planes = x.chunks_exact(hw).zip(dx.chunks_exact_mut(hw));
         for ((xp, dxp), dyp) in planes.zip(dy.chunks_exact(oh * ow)) {
             for (oy, g) in dyp.chunks_exact(ow).enumerate() {
@@ -699,12 +620,7 @@ pub fn max_pool2d_grad(p: &Pool2d, b: usize, dx: &mut [f32], x: &[f32], dy: &[f3
                 let (d0, d1) = dxp[2 * oy * p.w..].split_at_mut(p.w);
                 let d1 = &mut d1[..2 * ow];
                 let d0 = &mut d0[..2 * ow];
-                // Eight windows at a time where the CPU has AVX2 (LLVM
-                // does not vectorise the pairwise loop below: 6 cycles per
-                // input element, 10% of a LeNet step); else one by one.
-                if halving_grad_vector(r0, r1, g, d0, d1) == 0 {
-                    halving_grad_scalar(r0, r1, g, d0, d1);
-                }
+                row_grad(r0, r1, g, d0, d1);
             }
         }
         return;
@@ -863,13 +779,15 @@ pub mod reference {
 
 #[cfg(test)]
 mod tests {
-    use super::{halving_grad_scalar, halving_grad_vector};
+    use super::{halving_grad_row, halving_grad_scalar};
     use crate::rng::Rng;
 
-    /// The vector max-pool gradient equals the scalar loop bit for bit
-    /// (row lengths around multiples of 8, many exact ties).
+    /// The max-pool gradient row kernel this CPU runs (the vector one with
+    /// AVX2) equals the scalar loop bit for bit (row lengths around
+    /// multiples of 8, many exact ties).
     #[test]
     fn halving_grad_vector_equals_scalar() {
+        let row_grad = halving_grad_row();
         let mut rng = Rng::new(5);
         for n in 1..40 {
             let mut row = |len: usize| -> Vec<f32> {
@@ -883,9 +801,7 @@ mod tests {
             let (mut a0, mut a1) = (vec![f32::NAN; 2 * n], vec![f32::NAN; 2 * n]);
             let (mut b0, mut b1) = (vec![f32::NAN; 2 * n], vec![f32::NAN; 2 * n]);
             halving_grad_scalar(&r0, &r1, &g, &mut a0, &mut a1);
-            if halving_grad_vector(&r0, &r1, &g, &mut b0, &mut b1) == 0 {
-                continue; // no AVX2 here: nothing to compare
-            }
+            row_grad(&r0, &r1, &g, &mut b0, &mut b1);
             let bits = |v: &[f32]| v.iter().map(|x| x.to_bits()).collect::<Vec<_>>();
             assert_eq!(bits(&a0), bits(&b0), "top row, {n} windows");
             assert_eq!(bits(&a1), bits(&b1), "bottom row, {n} windows");

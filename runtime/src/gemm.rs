@@ -354,8 +354,9 @@ pub fn matmul(
 // Indexed products: the implicit im2col of the convolution kernels.
 // ---------------------------------------------------------------------------
 
-/// Columns of B that [`indexed`] reads per block.
-pub(crate) const INDEXED_BLOCK: usize = 16;
+/// Columns of B that [`indexed`] reads per block: the value the shared
+/// scratch sizing (`nnc_geometry::implicit`) pads the convolution buffers to.
+pub(crate) const INDEXED_BLOCK: usize = nnc_geometry::implicit::INDEXED_BLOCK;
 
 /// The operands of [`indexed`]: matrices whose rows start at arbitrary
 /// offsets of a slice, so a convolution can multiply its receptive fields
@@ -928,6 +929,10 @@ mod avx2 {
 
     const MR: usize = 6;
     const NR: usize = 16;
+    // The indexed product runs these tiles; the convolution's scratch sizing
+    // (`nnc_geometry::implicit`, shared with the compiler) assumes them.
+    const _: () = assert!(MR == nnc_geometry::implicit::TILE_ROWS);
+    const _: () = assert!(NR == super::INDEXED_BLOCK);
 
     /// `6 x 16` tiles: 12 accumulators, 2 B loads and 1 A broadcast in the
     /// 16 `ymm` registers; 12 FMAs per 8 loads keeps both FMA ports busy.
@@ -1267,6 +1272,52 @@ mod tests {
         (0..len).map(|_| rng.uniform_f32(-1.0, 1.0)).collect()
     }
 
+    /// Compares a product's C (`want.len() / n` rows of stride `ldc`)
+    /// with the f64 oracle `want` (dense, `n` columns): every element
+    /// within `tol * (1 + |want|)` (NaN never is), and the columns past `n`
+    /// bit-identical to `c0`, C before the product. `label` names the case.
+    fn close_to_naive(
+        label: &str,
+        c: &[f32],
+        c0: &[f32],
+        want: &[f64],
+        (n, ldc): (usize, usize),
+        tol: f64,
+    ) -> Result<(), String> {
+        for (i, w_row) in want.chunks_exact(n).enumerate() {
+            for j in 0..ldc {
+                let got = c[i * ldc + j];
+                if j >= n {
+                    if got.to_bits() != c0[i * ldc + j].to_bits() {
+                        return Err(format!("{label}: C[{i},{j}] past n written"));
+                    }
+                    continue;
+                }
+                let w = w_row[j];
+                let err = (f64::from(got) - w).abs();
+                if err.is_nan() || err > tol * (1.0 + w.abs()) {
+                    return Err(format!("{label}: C[{i},{j}] = {got}, want {w}"));
+                }
+            }
+        }
+        Ok(())
+    }
+
+    /// [`close_to_naive`] as an assertion.
+    #[track_caller]
+    fn assert_close_to_naive(
+        label: &str,
+        c: &[f32],
+        c0: &[f32],
+        want: &[f64],
+        shape: (usize, usize),
+        tol: f64,
+    ) {
+        if let Err(e) = close_to_naive(label, c, c0, want, shape, tol) {
+            panic!("{e}");
+        }
+    }
+
     #[test]
     fn matches_naive_on_random_shapes_transposes_and_strides() {
         let mut rng = Rng::new(7);
@@ -1290,7 +1341,7 @@ mod tests {
             let (lda, ldb, ldc) = (ac + pad, bc + pad, n + pad);
             let av = random(&mut rng, ar * lda);
             let bv = random(&mut rng, br * ldb);
-            let mut cv = random(&mut rng, m * ldc);
+            let c0 = random(&mut rng, m * ldc);
             let alpha = [1.0, 0.5, -2.0][case % 3];
             let beta = [0.0, 1.0, 0.25][(case / 3) % 3];
             let a = MatRef {
@@ -1303,23 +1354,22 @@ mod tests {
                 ld: ldb,
                 trans: tb,
             };
-            let want = naive(m, n, k, alpha as f64, &a, &b, beta as f64, &cv, ldc);
+            let want = naive(m, n, k, alpha as f64, &a, &b, beta as f64, &c0, ldc);
             let par = if case % 4 == 0 {
                 Parallelism::Rayon(2)
             } else {
                 Parallelism::Sequential
             };
+            let mut cv = c0.clone();
             sgemm(par, m, n, k, alpha, a, b, beta, &mut cv, ldc).unwrap();
-            for i in 0..m {
-                for j in 0..n {
-                    let got = cv[i * ldc + j] as f64;
-                    let w = want[i * n + j];
-                    assert!(
-                        (got - w).abs() <= 1e-5 * (k as f64).sqrt() * (1.0 + w.abs()),
-                        "case {case} ({m}x{k}x{n} {ta:?} {tb:?}) at ({i},{j}): {got} vs {w}"
-                    );
-                }
-            }
+            assert_close_to_naive(
+                &format!("case {case} ({m}x{k}x{n} {ta:?} {tb:?})"),
+                &cv,
+                &c0,
+                &want,
+                (n, ldc),
+                1e-5 * (k as f64).sqrt(),
+            );
         }
     }
 
@@ -1493,26 +1543,16 @@ mod tests {
                     }
                 }
             }
-            for i in 0..m {
-                for j in 0..ldc {
-                    let got = cv[i * ldc + j];
-                    if j >= n {
-                        if got.to_bits() != c0[i * ldc + j].to_bits() {
-                            return Err(format!("{isa:?}: padding ({i},{j}) overwritten"));
-                        }
-                        continue;
-                    }
-                    let w = want[i * n + j];
-                    let tol = 1e-5 * (k as f64).sqrt() * (1.0 + w.abs());
-                    let err = (got as f64 - w).abs();
-                    if err.is_nan() || err > tol {
-                        return Err(format!(
-                            "{isa:?} {m}x{k}x{n} {ta:?} {tb:?} pad {pad} alpha {alpha} \
-                             beta {beta} {par:?} at ({i},{j}): {got} vs {w}"
-                        ));
-                    }
-                }
-            }
+            close_to_naive(
+                &format!(
+                    "{isa:?} {m}x{k}x{n} {ta:?} {tb:?} pad {pad} alpha {alpha} beta {beta} {par:?}"
+                ),
+                &cv,
+                &c0,
+                &want,
+                (n, ldc),
+                1e-5 * (k as f64).sqrt(),
+            )?;
         }
         Ok(())
     }
@@ -1693,24 +1733,14 @@ mod tests {
             ] {
                 let mut c = c0.clone();
                 run(&mut c);
-                for i in 0..m {
-                    for j in 0..ldc {
-                        let got = c[i * ldc + j];
-                        if j < n {
-                            let w = want[i * n + j];
-                            assert!(
-                                (f64::from(got) - w).abs() <= 1e-4 * (1.0 + w.abs()),
-                                "{name} case {case} ({m}x{k}x{n}) C[{i},{j}] = {got}, want {w}"
-                            );
-                        } else {
-                            assert_eq!(
-                                got.to_bits(),
-                                c0[i * ldc + j].to_bits(),
-                                "{name}: C[{i},{j}] past n written"
-                            );
-                        }
-                    }
-                }
+                assert_close_to_naive(
+                    &format!("{name} case {case} ({m}x{k}x{n})"),
+                    &c,
+                    &c0,
+                    &want,
+                    (n, ldc),
+                    1e-4,
+                );
             }
         }
     }

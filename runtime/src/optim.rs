@@ -427,12 +427,13 @@ impl Optimizer for Adam {
             step_size,
             inv_bc2_sqrt,
         };
+        let run = AdamStep::chunk_loop();
         in_chunks(
             params,
             grads,
             &mut self.exp_avg,
             &mut self.exp_avg_sq,
-            |p, g, m, v| k.run(p, g, m, v),
+            |p, g, m, v| run(&k, p, g, m, v),
         );
         Ok(())
     }
@@ -463,10 +464,6 @@ impl Optimizer for Adam {
 /// the update takes microseconds and a split costs more than it saves.
 const PARALLEL_MIN: usize = 1 << 16;
 
-/// Runs an elementwise update over matching chunks of the parameters,
-/// gradients and two state buffers, in parallel for large models. Each
-/// element's update is the same whoever runs it, so results do not depend
-/// on the thread count.
 /// The constants of one Adam step.
 #[derive(Clone, Copy)]
 struct AdamStep {
@@ -481,20 +478,24 @@ struct AdamStep {
     inv_bc2_sqrt: f32,
 }
 
+/// An Adam update of one chunk: `(step, params, grads, m, v)`.
+type AdamChunk = fn(&AdamStep, &mut [f32], &[f32], &mut [f32], &mut [f32]);
+
 impl AdamStep {
-    /// Updates one chunk, 8 lanes at a time where the CPU has AVX2: the
-    /// update is bound by its square root and division, which the baseline
-    /// x86-64 build issues 4 lanes wide. The same IEEE operations in the
-    /// same order (no FMA contraction), so every result is bit-identical
-    /// to the baseline loop.
-    fn run(&self, params: &mut [f32], grads: &[f32], m: &mut [f32], v: &mut [f32]) {
+    /// The chunk loop for this CPU, chosen once per step (not per chunk):
+    /// 8 lanes at a time where the CPU has AVX2, as the update is bound by
+    /// its square root and division, which the baseline x86-64 build
+    /// issues 4 lanes wide. The same IEEE operations in the same order (no
+    /// FMA contraction), so every result is bit-identical to the baseline
+    /// loop.
+    fn chunk_loop() -> AdamChunk {
         #[cfg(target_arch = "x86_64")]
         if is_x86_feature_detected!("avx2") {
-            // SAFETY: AVX2 was just detected.
-            unsafe { self.run_avx2(params, grads, m, v) };
-            return;
+            // SAFETY: AVX2 was just detected, and only then is this closure
+            // handed out.
+            return |k, params, grads, m, v| unsafe { k.run_avx2(params, grads, m, v) };
         }
-        self.run_any(params, grads, m, v);
+        |k, params, grads, m, v| k.run_any(params, grads, m, v)
     }
 
     #[cfg(target_arch = "x86_64")]
@@ -519,6 +520,10 @@ impl AdamStep {
     }
 }
 
+/// Runs an elementwise update over matching chunks of the parameters,
+/// gradients and two state buffers, in parallel for large models. Each
+/// element's update is the same whoever runs it, so results do not depend
+/// on the thread count.
 fn in_chunks(
     params: &mut [f32],
     grads: &[f32],
@@ -922,7 +927,7 @@ mod tests {
             let (mut p1, mut m1, mut v1) = (p.clone(), m.clone(), v.clone());
             let (mut p2, mut m2, mut v2) = (p, m, v);
             k.run_any(&mut p1, &g, &mut m1, &mut v1);
-            k.run(&mut p2, &g, &mut m2, &mut v2);
+            AdamStep::chunk_loop()(&k, &mut p2, &g, &mut m2, &mut v2);
             let bits = |x: &[f32]| x.iter().map(|f| f.to_bits()).collect::<Vec<_>>();
             assert_eq!(bits(&p1), bits(&p2));
             assert_eq!(bits(&m1), bits(&m2));

@@ -272,52 +272,31 @@ impl Geom {
         }
     }
 
+    /// The runtime's `conv::Conv2d` (defined in `nnc-geometry`).
+    fn conv2d(&self) -> nnc_geometry::Conv2d {
+        nnc_geometry::Conv2d {
+            c: self.c,
+            h: self.h,
+            w: self.w,
+            o: self.o,
+            kh: self.kh,
+            kw: self.kw,
+            stride: self.p.stride,
+            padding: self.p.padding,
+            dilation: self.p.dilation,
+            groups: self.p.groups,
+        }
+    }
+
     /// Elements of scratch space the kernels need: none when 1×1 with
     /// stride 1 and no padding (the input is its own column matrix); else
     /// the im2col column matrix, or for stride 1 the larger of that and the
-    /// implicit products' buffers. Mirrors `nnc_runtime::conv::Conv2d::
-    /// scratch_len` (which asserts it got enough): the compiler does not
-    /// link the runtime.
+    /// implicit products' buffers. The runtime's formula
+    /// (`nnc_runtime::conv::Conv2d::scratch_len`, which asserts it got
+    /// enough), shared through `nnc-geometry`: the compiler does not link
+    /// the runtime.
     fn scratch(&self) -> usize {
-        let (c, h, w, o, kh, kw) = (self.c, self.h, self.w, self.o, self.kh, self.kw);
-        let ([dh, dw], [ph, pw], g) = (self.p.dilation, self.p.padding, self.p.groups);
-        if kh == 1 && kw == 1 && self.p.stride == [1, 1] && [ph, pw] == [0, 0] {
-            return 0;
-        }
-        let (cg, og) = (c / g, o / g);
-        let taps = cg * kh * kw;
-        let columns = taps * self.oh * self.ow;
-        let implicit = self.p.stride == [1, 1]
-            && kh > 0
-            && kw > 0
-            && ph <= (kh - 1) * dh
-            && pw <= (kw - 1) * dw
-            && self.oh > 0
-            && self.ow > 0;
-        if !implicit {
-            return columns;
-        }
-        // The runtime's `conv::implicit::Plan::scratch_len`.
-        let blocks = |n: usize| n.div_ceil(16) * 16;
-        let (hp, wp) = (h + 2 * ph, w + 2 * pw);
-        let (hd, wd) = (h + (kh - 1) * dh, w + (kw - 1) * dw);
-        let (q, q2) = (self.oh * wp, h * wd);
-        let xp =
-            ((cg - 1) * hp * wp + (kh - 1) * dh * wp + (kw - 1) * dw + blocks(q)).max(cg * hp * wp);
-        let dyp = ((og - 1) * hd * wd + (kh - 1) * dh * wd + (kw - 1) * dw + blocks(q2))
-            .max(og * hd * wd);
-        let forward = xp + og * q;
-        let grad_input = cg * og * kh * kw + dyp + cg * q2;
-        // Output channels as rows when that wastes less of the 6 x 16 tiles.
-        let useful = |m: usize, n: usize| {
-            (m * n) as f64 / (m.next_multiple_of(6) * n.next_multiple_of(16)) as f64
-        };
-        let grad_weight = if useful(og, taps) > useful(taps, og) {
-            xp + og * q + taps.div_ceil(16) * q * 16 + q
-        } else {
-            xp + og.div_ceil(16) * q * 16 + taps * og
-        };
-        columns.max(forward).max(grad_input).max(grad_weight)
+        self.conv2d().scratch_len()
     }
 
     /// Multiply-adds of one sample, times two.

@@ -32,146 +32,110 @@ use std::cell::RefCell;
 
 use super::Conv2d;
 use crate::gemm::{self, Indexed, INDEXED_BLOCK};
+pub(super) use nnc_geometry::implicit::Plan;
 
-/// Rounds `n` up to whole blocks of the indexed product.
-fn blocks(n: usize) -> usize {
-    n.div_ceil(INDEXED_BLOCK) * INDEXED_BLOCK
+/// `off(tap)` for every tap `(c, ki, kj)` of a `[c, rows, cols]` image.
+fn offsets(g: &Conv2d, c: usize, rows: usize, cols: usize, out: &mut Vec<usize>) {
+    out.clear();
+    for ci in 0..c {
+        for ki in 0..g.kh {
+            for kj in 0..g.kw {
+                out.push(ci * rows * cols + ki * g.dilation[0] * cols + kj * g.dilation[1]);
+            }
+        }
+    }
 }
 
-/// The sizes of one group's implicit products.
-#[derive(Clone, Copy, Debug)]
-pub(super) struct Plan {
-    cg: usize,
-    og: usize,
-    /// Taps per output channel: `C/groups · KH · KW`.
-    taps: usize,
-    /// Padded input height and width.
+/// A product over padded-width rows: its B operand is a stack of dense
+/// `[h, w]` images zero-padded to `[hp, wp]` (each image's `(0, 0)` at
+/// `(top, left)`), and of its `q` columns per row (`rows · wp`), the first
+/// `width` of every `wp` are the result.
+#[derive(Clone, Copy)]
+struct Padded {
+    h: usize,
+    w: usize,
     hp: usize,
     wp: usize,
-    /// Output height and width.
-    oh: usize,
-    ow: usize,
-    /// Outputs per channel over padded-width rows: `OH · Wp`.
+    top: usize,
+    left: usize,
     q: usize,
-    /// Padded output-gradient height and width (input gradient).
-    hd: usize,
-    wd: usize,
-    /// Input-gradient outputs per channel over padded-width rows: `H · Wd`.
-    q2: usize,
+    width: usize,
 }
 
-impl Plan {
-    /// The plan for `g`, or `None` when `g` must use `im2col`.
-    pub(super) fn of(g: &Conv2d) -> Option<Plan> {
-        let ([dh, dw], [ph, pw]) = (g.dilation, g.padding);
-        let fits = g.stride == [1, 1]
-            && g.kh > 0
-            && g.kw > 0
-            && ph <= (g.kh - 1) * dh
-            && pw <= (g.kw - 1) * dw;
-        let (oh, ow) = g.out_hw();
-        if !fits || oh == 0 || ow == 0 {
-            return None;
-        }
-        let (hp, wp) = (g.h + 2 * ph, g.w + 2 * pw);
-        let (hd, wd) = (g.h + (g.kh - 1) * dh, g.w + (g.kw - 1) * dw);
-        Some(Plan {
-            cg: g.c / g.groups,
-            og: g.o / g.groups,
-            taps: g.c / g.groups * g.kh * g.kw,
-            hp,
-            wp,
-            oh,
-            ow,
-            q: oh * wp,
-            hd,
-            wd,
-            q2: g.h * wd,
-        })
-    }
-
-    /// Floats of the padded input: every tap's offset plus whole blocks of
-    /// outputs past it.
-    fn xp_len(&self, g: &Conv2d) -> usize {
-        let last = (self.cg - 1) * self.hp * self.wp
-            + (g.kh - 1) * g.dilation[0] * self.wp
-            + (g.kw - 1) * g.dilation[1];
-        (last + blocks(self.q)).max(self.cg * self.hp * self.wp)
-    }
-
-    /// Floats of the padded output gradient (input-gradient product).
-    fn dyp_len(&self, g: &Conv2d) -> usize {
-        let last = (self.og - 1) * self.hd * self.wd
-            + (g.kh - 1) * g.dilation[0] * self.wd
-            + (g.kw - 1) * g.dilation[1];
-        (last + blocks(self.q2)).max(self.og * self.hd * self.wd)
-    }
-
-    /// Panels of 16 output channels for the weight gradient.
-    fn panels(&self) -> usize {
-        self.og.div_ceil(INDEXED_BLOCK)
-    }
-
-    /// Scratch floats the three kernels need (the largest).
-    pub(super) fn scratch_len(&self, g: &Conv2d) -> usize {
-        let forward = self.xp_len(g) + self.og * self.q;
-        let grad_input = self.cg * self.og * g.kh * g.kw + self.dyp_len(g) + self.cg * self.q2;
-        let grad_weight = if self.channels_as_rows() {
-            self.xp_len(g)
-                + self.og * self.q
-                + self.taps.div_ceil(INDEXED_BLOCK) * self.q * INDEXED_BLOCK
-                + self.q
-        } else {
-            self.xp_len(g) + self.panels() * self.q * INDEXED_BLOCK + self.taps * self.og
-        };
-        forward.max(grad_input).max(grad_weight)
-    }
-
-    /// Whether the weight gradient multiplies `dY` (rows: output channels)
-    /// by packed receptive fields, rather than the receptive fields (rows:
-    /// taps) by packed `dY`: whichever wastes fewer multiply-adds on tile
-    /// padding (6-row tiles, 16-column blocks). LeNet's first layer (6
-    /// channels, 25 taps): 78% of the work useful against 31%.
-    fn channels_as_rows(&self) -> bool {
-        let useful = |m: usize, n: usize| {
-            (m * n) as f64 / (m.next_multiple_of(6) * n.next_multiple_of(INDEXED_BLOCK)) as f64
-        };
-        useful(self.og, self.taps) > useful(self.taps, self.og)
-    }
-
-    /// `off(tap)` for every tap `(c, ki, kj)` of a `[c, rows, cols]` image.
-    fn offsets(g: &Conv2d, c: usize, rows: usize, cols: usize, out: &mut Vec<usize>) {
-        out.clear();
-        for ci in 0..c {
-            for ki in 0..g.kh {
-                for kj in 0..g.kw {
-                    out.push(ci * rows * cols + ki * g.dilation[0] * cols + kj * g.dilation[1]);
-                }
-            }
-        }
-    }
-
-    /// Copies one group of one sample (`[cg, H, W]`) into the zero-padded
-    /// `xp`.
-    fn pad_input(&self, g: &Conv2d, x: &[f32], xp: &mut [f32]) {
+impl Padded {
+    /// The forward product (and the weight gradient's padded input): the
+    /// input padded by the convolution's padding, outputs `OW` wide.
+    fn input(g: &Conv2d, p: &Plan) -> Padded {
         let [ph, pw] = g.padding;
-        xp.fill(0.0);
-        for (src, dst) in x
-            .chunks_exact(g.h * g.w)
-            .zip(xp.chunks_exact_mut(self.hp * self.wp))
+        Padded {
+            h: g.h,
+            w: g.w,
+            hp: p.hp,
+            wp: p.wp,
+            top: ph,
+            left: pw,
+            q: p.q,
+            width: p.ow,
+        }
+    }
+
+    /// The input-gradient product: `dY` padded by `(K − 1)·d − p`, outputs
+    /// `W` wide.
+    fn output_grad(g: &Conv2d, p: &Plan) -> Padded {
+        Padded {
+            h: p.oh,
+            w: p.ow,
+            hp: p.hd,
+            wp: p.wd,
+            top: (g.kh - 1) * g.dilation[0] - g.padding[0],
+            left: (g.kw - 1) * g.dilation[1] - g.padding[1],
+            q: p.q2,
+            width: g.w,
+        }
+    }
+
+    /// Copies the images of `src` (`[_, h, w]`) into `dst`, zeroed first.
+    fn pad(&self, src: &[f32], dst: &mut [f32]) {
+        dst.fill(0.0);
+        for (s, d) in src
+            .chunks_exact(self.h * self.w)
+            .zip(dst.chunks_exact_mut(self.hp * self.wp))
         {
-            for (r, row) in src.chunks_exact(g.w).enumerate() {
-                dst[(r + ph) * self.wp + pw..][..g.w].copy_from_slice(row);
+            for (r, row) in s.chunks_exact(self.w).enumerate() {
+                d[(r + self.top) * self.wp + self.left..][..self.w].copy_from_slice(row);
             }
         }
     }
-}
 
-/// Copies the first `width` of every `stride` floats of `src` (products
-/// over padded-width rows) into the dense rows of `dst`.
-fn keep_columns(dst: &mut [f32], src: &[f32], width: usize, stride: usize) {
-    for (d, s) in dst.chunks_exact_mut(width).zip(src.chunks_exact(stride)) {
-        d.copy_from_slice(&s[..width]);
+    /// One sample's product, as the forward and the input-gradient kernels
+    /// compute it: pads `src` into `padded`, multiplies `a` (rows at
+    /// `a_rows`) by it (each B row at a tap's offset `b_rows`) into `cbuf`
+    /// over padded-width rows, and keeps each row's first `width` columns
+    /// in the dense `dst`: `dst = compact(A @ pad(src))`.
+    fn product(
+        &self,
+        a: &[f32],
+        t: &Tables,
+        src: &[f32],
+        padded: &mut [f32],
+        cbuf: &mut [f32],
+        dst: &mut [f32],
+    ) {
+        self.pad(src, padded);
+        let operands = Indexed {
+            a,
+            a_rows: &t.a,
+            b: padded,
+            b_rows: &t.b,
+            b_block: INDEXED_BLOCK,
+        };
+        gemm::indexed(self.q, &operands, 0.0, cbuf, self.q);
+        for (d, s) in dst
+            .chunks_exact_mut(self.width)
+            .zip(cbuf.chunks_exact(self.wp))
+        {
+            d.copy_from_slice(&s[..self.width]);
+        }
     }
 }
 
@@ -212,23 +176,16 @@ pub(super) fn conv2d(
 ) {
     let (xp, rest) = scratch.split_at_mut(p.xp_len(g));
     let cbuf = &mut rest[..p.og * p.q];
+    let padded = Padded::input(g, p);
     with_tables(|t| {
         t.a.clear();
         t.a.extend((0..p.og).map(|i| i * p.taps));
-        Plan::offsets(g, p.cg, p.hp, p.wp, &mut t.b);
+        offsets(g, p.cg, p.hp, p.wp, &mut t.b);
         for n in 0..b {
             for gi in 0..g.groups {
-                let xs = &x[g.in_range(n, gi)];
-                p.pad_input(g, xs, xp);
-                let operands = Indexed {
-                    a: &w[gi * p.og * p.taps..][..p.og * p.taps],
-                    a_rows: &t.a,
-                    b: xp,
-                    b_rows: &t.b,
-                    b_block: INDEXED_BLOCK,
-                };
-                gemm::indexed(p.q, &operands, 0.0, cbuf, p.q);
-                keep_columns(&mut y[g.out_range(n, gi)], cbuf, p.ow, p.wp);
+                let wg = &w[gi * p.og * p.taps..][..p.og * p.taps];
+                let (xs, ys) = (&x[g.in_range(n, gi)], &mut y[g.out_range(n, gi)]);
+                padded.product(wg, t, xs, xp, cbuf, ys);
             }
         }
     });
@@ -249,15 +206,12 @@ pub(super) fn conv2d_grad_input(
     let (wt, rest) = scratch.split_at_mut(flipped_len);
     let (dyp, rest) = rest.split_at_mut(p.dyp_len(g));
     let dxbuf = &mut rest[..p.cg * p.q2];
-    // Where dY's (0, 0) sits in the padded gradient.
-    let top = (kh - 1) * g.dilation[0] - g.padding[0];
-    let left = (kw - 1) * g.dilation[1] - g.padding[1];
-    let ohw = p.oh * p.ow;
+    let padded = Padded::output_grad(g, p);
     let row_len = p.og * kh * kw;
     with_tables(|t| {
         t.a.clear();
         t.a.extend((0..p.cg).map(|i| i * row_len));
-        Plan::offsets(g, p.og, p.hd, p.wd, &mut t.b);
+        offsets(g, p.og, p.hd, p.wd, &mut t.b);
         for gi in 0..g.groups {
             // wt[ci, (o, ki', kj')] = w[o, ci, KH-1-ki', KW-1-kj'].
             let wg = &w[gi * p.og * p.taps..][..p.og * p.taps];
@@ -272,22 +226,8 @@ pub(super) fn conv2d_grad_input(
                 }
             }
             for n in 0..b {
-                let dys = &dy[g.out_range(n, gi)];
-                dyp.fill(0.0);
-                for (src, dst) in dys.chunks_exact(ohw).zip(dyp.chunks_exact_mut(p.hd * p.wd)) {
-                    for (r, row) in src.chunks_exact(p.ow).enumerate() {
-                        dst[(r + top) * p.wd + left..][..p.ow].copy_from_slice(row);
-                    }
-                }
-                let operands = Indexed {
-                    a: wt,
-                    a_rows: &t.a,
-                    b: dyp,
-                    b_rows: &t.b,
-                    b_block: INDEXED_BLOCK,
-                };
-                gemm::indexed(p.q2, &operands, 0.0, dxbuf, p.q2);
-                keep_columns(&mut dx[g.in_range(n, gi)], dxbuf, g.w, p.wd);
+                let (dys, dxs) = (&dy[g.out_range(n, gi)], &mut dx[g.in_range(n, gi)]);
+                padded.product(wt, t, dys, dyp, dxbuf, dxs);
             }
         }
     });
@@ -311,14 +251,15 @@ pub(super) fn conv2d_grad_weight(
     let (panel, rest) = rest.split_at_mut(p.panels() * p.q * INDEXED_BLOCK);
     let dwt = &mut rest[..p.taps * p.og];
     let ohw = p.oh * p.ow;
+    let padded = Padded::input(g, p);
     with_tables(|t| {
-        Plan::offsets(g, p.cg, p.hp, p.wp, &mut t.a);
+        offsets(g, p.cg, p.hp, p.wp, &mut t.a);
         t.b.clear();
         t.b.extend((0..p.q).map(|q| q * INDEXED_BLOCK));
         for gi in 0..g.groups {
             for n in 0..b {
                 let xs = &x[g.in_range(n, gi)];
-                p.pad_input(g, xs, xp);
+                padded.pad(xs, xp);
                 // panel[(blk · q + oy·Wp + ox) · 16 + o % 16] = dY[o, oy, ox],
                 // zero in the dropped columns and past the last channel.
                 let dys = &dy[g.out_range(n, gi)];
@@ -375,8 +316,9 @@ fn grad_weight_by_channels(
     // Only the kept columns are written below: the dropped ones stay zero.
     dyq.fill(0.0);
     let ohw = p.oh * p.ow;
+    let padded = Padded::input(g, p);
     with_tables(|t| {
-        Plan::offsets(g, p.cg, p.hp, p.wp, &mut t.taps);
+        offsets(g, p.cg, p.hp, p.wp, &mut t.taps);
         t.a.clear();
         t.a.extend((0..p.og).map(|o| o * p.q));
         t.b.clear();
@@ -385,7 +327,7 @@ fn grad_weight_by_channels(
             let dwg = &mut dw[gi * p.og * p.taps..][..p.og * p.taps];
             for n in 0..b {
                 let xs = &x[g.in_range(n, gi)];
-                p.pad_input(g, xs, xp);
+                padded.pad(xs, xp);
                 let dys = &dy[g.out_range(n, gi)];
                 for (src, dst) in dys.chunks_exact(ohw).zip(dyq.chunks_exact_mut(p.q)) {
                     for (row, out) in src.chunks_exact(p.ow).zip(dst.chunks_exact_mut(p.wp)) {
