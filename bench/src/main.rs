@@ -113,7 +113,7 @@ fn main() -> anyhow::Result<()> {
         workloads.push(workload(id)?);
     }
     let machine = machine();
-    let mut ceiling = matmul_ceiling(&args);
+    let mut ceiling = Ceiling::default();
     let mut rows: Vec<Row> = Vec::new();
     for w in &workloads {
         let compile_s = compile_time(w, if args.quick { 1 } else { 5 })?;
@@ -130,12 +130,10 @@ fn main() -> anyhow::Result<()> {
     // Rounds outermost, as in bench/peers/run.sh: a slow spell of the
     // shared machine then lands on one round of everything, which the
     // median discards, rather than on every round of one cell.
-    for round in 0..args.repeat.max(1) {
-        // The ceiling is a best case: measured again every round (one slow
-        // spell drew it 15% low once), and the best round counts.
-        if round > 0 {
-            ceiling.keep_best(matmul_ceiling(&args));
-        }
+    for _ in 0..args.repeat.max(1) {
+        // The ceiling is a best case: measured every round (one slow spell
+        // drew it 15% low once), and the best round counts.
+        ceiling.keep_best(matmul_ceiling(&args));
         for (w, row) in workloads.iter().zip(&mut rows) {
             for &t in &args.threads {
                 let out = run_child(w, t, &args)?;
@@ -361,6 +359,7 @@ fn build_time(w: &Workload) -> anyhow::Result<f64> {
 // ------------------------------------------------------------ the ceiling
 
 /// The fastest f32 matrix multiply measured here, GFLOP/s, per thread count.
+#[derive(Default)]
 struct Ceiling {
     by_threads: BTreeMap<usize, (f64, usize)>,
 }
