@@ -20,7 +20,9 @@ TARGET="${NNC_PEERS_TARGET:-${CARGO_TARGET_DIR:-$HOME/.cache/nnc-peers/target}}"
 BIN="$TARGET/peers-bin"
 PYTHON="${NNC_PEERS_PYTHON:-python3}"
 
-ALL_FRAMEWORKS="jax torch-eager torch-compile tf-function tf-xla keras-fit burn dfdx candle"
+# `gemm` is no framework: the `gemm` crate's square products, a contender for
+# the matrix-multiply ceiling (workload "ceiling", one line per thread count).
+ALL_FRAMEWORKS="jax torch-eager torch-compile tf-function tf-xla keras-fit burn dfdx candle gemm"
 FRAMEWORKS="$ALL_FRAMEWORKS"
 WORKLOADS="W1 W2 W3"
 THREADS="1 2"
@@ -144,12 +146,12 @@ cargo_build() {  # log-name, then cargo args; runs in the peers' own workspace
 
 install_rust() {
   local need=0
-  for f in burn dfdx candle; do wants "$f" && need=1; done
+  for f in burn dfdx candle gemm; do wants "$f" && need=1; done
   [ $need = 1 ] || return 0
   mkdir -p "$BIN"
   if [ $INSTALL = 1 ]; then
     if ! command -v cargo >/dev/null; then
-      for f in burn dfdx candle; do BROKEN[$f]="cargo not found"; done; return
+      for f in burn dfdx candle gemm; do BROKEN[$f]="cargo not found"; done; return
     fi
     if wants candle || wants dfdx; then
       log "cargo build candle-bench dfdx-bench (stable)"
@@ -157,6 +159,15 @@ install_rust() {
         cp "$TARGET/release/candle-bench" "$TARGET/release/dfdx-bench" "$BIN/"
       else
         log "build failed, see $TARGET/build-stable.log"
+      fi
+    fi
+    if wants gemm; then
+      # x86-v4 only adds AVX-512 kernels; gemm picks them at run time.
+      log "cargo build gemm-bench (the gemm crate, x86-v4)"
+      if cargo_build gemm build --release -p gemm-bench --features x86-v4; then
+        cp "$TARGET/release/gemm-bench" "$BIN/"
+      else
+        log "build failed, see $TARGET/build-gemm.log"
       fi
     fi
     if wants burn; then
@@ -176,6 +187,7 @@ install_rust() {
   fi
   [ -x "$BIN/candle-bench" ] || BROKEN[candle]="candle-bench not built (see $TARGET/build-stable.log)"
   [ -x "$BIN/dfdx-bench" ] || BROKEN[dfdx]="dfdx-bench not built (see $TARGET/build-stable.log)"
+  [ -x "$BIN/gemm-bench" ] || BROKEN[gemm]="gemm-bench not built (see $TARGET/build-gemm.log)"
   # burn: prefer the x86-v4 build, but only if it actually runs on this CPU
   # (AVX-512 code paths can die with SIGILL on CPUs without AVX-512).
   BURN_BIN=""
@@ -203,6 +215,7 @@ run_one() {  # framework workload threads
   local common=(--workload "$wl" --threads "$th" --warmup "$WARMUP" --steps "$STEPS" --seconds "$SECONDS_MIN" --data "$DATA")
   case "$fw" in
     burn) cmd=(taskset -c "$(cpu_list "$th")" env RAYON_NUM_THREADS="$th" OMP_NUM_THREADS="$th" "$BURN_BIN" "${common[@]}") ;;
+    gemm) cmd=(taskset -c "$(cpu_list "$th")" env RAYON_NUM_THREADS="$th" "$BIN/gemm-bench" --threads "$th" --seconds "$SECONDS_MIN") ;;
     candle) cmd=(taskset -c "$(cpu_list "$th")" env RAYON_NUM_THREADS="$th" OMP_NUM_THREADS="$th" "$BIN/candle-bench" "${common[@]}") ;;
     dfdx)
       # W3 reports itself unsupported (see rust/dfdx-bench/src/main.rs).
@@ -218,7 +231,7 @@ run_one() {  # framework workload threads
       line="$(printf '%s' "$line" | jq -c --arg n "$BURN_NOTE" '.notes = ((.notes // "") + "; " + $n)')"
     fi
     printf '%s\n' "$line" >>"$OUT"
-    printf '%s\n' "$line" | jq -c '{framework, workload, threads, samples_per_s, peak_rss_mb, first_step_s, first_loss, final_loss, error}' >&2
+    printf '%s\n' "$line" | jq -c '{framework, workload, threads, samples_per_s, gflops, peak_rss_mb, first_step_s, first_loss, final_loss, error}' >&2
   else
     local why="exit code $rc"; [ $rc = 124 ] && why="timed out after ${RUN_TIMEOUT}s"; [ $rc = 132 ] && why="SIGILL (illegal instruction)"
     json_error "$fw" "$wl" "$th" "$why; stderr tail: $(tail -c 1500 "$err")" >>"$OUT"
@@ -238,6 +251,10 @@ main() {
   # framework's round rather than all rounds of one framework.
   for _round in $(seq "$REPEAT"); do
     for fw in $FRAMEWORKS; do
+      if [ "$fw" = gemm ]; then
+        for th in $THREADS; do run_one gemm ceiling "$th"; done
+        continue
+      fi
       for wl in $WORKLOADS; do
         for th in $THREADS; do
           run_one "$fw" "$wl" "$th"
