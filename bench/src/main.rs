@@ -384,22 +384,24 @@ impl Ceiling {
         let mut by_threads: BTreeMap<usize, (f64, String)> = BTreeMap::new();
         let mut contenders = Vec::new();
         for row in rows {
-            let medians: Vec<String> = (row.samples.iter())
-                .filter_map(|(t, runs)| Some(format!("{t}T {:.1}", median(runs)?)))
-                .collect();
+            let mut medians = Vec::new();
+            for (&t, g) in row
+                .samples
+                .keys()
+                .filter_map(|t| Some((t, row.samples_at(*t)?)))
+            {
+                medians.push(format!("{t}T {g:.1}"));
+                let best = by_threads.entry(t).or_insert((g, row.framework.clone()));
+                if g > best.0 {
+                    *best = (g, row.framework.clone());
+                }
+            }
             contenders.push(format!(
                 "{} {} (fastest size: {})",
                 row.framework,
                 medians.join(", "),
                 row.note
             ));
-            for (&t, runs) in &row.samples {
-                let Some(g) = median(runs) else { continue };
-                let best = by_threads.entry(t).or_insert((g, row.framework.clone()));
-                if g > best.0 {
-                    *best = (g, row.framework.clone());
-                }
-            }
         }
         Ceiling {
             by_threads,
