@@ -103,6 +103,83 @@ fn sharded_gradient_equals_the_whole_batch_gradient() {
     assert!(sharded.step(&model, &too_big).is_err());
 }
 
+/// Summing the shards' gradients inside the update (`step_deferred_at`, then
+/// `update`) moves the parameters exactly as summing them first (`step_at`,
+/// then the optimizer's `step`): with Adam, which streams the sum, and with
+/// SGD with momentum, which needs it whole; on 1 and 2 threads, on batches
+/// that fill the runner and batches that do not.
+#[test]
+fn update_with_deferred_sum_equals_step_then_optimizer() {
+    use nnc::runtime::optim::{AdamConfig, OptimizerConfig, SgdConfig};
+    let train = train_set();
+    let nnc::runtime::data::Labels::Classes { values, .. } = train.labels() else {
+        panic!("class labels");
+    };
+    let configs = [
+        OptimizerConfig::Adam(AdamConfig::default()),
+        OptimizerConfig::Sgd(SgdConfig {
+            momentum: 0.9,
+            ..Default::default()
+        }),
+    ];
+    for threads in [1, 2] {
+        for config in configs {
+            let runs = [false, true].map(|deferred| {
+                let mut model = MnistMlp::new(128);
+                let n = model.spec().param_count;
+                let mut opt = config.build(n).unwrap();
+                let mut runner = StepRunner::new(&model, 128, Strategy::Data { shards: Some(3) });
+                let mut losses = Vec::new();
+                pool(threads).install(|| {
+                    for (i, rows) in [128, 128, 77, 128].into_iter().enumerate() {
+                        let at = i * 128;
+                        let batch = Batch {
+                            inputs: &[&train.features()[at * 784..(at + rows) * 784]],
+                            labels: &[&values[at..at + rows]],
+                        };
+                        let key = Default::default();
+                        if deferred {
+                            losses.push(runner.step_deferred_at(&model, &batch, key).unwrap());
+                            runner.update(&mut *opt, model.params_mut(), 1e-2).unwrap();
+                        } else {
+                            losses.push(runner.step_at(&model, &batch, key).unwrap());
+                            opt.step(model.params_mut(), runner.grads(), 1e-2).unwrap();
+                        }
+                    }
+                });
+                (model.params().to_vec(), losses, opt.state())
+            });
+            let [(p1, l1, s1), (p2, l2, s2)] = runs;
+            let what = format!("{config:?} on {threads} threads");
+            assert!(same_bits(&p1, &p2), "parameters: {what}");
+            assert!(same_bits(&l1, &l2), "losses: {what}");
+            assert_eq!(s1, s2, "optimizer state: {what}");
+            assert!(!same_bits(&p1, MnistMlp::new(128).params()));
+        }
+    }
+}
+
+/// The gradient summed inside an update is not kept, so reading it is a
+/// loud error rather than a stale answer.
+#[test]
+#[should_panic(expected = "summed inside update")]
+fn grads_after_a_deferred_step_panics() {
+    let train = train_set();
+    let nnc::runtime::data::Labels::Classes { values, .. } = train.labels() else {
+        panic!("class labels");
+    };
+    let model = MnistMlp::new(128);
+    let mut runner = StepRunner::new(&model, 128, Strategy::Data { shards: Some(2) });
+    let batch = Batch {
+        inputs: &[&train.features()[..128 * 784]],
+        labels: &[&values[..128]],
+    };
+    runner
+        .step_deferred_at(&model, &batch, Default::default())
+        .unwrap();
+    let _ = runner.grads();
+}
+
 /// Parameters and running statistics of the batch norm + dropout MLP after
 /// 12 data-parallel steps of batch 128 (two shards) on `threads` threads.
 fn train_bn_dropout(threads: usize) -> (Vec<f32>, Vec<f32>) {

@@ -216,14 +216,14 @@ fn child(w: &Workload, threads: usize, args: &Args) -> anyhow::Result<Value> {
             let k = i % batches;
             let xs = [&x[k * batch * 784..(k + 1) * batch * 784]];
             let ys = [&y[k * batch..(k + 1) * batch]];
-            let loss = runner.step(
-                &**model,
-                &Batch {
-                    inputs: &xs,
-                    labels: &ys,
-                },
-            )?;
-            opt.step(model.params_mut(), runner.grads(), lr)?;
+            // As `fit` runs a step: the shards' gradients are summed inside
+            // the optimizer's update.
+            let batch = Batch {
+                inputs: &xs,
+                labels: &ys,
+            };
+            let loss = runner.step_deferred_at(&**model, &batch, Default::default())?;
+            runner.update(&mut *opt, model.params_mut(), lr)?;
             Ok(loss)
         };
         let first_loss = step(0, &mut model)?;

@@ -666,10 +666,43 @@ fn with_workspace<R>(f: impl FnOnce(&mut Workspace) -> R) -> R {
     })
 }
 
+/// Floats a packing buffer can ever need (blocks are at most `MC` or `NC`
+/// rows plus a partial tile, by `KC` deep), which [`aligned`] reserves the
+/// first time a buffer grows.
+const WORKSPACE_MAX: usize = (NC + 16) * KC + ALIGN_SLACK;
+
+/// Gives the calling thread and every thread of the current rayon pool its
+/// packing buffers now (address space for the largest block; see
+/// [`aligned`]), so no later product allocates: without this, a worker that
+/// first runs part of a product several steps into training allocates its
+/// buffers then. Building a [`crate::parallel::StepRunner`] does this.
+pub fn reserve_workspaces() {
+    let reserve = || {
+        with_workspace(|ws| {
+            for buf in [&mut ws.a, &mut ws.b] {
+                if buf.capacity() < WORKSPACE_MAX {
+                    buf.reserve_exact(WORKSPACE_MAX - buf.len());
+                }
+            }
+        })
+    };
+    reserve();
+    rayon::broadcast(|_| reserve());
+}
+
 /// `len` floats of `buf`, starting at a 64-byte boundary when the allocator
-/// allows it; grows `buf` (allocating) only when it is too small.
+/// allows it; grows `buf` only when it is too small.
+///
+/// The first growth reserves the most any product can need, so each buffer
+/// is allocated once per thread: which worker runs which part of a product
+/// varies from step to step, and a worker meeting a larger part than before
+/// must not allocate mid-training. The reservation is address space; only
+/// the floats in use are ever written, so the resident set grows with use.
 fn aligned(buf: &mut Vec<f32>, len: usize) -> &mut [f32] {
     if buf.len() < len + ALIGN_SLACK {
+        if buf.capacity() < len + ALIGN_SLACK {
+            buf.reserve_exact(WORKSPACE_MAX.max(len + ALIGN_SLACK) - buf.len());
+        }
         buf.resize(len + ALIGN_SLACK, 0.0);
     }
     let off = buf.as_ptr().align_offset(64);
@@ -1817,6 +1850,25 @@ mod tests {
             let n = counting::allocations() - before;
             assert_eq!(n, 0, "{isa:?}: {n} allocations after warm-up");
         }
+        // A thread that first meets a small product does not allocate for a
+        // larger one: which worker gets which part of a product varies.
+        std::thread::spawn(move || {
+            let mut c = vec![0.0; m * n];
+            let mut product = |mm: usize, nn: usize, isa| {
+                let (a, b) = (MatRef::new(&a, k), MatRef::new(&b, n));
+                let par = Parallelism::Sequential;
+                sgemm_with(isa, par, mm, nn, k, 1.0, a, b, 0.0, &mut c, n, None).unwrap();
+            };
+            for isa in kernels() {
+                product(7, 9, isa);
+                let before = counting::allocations();
+                product(m, n, isa);
+                let n = counting::allocations() - before;
+                assert_eq!(n, 0, "{isa:?}: {n} allocations for a larger product");
+            }
+        })
+        .join()
+        .unwrap();
         // The counter does count.
         let before = counting::allocations();
         drop(std::hint::black_box(vec![1u8; 3]));

@@ -59,6 +59,11 @@ pub struct OptimizerState {
     pub tensors: Vec<(String, Vec<f32>)>,
 }
 
+/// A gradient produced on demand: `fill(start, out)` writes the gradient's
+/// elements `start..start + out.len()` into `out`. It may be called from
+/// several threads at once, on disjoint ranges, in any order.
+pub type GradFill<'a> = &'a (dyn Fn(usize, &mut [f32]) + Sync);
+
 /// An optimizer over one flat parameter buffer.
 pub trait Optimizer: Send {
     /// Stable kind name, stored in checkpoints.
@@ -70,6 +75,24 @@ pub trait Optimizer: Send {
     /// One update of `params` given `grads` (same length) and this step's
     /// learning rate.
     fn step(&mut self, params: &mut [f32], grads: &[f32], lr: f32) -> Result<(), OptimError>;
+    /// [`Optimizer::step`] with the gradient produced a block at a time, as
+    /// the update consumes it: a data-parallel runner sums its shards'
+    /// gradients straight into the update this way, so the summed gradient
+    /// never makes a round trip through memory. The result is bit-identical
+    /// to `step` on the gradient `grads` fills in.
+    ///
+    /// Returns `None`, having changed nothing, if this optimizer needs the
+    /// whole gradient at once (the default); the caller then materialises
+    /// it and calls `step`.
+    fn step_streamed(
+        &mut self,
+        params: &mut [f32],
+        grads: GradFill<'_>,
+        lr: f32,
+    ) -> Option<Result<(), OptimError>> {
+        let _ = (params, grads, lr);
+        None
+    }
     /// A copy of the full state, for checkpoints.
     fn state(&self) -> OptimizerState;
     /// Restores state saved by [`Optimizer::state`] of the same kind,
@@ -394,6 +417,68 @@ impl Optimizer for Adam {
 
     fn step(&mut self, params: &mut [f32], grads: &[f32], lr: f32) -> Result<(), OptimError> {
         check_lens(self.n, params, grads)?;
+        let k = self.begin(lr);
+        let run = AdamStep::chunk_loop();
+        in_chunks(
+            params,
+            grads,
+            &mut self.exp_avg,
+            &mut self.exp_avg_sq,
+            |p, g, m, v| run(&k, p, g, m, v),
+        );
+        Ok(())
+    }
+
+    fn step_streamed(
+        &mut self,
+        params: &mut [f32],
+        grads: GradFill<'_>,
+        lr: f32,
+    ) -> Option<Result<(), OptimError>> {
+        if params.len() != self.n {
+            return Some(Err(OptimError::LengthMismatch {
+                what: "params",
+                expected: self.n,
+                actual: params.len(),
+            }));
+        }
+        let k = self.begin(lr);
+        let run = AdamStep::chunk_loop();
+        in_chunks_streamed(
+            params,
+            grads,
+            &mut self.exp_avg,
+            &mut self.exp_avg_sq,
+            |p, g, m, v| run(&k, p, g, m, v),
+        );
+        Some(Ok(()))
+    }
+
+    fn state(&self) -> OptimizerState {
+        OptimizerState {
+            kind: self.kind().into(),
+            step: self.t,
+            tensors: vec![
+                ("exp_avg".into(), self.exp_avg.clone()),
+                ("exp_avg_sq".into(), self.exp_avg_sq.clone()),
+            ],
+        }
+    }
+
+    fn load_state(&mut self, state: &OptimizerState) -> Result<(), OptimError> {
+        let kind = self.kind();
+        let mut bufs = [
+            ("exp_avg", &mut self.exp_avg),
+            ("exp_avg_sq", &mut self.exp_avg_sq),
+        ];
+        self.t = load_named(kind, &mut bufs, state)?;
+        Ok(())
+    }
+}
+
+impl Adam {
+    /// Counts the step and fixes its constants (bias corrections, decay).
+    fn begin(&mut self, lr: f32) -> AdamStep {
         self.t += 1;
         let AdamConfig {
             beta1,
@@ -416,7 +501,7 @@ impl Optimizer for Adam {
         } else {
             (wd, 0.0)
         };
-        let k = AdamStep {
+        AdamStep {
             beta1,
             beta2,
             c1,
@@ -426,37 +511,7 @@ impl Optimizer for Adam {
             decay,
             step_size,
             inv_bc2_sqrt,
-        };
-        let run = AdamStep::chunk_loop();
-        in_chunks(
-            params,
-            grads,
-            &mut self.exp_avg,
-            &mut self.exp_avg_sq,
-            |p, g, m, v| run(&k, p, g, m, v),
-        );
-        Ok(())
-    }
-
-    fn state(&self) -> OptimizerState {
-        OptimizerState {
-            kind: self.kind().into(),
-            step: self.t,
-            tensors: vec![
-                ("exp_avg".into(), self.exp_avg.clone()),
-                ("exp_avg_sq".into(), self.exp_avg_sq.clone()),
-            ],
         }
-    }
-
-    fn load_state(&mut self, state: &OptimizerState) -> Result<(), OptimError> {
-        let kind = self.kind();
-        let mut bufs = [
-            ("exp_avg", &mut self.exp_avg),
-            ("exp_avg_sq", &mut self.exp_avg_sq),
-        ];
-        self.t = load_named(kind, &mut bufs, state)?;
-        Ok(())
     }
 }
 
@@ -532,16 +587,64 @@ fn in_chunks(
     update: impl Fn(&mut [f32], &[f32], &mut [f32], &mut [f32]) + Sync,
 ) {
     use rayon::prelude::*;
-    if params.len() < PARALLEL_MIN || rayon::current_num_threads() == 1 {
+    let Some(chunk) = chunk_len(params.len()) else {
         update(params, grads, a, b);
         return;
-    }
-    const CHUNK: usize = 1 << 14;
+    };
     params
-        .par_chunks_mut(CHUNK)
-        .zip(grads.par_chunks(CHUNK))
-        .zip(a.par_chunks_mut(CHUNK).zip(b.par_chunks_mut(CHUNK)))
+        .par_chunks_mut(chunk)
+        .zip(grads.par_chunks(chunk))
+        .zip(a.par_chunks_mut(chunk).zip(b.par_chunks_mut(chunk)))
         .for_each(|((p, g), (a, b))| update(p, g, a, b));
+}
+
+/// Gradient floats [`in_chunks_streamed`] asks for at a time: 4 KiB, so a
+/// block is still in L1 when the update reads it.
+const STREAM_BLOCK: usize = 1024;
+
+/// The length of the chunks an update of `n` elements is split into across
+/// the rayon pool, or `None` to run it on the calling thread. Four chunks
+/// per thread (whole stream blocks): work stealing evens out a slow thread,
+/// and no thread is left with one chunk more than the others when `n` is a
+/// few chunks long.
+fn chunk_len(n: usize) -> Option<usize> {
+    let threads = rayon::current_num_threads();
+    if n < PARALLEL_MIN || threads == 1 {
+        return None;
+    }
+    Some(n.div_ceil(4 * threads).next_multiple_of(STREAM_BLOCK))
+}
+
+/// [`in_chunks`] with the gradient filled in a block at a time, right
+/// before the update uses it.
+fn in_chunks_streamed(
+    params: &mut [f32],
+    grads: GradFill<'_>,
+    a: &mut [f32],
+    b: &mut [f32],
+    update: impl Fn(&mut [f32], &[f32], &mut [f32], &mut [f32]) + Sync,
+) {
+    use rayon::prelude::*;
+    let run = |start: usize, params: &mut [f32], a: &mut [f32], b: &mut [f32]| {
+        let mut g = [0.0f32; STREAM_BLOCK];
+        let blocks = params
+            .chunks_mut(STREAM_BLOCK)
+            .zip(a.chunks_mut(STREAM_BLOCK).zip(b.chunks_mut(STREAM_BLOCK)));
+        for (i, (p, (a, b))) in blocks.enumerate() {
+            let g = &mut g[..p.len()];
+            grads(start + i * STREAM_BLOCK, g);
+            update(p, g, a, b);
+        }
+    };
+    let Some(chunk) = chunk_len(params.len()) else {
+        run(0, params, a, b);
+        return;
+    };
+    params
+        .par_chunks_mut(chunk)
+        .zip(a.par_chunks_mut(chunk).zip(b.par_chunks_mut(chunk)))
+        .enumerate()
+        .for_each(|(i, (p, (a, b)))| run(i * chunk, p, a, b));
 }
 
 // ---------------------------------------------------------------- RMSprop
@@ -933,6 +1036,62 @@ mod tests {
             assert_eq!(bits(&m1), bits(&m2));
             assert_eq!(bits(&v1), bits(&v2));
         }
+    }
+
+    /// A streamed Adam (and AdamW) step equals a step on the whole
+    /// gradient bit for bit, serial and split over a pool, on lengths that
+    /// end mid-block and mid-chunk; optimizers that need the whole gradient
+    /// decline and change nothing.
+    #[test]
+    fn streamed_step_equals_whole_gradient_step() {
+        let mut rng = crate::rng::Rng::new(5);
+        for threads in [1, 3] {
+            let pool = rayon::ThreadPoolBuilder::new()
+                .num_threads(threads)
+                .build()
+                .unwrap();
+            for n in [1037, PARALLEL_MIN + 4099] {
+                let p0: Vec<f32> = (0..n).map(|_| rng.uniform_f32(-1.0, 1.0)).collect();
+                let grads: Vec<Vec<f32>> = (0..3)
+                    .map(|_| (0..n).map(|_| rng.uniform_f32(-1.0, 1.0)).collect())
+                    .collect();
+                let cfg = AdamConfig {
+                    weight_decay: 0.01,
+                    ..Default::default()
+                };
+                for build in [Adam::new, Adam::adamw] {
+                    let (mut whole, mut streamed) =
+                        (build(n, cfg).unwrap(), build(n, cfg).unwrap());
+                    let (mut p1, mut p2) = (p0.clone(), p0.clone());
+                    pool.install(|| {
+                        for g in &grads {
+                            whole.step(&mut p1, g, 1e-2).unwrap();
+                            let fill = |start: usize, out: &mut [f32]| {
+                                out.copy_from_slice(&g[start..start + out.len()]);
+                            };
+                            streamed
+                                .step_streamed(&mut p2, &fill, 1e-2)
+                                .unwrap()
+                                .unwrap();
+                        }
+                    });
+                    let bits = |x: &[f32]| x.iter().map(|f| f.to_bits()).collect::<Vec<_>>();
+                    assert_eq!(bits(&p1), bits(&p2), "{n} params on {threads} threads");
+                    assert_eq!(whole.state(), streamed.state());
+                    assert_ne!(bits(&p1), bits(&p0));
+                }
+            }
+        }
+        let mut p = [1.0f32; 4];
+        let mut adam = Adam::new(3, AdamConfig::default()).unwrap();
+        let fill = |_: usize, out: &mut [f32]| out.fill(1.0);
+        assert!(matches!(
+            adam.step_streamed(&mut p, &fill, 0.1),
+            Some(Err(OptimError::LengthMismatch { .. }))
+        ));
+        let mut sgd = Sgd::new(4, SgdConfig::default()).unwrap();
+        assert!(sgd.step_streamed(&mut p, &fill, 0.1).is_none());
+        assert_eq!((sgd.steps(), p), (0, [1.0; 4]));
     }
 
     #[test]

@@ -661,16 +661,18 @@ fn fit_on_current_pool<M: Model + ?Sized>(
                 step,
                 offset: 0,
             };
-            let loss = runner.step_ranks(
-                &*model,
-                &Batch {
-                    inputs: &inputs,
-                    labels: &labels,
-                },
-                rows,
-                key,
-                comm,
-            )?;
+            let local = Batch {
+                inputs: &inputs,
+                labels: &labels,
+            };
+            // On one rank the shards' gradients are summed inside the
+            // optimizer's update ([`StepRunner::update`]); ranks must sum
+            // theirs first, for the all-reduce.
+            let loss = if comm.size() == 1 {
+                runner.step_deferred_at(&*model, &local, key)?
+            } else {
+                runner.step_ranks(&*model, &local, rows, key, comm)?
+            };
             if !loss.is_finite() {
                 bar.finish_and_clear();
                 return Err(FitError::Diverged {
@@ -681,7 +683,7 @@ fn fit_on_current_pool<M: Model + ?Sized>(
             }
             lr = schedule.lr_at(train.lr, step);
             let params = model.params_mut();
-            optimizer.step(params, runner.grads(), lr)?;
+            runner.update(optimizer.as_mut(), params, lr)?;
             if decay != 0.0 {
                 let k = lr * decay;
                 for p in params.iter_mut() {
