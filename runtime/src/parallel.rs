@@ -617,6 +617,19 @@ fn tree_sum(
         }
         return;
     }
+    if range.len() == 2 {
+        // The tree of two leaves in one pass, without a buffer for the right
+        // leaf: `wa * a + wb * b` rounds exactly as the general case does
+        // (Rust never contracts it into a fused multiply-add).
+        let (a, b) = (range.start, range.start + 1);
+        let ga = &of(&shards[a])[start..start + out.len()];
+        let gb = &of(&shards[b])[start..start + out.len()];
+        let (wa, wb) = (weights[a], weights[b]);
+        for ((o, &x), &y) in out.iter_mut().zip(ga).zip(gb) {
+            *o = wa * x + wb * y;
+        }
+        return;
+    }
     let mid = range.start + range.len().div_ceil(2);
     tree_sum(out, shards, weights, range.start..mid, start, of);
     let mut right = [0.0f32; TREE_BLOCK];
