@@ -679,7 +679,7 @@ const WORKSPACE_MAX: usize = (NC + 16) * KC + ALIGN_SLACK;
 
 /// Gives the calling thread and every thread of the current rayon pool its
 /// packing buffers now (address space for the largest block; see
-/// [`aligned`]), so no later product allocates: without this, a worker that
+/// the buffers' first growth), so no later product allocates: without this, a worker that
 /// first runs part of a product several steps into training allocates its
 /// buffers then. Building a [`crate::parallel::StepRunner`] does this.
 pub fn reserve_workspaces() {

@@ -979,7 +979,9 @@ fn kernel_name(tg: &TrainingGraph, id: NodeId, prefix: &str) -> Ident {
     )
 }
 
-/// ` node 7: h1 = relu → f32[batch, 128] (mnist_mlp.nn:8:14)`
+/// `` node 7: `h1` = `relu` → `f32[batch, 128]` (mnist_mlp.nn:8:14)``: op and
+/// type in code spans, so that rustdoc does not read `[batch, 128]` as a
+/// link in the generated doc comments.
 fn describe(source: &SourceFile, tg: &TrainingGraph, id: NodeId) -> String {
     let node = tg.graph.node(id);
     let (line, col) = source.line_col(node.span.start);
@@ -994,7 +996,7 @@ fn describe(source: &SourceFile, tg: &TrainingGraph, id: NodeId) -> String {
         " (backward)"
     };
     format!(
-        " node {}{part}: {name}{} → {} ({}:{line}:{col})",
+        " node {}{part}: {name}`{}` → `{}` ({}:{line}:{col})",
         id.index(),
         node.op,
         node.ty,

@@ -820,7 +820,7 @@ const CONV_PARAMS: &[Param] = &[
 ];
 
 /// Binds the configuration arguments of `conv2d` (parameters 2 to 5 of
-/// [`CONV_PARAMS`], shared with the `conv2d` layer, which passes its own
+/// `CONV_PARAMS`, shared with the `conv2d` layer, which passes its own
 /// indices): stride, padding, dilation, groups.
 pub fn conv_params(a: &Args, first: usize) -> Result<ConvParams, OpError> {
     let p = ConvParams {
