@@ -105,12 +105,12 @@ fn sharded_gradient_equals_the_whole_batch_gradient() {
 
 /// Summing the shards' gradients inside the update (`step_deferred_at`, then
 /// `update`) moves the parameters exactly as summing them first (`step_at`,
-/// then the optimizer's `step`): with Adam, which streams the sum, and with
-/// SGD with momentum, which needs it whole; on 1 and 2 threads, on batches
-/// that fill the runner and batches that do not.
+/// then the optimizer's `step`): with Adam and SGD with momentum, which
+/// stream the sum, and RMSprop, which needs it whole; on 1 and 2 threads,
+/// on batches that fill the runner and batches that do not.
 #[test]
 fn update_with_deferred_sum_equals_step_then_optimizer() {
-    use nnc::runtime::optim::{AdamConfig, OptimizerConfig, SgdConfig};
+    use nnc::runtime::optim::{AdamConfig, OptimizerConfig, RmspropConfig, SgdConfig};
     let train = train_set();
     let nnc::runtime::data::Labels::Classes { values, .. } = train.labels() else {
         panic!("class labels");
@@ -121,6 +121,7 @@ fn update_with_deferred_sum_equals_step_then_optimizer() {
             momentum: 0.9,
             ..Default::default()
         }),
+        OptimizerConfig::Rmsprop(RmspropConfig::default()),
     ];
     for threads in [1, 2] {
         for config in configs {

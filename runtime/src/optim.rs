@@ -255,30 +255,29 @@ impl Optimizer for Sgd {
 
     fn step(&mut self, params: &mut [f32], grads: &[f32], lr: f32) -> Result<(), OptimError> {
         check_lens(self.n, params, grads)?;
-        let first = self.t == 0;
-        self.t += 1;
-        let SgdConfig {
-            momentum: mu,
-            dampening,
-            nesterov,
-            weight_decay: wd,
-        } = self.cfg;
-        if mu == 0.0 {
-            for (p, &g) in params.iter_mut().zip(grads) {
-                let g = g + wd * *p;
-                *p -= lr * g;
-            }
-            return Ok(());
-        }
-        let keep = 1.0 - dampening;
-        let bufs = self.momentum_buffer.iter_mut();
-        for ((p, &g), b) in params.iter_mut().zip(grads).zip(bufs) {
-            let g = g + wd * *p;
-            *b = if first { g } else { mu * *b + keep * g };
-            let d = if nesterov { g + mu * *b } else { *b };
-            *p -= lr * d;
-        }
+        let k = self.begin(lr);
+        k.run(params, grads, &mut self.momentum_buffer);
         Ok(())
+    }
+
+    fn step_streamed(
+        &mut self,
+        params: &mut [f32],
+        grads: GradFill<'_>,
+        lr: f32,
+    ) -> Option<Result<(), OptimError>> {
+        if params.len() != self.n {
+            return Some(Err(OptimError::LengthMismatch {
+                what: "params",
+                expected: self.n,
+                actual: params.len(),
+            }));
+        }
+        let k = self.begin(lr);
+        in_chunks_streamed_one(params, grads, &mut self.momentum_buffer, |p, g, b| {
+            k.run(p, g, b)
+        });
+        Some(Ok(()))
     }
 
     fn state(&self) -> OptimizerState {
@@ -302,6 +301,56 @@ impl Optimizer for Sgd {
         }
         self.t = load_named("sgd", &mut bufs, state)?;
         Ok(())
+    }
+}
+
+impl Sgd {
+    /// Counts the step and fixes its constants.
+    fn begin(&mut self, lr: f32) -> SgdStep {
+        let first = self.t == 0;
+        self.t += 1;
+        SgdStep {
+            cfg: self.cfg,
+            first,
+            lr,
+        }
+    }
+}
+
+/// The constants of one SGD step.
+#[derive(Clone, Copy)]
+struct SgdStep {
+    cfg: SgdConfig,
+    /// The momentum buffer starts as the first gradient.
+    first: bool,
+    lr: f32,
+}
+
+impl SgdStep {
+    /// The update of matching parameters, gradients and momentum buffer
+    /// (empty without momentum).
+    fn run(&self, params: &mut [f32], grads: &[f32], bufs: &mut [f32]) {
+        let SgdConfig {
+            momentum: mu,
+            dampening,
+            nesterov,
+            weight_decay: wd,
+        } = self.cfg;
+        let lr = self.lr;
+        if mu == 0.0 {
+            for (p, &g) in params.iter_mut().zip(grads) {
+                let g = g + wd * *p;
+                *p -= lr * g;
+            }
+            return;
+        }
+        let keep = 1.0 - dampening;
+        for ((p, &g), b) in params.iter_mut().zip(grads).zip(bufs) {
+            let g = g + wd * *p;
+            *b = if self.first { g } else { mu * *b + keep * g };
+            let d = if nesterov { g + mu * *b } else { *b };
+            *p -= lr * d;
+        }
     }
 }
 
@@ -645,6 +694,43 @@ fn in_chunks_streamed(
         .zip(a.par_chunks_mut(chunk).zip(b.par_chunks_mut(chunk)))
         .enumerate()
         .for_each(|(i, (p, (a, b)))| run(i * chunk, p, a, b));
+}
+
+/// [`in_chunks_streamed`] with one state buffer, which is either as long as
+/// `params` or empty (an optimizer setting that needs none).
+fn in_chunks_streamed_one(
+    params: &mut [f32],
+    grads: GradFill<'_>,
+    state: &mut [f32],
+    update: impl Fn(&mut [f32], &[f32], &mut [f32]) + Sync,
+) {
+    use rayon::prelude::*;
+    let run = |start: usize, params: &mut [f32], state: &mut [f32]| {
+        let mut g = [0.0f32; STREAM_BLOCK];
+        for (i, p) in params.chunks_mut(STREAM_BLOCK).enumerate() {
+            let at = i * STREAM_BLOCK;
+            let s = if state.is_empty() {
+                &mut []
+            } else {
+                &mut state[at..at + p.len()]
+            };
+            let g = &mut g[..p.len()];
+            grads(start + at, g);
+            update(p, g, s);
+        }
+    };
+    let Some(chunk) = chunk_len(params.len()) else {
+        run(0, params, state);
+        return;
+    };
+    let chunks = params.par_chunks_mut(chunk).enumerate();
+    if state.is_empty() {
+        chunks.for_each(|(i, p)| run(i * chunk, p, &mut []));
+    } else {
+        chunks
+            .zip(state.par_chunks_mut(chunk))
+            .for_each(|((i, p), s)| run(i * chunk, p, s));
+    }
 }
 
 // ---------------------------------------------------------------- RMSprop
@@ -1038,10 +1124,10 @@ mod tests {
         }
     }
 
-    /// A streamed Adam (and AdamW) step equals a step on the whole
-    /// gradient bit for bit, serial and split over a pool, on lengths that
-    /// end mid-block and mid-chunk; optimizers that need the whole gradient
-    /// decline and change nothing.
+    /// A streamed Adam, AdamW or SGD (plain, momentum, Nesterov) step equals
+    /// a step on the whole gradient bit for bit, serial and split over a
+    /// pool, on lengths that end mid-block and mid-chunk; optimizers that
+    /// need the whole gradient decline and change nothing.
     #[test]
     fn streamed_step_equals_whole_gradient_step() {
         let mut rng = crate::rng::Rng::new(5);
@@ -1055,13 +1141,26 @@ mod tests {
                 let grads: Vec<Vec<f32>> = (0..3)
                     .map(|_| (0..n).map(|_| rng.uniform_f32(-1.0, 1.0)).collect())
                     .collect();
-                let cfg = AdamConfig {
+                let adam = AdamConfig {
                     weight_decay: 0.01,
                     ..Default::default()
                 };
-                for build in [Adam::new, Adam::adamw] {
-                    let (mut whole, mut streamed) =
-                        (build(n, cfg).unwrap(), build(n, cfg).unwrap());
+                let sgd = |momentum, nesterov| SgdConfig {
+                    momentum,
+                    nesterov,
+                    weight_decay: 0.01,
+                    dampening: if nesterov { 0.0 } else { 0.1 },
+                };
+                let configs = [
+                    OptimizerConfig::Adam(adam),
+                    OptimizerConfig::AdamW(adam),
+                    OptimizerConfig::Sgd(sgd(0.0, false)),
+                    OptimizerConfig::Sgd(sgd(0.9, false)),
+                    OptimizerConfig::Sgd(sgd(0.9, true)),
+                ];
+                for config in configs {
+                    let build = || config.build(n).unwrap();
+                    let (mut whole, mut streamed) = (build(), build());
                     let (mut p1, mut p2) = (p0.clone(), p0.clone());
                     pool.install(|| {
                         for g in &grads {
@@ -1076,7 +1175,8 @@ mod tests {
                         }
                     });
                     let bits = |x: &[f32]| x.iter().map(|f| f.to_bits()).collect::<Vec<_>>();
-                    assert_eq!(bits(&p1), bits(&p2), "{n} params on {threads} threads");
+                    let what = format!("{config:?}, {n} params on {threads} threads");
+                    assert_eq!(bits(&p1), bits(&p2), "{what}");
                     assert_eq!(whole.state(), streamed.state());
                     assert_ne!(bits(&p1), bits(&p0));
                 }
@@ -1089,9 +1189,9 @@ mod tests {
             adam.step_streamed(&mut p, &fill, 0.1),
             Some(Err(OptimError::LengthMismatch { .. }))
         ));
-        let mut sgd = Sgd::new(4, SgdConfig::default()).unwrap();
-        assert!(sgd.step_streamed(&mut p, &fill, 0.1).is_none());
-        assert_eq!((sgd.steps(), p), (0, [1.0; 4]));
+        let mut rmsprop = Rmsprop::new(4, RmspropConfig::default()).unwrap();
+        assert!(rmsprop.step_streamed(&mut p, &fill, 0.1).is_none());
+        assert_eq!((rmsprop.steps(), p), (0, [1.0; 4]));
     }
 
     #[test]
