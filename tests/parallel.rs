@@ -181,6 +181,34 @@ fn grads_after_a_deferred_step_panics() {
     let _ = runner.grads();
 }
 
+/// A deferred step's gradient is summed into its first update and not
+/// kept, so a second update cannot silently apply something else.
+#[test]
+#[should_panic(expected = "already applied")]
+fn a_second_update_of_a_deferred_step_panics() {
+    let train = train_set();
+    let nnc::runtime::data::Labels::Classes { values, .. } = train.labels() else {
+        panic!("class labels");
+    };
+    let mut model = MnistMlp::new(128);
+    let mut opt = model
+        .spec()
+        .train
+        .optimizer
+        .build(model.spec().param_count)
+        .unwrap();
+    let mut runner = StepRunner::new(&model, 128, Strategy::Data { shards: Some(2) });
+    let batch = Batch {
+        inputs: &[&train.features()[..128 * 784]],
+        labels: &[&values[..128]],
+    };
+    runner
+        .step_deferred_at(&model, &batch, Default::default())
+        .unwrap();
+    runner.update(&mut *opt, model.params_mut(), 1e-3).unwrap();
+    let _ = runner.update(&mut *opt, model.params_mut(), 1e-3);
+}
+
 /// Parameters and running statistics of the batch norm + dropout MLP after
 /// 12 data-parallel steps of batch 128 (two shards) on `threads` threads.
 fn train_bn_dropout(threads: usize) -> (Vec<f32>, Vec<f32>) {

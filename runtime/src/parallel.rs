@@ -326,9 +326,12 @@ impl StepRunner {
     /// block inside the update where the optimizer allows it
     /// ([`Optimizer::step_streamed`]).
     ///
+    /// After `step_at` the gradient stays in [`Self::grads`], and each
+    /// update applies it again.
+    ///
     /// # Panics
-    /// If the last step's gradient was already used by an update: a second
-    /// update needs a new step.
+    /// On a second update after one [`Self::step_deferred_at`]: the first
+    /// summed that step's gradient into its update and did not keep it.
     pub fn update<O: Optimizer + ?Sized>(
         &mut self,
         opt: &mut O,
@@ -339,7 +342,7 @@ impl StepRunner {
         match self.state {
             GradState::Summed => return opt.step(params, &self.grads[..n], lr),
             GradState::Consumed => {
-                panic!("StepRunner::update: this step's gradient was already applied")
+                panic!("StepRunner::update: this deferred step's gradient was already applied")
             }
             GradState::InShards => {}
         }
