@@ -165,6 +165,25 @@ fn update_with_deferred_sum_equals_step_then_optimizer() {
 #[test]
 #[should_panic(expected = "summed inside update")]
 fn grads_after_a_deferred_step_panics() {
+    let (_, runner) = one_deferred_step();
+    let _ = runner.grads();
+}
+
+/// A deferred step's gradient is summed into its first update and not
+/// kept, so a second update cannot silently apply something else.
+#[test]
+#[should_panic(expected = "already applied")]
+fn a_second_update_of_a_deferred_step_panics() {
+    let (mut model, mut runner) = one_deferred_step();
+    let spec = model.spec();
+    let mut opt = spec.train.optimizer.build(spec.param_count).unwrap();
+    runner.update(&mut *opt, model.params_mut(), 1e-3).unwrap();
+    let _ = runner.update(&mut *opt, model.params_mut(), 1e-3);
+}
+
+/// A model and a two-shard runner after `step_deferred_at` on the first 128
+/// training digits.
+fn one_deferred_step() -> (MnistMlp, StepRunner) {
     let train = train_set();
     let nnc::runtime::data::Labels::Classes { values, .. } = train.labels() else {
         panic!("class labels");
@@ -178,35 +197,7 @@ fn grads_after_a_deferred_step_panics() {
     runner
         .step_deferred_at(&model, &batch, Default::default())
         .unwrap();
-    let _ = runner.grads();
-}
-
-/// A deferred step's gradient is summed into its first update and not
-/// kept, so a second update cannot silently apply something else.
-#[test]
-#[should_panic(expected = "already applied")]
-fn a_second_update_of_a_deferred_step_panics() {
-    let train = train_set();
-    let nnc::runtime::data::Labels::Classes { values, .. } = train.labels() else {
-        panic!("class labels");
-    };
-    let mut model = MnistMlp::new(128);
-    let mut opt = model
-        .spec()
-        .train
-        .optimizer
-        .build(model.spec().param_count)
-        .unwrap();
-    let mut runner = StepRunner::new(&model, 128, Strategy::Data { shards: Some(2) });
-    let batch = Batch {
-        inputs: &[&train.features()[..128 * 784]],
-        labels: &[&values[..128]],
-    };
-    runner
-        .step_deferred_at(&model, &batch, Default::default())
-        .unwrap();
-    runner.update(&mut *opt, model.params_mut(), 1e-3).unwrap();
-    let _ = runner.update(&mut *opt, model.params_mut(), 1e-3);
+    (model, runner)
 }
 
 /// Parameters and running statistics of the batch norm + dropout MLP after

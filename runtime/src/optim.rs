@@ -101,18 +101,18 @@ pub trait Optimizer: Send {
 }
 
 fn check_lens(n: usize, params: &[f32], grads: &[f32]) -> Result<(), OptimError> {
-    if params.len() != n {
+    check_len("params", n, params)?;
+    check_len("grads", n, grads)
+}
+
+/// `buf` (`what`: "params" or "grads") holds the `n` elements the optimizer
+/// was built for.
+fn check_len(what: &'static str, n: usize, buf: &[f32]) -> Result<(), OptimError> {
+    if buf.len() != n {
         return Err(OptimError::LengthMismatch {
-            what: "params",
+            what,
             expected: n,
-            actual: params.len(),
-        });
-    }
-    if grads.len() != n {
-        return Err(OptimError::LengthMismatch {
-            what: "grads",
-            expected: n,
-            actual: grads.len(),
+            actual: buf.len(),
         });
     }
     Ok(())
@@ -266,12 +266,8 @@ impl Optimizer for Sgd {
         grads: GradFill<'_>,
         lr: f32,
     ) -> Option<Result<(), OptimError>> {
-        if params.len() != self.n {
-            return Some(Err(OptimError::LengthMismatch {
-                what: "params",
-                expected: self.n,
-                actual: params.len(),
-            }));
+        if let Err(e) = check_len("params", self.n, params) {
+            return Some(Err(e));
         }
         let k = self.begin(lr);
         in_chunks_streamed_one(params, grads, &mut self.momentum_buffer, |p, g, b| {
@@ -484,12 +480,8 @@ impl Optimizer for Adam {
         grads: GradFill<'_>,
         lr: f32,
     ) -> Option<Result<(), OptimError>> {
-        if params.len() != self.n {
-            return Some(Err(OptimError::LengthMismatch {
-                what: "params",
-                expected: self.n,
-                actual: params.len(),
-            }));
+        if let Err(e) = check_len("params", self.n, params) {
+            return Some(Err(e));
         }
         let k = self.begin(lr);
         let run = AdamStep::chunk_loop();
