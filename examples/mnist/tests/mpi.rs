@@ -1,5 +1,7 @@
 //! Data-parallel training across processes: this example's binary under
-//! `mpirun` (OpenMPI), compared with the same binary run alone.
+//! `mpirun` (OpenMPI), compared with the same binary run alone. The fault
+//! tests run `mpi-fault`, the same training with test hooks, which only
+//! this feature builds.
 //!
 //! Only with feature `mpi` (`.ci/run` installs OpenMPI and runs
 //! `cargo test -p nnc-example-mnist --features mpi --test mpi`); without the
@@ -33,13 +35,24 @@ fn mnist() -> Command {
     Command::new(env!("CARGO_BIN_EXE_mnist"))
 }
 
-fn mpirun(ranks: usize) -> Command {
+/// `mpirun` starting `ranks` copies of `exe`.
+fn mpirun_exe(ranks: usize, exe: &str) -> Command {
     let mut c = Command::new("mpirun");
     // Root in CI containers; more ranks than cores on small machines.
     c.args(["--allow-run-as-root", "--oversubscribe", "-np"])
         .arg(ranks.to_string())
-        .arg(env!("CARGO_BIN_EXE_mnist"));
+        .arg(exe);
     c
+}
+
+/// `mpirun` starting `ranks` copies of the example's binary.
+fn mpirun(ranks: usize) -> Command {
+    mpirun_exe(ranks, env!("CARGO_BIN_EXE_mnist"))
+}
+
+/// `mpirun` starting `ranks` copies of the test binary with fault hooks.
+fn mpirun_fault(ranks: usize) -> Command {
+    mpirun_exe(ranks, env!("CARGO_BIN_EXE_mpi-fault"))
 }
 
 struct Outcome {
@@ -183,7 +196,7 @@ fn two_ranks_train_bit_for_bit_as_one_and_resume_across_rank_counts() {
 #[test]
 fn a_rank_that_dies_ends_the_job_with_an_error() {
     let dir = scratch("death");
-    let mut cmd = mpirun(2);
+    let mut cmd = mpirun_fault(2);
     // Long enough that rank 1 dies mid-training, 1.5 s in.
     cmd.args(COMMON).args([
         "--epochs",
@@ -214,7 +227,7 @@ fn a_rank_that_dies_ends_the_job_with_an_error() {
 #[test]
 fn ranks_with_different_models_stop_with_the_cause() {
     let dir = scratch("mismatch");
-    let mut cmd = mpirun(2);
+    let mut cmd = mpirun_fault(2);
     cmd.args(COMMON)
         .args(["--max-steps", "2", "--test-last-rank-model", "lenet"]);
     let o = run(cmd, &dir, "mismatch");
