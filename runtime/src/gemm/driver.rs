@@ -1,0 +1,287 @@
+//! The loop nest around the microkernel: cache blocking, the split of a
+//! product over rayon tasks, and the per-thread packing workspaces.
+
+use super::kernel::{Microkernel, Tile};
+use super::pack::View;
+use super::Epilogue;
+
+/// Depth of a packed block (the shared `k` dimension). Deeper blocks mean
+/// fewer passes over C (each loads and stores every tile once); a `KC x NR`
+/// panel of B (32 KiB for the AVX2 kernel) no longer fits in L1 beside the
+/// A panels, but L2 feeds the kernel's two B loads per step with room to
+/// spare. Measured on an AVX2 Zen 3, interleaved in one process, 512 against
+/// 256: 1.8–3.5% faster on one thread on all of W2's products and on square
+/// 512 and 1024, within ±1.5% on two threads. (The result of a product
+/// depends on `KC`, never on the thread count.)
+const KC: usize = 512;
+/// Rows of op(A) per block: an `MC x KC` block of A (288 KiB) stays in L2.
+const MC: usize = 144;
+/// Columns of op(B) per block: a `KC x NC` block of B (8 MiB) stays in L3.
+const NC: usize = 4080;
+/// Below this many columns of C, an untransposed A is read in place instead
+/// of packed: packing costs about one store per element of A, while each
+/// element only feeds `n` multiply-adds.
+const PACK_A_MIN_N: usize = 512;
+/// Multiply-adds a rayon task must at least get before a product is split.
+const MIN_WORK_PER_THREAD: usize = 1 << 20;
+/// Floats of slack in front of each buffer, to align its start to 64 bytes.
+const ALIGN_SLACK: usize = 16;
+
+/// C as a raw pointer, so that threads can write disjoint column ranges of
+/// the same rows (which `&mut` slices cannot express).
+#[derive(Debug, Clone, Copy)]
+pub(super) struct CPtr {
+    pub(super) ptr: *mut f32,
+    pub(super) ld: usize,
+}
+
+// SAFETY: a `CPtr` is only shared between the tasks of one `run`, which write
+// disjoint blocks of C while the caller's `&mut [f32]` borrow is held.
+unsafe impl Send for CPtr {}
+// SAFETY: as above.
+unsafe impl Sync for CPtr {}
+
+impl CPtr {
+    /// The sub-matrix starting at `(i, j)`.
+    ///
+    /// # Safety
+    /// `(i, j)` must be an element of the matrix this points to.
+    unsafe fn sub(self, i: usize, j: usize) -> Self {
+        CPtr {
+            // SAFETY: in bounds by the caller's contract.
+            ptr: unsafe { self.ptr.add(i * self.ld + j) },
+            ld: self.ld,
+        }
+    }
+}
+
+/// One product, bounds already checked: `C = alpha * op(A) @ op(B) + beta * C`.
+#[derive(Clone, Copy)]
+pub(super) struct Problem<'a> {
+    pub(super) m: usize,
+    pub(super) n: usize,
+    pub(super) k: usize,
+    pub(super) alpha: f32,
+    pub(super) beta: f32,
+    pub(super) a: View<'a>,
+    pub(super) b: View<'a>,
+    pub(super) c: CPtr,
+    /// Applied to each finished block of C.
+    pub(super) epilogue: Option<Epilogue<'a>>,
+    /// Where this (sub-)problem's C starts in the caller's C, so the
+    /// epilogue sees the caller's row and column numbers.
+    pub(super) row0: usize,
+    pub(super) col0: usize,
+}
+
+/// Per-thread packing buffers; they only grow.
+struct Workspace {
+    a: Vec<f32>,
+    b: Vec<f32>,
+}
+
+thread_local! {
+    static WORKSPACE: std::cell::RefCell<Workspace> = const {
+        std::cell::RefCell::new(Workspace { a: Vec::new(), b: Vec::new() })
+    };
+}
+
+/// Runs `f` with this thread's workspace.
+fn with_workspace<R>(f: impl FnOnce(&mut Workspace) -> R) -> R {
+    WORKSPACE.with(|ws| match ws.try_borrow_mut() {
+        Ok(mut ws) => f(&mut ws),
+        // Unreachable in practice (kernels never call back into `sgemm`), but
+        // a fresh workspace is correct, merely slower.
+        Err(_) => f(&mut Workspace {
+            a: Vec::new(),
+            b: Vec::new(),
+        }),
+    })
+}
+
+/// Floats a packing buffer can ever need (blocks are at most `MC` or `NC`
+/// rows plus a partial tile, by `KC` deep), which [`aligned`] reserves the
+/// first time a buffer grows.
+const WORKSPACE_MAX: usize = (NC + 16) * KC + ALIGN_SLACK;
+
+/// Gives the calling thread and every thread of the current rayon pool its
+/// packing buffers now (address space for the largest block; see
+/// the buffers' first growth), so no later product allocates: without this, a worker that
+/// first runs part of a product several steps into training allocates its
+/// buffers then. Building a [`crate::parallel::StepRunner`] does this.
+pub fn reserve_workspaces() {
+    let reserve = || {
+        with_workspace(|ws| {
+            for buf in [&mut ws.a, &mut ws.b] {
+                if buf.capacity() < WORKSPACE_MAX {
+                    buf.reserve_exact(WORKSPACE_MAX - buf.len());
+                }
+            }
+        })
+    };
+    reserve();
+    rayon::broadcast(|_| reserve());
+}
+
+/// `len` floats of `buf`, starting at a 64-byte boundary when the allocator
+/// allows it; grows `buf` only when it is too small.
+///
+/// The first growth reserves the most any product can need, so each buffer
+/// is allocated once per thread: which worker runs which part of a product
+/// varies from step to step, and a worker meeting a larger part than before
+/// must not allocate mid-training. The reservation is address space; only
+/// the floats in use are ever written, so the resident set grows with use.
+fn aligned(buf: &mut Vec<f32>, len: usize) -> &mut [f32] {
+    if buf.len() < len + ALIGN_SLACK {
+        if buf.capacity() < len + ALIGN_SLACK {
+            buf.reserve_exact(WORKSPACE_MAX.max(len + ALIGN_SLACK) - buf.len());
+        }
+        buf.resize(len + ALIGN_SLACK, 0.0);
+    }
+    let off = buf.as_ptr().align_offset(64);
+    let off = if off < ALIGN_SLACK { off } else { 0 };
+    &mut buf[off..off + len]
+}
+
+/// Splits a product over up to `threads` rayon tasks and runs it.
+///
+/// # Safety
+/// Every element of op(A), op(B) and C must be in bounds of its storage, C
+/// must not be accessed by anyone else during the call, and the CPU must
+/// support `K`'s instructions.
+pub(super) unsafe fn run<K: Microkernel>(p: Problem<'_>, threads: usize) {
+    let work = p.m.saturating_mul(p.n).saturating_mul(p.k);
+    let threads = threads.min(work / MIN_WORK_PER_THREAD).max(1);
+    // Split the dimension with more tiles; each task gets whole tiles.
+    let split_n = p.n.div_ceil(K::NR) >= p.m.div_ceil(K::MR);
+    let (len, unit) = if split_n { (p.n, K::NR) } else { (p.m, K::MR) };
+    let units = len.div_ceil(unit);
+    let threads = threads.min(units);
+    if threads <= 1 {
+        // SAFETY: forwarded contract.
+        with_workspace(|ws| unsafe { serial::<K>(p, ws) });
+        return;
+    }
+    let chunk = units.div_ceil(threads) * unit;
+    use rayon::prelude::*;
+    (0..len.div_ceil(chunk)).into_par_iter().for_each(|t| {
+        let start = t * chunk;
+        let size = chunk.min(len - start);
+        // SAFETY: `start` indexes an existing row or column, so the
+        // sub-views start inside their matrices; tasks get disjoint column
+        // (or row) ranges of C, so no element is written by two of them.
+        let part = unsafe {
+            if split_n {
+                Problem {
+                    n: size,
+                    b: p.b.sub(0, start),
+                    c: p.c.sub(0, start),
+                    col0: p.col0 + start,
+                    ..p
+                }
+            } else {
+                Problem {
+                    m: size,
+                    a: p.a.sub(start, 0),
+                    c: p.c.sub(start, 0),
+                    row0: p.row0 + start,
+                    ..p
+                }
+            }
+        };
+        // SAFETY: forwarded contract, restricted to this task's block.
+        with_workspace(|ws| unsafe { serial::<K>(part, ws) });
+    });
+}
+
+/// `n` split into equal blocks of at most `max`, rounded up to `unit`.
+fn block(n: usize, max: usize, unit: usize) -> usize {
+    n.div_ceil(n.div_ceil(max)).div_ceil(unit) * unit
+}
+
+/// The product on the calling thread.
+///
+/// # Safety
+/// As for [`run`].
+unsafe fn serial<K: Microkernel>(p: Problem<'_>, ws: &mut Workspace) {
+    let (mr, nr) = (K::MR, K::NR);
+    let kc_max = block(p.k, KC, 1);
+    let mc_max = block(p.m, MC, mr);
+    let nc_max = block(p.n, NC, nr);
+    // An untransposed A (`cs == 1`) of a narrow product is read in place;
+    // only a ragged last panel is packed (zero-padded) then.
+    let pack_a = p.a.cs != 1 || p.n >= PACK_A_MIN_N;
+    let a_len = if pack_a { mc_max * kc_max } else { mr * kc_max };
+    let Workspace { a: a_buf, b: b_buf } = ws;
+    let a_buf = aligned(a_buf, a_len);
+    let b_buf = aligned(b_buf, nc_max * kc_max);
+
+    for j0 in (0..p.n).step_by(nc_max) {
+        let nc = nc_max.min(p.n - j0);
+        for (kb, p0) in (0..p.k).step_by(kc_max).enumerate() {
+            let kc = kc_max.min(p.k - p0);
+            // Later depth blocks accumulate onto the first one's result.
+            let beta = if kb == 0 { p.beta } else { 1.0 };
+            // Columns of op(B) are rows of op(B)^T: pack those into panels.
+            let b_panels = &mut b_buf[..nc.div_ceil(nr) * nr * kc];
+            // SAFETY: the caller vouches for the CPU features.
+            unsafe { K::pack_b(b_panels, p.b.t().sub(j0, p0), nc, kc) };
+            for i0 in (0..p.m).step_by(mc_max) {
+                let mc = mc_max.min(p.m - i0);
+                let a_blk = p.a.sub(i0, p0);
+                // Rows [packed_from, mc) of this block come from `a_buf`.
+                let packed_from = if pack_a { 0 } else { mc / mr * mr };
+                if packed_from < mc {
+                    let rows = mc - packed_from;
+                    let a_panels = &mut a_buf[..rows.div_ceil(mr) * mr * kc];
+                    // SAFETY: as above.
+                    unsafe { K::pack_a(a_panels, a_blk.sub(packed_from, 0), rows, kc) };
+                }
+                for jr in (0..nc).step_by(nr) {
+                    let b_panel = &b_panels[jr * kc..][..nr * kc];
+                    for ir in (0..mc).step_by(mr) {
+                        let (a, a_rs, a_cs) = if ir >= packed_from {
+                            let panel = &a_buf[(ir - packed_from) * kc..][..mr * kc];
+                            (panel.as_ptr(), 1, mr)
+                        } else {
+                            (a_blk.sub(ir, 0).data.as_ptr(), a_blk.rs, 1)
+                        };
+                        let t = Tile {
+                            kc,
+                            a,
+                            a_rs,
+                            a_cs,
+                            b: b_panel.as_ptr(),
+                            // SAFETY: (i0 + ir, j0 + jr) is an element of C.
+                            c: unsafe { p.c.sub(i0 + ir, j0 + jr) }.ptr,
+                            ldc: p.c.ld,
+                            alpha: p.alpha,
+                            beta,
+                            mr: mr.min(mc - ir),
+                            nr: nr.min(nc - jr),
+                        };
+                        // SAFETY: the A panel is either packed (`MR * kc`
+                        // floats of `a_buf`) or rows ir..ir+MR <= mc of the
+                        // block in place, all inside A by `check`; the B panel
+                        // holds `NR * kc` floats; the tile's `mr x nr` corner
+                        // lies inside C, which this call owns; the caller
+                        // guarantees the CPU features.
+                        unsafe { K::tile(&t) };
+                    }
+                }
+                // The block is final after the last depth block: hand it to
+                // the epilogue while it is still in cache.
+                if let Some(f) = p.epilogue.filter(|_| p0 + kc == p.k) {
+                    for r in 0..mc {
+                        // SAFETY: row i0 + r, columns j0..j0 + nc are inside
+                        // this task's part of C, which no one else touches
+                        // during the call.
+                        let row =
+                            unsafe { std::slice::from_raw_parts_mut(p.c.sub(i0 + r, j0).ptr, nc) };
+                        f(p.row0 + i0 + r, p.col0 + j0, row);
+                    }
+                }
+            }
+        }
+    }
+}
