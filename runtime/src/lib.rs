@@ -10,20 +10,24 @@
 
 pub mod checkpoint;
 pub mod collective;
-pub mod conv;
 pub mod data;
 pub mod gemm;
 pub mod init;
 pub mod kernels;
 pub mod model;
-pub mod norm;
 pub mod optim;
 pub mod parallel;
 pub mod params;
 pub mod rng;
 pub mod schedule;
-pub mod sequence;
 pub mod train;
+
+/// The kernel families generated code names by module
+/// (`nnc_runtime::conv::…`, `nnc_runtime::norm::…`,
+/// `nnc_runtime::sequence::…`): they live in [`kernels`] with the other
+/// families and keep their crate-root paths here, so generated code does
+/// not change.
+pub use kernels::{conv, norm, sequence};
 
 pub use model::{
     Batch, BatchSpec, InputKind, InputSpec, Model, ModelSpec, OutputSpec, ScheduleSpec, StateSpec,
