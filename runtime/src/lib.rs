@@ -2,9 +2,23 @@
 //!
 //! Generated training code keeps every parameter in one flat `f32` buffer and
 //! every gradient in another, addressed through [`params::ParamSpec`] offsets.
-//! The modules here are the leaves that code calls: a reproducible [`rng`],
-//! parameter [`init`], [`optim`]izers and learning-rate [`schedule`]s over flat
-//! buffers, [`data`] loading, [`checkpoint`] files and a [`gemm`] kernel.
+//! [`model`] is the contract: the [`Model`] trait generated code implements
+//! and the static [`ModelSpec`] it describes itself with. What that code
+//! calls:
+//!
+//! - [`kernels`]: the f32 kernels, one module per op family of the compiler
+//!   (elementwise, matmul, reduce, softmax, shape, loss, [`conv`], [`norm`],
+//!   [`sequence`]; the last three are re-exported here, the paths generated
+//!   code names), and the splitting of the workspace into a call's regions;
+//! - [`gemm`]: the matrix multiply (blocking driver, packing, AVX2 and
+//!   portable microkernels, the convolutions' indexed product);
+//! - [`optim`]: optimizers over the flat buffers, one shared base with one
+//!   update rule per optimizer, and their configurations;
+//! - [`schedule`]s of the learning rate, parameter [`init`], a reproducible
+//!   [`rng`];
+//! - [`data`] loading, [`checkpoint`] files, and the training loop:
+//!   [`train`] (`fit`, `evaluate`), [`parallel`] (data-parallel shards and
+//!   intra-op splits), [`collective`] (gradients summed across processes).
 
 #![warn(missing_docs)]
 
