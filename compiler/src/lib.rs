@@ -16,6 +16,7 @@ pub mod codegen;
 pub mod diagnostic;
 pub mod graph;
 pub mod interp;
+pub mod ir;
 pub mod lower;
 pub mod ops;
 pub mod passes;
@@ -23,7 +24,7 @@ pub mod report;
 pub mod syntax;
 
 pub use diagnostic::{CompileError, Diagnostic, ErrorKind, SourceFile, Span};
-pub use lower::{Module, Network, TrainConfig};
+pub use ir::{Module, Network, TrainConfig};
 
 /// Parses and lowers one source file into shape-checked networks and their
 /// training configurations.

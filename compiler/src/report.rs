@@ -1,29 +1,12 @@
 //! Human-readable summaries: what `nnc check` prints.
 
-use crate::autodiff::TrainingGraph;
-use crate::graph::{Graph, TensorType};
-use crate::lower::{InputKind, Network};
+use crate::ir::TrainingGraph;
+use crate::ir::{InputKind, Network};
 use std::fmt::Write;
-
-/// FLOPs of the nodes in `range` of index order, for one sample (batch 1).
-pub fn flops(graph: &Graph, range: std::ops::Range<usize>) -> u64 {
-    graph
-        .ids()
-        .filter(|id| range.contains(&id.index()))
-        .map(|id| {
-            let ops = graph.operands(id);
-            let types: Vec<&TensorType> = ops.iter().map(|&o| graph.ty(o)).collect();
-            let node = graph.node(id);
-            node.op.flops(&types, &node.ty)
-        })
-        .fold(0u64, u64::saturating_add)
-}
 
 /// Per-sample FLOPs of the forward and backward parts of a training graph.
 pub fn flops_per_sample(tg: &TrainingGraph) -> (u64, u64) {
-    let fwd = flops(&tg.graph, 0..tg.forward_len);
-    let total = flops(&tg.graph, 0..usize::MAX);
-    (fwd, total.saturating_sub(fwd))
+    tg.flops_per_sample()
 }
 
 /// Groups digits by thousands: 101770 → "101,770".

@@ -7,65 +7,14 @@
 //! optimise as a whole.
 
 use crate::diagnostic::{Diagnostic, ErrorKind, Span};
-use crate::graph::{Graph, NodeId, Shape, TensorType};
-use crate::lower::Network;
-use crate::ops::{BinaryOp, LeafOp, Op, OpError, ReduceKind, ReduceOp, ShapeOp, UnaryOp};
+use crate::graph::{Graph, NodeId};
+use crate::ir::Network;
+
+/// IR types autodiff makes, also reachable under the stage's name (the
+/// paths the facade's end-to-end tests use).
+pub use crate::ir::{GradOptions, TrainingGraph};
+use crate::ops::{BinaryOp, GradCtx, Op, OpError, ReduceKind, ReduceOp, UnaryOp};
 use std::collections::HashMap;
-
-/// The builder that gradient rules add nodes through. New nodes carry the
-/// span of the forward node whose rule made them.
-pub struct GradCtx<'g> {
-    graph: &'g mut Graph,
-    span: Span,
-}
-
-impl<'g> GradCtx<'g> {
-    /// A builder over `graph` whose new nodes carry `span`.
-    pub fn new(graph: &'g mut Graph, span: Span) -> Self {
-        GradCtx { graph, span }
-    }
-
-    /// Appends a node.
-    pub fn add(&mut self, op: Op, operands: &[NodeId]) -> Result<NodeId, OpError> {
-        self.graph.add(op, operands, self.span)
-    }
-
-    /// The type of a node.
-    pub fn ty(&self, id: NodeId) -> &TensorType {
-        self.graph.ty(id)
-    }
-
-    /// A scalar constant.
-    pub fn constant(&mut self, value: f64) -> Result<NodeId, OpError> {
-        self.add(Op::Leaf(LeafOp::scalar(value)), &[])
-    }
-
-    /// A unary elementwise node.
-    pub fn unary(&mut self, op: UnaryOp, x: NodeId) -> Result<NodeId, OpError> {
-        self.add(Op::Unary(op), &[x])
-    }
-
-    /// A binary elementwise node.
-    pub fn binary(&mut self, op: BinaryOp, a: NodeId, b: NodeId) -> Result<NodeId, OpError> {
-        self.add(Op::Binary(op), &[a, b])
-    }
-
-    /// Sums `g` down to `shape` (the adjoint of broadcasting); `g` itself
-    /// when it already has that shape.
-    pub fn sum_to(&mut self, g: NodeId, shape: &Shape) -> Result<NodeId, OpError> {
-        if &self.ty(g).shape == shape {
-            Ok(g)
-        } else {
-            self.add(Op::Shape(ShapeOp::SumTo { to: shape.clone() }), &[g])
-        }
-    }
-
-    /// Zeros of a shape.
-    pub fn zeros(&mut self, shape: &Shape) -> Result<NodeId, OpError> {
-        let z = self.constant(0.0)?;
-        self.add(Op::Shape(ShapeOp::Broadcast { to: shape.clone() }), &[z])
-    }
-}
 
 fn internal(span: Span, e: OpError) -> Diagnostic {
     Diagnostic::new(
@@ -166,66 +115,6 @@ fn sum_all(cx: &mut GradCtx<'_>, parts: &[NodeId]) -> Result<NodeId, OpError> {
         acc = cx.binary(BinaryOp::Add, acc, p)?;
     }
     Ok(acc)
-}
-
-/// Penalties added to the loss before differentiation. They apply to the
-/// weights (parameters of rank 2 or more), not to biases or norms' scales.
-#[derive(Clone, Copy, Debug, Default, PartialEq)]
-pub struct Regularization {
-    /// Adds `l1 · Σ|w|`.
-    pub l1: f64,
-    /// Adds `l2/2 · Σw²`, so the gradient gains `l2 · w` (PyTorch's coupled
-    /// `weight_decay` convention).
-    pub l2: f64,
-}
-
-/// Which gradients the training graph computes.
-#[derive(Clone, Debug, Default)]
-pub struct GradOptions {
-    /// Loss penalties.
-    pub regularization: Regularization,
-    /// Also compute gradients with respect to these inputs (by name).
-    pub inputs: Vec<String>,
-}
-
-/// A network's forward graph extended with the backward pass.
-#[derive(Clone, Debug)]
-pub struct TrainingGraph {
-    /// Forward and backward nodes.
-    pub graph: Graph,
-    /// Number of nodes of the forward part (they come first).
-    pub forward_len: usize,
-    /// The data loss declared by `loss`.
-    pub loss: NodeId,
-    /// What is minimised: the loss plus regularisation.
-    pub objective: NodeId,
-    /// Each parameter's name, its node and its gradient node, in declaration order.
-    pub params: Vec<(String, NodeId, NodeId)>,
-    /// Requested input gradients: name, input node, gradient node.
-    pub inputs: Vec<(String, NodeId, NodeId)>,
-    /// The network's declared outputs: name and node.
-    pub outputs: Vec<(String, NodeId)>,
-    /// The network's state tensors (running statistics): name and element
-    /// count, in the order of the flat state buffer.
-    pub states: Vec<(String, usize)>,
-    /// In a training-mode graph, for each state tensor the node computing
-    /// the batch statistic its running value is blended towards (empty in
-    /// an inference-mode graph).
-    pub state_updates: Vec<(String, NodeId)>,
-}
-
-impl TrainingGraph {
-    /// Every node a consumer of the training graph reads: the loss, the
-    /// objective, parameter and input gradients, and the outputs. Passes
-    /// must keep them and map them to their new nodes.
-    pub fn roots(&self) -> Vec<NodeId> {
-        let mut r = vec![self.loss, self.objective];
-        r.extend(self.params.iter().flat_map(|p| [p.1, p.2]));
-        r.extend(self.inputs.iter().flat_map(|i| [i.1, i.2]));
-        r.extend(self.outputs.iter().map(|o| o.1));
-        r.extend(self.state_updates.iter().map(|s| s.1));
-        r
-    }
 }
 
 /// Builds the training graph of a network: objective = loss + penalties,

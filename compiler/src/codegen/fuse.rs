@@ -10,8 +10,8 @@
 //! (the memory planner gives both one buffer). Every refusal carries a reason
 //! (`nnc compile --explain-fusion`), as XLA's `FusionDecision` does.
 
-use crate::autodiff::TrainingGraph;
 use crate::graph::{NodeId, Shape};
+use crate::ir::TrainingGraph;
 use crate::ops::{Kernel, Op};
 use proc_macro2::TokenStream;
 use quote::{format_ident, quote};

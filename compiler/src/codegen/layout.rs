@@ -5,9 +5,9 @@
 
 use super::fuse::Fusion;
 use super::{batch_power_ok, codegen_error, usize_lit};
-use crate::autodiff::TrainingGraph;
 use crate::diagnostic::CompileError;
 use crate::graph::{Dim, NodeId};
+use crate::ir::TrainingGraph;
 use crate::ops::{LeafOp, Op};
 use crate::passes::memory::{self, Buffer, Plan};
 use proc_macro2::TokenStream;

@@ -8,10 +8,12 @@ mod fuse;
 mod layout;
 mod spec;
 
-use crate::autodiff::{training_graph, GradOptions, TrainingGraph};
+use crate::autodiff::training_graph;
 use crate::diagnostic::{CompileError, Diagnostic, ErrorKind, SourceFile};
 use crate::graph::{DType, Dim, NodeId};
-use crate::lower::{InputKind, Module, Network, TrainConfig};
+use crate::ir::{
+    BatchSize, GradOptions, InputDecl, InputKind, Module, Network, TrainConfig, TrainingGraph,
+};
 use crate::ops::{Kernel, LeafOp, NormOp, Op};
 use crate::passes::{pipeline, OptLevel, Pass};
 use fuse::Fusion;
@@ -125,7 +127,7 @@ fn ancestors(tg: &TrainingGraph, targets: &[NodeId]) -> Vec<NodeId> {
         .collect()
 }
 
-fn codegen_error(span: crate::Span, message: String) -> CompileError {
+fn codegen_error(span: crate::diagnostic::Span, message: String) -> CompileError {
     Diagnostic::new(ErrorKind::Invalid, span, message).into()
 }
 
@@ -152,8 +154,8 @@ pub struct Stats {
 /// size (128 for `batch: full`).
 pub fn stats(net: &Network, cfg: &TrainConfig, opts: &Options) -> Result<Stats, CompileError> {
     let batch = match cfg.batch {
-        crate::lower::BatchSize::Size(n) => n as usize,
-        crate::lower::BatchSize::Full => 128,
+        BatchSize::Size(n) => n as usize,
+        BatchSize::Full => 128,
     };
     let o0 = Options {
         opt_level: OptLevel::O0,
@@ -194,7 +196,7 @@ pub fn stats(net: &Network, cfg: &TrainConfig, opts: &Options) -> Result<Stats, 
         &Fusion::default(),
         true,
     )?;
-    let flops = crate::report::flops(&tg.graph, 0..usize::MAX);
+    let flops = tg.graph.flops(0..usize::MAX);
     Ok(Stats {
         batch,
         nodes: (base.graph.len(), tg.graph.len()),
@@ -365,12 +367,12 @@ fn network(
         kernels(source, &tg, rt, &[&train, &loss, &predict], &fusion, "k")
     };
 
-    let features: Vec<&crate::lower::InputDecl> = net
+    let features: Vec<&InputDecl> = net
         .inputs
         .iter()
         .filter(|i| i.kind == InputKind::Features)
         .collect();
-    let labels: Vec<&crate::lower::InputDecl> = net
+    let labels: Vec<&InputDecl> = net
         .inputs
         .iter()
         .filter(|i| i.kind == InputKind::Labels)

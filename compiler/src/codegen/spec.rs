@@ -3,10 +3,10 @@
 
 use super::layout::Layout;
 use super::{codegen_error, usize_lit};
-use crate::autodiff::TrainingGraph;
 use crate::diagnostic::{CompileError, SourceFile};
 use crate::graph::DType;
-use crate::lower::{BatchSize, Init, InputKind, Network, Optimizer, ScheduleKind, TrainConfig};
+use crate::ir::TrainingGraph;
+use crate::ir::{BatchSize, Init, InputKind, Network, Optimizer, ScheduleKind, TrainConfig};
 use crate::ops::Kernel;
 use proc_macro2::TokenStream;
 use quote::{format_ident, quote};

@@ -176,6 +176,20 @@ impl Graph {
         seen
     }
 
+    /// FLOPs of the nodes whose index is in `range`, for one sample (batch
+    /// 1), summed from each op's FLOP face.
+    pub fn flops(&self, range: std::ops::Range<usize>) -> u64 {
+        self.ids()
+            .filter(|id| range.contains(&id.index()))
+            .map(|id| {
+                let types: Vec<&TensorType> =
+                    self.operands(id).iter().map(|&o| self.ty(o)).collect();
+                let node = self.node(id);
+                node.op.flops(&types, &node.ty)
+            })
+            .fold(0u64, u64::saturating_add)
+    }
+
     /// The underlying petgraph graph, for algorithms and rendering.
     pub fn petgraph(&self) -> &StableDiGraph<Node, Operand> {
         &self.inner

@@ -6,6 +6,7 @@ use super::args::{suggest, ArgSrc, Bound};
 use super::{Lowerer, Reported, L};
 use crate::diagnostic::{Diagnostic, ErrorKind, Span};
 use crate::graph::{Dim, NodeId, Shape, TensorType};
+use crate::ir::{Init, StateDecl};
 use crate::ops::{
     self, ArgKind, ArgValue, Args as OpArgs, BinaryOp, Matmul, Op, Param, ReduceKind, ReduceOp,
     UnaryOp,
@@ -83,50 +84,6 @@ impl<'a> LayerInput<'a> {
         match self.bound[i] {
             Some(ArgSrc::Expr(e)) => Some(e),
             _ => None,
-        }
-    }
-}
-
-/// How a parameter is initialised. Fans follow the `x @ weight` layout: a
-/// dense weight `[in, out]` has fan-in `in` and fan-out `out`.
-#[derive(Clone, Debug, PartialEq)]
-pub enum Init {
-    /// All zeros.
-    Zeros,
-    /// Every element the same value.
-    Constant(f64),
-    /// Normal with a mean and standard deviation.
-    Normal {
-        /// Mean.
-        mean: f64,
-        /// Standard deviation.
-        std: f64,
-    },
-    /// Uniform on `[low, high)`.
-    Uniform {
-        /// Lower bound.
-        low: f64,
-        /// Upper bound.
-        high: f64,
-    },
-    /// Glorot/Xavier uniform: bound `sqrt(6 / (fan_in + fan_out))`.
-    GlorotUniform,
-    /// Glorot/Xavier normal: std `sqrt(2 / (fan_in + fan_out))`.
-    GlorotNormal,
-    /// He/Kaiming uniform: bound `sqrt(6 / fan_in)`.
-    HeUniform,
-    /// He/Kaiming normal: std `sqrt(2 / fan_in)`.
-    HeNormal,
-}
-
-impl Init {
-    /// The default when none is written: Glorot uniform for weights (rank 2
-    /// or more, as Keras does), zeros for vectors and scalars.
-    pub fn default_for(shape: &Shape) -> Init {
-        if shape.rank() >= 2 {
-            Init::GlorotUniform
-        } else {
-            Init::Zeros
         }
     }
 }
@@ -609,7 +566,7 @@ impl Lowerer {
                 &[(x, x_span)],
                 span,
             )?;
-            self.states.push(super::StateDecl {
+            self.states.push(StateDecl {
                 name: n,
                 node,
                 shape: cs.clone(),

@@ -4,19 +4,21 @@
 //! fails poisons its name so later uses do not cascade into more errors.
 
 mod args;
+mod inference;
 mod layers;
 mod train;
 
-pub use train::{BatchSize, Optimizer, Schedule, ScheduleKind, TrainConfig};
+/// IR types lowering makes, also reachable under the stage's name (the
+/// paths the facade's end-to-end tests use).
+pub use crate::ir::{BatchSize, InputKind, Network};
 
 use crate::diagnostic::{CompileError, Diagnostic, ErrorKind, Span};
 use crate::graph::{DType, Dim, Graph, NodeId, Shape, TensorType};
+use crate::ir::{Init, InputDecl, Module, OutputDecl, ParamDecl, StateDecl, TrainConfig};
 use crate::ops::{self, Args as OpArgs, BinaryOp, LeafOp, Matmul, Op, OpError, UnaryOp};
 use crate::syntax::ast::{self, BinOp, DimExpr, Expr, ExprKind, StmtKind, TypeExpr};
 use args::{suggest, ArgSrc};
 use std::collections::HashMap;
-
-pub use layers::Init;
 
 /// The most elements a tensor may have (not counting `batch`): 2^40.
 pub const MAX_ELEMENTS: usize = 1 << 40;
@@ -27,175 +29,6 @@ pub struct Reported;
 
 /// Lowering result: `Err` means a diagnostic was already recorded.
 pub type L<T> = Result<T, Reported>;
-
-/// A lowered source file.
-#[derive(Clone, Debug)]
-pub struct Module {
-    /// Networks in source order.
-    pub networks: Vec<Network>,
-    /// Training configurations, one per network that has a `train` block.
-    pub trains: Vec<TrainConfig>,
-}
-
-impl Module {
-    /// The network of a name.
-    pub fn network(&self, name: &str) -> Option<&Network> {
-        self.networks.iter().find(|n| n.name == name)
-    }
-
-    /// The training configuration of a network, or the defaults.
-    pub fn train_config(&self, network: &str) -> TrainConfig {
-        self.trains
-            .iter()
-            .find(|t| t.network == network)
-            .cloned()
-            .unwrap_or_else(|| TrainConfig::defaults(network))
-    }
-}
-
-/// Whether a fed tensor is a float input or class labels.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub enum InputKind {
-    /// `input`
-    Features,
-    /// `label`
-    Labels,
-}
-
-/// A declared input or label.
-#[derive(Clone, Debug)]
-pub struct InputDecl {
-    /// Its name.
-    pub name: String,
-    /// Features or labels.
-    pub kind: InputKind,
-    /// Its graph node.
-    pub node: NodeId,
-    /// Its type.
-    pub ty: TensorType,
-    /// The declaration.
-    pub span: Span,
-}
-
-/// A trained parameter.
-#[derive(Clone, Debug)]
-pub struct ParamDecl {
-    /// Its name: the checkpoint tensor name (`h1.weight` for layer sugar).
-    pub name: String,
-    /// Its graph node.
-    pub node: NodeId,
-    /// Its shape.
-    pub shape: Shape,
-    /// How it is initialised.
-    pub init: Init,
-    /// Where it was declared (the layer call for sugar).
-    pub span: Span,
-}
-
-/// A state tensor: a batch norm's running mean or variance. Not trained
-/// and not touched by the optimizer; the training step computes `update`
-/// (the batch's statistic) and the runtime blends it in,
-/// `state = (1 - momentum) · state + momentum · update`.
-#[derive(Clone, Debug)]
-pub struct StateDecl {
-    /// Its name: the checkpoint tensor name (`bn.running_mean`).
-    pub name: String,
-    /// Its leaf node.
-    pub node: NodeId,
-    /// Its shape.
-    pub shape: Shape,
-    /// Its initial value (0 for means, 1 for variances).
-    pub init: f64,
-    /// The weight of each step's statistic in the running average.
-    pub momentum: f64,
-    /// The node computing the batch statistic (training mode).
-    pub update: NodeId,
-    /// The layer call that declared it.
-    pub span: Span,
-}
-
-/// A declared output.
-#[derive(Clone, Debug)]
-pub struct OutputDecl {
-    /// Its name.
-    pub name: String,
-    /// Its graph node.
-    pub node: NodeId,
-    /// The declaration.
-    pub span: Span,
-}
-
-/// A lowered, shape-checked network.
-#[derive(Clone, Debug)]
-pub struct Network {
-    /// The network's name.
-    pub name: String,
-    /// The `network` block.
-    pub span: Span,
-    /// The forward graph.
-    pub graph: Graph,
-    /// Inputs and labels in declaration order.
-    pub inputs: Vec<InputDecl>,
-    /// Parameters in declaration order.
-    pub params: Vec<ParamDecl>,
-    /// Outputs in declaration order.
-    pub outputs: Vec<OutputDecl>,
-    /// The scalar loss node.
-    pub loss: NodeId,
-    /// State tensors in declaration order.
-    pub states: Vec<StateDecl>,
-    /// The modal nodes (dropout, batch norm) and the operands their
-    /// inference form takes after their first (the running statistics).
-    pub modal: Vec<(NodeId, Vec<NodeId>)>,
-    /// Whether [`Network::for_inference`] made this graph.
-    pub inference: bool,
-}
-
-impl Network {
-    /// Whether the network behaves differently in training and inference.
-    pub fn is_modal(&self) -> bool {
-        !self.modal.is_empty()
-    }
-
-    /// Whether this is the inference-mode form of a network.
-    pub fn is_inference(&self) -> bool {
-        self.inference
-    }
-
-    /// The network in inference mode: every modal node replaced in place
-    /// by its inference form (dropout the identity, batch norm reading its
-    /// running statistics). Node indices are unchanged, so the declarations
-    /// stay valid. This runs before any optimisation: the passes then see
-    /// two ordinary graphs.
-    pub fn for_inference(&self) -> Result<Network, Diagnostic> {
-        let mut net = self.clone();
-        for (node, extra) in &self.modal {
-            let n = net.graph.node(*node).clone();
-            let Op::Norm(op) = n.op else {
-                return Err(Diagnostic::new(
-                    ErrorKind::Internal,
-                    n.span,
-                    format!("node {} ({}) is not a modal op", node.index(), n.op),
-                ));
-            };
-            let Some(inf) = op.inference() else {
-                continue;
-            };
-            let mut operands = vec![net.graph.operands(*node)[0]];
-            operands.extend(extra);
-            net.graph
-                .replace(*node, Op::Norm(inf), &operands)
-                .map_err(|e| Diagnostic::new(ErrorKind::Internal, n.span, e.message))?;
-        }
-        net.inference = true;
-        Ok(net)
-    }
-
-    /// Total number of trained scalars.
-    pub fn param_count(&self) -> usize {
-        self.params.iter().map(|p| p.shape.numel(1)).sum()
-    }
-}
 
 /// Lowers a parsed file.
 pub fn lower(file: &ast::File) -> Result<Module, CompileError> {

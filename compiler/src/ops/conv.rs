@@ -8,11 +8,11 @@
 //! column matrix in scratch space of the workspace that the memory planner
 //! places (see [`ConvOp::scratch`]).
 
+use super::grad::GradCtx;
 use super::kernel::Kernel;
 use super::reduce::{ReduceKind, ReduceOp};
 use super::signature::{ArgKind, Args, Built, Function, Param};
 use super::{expect_f32, Op, OpError, Tensor};
-use crate::autodiff::GradCtx;
 use crate::graph::{DType, Dim, NodeId, Shape, TensorType};
 use ndarray::IxDyn;
 use proc_macro2::TokenStream;

@@ -1,10 +1,10 @@
 //! Elementwise ops: unary functions and binary arithmetic with numpy-style
 //! broadcasting.
 
+use super::grad::GradCtx;
 use super::kernel::Kernel;
 use super::signature::{ArgKind, Args, Built, Function, Param};
 use super::{expect_f32, LeafOp, Op, OpError, Tensor};
-use crate::autodiff::GradCtx;
 use crate::graph::{Dim, NodeId, Shape, TensorType};
 use ndarray::{IxDyn, Zip};
 use proc_macro2::TokenStream;

@@ -2,14 +2,14 @@
 //! encoding of class labels. Cross-entropy is one op (not log-softmax then a
 //! gather) so that later stages can emit it as one stable kernel.
 
+use super::grad::GradCtx;
 use super::kernel::Kernel;
 use super::leaf::LeafOp;
 use super::signature::{ArgKind, Function, Param};
 use super::softmax::{logsumexp, SoftmaxKind, SoftmaxOp};
 use super::{expect_f32, BinaryOp, Op, OpError, Tensor, UnaryOp};
-use crate::autodiff::GradCtx;
+use crate::diagnostic::ErrorKind;
 use crate::graph::{DType, Dim, NodeId, Shape, TensorType};
-use crate::ErrorKind;
 use ndarray::{ArrayD, Axis, IxDyn};
 use proc_macro2::TokenStream;
 use quote::quote;
@@ -26,8 +26,8 @@ pub enum LossOp {
     BinaryCrossEntropy,
     /// `(softmax(logits) − one_hot(labels)) · scale` over the last axis:
     /// cross-entropy's gradient with respect to the logits as one op, so it
-    /// runs as one stable kernel. Not in the language: the `softmax-ce` pass
-    /// ([`crate::passes::SoftmaxCe`]) builds it from the gradient's primitives.
+    /// runs as one stable kernel. Not in the language: the `softmax-ce` graph
+    /// pass builds it from the gradient's primitives.
     /// Operands `logits: f32[..., C]`, `labels: class[...] of C` and a
     /// one-element `scale`.
     CrossEntropyGrad,

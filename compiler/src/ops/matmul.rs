@@ -2,11 +2,11 @@
 //! equal leading dimensions, or with a shared rank-2 right operand (the usual
 //! `x @ weight`).
 
+use super::grad::GradCtx;
 use super::kernel::Kernel;
 use super::reduce::{ReduceKind, ReduceOp};
 use super::signature::{ArgKind, Function, Param};
 use super::{expect_f32, Op, OpError, ShapeOp, Tensor};
-use crate::autodiff::GradCtx;
 use crate::graph::{NodeId, Shape, TensorType};
 use ndarray::{Array2, ArrayView2, Axis, IxDyn};
 use proc_macro2::TokenStream;

@@ -6,6 +6,7 @@
 
 pub mod conv;
 pub mod elementwise;
+pub mod grad;
 pub mod kernel;
 pub mod leaf;
 pub mod loss;
@@ -19,6 +20,7 @@ pub mod softmax;
 
 pub use conv::{ConvOp, ConvParams, PoolParams};
 pub use elementwise::{BinaryOp, UnaryOp};
+pub use grad::GradCtx;
 pub use kernel::Kernel;
 pub use leaf::LeafOp;
 pub use loss::LossOp;
@@ -30,7 +32,6 @@ pub use shape::ShapeOp;
 pub use signature::{ArgKind, ArgValue, Args, Function, Param};
 pub use softmax::{SoftmaxKind, SoftmaxOp};
 
-use crate::autodiff::GradCtx;
 use crate::graph::{DType, NodeId, Shape, TensorType};
 use ndarray::ArrayD;
 use std::fmt;
@@ -42,7 +43,7 @@ pub type Tensor = ArrayD<f64>;
 #[derive(Clone, Debug, PartialEq)]
 pub struct OpError {
     /// The class of the error (shape, type or argument).
-    pub kind: crate::ErrorKind,
+    pub kind: crate::diagnostic::ErrorKind,
     /// What was expected and what was found.
     pub message: String,
     /// The operand the error is about, where it is about one.
@@ -55,7 +56,7 @@ impl OpError {
     /// A shape error.
     pub fn shape(message: impl Into<String>) -> Self {
         OpError {
-            kind: crate::ErrorKind::ShapeMismatch,
+            kind: crate::diagnostic::ErrorKind::ShapeMismatch,
             message: message.into(),
             operand: None,
             help: None,
@@ -65,7 +66,7 @@ impl OpError {
     /// An argument error.
     pub fn argument(message: impl Into<String>) -> Self {
         OpError {
-            kind: crate::ErrorKind::BadArgument,
+            kind: crate::diagnostic::ErrorKind::BadArgument,
             ..OpError::shape(message)
         }
     }
@@ -73,7 +74,7 @@ impl OpError {
     /// An internal error: an invariant of nnc did not hold.
     pub fn internal(message: impl Into<String>) -> Self {
         OpError {
-            kind: crate::ErrorKind::Internal,
+            kind: crate::diagnostic::ErrorKind::Internal,
             ..OpError::shape(message)
         }
     }
@@ -346,7 +347,7 @@ pub(crate) fn expect_f32(ty: &TensorType, operand: usize, what: &str) -> Result<
     match ty.dtype {
         DType::F32 => Ok(()),
         DType::Class { .. } => Err(OpError {
-            kind: crate::ErrorKind::TypeMismatch,
+            kind: crate::diagnostic::ErrorKind::TypeMismatch,
             message: format!("{what} expects an f32 tensor, found class labels {ty}"),
             operand: Some(operand),
             help: Some(

@@ -3,10 +3,11 @@
 //!
 //! The training/inference distinction is a property of the op, resolved
 //! before any optimisation: lowering always builds the *training* form
-//! (dropout active, batch statistics), and [`crate::lower::Network::for_inference`]
-//! rewrites each modal node into its inference form (dropout the identity,
-//! batch norm reading the running statistics). Codegen optimises the two
-//! graphs separately: `train_step` runs the first, `loss` and `predict` the
+//! (dropout active, batch statistics), and
+//! [`Network::for_inference`](crate::ir::Network::for_inference) rewrites
+//! each modal node into its inference form (dropout the identity, batch
+//! norm reading the running statistics). The driver optimises the two
+//! graphs separately and codegen compiles both: `train_step` runs the first, `loss` and `predict` the
 //! second. The interpreter evaluates whichever graph it is given, so both
 //! modes have an f64 oracle.
 //!
@@ -18,9 +19,9 @@
 //! splitmix64 hash as `nnc_runtime::norm`, so the interpreter and the
 //! generated code drop exactly the same elements, whatever the sharding.
 
+use super::grad::GradCtx;
 use super::kernel::Kernel;
 use super::{expect_f32, EvalCtx, OpError, Tensor};
-use crate::autodiff::GradCtx;
 use crate::graph::{Dim, NodeId, Shape, TensorType};
 use crate::ops::{BinaryOp, Op, ShapeOp, UnaryOp};
 use ndarray::{ArrayD, IxDyn};

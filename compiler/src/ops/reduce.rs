@@ -1,11 +1,11 @@
 //! Reductions over axes: sum, mean, max; and the mask that routes max's
 //! gradient to the maxima.
 
+use super::grad::GradCtx;
 use super::kernel::Kernel;
 use super::leaf::LeafOp;
 use super::signature::{normalize_axes, ArgKind, Args, Built, Function, Param};
 use super::{expect_f32, BinaryOp, Op, OpError, ShapeOp, Tensor};
-use crate::autodiff::GradCtx;
 use crate::graph::{Dim, NodeId, Shape, TensorType};
 use ndarray::Axis;
 use proc_macro2::TokenStream;

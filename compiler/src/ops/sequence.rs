@@ -8,13 +8,13 @@
 //! (`lower/layers.rs`) expands to matmul, reshape, transpose, softmax and
 //! [`SeqOp::CausalMask`]. The f32 kernels are in `nnc_runtime::sequence`.
 
+use super::grad::GradCtx;
 use super::kernel::Kernel;
 use super::loss::class_index;
 use super::signature::{normalize_axis, ArgKind, Args, Built, Function, Param};
 use super::{expect_f32, EvalCtx, Op, OpError, Tensor};
-use crate::autodiff::GradCtx;
+use crate::diagnostic::ErrorKind;
 use crate::graph::{DType, Dim, NodeId, Shape, TensorType};
-use crate::ErrorKind;
 use ndarray::{Axis, IxDyn, Slice};
 use proc_macro2::{Literal, TokenStream};
 use quote::quote;

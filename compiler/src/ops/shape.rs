@@ -3,10 +3,10 @@
 //! shape).
 
 use super::elementwise::broadcast_shapes;
+use super::grad::GradCtx;
 use super::kernel::Kernel;
 use super::signature::{normalize_axes, ArgKind, Function, Param};
 use super::{EvalCtx, Op, OpError, Tensor};
-use crate::autodiff::GradCtx;
 use crate::graph::{Dim, NodeId, Shape, TensorType};
 use ndarray::{Axis, IxDyn};
 use proc_macro2::TokenStream;

@@ -1,11 +1,11 @@
 //! Softmax and log-softmax along one axis, computed stably (the maximum is
 //! subtracted before exponentiating).
 
+use super::grad::GradCtx;
 use super::kernel::Kernel;
 use super::reduce::{ReduceKind, ReduceOp};
 use super::signature::{normalize_axis, ArgKind, Args, Built, Function, Param};
 use super::{expect_f32, BinaryOp, Op, OpError, Tensor, UnaryOp};
-use crate::autodiff::GradCtx;
 use crate::graph::{NodeId, TensorType};
 use ndarray::Axis;
 use proc_macro2::TokenStream;

@@ -2,9 +2,9 @@
 //! equal ops (constants compared by bits) over the same operands are one.
 
 use super::{rebuild, Pass, Rewrite};
-use crate::autodiff::TrainingGraph;
 use crate::diagnostic::Diagnostic;
 use crate::graph::NodeId;
+use crate::ir::TrainingGraph;
 use crate::ops::Op;
 use std::collections::HashMap;
 

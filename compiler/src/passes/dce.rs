@@ -2,8 +2,8 @@
 //! depend on survives.
 
 use super::{rebuild, Pass, Rewrite};
-use crate::autodiff::TrainingGraph;
 use crate::diagnostic::Diagnostic;
+use crate::ir::TrainingGraph;
 
 /// Removes nodes no root depends on.
 pub struct Dce;

@@ -6,9 +6,9 @@
 //! replaces (broadcasting by a constant can change a shape).
 
 use super::{rebuild, Pass, Rewrite};
-use crate::autodiff::TrainingGraph;
 use crate::diagnostic::Diagnostic;
 use crate::graph::{Graph, Node, NodeId};
+use crate::ir::TrainingGraph;
 use crate::ops::{BinaryOp, LeafOp, Op, OpError, ShapeOp, UnaryOp};
 
 /// Folds constants and simplifies algebra.

@@ -18,9 +18,9 @@ pub use dce::Dce;
 pub use fold::Fold;
 pub use softmax_ce::SoftmaxCe;
 
-use crate::autodiff::TrainingGraph;
 use crate::diagnostic::{Diagnostic, ErrorKind};
 use crate::graph::{Graph, Node, NodeId};
+use crate::ir::TrainingGraph;
 use crate::ops::OpError;
 
 /// A graph → graph transformation that preserves meaning.
@@ -71,18 +71,9 @@ impl<P: Pass> Pass for FixedPoint<P> {
     }
 }
 
-/// Optimisation levels of `nnc compile -O`.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Default)]
-pub enum OptLevel {
-    /// No graph passes: one kernel per node, every value its own buffer.
-    O0,
-    /// Folding, simplification, CSE and DCE to a fixed point.
-    O1,
-    /// Everything in O1 plus the softmax + cross-entropy gradient rewrite,
-    /// fusion and memory planning.
-    #[default]
-    O2,
-}
+/// The optimisation level, also reachable under the stage that reads it
+/// first.
+pub use crate::ir::OptLevel;
 
 /// The graph-pass names, in the order they run.
 pub const PASS_NAMES: &[&str] = &["fold", "cse", "dce", "softmax-ce"];

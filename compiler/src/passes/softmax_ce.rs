@@ -6,9 +6,9 @@
 //! softmax survives only if something else (an output) still reads it.
 
 use super::{rebuild, Pass, Rewrite};
-use crate::autodiff::TrainingGraph;
 use crate::diagnostic::Diagnostic;
 use crate::graph::{Dim, Graph, NodeId};
+use crate::ir::TrainingGraph;
 use crate::ops::{BinaryOp, LossOp, Op, SoftmaxKind};
 
 /// Rewrites cross-entropy gradients into one op.
