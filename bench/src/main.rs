@@ -758,7 +758,7 @@ fn step_flops(w: &Workload) -> anyhow::Result<f64> {
     let module = nnc_compiler::check_source(&src).map_err(|e| anyhow::anyhow!("{e:?}"))?;
     let net = &module.networks[0];
     let cfg = module.train_config(&net.name);
-    let stats = nnc_compiler::codegen::stats(net, &cfg, &Default::default())
+    let stats = nnc_compiler::driver::stats(net, &cfg, &Default::default())
         .map_err(|e| anyhow::anyhow!("{e:?}"))?;
     Ok(stats.flops as f64)
 }

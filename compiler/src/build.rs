@@ -8,8 +8,9 @@
 //! nnc_compiler::build::compile("models/mnist_mlp.nn").unwrap();
 //! ```
 
-use crate::codegen::{generate, Options};
-use crate::diagnostic::SourceFile;
+use crate::codegen::Options;
+use crate::diagnostic::{CompileError, SourceFile};
+use crate::driver;
 use std::path::{Path, PathBuf};
 
 /// Why a build-script compilation failed.
@@ -44,12 +45,10 @@ pub fn compile_to_string(path: &Path, opts: &Options) -> Result<String, BuildErr
         source,
     })?;
     let src = SourceFile::new(path.display().to_string(), text);
-    let fail = |e: crate::CompileError| BuildError::Compile {
+    driver::compile_source(&src, opts).map_err(|e: CompileError| BuildError::Compile {
         path: path.to_path_buf(),
         rendered: src.render(&e.diagnostics, false),
-    };
-    let module = crate::check_source(&src).map_err(fail)?;
-    generate(&src, &module, opts).map_err(fail)
+    })
 }
 
 /// The file name a model compiles to: `models/mnist_mlp.nn` → `mnist_mlp.rs`.

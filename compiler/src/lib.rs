@@ -1,19 +1,23 @@
 //! `nnc-compiler`: the nnc pipeline as a library.
 //!
-//! Data flows one way (see `ARCHITECTURE.md`):
+//! Data flows one way (see `ARCHITECTURE.md`), and [`driver`] runs it:
 //!
 //! ```text
 //! text ─► syntax (pest → AST with spans) ─► lower (AST → shape-checked graph)
-//!      ─► autodiff (graph → training graph) ─► interp (f64 oracle) / later stages
+//!      ─► autodiff (graph → training graph) ─► passes (graph → graph)
+//!      ─► codegen (graphs → Rust)
 //! ```
 //!
-//! The entry points most users want are [`check_source`] (parse and lower one
-//! file) and [`Module`], its result.
+//! The stages share the types of [`ir`], [`graph`] and [`ops`] and never
+//! call one another; `interp` is the f64 oracle every stage is tested
+//! against. The entry points most users want are [`check_source`] (parse
+//! and lower one file), [`Module`], its result, and [`driver::generate`].
 
 pub mod autodiff;
 pub mod build;
 pub mod codegen;
 pub mod diagnostic;
+pub mod driver;
 pub mod graph;
 pub mod interp;
 pub mod ir;
@@ -24,14 +28,5 @@ pub mod report;
 pub mod syntax;
 
 pub use diagnostic::{CompileError, Diagnostic, ErrorKind, SourceFile, Span};
+pub use driver::check_source;
 pub use ir::{Module, Network, TrainConfig};
-
-/// Parses and lowers one source file into shape-checked networks and their
-/// training configurations.
-///
-/// Every error found is returned, each with the span of the source it
-/// concerns; the result never panics on malformed input.
-pub fn check_source(source: &SourceFile) -> Result<Module, CompileError> {
-    let ast = syntax::parse(&source.text)?;
-    lower::lower(&ast)
-}

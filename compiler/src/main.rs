@@ -2,7 +2,7 @@
 
 use anyhow::Context;
 use clap::{Parser, Subcommand};
-use nnc_compiler::autodiff::{training_graph, GradOptions};
+use nnc_compiler::driver::{self, training_graph};
 use nnc_compiler::{graph, report, SourceFile};
 use std::io::IsTerminal;
 use std::path::{Path, PathBuf};
@@ -100,19 +100,6 @@ fn fail(source: &SourceFile, diagnostics: &[nnc_compiler::Diagnostic]) -> ExitCo
     ExitCode::FAILURE
 }
 
-/// The training graph of a network with its `train` block's penalties.
-fn train_graph(
-    module: &nnc_compiler::Module,
-    net: &nnc_compiler::Network,
-) -> Result<nnc_compiler::autodiff::TrainingGraph, nnc_compiler::Diagnostic> {
-    let cfg = module.train_config(&net.name);
-    let opts = GradOptions {
-        regularization: cfg.regularization,
-        inputs: Vec::new(),
-    };
-    training_graph(net, &opts)
-}
-
 fn run(cli: Cli) -> anyhow::Result<ExitCode> {
     match cli.command {
         Command::Check { file } => {
@@ -122,7 +109,7 @@ fn run(cli: Cli) -> anyhow::Result<ExitCode> {
                 Err(e) => return Ok(fail(&source, &e.diagnostics)),
             };
             for net in &module.networks {
-                let tg = match train_graph(&module, net) {
+                let tg = match training_graph(&module, net) {
                     Ok(tg) => tg,
                     Err(d) => return Ok(fail(&source, &[d])),
                 };
@@ -164,7 +151,7 @@ fn run(cli: Cli) -> anyhow::Result<ExitCode> {
                 Ok(m) => m,
                 Err(e) => return Ok(fail(&source, &e.diagnostics)),
             };
-            let code = match nnc_compiler::codegen::generate(&source, &module, &opts) {
+            let code = match driver::generate(&source, &module, &opts) {
                 Ok(c) => c,
                 Err(e) => return Ok(fail(&source, &e.diagnostics)),
             };
@@ -176,7 +163,7 @@ fn run(cli: Cli) -> anyhow::Result<ExitCode> {
             if explain_fusion {
                 for net in &module.networks {
                     let cfg = module.train_config(&net.name);
-                    match nnc_compiler::codegen::explain_fusion(&source, net, &cfg, &opts) {
+                    match driver::explain_fusion(&source, net, &cfg, &opts) {
                         Ok(text) => eprint!("{text}"),
                         Err(e) => return Ok(fail(&source, &e.diagnostics)),
                     }
@@ -185,7 +172,7 @@ fn run(cli: Cli) -> anyhow::Result<ExitCode> {
             if stats {
                 for net in &module.networks {
                     let cfg = module.train_config(&net.name);
-                    let s = match nnc_compiler::codegen::stats(net, &cfg, &opts) {
+                    let s = match driver::stats(net, &cfg, &opts) {
                         Ok(s) => s,
                         Err(e) => return Ok(fail(&source, &e.diagnostics)),
                     };
@@ -216,7 +203,7 @@ fn run(cli: Cli) -> anyhow::Result<ExitCode> {
                     .with_context(|| format!("{} defines no network", source.name))?,
             };
             let text = if train {
-                let tg = match train_graph(&module, net) {
+                let tg = match training_graph(&module, net) {
                     Ok(tg) => tg,
                     Err(d) => return Ok(fail(&source, &[d])),
                 };

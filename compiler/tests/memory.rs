@@ -2,9 +2,10 @@
 //! buffers live at once and never beats the lower bound; on the MNIST
 //! training step it reaches the targets of the fusion-and-planning issue.
 
-use nnc_compiler::codegen::{stats, Options};
-use nnc_compiler::passes::memory::{plan, verify, Buffer, Plan};
-use nnc_compiler::passes::OptLevel;
+use nnc_compiler::codegen::memory::{plan, verify, Buffer, Plan};
+use nnc_compiler::codegen::Options;
+use nnc_compiler::driver::stats;
+use nnc_compiler::ir::OptLevel;
 use nnc_compiler::{check_source, SourceFile};
 use proptest::prelude::*;
 
@@ -144,7 +145,7 @@ fn fusion_is_explained_and_reduces_kernels() {
     let (src, module) = mnist();
     let net = &module.networks[0];
     let cfg = module.train_config(&net.name);
-    let text = nnc_compiler::codegen::explain_fusion(&src, net, &cfg, &Options::default()).unwrap();
+    let text = nnc_compiler::driver::explain_fusion(&src, net, &cfg, &Options::default()).unwrap();
     // The bias add of each hidden layer runs inside its relu's loop.
     assert!(
         text.contains("fused: node 6 (relu) computes nodes 5 in one loop"),
@@ -194,7 +195,7 @@ fn fusion_is_explained_and_reduces_kernels() {
         o2.kernels.1 < o1.kernels.1,
         "fusion removes kernels: {o1:?} {o2:?}"
     );
-    let none = nnc_compiler::codegen::explain_fusion(
+    let none = nnc_compiler::driver::explain_fusion(
         &src,
         net,
         &cfg,

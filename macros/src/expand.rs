@@ -1,10 +1,11 @@
 //! The macro's one code path: render the tokens to text, then the
-//! compiler's `check_source` and `codegen::generate_tokens`, exactly as
-//! `nnc compile` and build scripts run them.
+//! compiler's driver (`check_source` and `driver::generate_tokens`),
+//! exactly as `nnc compile` and build scripts run it.
 
 use crate::render::{render, Rendered};
 use crate::{error, fallback};
-use nnc_compiler::codegen::{generate_tokens, Options};
+use nnc_compiler::codegen::Options;
+use nnc_compiler::driver::generate_tokens;
 use nnc_compiler::{check_source, CompileError, Module, SourceFile};
 use proc_macro2::{Group, Span, TokenStream, TokenTree};
 
@@ -82,7 +83,7 @@ mod tests {
     /// The macro's expansion of the MNIST classifier is the code `nnc
     /// compile` emits for `examples/models/mnist_mlp.nn`: the same token
     /// stream as `generate_tokens` on the file, and — formatted by the
-    /// same `codegen::generate` — the same text, byte for byte, including
+    /// same `driver::generate` — the same text, byte for byte, including
     /// every `(file:line:col)` note (the rendered text keeps the file's
     /// layout) and the header (the test names the source as the CLI does).
     #[test]
@@ -98,7 +99,7 @@ mod tests {
 
         let rendered = render(input);
         let (source, module) = check(&rendered, Some(MNIST)).unwrap();
-        let via_macro = nnc_compiler::codegen::generate(&source, &module, &Options::default());
+        let via_macro = nnc_compiler::driver::generate(&source, &module, &Options::default());
         let cli =
             nnc_compiler::build::compile_to_string(Path::new(MNIST), &Options::default()).unwrap();
         assert_eq!(via_macro.unwrap(), cli);

@@ -8,7 +8,7 @@
 //!   at the tokens' own lines and columns, with a map from byte ranges back
 //!   to token spans;
 //! - `expand`: that text goes through `nnc_compiler::check_source` and
-//!   `codegen::generate_tokens` — the code path of `nnc compile` and of
+//!   `driver::generate_tokens` — the code path of `nnc compile` and of
 //!   build scripts;
 //! - `error`: each diagnostic becomes a `compile_error!` on the tokens its
 //!   byte range covers;

@@ -401,12 +401,12 @@ impl Fusion {
         let guards = inputs.iter().enumerate().filter_map(|(j, &x)| {
             let name = format_ident!("x{}", j);
             let same = access(&tg.graph.ty(x).shape, out_shape) == Some(Access::Same);
-            (same && Some(x) != product && super::mentions(&expr, &name.to_string()))
+            (same && Some(x) != product && super::kernels::mentions(&expr, &name.to_string()))
                 .then(|| quote!(let #name = &#name[..out.len()];))
         });
         let guards: Vec<TokenStream> = guards.collect();
         let Some(product) = self.epilogue_product(root) else {
-            let head = if super::mentions(&expr, "i") {
+            let head = if super::kernels::mentions(&expr, "i") {
                 quote!(for (i, o) in out.iter_mut().enumerate())
             } else {
                 quote!(for o in out.iter_mut())
@@ -426,7 +426,7 @@ impl Fusion {
         let (m, k, n) = (Kernel::dim(a[0]), Kernel::dim(a[1]), Kernel::dim(b[1]));
         let ta = self.folded_transposes.contains_key(&ops[0].index());
         let tb = self.folded_transposes.contains_key(&ops[1].index());
-        let uses_i = super::mentions(&expr, "i");
+        let uses_i = super::kernels::mentions(&expr, "i");
         let (i0, body) = if uses_i {
             (
                 quote!(i0),

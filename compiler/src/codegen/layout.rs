@@ -4,12 +4,12 @@
 //! one workspace allocated once for the largest batch.
 
 use super::fuse::Fusion;
+use super::memory::{self, Buffer, Plan};
 use super::{batch_power_ok, codegen_error, usize_lit};
 use crate::diagnostic::CompileError;
 use crate::graph::{Dim, NodeId};
 use crate::ir::TrainingGraph;
 use crate::ops::{LeafOp, Op};
-use crate::passes::memory::{self, Buffer, Plan};
 use proc_macro2::TokenStream;
 use quote::quote;
 use std::collections::HashMap;

@@ -1,6 +1,7 @@
 //! Graph → graph passes over the whole training graph: constant folding and
 //! algebraic simplification, common-subexpression elimination, dead-code
-//! elimination, and (at `-O2`) the softmax + cross-entropy gradient rewrite. Each pass is a value; a list of passes is a pass, and
+//! elimination, and (at `-O2`) the softmax + cross-entropy gradient rewrite.
+//! Each pass is a value; a list of passes is a pass, and
 //! [`FixedPoint`] repeats one until nothing changes (the Luminal idea).
 //!
 //! Every pass rebuilds the graph in index order through [`rebuild`], so the
@@ -10,7 +11,6 @@
 mod cse;
 mod dce;
 mod fold;
-pub mod memory;
 mod softmax_ce;
 
 pub use cse::Cse;

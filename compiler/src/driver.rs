@@ -1,0 +1,136 @@
+//! The pipeline, run in one place: text → `syntax` → `lower` → `autodiff` →
+//! `passes` → `codegen`. Each stage takes the previous one's IR value and
+//! returns its own; none calls another. The library entry points —
+//! [`check_source`], the build-script API, the `nnc` binary, `nnc check`'s
+//! report and the `network!` macro — all come through here.
+
+use crate::codegen::{self, Input, Options, Stats};
+use crate::diagnostic::{CompileError, Diagnostic, SourceFile};
+use crate::ir::{GradOptions, Module, Network, OptLevel, TrainConfig, TrainingGraph};
+use crate::passes::Pass;
+use crate::{autodiff, lower, passes, syntax};
+use proc_macro2::TokenStream;
+
+/// Parses and lowers one source file into shape-checked networks and their
+/// training configurations.
+///
+/// Every error found is returned, each with the span of the source it
+/// concerns; the result never panics on malformed input.
+pub fn check_source(source: &SourceFile) -> Result<Module, CompileError> {
+    let ast = syntax::parse(&source.text)?;
+    lower::lower(&ast)
+}
+
+/// The training graph of a network with its `train` block's penalties,
+/// before any pass: what `nnc check` counts and `nnc graph --train` draws.
+pub fn training_graph(module: &Module, net: &Network) -> Result<TrainingGraph, Diagnostic> {
+    let cfg = module.train_config(&net.name);
+    differentiate(net, &cfg)
+}
+
+fn differentiate(net: &Network, cfg: &TrainConfig) -> Result<TrainingGraph, Diagnostic> {
+    let opts = GradOptions {
+        regularization: cfg.regularization,
+        inputs: Vec::new(),
+    };
+    autodiff::training_graph(net, &opts)
+}
+
+/// The training graph of a network after the graph passes of `opts`.
+pub fn optimize(
+    net: &Network,
+    cfg: &TrainConfig,
+    opts: &Options,
+) -> Result<TrainingGraph, CompileError> {
+    let mut tg = differentiate(net, cfg)?;
+    passes::pipeline(opts.opt_level, &opts.disabled_passes).run(&mut tg)?;
+    Ok(tg)
+}
+
+/// A network with its graphs optimised: what codegen compiles.
+struct Optimized {
+    train: TrainingGraph,
+    inference: Option<TrainingGraph>,
+}
+
+/// Differentiates and optimises a network; a modal one (dropout, batch
+/// norm) twice, in its training form and in its inference form
+/// ([`Network::for_inference`]), before any pass so that the passes see
+/// two ordinary graphs.
+fn optimize_both(
+    net: &Network,
+    cfg: &TrainConfig,
+    opts: &Options,
+) -> Result<Optimized, CompileError> {
+    let train = optimize(net, cfg, opts)?;
+    let inference = if net.is_modal() {
+        Some(optimize(&net.for_inference()?, cfg, opts)?)
+    } else {
+        None
+    };
+    Ok(Optimized { train, inference })
+}
+
+/// Generates the Rust items for every network of a checked module, as a
+/// token stream (what the `network!` macro expands to).
+pub fn generate_tokens(
+    source: &SourceFile,
+    module: &Module,
+    opts: &Options,
+) -> Result<TokenStream, CompileError> {
+    let rt = codegen::runtime_path(opts)?;
+    let mut items = TokenStream::new();
+    for net in &module.networks {
+        let config = module.train_config(&net.name);
+        let graphs = optimize_both(net, &config, opts)?;
+        let input = Input {
+            net,
+            config: &config,
+            train: &graphs.train,
+            inference: graphs.inference.as_ref(),
+        };
+        items.extend(codegen::network(source, &input, &rt, opts)?);
+    }
+    Ok(items)
+}
+
+/// Generates the Rust source for every network of a checked module,
+/// formatted, with an `@generated` header.
+pub fn generate(
+    source: &SourceFile,
+    module: &Module,
+    opts: &Options,
+) -> Result<String, CompileError> {
+    let items = generate_tokens(source, module, opts)?;
+    codegen::format(source, items)
+}
+
+/// The whole pipeline on one source file: its generated Rust source.
+pub fn compile_source(source: &SourceFile, opts: &Options) -> Result<String, CompileError> {
+    let module = check_source(source)?;
+    generate(source, &module, opts)
+}
+
+/// The training-step statistics of a network (`nnc compile --stats`):
+/// its step at `-O0` against its step at `opts`.
+pub fn stats(net: &Network, cfg: &TrainConfig, opts: &Options) -> Result<Stats, CompileError> {
+    let o0 = Options {
+        opt_level: OptLevel::O0,
+        ..opts.clone()
+    };
+    let base = optimize(net, cfg, &o0)?;
+    let tg = optimize(net, cfg, opts)?;
+    codegen::stats(&base, &tg, cfg, opts)
+}
+
+/// Why each elementwise node of a network's training step is fused or not
+/// (`nnc compile --explain-fusion`).
+pub fn explain_fusion(
+    source: &SourceFile,
+    net: &Network,
+    cfg: &TrainConfig,
+    opts: &Options,
+) -> Result<String, CompileError> {
+    let tg = optimize(net, cfg, opts)?;
+    codegen::explain_fusion(source, &net.name, &tg, opts)
+}
