@@ -198,6 +198,7 @@ impl Lowerer {
                 ExprKind::Name(n) => Ok(ArgValue::Name(n.name.clone())),
                 _ => Err(self.wrong_kind(func, param, expr.span, &found(expr))),
             },
+            ArgKind::Init => self.init(expr).map(ArgValue::Init),
             ArgKind::Axes | ArgKind::Ints => {
                 let items: Vec<&Expr> = match &expr.kind {
                     ExprKind::List(items) => items.iter().collect(),
@@ -272,7 +273,9 @@ impl Lowerer {
         )
     }
 
-    /// Binds and converts all arguments; also returns each one's span.
+    /// Binds and converts all arguments, filling in the defaults the
+    /// signature states; also returns each one's span (`None` where the
+    /// argument was not written).
     pub(super) fn args<'a>(
         &mut self,
         func: &str,
@@ -287,11 +290,16 @@ impl Lowerer {
         for (p, b) in params.iter().zip(bound) {
             out.push(match b {
                 Some(src) => Some(self.convert(func, p, src)?),
-                None => None,
+                None => default(p),
             });
         }
         Ok((out, spans))
     }
+}
+
+/// The value of an omitted argument: its parameter's default, if any.
+pub fn default(param: &Param) -> Option<ArgValue> {
+    param.default.and_then(|d| d.value(param.kind))
 }
 
 /// A numeric literal, possibly negated: its value and whether it is an integer.

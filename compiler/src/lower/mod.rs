@@ -5,12 +5,15 @@
 
 mod args;
 mod inference;
+mod init;
 mod layers;
 mod train;
 
 /// IR types lowering makes, also reachable under the stage's name (the
 /// paths the facade's end-to-end tests use).
 pub use crate::ir::{BatchSize, InputKind, Network};
+pub use init::{Initializer, INITIALIZERS};
+pub use layers::{layers, Layer};
 
 use crate::diagnostic::{CompileError, Diagnostic, ErrorKind, Span};
 use crate::graph::{DType, Dim, Graph, NodeId, Shape, TensorType};
@@ -294,7 +297,7 @@ impl Lowerer {
             Some(Binding { node: None, .. }) => Err(Reported),
             None => {
                 let is_function = ops::functions().any(|f| f.name == name.name)
-                    || layers::SUGAR.contains(&name.name.as_str());
+                    || layers::layers().any(|l| l.name == name.name);
                 let mut d = Diagnostic::new(
                     ErrorKind::UnknownName,
                     name.span,
@@ -611,7 +614,7 @@ impl Lowerer {
         }
     }
 
-    /// Lowers a call: layer sugar first, then the ops' surface functions.
+    /// Lowers a call: a layer first, then the ops' surface functions.
     fn call(
         &mut self,
         func: &ast::Ident,
@@ -619,13 +622,13 @@ impl Lowerer {
         args: &[ast::Arg],
         span: Span,
     ) -> L<NodeId> {
-        if let Some(r) = self.sugar(func, first, args, span) {
+        if let Some(r) = self.layer(func, first, args, span) {
             return r;
         }
         let Some(f) = ops::functions().find(|f| f.name == func.name) else {
             let names = ops::functions()
                 .map(|f| f.name)
-                .chain(layers::SUGAR.iter().copied());
+                .chain(layers::layers().map(|l| l.name));
             let mut d = Diagnostic::new(
                 ErrorKind::UnknownName,
                 func.span,

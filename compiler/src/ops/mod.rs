@@ -29,7 +29,7 @@ pub use norm::NormOp;
 pub use reduce::{ReduceKind, ReduceOp};
 pub use sequence::SeqOp;
 pub use shape::ShapeOp;
-pub use signature::{ArgKind, ArgValue, Args, Function, Param};
+pub use signature::{ArgKind, ArgValue, Args, Function, Lit, Param};
 pub use softmax::{SoftmaxKind, SoftmaxOp};
 
 use crate::graph::{DType, NodeId, Shape, TensorType};

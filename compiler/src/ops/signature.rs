@@ -5,6 +5,7 @@
 
 use super::{Op, OpError};
 use crate::graph::{NodeId, Shape, TensorType};
+use crate::ir::Init;
 
 /// What kind of value a parameter takes.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -23,8 +24,10 @@ pub enum ArgKind {
     Shape,
     /// `true` or `false`.
     Bool,
-    /// A bare name such as `relu` or `he_normal`.
+    /// A bare name such as `relu`.
     Name,
+    /// An initializer: a name (`he_normal`) or a call (`normal(std: 0.01)`).
+    Init,
 }
 
 impl ArgKind {
@@ -39,6 +42,7 @@ impl ArgKind {
             ArgKind::Shape => "a shape list like [batch, 28, 28]",
             ArgKind::Bool => "true or false",
             ArgKind::Name => "a name",
+            ArgKind::Init => "an initializer such as `he_normal` or `normal(std: 0.01)`",
         }
     }
 }
@@ -52,6 +56,9 @@ pub struct Param {
     pub kind: ArgKind,
     /// Whether a call must supply it.
     pub required: bool,
+    /// The value an optional parameter takes when a call omits it, where
+    /// the signature states one.
+    pub default: Option<Lit>,
 }
 
 impl Param {
@@ -61,6 +68,7 @@ impl Param {
             name,
             kind,
             required: true,
+            default: None,
         }
     }
 
@@ -70,7 +78,46 @@ impl Param {
             name,
             kind,
             required: false,
+            default: None,
         }
+    }
+
+    /// The same parameter with a default value.
+    pub const fn or(self, default: Lit) -> Self {
+        Param {
+            default: Some(default),
+            ..self
+        }
+    }
+}
+
+/// A default value as a signature states it.
+#[derive(Clone, Copy, Debug, PartialEq)]
+pub enum Lit {
+    /// An integer (for `Int`, `Ints` and `Float` parameters).
+    Int(i64),
+    /// A number.
+    Float(f64),
+    /// A flag.
+    Bool(bool),
+    /// A bare name (for `Name` and `Init` parameters).
+    Name(&'static str),
+}
+
+impl Lit {
+    /// The value a parameter of `kind` takes from this default, as if the
+    /// call had written it; `None` for an initializer, which is parsed, and
+    /// for a default that does not fit the kind.
+    pub fn value(self, kind: ArgKind) -> Option<ArgValue> {
+        Some(match (self, kind) {
+            (Lit::Int(v), ArgKind::Int) => ArgValue::Int(v),
+            (Lit::Int(v), ArgKind::Ints) => ArgValue::Ints(vec![v]),
+            (Lit::Int(v), ArgKind::Float) => ArgValue::Float(v as f64),
+            (Lit::Float(v), ArgKind::Float) => ArgValue::Float(v),
+            (Lit::Bool(b), ArgKind::Bool) => ArgValue::Bool(b),
+            (Lit::Name(n), ArgKind::Name) => ArgValue::Name(n.to_string()),
+            _ => return None,
+        })
     }
 }
 
@@ -93,6 +140,8 @@ pub enum ArgValue {
     Bool(bool),
     /// A bare name.
     Name(String),
+    /// A parsed initializer.
+    Init(Init),
 }
 
 /// The arguments of one call, in parameter order (`None` where omitted).
