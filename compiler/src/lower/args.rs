@@ -1,7 +1,8 @@
 //! Binding a call's positional and named arguments to a parameter list, and
-//! converting each argument to the kind its parameter takes. Shared by op
-//! functions, layer sugar, initializers, optimizers and schedules, so every
-//! call in the language reports argument errors the same way.
+//! converting each argument to the kind its parameter takes. The one binder
+//! ([`bind`]) serves op functions, layers, initializers, optimizers and
+//! schedules, so every call reports argument errors the same way; the two
+//! families differ only in what [`Dialect`] states.
 
 use super::{Lowerer, Reported, L, MAX_ELEMENTS};
 use crate::diagnostic::{Diagnostic, ErrorKind, Span};
@@ -61,8 +62,190 @@ pub fn suggest<'a>(name: &str, candidates: impl IntoIterator<Item = &'a str>) ->
         .map(|(_, c)| c)
 }
 
+/// A parameter as the binder sees it: ops' and layers' [`Param`]s, and the
+/// hyper-parameters of optimizers and schedules.
+pub trait Slot {
+    /// The name a named argument gives.
+    fn name(&self) -> &'static str;
+    /// Whether a call must give it.
+    fn required(&self) -> bool;
+    /// What it takes, as the "missing argument" error says it (`None`: the
+    /// error names the parameter only).
+    fn describe(&self) -> Option<&'static str>;
+}
+
+impl Slot for Param {
+    fn name(&self) -> &'static str {
+        self.name
+    }
+    fn required(&self) -> bool {
+        self.required
+    }
+    fn describe(&self) -> Option<&'static str> {
+        Some(self.kind.describe())
+    }
+}
+
+/// Where two families of calls differ in binding: the language's calls
+/// (functions, layers, initializers) and the constant calls of `train`
+/// blocks (optimizers, schedules). The binding itself is the same.
+pub struct Dialect {
+    /// Whether a positional argument may follow named ones; it then binds
+    /// by its position among all the arguments (`adam(lr: 1e-3, 0.8)` sets
+    /// `beta1`).
+    pub positional_after_named: bool,
+    /// The error for more positional arguments than parameters (the
+    /// function and the parameter count).
+    pub too_many: fn(&str, usize) -> String,
+    /// Names people write for a parameter, suggested before the nearest
+    /// spelling: (written, meant).
+    pub aliases: &'static [(&'static str, &'static str)],
+}
+
+/// The dialect of the language's calls.
+pub const CALLS: Dialect = Dialect {
+    positional_after_named: false,
+    too_many: |func, n| {
+        format!(
+            "`{func}` takes at most {n} positional argument{}",
+            if n == 1 { "" } else { "s" }
+        )
+    },
+    aliases: &[],
+};
+
+/// The dialect of a `train` block's optimizers and schedules.
+pub const TRAIN: Dialect = Dialect {
+    positional_after_named: true,
+    too_many: |func, n| format!("`{func}` takes at most {n} arguments"),
+    aliases: &[("learning_rate", "lr"), ("epsilon", "eps")],
+};
+
+/// Binds `args` (after any `first` value piped in) to `slots`: each
+/// argument to the slot its name or its position picks. Every mistake is
+/// pushed to `errors`, in the order of the arguments, then each missing
+/// argument; the slots bound despite them are returned, so that a caller
+/// reporting every mistake can still check their values.
+pub fn bind<'a, S: Slot>(
+    func: &str,
+    call_span: Span,
+    slots: &[S],
+    first: Option<ArgSrc<'a>>,
+    args: &'a [Arg],
+    dialect: &Dialect,
+    errors: &mut Vec<Diagnostic>,
+) -> Bound<'a> {
+    let mut bound: Bound<'a> = vec![None; slots.len()];
+    let mut seen_named = false;
+    let all = first.map(|f| (None, f)).into_iter().chain(
+        args.iter()
+            .map(|a| (a.name.as_ref(), ArgSrc::Expr(&a.value))),
+    );
+    for (index, (name, src)) in all.enumerate() {
+        let slot = match name {
+            Some(n) => {
+                seen_named = true;
+                match slots.iter().position(|p| p.name() == n.name) {
+                    Some(i) => i,
+                    None => {
+                        errors.push(unknown_parameter(func, n, slots, dialect));
+                        continue;
+                    }
+                }
+            }
+            None => {
+                if seen_named && !dialect.positional_after_named {
+                    errors.push(
+                        Diagnostic::new(
+                            ErrorKind::BadArgument,
+                            src.span(),
+                            format!("positional argument after named arguments in `{func}`"),
+                        )
+                        .with_label("move it before the named arguments"),
+                    );
+                    continue;
+                }
+                if index >= slots.len() {
+                    errors.push(
+                        Diagnostic::new(
+                            ErrorKind::BadArgument,
+                            src.span(),
+                            (dialect.too_many)(func, slots.len()),
+                        )
+                        .with_label("unexpected argument"),
+                    );
+                    continue;
+                }
+                index
+            }
+        };
+        if bound[slot].is_some() {
+            errors.push(
+                Diagnostic::new(
+                    ErrorKind::BadArgument,
+                    src.span(),
+                    format!(
+                        "argument `{}` of `{func}` is given twice",
+                        slots[slot].name()
+                    ),
+                )
+                .with_label("given again here"),
+            );
+            continue;
+        }
+        bound[slot] = Some(src);
+    }
+    for (p, b) in slots.iter().zip(&bound) {
+        if p.required() && b.is_none() {
+            errors.push(missing(func, p, call_span));
+        }
+    }
+    bound
+}
+
+/// The error for a required argument a call does not give.
+pub fn missing<S: Slot>(func: &str, slot: &S, call_span: Span) -> Diagnostic {
+    let what = slot.describe().map_or(String::new(), |d| format!(" ({d})"));
+    Diagnostic::new(
+        ErrorKind::BadArgument,
+        call_span,
+        format!("`{func}` is missing its argument `{}`{what}", slot.name()),
+    )
+    .with_label(format!("`{}` missing", slot.name()))
+}
+
+fn unknown_parameter<S: Slot>(
+    func: &str,
+    n: &crate::syntax::ast::Ident,
+    slots: &[S],
+    dialect: &Dialect,
+) -> Diagnostic {
+    let names: Vec<&str> = slots.iter().map(|p| p.name()).collect();
+    let mut d = Diagnostic::new(
+        ErrorKind::BadArgument,
+        n.span,
+        format!(
+            "`{func}` has no parameter `{}`; expected one of: {}",
+            n.name,
+            names.join(", ")
+        ),
+    )
+    .with_label("unknown parameter");
+    let alias = dialect
+        .aliases
+        .iter()
+        .find(|(written, meant)| *written == n.name && names.contains(meant))
+        .map(|(_, meant)| *meant);
+    if let Some(s) = alias.or_else(|| suggest(&n.name, names.iter().copied())) {
+        d = d.with_help(format!("did you mean `{s}`?"));
+    }
+    d
+}
+
 impl Lowerer {
     /// Binds `args` (after any `first` value piped in) to `params`.
+    /// Lowering reports a call's first mistake only: one statement, one
+    /// error.
     pub(super) fn bind<'a>(
         &mut self,
         func: &str,
@@ -71,99 +254,12 @@ impl Lowerer {
         first: Option<ArgSrc<'a>>,
         args: &'a [Arg],
     ) -> L<Bound<'a>> {
-        let mut bound: Bound<'a> = vec![None; params.len()];
-        let mut positional = 0usize;
-        let mut seen_named = false;
-        let all = first.map(|f| (None, f)).into_iter().chain(
-            args.iter()
-                .map(|a| (a.name.as_ref(), ArgSrc::Expr(&a.value))),
-        );
-        for (name, src) in all {
-            let slot = match name {
-                Some(n) => {
-                    seen_named = true;
-                    match params.iter().position(|p| p.name == n.name) {
-                        Some(i) => i,
-                        None => {
-                            let names: Vec<&str> = params.iter().map(|p| p.name).collect();
-                            let mut d = Diagnostic::new(
-                                ErrorKind::BadArgument,
-                                n.span,
-                                format!(
-                                    "`{func}` has no parameter `{}`; expected one of: {}",
-                                    n.name,
-                                    names.join(", ")
-                                ),
-                            )
-                            .with_label("unknown parameter");
-                            if let Some(s) = suggest(&n.name, names.iter().copied()) {
-                                d = d.with_help(format!("did you mean `{s}`?"));
-                            }
-                            return Err(self.report(d));
-                        }
-                    }
-                }
-                None => {
-                    if seen_named {
-                        return Err(self.report(
-                            Diagnostic::new(
-                                ErrorKind::BadArgument,
-                                src.span(),
-                                format!("positional argument after named arguments in `{func}`"),
-                            )
-                            .with_label("move it before the named arguments"),
-                        ));
-                    }
-                    if positional >= params.len() {
-                        return Err(self.report(
-                            Diagnostic::new(
-                                ErrorKind::BadArgument,
-                                src.span(),
-                                format!(
-                                    "`{func}` takes at most {} positional argument{}",
-                                    params.len(),
-                                    if params.len() == 1 { "" } else { "s" }
-                                ),
-                            )
-                            .with_label("unexpected argument"),
-                        ));
-                    }
-                    positional += 1;
-                    positional - 1
-                }
-            };
-            if bound[slot].is_some() {
-                return Err(self.report(
-                    Diagnostic::new(
-                        ErrorKind::BadArgument,
-                        src.span(),
-                        format!(
-                            "argument `{}` of `{func}` is given twice",
-                            params[slot].name
-                        ),
-                    )
-                    .with_label("given again here"),
-                ));
-            }
-            bound[slot] = Some(src);
+        let mut errors = Vec::new();
+        let bound = bind(func, call_span, params, first, args, &CALLS, &mut errors);
+        match errors.into_iter().next() {
+            None => Ok(bound),
+            Some(d) => Err(self.report(d)),
         }
-        for (p, b) in params.iter().zip(&bound) {
-            if p.required && b.is_none() {
-                return Err(self.report(
-                    Diagnostic::new(
-                        ErrorKind::BadArgument,
-                        call_span,
-                        format!(
-                            "`{func}` is missing its argument `{}` ({})",
-                            p.name,
-                            p.kind.describe()
-                        ),
-                    )
-                    .with_label(format!("`{}` missing", p.name)),
-                ));
-            }
-        }
-        Ok(bound)
     }
 
     /// Converts one bound argument to the kind its parameter takes.

@@ -14,6 +14,7 @@ mod train;
 pub use crate::ir::{BatchSize, InputKind, Network};
 pub use init::{Initializer, INITIALIZERS};
 pub use layers::{layers, Layer};
+pub use train::{Hyper, OptimizerDef, ScheduleDef, Setting, OPTIMIZERS, SCHEDULES, SETTINGS};
 
 use crate::diagnostic::{CompileError, Diagnostic, ErrorKind, Span};
 use crate::graph::{DType, Dim, Graph, NodeId, Shape, TensorType};
