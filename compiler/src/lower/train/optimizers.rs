@@ -9,6 +9,9 @@ use crate::diagnostic::{Diagnostic, ErrorKind};
 use crate::ir::Optimizer;
 use crate::syntax::ast::Expr;
 
+/// Why a combination of values is invalid: the message and the label.
+pub type Invalid = (&'static str, &'static str);
+
 /// An optimizer of the language.
 pub struct OptimizerDef {
     /// Its name.
@@ -16,15 +19,15 @@ pub struct OptimizerDef {
     /// Its hyper-parameters, positional order.
     pub params: &'static [Hyper],
     /// The optimizer the values (in parameter order, defaults filled in)
-    /// make, or why the combination is invalid: (message, label).
-    pub build: fn(&[f64]) -> Result<Optimizer, (&'static str, &'static str)>,
+    /// make, or why the combination is invalid.
+    pub build: fn(&[f64]) -> Result<Optimizer, Invalid>,
 }
 
 const LR: &str = "a positive number";
 const BETA: &str = "a number in [0, 1)";
 const NN: &str = "a number ≥ 0";
 
-fn sgd(v: &[f64]) -> Result<Optimizer, (&'static str, &'static str)> {
+fn sgd(v: &[f64]) -> Result<Optimizer, Invalid> {
     if v[3] != 0.0 && (v[1] == 0.0 || v[2] != 0.0) {
         return Err((
             "Nesterov momentum needs a positive `momentum` and zero `dampening`",
