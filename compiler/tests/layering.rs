@@ -16,6 +16,11 @@
 //! is any `crate::x` path (doc links included: a link is a dependency too),
 //! each item of a `use crate::{x, y::z}` group, and any `super::` path that
 //! climbs out of its own top-level module.
+//!
+//! Two more rules hold the shape of the code: the stages (`syntax`,
+//! `lower`, `autodiff`, `passes`, `codegen`) share only IR types and never
+//! import one another (the driver runs them), and no source file is longer
+//! than [`MAX_LINES`].
 
 use std::collections::BTreeSet;
 use std::path::{Path, PathBuf};
@@ -303,5 +308,26 @@ fn the_scanner_finds_every_form_of_import() {
     assert_eq!(
         super_imports("use super::lower::Network;", &top),
         [(1, "lower".to_string())]
+    );
+}
+
+/// Files one can hold in mind: no source file under `compiler/src` is
+/// longer than this; one that grows past it is split along its jobs.
+const MAX_LINES: usize = 700;
+
+#[test]
+fn no_source_file_is_too_long() {
+    let mut files = Vec::new();
+    rust_files(&src(), &mut files);
+    let long: Vec<String> = files
+        .iter()
+        .filter_map(|f| {
+            let n = std::fs::read_to_string(f).ok()?.lines().count();
+            (n > MAX_LINES).then(|| format!("{} ({n} lines)", f.display()))
+        })
+        .collect();
+    assert!(
+        long.is_empty(),
+        "over {MAX_LINES} lines, split along their jobs: {long:?}"
     );
 }
