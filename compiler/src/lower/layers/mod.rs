@@ -35,7 +35,7 @@ pub struct Layer {
     /// Whether a call is this layer, given whether its first argument is
     /// piped in and its written arguments: a layer that shares its name
     /// with a primitive op (`conv2d`) is the layer only in its own form.
-    pub(crate) applies: fn(piped: bool, args: &[ast::Arg]) -> bool,
+    pub applies: fn(piped: bool, args: &[ast::Arg]) -> bool,
     /// Lowers a call whose arguments are bound and converted.
     pub(crate) expand: fn(&mut Lowerer, &LayerCall<'_>) -> L<NodeId>,
 }
