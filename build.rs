@@ -7,7 +7,7 @@ use std::path::Path;
 fn main() {
     let opts = nnc_compiler::codegen::Options::default();
     let o0 = nnc_compiler::codegen::Options {
-        opt_level: nnc_compiler::passes::OptLevel::O0,
+        opt_level: nnc_compiler::ir::OptLevel::O0,
         ..Default::default()
     };
     let out_dir =

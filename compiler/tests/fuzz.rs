@@ -6,7 +6,8 @@
 //! Inputs: (a) random bytes, (b) random token soup, (c) random mutations of
 //! the valid models `examples/models/mnist_mlp.nn` and `compiler/tests/models/*.nn`.
 
-use nnc_compiler::autodiff::{training_graph, GradOptions};
+use nnc_compiler::autodiff::training_graph;
+use nnc_compiler::ir::GradOptions;
 use nnc_compiler::{check_source, report, ErrorKind, SourceFile};
 use proptest::prelude::*;
 use proptest::test_runner::Config;

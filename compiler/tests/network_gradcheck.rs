@@ -4,8 +4,9 @@
 
 mod support;
 
-use nnc_compiler::autodiff::{training_graph, GradOptions};
+use nnc_compiler::autodiff::training_graph;
 use nnc_compiler::interp::evaluate;
+use nnc_compiler::ir::GradOptions;
 use nnc_compiler::lower::layers;
 use nnc_compiler::ops::Tensor;
 use nnc_compiler::syntax::ast;

@@ -4,14 +4,14 @@
 
 mod support;
 
-use nnc_compiler::autodiff::{gradients, training_graph, GradOptions, TrainingGraph};
+use nnc_compiler::autodiff::{gradients, training_graph};
 use nnc_compiler::graph::{Graph, NodeId, Shape};
 use nnc_compiler::interp::evaluate;
-use nnc_compiler::lower::InputKind;
+use nnc_compiler::ir::{GradOptions, InputKind, OptLevel, TrainingGraph};
 use nnc_compiler::ops::{
     BinaryOp, LeafOp, LossOp, Matmul, Op, ReduceKind, ReduceOp, ShapeOp, Tensor, UnaryOp,
 };
-use nnc_compiler::passes::{pipeline, Cse, Dce, Fold, OptLevel, Pass, SoftmaxCe};
+use nnc_compiler::passes::{pipeline, Cse, Dce, Fold, Pass, SoftmaxCe};
 use nnc_compiler::{check_source, SourceFile, Span};
 use proptest::prelude::*;
 use std::collections::HashMap;
