@@ -57,7 +57,7 @@ pub struct InputDecl {
 /// A trained parameter.
 #[derive(Clone, Debug)]
 pub struct ParamDecl {
-    /// Its name: the checkpoint tensor name (`h1.weight` for layer sugar).
+    /// Its name: the checkpoint tensor name (`h1.weight` for a layer's).
     pub name: String,
     /// Its graph node.
     pub node: NodeId,
@@ -65,7 +65,7 @@ pub struct ParamDecl {
     pub shape: Shape,
     /// How it is initialised.
     pub init: Init,
-    /// Where it was declared (the layer call for sugar).
+    /// Where it was declared (the layer call, for a layer's).
     pub span: Span,
 }
 

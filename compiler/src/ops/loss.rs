@@ -340,7 +340,7 @@ impl fmt::Display for LossOp {
     }
 }
 
-/// The losses of the language (mse and l1 are sugar over these primitives;
+/// The losses of the language (mse and l1 are layers over these primitives;
 /// see `lower`).
 pub static FUNCTIONS: &[Function] = &[
     Function {
