@@ -12,6 +12,8 @@
 //!   code names), and the splitting of the workspace into a call's regions;
 //! - [`gemm`]: the matrix multiply (blocking driver, packing, AVX2 and
 //!   portable microkernels, the convolutions' indexed product);
+//! - [`quant`]: int8 inference (u8 activations, per-channel 7-bit weights,
+//!   the u8 × i8 GEMM with requantizing epilogues, int8 convolution);
 //! - [`optim`]: optimizers over the flat buffers, one shared base with one
 //!   update rule per optimizer, and their configurations;
 //! - [`schedule`]s of the learning rate, parameter [`init`], a reproducible
@@ -32,6 +34,7 @@ pub mod model;
 pub mod optim;
 pub mod parallel;
 pub mod params;
+pub mod quant;
 pub mod rng;
 pub mod schedule;
 pub mod train;

@@ -72,7 +72,7 @@ mod indexed;
 mod kernel;
 mod pack;
 #[cfg(test)]
-mod tests;
+pub(crate) mod tests;
 
 pub use driver::reserve_workspaces;
 pub(crate) use indexed::{indexed, indexed_is_fast, pack_panel, Indexed, INDEXED_BLOCK};

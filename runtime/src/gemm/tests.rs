@@ -410,7 +410,7 @@ fn products_crossing_every_block_boundary_match_naive() {
 
 /// Counts heap allocations per thread, so that tests running
 /// concurrently in this binary do not disturb each other's counts.
-mod counting {
+pub(crate) mod counting {
     use std::alloc::{GlobalAlloc, Layout, System};
     use std::cell::Cell;
 
@@ -448,7 +448,7 @@ mod counting {
     static GLOBAL: Counting = Counting;
 
     /// Allocations made so far by the calling thread.
-    pub(super) fn allocations() -> usize {
+    pub(crate) fn allocations() -> usize {
         COUNT.with(Cell::get)
     }
 }

@@ -1,0 +1,152 @@
+//! The GEMM's epilogue: i32 accumulators of one tile, still hot, turned
+//! into the layer's output (corrected i32, f32, or the next layer's u8) and
+//! stored.
+//!
+//! The arithmetic is plain Rust shared by every kernel family (the AVX2
+//! driver inlines it under `target_feature`, where the compiler vectorises
+//! it); Rust never reassociates or contracts float operations, so both
+//! families produce the same bits.
+
+use super::packed::{PackedWeights, NR};
+use super::scheme::quantize_one;
+
+/// What one output element becomes.
+#[derive(Debug, Clone, Copy)]
+pub(super) enum Kind {
+    /// `acc − zp · colsum`, as i32.
+    I32(*mut i32),
+    /// `(acc − zp · colsum) · (scale_a · s[n]) + bias[n]`, ReLU'd if asked.
+    F32(*mut f32),
+    /// The f32 value quantized with `(inv_scale, zero_point)`.
+    U8(*mut u8, f32, f32),
+}
+
+/// Where and how a product's output is written: element `(i, j)` at
+/// offset `i · rs + j · cs` of the destination (`cs == 1` for row-major
+/// matrices; the convolution writes NCHW planes with `rs == 1`).
+#[derive(Debug, Clone, Copy)]
+pub(super) struct Sink<'a> {
+    pub(super) kind: Kind,
+    pub(super) rs: usize,
+    pub(super) cs: usize,
+    /// `n` biases (checked by the caller).
+    pub(super) bias: Option<&'a [f32]>,
+    pub(super) relu: bool,
+}
+
+// SAFETY: the destination pointer is only written through by the tasks of
+// one product, each at its own disjoint set of elements, while the caller's
+// `&mut` borrow of the destination is held.
+unsafe impl Send for Sink<'_> {}
+// SAFETY: as above.
+unsafe impl Sync for Sink<'_> {}
+
+/// The per-channel constants of one 16-channel panel, computed once per
+/// panel and shared by its row tiles.
+pub(super) struct PanelParams {
+    /// `zp · Σ_k q[k, j]`.
+    zc: [i32; NR],
+    /// `scale_a · s[j]`.
+    mult: [f32; NR],
+    /// `bias[j]`, 0 past the last channel or without a bias.
+    bias: [f32; NR],
+}
+
+impl PanelParams {
+    /// The constants of panel `p` for activations with zero point `zp` and
+    /// scale `a_scale`.
+    #[inline(always)]
+    pub(super) fn new(
+        w: &PackedWeights,
+        p: usize,
+        zp: i32,
+        a_scale: f32,
+        bias: Option<&[f32]>,
+    ) -> Self {
+        let (sums, scales) = (w.panel_colsums(p), w.panel_scales(p));
+        let j0 = p * NR;
+        let nr = NR.min(w.outputs() - j0);
+        let b = bias.map_or([0.0; NR], |bias| {
+            std::array::from_fn(|j| if j < nr { bias[j0 + j] } else { 0.0 })
+        });
+        PanelParams {
+            zc: std::array::from_fn(|j| zp * sums[j]),
+            mult: std::array::from_fn(|j| a_scale * scales[j]),
+            bias: b,
+        }
+    }
+}
+
+impl Sink<'_> {
+    /// Finishes rows `0..mr` of a tile whose top-left output element is
+    /// `(i0, j0)`: the first `nr` values of each accumulator row go out.
+    ///
+    /// # Safety
+    /// Elements `(i0 + r, j0 + c)`, `r < mr`, `c < nr`, must lie inside the
+    /// destination and belong to this task alone.
+    #[inline(always)]
+    pub(super) unsafe fn store(
+        &self,
+        pp: &PanelParams,
+        acc: &[[i32; NR]],
+        i0: usize,
+        mr: usize,
+        j0: usize,
+        nr: usize,
+    ) {
+        for (r, row) in acc.iter().enumerate().take(mr) {
+            // Exact: |acc|, |zc| and their difference stay below
+            // MAX_DEPTH · 255 · 63 ≤ i32::MAX (checked by the caller).
+            let v: [i32; NR] = std::array::from_fn(|c| row[c] - pp.zc[c]);
+            let at = (i0 + r) * self.rs + j0 * self.cs;
+            // SAFETY (all arms): the caller's contract covers every element
+            // `write` touches.
+            unsafe {
+                match self.kind {
+                    Kind::I32(out) => write(out.add(at), self.cs, &v, nr),
+                    Kind::F32(out) => {
+                        let y = self.real(pp, &v);
+                        write(out.add(at), self.cs, &y, nr)
+                    }
+                    Kind::U8(out, inv, zp) => {
+                        let y = self.real(pp, &v);
+                        let q: [u8; NR] = std::array::from_fn(|c| quantize_one(y[c], inv, zp));
+                        write(out.add(at), self.cs, &q, nr)
+                    }
+                }
+            }
+        }
+    }
+
+    /// `v · mult + bias`, then ReLU if asked: the f32 output values (the
+    /// i32 → f32 conversion rounds to nearest once beyond 2^24).
+    #[inline(always)]
+    fn real(&self, pp: &PanelParams, v: &[i32; NR]) -> [f32; NR] {
+        let y: [f32; NR] = std::array::from_fn(|c| v[c] as f32 * pp.mult[c] + pp.bias[c]);
+        if self.relu {
+            y.map(|x| x.max(0.0))
+        } else {
+            y
+        }
+    }
+}
+
+/// Stores `vals[..nr]` at `dst`, `dst + cs`, ….
+///
+/// # Safety
+/// Those `nr` elements must be writable and not accessed by anyone else.
+#[inline(always)]
+unsafe fn write<T: Copy>(dst: *mut T, cs: usize, vals: &[T; NR], nr: usize) {
+    // SAFETY: forwarded contract.
+    unsafe {
+        if cs == 1 && nr == NR {
+            // A fixed-size copy: one or two vector stores (a copy of
+            // variable length would become a `memcpy` call per row).
+            dst.cast::<[T; NR]>().write_unaligned(*vals);
+        } else {
+            for (c, &v) in vals.iter().enumerate().take(nr) {
+                *dst.add(c * cs) = v;
+            }
+        }
+    }
+}

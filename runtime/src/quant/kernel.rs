@@ -1,0 +1,207 @@
+//! The microkernels (`4 × 16` tiles of i32 accumulators over the full
+//! depth), the loop nest that walks a product's tiles and hands each
+//! finished tile to the epilogue, and the choice between the portable and
+//! the AVX2 family.
+
+use std::ops::Range;
+
+use super::epilogue::PanelParams;
+use super::gemm::Problem;
+use super::packed::{KQ, NR, QUAD_BYTES};
+
+#[cfg(target_arch = "x86_64")]
+mod avx2;
+
+/// Rows of a tile. Four rows × two registers of columns keep 8 accumulators,
+/// 2 weight registers, the broadcast activations, the constant 1s and a
+/// temporary within AVX2's 16 `ymm` registers; the multiply ports, not the
+/// register blocking, bound the kernel (two `vpmaddubsw`/`vpmaddwd` per 32
+/// multiply-adds), so larger tiles would only spill.
+pub(super) const MR: usize = 4;
+
+/// Rows of A per cache block: the block (at most this many bytes of
+/// activations) is reused for every panel of weights, so it should stay in
+/// L2 while they stream past.
+const A_BLOCK_BYTES: usize = 192 * 1024;
+
+/// Kernel families.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(super) enum Isa {
+    /// Portable Rust.
+    Portable,
+    /// x86_64 AVX2 (`vpmaddubsw`, `vpmaddwd`).
+    #[cfg(target_arch = "x86_64")]
+    Avx2,
+}
+
+impl Isa {
+    /// The best family this CPU runs, detected once.
+    pub(super) fn detect() -> Isa {
+        static ISA: std::sync::OnceLock<Isa> = std::sync::OnceLock::new();
+        *ISA.get_or_init(|| {
+            #[cfg(target_arch = "x86_64")]
+            if is_x86_feature_detected!("avx2") {
+                return Isa::Avx2;
+            }
+            Isa::Portable
+        })
+    }
+
+    /// Every family this CPU runs (the tests hold them to each other).
+    #[cfg(test)]
+    pub(super) fn all() -> Vec<Isa> {
+        let mut v = vec![Isa::Portable];
+        #[cfg(target_arch = "x86_64")]
+        if Isa::detect() == Isa::Avx2 {
+            v.push(Isa::Avx2);
+        }
+        v
+    }
+}
+
+/// The part of a product one task computes: row tiles and panels of `p`.
+///
+/// # Safety
+/// `p`'s operands must be in bounds as `qgemm` checks, this task must own
+/// output rows `rows` × columns of `panels`, and the CPU must support
+/// `isa`.
+pub(super) unsafe fn serial(isa: Isa, p: &Problem<'_>, rows: Range<usize>, panels: Range<usize>) {
+    // SAFETY: forwarded contract.
+    unsafe {
+        match isa {
+            #[cfg(target_arch = "x86_64")]
+            Isa::Avx2 => avx2::serial(p, rows, panels),
+            Isa::Portable => blocks::<Portable>(p, rows, panels),
+        }
+    }
+}
+
+/// A family's microkernel.
+pub(super) trait Tile {
+    /// Writes `Σ_k A[rows[r], k] · panel[k, j]` over depth `k` into
+    /// `acc[r][j]`, `r < MR`, `j < 16`; rows `mr..MR` only repeat row
+    /// `mr − 1` and may be skipped.
+    ///
+    /// # Safety
+    /// Each row pointer must be readable for `k` bytes, the panel for
+    /// `⌈k / 4⌉ · 64` bytes, and the CPU must support the family.
+    unsafe fn tile(
+        k: usize,
+        mr: usize,
+        rows: &[*const u8; MR],
+        panel: *const i8,
+        acc: &mut [[i32; NR]; MR],
+    );
+}
+
+/// The loop nest: row blocks (sized for L2), then panels (one panel, `k ×
+/// 16` bytes, stays in L1 across the block's row tiles), then row tiles;
+/// each tile runs over the whole depth, so its accumulators are final and
+/// go straight to the epilogue. Inlined into each family's entry point, so
+/// the AVX2 one compiles the epilogue with AVX2 too.
+///
+/// # Safety
+/// As for [`serial`], with `T` a family the CPU supports.
+#[inline(always)]
+pub(super) unsafe fn blocks<T: Tile>(p: &Problem<'_>, rows: Range<usize>, panels: Range<usize>) {
+    let (k, n) = (p.w.depth(), p.w.outputs());
+    let mc = (A_BLOCK_BYTES / k.max(1)).max(MR) / MR * MR;
+    let mut acc = [[0i32; NR]; MR];
+    for i0 in rows.clone().step_by(mc) {
+        let i1 = (i0 + mc).min(rows.end);
+        for panel in panels.clone() {
+            let j0 = panel * NR;
+            let nr = NR.min(n - j0);
+            let pp = PanelParams::new(p.w, panel, p.zp, p.a_scale, p.sink.bias);
+            let b = p.w.panel(panel).as_ptr();
+            for it in (i0..i1).step_by(MR) {
+                let mr = MR.min(i1 - it);
+                // Rows past `mr` repeat the last valid one: computed, never
+                // stored, and never out of bounds.
+                let row_ptrs: [*const u8; MR] =
+                    std::array::from_fn(|r| p.a[(it + r.min(mr - 1)) * p.lda..].as_ptr());
+                // SAFETY: each row holds k bytes from its start (`qgemm`
+                // checked `(m − 1) · lda + k ≤ len`), the panel holds
+                // ⌈k/4⌉ quads; this task owns the tile's outputs; the caller
+                // vouches for the CPU.
+                unsafe {
+                    T::tile(k, mr, &row_ptrs, b, &mut acc);
+                    p.sink.store(&pp, &acc[..mr], it, mr, j0, nr);
+                }
+            }
+        }
+    }
+}
+
+/// The last, partial depth-quad of a row (`rem = k % 4` bytes from `src`),
+/// zero-extended to four bytes (the packed weights there are zero too).
+///
+/// # Safety
+/// `src` must be readable for `rem < 4` bytes.
+#[inline(always)]
+pub(super) unsafe fn tail_quad(src: *const u8, rem: usize) -> [u8; 4] {
+    // Spelled out: a copy of variable length becomes a `memcpy` call.
+    // SAFETY: bytes 0..rem are readable by the caller's contract.
+    unsafe {
+        match rem {
+            0 => [0; 4],
+            1 => [*src, 0, 0, 0],
+            2 => [*src, *src.add(1), 0, 0],
+            _ => [*src, *src.add(1), *src.add(2), 0],
+        }
+    }
+}
+
+/// The portable family: the same packed layout, 32-bit multiply-adds.
+struct Portable;
+
+impl Tile for Portable {
+    unsafe fn tile(
+        k: usize,
+        _mr: usize,
+        rows: &[*const u8; MR],
+        panel: *const i8,
+        acc: &mut [[i32; NR]; MR],
+    ) {
+        // SAFETY: forwarded contract.
+        unsafe { portable_tile(k, rows, panel, acc) }
+    }
+}
+
+/// [`Portable`]'s tile.
+///
+/// # Safety
+/// As for [`Tile::tile`].
+unsafe fn portable_tile(
+    k: usize,
+    rows: &[*const u8; MR],
+    panel: *const i8,
+    acc: &mut [[i32; NR]; MR],
+) {
+    *acc = [[0; NR]; MR];
+    let quads = k / KQ;
+    let rem = k % KQ;
+    let step = |acc: &mut [[i32; NR]; MR], q: usize, a: &[[u8; 4]; MR]| {
+        // SAFETY: quad q < ⌈k/4⌉ lies inside the panel.
+        let b: &[i8; QUAD_BYTES] = unsafe { &*panel.add(q * QUAD_BYTES).cast() };
+        for (row, a) in acc.iter_mut().zip(a) {
+            for (j, s) in row.iter_mut().enumerate() {
+                let w = &b[j * KQ..][..KQ];
+                *s += (0..KQ)
+                    .map(|t| i32::from(a[t]) * i32::from(w[t]))
+                    .sum::<i32>();
+            }
+        }
+    };
+    for q in 0..quads {
+        // SAFETY: bytes 4q..4q+4 < k of each row are readable.
+        let a: [[u8; 4]; MR] = std::array::from_fn(|r| unsafe { *rows[r].add(q * KQ).cast() });
+        step(acc, q, &a);
+    }
+    if rem != 0 {
+        // SAFETY: bytes 4·quads..k of each row are readable.
+        let a: [[u8; 4]; MR] =
+            std::array::from_fn(|r| unsafe { tail_quad(rows[r].add(quads * KQ), rem) });
+        step(acc, quads, &a);
+    }
+}
