@@ -77,7 +77,30 @@ impl PanelParams {
     }
 }
 
-impl Sink<'_> {
+impl<'a> Sink<'a> {
+    /// The sink of a sub-product whose output `(0, 0)` is this one's element
+    /// at offset `offset` and whose channel 0 is this one's channel `j0`
+    /// (one group of one sample of a convolution).
+    ///
+    /// # Safety
+    /// `offset` must lie inside the destination, and `j0` inside the bias
+    /// (if any).
+    pub(super) unsafe fn shifted(self, offset: usize, j0: usize) -> Sink<'a> {
+        // SAFETY: in bounds by the caller's contract.
+        let kind = unsafe {
+            match self.kind {
+                Kind::I32(p) => Kind::I32(p.add(offset)),
+                Kind::F32(p) => Kind::F32(p.add(offset)),
+                Kind::U8(p, inv, zp) => Kind::U8(p.add(offset), inv, zp),
+            }
+        };
+        Sink {
+            kind,
+            bias: self.bias.map(|b| &b[j0..]),
+            ..self
+        }
+    }
+
     /// Finishes rows `0..mr` of a tile whose top-left output element is
     /// `(i0, j0)`: the first `nr` values of each accumulator row go out.
     ///

@@ -53,23 +53,28 @@
 //!
 //! # What generated code calls
 //!
-//! Once, when a model is built: [`QuantWeights::dense`] from the f32
-//! weights (or [`QuantWeights::from_parts`] from a saved file), then
-//! [`PackedWeights::new`], kept in the model's struct; [`ActQuant`]s from
-//! calibration. Per call: [`quantize_u8`] on the f32 input, then [`qgemm`]
-//! per layer, each writing the next layer's u8 input or the final f32
-//! output. Nothing allocates per call: the product needs no scratch at all
-//! (activations are read in place).
+//! Once, when a model is built: [`QuantWeights::dense`] /
+//! [`QuantWeights::conv`] from the f32 weights (or
+//! [`QuantWeights::from_parts`] from a saved file), then
+//! [`PackedWeights::new`] / [`PackedConv::new`], kept in the model's struct;
+//! [`ActQuant`]s from calibration. Per call: [`quantize_u8`] on the f32
+//! input, [`qgemm`] (dense) or [`conv2d`] per layer, each writing the next
+//! layer's u8 input or the final f32 output. Nothing allocates per call:
+//! the dense product needs no scratch at all (activations are read in
+//! place), the convolution works in caller-provided scratch
+//! ([`conv_scratch_len`]).
 //!
 //! # Layout
 //!
 //! `scheme` (activation quantization and calibration), `weights`
 //! (per-channel weight quantization), `packed` (the GEMM's weight panels),
 //! `gemm` (the public product, bounds checks, the split over threads),
-//! `kernel` (portable and AVX2 microkernels), `epilogue` (requantization).
+//! `kernel` (portable and AVX2 microkernels), `epilogue` (requantization),
+//! `conv` (NCHW convolution through u8 patches).
 
 use thiserror::Error;
 
+mod conv;
 mod epilogue;
 mod gemm;
 mod kernel;
@@ -79,6 +84,7 @@ mod scheme;
 mod tests;
 mod weights;
 
+pub use conv::{conv2d, conv_scratch_len, im2row, PackedConv};
 pub use gemm::{qgemm, Epilogue, Output, QMatRef};
 pub use packed::PackedWeights;
 pub use scheme::{dequantize_u8, quantize_u8, ActQuant, MinMax};
@@ -164,4 +170,7 @@ pub enum QuantError {
     /// A product deeper than [`MAX_DEPTH`], whose accumulators could overflow.
     #[error("depth {0} exceeds {MAX_DEPTH}, the most an i32 accumulator holds exactly")]
     TooDeep(usize),
+    /// Weights quantized for another geometry.
+    #[error("convolution weights do not fit the geometry: {0}")]
+    Geometry(String),
 }

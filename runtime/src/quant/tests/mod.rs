@@ -7,6 +7,7 @@ use super::kernel::Isa;
 use super::*;
 use crate::rng::Rng;
 
+mod conv;
 mod gemm;
 mod math;
 

@@ -1,0 +1,225 @@
+//! Int8 NCHW convolution: each sample's receptive fields are copied into
+//! u8 patch rows (`im2row`, padding filled with the zero point, i.e. the
+//! real 0), which the int8 GEMM multiplies by the per-group packed weights;
+//! the epilogue writes the NCHW output directly (strided), so there is no
+//! transpose pass.
+//!
+//! The patch matrix is `[OH · OW, C/groups · KH · KW]` (output pixels ×
+//! taps), the transpose of the f32 kernels' column matrix: the GEMM's
+//! per-column weight scales then are the per-output-channel scales.
+
+use super::gemm::{check_operand, check_weights, max_threads, run, Problem};
+use super::kernel::Isa;
+use super::{ActQuant, Output, PackedWeights, QuantError, QuantWeights, WeightLayout};
+use crate::gemm::Parallelism;
+use nnc_geometry::Conv2d;
+
+/// A convolution's quantized weights packed for [`conv2d`]: one
+/// [`PackedWeights`] per group (its `O / groups` output channels by
+/// `C/groups · KH · KW` taps), built once.
+#[derive(Debug, Clone, PartialEq)]
+pub struct PackedConv {
+    geometry: Conv2d,
+    groups: Vec<PackedWeights>,
+}
+
+impl PackedConv {
+    /// Packs weights quantized with [`QuantWeights::conv`] (or read back
+    /// with layout [`WeightLayout::OutIn`]) for geometry `g`. Fails if the
+    /// geometry is inconsistent or the weights are not `[O, C/groups · KH ·
+    /// KW]`.
+    pub fn new(g: &Conv2d, q: &QuantWeights) -> Result<Self, QuantError> {
+        check_geometry(g)?;
+        if q.layout() != WeightLayout::OutIn || q.channels() != g.o || q.depth() != g.k() {
+            return Err(QuantError::Geometry(format!(
+                "weights are {:?} with {} channels of depth {}, the convolution needs \
+                 OutIn with {} channels of depth {}",
+                q.layout(),
+                q.channels(),
+                q.depth(),
+                g.o,
+                g.k()
+            )));
+        }
+        let og = g.og();
+        let groups = (0..g.groups)
+            .map(|gi| PackedWeights::channels(q, gi * og..(gi + 1) * og))
+            .collect();
+        Ok(PackedConv {
+            geometry: *g,
+            groups,
+        })
+    }
+
+    /// Quantizes (per output channel) and packs the f32 weight
+    /// `w[O, C/groups, KH, KW]` of geometry `g`.
+    pub fn from_f32(g: &Conv2d, w: &[f32]) -> Result<Self, QuantError> {
+        check_geometry(g)?;
+        PackedConv::new(g, &QuantWeights::conv(w, g.o)?)
+    }
+
+    /// The geometry the weights were packed for.
+    pub fn geometry(&self) -> &Conv2d {
+        &self.geometry
+    }
+
+    /// The packed weights of group `gi`.
+    pub fn group(&self, gi: usize) -> &PackedWeights {
+        &self.groups[gi]
+    }
+}
+
+/// Fails unless the channel counts split into the groups.
+fn check_geometry(g: &Conv2d) -> Result<(), QuantError> {
+    if g.groups == 0 || g.c % g.groups != 0 || g.o % g.groups != 0 {
+        return Err(QuantError::Geometry(format!(
+            "{} input and {} output channels do not split into {} groups",
+            g.c, g.o, g.groups
+        )));
+    }
+    Ok(())
+}
+
+/// Bytes of scratch [`conv2d`] needs: one group's patch matrix,
+/// `OH · OW · C/groups · KH · KW`.
+pub fn conv_scratch_len(g: &Conv2d) -> usize {
+    let (oh, ow) = g.out_hw();
+    oh * ow * g.k()
+}
+
+/// The patch matrix of one group of one sample: `x` is its `[C/groups, H,
+/// W]` bytes, `rows` receives `[OH · OW, C/groups · KH · KW]` with taps in
+/// the weights' `(c, kh, kw)` order; taps in the padding get `zero_point`
+/// (the byte of the real 0).
+///
+/// # Panics
+/// If `x` or `rows` is shorter than that.
+pub fn im2row(g: &Conv2d, x: &[u8], zero_point: u8, rows: &mut [u8]) {
+    let (oh, ow) = g.out_hw();
+    let (h, w, k) = (g.h, g.w, g.k());
+    let ([sh, sw], [ph, pw], [dh, dw]) = (g.stride, g.padding, g.dilation);
+    let x = &x[..g.cg() * h * w];
+    let rows = &mut rows[..oh * ow * k];
+    for (pix, row) in rows.chunks_exact_mut(k.max(1)).enumerate() {
+        let (oy, ox) = (pix / ow, pix % ow);
+        // Taps kj in kx_lo..kx_hi read inside the row; the same for every
+        // channel and kernel row of this pixel.
+        let kx_valid = |kj: usize| (ox * sw + kj * dw).checked_sub(pw).filter(|&ix| ix < w);
+        for (c_taps, xc) in row.chunks_exact_mut(g.kh * g.kw).zip(x.chunks_exact(h * w)) {
+            for (ki, dst) in c_taps.chunks_exact_mut(g.kw).enumerate() {
+                let Some(iy) = (oy * sh + ki * dh).checked_sub(ph).filter(|&iy| iy < h) else {
+                    dst.fill(zero_point);
+                    continue;
+                };
+                let xr = &xc[iy * w..][..w];
+                for (kj, d) in dst.iter_mut().enumerate() {
+                    *d = kx_valid(kj).map_or(zero_point, |ix| xr[ix]);
+                }
+            }
+        }
+    }
+}
+
+/// `y[b, O, OH, OW] = conv2d(x[b, C, H, W], w[O, C/groups, KH, KW])`
+/// (cross-correlation, as [`crate::conv::conv2d`]) on u8 activations
+/// quantized with `x_quant` and packed int8 weights, with the epilogue and
+/// output format of [`Output`] (bias: one per output channel; `I32` gives
+/// the exact accumulators). The output slice holds exactly the NCHW
+/// tensor.
+///
+/// One sample and group at a time: [`im2row`] into `scratch` (at least
+/// [`conv_scratch_len`] bytes), then [`qgemm`](super::qgemm)'s kernels
+/// over the patches, writing NCHW planes directly. Allocation-free; `par`
+/// splits each product as in `qgemm`, bit-identically.
+///
+/// Fails, before touching anything, if the slices do not fit the geometry
+/// and batch, or the weights were packed for another geometry.
+#[allow(clippy::too_many_arguments)]
+pub fn conv2d(
+    par: Parallelism,
+    g: &Conv2d,
+    batch: usize,
+    x: &[u8],
+    x_quant: ActQuant,
+    w: &PackedConv,
+    out: Output<'_>,
+    scratch: &mut [u8],
+) -> Result<(), QuantError> {
+    conv2d_with(Isa::detect(), par, g, batch, x, x_quant, w, out, scratch)
+}
+
+/// [`conv2d`] with an explicit kernel family (tests run every one).
+#[allow(clippy::too_many_arguments)]
+pub(super) fn conv2d_with(
+    isa: Isa,
+    par: Parallelism,
+    g: &Conv2d,
+    batch: usize,
+    x: &[u8],
+    x_quant: ActQuant,
+    w: &PackedConv,
+    mut out: Output<'_>,
+    scratch: &mut [u8],
+) -> Result<(), QuantError> {
+    check_geometry(g)?;
+    if w.geometry != *g {
+        return Err(QuantError::Geometry(format!(
+            "weights packed for {:?}, called with {g:?}",
+            w.geometry
+        )));
+    }
+    let (oh, ow) = g.out_hw();
+    let (k, ohw, og) = (g.k(), oh * ow, g.og());
+    let lens = [
+        ("conv2d input", batch * g.c * g.h * g.w, x.len()),
+        ("conv2d output", batch * g.o * ohw, out.len()),
+    ];
+    for (what, expected, found) in lens {
+        if expected != found {
+            return Err(QuantError::Length {
+                what,
+                expected,
+                found,
+            });
+        }
+    }
+    let scratch_len = conv_scratch_len(g);
+    check_operand("conv2d scratch", scratch.len(), ohw, k, k)?;
+    // The bias covers all groups; each group's product checks its share.
+    if let Some(b) = out.bias().filter(|b| b.len() != g.o) {
+        return Err(QuantError::Length {
+            what: "bias",
+            expected: g.o,
+            found: b.len(),
+        });
+    }
+    for wg in &w.groups {
+        check_weights(wg, None)?;
+    }
+    let patches = &mut scratch[..scratch_len];
+    // Output pixel i of channel j of a group's plane is at i + j · OH·OW.
+    let sink = out.sink(1, ohw);
+    let threads = max_threads(par);
+    for n in 0..batch {
+        for (gi, wg) in w.groups.iter().enumerate() {
+            im2row(g, &x[g.in_range(n, gi)], x_quant.zero_point(), patches);
+            let p = Problem {
+                m: ohw,
+                a: patches,
+                lda: k,
+                zp: i32::from(x_quant.zero_point()),
+                a_scale: x_quant.scale(),
+                w: wg,
+                // SAFETY: the group's plane starts inside the output (its
+                // length was checked) and channel gi · og inside the bias.
+                sink: unsafe { sink.shifted(g.out_range(n, gi).start, gi * og) },
+            };
+            // SAFETY: the patches hold OH·OW rows of k bytes; the group's
+            // OH·OW × og outputs lie in its NCHW planes, inside `out`,
+            // which this call borrows mutably; `isa` is detected (or one of
+            // `Isa::all()` in tests).
+            unsafe { run(isa, &p, threads) };
+        }
+    }
+    Ok(())
+}

@@ -1,0 +1,328 @@
+//! The int8 convolution against a direct integer convolution (exact), and
+//! against the f32 convolution of the dequantized operands (semantics:
+//! padding is the real 0).
+
+use super::super::conv::conv2d_with;
+use super::*;
+use crate::gemm::Parallelism;
+use nnc_geometry::Conv2d;
+
+/// `(c, h, w, o, kh, kw, stride, padding, dilation, groups)`.
+type Geo = (
+    usize,
+    usize,
+    usize,
+    usize,
+    usize,
+    usize,
+    [usize; 2],
+    [usize; 2],
+    [usize; 2],
+    usize,
+);
+
+const GEOMETRIES: &[Geo] = &[
+    // LeNet's first layer.
+    (1, 28, 28, 6, 5, 5, [1, 1], [0, 0], [1, 1], 1),
+    // Strided and padded.
+    (3, 9, 7, 8, 3, 3, [2, 2], [1, 1], [1, 1], 1),
+    // Dilated, grouped, padding wider than the dilated reach.
+    (4, 8, 8, 6, 3, 3, [1, 1], [2, 2], [2, 2], 2),
+    // Pointwise, grouped (the patch matrix is a transpose).
+    (6, 5, 5, 6, 1, 1, [1, 1], [0, 0], [1, 1], 3),
+    // More than one 16-channel panel, anisotropic everything.
+    (2, 6, 6, 20, 2, 3, [2, 1], [0, 1], [1, 2], 1),
+];
+
+fn geometry(&(c, h, w, o, kh, kw, stride, padding, dilation, groups): &Geo) -> Conv2d {
+    Conv2d {
+        c,
+        h,
+        w,
+        o,
+        kh,
+        kw,
+        stride,
+        padding,
+        dilation,
+        groups,
+    }
+}
+
+/// The exact accumulators, `[b, O, OH, OW]`, by direct convolution: taps in
+/// the padding hold the zero point and contribute nothing.
+fn reference(g: &Conv2d, b: usize, x: &[u8], zp: u8, q: &QuantWeights) -> Vec<i64> {
+    let (oh, ow) = g.out_hw();
+    let (cg, og) = (g.cg(), g.og());
+    let mut y = vec![0i64; b * g.o * oh * ow];
+    let tap = |o: usize, s: usize, k: usize, p: usize, d: usize, n: usize| {
+        (o * s + k * d).checked_sub(p).filter(|&i| i < n)
+    };
+    for n in 0..b {
+        for o in 0..g.o {
+            for oy in 0..oh {
+                for ox in 0..ow {
+                    let mut s = 0i64;
+                    for ci in 0..cg {
+                        let c = o / og * cg + ci;
+                        for ki in 0..g.kh {
+                            let Some(iy) =
+                                tap(oy, g.stride[0], ki, g.padding[0], g.dilation[0], g.h)
+                            else {
+                                continue;
+                            };
+                            for kj in 0..g.kw {
+                                let Some(ix) =
+                                    tap(ox, g.stride[1], kj, g.padding[1], g.dilation[1], g.w)
+                                else {
+                                    continue;
+                                };
+                                let xv = i64::from(x[((n * g.c + c) * g.h + iy) * g.w + ix])
+                                    - i64::from(zp);
+                                let wv = q.get((ci * g.kh + ki) * g.kw + kj, o);
+                                s += xv * i64::from(wv);
+                            }
+                        }
+                    }
+                    y[((n * g.o + o) * oh + oy) * ow + ox] = s;
+                }
+            }
+        }
+    }
+    y
+}
+
+#[test]
+fn conv_accumulators_are_exact_and_outputs_match_f32() {
+    let mut rng = Rng::new(20);
+    for geo in GEOMETRIES {
+        let g = geometry(geo);
+        let b = 2;
+        let (oh, ow) = g.out_hw();
+        let x = bytes(&mut rng, b * g.c * g.h * g.w);
+        let xq = ActQuant::new(0.02, rng.below(256) as u8).unwrap();
+        let wf: Vec<f32> = (0..g.o * g.k())
+            .map(|_| rng.uniform_f32(-0.5, 0.5))
+            .collect();
+        let q = QuantWeights::conv(&wf, g.o).unwrap();
+        let w = PackedConv::new(&g, &q).unwrap();
+        let bias: Vec<f32> = (0..g.o).map(|_| rng.uniform_f32(-1.0, 1.0)).collect();
+        let want = reference(&g, b, &x, xq.zero_point(), &q);
+        let len = b * g.o * oh * ow;
+        let mut scratch = vec![0xEEu8; conv_scratch_len(&g)];
+        let ep = Epilogue {
+            bias: Some(&bias),
+            relu: false,
+        };
+        for isa in Isa::all() {
+            let label = format!("{isa:?} {g:?}");
+            let par = Parallelism::Sequential;
+            let mut yi = vec![0i32; len];
+            conv2d_with(
+                isa,
+                par,
+                &g,
+                b,
+                &x,
+                xq,
+                &w,
+                Output::I32(&mut yi),
+                &mut scratch,
+            )
+            .unwrap();
+            for (i, (&got, &want)) in yi.iter().zip(&want).enumerate() {
+                assert_eq!(i64::from(got), want, "{label}: element {i}");
+            }
+            let mut yf = vec![0.0f32; len];
+            conv2d_with(
+                isa,
+                par,
+                &g,
+                b,
+                &x,
+                xq,
+                &w,
+                Output::F32(&mut yf, ep),
+                &mut scratch,
+            )
+            .unwrap();
+            let plane = oh * ow;
+            for (i, &got) in yf.iter().enumerate() {
+                let o = i / plane % g.o;
+                let (y, mag) = reference_f32(want[i], xq.scale(), q.scales()[o], bias[o], false);
+                let err = (f64::from(got) - y).abs();
+                assert!(
+                    err <= f32_tolerance(mag),
+                    "{label}: element {i}: {got} vs {y}"
+                );
+            }
+            let next = ActQuant::from_min_max(-2.0, 2.0).unwrap();
+            let mut yu = vec![0u8; len];
+            conv2d_with(
+                isa,
+                par,
+                &g,
+                b,
+                &x,
+                xq,
+                &w,
+                Output::U8(&mut yu, ep, next),
+                &mut scratch,
+            )
+            .unwrap();
+            let requant: Vec<u8> = yf.iter().map(|&v| next.quantize(v)).collect();
+            assert_eq!(yu, requant, "{label}");
+        }
+        // Semantics: the f32 convolution of the dequantized operands.
+        let xd: Vec<f32> = x.iter().map(|&v| xq.dequantize(v)).collect();
+        let wd = q.dequantize();
+        let mut yref = vec![0.0f32; len];
+        let mut fscratch = vec![0.0f32; g.scratch_len()];
+        crate::conv::conv2d(&g, b, &mut yref, &xd, &wd, &mut fscratch);
+        let mut yf = vec![0.0f32; len];
+        let out = Output::F32(&mut yf, Epilogue::default());
+        conv2d(
+            Parallelism::Sequential,
+            &g,
+            b,
+            &x,
+            xq,
+            &w,
+            out,
+            &mut scratch,
+        )
+        .unwrap();
+        for (i, (&a, &r)) in yf.iter().zip(&yref).enumerate() {
+            assert!(
+                (a - r).abs() <= 1e-4 * (1.0 + r.abs()),
+                "{g:?}: element {i}: {a} vs {r}"
+            );
+        }
+    }
+}
+
+/// Splitting a convolution's products over threads changes no bit.
+#[test]
+fn conv_thread_count_does_not_change_bits() {
+    let mut rng = Rng::new(21);
+    let g = geometry(&(8, 40, 40, 40, 3, 3, [1, 1], [1, 1], [1, 1], 1));
+    let x = bytes(&mut rng, g.c * g.h * g.w);
+    let xq = ActQuant::new(0.05, 7).unwrap();
+    let wf: Vec<f32> = (0..g.o * g.k())
+        .map(|_| rng.uniform_f32(-1.0, 1.0))
+        .collect();
+    let w = PackedConv::from_f32(&g, &wf).unwrap();
+    let mut scratch = vec![0u8; conv_scratch_len(&g)];
+    let len = g.o * 40 * 40;
+    let run = |par, scratch: &mut [u8]| {
+        let mut y = vec![0.0f32; len];
+        let out = Output::F32(
+            &mut y,
+            Epilogue {
+                bias: None,
+                relu: true,
+            },
+        );
+        conv2d(par, &g, 1, &x, xq, &w, out, scratch).unwrap();
+        y.iter().map(|v| v.to_bits()).collect::<Vec<_>>()
+    };
+    let seq = run(Parallelism::Sequential, &mut scratch);
+    let pool = rayon::ThreadPoolBuilder::new()
+        .num_threads(3)
+        .build()
+        .unwrap();
+    pool.install(|| assert_eq!(run(Parallelism::Rayon(0), &mut scratch), seq));
+}
+
+#[test]
+fn conv_rejects_mismatched_operands() {
+    let g = geometry(&GEOMETRIES[1]);
+    let (oh, ow) = g.out_hw();
+    let wf = vec![0.1f32; g.o * g.k()];
+    let w = PackedConv::from_f32(&g, &wf).unwrap();
+    let xq = ActQuant::new(0.1, 0).unwrap();
+    let x = vec![0u8; g.c * g.h * g.w];
+    let mut y = vec![0i32; g.o * oh * ow];
+    let mut scratch = vec![0u8; conv_scratch_len(&g)];
+    let seq = Parallelism::Sequential;
+    let r = conv2d(
+        seq,
+        &g,
+        1,
+        &x[1..],
+        xq,
+        &w,
+        Output::I32(&mut y),
+        &mut scratch,
+    );
+    assert!(matches!(r, Err(QuantError::Length { .. })), "{r:?}");
+    let r = conv2d(
+        seq,
+        &g,
+        1,
+        &x,
+        xq,
+        &w,
+        Output::I32(&mut y[1..]),
+        &mut scratch,
+    );
+    assert!(matches!(r, Err(QuantError::Length { .. })), "{r:?}");
+    let r = conv2d(
+        seq,
+        &g,
+        1,
+        &x,
+        xq,
+        &w,
+        Output::I32(&mut y),
+        &mut scratch[1..],
+    );
+    assert!(matches!(r, Err(QuantError::Operand { .. })), "{r:?}");
+    let other = Conv2d {
+        stride: [1, 1],
+        ..g
+    };
+    let r = conv2d(
+        seq,
+        &other,
+        1,
+        &x,
+        xq,
+        &w,
+        Output::I32(&mut y),
+        &mut scratch,
+    );
+    assert!(matches!(r, Err(QuantError::Geometry(_))), "{r:?}");
+    let dense = QuantWeights::dense(&wf, g.k(), g.o).unwrap();
+    assert!(matches!(
+        PackedConv::new(&g, &dense),
+        Err(QuantError::Geometry(_))
+    ));
+    let bad = Conv2d { groups: 2, ..g };
+    assert!(matches!(
+        PackedConv::from_f32(&bad, &wf),
+        Err(QuantError::Geometry(_))
+    ));
+    let bias = [0.0f32; 3];
+    let mut yf = vec![0.0f32; g.o * oh * ow];
+    let ep = Epilogue {
+        bias: Some(&bias),
+        relu: false,
+    };
+    let r = conv2d(
+        seq,
+        &g,
+        1,
+        &x,
+        xq,
+        &w,
+        Output::F32(&mut yf, ep),
+        &mut scratch,
+    );
+    assert!(
+        matches!(r, Err(QuantError::Length { what: "bias", .. })),
+        "{r:?}"
+    );
+    // A batch of 0 is a no-op.
+    conv2d(seq, &g, 0, &[], xq, &w, Output::I32(&mut []), &mut scratch).unwrap();
+}
