@@ -22,7 +22,7 @@ use std::time::Instant;
 
 use nnc_runtime::gemm::{sgemm_then, MatRef, Parallelism};
 use nnc_runtime::quant::{
-    qgemm, quantize_u8, ActQuant, Epilogue, MinMax, Output, PackedWeights, QMatRef,
+    kernel_family, qgemm, quantize_u8, ActQuant, Epilogue, MinMax, Output, PackedWeights, QMatRef,
 };
 use nnc_runtime::rng::Rng;
 
@@ -161,7 +161,11 @@ fn main() {
     quantize_u8(layers[0].input, &x, &mut q_acts[0]);
     let mut logits = vec![0.0f32; max_batch * 10];
 
-    println!("microseconds per call, median of {ROUNDS} rounds; on-CPU time of the calling thread, then wall clock");
+    println!(
+        "int8 kernel family: {}; microseconds per call, median of {ROUNDS} rounds; \
+         on-CPU time of the calling thread, then wall clock",
+        kernel_family()
+    );
     println!(
         "{:24} {:>5}  {:>19}  {:>19}  {:>15}",
         "", "", "f32 (sgemm_then)", "int8 (qgemm)", "f32 / int8"

@@ -13,7 +13,8 @@
 //! - [`gemm`]: the matrix multiply (blocking driver, packing, AVX2 and
 //!   portable microkernels, the convolutions' indexed product);
 //! - [`quant`]: int8 inference (u8 activations, per-channel 7-bit weights,
-//!   the u8 × i8 GEMM with requantizing epilogues, int8 convolution);
+//!   the u8 × i8 GEMM with requantizing epilogues, portable, AVX2 and
+//!   AVX-VNNI kernels, int8 convolution);
 //! - [`optim`]: optimizers over the flat buffers, one shared base with one
 //!   update rule per optimizer, and their configurations;
 //! - [`schedule`]s of the learning rate, parameter [`init`], a reproducible

@@ -2,9 +2,9 @@
 //! into the layer's output (corrected i32, f32, or the next layer's u8) and
 //! stored.
 //!
-//! The arithmetic is plain Rust shared by every kernel family (the AVX2
+//! The arithmetic is plain Rust shared by every kernel family (the x86
 //! driver inlines it under `target_feature`, where the compiler vectorises
-//! it); Rust never reassociates or contracts float operations, so both
+//! it); Rust never reassociates or contracts float operations, so all
 //! families produce the same bits.
 
 use super::packed::{PackedWeights, NR};

@@ -3,7 +3,7 @@
 //! epilogue; bounds checks, and the split over rayon tasks.
 
 use super::epilogue::{Kind, Sink};
-use super::kernel::{serial, Isa, MR};
+use super::kernel::{serial, Isa, ROW_UNIT};
 use super::{ActQuant, PackedWeights, QuantError, MAX_DEPTH};
 use crate::gemm::Parallelism;
 
@@ -165,9 +165,9 @@ pub(super) fn check_weights(w: &PackedWeights, bias: Option<&[f32]>) -> Result<(
 /// and never allocates. With [`Parallelism::Rayon`], large products split
 /// into row (or channel) ranges over the rayon pool; the result is
 /// bit-identical for any thread count (integer sums are exact and each
-/// output element goes through the same f32 epilogue). The AVX2 kernel is
-/// used when the CPU has it (detected once), the portable one otherwise;
-/// both give the same bits.
+/// output element goes through the same f32 epilogue). The kernel family
+/// is detected once: AVX-VNNI, else AVX2, else portable Rust; all give the
+/// same bits.
 ///
 /// Fails, before touching anything, if an operand is too short or its
 /// leading dimension too small, the bias does not have `n` values, or the
@@ -181,6 +181,18 @@ pub fn qgemm(
     ldc: usize,
 ) -> Result<(), QuantError> {
     qgemm_with(Isa::detect(), par, m, a, w, out, ldc)
+}
+
+/// The kernel family [`qgemm`] and [`conv2d`](super::conv2d) run on this
+/// CPU: `"avx-vnni"`, `"avx2"` or `"portable"` (for benchmark reports).
+pub fn kernel_family() -> &'static str {
+    match Isa::detect() {
+        #[cfg(target_arch = "x86_64")]
+        Isa::AvxVnni => "avx-vnni",
+        #[cfg(target_arch = "x86_64")]
+        Isa::Avx2 => "avx2",
+        Isa::Portable => "portable",
+    }
 }
 
 /// [`qgemm`] with an explicit kernel family (tests run every one).
@@ -236,7 +248,7 @@ pub(super) unsafe fn run(isa: Isa, p: &Problem<'_>, threads: usize) {
     let panels = p.w.panel_count();
     let work = m.saturating_mul(n).saturating_mul(k.max(1));
     let threads = threads.min(work / MIN_WORK_PER_THREAD).max(1);
-    let row_tiles = m.div_ceil(MR);
+    let row_tiles = m.div_ceil(ROW_UNIT);
     let split_rows = row_tiles >= panels;
     let units = if split_rows { row_tiles } else { panels };
     let threads = threads.min(units);
@@ -254,7 +266,7 @@ pub(super) unsafe fn run(isa: Isa, p: &Problem<'_>, threads: usize) {
         // by two of them.
         unsafe {
             if split_rows {
-                serial(isa, p, u0 * MR..(u1 * MR).min(m), 0..panels)
+                serial(isa, p, u0 * ROW_UNIT..(u1 * ROW_UNIT).min(m), 0..panels)
             } else {
                 serial(isa, p, 0..m, u0..u1)
             }

@@ -1,7 +1,7 @@
-//! The microkernels (`4 × 16` tiles of i32 accumulators over the full
-//! depth), the loop nest that walks a product's tiles and hands each
-//! finished tile to the epilogue, and the choice between the portable and
-//! the AVX2 family.
+//! The microkernels (tiles of up to 6 rows × 16 channels of i32
+//! accumulators over the full depth), the loop nest that walks a product's
+//! tiles and hands each finished tile to the epilogue, and the choice
+//! between the kernel families: portable, AVX2 and AVX-VNNI.
 
 use std::ops::Range;
 
@@ -12,12 +12,12 @@ use super::packed::{KQ, NR, QUAD_BYTES};
 #[cfg(target_arch = "x86_64")]
 mod avx2;
 
-/// Rows of a tile. Four rows × two registers of columns keep 8 accumulators,
-/// 2 weight registers, the broadcast activations, the constant 1s and a
-/// temporary within AVX2's 16 `ymm` registers; the multiply ports, not the
-/// register blocking, bound the kernel (two `vpmaddubsw`/`vpmaddwd` per 32
-/// multiply-adds), so larger tiles would only spill.
-pub(super) const MR: usize = 4;
+/// The most rows a family's tile has (the accumulator buffers' size).
+pub(super) const MAX_MR: usize = 6;
+
+/// Rows per unit when a product is split over threads: a multiple of every
+/// family's tile height, so tasks get whole tiles.
+pub(super) const ROW_UNIT: usize = 12;
 
 /// Rows of A per cache block: the block (at most this many bytes of
 /// activations) is reused for every panel of weights, so it should stay in
@@ -32,6 +32,9 @@ pub(super) enum Isa {
     /// x86_64 AVX2 (`vpmaddubsw`, `vpmaddwd`).
     #[cfg(target_arch = "x86_64")]
     Avx2,
+    /// x86_64 AVX2 plus AVX-VNNI (`vpdpbusd` on `ymm` registers).
+    #[cfg(target_arch = "x86_64")]
+    AvxVnni,
 }
 
 impl Isa {
@@ -41,7 +44,11 @@ impl Isa {
         *ISA.get_or_init(|| {
             #[cfg(target_arch = "x86_64")]
             if is_x86_feature_detected!("avx2") {
-                return Isa::Avx2;
+                return if avx2::has_avx_vnni() {
+                    Isa::AvxVnni
+                } else {
+                    Isa::Avx2
+                };
             }
             Isa::Portable
         })
@@ -52,8 +59,10 @@ impl Isa {
     pub(super) fn all() -> Vec<Isa> {
         let mut v = vec![Isa::Portable];
         #[cfg(target_arch = "x86_64")]
-        if Isa::detect() == Isa::Avx2 {
-            v.push(Isa::Avx2);
+        match Isa::detect() {
+            Isa::AvxVnni => v.extend([Isa::Avx2, Isa::AvxVnni]),
+            Isa::Avx2 => v.push(Isa::Avx2),
+            Isa::Portable => {}
         }
         v
     }
@@ -70,7 +79,9 @@ pub(super) unsafe fn serial(isa: Isa, p: &Problem<'_>, rows: Range<usize>, panel
     unsafe {
         match isa {
             #[cfg(target_arch = "x86_64")]
-            Isa::Avx2 => avx2::serial(p, rows, panels),
+            Isa::Avx2 => avx2::serial::<false>(p, rows, panels),
+            #[cfg(target_arch = "x86_64")]
+            Isa::AvxVnni => avx2::serial::<true>(p, rows, panels),
             Isa::Portable => blocks::<Portable>(p, rows, panels),
         }
     }
@@ -78,9 +89,12 @@ pub(super) unsafe fn serial(isa: Isa, p: &Problem<'_>, rows: Range<usize>, panel
 
 /// A family's microkernel.
 pub(super) trait Tile {
+    /// Rows of a full tile (at most [`MAX_MR`], dividing [`ROW_UNIT`]).
+    const MR: usize;
+
     /// Writes `Σ_k A[rows[r], k] · panel[k, j]` over depth `k` into
-    /// `acc[r][j]`, `r < MR`, `j < 16`; rows `mr..MR` only repeat row
-    /// `mr − 1` and may be skipped.
+    /// `acc[r][j]`, `r < mr ≤ MR`, `j < 16`; rows `mr..MAX_MR` only repeat
+    /// row `mr − 1` and may be skipped.
     ///
     /// # Safety
     /// Each row pointer must be readable for `k` bytes, the panel for
@@ -88,9 +102,9 @@ pub(super) trait Tile {
     unsafe fn tile(
         k: usize,
         mr: usize,
-        rows: &[*const u8; MR],
+        rows: &[*const u8; MAX_MR],
         panel: *const i8,
-        acc: &mut [[i32; NR]; MR],
+        acc: &mut [[i32; NR]; MAX_MR],
     );
 }
 
@@ -98,15 +112,15 @@ pub(super) trait Tile {
 /// 16` bytes, stays in L1 across the block's row tiles), then row tiles;
 /// each tile runs over the whole depth, so its accumulators are final and
 /// go straight to the epilogue. Inlined into each family's entry point, so
-/// the AVX2 one compiles the epilogue with AVX2 too.
+/// the x86 ones compile the epilogue with AVX2 too.
 ///
 /// # Safety
 /// As for [`serial`], with `T` a family the CPU supports.
 #[inline(always)]
 pub(super) unsafe fn blocks<T: Tile>(p: &Problem<'_>, rows: Range<usize>, panels: Range<usize>) {
     let (k, n) = (p.w.depth(), p.w.outputs());
-    let mc = (A_BLOCK_BYTES / k.max(1)).max(MR) / MR * MR;
-    let mut acc = [[0i32; NR]; MR];
+    let mc = (A_BLOCK_BYTES / k.max(1)).max(ROW_UNIT) / ROW_UNIT * ROW_UNIT;
+    let mut acc = [[0i32; NR]; MAX_MR];
     for i0 in rows.clone().step_by(mc) {
         let i1 = (i0 + mc).min(rows.end);
         for panel in panels.clone() {
@@ -114,11 +128,11 @@ pub(super) unsafe fn blocks<T: Tile>(p: &Problem<'_>, rows: Range<usize>, panels
             let nr = NR.min(n - j0);
             let pp = PanelParams::new(p.w, panel, p.zp, p.a_scale, p.sink.bias);
             let b = p.w.panel(panel).as_ptr();
-            for it in (i0..i1).step_by(MR) {
-                let mr = MR.min(i1 - it);
+            for it in (i0..i1).step_by(T::MR) {
+                let mr = T::MR.min(i1 - it);
                 // Rows past `mr` repeat the last valid one: computed, never
                 // stored, and never out of bounds.
-                let row_ptrs: [*const u8; MR] =
+                let row_ptrs: [*const u8; MAX_MR] =
                     std::array::from_fn(|r| p.a[(it + r.min(mr - 1)) * p.lda..].as_ptr());
                 // SAFETY: each row holds k bytes from its start (`qgemm`
                 // checked `(m − 1) · lda + k ≤ len`), the panel holds
@@ -152,19 +166,28 @@ pub(super) unsafe fn tail_quad(src: *const u8, rem: usize) -> [u8; 4] {
     }
 }
 
+/// Rows of the portable family's tiles.
+const PORTABLE_MR: usize = 4;
+
 /// The portable family: the same packed layout, 32-bit multiply-adds.
 struct Portable;
 
 impl Tile for Portable {
+    const MR: usize = PORTABLE_MR;
+
     unsafe fn tile(
         k: usize,
         _mr: usize,
-        rows: &[*const u8; MR],
+        rows: &[*const u8; MAX_MR],
         panel: *const i8,
-        acc: &mut [[i32; NR]; MR],
+        acc: &mut [[i32; NR]; MAX_MR],
     ) {
+        let (rows, acc) = (
+            rows[..PORTABLE_MR].try_into(),
+            (&mut acc[..PORTABLE_MR]).try_into(),
+        );
         // SAFETY: forwarded contract.
-        unsafe { portable_tile(k, rows, panel, acc) }
+        unsafe { portable_tile(k, rows.expect("4 rows"), panel, acc.expect("4 rows")) }
     }
 }
 
@@ -174,10 +197,11 @@ impl Tile for Portable {
 /// As for [`Tile::tile`].
 unsafe fn portable_tile(
     k: usize,
-    rows: &[*const u8; MR],
+    rows: &[*const u8; PORTABLE_MR],
     panel: *const i8,
-    acc: &mut [[i32; NR]; MR],
+    acc: &mut [[i32; NR]; PORTABLE_MR],
 ) {
+    const MR: usize = PORTABLE_MR;
     *acc = [[0; NR]; MR];
     let quads = k / KQ;
     let rem = k % KQ;

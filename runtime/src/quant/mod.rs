@@ -40,16 +40,17 @@
 //! result would be inexact and differ between CPUs (ONNX Runtime documents
 //! this and offers `reduce_range`). Weights in `[−63, 63]` bound a pair by
 //! `2 · 255 · 63 = 32130 ≤ 32767`: nothing ever saturates, every kernel
-//! (portable, AVX2, and a future VNNI `vpdpbusd` one) computes the same
-//! exact i32, and the output is bit-identical across CPUs and thread
-//! counts. The price is one bit of weight resolution: the rounding error of
-//! a weight is at most `max|w[·, n]| / 126` instead of `/ 254`, and
-//! per-channel scales keep it small (ONNX Runtime's `reduce_range` makes the
-//! same trade). Rejected: widening both operands to i16 and using
-//! `vpmaddwd` alone (exact with 8-bit weights, but each instruction does
-//! half the multiply-adds and the packed weights double in size);
-//! 7-bit activations (per-tensor activation scales have less headroom than
-//! per-channel weight scales); accepting saturation (inexact).
+//! (portable, AVX2, and AVX-VNNI's `vpdpbusd`, which has no intermediate
+//! i16) computes the same exact i32, and the output is bit-identical across
+//! CPUs and thread counts. The price is one bit of weight resolution: the
+//! rounding error of a weight is at most `max|w[·, n]| / 126` instead of
+//! `/ 254`, and per-channel scales keep it small (ONNX Runtime's
+//! `reduce_range` makes the same trade). Rejected: widening both operands
+//! to i16 and using `vpmaddwd` alone (exact with 8-bit weights, but twice
+//! the bytes loaded and packed per multiply-add, and its VNNI form
+//! `vpdpwssd` does half the work of `vpdpbusd`); 7-bit activations
+//! (per-tensor activation scales have less headroom than per-channel
+//! weight scales); accepting saturation (inexact).
 //!
 //! # What generated code calls
 //!
@@ -69,7 +70,8 @@
 //! `scheme` (activation quantization and calibration), `weights`
 //! (per-channel weight quantization), `packed` (the GEMM's weight panels),
 //! `gemm` (the public product, bounds checks, the split over threads),
-//! `kernel` (portable and AVX2 microkernels), `epilogue` (requantization),
+//! `kernel` (portable, AVX2 and AVX-VNNI microkernels), `epilogue`
+//! (requantization),
 //! `conv` (NCHW convolution through u8 patches).
 
 use thiserror::Error;
@@ -85,7 +87,7 @@ mod tests;
 mod weights;
 
 pub use conv::{conv2d, conv_scratch_len, im2row, PackedConv};
-pub use gemm::{qgemm, Epilogue, Output, QMatRef};
+pub use gemm::{kernel_family, qgemm, Epilogue, Output, QMatRef};
 pub use packed::PackedWeights;
 pub use scheme::{dequantize_u8, quantize_u8, ActQuant, MinMax};
 pub use weights::{QuantWeights, WeightLayout};

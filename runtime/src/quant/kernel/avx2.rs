@@ -1,28 +1,63 @@
-//! The AVX2 family: `vpmaddubsw` (u8 × i8, adjacent pairs into i16) and
-//! `vpmaddwd` against 1s (adjacent i16 pairs into i32), 32 multiply-adds
-//! per pair of instructions. Exact because weights are 7-bit (a pair sum
-//! is at most `2 · 255 · 63 = 32130`, below i16 saturation).
+//! The x86_64 families, one code path with two multiply steps:
+//!
+//! * AVX2: `vpmaddubsw` (u8 × i8, adjacent pairs into i16) then `vpmaddwd`
+//!   against 1s (adjacent i16 pairs into i32) and `vpaddd`: 32
+//!   multiply-adds per two multiply-port instructions. Exact because
+//!   weights are 7-bit (a pair sum is at most `2 · 255 · 63 = 32130`, below
+//!   i16 saturation).
+//! * AVX-VNNI: `vpdpbusd` does all three in one instruction, without an
+//!   intermediate i16, so twice the multiply-adds per instruction; its sums
+//!   equal the AVX2 ones (nothing saturates in either).
+//!
+//! `vpdpbusd` is written as inline assembly: the AVX-VNNI intrinsics and
+//! target feature were stabilised after Rust 1.85, our minimum version, and
+//! the assembler accepts the instruction in any function (the CPU is
+//! checked at run time, [`has_avx_vnni`]).
 
+use std::arch::asm;
 use std::arch::x86_64::*;
 use std::ops::Range;
 
-use super::{blocks, tail_quad, Problem, Tile, KQ, MR, NR, QUAD_BYTES};
+use super::{blocks, tail_quad, Problem, Tile, KQ, MAX_MR, NR, QUAD_BYTES};
 
-/// [`super::serial`] compiled for AVX2: the loop nest and the epilogue
-/// inline here, so both use AVX2 as well.
-///
-/// # Safety
-/// As for [`super::serial`]; the CPU must support AVX2.
-#[target_feature(enable = "avx2")]
-pub(super) unsafe fn serial(p: &Problem<'_>, rows: Range<usize>, panels: Range<usize>) {
-    // SAFETY: forwarded contract.
-    unsafe { blocks::<Avx2>(p, rows, panels) }
+/// Whether the CPU has AVX-VNNI (CPUID leaf 7, sub-leaf 1, EAX bit 4).
+/// Callers check AVX2 first, which also establishes that the OS saves the
+/// `ymm` registers.
+pub(super) fn has_avx_vnni() -> bool {
+    // SAFETY: CPUID exists on every x86_64 CPU, and leaf 7 on every CPU
+    // with AVX2, the only callers (newer Rust declares the function safe).
+    #[allow(unused_unsafe)]
+    let leaf = unsafe { __cpuid_count(7, 1) };
+    leaf.eax & (1 << 4) != 0
 }
 
-/// The AVX2 microkernel.
-struct Avx2;
+/// [`super::serial`] compiled for AVX2 (`VNNI`: with the AVX-VNNI tile):
+/// the loop nest and the epilogue inline here, so both use AVX2 as well.
+///
+/// # Safety
+/// As for [`super::serial`]; the CPU must support AVX2 (and AVX-VNNI with
+/// `VNNI`).
+#[target_feature(enable = "avx2")]
+pub(super) unsafe fn serial<const VNNI: bool>(
+    p: &Problem<'_>,
+    rows: Range<usize>,
+    panels: Range<usize>,
+) {
+    // SAFETY: forwarded contract.
+    unsafe { blocks::<Family<VNNI>>(p, rows, panels) }
+}
 
-impl Tile for Avx2 {
+/// The AVX2 (`VNNI == false`) or AVX-VNNI microkernel.
+struct Family<const VNNI: bool>;
+
+impl<const VNNI: bool> Tile for Family<VNNI> {
+    // AVX2: 4 rows × 2 registers of channels are 8 accumulators, beside 2
+    // weight registers, the broadcast activations, the 1s and a temporary
+    // in the 16 `ymm` registers; the multiply ports bound the kernel, so
+    // taller tiles would only spill. VNNI: no 1s and no temporary, and 12
+    // accumulators cover `vpdpbusd`'s latency (5 cycles at 2 per cycle).
+    const MR: usize = if VNNI { 6 } else { 4 };
+
     // Out of line, so that the tile is a leaf function that keeps its row
     // pointers and accumulators in registers (inlined into the loop nest,
     // the nest's live values crowd them out and LLVM recomputes row
@@ -33,28 +68,60 @@ impl Tile for Avx2 {
     unsafe fn tile(
         k: usize,
         mr: usize,
-        rows: &[*const u8; MR],
+        rows: &[*const u8; MAX_MR],
         panel: *const i8,
-        acc: &mut [[i32; NR]; MR],
+        acc: &mut [[i32; NR]; MAX_MR],
     ) {
-        // SAFETY: forwarded contract (which includes AVX2). Short edge
-        // tiles (and batch-1 products) skip the repeated rows.
+        // SAFETY: forwarded contract (which includes the CPU features).
+        // Short edge tiles (and batch-1 products) skip most repeated rows.
+        // With VNNI, short tiles split the depth over several accumulator
+        // sets (`CH`), or `vpdpbusd`'s latency would bound them.
         unsafe {
-            match mr {
-                1 => tile::<1>(k, rows, panel, acc),
-                2 => tile::<2>(k, rows, panel, acc),
-                _ => tile::<MR>(k, rows, panel, acc),
+            match (mr, VNNI) {
+                (1, false) => tile::<1, false, 1>(k, rows, panel, acc),
+                (2, false) => tile::<2, false, 1>(k, rows, panel, acc),
+                (_, false) => tile::<4, false, 1>(k, rows, panel, acc),
+                (1, true) => tile::<1, true, 4>(k, rows, panel, acc),
+                (2, true) => tile::<2, true, 2>(k, rows, panel, acc),
+                (3 | 4, true) => tile::<4, true, 1>(k, rows, panel, acc),
+                _ => tile::<6, true, 1>(k, rows, panel, acc),
             }
         }
     }
 }
 
+/// `acc += Σ_t a[4c + t] · b[4c + t]` in each i32 lane `c`, by AVX-VNNI's
+/// `vpdpbusd` (u8 `a` × i8 `b`, no intermediate saturation).
+///
+/// # Safety
+/// The CPU must support AVX-VNNI.
+#[target_feature(enable = "avx2")]
+#[inline]
+unsafe fn dpbusd(acc: __m256i, a: __m256i, b: __m256i) -> __m256i {
+    let mut acc = acc;
+    // SAFETY: the caller vouches for AVX-VNNI; the instruction only reads
+    // and writes these registers.
+    unsafe {
+        asm!(
+            "{{vex}} vpdpbusd {acc}, {a}, {b}",
+            acc = inout(ymm_reg) acc,
+            a = in(ymm_reg) a,
+            b = in(ymm_reg) b,
+            options(pure, nomem, nostack, preserves_flags),
+        );
+    }
+    acc
+}
+
 /// One depth-quad of `R` rows: `acc[r] += Σ_t a[r][t] · b[t][0..16]`, where
 /// `a[r]` holds row r's four activation bytes broadcast to every 32-bit lane
 /// and `b0`, `b1` the quad's 16 channels (four weights each).
+///
+/// # Safety
+/// The CPU must support AVX2 (and AVX-VNNI with `VNNI`).
 #[target_feature(enable = "avx2")]
 #[inline]
-unsafe fn quad<const R: usize>(
+unsafe fn quad<const R: usize, const VNNI: bool>(
     acc: &mut [[__m256i; 2]; R],
     a: [__m256i; R],
     b0: __m256i,
@@ -62,29 +129,40 @@ unsafe fn quad<const R: usize>(
     ones: __m256i,
 ) {
     for (row, a) in acc.iter_mut().zip(a) {
-        // Lane 2c of the i16 products is a0·w0 + a1·w1 of channel c, lane
-        // 2c + 1 is a2·w2 + a3·w3; `vpmaddwd` with 1s sums them into i32
-        // lane c.
-        let p0 = _mm256_madd_epi16(_mm256_maddubs_epi16(a, b0), ones);
-        let p1 = _mm256_madd_epi16(_mm256_maddubs_epi16(a, b1), ones);
-        row[0] = _mm256_add_epi32(row[0], p0);
-        row[1] = _mm256_add_epi32(row[1], p1);
+        if VNNI {
+            // SAFETY: the caller vouches for AVX-VNNI.
+            unsafe {
+                row[0] = dpbusd(row[0], a, b0);
+                row[1] = dpbusd(row[1], a, b1);
+            }
+        } else {
+            // Lane 2c of the i16 products is a0·w0 + a1·w1 of channel c,
+            // lane 2c + 1 is a2·w2 + a3·w3; `vpmaddwd` with 1s sums them
+            // into i32 lane c.
+            let p0 = _mm256_madd_epi16(_mm256_maddubs_epi16(a, b0), ones);
+            let p1 = _mm256_madd_epi16(_mm256_maddubs_epi16(a, b1), ones);
+            row[0] = _mm256_add_epi32(row[0], p0);
+            row[1] = _mm256_add_epi32(row[1], p1);
+        }
     }
 }
 
-/// A tile of `R ≤ MR` rows.
+/// A tile of `R ≤ MAX_MR` rows, its depth-quads dealt round-robin to `CH`
+/// independent sets of accumulators (summed at the end: integer sums do
+/// not depend on the order).
 ///
 /// # Safety
-/// As for [`Tile::tile`]; the CPU must support AVX2.
+/// As for [`Tile::tile`]; the CPU must support AVX2 (and AVX-VNNI with
+/// `VNNI`).
 #[target_feature(enable = "avx2")]
-unsafe fn tile<const R: usize>(
+unsafe fn tile<const R: usize, const VNNI: bool, const CH: usize>(
     k: usize,
-    rows: &[*const u8; MR],
+    rows: &[*const u8; MAX_MR],
     panel: *const i8,
-    out: &mut [[i32; NR]; MR],
+    out: &mut [[i32; NR]; MAX_MR],
 ) {
     let ones = _mm256_set1_epi16(1);
-    let mut acc = [[_mm256_setzero_si256(); 2]; R];
+    let mut acc = [[[_mm256_setzero_si256(); 2]; R]; CH];
     let (quads, rem) = (k / KQ, k % KQ);
     // Loops rather than closures over intrinsics: a closure does not get
     // this function's target features, and the intrinsic would become a
@@ -93,29 +171,43 @@ unsafe fn tile<const R: usize>(
     // SAFETY (whole body): every row has k readable bytes and the panel
     // ⌈k/4⌉ quads of 64 bytes (caller's contract); the loads are unaligned.
     unsafe {
-        for q in 0..quads {
-            let b = panel.add(q * QUAD_BYTES);
-            let b0 = _mm256_loadu_si256(b.cast());
-            let b1 = _mm256_loadu_si256(b.add(32).cast());
-            for r in 0..R {
-                let x = rows[r].add(q * KQ).cast::<i32>().read_unaligned();
-                av[r] = _mm256_set1_epi32(x);
+        let mut q = 0;
+        while q < quads {
+            for set in acc.iter_mut() {
+                if q == quads {
+                    break;
+                }
+                let b = panel.add(q * QUAD_BYTES);
+                let b0 = _mm256_loadu_si256(b.cast());
+                let b1 = _mm256_loadu_si256(b.add(32).cast());
+                for (r, v) in av.iter_mut().enumerate() {
+                    *v = _mm256_set1_epi32(rows[r].add(q * KQ).cast::<i32>().read_unaligned());
+                }
+                quad::<R, VNNI>(set, av, b0, b1, ones);
+                q += 1;
             }
-            quad(&mut acc, av, b0, b1, ones);
         }
         if rem != 0 {
             let b = panel.add(quads * QUAD_BYTES);
             let b0 = _mm256_loadu_si256(b.cast());
             let b1 = _mm256_loadu_si256(b.add(32).cast());
-            for r in 0..R {
-                let x = i32::from_le_bytes(tail_quad(rows[r].add(quads * KQ), rem));
-                av[r] = _mm256_set1_epi32(x);
+            for (r, v) in av.iter_mut().enumerate() {
+                let bytes = tail_quad(rows[r].add(quads * KQ), rem);
+                *v = _mm256_set1_epi32(i32::from_le_bytes(bytes));
             }
-            quad(&mut acc, av, b0, b1, ones);
+            quad::<R, VNNI>(&mut acc[0], av, b0, b1, ones);
         }
-        for r in 0..R {
-            _mm256_storeu_si256(out[r].as_mut_ptr().cast(), acc[r][0]);
-            _mm256_storeu_si256(out[r].as_mut_ptr().add(8).cast(), acc[r][1]);
+        let (first, others) = acc.split_at_mut(1);
+        for set in others {
+            for (row, other) in first[0].iter_mut().zip(set) {
+                for (a, b) in row.iter_mut().zip(other) {
+                    *a = _mm256_add_epi32(*a, *b);
+                }
+            }
+        }
+        for (dst, v) in out.iter_mut().zip(first[0]) {
+            _mm256_storeu_si256(dst.as_mut_ptr().cast(), v[0]);
+            _mm256_storeu_si256(dst.as_mut_ptr().add(8).cast(), v[1]);
         }
     }
 }
