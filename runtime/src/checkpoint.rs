@@ -37,6 +37,9 @@ pub const FORMAT_VERSION: &str = "1";
 
 const OPTIM_PREFIX: &str = "optimizer.";
 
+mod weights;
+pub use weights::{load_weights, save_weights, LoadOptions};
+
 /// Why a checkpoint could not be written or read.
 #[derive(Debug, Error)]
 pub enum CheckpointError {
@@ -173,6 +176,48 @@ fn encode(
 /// `before_rename` (a seam for tests to inject a crash), then renames it over
 /// `path` and fsyncs the directory. On any failure the temporary file is
 /// removed and `path` is untouched.
+/// Replaces `path` with `bytes` atomically (temporary sibling, fsync,
+/// rename): a crash mid-write leaves the old file whole.
+pub(crate) fn write_file_atomic(path: &Path, bytes: &[u8]) -> Result<(), CheckpointError> {
+    write_atomic(path, bytes, |_| Ok(()))
+}
+
+/// Removes the temporary files (`.NAME.tmp-PID-N`) that a save killed
+/// mid-write left in `dir`, when the process that wrote them is gone (on
+/// systems without `/proc`: when they are over an hour old). Best effort.
+pub(crate) fn remove_stale_temporaries(dir: &Path) {
+    let Ok(entries) = std::fs::read_dir(dir) else {
+        return;
+    };
+    let proc_fs = Path::new("/proc/self").exists();
+    for entry in entries.flatten() {
+        let name = entry.file_name();
+        let name = name.to_string_lossy();
+        let Some(rest) = name.strip_prefix('.') else {
+            continue;
+        };
+        let Some((_, tail)) = rest.rsplit_once(".tmp-") else {
+            continue;
+        };
+        let Some(pid) = tail.split('-').next().and_then(|p| p.parse::<u32>().ok()) else {
+            continue;
+        };
+        let stale = if proc_fs {
+            pid != std::process::id() && !Path::new(&format!("/proc/{pid}")).exists()
+        } else {
+            entry
+                .metadata()
+                .and_then(|m| m.modified())
+                .ok()
+                .and_then(|t| t.elapsed().ok())
+                .is_some_and(|age| age.as_secs() > 3600)
+        };
+        if stale {
+            let _ = std::fs::remove_file(entry.path());
+        }
+    }
+}
+
 fn write_atomic(
     path: &Path,
     bytes: &[u8],

@@ -48,9 +48,10 @@ pub mod train;
 pub use kernels::{conv, norm, sequence};
 
 pub use model::{
-    Batch, BatchSpec, InputKind, InputSpec, Model, ModelSpec, OutputSpec, ScheduleSpec, StateSpec,
-    StepError, StepKey, TrainSpec,
+    Batch, BatchSpec, InputKind, InputSpec, LossKind, LossSpec, Model, ModelSpec, OutputSpec,
+    ScheduleSpec, StateSpec, StepError, StepKey, TrainSpec,
 };
 pub use train::{
-    evaluate, fit, fit_with, EpochMetrics, Eval, FitError, FitOptions, History, TrainData,
+    evaluate, fit, fit_with, predict, EarlyStopping, EpochMetrics, Eval, FitError, FitOptions,
+    History, Metrics, TrainData, Trainer,
 };

@@ -44,6 +44,9 @@ pub struct InputSpec {
     pub per_sample: usize,
     /// Features or labels.
     pub kind: InputKind,
+    /// Whether `predict` reads it (an input some output depends on);
+    /// targets that only the loss reads are not.
+    pub predict: bool,
 }
 
 /// One declared output; every sample has `per_sample` values.
@@ -53,6 +56,44 @@ pub struct OutputSpec {
     pub name: &'static str,
     /// Values per sample.
     pub per_sample: usize,
+}
+
+/// What a network's loss compares, found by the compiler in the `loss`
+/// statement: which metrics describe the model, and which of its values
+/// are the prediction ("scores") those metrics score.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum LossKind {
+    /// `cross_entropy(logits, label)`: the scores are the logits.
+    Classification {
+        /// Index in [`ModelSpec::inputs`] of the label input.
+        label: usize,
+        /// Number of classes.
+        classes: u32,
+        /// Labels per sample (more than 1 for a label per position).
+        positions: u32,
+    },
+    /// `binary_cross_entropy(logits, target)`: the scores are the logits.
+    Binary {
+        /// Index in [`ModelSpec::inputs`] of the target input.
+        target: usize,
+    },
+    /// `mse(pred, target)` or `l1(pred, target)`: the scores are `pred`.
+    Regression {
+        /// Index in [`ModelSpec::inputs`] of the target input.
+        target: usize,
+    },
+    /// Any other objective: no metrics beyond the loss.
+    Other,
+}
+
+/// A network's loss, for metrics.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct LossSpec {
+    /// What it compares.
+    pub kind: LossKind,
+    /// Values per sample of the scores `Model::loss_with_scores` writes (0
+    /// for [`LossKind::Other`]).
+    pub scores: usize,
 }
 
 /// Samples per optimizer step, as the `train` block says.
@@ -108,6 +149,10 @@ pub struct TrainSpec {
     pub weight_decay: f32,
     /// Seed of initialisation and shuffling.
     pub seed: u64,
+    /// Clip the gradient to this global L2 norm (`clip_norm:`).
+    pub clip_norm: Option<f32>,
+    /// Stop after this many epochs without improvement (`early_stop:`).
+    pub early_stop: Option<u64>,
 }
 
 impl TrainSpec {
@@ -154,6 +199,8 @@ pub struct ModelSpec {
     pub inputs: &'static [InputSpec],
     /// Outputs in declaration order.
     pub outputs: &'static [OutputSpec],
+    /// The loss, for metrics.
+    pub loss: LossSpec,
     /// The `train` block.
     pub train: TrainSpec,
 }
@@ -336,9 +383,17 @@ pub trait Model: Send + Sync {
         grads: &mut [f32],
         batch: &Batch<'_>,
     ) -> Result<f32, StepError>;
-    /// Forward and loss only.
+    /// Forward and loss only (inference mode).
     fn loss(&mut self, batch: &Batch<'_>) -> Result<f32, StepError>;
-    /// Forward to the outputs for a batch of features; returns the batch size.
+    /// [`Model::loss`], also writing the loss's prediction (the logits of
+    /// a classification, the `pred` of a regression: see [`LossSpec`]) into
+    /// `scores`, `batch × spec().loss.scores` values; an empty `scores`
+    /// skips the copy.
+    fn loss_with_scores(&mut self, batch: &Batch<'_>, scores: &mut [f32])
+        -> Result<f32, StepError>;
+    /// Forward to the outputs for a batch of the inputs the outputs read
+    /// (those with [`InputSpec::predict`], in declaration order); returns
+    /// the batch size.
     fn predict(
         &mut self,
         inputs: &[&[f32]],
@@ -428,18 +483,26 @@ pub fn check_buffers(
 }
 
 /// Checks a batch against a spec and returns its batch size: every slice a
-/// whole number of samples, all the same number, labels in range.
+/// whole number of samples, all the same number, labels and token ids in
+/// range. With `labels` (a training step or the loss) `inputs` holds every
+/// feature-fed input; without (`predict`) only those with
+/// [`InputSpec::predict`].
 pub fn check_batch(
     spec: &ModelSpec,
     inputs: &[&[f32]],
     labels: Option<&[&[u32]]>,
     max: usize,
 ) -> Result<usize, StepError> {
-    let n_features = spec
-        .inputs
-        .iter()
-        .filter(|i| i.kind.is_fed_as_feature())
-        .count();
+    // Called on every step: iterators over the spec, no allocation.
+    let fed = move |i: &&InputSpec| i.kind.is_fed_as_feature() && (labels.is_some() || i.predict);
+    let features = || spec.inputs.iter().filter(fed);
+    let label_specs = || {
+        spec.inputs.iter().filter_map(|i| match i.kind {
+            InputKind::Labels { classes } => Some((i, classes)),
+            InputKind::Features | InputKind::Tokens { .. } => None,
+        })
+    };
+    let n_features = features().count();
     if inputs.len() != n_features {
         return Err(StepError::Arity {
             what: "input",
@@ -447,32 +510,23 @@ pub fn check_batch(
             found: inputs.len(),
         });
     }
+    if let Some(l) = labels {
+        let n_labels = label_specs().count();
+        if l.len() != n_labels {
+            return Err(StepError::Arity {
+                what: "label",
+                expected: n_labels,
+                found: l.len(),
+            });
+        }
+    }
+    let labels = labels.unwrap_or(&[]);
+    let sizes = features()
+        .zip(inputs)
+        .map(|(s, x)| (s, x.len()))
+        .chain(label_specs().zip(labels).map(|((s, _), y)| (s, y.len())));
     let mut batch: Option<usize> = None;
-    let mut fi = 0;
-    let mut li = 0;
-    for spec_in in spec.inputs {
-        let len = match spec_in.kind {
-            InputKind::Features | InputKind::Tokens { .. } => {
-                fi += 1;
-                inputs[fi - 1].len()
-            }
-            InputKind::Labels { .. } => match labels {
-                Some(l) => {
-                    li += 1;
-                    match l.get(li - 1) {
-                        Some(s) => s.len(),
-                        None => {
-                            return Err(StepError::Arity {
-                                what: "label",
-                                expected: li,
-                                found: l.len(),
-                            })
-                        }
-                    }
-                }
-                None => continue,
-            },
-        };
+    for (spec_in, len) in sizes {
         let per = spec_in.per_sample.max(1);
         let b = *batch.get_or_insert(len / per);
         if len != b * per {
@@ -492,8 +546,7 @@ pub fn check_batch(
     }
     // Token ids index tables: one out of range would read another row (or
     // past the table), so every one is checked before any kernel runs.
-    let features = spec.inputs.iter().filter(|i| i.kind.is_fed_as_feature());
-    for (spec_in, slice) in features.zip(inputs) {
+    for (spec_in, slice) in features().zip(inputs) {
         if let InputKind::Tokens { classes } = spec_in.kind {
             let bad = |v: f32| !(v >= 0.0 && v < classes as f32 && v.fract() == 0.0);
             if let Some((index, &value)) = slice.iter().enumerate().find(|(_, &v)| bad(v)) {
@@ -506,28 +559,50 @@ pub fn check_batch(
             }
         }
     }
-    if let Some(labels) = labels {
-        let specs = spec.inputs.iter().filter_map(|i| match i.kind {
-            InputKind::Labels { classes } => Some((i.name, classes)),
-            InputKind::Features | InputKind::Tokens { .. } => None,
-        });
-        for ((name, classes), slice) in specs.zip(labels.iter()) {
-            if let Some((index, &value)) = slice.iter().enumerate().find(|(_, &v)| v >= classes) {
-                return Err(StepError::Label {
-                    name,
-                    index,
-                    value,
-                    classes,
-                });
-            }
-        }
-        if li != labels.len() {
-            return Err(StepError::Arity {
-                what: "label",
-                expected: li,
-                found: labels.len(),
+    for ((spec_in, classes), slice) in label_specs().zip(labels) {
+        if let Some((index, &value)) = slice.iter().enumerate().find(|(_, &v)| v >= classes) {
+            return Err(StepError::Label {
+                name: spec_in.name,
+                index,
+                value,
+                classes,
             });
         }
     }
     Ok(b)
+}
+
+#[cfg(test)]
+pub(crate) mod tests {
+    use super::*;
+
+    /// A spec with no inputs, parameters or outputs, for tests to fill in.
+    pub(crate) fn empty_spec() -> ModelSpec {
+        ModelSpec {
+            name: "test",
+            source: "test.nn",
+            hash: 0,
+            params: &[],
+            inits: &[],
+            param_count: 0,
+            inputs: &[],
+            outputs: &[],
+            loss: LossSpec {
+                kind: LossKind::Other,
+                scores: 0,
+            },
+            train: TrainSpec {
+                optimizer: OptimizerConfig::Sgd(crate::optim::SgdConfig::default()),
+                lr: 0.1,
+                batch: BatchSpec::Size(4),
+                epochs: 1,
+                schedule: ScheduleSpec::Constant,
+                warmup: 0,
+                weight_decay: 0.0,
+                seed: 0,
+                clip_norm: None,
+                early_stop: None,
+            },
+        }
+    }
 }

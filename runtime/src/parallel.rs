@@ -567,6 +567,16 @@ impl StepRunner {
         &self.grads[..self.params]
     }
 
+    /// Scales the last step's summed gradient down to global L2 norm
+    /// `max_norm` when it is larger (after [`Self::step_at`] or
+    /// [`Self::step_ranks`]); returns the norm before clipping. The norm is
+    /// summed in `f64` in gradient order, so every rank and thread count
+    /// scales alike.
+    pub fn clip_grad_norm(&mut self, max_norm: f32) -> f32 {
+        self.sum_shards();
+        crate::optim::clip_grad_norm(&mut self.grads[..self.params], max_norm)
+    }
+
     /// The batch statistics of the last step (empty for models without
     /// state), laid out like the model's state buffer.
     pub fn stats(&self) -> &[f32] {

@@ -1,35 +1,101 @@
-//! Reader for numeric CSV files: feature columns plus one label column.
+//! Reading CSV files into named columns.
 //!
-//! Small on purpose (no csv crate): fields are separated by one delimiter
-//! byte, may be wrapped in double quotes (with `""` as an escaped quote), and
-//! are trimmed of surrounding whitespace. Blank lines are skipped but still
-//! counted, so every error points at the real `file:line:column` of the
-//! offending field, the way a compiler points at source.
+//! Records are read one at a time by the `csv` crate (quotes, escaped
+//! quotes, CRLF, a UTF-8 byte-order mark), so the file is never held in
+//! memory as text: only the parsed columns are. Fields are trimmed of
+//! surrounding whitespace; blank lines are skipped. Every error points at
+//! the real `file:line:column` of the offending field, the way a compiler
+//! points at source.
 //!
-//! Every feature must be a finite number: a NaN or an empty field in the
-//! training data is a data bug that would otherwise show up, much later, as a
-//! NaN loss.
+//! What goes where is a [`CsvOptions`] mapping: each named column of the
+//! dataset takes one or more CSV columns, chosen by header name, index or
+//! range, read as numbers or as classes. Without a mapping the last column
+//! is the label `label` (classes) and every other column the input
+//! `features`, which the model's one input and one label take (see
+//! [`super::bind`]).
+//!
+//! Numbers must be finite in `f32`: a NaN, an empty field or a value such
+//! as `1e39` that overflows `f32` is a data bug that would otherwise show
+//! up much later as a NaN loss, so it is an error at its position. Classes
+//! are non-negative integers (also written `3.0`, as pandas exports integer
+//! columns that once held a NaN) or names (`setosa`), numbered in sorted
+//! order unless the names are given (a test file must number its classes
+//! as the training file did).
 
-use std::collections::BTreeMap;
+use std::cell::RefCell;
+use std::collections::VecDeque;
+use std::fs::File;
+use std::io::{BufRead, BufReader, Read};
+use std::ops::Range;
 use std::path::Path;
+use std::rc::Rc;
+use std::sync::Arc;
 
-use super::{DataError, Dataset, Labels};
+use super::dataset::{Column, Dataset, Origin};
+use super::DataError;
 
-/// Which column holds the label.
+/// Which CSV columns feed a dataset column.
 #[derive(Debug, Clone, PartialEq, Eq)]
-pub enum LabelColumn {
-    /// 0-based column index.
+pub enum Select {
+    /// One column by 0-based index.
     Index(usize),
-    /// Column named in the header row (requires a header).
+    /// One column by its header name.
     Name(String),
-    /// The last column (the common layout).
-    Last,
+    /// Columns `start..end` by 0-based index.
+    Range(Range<usize>),
+    /// Columns by header name, in this order.
+    Names(Vec<String>),
+    /// Every column no other mapping takes, in file order.
+    Rest,
+}
+
+impl From<&str> for Select {
+    fn from(name: &str) -> Self {
+        Select::Name(name.to_string())
+    }
+}
+
+impl From<usize> for Select {
+    fn from(i: usize) -> Self {
+        Select::Index(i)
+    }
+}
+
+impl From<Range<usize>> for Select {
+    fn from(r: Range<usize>) -> Self {
+        Select::Range(r)
+    }
+}
+
+/// How the fields of a mapped column are read.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum ReadAs {
+    /// Finite `f32` numbers.
+    Numbers,
+    /// Classes: integers when every field is one (the class count is the
+    /// largest plus one), else names numbered in sorted order.
+    Classes,
+    /// Classes named by this list (`names[i]` is class `i`); any other
+    /// name is an error. Integers are read as indices below its length.
+    ClassesNamed(Arc<[String]>),
+}
+
+/// One named column of the dataset and where it comes from.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Mapping {
+    /// The dataset column's name (matched to a model input's name).
+    pub name: String,
+    /// The CSV columns it takes.
+    pub select: Select,
+    /// How they are read.
+    pub read: ReadAs,
 }
 
 /// Whether the first row is a header.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Header {
-    /// A header iff some non-label field of the first row is not a number.
+    /// A header iff some field of the first row that should be a number is
+    /// not one (always, when a mapping selects by name).
     Auto,
     /// The first row is a header.
     Present,
@@ -37,136 +103,379 @@ pub enum Header {
     Absent,
 }
 
-/// How to interpret the label column.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum LabelKind {
-    /// Non-negative integer class indices (`3` or `3.0`); `num_classes` is max + 1.
-    Class,
-    /// Arbitrary strings (e.g. `setosa`), numbered in sorted order; the names
-    /// are returned in [`CsvData::class_names`].
-    ClassName,
-    /// A real-valued regression target.
-    Target,
-}
-
 /// How to read a CSV file.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct CsvOptions {
-    /// Label column.
-    pub label: LabelColumn,
     /// Header handling.
     pub header: Header,
     /// Field separator byte (`b','`, `b';'`, `b'\t'`).
     pub delimiter: u8,
-    /// Label interpretation.
-    pub label_kind: LabelKind,
+    /// The dataset's columns; empty means "the last column is the label
+    /// `label`, the rest the input `features`".
+    pub columns: Vec<Mapping>,
 }
 
 impl Default for CsvOptions {
-    /// Comma-separated, header auto-detected, integer class in the last column.
+    /// Comma-separated, header auto-detected, the default mapping.
     fn default() -> Self {
         CsvOptions {
-            label: LabelColumn::Last,
             header: Header::Auto,
             delimiter: b',',
-            label_kind: LabelKind::Class,
+            columns: Vec::new(),
         }
     }
 }
 
-/// A parsed CSV file.
-#[derive(Debug, Clone, PartialEq)]
-pub struct CsvData {
-    /// Features `[n, columns - 1]` and labels.
-    pub dataset: Dataset,
-    /// Header names of the feature columns, when there was a header.
-    pub feature_names: Option<Vec<String>>,
-    /// For [`LabelKind::ClassName`]: the name of class `i` at index `i`.
-    pub class_names: Option<Vec<String>>,
+impl CsvOptions {
+    /// The defaults: see [`CsvOptions::default`].
+    pub fn new() -> Self {
+        Self::default()
+    }
+
+    /// Adds a column of numbers named `name` from `select`.
+    pub fn numbers(mut self, name: &str, select: impl Into<Select>) -> Self {
+        self.columns.push(Mapping {
+            name: name.to_string(),
+            select: select.into(),
+            read: ReadAs::Numbers,
+        });
+        self
+    }
+
+    /// Adds a class column named `name` from `select`.
+    pub fn classes(mut self, name: &str, select: impl Into<Select>) -> Self {
+        self.columns.push(Mapping {
+            name: name.to_string(),
+            select: select.into(),
+            read: ReadAs::Classes,
+        });
+        self
+    }
+
+    /// Adds a class column whose class names are `names`, in index order.
+    pub fn classes_named(
+        mut self,
+        name: &str,
+        select: impl Into<Select>,
+        names: Arc<[String]>,
+    ) -> Self {
+        self.columns.push(Mapping {
+            name: name.to_string(),
+            select: select.into(),
+            read: ReadAs::ClassesNamed(names),
+        });
+        self
+    }
+
+    /// The same options with another delimiter.
+    pub fn delimiter(mut self, d: u8) -> Self {
+        self.delimiter = d;
+        self
+    }
+
+    /// The same options with a header setting.
+    pub fn header(mut self, h: Header) -> Self {
+        self.header = h;
+        self
+    }
+
+    /// The mapping used: the given one, or the default.
+    fn mapping(&self) -> Vec<Mapping> {
+        if !self.columns.is_empty() {
+            return self.columns.clone();
+        }
+        vec![
+            Mapping {
+                name: "label".into(),
+                select: Select::Index(usize::MAX),
+                read: ReadAs::Classes,
+            },
+            Mapping {
+                name: "features".into(),
+                select: Select::Rest,
+                read: ReadAs::Numbers,
+            },
+        ]
+    }
 }
 
-/// Reads and parses a CSV file.
-pub fn read_csv(path: impl AsRef<Path>, opts: &CsvOptions) -> Result<CsvData, DataError> {
+/// A mapping resolved against the file: the CSV column indices it takes.
+struct Resolved {
+    map: Mapping,
+    cols: Vec<usize>,
+}
+
+/// Reads a CSV file into a dataset (see the [module docs](self)).
+pub fn read_csv(path: impl AsRef<Path>, opts: &CsvOptions) -> Result<Dataset, DataError> {
     let path = path.as_ref();
-    let text = std::fs::read_to_string(path).map_err(|source| DataError::Io {
+    let file = File::open(path).map_err(|source| DataError::Io {
         path: path.to_path_buf(),
         source,
     })?;
-    parse_csv(&text, path, opts)
+    read(BufReader::new(file), path, opts, Source::File)
 }
 
-/// One field: its text (unquoted, trimmed) and 1-based start column.
-struct Field {
-    text: String,
-    column: usize,
+/// Parses CSV text; `path` names it in errors.
+pub fn parse_csv(text: &str, path: &Path, opts: &CsvOptions) -> Result<Dataset, DataError> {
+    read(text.as_bytes(), path, opts, Source::Text(text))
 }
 
-/// Splits one line into fields; errors carry the column of the problem.
-fn split_line(line: &str, delim: char) -> Result<Vec<Field>, (usize, String)> {
-    let chars: Vec<char> = line.chars().collect();
-    let mut fields = Vec::new();
-    let mut i = 0;
-    loop {
-        // Skip leading whitespace (but not the delimiter itself, e.g. tab).
-        while i < chars.len() && chars[i] != delim && chars[i].is_whitespace() {
-            i += 1;
+fn read(
+    reader: impl Read,
+    path: &Path,
+    opts: &CsvOptions,
+    src: Source<'_>,
+) -> Result<Dataset, DataError> {
+    let newlines = Rc::new(RefCell::new(Newlines::default()));
+    let mut rdr = ::csv::ReaderBuilder::new()
+        .has_headers(false)
+        .flexible(true)
+        .delimiter(opts.delimiter)
+        .trim(::csv::Trim::All)
+        .from_reader(Counting {
+            inner: reader,
+            offset: 0,
+            newlines: newlines.clone(),
+        });
+    // The csv crate's line numbers skip blank lines, and a record's start
+    // offset includes the blank lines before it; the reader's offset after
+    // the record is past its terminator, and the newlines before that
+    // terminator give the record's real line.
+    let line_at = |end: u64| newlines.borrow_mut().line_of(end.saturating_sub(1));
+    let line_of = |pos: &::csv::Position| newlines.borrow_mut().line_of(pos.byte());
+    let at = |line: u64, field: Option<usize>, reason: String| DataError::Csv {
+        path: path.to_path_buf(),
+        line: line as usize,
+        column: field.map_or(1, |f| src.column(path, line as usize, f, opts.delimiter)),
+        reason,
+    };
+    let csv_err = |e: ::csv::Error| match e.position() {
+        Some(p) => at(line_of(p), None, e.to_string()),
+        None => DataError::File {
+            path: path.to_path_buf(),
+            reason: e.to_string(),
+        },
+    };
+
+    let mut record = ::csv::ByteRecord::new();
+    if !rdr.read_byte_record(&mut record).map_err(csv_err)? {
+        return Err(DataError::File {
+            path: path.to_path_buf(),
+            reason: "no rows".into(),
+        });
+    }
+    let first_line = line_at(rdr.position().byte());
+    let width = record.len();
+    let first: Vec<String> = record
+        .iter()
+        .map(|f| String::from_utf8_lossy(f).into_owned())
+        .collect();
+    let mapping = opts.mapping();
+    let by_name = mapping
+        .iter()
+        .any(|m| matches!(m.select, Select::Name(_) | Select::Names(_)));
+    let header_names = (opts.header != Header::Absent).then_some(first.as_slice());
+    let resolved = resolve(&mapping, width, header_names, by_name)
+        .map_err(|reason| at(first_line, None, reason))?;
+    let has_header = match opts.header {
+        Header::Present => true,
+        Header::Absent => false,
+        Header::Auto => {
+            by_name
+                || resolved.iter().any(|r| {
+                    r.map.read == ReadAs::Numbers
+                        && r.cols.iter().any(|&c| number(&first[c]).is_err())
+                })
         }
-        let column = i + 1;
-        let mut text = String::new();
-        if i < chars.len() && chars[i] == '"' {
-            i += 1;
-            loop {
-                match chars.get(i) {
-                    None => return Err((column, "unterminated quoted field".into())),
-                    Some('"') if chars.get(i + 1) == Some(&'"') => {
-                        text.push('"');
-                        i += 2;
+    };
+
+    // Parse every row into per-column buffers.
+    let mut numbers: Vec<Vec<f32>> = resolved.iter().map(|_| Vec::new()).collect();
+    let mut raw: Vec<Vec<String>> = resolved.iter().map(|_| Vec::new()).collect();
+    let mut lines: Vec<u32> = Vec::new();
+    let mut row_data = |record: &::csv::ByteRecord, line: u64| -> Result<(), DataError> {
+        if record.len() != width {
+            return Err(at(
+                line,
+                Some(record.len().saturating_sub(1)),
+                format!("row has {} fields, expected {width}", record.len()),
+            ));
+        }
+        for (k, r) in resolved.iter().enumerate() {
+            for &c in &r.cols {
+                let text = std::str::from_utf8(&record[c])
+                    .map_err(|_| at(line, Some(c), "field is not UTF-8".into()))?;
+                match r.map.read {
+                    ReadAs::Numbers => {
+                        let v = number(text).map_err(|e| at(line, Some(c), e))?;
+                        numbers[k].push(v);
                     }
-                    Some('"') => {
-                        i += 1;
-                        break;
-                    }
-                    Some(&c) => {
-                        text.push(c);
-                        i += 1;
+                    ReadAs::Classes | ReadAs::ClassesNamed(_) => {
+                        if text.is_empty() {
+                            return Err(at(line, Some(c), "empty class".into()));
+                        }
+                        raw[k].push(text.to_string());
                     }
                 }
             }
-            while i < chars.len() && chars[i] != delim {
-                if !chars[i].is_whitespace() {
-                    return Err((i + 1, "unexpected text after a closing quote".into()));
+        }
+        lines.push(u32::try_from(line).unwrap_or(u32::MAX));
+        Ok(())
+    };
+    if !has_header {
+        row_data(&record, first_line)?;
+    }
+    while rdr.read_byte_record(&mut record).map_err(csv_err)? {
+        row_data(&record, line_at(rdr.position().byte()))?;
+    }
+    if lines.is_empty() {
+        return Err(DataError::File {
+            path: path.to_path_buf(),
+            reason: "a header but no data rows".into(),
+        });
+    }
+
+    let lines: Arc<[u32]> = lines.into();
+    let mut data = Dataset::default();
+    for (k, r) in resolved.iter().enumerate() {
+        let part = describe_part(&r.cols, has_header.then_some(first.as_slice()));
+        let origin = Origin {
+            file: Some(path.to_path_buf()),
+            part,
+            lines: Some(lines.clone()),
+        };
+        let shape = [r.cols.len()];
+        let column = match &r.map.read {
+            ReadAs::Numbers => Column::f32(&r.map.name, &shape, std::mem::take(&mut numbers[k])),
+            ReadAs::Classes | ReadAs::ClassesNamed(_) => {
+                let given = match &r.map.read {
+                    ReadAs::ClassesNamed(names) => Some(names.clone()),
+                    _ => None,
+                };
+                classes(&r.map.name, &shape, &raw[k], given).map_err(|(i, reason)| {
+                    let row = i / r.cols.len();
+                    let col = r.cols[i % r.cols.len()];
+                    DataError::Csv {
+                        path: path.to_path_buf(),
+                        line: lines[row] as usize,
+                        column: src.column(path, lines[row] as usize, col, opts.delimiter),
+                        reason,
+                    }
+                })?
+            }
+        };
+        data.push(column.with_origin(origin))?;
+    }
+    Ok(data)
+}
+
+/// Resolves the mapping's selections to column indices: every index in
+/// range, no CSV column taken twice, `Rest` taking what is left.
+fn resolve(
+    mapping: &[Mapping],
+    width: usize,
+    header: Option<&[String]>,
+    by_name: bool,
+) -> Result<Vec<Resolved>, String> {
+    let find = |name: &str| -> Result<usize, String> {
+        let Some(h) = header.filter(|_| by_name) else {
+            return Err(format!(
+                "column `{name}` is chosen by name, but the file has no header"
+            ));
+        };
+        h.iter()
+            .position(|f| f == name)
+            .ok_or_else(|| format!("no column named `{name}` in the header ({})", h.join(", ")))
+    };
+    let mut taken = vec![false; width];
+    let mut out: Vec<Option<Vec<usize>>> = Vec::new();
+    for m in mapping {
+        let cols = match &m.select {
+            Select::Index(usize::MAX) => Some(vec![width - 1]),
+            Select::Index(i) if *i < width => Some(vec![*i]),
+            Select::Index(i) => {
+                return Err(format!(
+                    "column index {i} for `{}`, but rows have {width} columns",
+                    m.name
+                ))
+            }
+            Select::Range(r) if r.start < r.end && r.end <= width => Some(r.clone().collect()),
+            Select::Range(r) => {
+                return Err(format!(
+                    "columns {}..{} for `{}`, but rows have {width} columns",
+                    r.start, r.end, m.name
+                ))
+            }
+            Select::Name(n) => Some(vec![find(n)?]),
+            Select::Names(ns) => Some(ns.iter().map(|n| find(n)).collect::<Result<_, _>>()?),
+            Select::Rest => None,
+        };
+        if let Some(cols) = &cols {
+            for &c in cols {
+                if std::mem::replace(&mut taken[c], true) {
+                    return Err(format!(
+                        "column {c} is mapped twice (again for `{}`)",
+                        m.name
+                    ));
                 }
-                i += 1;
             }
-        } else {
-            while i < chars.len() && chars[i] != delim {
-                text.push(chars[i]);
-                i += 1;
+        }
+        out.push(cols);
+    }
+    let rest: Vec<usize> = (0..width).filter(|&c| !taken[c]).collect();
+    let mut rest_used = false;
+    let mut resolved = Vec::new();
+    for (m, cols) in mapping.iter().zip(out) {
+        let cols = match cols {
+            Some(c) => c,
+            None if rest_used => return Err("two mappings take the rest of the columns".into()),
+            None => {
+                rest_used = true;
+                rest.clone()
             }
-            text.truncate(text.trim_end().len());
+        };
+        if cols.is_empty() {
+            return Err(format!("no columns are left for `{}`", m.name));
         }
-        fields.push(Field { text, column });
-        if i >= chars.len() {
-            return Ok(fields);
+        resolved.push(Resolved {
+            map: m.clone(),
+            cols,
+        });
+    }
+    Ok(resolved)
+}
+
+/// "column 5 (`species`)" or "columns 1-4": 1-based, as a spreadsheet shows.
+fn describe_part(cols: &[usize], header: Option<&[String]>) -> String {
+    let contiguous = cols.windows(2).all(|w| w[1] == w[0] + 1);
+    match (cols, header) {
+        ([c], Some(h)) => format!("column {} `{}`", c + 1, h[*c]),
+        ([c], None) => format!("column {}", c + 1),
+        _ if contiguous => format!("columns {}-{}", cols[0] + 1, cols[cols.len() - 1] + 1),
+        _ => {
+            let list: Vec<String> = cols.iter().map(|c| (c + 1).to_string()).collect();
+            format!("columns {}", list.join(", "))
         }
-        i += 1; // the delimiter
     }
 }
 
-fn parse_number(text: &str) -> Result<f64, String> {
+/// A finite `f32`.
+fn number(text: &str) -> Result<f32, String> {
     if text.is_empty() {
         return Err("empty field where a number is expected".into());
     }
-    match text.parse::<f64>() {
+    match text.parse::<f32>() {
         Ok(v) if v.is_finite() => Ok(v),
+        Ok(_) if text.parse::<f64>().is_ok_and(f64::is_finite) => Err(format!(
+            "`{text}` is beyond the range of f32 (about ±3.4e38)"
+        )),
         Ok(_) => Err(format!("`{text}` is not a finite number")),
         Err(_) => Err(format!("`{text}` is not a number")),
     }
 }
 
-/// A class index: a non-negative integer, also when written as a float
-/// (`3.0`, as pandas exports integer columns that once held a NaN).
-fn parse_class(text: &str) -> Option<u32> {
+/// A class index written as an integer, also `3.0`.
+fn class_index(text: &str) -> Option<u32> {
     if let Ok(v) = text.parse::<u32>() {
         return Some(v);
     }
@@ -174,168 +483,144 @@ fn parse_class(text: &str) -> Option<u32> {
     (v.fract() == 0.0 && (0.0..=u32::MAX as f64).contains(&v)).then_some(v as u32)
 }
 
-/// Parses CSV text; `path` names the source in errors.
-pub fn parse_csv(text: &str, path: &Path, opts: &CsvOptions) -> Result<CsvData, DataError> {
-    let err = |line: usize, column: usize, reason: String| DataError::Csv {
-        path: path.to_path_buf(),
-        line,
-        column,
-        reason,
-    };
-    let delim = opts.delimiter as char;
-    let mut rows: Vec<(usize, Vec<Field>)> = Vec::new();
-    for (i, line) in text.lines().enumerate() {
-        let line = line.strip_suffix('\r').unwrap_or(line);
-        let line = if i == 0 {
-            line.strip_prefix('\u{feff}').unwrap_or(line)
-        } else {
-            line
-        };
-        if line.trim().is_empty() {
-            continue;
-        }
-        let fields = split_line(line, delim).map_err(|(c, r)| err(i + 1, c, r))?;
-        rows.push((i + 1, fields));
-    }
-    let Some((first_line, first)) = rows.first() else {
-        return Err(DataError::File {
-            path: path.to_path_buf(),
-            reason: "no rows".into(),
-        });
-    };
-    let width = first.len();
-    if width < 2 {
-        return Err(err(
-            *first_line,
-            1,
-            format!("need at least 2 columns (features and a label), found {width}"),
-        ));
-    }
-    let label_col = match &opts.label {
-        LabelColumn::Index(i) if *i < width => *i,
-        LabelColumn::Index(i) => {
-            return Err(err(
-                *first_line,
-                1,
-                format!("label column index {i} but rows have {width} columns"),
-            ))
-        }
-        LabelColumn::Last => width - 1,
-        LabelColumn::Name(name) => {
-            if opts.header == Header::Absent {
-                return Err(DataError::File {
-                    path: path.to_path_buf(),
-                    reason: format!("label column `{name}` given by name but header is absent"),
-                });
-            }
-            first.iter().position(|f| f.text == *name).ok_or_else(|| {
-                err(
-                    *first_line,
-                    1,
-                    format!("no column named `{name}` in the header"),
-                )
-            })?
-        }
-    };
-    let has_header = match opts.header {
-        Header::Present => true,
-        Header::Absent => false,
-        Header::Auto => {
-            matches!(opts.label, LabelColumn::Name(_))
-                || first
-                    .iter()
-                    .enumerate()
-                    .any(|(c, f)| c != label_col && parse_number(&f.text).is_err())
-        }
-    };
-    let feature_names = has_header.then(|| {
-        first
-            .iter()
-            .enumerate()
-            .filter(|(c, _)| *c != label_col)
-            .map(|(_, f)| f.text.clone())
-            .collect()
-    });
-    let data_rows = if has_header { &rows[1..] } else { &rows[..] };
-    if data_rows.is_empty() {
-        return Err(DataError::File {
-            path: path.to_path_buf(),
-            reason: "header but no data rows".into(),
-        });
-    }
-
-    let mut features = Vec::with_capacity(data_rows.len() * (width - 1));
-    let mut raw_labels: Vec<&str> = Vec::with_capacity(data_rows.len());
-    let mut classes = Vec::new();
-    let mut targets = Vec::new();
-    for (line, fields) in data_rows {
-        if fields.len() != width {
-            let column = fields.last().map_or(1, |f| f.column);
-            return Err(err(
-                *line,
-                column,
-                format!("row has {} fields, expected {width}", fields.len()),
-            ));
-        }
-        for (c, f) in fields.iter().enumerate() {
-            if c == label_col {
-                match opts.label_kind {
-                    LabelKind::Class => {
-                        let v = parse_class(&f.text).ok_or_else(|| {
-                            err(
-                                *line,
-                                f.column,
-                                format!("class label `{}` is not a non-negative integer", f.text),
-                            )
-                        })?;
-                        classes.push(v);
+/// A class column from its fields; an error carries the field's index.
+fn classes(
+    name: &str,
+    shape: &[usize],
+    raw: &[String],
+    given: Option<Arc<[String]>>,
+) -> Result<Column, (usize, String)> {
+    if let Some(names) = given {
+        let mut values = Vec::with_capacity(raw.len());
+        for (i, t) in raw.iter().enumerate() {
+            let v = match names.iter().position(|n| n == t) {
+                Some(v) => v as u32,
+                None => match class_index(t) {
+                    Some(v) if (v as usize) < names.len() => v,
+                    _ => {
+                        return Err((
+                            i,
+                            format!("`{t}` is not one of the classes {}", names.join(", ")),
+                        ))
                     }
-                    LabelKind::ClassName => {
-                        if f.text.is_empty() {
-                            return Err(err(*line, f.column, "empty class name".into()));
-                        }
-                        raw_labels.push(&f.text);
-                    }
-                    LabelKind::Target => {
-                        let v = parse_number(&f.text).map_err(|r| err(*line, f.column, r))?;
-                        targets.push(v as f32);
-                    }
-                }
-            } else {
-                let v = parse_number(&f.text).map_err(|r| err(*line, f.column, r))?;
-                features.push(v as f32);
-            }
-        }
-    }
-
-    let mut class_names = None;
-    let labels = match opts.label_kind {
-        LabelKind::Class => Labels::Classes {
-            num_classes: classes.iter().max().map_or(0, |&m| m as usize + 1),
-            values: classes,
-        },
-        LabelKind::Target => Labels::Targets {
-            values: targets,
-            width: 1,
-        },
-        LabelKind::ClassName => {
-            let ids: BTreeMap<&str, u32> = {
-                let mut names: Vec<&str> = raw_labels.clone();
-                names.sort_unstable();
-                names.dedup();
-                names.into_iter().zip(0..).collect()
+                },
             };
-            class_names = Some(ids.keys().map(|s| s.to_string()).collect());
-            Labels::Classes {
-                values: raw_labels.iter().map(|s| ids[s]).collect(),
-                num_classes: ids.len(),
-            }
+            values.push(v);
         }
-    };
-    let dataset = Dataset::new(features, vec![width - 1], labels)?;
-    Ok(CsvData {
-        dataset,
-        feature_names,
-        class_names,
-    })
+        let count = names.len() as u32;
+        return Ok(Column::classes(name, shape, values, count).with_class_names(names.to_vec()));
+    }
+    let ints: Vec<Option<u32>> = raw.iter().map(|t| class_index(t)).collect();
+    let first_int = ints.first().is_some_and(Option::is_some);
+    // A column of numbers with one stray word (or the reverse) is a typo,
+    // not one more class: refuse it where the kind changes.
+    if let Some(i) = ints.iter().position(|v| v.is_some() != first_int) {
+        let what = if first_int {
+            "a non-negative integer class index like the fields above it"
+        } else {
+            "a class name like the fields above it (the column mixes names and numbers)"
+        };
+        return Err((i, format!("class `{}` is not {what}", raw[i])));
+    }
+    if first_int {
+        let values: Vec<u32> = ints.into_iter().flatten().collect();
+        if let Some(i) = values.iter().position(|&v| v == u32::MAX) {
+            return Err((i, format!("class index {} is too large", u32::MAX)));
+        }
+        let count = values.iter().max().map_or(0, |&m| m + 1);
+        return Ok(Column::classes(name, shape, values, count));
+    }
+    let mut names: Vec<&str> = raw.iter().map(String::as_str).collect();
+    names.sort_unstable();
+    names.dedup();
+    let values = raw
+        .iter()
+        .map(|t| names.binary_search(&t.as_str()).map_or(0, |i| i as u32))
+        .collect();
+    let owned: Vec<String> = names.iter().map(|s| s.to_string()).collect();
+    Ok(Column::classes(name, shape, values, owned.len() as u32).with_class_names(owned))
+}
+
+/// Where the CSV text is, to find a bad field's column on the error path.
+#[derive(Clone, Copy)]
+enum Source<'a> {
+    /// Re-read the file.
+    File,
+    /// The text itself.
+    Text(&'a str),
+}
+
+impl Source<'_> {
+    /// The 1-based character column of field `field` on line `line`.
+    fn column(self, path: &Path, line: usize, field: usize, delim: u8) -> usize {
+        let nth = line.saturating_sub(1);
+        let text = match self {
+            Source::Text(t) => t.lines().nth(nth).map(str::to_string),
+            Source::File => File::open(path)
+                .ok()
+                .and_then(|f| BufReader::new(f).lines().nth(nth))
+                .and_then(Result::ok),
+        };
+        text.map_or(1, |t| column_in_line(&t, field, delim))
+    }
+}
+
+/// Where field `field` starts in `line` (after leading blanks): quote
+/// aware, 1-based, in characters. Only used on the error path.
+fn column_in_line(line: &str, field: usize, delim: u8) -> usize {
+    let line = line.strip_prefix('\u{feff}').unwrap_or(line);
+    let chars: Vec<char> = line.chars().collect();
+    let delim = delim as char;
+    let (mut k, mut i, mut quoted) = (0, 0, false);
+    while k < field && i < chars.len() {
+        match chars[i] {
+            '"' => quoted = !quoted,
+            c if c == delim && !quoted => k += 1,
+            _ => {}
+        }
+        i += 1;
+    }
+    while i < chars.len() && chars[i] != delim && chars[i].is_whitespace() {
+        i += 1;
+    }
+    i + 1
+}
+
+/// The offsets of the newlines a reader has passed on and not yet been
+/// asked about: only those inside the csv reader's buffer, so bounded.
+#[derive(Default)]
+struct Newlines {
+    pending: VecDeque<u64>,
+    /// Newlines before the last offset asked about.
+    passed: u64,
+}
+
+impl Newlines {
+    /// The 1-based line of byte `offset` (offsets asked in increasing order).
+    fn line_of(&mut self, offset: u64) -> u64 {
+        while self.pending.front().is_some_and(|&n| n < offset) {
+            self.pending.pop_front();
+            self.passed += 1;
+        }
+        self.passed + 1
+    }
+}
+
+/// A reader that records where its newlines are.
+struct Counting<R> {
+    inner: R,
+    offset: u64,
+    newlines: Rc<RefCell<Newlines>>,
+}
+
+impl<R: Read> Read for Counting<R> {
+    fn read(&mut self, buf: &mut [u8]) -> std::io::Result<usize> {
+        let n = self.inner.read(buf)?;
+        let mut nl = self.newlines.borrow_mut();
+        for (i, _) in buf[..n].iter().enumerate().filter(|(_, &b)| b == b'\n') {
+            nl.pending.push_back(self.offset + i as u64);
+        }
+        self.offset += n as u64;
+        Ok(n)
+    }
 }

@@ -14,6 +14,7 @@ use std::path::Path;
 
 use flate2::read::MultiGzDecoder;
 
+use super::dataset::{Column, Dataset, Origin};
 use super::DataError;
 
 /// The values of an IDX file, in their stored type.
@@ -100,6 +101,69 @@ pub fn read_idx(path: impl AsRef<Path>) -> Result<IdxArray, DataError> {
     } else {
         parse_idx(reader, path, false)
     }
+}
+
+/// A dataset from an IDX file of samples and one of class labels, as
+/// MNIST ships them: column `image` (u8 pixels scaled to `[0, 1]`, other
+/// types unscaled, shape the file's dimensions after the first) and
+/// column `label` (one integer class per sample; the class count is the
+/// largest label plus one, at least 10 for u8 labels that are all digits,
+/// so an MNIST subset missing a digit still has ten classes).
+pub fn load_pair(images: &Path, labels: &Path) -> Result<Dataset, DataError> {
+    let img = read_idx(images)?;
+    let lab = read_idx(labels)?;
+    let file_err = |path: &Path, reason: String| DataError::File {
+        path: path.to_path_buf(),
+        reason,
+    };
+    if img.dims.len() < 2 {
+        return Err(file_err(
+            images,
+            format!("expected samples [n, ...], found dimensions {:?}", img.dims),
+        ));
+    }
+    let classes: Vec<u32> = match (&lab.data, lab.dims.as_slice()) {
+        (IdxData::U8(l), [_]) => l.iter().map(|&c| u32::from(c)).collect(),
+        (IdxData::I8(l), [_]) if l.iter().all(|&c| c >= 0) => l.iter().map(|&c| c as u32).collect(),
+        (IdxData::I16(l), [_]) if l.iter().all(|&c| c >= 0) => {
+            l.iter().map(|&c| c as u32).collect()
+        }
+        (IdxData::I32(l), [_]) if l.iter().all(|&c| c >= 0) => {
+            l.iter().map(|&c| c as u32).collect()
+        }
+        _ => {
+            return Err(file_err(
+                labels,
+                format!(
+                    "expected non-negative integer labels [n], found {} {:?}",
+                    lab.data.type_name(),
+                    lab.dims
+                ),
+            ))
+        }
+    };
+    if img.dims[0] != lab.dims[0] {
+        return Err(file_err(
+            labels,
+            format!(
+                "{} labels for {} samples in {}",
+                lab.dims[0],
+                img.dims[0],
+                images.display()
+            ),
+        ));
+    }
+    let features = match &img.data {
+        IdxData::U8(p) => p.iter().map(|&p| f32::from(p) / 255.0).collect(),
+        other => other.to_f32(),
+    };
+    let max = classes.iter().copied().max().unwrap_or(0);
+    let digits = matches!(lab.data, IdxData::U8(_)) && max <= 9;
+    let count = if digits { 10 } else { max.saturating_add(1) };
+    Dataset::new(vec![
+        Column::f32("image", &img.dims[1..], features).with_origin(Origin::file(images, "")),
+        Column::classes("label", &[], classes, count).with_origin(Origin::file(labels, "")),
+    ])
 }
 
 /// Parses IDX from any reader; `path` is only used in error messages and

@@ -5,6 +5,7 @@ use std::sync::atomic::{AtomicUsize, Ordering};
 use super::csv::*;
 use super::idx::*;
 use super::*;
+use crate::model::{InputKind, InputSpec, ModelSpec};
 
 /// A fresh directory under the system temp dir, removed on drop.
 pub(crate) struct TempDir(pub PathBuf);
@@ -168,24 +169,27 @@ fn mnist_subset_loads() {
     let m = load_mnist(mnist_dir()).unwrap();
     assert_eq!(m.train.len(), 8000);
     assert_eq!(m.test.len(), 2000);
-    assert_eq!(m.train.sample_shape(), &[28, 28]);
-    assert_eq!(m.train.num_classes(), Some(10));
-    assert!(m.train.features().iter().all(|&p| (0.0..=1.0).contains(&p)));
+    let image = m.train.column("image").unwrap();
+    assert_eq!(image.shape(), &[28, 28]);
+    let label = m.train.column("label").unwrap();
+    assert_eq!(label.classes_count(), Some(10));
+    let Values::F32(pixels) = image.values() else {
+        panic!("pixels are numbers")
+    };
+    assert!(pixels.iter().all(|&p| (0.0..=1.0).contains(&p)));
     // First labels, read with zcat | xxd when the data was added.
-    match m.train.labels() {
-        Labels::Classes { values, .. } => assert_eq!(&values[..6], &[1, 0, 0, 5, 4, 1]),
+    let classes = |d: &Dataset| match d.column("label").unwrap().values() {
+        Values::Classes { values, .. } => values.clone(),
         other => panic!("{other:?}"),
-    }
-    match m.test.labels() {
-        Labels::Classes { values, .. } => assert_eq!(&values[..4], &[2, 8, 5, 9]),
-        other => panic!("{other:?}"),
-    }
-    // Every class occurs and images have plausible ink (~13% of pixels > 0.5).
-    let ink = m.train.features().iter().filter(|&&p| p > 0.5).count() as f64
-        / m.train.features().len() as f64;
+    };
+    assert_eq!(&classes(&m.train)[..6], &[1, 0, 0, 5, 4, 1]);
+    assert_eq!(&classes(&m.test)[..4], &[2, 8, 5, 9]);
+    // Images have plausible ink (~13% of pixels > 0.5).
+    let ink = pixels.iter().filter(|&&p| p > 0.5).count() as f64 / pixels.len() as f64;
     assert!((0.05..0.25).contains(&ink), "ink {ink}");
-    let flat = m.test.with_sample_shape(vec![784]).unwrap();
-    assert_eq!(flat.sample_len(), 784);
+    let flat = m.test.reshape("image", &[784]).unwrap();
+    assert_eq!(flat.column("image").unwrap().width(), 784);
+    assert!(m.train.clone().reshape("image", &[783]).is_err());
 }
 
 #[test]
@@ -202,75 +206,99 @@ fn mnist_mismatched_counts_are_rejected() {
         .unwrap();
     }
     let e = load_mnist(&dir.0).unwrap_err().to_string();
-    assert!(e.contains("3 labels for 2 images"), "{e}");
-    let bad_label = encode_idx(0x08, &[2], &[1, 12]);
-    std::fs::write(dir.0.join("train-labels-idx1-ubyte.gz"), gzip(&bad_label)).unwrap();
+    assert!(e.contains("3 labels for 2 samples"), "{e}");
+    // Labels past 9 are classes too (an IDX pair is not only MNIST): the
+    // class count follows them.
+    let labels = encode_idx(0x08, &[2], &[1, 12]);
+    std::fs::write(dir.0.join("train-labels-idx1-ubyte.gz"), gzip(&labels)).unwrap();
+    std::fs::write(dir.0.join("t10k-labels-idx1-ubyte.gz"), gzip(&labels)).unwrap();
+    let m = load_mnist(&dir.0).unwrap();
+    assert_eq!(m.train.column("label").unwrap().classes_count(), Some(13));
+    let floats = encode_idx(0x0D, &[2], &[0; 8]);
+    std::fs::write(dir.0.join("train-labels-idx1-ubyte.gz"), gzip(&floats)).unwrap();
     let e = load_mnist(&dir.0).unwrap_err().to_string();
-    assert!(e.contains("not a digit"), "{e}");
+    assert!(e.contains("non-negative integer labels"), "{e}");
 }
 
 // ------------------------------------------------------------------ CSV
 
-fn csv(text: &str, opts: &CsvOptions) -> Result<CsvData, DataError> {
+fn csv(text: &str, opts: &CsvOptions) -> Result<Dataset, DataError> {
     parse_csv(text, Path::new("data.csv"), opts)
 }
 
-#[test]
-fn csv_with_auto_header_and_class_labels() {
-    let d = csv("a,b,label\n1,2,0\n\n3.5, -4 ,2\r\n", &CsvOptions::default()).unwrap();
-    assert_eq!(d.feature_names, Some(vec!["a".into(), "b".into()]));
-    assert_eq!(d.dataset.features(), &[1.0, 2.0, 3.5, -4.0]);
-    assert_eq!(
-        d.dataset.labels(),
-        &Labels::Classes {
-            values: vec![0, 2],
-            num_classes: 3
-        }
-    );
-    // No header: first row is data.
-    let d = csv("1,2,1.0\n3,4,0\n", &CsvOptions::default()).unwrap();
-    assert_eq!(d.dataset.len(), 2);
-    assert!(d.feature_names.is_none());
+fn numbers(d: &Dataset, name: &str) -> Vec<f32> {
+    match d.column(name).unwrap().values() {
+        Values::F32(v) => v.clone(),
+        other => panic!("{name}: {other:?}"),
+    }
+}
+
+fn classes(d: &Dataset, name: &str) -> (Vec<u32>, u32) {
+    match d.column(name).unwrap().values() {
+        Values::Classes {
+            values, classes, ..
+        } => (values.clone(), *classes),
+        other => panic!("{name}: {other:?}"),
+    }
 }
 
 #[test]
-fn csv_label_by_name_index_and_kinds() {
-    let text = "species;x;\"y\"\nsetosa;1;2\nvirginica;3;4\nsetosa;5;6\n";
-    let opts = CsvOptions {
-        label: LabelColumn::Name("species".into()),
-        delimiter: b';',
-        label_kind: LabelKind::ClassName,
-        ..Default::default()
-    };
+fn csv_default_mapping_with_auto_header() {
+    let d = csv("a,b,label\n1,2,0\n\n3.5, -4 ,2\r\n", &CsvOptions::default()).unwrap();
+    assert_eq!(numbers(&d, "features"), [1.0, 2.0, 3.5, -4.0]);
+    assert_eq!(classes(&d, "label"), (vec![0, 2], 3));
+    let f = d.column("features").unwrap();
+    assert_eq!(f.shape(), &[2]);
+    assert_eq!(f.origin().part, "columns 1-2");
+    assert_eq!(f.origin().row(1), "data.csv:4");
+    // No header: the first row is data.
+    let d = csv("1,2,1.0\n3,4,0\n", &CsvOptions::default()).unwrap();
+    assert_eq!(d.len(), 2);
+    assert_eq!(classes(&d, "label"), (vec![1, 0], 2));
+}
+
+#[test]
+fn csv_mapping_by_name_index_range_and_class_names() {
+    let text = "species;x;\"y\";z\nsetosa;1;2;9\nvirginica;3;4;8\nsetosa;5;6;7\n";
+    let opts = CsvOptions::new()
+        .delimiter(b';')
+        .classes("kind", "species")
+        .numbers("xy", 1..3)
+        .numbers("z", 3);
     let d = csv(text, &opts).unwrap();
+    assert_eq!(classes(&d, "kind"), (vec![0, 1, 0], 2));
+    let kind = d.column("kind").unwrap();
     assert_eq!(
-        d.class_names,
-        Some(vec!["setosa".into(), "virginica".into()])
+        kind.class_names(),
+        Some(&["setosa".to_string(), "virginica".into()][..])
     );
-    assert_eq!(d.feature_names, Some(vec!["x".into(), "y".into()]));
-    assert_eq!(d.dataset.features(), &[1.0, 2.0, 3.0, 4.0, 5.0, 6.0]);
+    assert_eq!(kind.origin().part, "column 1 `species`");
+    assert_eq!(numbers(&d, "xy"), [1.0, 2.0, 3.0, 4.0, 5.0, 6.0]);
+    assert_eq!(numbers(&d, "z"), [9.0, 8.0, 7.0]);
+    // A test file numbers its classes as the training file did, even
+    // when it lacks one.
+    let names = kind.class_names().unwrap().to_vec();
+    let test = CsvOptions::new()
+        .delimiter(b';')
+        .classes_named("kind", "species", names.into())
+        .numbers("xy", Select::Rest);
+    let t = csv("species;x;y;z\nvirginica;1;2;3\n", &test).unwrap();
+    assert_eq!(classes(&t, "kind"), (vec![1], 2));
+    let e = csv("species;x;y;z\nversicolor;1;2;3\n", &test)
+        .unwrap_err()
+        .to_string();
     assert_eq!(
-        d.dataset.labels(),
-        &Labels::Classes {
-            values: vec![0, 1, 0],
-            num_classes: 2
-        }
+        e,
+        "data.csv:2:1: `versicolor` is not one of the classes setosa, virginica"
     );
-    let opts = CsvOptions {
-        label: LabelColumn::Index(0),
-        header: Header::Absent,
-        label_kind: LabelKind::Target,
-        ..Default::default()
-    };
+    // A regression target by index, no header.
+    let opts = CsvOptions::new()
+        .header(Header::Absent)
+        .numbers("price", 0)
+        .numbers("x", Select::Rest);
     let d = csv("0.5,1,2\n1.5,3,4\n", &opts).unwrap();
-    assert_eq!(
-        d.dataset.labels(),
-        &Labels::Targets {
-            values: vec![0.5, 1.5],
-            width: 1
-        }
-    );
-    assert_eq!(d.dataset.features(), &[1.0, 2.0, 3.0, 4.0]);
+    assert_eq!(numbers(&d, "price"), [0.5, 1.5]);
+    assert_eq!(numbers(&d, "x"), [1.0, 2.0, 3.0, 4.0]);
 }
 
 #[test]
@@ -288,31 +316,44 @@ fn csv_errors_point_at_file_line_column() {
     let e = csv("1,2,0\n1,,0\n", &opts).unwrap_err().to_string();
     assert!(e.starts_with("data.csv:2:3: empty field"), "{e}");
     let e = csv("1,2,0\n1,2,-1\n", &opts).unwrap_err().to_string();
-    assert!(e.starts_with("data.csv:2:5: class label `-1`"), "{e}");
+    assert!(
+        e.starts_with("data.csv:2:5: class `-1` is not a non-negative integer"),
+        "{e}"
+    );
     let e = csv("1,2,0\n1,2,1.5\n", &opts).unwrap_err().to_string();
-    assert!(e.starts_with("data.csv:2:5: class label `1.5`"), "{e}");
+    assert!(e.starts_with("data.csv:2:5: class `1.5`"), "{e}");
     let e = csv("1,2,0\n1,nan,1\n", &opts).unwrap_err().to_string();
     assert!(
         e.contains(":2:3:") && e.contains("not a finite number"),
         "{e}"
     );
-    let e = csv("1,\"2,0\n", &opts).unwrap_err().to_string();
-    assert!(e.starts_with("data.csv:1:3: unterminated"), "{e}");
-    let named = CsvOptions {
-        label: LabelColumn::Name("target".into()),
-        ..Default::default()
-    };
+    // Finite in f64 but not in f32: an error at its place, not an inf.
+    let e = csv("1,2,0\n1,1e39,1\n", &opts).unwrap_err().to_string();
+    assert_eq!(
+        e,
+        "data.csv:2:3: `1e39` is beyond the range of f32 (about ±3.4e38)"
+    );
+    let named = CsvOptions::new().numbers("t", "target");
     let e = csv("a,b\n1,2\n", &named).unwrap_err().to_string();
     assert!(e.contains("no column named `target`"), "{e}");
+    let twice = CsvOptions::new().numbers("a", 0).numbers("b", 0..2);
+    let e = csv("1,2\n", &twice).unwrap_err().to_string();
+    assert!(e.contains("column 0 is mapped twice"), "{e}");
     assert!(csv("", &opts).is_err());
+    let e = csv("a,b,y\n", &opts).unwrap_err().to_string();
+    assert!(e.contains("no data rows"), "{e}");
     let dir = TempDir::new("csv");
     let p = dir.0.join("real.csv");
     std::fs::write(&p, "x,y\n1,0\n2,q\n").unwrap();
     let e = read_csv(&p, &opts).unwrap_err().to_string();
-    assert!(
-        e.ends_with("real.csv:3:3: class label `q` is not a non-negative integer"),
-        "{e}"
-    );
+    assert!(e.ends_with("real.csv:3:3: class `q` is not a non-negative integer class index like the fields above it"), "{e}");
+    // A UTF-8 byte-order mark is not part of the first header name.
+    let d = csv(
+        "\u{feff}a,b\n1,2\n",
+        &CsvOptions::new().numbers("a", "a").numbers("b", "b"),
+    )
+    .unwrap();
+    assert_eq!(numbers(&d, "a"), [1.0]);
 }
 
 // ------------------------------------------------------------------ Dataset
@@ -321,43 +362,35 @@ fn toy(n: usize) -> Dataset {
     // Sample i has features [i, 10*i] and class i % 3: every row identifies
     // its own index, so tests can check which samples were served.
     let features = (0..n).flat_map(|i| [i as f32, 10.0 * i as f32]).collect();
-    let labels = Labels::Classes {
-        values: (0..n).map(|i| (i % 3) as u32).collect(),
-        num_classes: 3,
-    };
-    Dataset::new(features, vec![2], labels).unwrap()
+    Dataset::new(vec![
+        Column::f32("x", &[2], features),
+        Column::classes("y", &[], (0..n).map(|i| (i % 3) as u32).collect(), 3),
+    ])
+    .unwrap()
 }
 
 #[test]
 fn dataset_validation() {
-    assert!(Dataset::new(
-        vec![0.0; 5],
-        vec![2],
-        Labels::Targets {
-            values: vec![0.0; 2],
-            width: 1
-        }
-    )
-    .is_err());
-    assert!(Dataset::new(
-        vec![0.0; 4],
-        vec![2],
-        Labels::Targets {
-            values: vec![0.0; 3],
-            width: 1
-        }
-    )
-    .is_err());
-    let e = Dataset::new(
-        vec![0.0; 4],
-        vec![2],
-        Labels::Classes {
-            values: vec![0, 3],
-            num_classes: 3,
-        },
-    )
-    .unwrap_err();
+    let e = Dataset::new(vec![Column::f32("x", &[2], vec![0.0; 5])]).unwrap_err();
+    assert!(
+        e.to_string().contains("not a whole number of samples"),
+        "{e}"
+    );
+    let e = toy(2)
+        .with(Column::f32("t", &[], vec![0.0; 3]))
+        .unwrap_err();
+    assert!(e.to_string().contains("3 rows"), "{e}");
+    let e = Dataset::new(vec![Column::classes("y", &[], vec![0, 3], 3)]).unwrap_err();
     assert!(e.to_string().contains("class 3"), "{e}");
+    let e = toy(2)
+        .with(Column::f32("x", &[], vec![0.0; 2]))
+        .unwrap_err();
+    assert!(e.to_string().contains("two columns are named `x`"), "{e}");
+    let e = Dataset::new(vec![Column::f32("x", &[], vec![1.0, f32::INFINITY])]).unwrap_err();
+    assert!(e.to_string().contains("not a finite number"), "{e}");
+    let renamed = toy(2).rename("x", "image").unwrap();
+    assert!(renamed.column("image").is_some() && renamed.column("x").is_none());
+    assert!(toy(2).rename("x", "y").is_err());
 }
 
 #[test]
@@ -365,49 +398,169 @@ fn splits_partition_the_data() {
     let d = toy(10);
     let (tr, va) = d.split(0.3, SplitMode::Tail).unwrap();
     assert_eq!(tr.len(), 7);
-    assert_eq!(va.sample(0), Some(&[7.0, 70.0][..]));
+    assert_eq!(numbers(&va, "x")[..2], [7.0, 70.0]);
     let (tr, va) = d.split(0.3, SplitMode::Shuffled { seed: 1 }).unwrap();
-    let mut ids: Vec<f32> = tr
-        .features()
+    let mut ids: Vec<f32> = numbers(&tr, "x")
         .chunks(2)
-        .chain(va.features().chunks(2))
+        .chain(numbers(&va, "x").chunks(2))
         .map(|r| r[0])
         .collect();
     assert_ne!(&ids[7..], &[7.0, 8.0, 9.0], "shuffled split took the tail");
     ids.sort_by(f32::total_cmp);
     assert_eq!(ids, (0..10).map(|i| i as f32).collect::<Vec<_>>());
     // Labels travel with their features.
-    match va.labels() {
-        Labels::Classes { values, .. } => {
-            for (row, &c) in va.features().chunks(2).zip(values) {
-                assert_eq!(row[0] as u32 % 3, c);
-            }
-        }
-        other => panic!("{other:?}"),
+    for (row, c) in numbers(&va, "x").chunks(2).zip(classes(&va, "y").0) {
+        assert_eq!(row[0] as u32 % 3, c);
     }
     let (tr2, _) = d.split(0.3, SplitMode::Shuffled { seed: 1 }).unwrap();
     assert_eq!(tr, tr2);
     assert!(d.split(1.5, SplitMode::Tail).is_err());
 }
 
+// ------------------------------------------------------------------ binding
+
+fn input(name: &'static str, per_sample: usize, kind: InputKind) -> InputSpec {
+    InputSpec {
+        name,
+        per_sample,
+        kind,
+        predict: !matches!(kind, InputKind::Labels { .. }),
+    }
+}
+
+/// A model spec with these inputs (leaked: specs are `'static`).
+fn spec(inputs: Vec<InputSpec>) -> &'static ModelSpec {
+    Box::leak(Box::new(ModelSpec {
+        inputs: Box::leak(inputs.into_boxed_slice()),
+        ..crate::model::tests::empty_spec()
+    }))
+}
+
+#[test]
+fn binding_matches_by_name_then_the_one_unambiguous_pair() {
+    let d = toy(5);
+    // Names differ, but one feature input and one label input are left:
+    // they take the one real and the one class column.
+    let s = spec(vec![
+        input("image", 2, InputKind::Features),
+        input("digit", 1, InputKind::Labels { classes: 3 }),
+    ]);
+    let b = Binding::for_training(s, &d, "training set").unwrap();
+    assert_eq!(b.column_of(0), Some(0));
+    assert_eq!(b.column_of(1), Some(1));
+    // Two feature inputs never guess.
+    let s = spec(vec![
+        input("a", 2, InputKind::Features),
+        input("b", 1, InputKind::Features),
+        input("y", 1, InputKind::Labels { classes: 3 }),
+    ]);
+    let d2 = d.clone().with(Column::f32("t", &[], vec![0.0; 5])).unwrap();
+    let e = Binding::for_training(s, &d2, "training set")
+        .unwrap_err()
+        .to_string();
+    assert_eq!(
+        e,
+        "training set does not fit model `test`: no column for input `a` (2 real values), \
+         input `b` (1 real values); the data has `x` (2 real values), `y` (1 of 3 classes), \
+         `t` (1 real values). Name each column after the input it feeds"
+    );
+    let d3 = d2.rename("x", "a").unwrap().rename("t", "b").unwrap();
+    assert!(Binding::for_training(s, &d3, "training set").is_ok());
+}
+
+#[test]
+fn binding_errors_name_the_input_file_and_column() {
+    let csv_data = csv("a,b,label\n1,2,0\n3,4,7\n", &CsvOptions::default()).unwrap();
+    let s = spec(vec![
+        input("x", 2, InputKind::Features),
+        input("y", 1, InputKind::Labels { classes: 5 }),
+    ]);
+    let e = Binding::for_training(s, &csv_data, "training set")
+        .unwrap_err()
+        .to_string();
+    assert_eq!(
+        e,
+        "training set does not fit model `test`: label `y` (1 of 5 classes): data.csv:3 of \
+         column `label` of data.csv (column 3 `label`) is class 7, not below 5"
+    );
+    let s = spec(vec![input("x", 3, InputKind::Features)]);
+    let e = Binding::for_training(s, &csv_data, "training set")
+        .unwrap_err()
+        .to_string();
+    assert!(e.contains("input `x` (3 real values) takes 3 values per sample, column `features` of data.csv (columns 1-2) has 2"), "{e}");
+    // A real-valued column fed to a class label.
+    let reg = csv(
+        "a,b,t\n1,2,0.5\n",
+        &CsvOptions::new()
+            .numbers("t", "t")
+            .numbers("x", Select::Rest),
+    )
+    .unwrap();
+    let s = spec(vec![
+        input("x", 2, InputKind::Features),
+        input("t", 1, InputKind::Labels { classes: 2 }),
+    ]);
+    let e = Binding::for_training(s, &reg, "training set")
+        .unwrap_err()
+        .to_string();
+    assert!(e.contains("label `t` (1 of 2 classes) takes class indices, column `t` of data.csv (column 3 `t`) holds real numbers"), "{e}");
+    // Token ids from numbers must be whole and in range.
+    let toks = Dataset::new(vec![Column::f32("tok", &[2], vec![0.0, 1.5])]).unwrap();
+    let s = spec(vec![input("tok", 2, InputKind::Tokens { classes: 4 })]);
+    let e = Binding::for_training(s, &toks, "dataset")
+        .unwrap_err()
+        .to_string();
+    assert!(e.contains("is 1.5, not a token id in 0..4"), "{e}");
+}
+
+#[test]
+fn batcher_gathers_rows_and_converts_tokens() {
+    let d = toy(6)
+        .with(Column::classes(
+            "tok",
+            &[2],
+            vec![0, 1, 2, 3, 0, 1, 2, 3, 0, 1, 2, 3],
+            4,
+        ))
+        .unwrap();
+    let s = spec(vec![
+        input("x", 2, InputKind::Features),
+        input("tok", 2, InputKind::Tokens { classes: 4 }),
+        input("y", 1, InputKind::Labels { classes: 3 }),
+    ]);
+    let mut b = Batcher::new(Binding::for_training(s, &d, "d").unwrap(), 4);
+    b.gather(&d, &[4, 1]).unwrap();
+    b.with_batch(0..2, |batch| {
+        assert_eq!(batch.inputs[0], &[4.0, 40.0, 1.0, 10.0]);
+        assert_eq!(batch.inputs[1], &[0.0, 1.0, 2.0, 3.0]);
+        assert_eq!(batch.labels[0], &[1, 1]);
+    });
+    b.gather_range(&d, 2..6).unwrap();
+    assert_eq!(b.labels(0), &[2, 0, 1, 2]);
+    assert_eq!(b.features(0)[..2], [2.0, 20.0]);
+    assert!(
+        b.gather(&d, &[0, 1, 2, 3, 4]).is_err(),
+        "more than the capacity"
+    );
+    assert!(b.gather(&d, &[6]).is_err(), "out of range");
+    assert!(b.gather_range(&d, 4..7).is_err(), "out of range");
+}
+
 // ------------------------------------------------------------------ Loader
 
 /// Serves one epoch and returns the sample ids in order, with batch sizes.
-fn epoch(loader: &mut Loader, d: &Dataset, bs: usize) -> (Vec<usize>, Vec<usize>) {
-    let mut x = vec![f32::NAN; bs * 2];
-    let mut y = vec![u32::MAX; bs];
+fn epoch(loader: &mut Loader, d: &Dataset, _bs: usize) -> (Vec<usize>, Vec<usize>) {
+    let x = numbers(d, "x");
+    let y = classes(d, "y").0;
     let (mut ids, mut sizes) = (Vec::new(), Vec::new());
-    while let Some(rows) = loader
-        .next_batch(d, &mut x, LabelsMut::Classes(&mut y))
-        .unwrap()
-    {
-        for r in 0..rows {
-            let id = x[2 * r] as usize;
-            assert_eq!(x[2 * r + 1], 10.0 * id as f32);
-            assert_eq!(y[r], (id % 3) as u32);
+    while let Some(batch) = loader.next_indices() {
+        for &i in batch {
+            let id = x[2 * i] as usize;
+            assert_eq!(x[2 * i + 1], 10.0 * id as f32);
+            assert_eq!(y[i], (id % 3) as u32);
             ids.push(id);
         }
-        sizes.push(rows);
+        sizes.push(batch.len());
     }
     (ids, sizes)
 }
@@ -478,10 +631,10 @@ fn loader_resume_continues_the_same_order() {
     // Interrupted after 2 batches of epoch 1, restored into a fresh loader.
     let mut a = Loader::new(23, cfg).unwrap();
     let mut got = epoch(&mut a, &d, 5).0;
-    let mut x = vec![0.0; 10];
+    let x = numbers(&d, "x");
     for _ in 0..2 {
-        a.next_batch(&d, &mut x, LabelsMut::Skip).unwrap().unwrap();
-        got.extend(x.chunks(2).map(|r| r[0] as usize));
+        let batch = a.next_indices().unwrap();
+        got.extend(batch.iter().map(|&i| x[2 * i] as usize));
     }
     let saved = a.state();
     let mut b = Loader::new(23, cfg).unwrap();
@@ -497,25 +650,4 @@ fn loader_resume_continues_the_same_order() {
     let mut bad = saved;
     bad.epoch_rng = [0; 4];
     assert!(b.restore(&bad).is_err());
-}
-
-#[test]
-fn loader_buffer_errors_do_not_skip_samples() {
-    let d = toy(6);
-    let cfg = LoaderConfig {
-        batch_size: 3,
-        shuffle: false,
-        drop_last: false,
-        seed: 0,
-    };
-    let mut l = Loader::new(6, cfg).unwrap();
-    let mut small = vec![0.0; 4];
-    assert!(l.next_batch(&d, &mut small, LabelsMut::Skip).is_err());
-    let mut targets = vec![0.0; 3];
-    let mut x = vec![0.0; 6];
-    assert!(l
-        .next_batch(&d, &mut x, LabelsMut::Targets(&mut targets))
-        .is_err());
-    assert_eq!(epoch(&mut l, &d, 3).0, (0..6).collect::<Vec<_>>());
-    assert!(l.next_batch(&toy(5), &mut x, LabelsMut::Skip).is_err());
 }

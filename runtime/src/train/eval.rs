@@ -1,128 +1,199 @@
-//! Loss and accuracy of a model on a dataset, in chunks of its maximum batch.
+//! A model on a whole dataset, in chunks of its maximum batch: the loss and
+//! the metrics of its loss kind ([`evaluate`]), or its outputs
+//! ([`predict`]).
 
-use super::{FitError, Layout};
-use crate::data::{Dataset, Labels};
-use crate::model::{Batch, Model};
+use crate::data::{Batcher, Binding, Dataset};
+use crate::model::{InputKind, LossKind, Model};
+
+use super::metrics::{Accumulator, Metrics};
+use super::FitError;
 
 /// A model's quality on a dataset.
-#[derive(Debug, Clone, Copy, PartialEq)]
+#[derive(Debug, Clone, PartialEq)]
 pub struct Eval {
-    /// Mean loss over the samples.
+    /// Mean loss over the samples (inference mode: dropout off, batch
+    /// norm on its running statistics).
     pub loss: f64,
-    /// Fraction of samples whose first output's argmax equals the label;
-    /// `None` when the first output does not have one value per class.
-    pub accuracy: Option<f64>,
+    /// The metrics of the model's loss kind.
+    pub metrics: Metrics,
 }
 
-/// Measures `model` on `data` (features plus class labels): mean loss with
-/// [`Model::loss`] and accuracy with [`Model::predict`], in chunks of
-/// [`Model::max_batch`] samples. The parameters are not changed.
+impl Eval {
+    /// Accuracy (or token accuracy) of a classification loss.
+    pub fn accuracy(&self) -> Option<f64> {
+        match self.metrics {
+            Metrics::Classification { accuracy, .. } | Metrics::Binary { accuracy, .. } => {
+                Some(accuracy)
+            }
+            _ => None,
+        }
+    }
+}
+
+/// Measures `model` on `data`: the mean loss and the metrics of its loss
+/// kind, with a confusion matrix for classification. The columns are
+/// matched to every input and label, as for training. The parameters are
+/// not changed.
 pub fn evaluate<M: Model + ?Sized>(model: &mut M, data: &Dataset) -> Result<Eval, FitError> {
-    Evaluator::new(model)?.run(model, data)
+    Evaluator::new(model, data, "dataset", true)?.run(model, data)
 }
 
-/// Output buffers for evaluation, allocated once per run of `fit`.
+/// Buffers for evaluating one dataset, allocated once (per run of `fit`).
 pub(super) struct Evaluator {
-    layout: Layout,
+    batcher: Batcher,
+    scores: Vec<f32>,
+    acc: Accumulator,
     chunk: usize,
-    /// One buffer per declared output, `chunk × per_sample` values.
-    outputs: Vec<Vec<f32>>,
-    /// Values per sample of each output.
-    widths: Vec<usize>,
-    /// Whether the first output has one value per class.
-    scores: bool,
+    /// Values per sample of `scores`.
+    width: usize,
+    /// Where the loss kind's labels or targets are among the batch's
+    /// label or feature slots.
+    label_slot: Option<usize>,
+    target_slot: Option<usize>,
 }
 
 impl Evaluator {
-    pub(super) fn new<M: Model + ?Sized>(model: &M) -> Result<Self, FitError> {
+    /// Buffers for `data` (named `what` in errors); with `confusion`, the
+    /// metrics include a confusion matrix.
+    pub(super) fn new<M: Model + ?Sized>(
+        model: &M,
+        data: &Dataset,
+        what: &str,
+        confusion: bool,
+    ) -> Result<Self, FitError> {
         let spec = model.spec();
-        let layout = Layout::of(spec)?;
         let chunk = model.max_batch();
         if chunk == 0 {
             return Err(FitError::Unsupported {
-                model: spec.name,
+                model: spec.name.to_string(),
                 reason: "its maximum batch is 0".into(),
             });
         }
-        let widths: Vec<usize> = spec.outputs.iter().map(|o| o.per_sample).collect();
-        let scores = widths.first() == Some(&(layout.classes as usize));
+        if data.is_empty() {
+            return Err(FitError::Config(format!("the {what} has no samples")));
+        }
+        let binding = Binding::for_training(spec, data, what)?;
+        let kind = spec.loss.kind;
+        let (label_slot, target_slot) = match kind {
+            LossKind::Classification { label, .. } => (label_slot(spec, label), None),
+            LossKind::Binary { target } | LossKind::Regression { target } => {
+                (None, feature_slot(spec, target))
+            }
+            LossKind::Other => (None, None),
+        };
+        let width = spec.loss.scores;
         Ok(Evaluator {
-            layout,
+            batcher: Batcher::new(binding, chunk),
+            scores: vec![0.0; chunk * width],
+            acc: Accumulator::new(kind, confusion),
             chunk,
-            outputs: widths.iter().map(|w| vec![0.0; chunk * w]).collect(),
-            widths,
-            scores,
+            width,
+            label_slot,
+            target_slot,
         })
     }
 
+    /// The loss and metrics of `model` on `data` (the dataset the buffers
+    /// were made for).
     pub(super) fn run<M: Model + ?Sized>(
         &mut self,
         model: &mut M,
         data: &Dataset,
     ) -> Result<Eval, FitError> {
-        self.layout.check(data, "dataset")?;
-        let Labels::Classes { values, .. } = data.labels() else {
-            unreachable!("Layout::check accepts class labels only")
-        };
-        let f = self.layout.features;
         let n = data.len();
         let mut loss_sum = 0.0f64;
-        let mut correct = 0usize;
+        self.acc.reset();
         let mut start = 0;
         while start < n {
             let rows = self.chunk.min(n - start);
-            let x = &data.features()[start * f..(start + rows) * f];
-            let y = &values[start..start + rows];
-            let inputs = [x];
-            let labels = [y];
-            let loss = model.loss(&Batch {
-                inputs: &inputs,
-                labels: &labels,
-            })?;
+            self.batcher.gather_range(data, start..start + rows)?;
+            let scores = &mut self.scores[..rows * self.width];
+            let loss = self
+                .batcher
+                .with_batch(0..rows, |b| model.loss_with_scores(b, scores))?;
             loss_sum += f64::from(loss) * rows as f64;
-            if self.scores {
-                let mut outs: Vec<&mut [f32]> = self
-                    .outputs
-                    .iter_mut()
-                    .zip(&self.widths)
-                    .map(|(b, &w)| &mut b[..rows * w])
-                    .collect();
-                model.predict(&inputs, &mut outs)?;
-                let k = self.widths[0];
-                correct += outs[0]
-                    .chunks_exact(k)
-                    .zip(y)
-                    .filter(|(row, &label)| argmax(row) == label as usize)
-                    .count();
-            }
+            let labels = self.label_slot.map_or(&[][..], |k| self.batcher.labels(k));
+            let targets = self
+                .target_slot
+                .map_or(&[][..], |k| self.batcher.features(k));
+            self.acc
+                .add(&self.scores[..rows * self.width], labels, targets);
             start += rows;
         }
         Ok(Eval {
             loss: loss_sum / n as f64,
-            accuracy: self.scores.then(|| correct as f64 / n as f64),
+            metrics: self.acc.finish(),
         })
     }
 }
 
-/// Index of the largest value (the first on ties; NaN never wins).
-fn argmax(row: &[f32]) -> usize {
-    let mut best = 0;
-    for (i, &v) in row.iter().enumerate() {
-        if v > row[best] || row[best].is_nan() {
-            best = i;
-        }
-    }
-    best
+/// The position of spec input `input` among the label inputs.
+fn label_slot(spec: &crate::ModelSpec, input: usize) -> Option<usize> {
+    let is_label = |k: InputKind| matches!(k, InputKind::Labels { .. });
+    is_label(spec.inputs.get(input)?.kind).then(|| {
+        spec.inputs[..input]
+            .iter()
+            .filter(|i| is_label(i.kind))
+            .count()
+    })
 }
 
-#[cfg(test)]
-mod tests {
-    use super::argmax;
+/// The position of spec input `input` among the feature-fed inputs.
+fn feature_slot(spec: &crate::ModelSpec, input: usize) -> Option<usize> {
+    let fed = |k: InputKind| !matches!(k, InputKind::Labels { .. });
+    fed(spec.inputs.get(input)?.kind)
+        .then(|| spec.inputs[..input].iter().filter(|i| fed(i.kind)).count())
+}
 
-    #[test]
-    fn argmax_takes_first_of_ties_and_skips_nan() {
-        assert_eq!(argmax(&[0.1, 0.7, 0.7, 0.2]), 1);
-        assert_eq!(argmax(&[f32::NAN, 0.3, 0.5]), 2);
-        assert_eq!(argmax(&[-1.0]), 0);
+/// One output of [`predict`] over a dataset.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Prediction {
+    /// The output's declared name.
+    pub name: &'static str,
+    /// Values per sample.
+    pub width: usize,
+    /// `rows × width` values, sample after sample.
+    pub values: Vec<f32>,
+}
+
+impl Prediction {
+    /// The values of sample `i`.
+    pub fn row(&self, i: usize) -> &[f32] {
+        &self.values[i * self.width..(i + 1) * self.width]
     }
+}
+
+/// Runs `model`'s `predict` over every sample of `data` and returns each
+/// declared output, in declaration order. Only the inputs the outputs
+/// depend on are read, so data without labels or targets will do.
+pub fn predict<M: Model + ?Sized>(
+    model: &mut M,
+    data: &Dataset,
+) -> Result<Vec<Prediction>, FitError> {
+    let spec = model.spec();
+    let chunk = model.max_batch().max(1);
+    let binding = Binding::new(spec, data, "dataset", |i| i.predict)?;
+    let mut batcher = Batcher::new(binding, chunk);
+    let n = data.len();
+    let mut out: Vec<Prediction> = spec
+        .outputs
+        .iter()
+        .map(|o| Prediction {
+            name: o.name,
+            width: o.per_sample,
+            values: vec![0.0; n * o.per_sample],
+        })
+        .collect();
+    let mut start = 0;
+    while start < n {
+        let rows = chunk.min(n - start);
+        batcher.gather_range(data, start..start + rows)?;
+        let mut outs: Vec<&mut [f32]> = out
+            .iter_mut()
+            .map(|p| &mut p.values[start * p.width..(start + rows) * p.width])
+            .collect();
+        batcher.with_batch(0..rows, |b| model.predict(b.inputs, &mut outs))?;
+        start += rows;
+    }
+    Ok(out)
 }

@@ -1,6 +1,9 @@
 //! The part of a run's state that lives in `fit` rather than in the model,
 //! optimizer or loader, stored as checkpoint metadata (`fit.*` keys) so a
-//! resumed run reports the same metrics as an uninterrupted one.
+//! resumed run continues exactly as an uninterrupted one: the current
+//! epoch's loss sums, the best monitored loss and the epochs since it (for
+//! early stopping), the time spent. The per-epoch history is not here: it
+//! is the metrics log beside the checkpoint.
 //!
 //! Floats are stored as the hex of their bits: exact, unlike decimal text.
 
@@ -14,12 +17,12 @@ const EPOCH_LOSS: &str = "fit.epoch_loss";
 const EPOCH_SAMPLES: &str = "fit.epoch_samples";
 const BEST: &str = "fit.best_loss";
 const ELAPSED: &str = "fit.elapsed_ns";
-const HISTORY: &str = "fit.history";
+const SINCE_BEST: &str = "fit.since_best";
 
 /// Counters of a run besides the step (which the optimizer keeps).
 #[derive(Debug, Clone, PartialEq)]
 pub(super) struct RunState {
-    /// Completed epochs.
+    /// Completed epochs (restored from the metrics log on resume).
     pub history: Vec<EpochMetrics>,
     /// Sum of `loss × rows` over the current epoch's steps so far.
     pub epoch_loss: f64,
@@ -27,6 +30,8 @@ pub(super) struct RunState {
     pub epoch_samples: u64,
     /// Lowest monitored loss of a completed epoch (infinity before any).
     pub best: f64,
+    /// Epochs completed since the one with the lowest monitored loss.
+    pub since_best: u64,
     /// Training wall time before the current call of `fit`.
     pub elapsed: Duration,
 }
@@ -38,6 +43,7 @@ impl Default for RunState {
             epoch_loss: 0.0,
             epoch_samples: 0,
             best: f64::INFINITY,
+            since_best: 0,
             elapsed: Duration::ZERO,
         }
     }
@@ -47,22 +53,10 @@ fn bits(v: f64) -> String {
     format!("{:016x}", v.to_bits())
 }
 
-fn opt_bits(v: Option<f64>) -> String {
-    v.map_or_else(|| "-".into(), bits)
-}
-
 fn parse_bits(s: &str) -> Result<f64, String> {
     u64::from_str_radix(s, 16)
         .map(f64::from_bits)
         .map_err(|_| format!("`{s}` is not a hex-encoded float"))
-}
-
-fn parse_opt_bits(s: &str) -> Result<Option<f64>, String> {
-    if s == "-" {
-        Ok(None)
-    } else {
-        parse_bits(s).map(Some)
-    }
 }
 
 fn parse_int<T: std::str::FromStr>(s: &str) -> Result<T, String> {
@@ -72,30 +66,13 @@ fn parse_int<T: std::str::FromStr>(s: &str) -> Result<T, String> {
 impl RunState {
     /// Metadata entries for a checkpoint of a run with this batch size.
     pub(super) fn encode(&self, batch: usize) -> BTreeMap<String, String> {
-        let history: Vec<String> = self
-            .history
-            .iter()
-            .map(|m| {
-                format!(
-                    "{},{},{},{},{},{},{},{}",
-                    m.epoch,
-                    m.steps,
-                    bits(m.train_loss),
-                    opt_bits(m.val_loss),
-                    opt_bits(m.val_accuracy),
-                    bits(f64::from(m.lr)),
-                    bits(m.samples_per_sec),
-                    m.elapsed.as_nanos()
-                )
-            })
-            .collect();
         [
             (BATCH, batch.to_string()),
             (EPOCH_LOSS, bits(self.epoch_loss)),
             (EPOCH_SAMPLES, self.epoch_samples.to_string()),
             (BEST, bits(self.best)),
             (ELAPSED, self.elapsed.as_nanos().to_string()),
-            (HISTORY, history.join(";")),
+            (SINCE_BEST, self.since_best.to_string()),
         ]
         .into_iter()
         .map(|(k, v)| (k.to_string(), v))
@@ -119,13 +96,10 @@ impl RunState {
                 "the checkpoint was trained with batch {saved_batch}, this run uses {batch}"
             ));
         }
-        let mut history = Vec::new();
-        for line in get(HISTORY)?.split(';').filter(|l| !l.is_empty()) {
-            history.push(decode_epoch(line).map_err(in_key(HISTORY))?);
-        }
         let elapsed_ns: u64 = parse_int(get(ELAPSED)?).map_err(in_key(ELAPSED))?;
         Ok(RunState {
-            history,
+            history: Vec::new(),
+            since_best: parse_int(get(SINCE_BEST)?).map_err(in_key(SINCE_BEST))?,
             epoch_loss: parse_bits(get(EPOCH_LOSS)?).map_err(in_key(EPOCH_LOSS))?,
             epoch_samples: parse_int(get(EPOCH_SAMPLES)?).map_err(in_key(EPOCH_SAMPLES))?,
             best: parse_bits(get(BEST)?).map_err(in_key(BEST))?,
@@ -134,44 +108,18 @@ impl RunState {
     }
 }
 
-fn decode_epoch(line: &str) -> Result<EpochMetrics, String> {
-    let f: Vec<&str> = line.split(',').collect();
-    let &[epoch, steps, train, val, acc, lr, sps, elapsed] = f.as_slice() else {
-        return Err(format!("epoch record `{line}` does not have 8 fields"));
-    };
-    Ok(EpochMetrics {
-        epoch: parse_int(epoch)?,
-        steps: parse_int(steps)?,
-        train_loss: parse_bits(train)?,
-        val_loss: parse_opt_bits(val)?,
-        val_accuracy: parse_opt_bits(acc)?,
-        lr: parse_bits(lr)? as f32,
-        samples_per_sec: parse_bits(sps)?,
-        elapsed: Duration::from_nanos(parse_int(elapsed)?),
-    })
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
 
     #[test]
     fn run_state_round_trips_exactly() {
-        let m = |epoch, val: Option<f64>| EpochMetrics {
-            epoch,
-            steps: epoch * 7,
-            train_loss: 0.1 + epoch as f64 / 3.0,
-            val_loss: val,
-            val_accuracy: val.map(|v| v / 2.0),
-            lr: 1e-3 / 3.0,
-            samples_per_sec: 12345.678,
-            elapsed: Duration::from_nanos(987_654_321 * epoch),
-        };
         let state = RunState {
-            history: vec![m(1, Some(0.7)), m(2, None)],
+            history: Vec::new(),
             epoch_loss: 1.0 / 7.0,
             epoch_samples: 42,
             best: 0.7,
+            since_best: 3,
             elapsed: Duration::from_nanos(123),
         };
         assert_eq!(RunState::decode(&state.encode(16), 16), Ok(state.clone()));
@@ -180,10 +128,10 @@ mod tests {
         let err = RunState::decode(&state.encode(16), 32).unwrap_err();
         assert!(err.contains("batch 16"), "{err}");
         let mut bad = state.encode(16);
-        bad.insert(HISTORY.into(), "1,2,3".into());
+        bad.insert(SINCE_BEST.into(), "x".into());
         let err = RunState::decode(&bad, 16).unwrap_err();
-        assert!(err.contains("fit.history"), "{err}");
-        bad.remove(HISTORY);
+        assert!(err.contains("fit.since_best"), "{err}");
+        bad.remove(SINCE_BEST);
         let err = RunState::decode(&bad, 16).unwrap_err();
         assert!(err.contains("missing"), "{err}");
     }

@@ -1,0 +1,175 @@
+//! The training loop: [`fit`] drives any compiled [`Model`] through epochs of
+//! shuffled mini-batches, with a learning-rate schedule, decoupled weight
+//! decay, gradient clipping, validation with the metrics of the model's
+//! loss kind, early stopping, a progress bar, a metrics log and resumable
+//! checkpoints; [`evaluate`] measures a model on a dataset and [`predict`]
+//! runs it over one.
+//!
+//! Any network the language accepts trains here: the data is a
+//! [`Dataset`](crate::data::Dataset) of named columns matched to the
+//! model's inputs and labels by name ([`crate::data::bind`]).
+//!
+//! # Steps
+//! Each step the seeded loader picks the next batch's samples, a
+//! [`Batcher`](crate::data::Batcher) copies them into buffers allocated
+//! once before the loop, and a [`Trainer`] takes the step: forward and
+//! backward through a [`StepRunner`](crate::parallel::StepRunner)
+//! ([`Model::train_step_at`] on the runner's workspaces and gradient
+//! buffers: one, or one per shard of the batch when data parallel, see
+//! [`crate::parallel`]), clipping, the optimizer's update at the schedule's
+//! rate, decoupled weight decay (`p -= lr·wd·p`, except with AdamW, which
+//! carries its own) and the batch-norm state update. Nothing is allocated
+//! per step.
+//!
+//! # Batches
+//! [`BatchSpec::Full`] is full-batch gradient descent (one step per epoch over
+//! the whole training set, in file order: there is nothing to shuffle);
+//! `Size(1)` is stochastic gradient descent and `Size(n)` mini-batches of `n`
+//! shuffled samples, the last batch of an epoch possibly smaller. The schedule
+//! spans `epochs × batches per epoch` steps.
+//!
+//! # Checkpoints and resume
+//! With [`FitOptions::checkpoint_dir`], every epoch ends by writing
+//! `last.safetensors` (parameters, optimizer state, step and epoch counters,
+//! model hash, loader position and this module's run state: loss sums of the
+//! current epoch, best loss, epochs since it) and, when the monitored loss
+//! (validation loss, else training loss) improved, the same state as
+//! `best.safetensors`, then replaces the metrics log `metrics.csv` (see
+//! [`log`]). A fresh run refuses a directory that holds another run's
+//! files, unless told to overwrite. A run stopped by [`FitOptions::max_steps`] also writes
+//! `last.safetensors`, mid-epoch if that is where it stopped. Resuming from
+//! either file ([`FitOptions::resume`]) continues **bit for bit** as the run
+//! that was never interrupted, at any step, provided the options that shape
+//! the run (epochs, batch, lr, schedule, optimizer, data) are the same: the
+//! loader replays the interrupted epoch's permutation and continues at the
+//! saved position. Changing `epochs` on resume is allowed (to train longer)
+//! but changes the schedule's length.
+//!
+//! # Early stopping
+//! With [`EarlyStopping`] (or `early_stop: N;` in the `train` block) the
+//! run ends when the monitored loss has not improved by more than
+//! `min_delta` for `patience` epochs, and (by default) the best epoch's
+//! parameters and state are put back, bit for bit.
+
+mod eval;
+mod fit;
+pub mod log;
+pub mod metrics;
+mod options;
+mod progress;
+mod resume;
+mod state;
+mod step;
+
+use std::path::PathBuf;
+
+use thiserror::Error;
+
+use crate::checkpoint::CheckpointError;
+use crate::collective::CollectiveError;
+use crate::data::DataError;
+use crate::model::StepError;
+use crate::optim::OptimError;
+use crate::parallel::StepRankError;
+use crate::schedule::ScheduleError;
+
+pub use eval::{evaluate, predict, Eval, Prediction};
+pub use fit::{fit, fit_with};
+pub use metrics::{Confusion, Metrics};
+pub use options::{split_validation, EarlyStopping, FitOptions, TrainData};
+pub use resume::{BEST_CHECKPOINT, LAST_CHECKPOINT};
+pub use step::{batch_size, Trainer};
+
+/// Why training or evaluation stopped.
+#[derive(Debug, Error)]
+pub enum FitError {
+    /// The model rejected a batch.
+    #[error("model step failed: {0}")]
+    Step(#[from] StepError),
+    /// The optimizer could not be built or stepped.
+    #[error("optimizer: {0}")]
+    Optim(#[from] OptimError),
+    /// A checkpoint could not be written or read.
+    #[error("checkpoint: {0}")]
+    Checkpoint(#[from] CheckpointError),
+    /// The data could not be read, or does not fit the model.
+    #[error(transparent)]
+    Data(#[from] DataError),
+    /// The learning-rate schedule is invalid.
+    #[error("learning-rate schedule: {0}")]
+    Schedule(#[from] ScheduleError),
+    /// The model's tables are inconsistent with its buffers.
+    #[error("model `{model}` cannot be trained: {reason}")]
+    Unsupported {
+        /// The network's name.
+        model: String,
+        /// What is wrong.
+        reason: String,
+    },
+    /// Inconsistent options (bad lr, batch 0, a directory of another run, ...).
+    #[error("invalid training configuration: {0}")]
+    Config(String),
+    /// A checkpoint that is valid but cannot continue this run.
+    #[error("{}: cannot resume: {reason}", path.display())]
+    Resume {
+        /// The checkpoint.
+        path: PathBuf,
+        /// Why.
+        reason: String,
+    },
+    /// The ranks of a multi-process run disagree, or an exchange failed.
+    #[error(transparent)]
+    Collective(#[from] CollectiveError),
+    /// The training loss stopped being a finite number.
+    #[error("training diverged: loss is {loss} at step {step} (epoch {epoch}); try a lower learning rate")]
+    Diverged {
+        /// 0-based optimizer step whose batch gave the loss.
+        step: u64,
+        /// 1-based epoch (0 outside `fit`).
+        epoch: u64,
+        /// The loss.
+        loss: f32,
+    },
+}
+
+impl From<StepRankError> for FitError {
+    fn from(e: StepRankError) -> Self {
+        match e {
+            StepRankError::Step(e) => FitError::Step(e),
+            StepRankError::Collective(e) => FitError::Collective(e),
+        }
+    }
+}
+
+/// Metrics of one completed epoch.
+#[derive(Debug, Clone, PartialEq)]
+pub struct EpochMetrics {
+    /// 1-based epoch number.
+    pub epoch: u64,
+    /// Optimizer steps taken since the start of training, after this epoch.
+    pub steps: u64,
+    /// Mean training loss over the epoch's samples (as each batch saw it).
+    pub train_loss: f64,
+    /// Loss and metrics on the validation set after the epoch.
+    pub val: Option<Eval>,
+    /// Learning rate of the epoch's last step.
+    pub lr: f32,
+    /// Training throughput of the epoch (validation excluded).
+    pub samples_per_sec: f64,
+    /// Training wall time in seconds from the start of the run (across
+    /// resumes) to the end of this epoch.
+    pub elapsed_s: f64,
+}
+
+/// What [`fit`] did.
+#[derive(Debug, Clone, PartialEq, Default)]
+pub struct History {
+    /// Every completed epoch, including those before a resume.
+    pub epochs: Vec<EpochMetrics>,
+    /// Optimizer steps taken in total.
+    pub steps: u64,
+    /// False when [`FitOptions::max_steps`] stopped the run before its last epoch.
+    pub finished: bool,
+    /// True when early stopping ended the run.
+    pub stopped_early: bool,
+}

@@ -1,0 +1,190 @@
+//! What hangs off `fit` besides the step: early stopping, gradient
+//! clipping, the metrics log, and the checkpoint directory's rules.
+
+mod support;
+
+use nnc_runtime::model::{BatchSpec, Model};
+use nnc_runtime::optim::{OptimizerConfig, SgdConfig};
+use nnc_runtime::train::log::{read_log, METRICS_LOG};
+use nnc_runtime::train::{
+    fit, split_validation, EarlyStopping, FitOptions, TrainData, BEST_CHECKPOINT, LAST_CHECKPOINT,
+};
+use support::*;
+
+#[test]
+fn early_stopping_stops_and_restores_the_best_epoch_bit_for_bit() {
+    // Overlapping blobs and a large rate: the validation loss bottoms out
+    // early and then wanders, so patience runs out long before 60 epochs.
+    let all = overlapping_blobs(240, 21, 0.8);
+    let (train, val) = split_validation(&all, 0.5, 22).unwrap();
+    let data = TrainData::new(&train).with_validation(&val);
+    let dir = TempDir::new("early");
+    let opts = FitOptions {
+        epochs: Some(60),
+        lr: Some(2.0),
+        batch: Some(BatchSpec::Size(8)),
+        early_stopping: Some(EarlyStopping {
+            patience: 3,
+            min_delta: 0.0,
+            restore_best: true,
+        }),
+        checkpoint_dir: Some(dir.0.clone()),
+        ..FitOptions::quiet()
+    };
+    let mut model = LogReg::new(&SYN, 64);
+    let h = fit(&mut model, &data, &opts).unwrap();
+    assert!(h.stopped_early && h.finished, "{h:?}");
+    let losses: Vec<f64> = h
+        .epochs
+        .iter()
+        .map(|e| e.val.as_ref().unwrap().loss)
+        .collect();
+    let best = losses
+        .iter()
+        .enumerate()
+        .min_by(|a, b| a.1.total_cmp(b.1))
+        .unwrap()
+        .0;
+    assert_eq!(
+        h.epochs.len(),
+        best + 1 + 3,
+        "stops 3 epochs after the best: {losses:?}"
+    );
+    // The restored parameters are the best epoch's, as `best.safetensors`
+    // saved them then.
+    let mut saved = vec![0.0; SYN.param_count];
+    nnc_runtime::checkpoint::load_training(
+        dir.0.join(BEST_CHECKPOINT),
+        SYN.params,
+        &mut saved,
+        None,
+    )
+    .unwrap();
+    assert_eq!(bits(model.params()), bits(&saved));
+    let mut last = vec![0.0; SYN.param_count];
+    nnc_runtime::checkpoint::load_training(
+        dir.0.join(LAST_CHECKPOINT),
+        SYN.params,
+        &mut last,
+        None,
+    )
+    .unwrap();
+    assert_ne!(
+        bits(&last),
+        bits(&saved),
+        "the last epoch moved on from the best"
+    );
+}
+
+#[test]
+fn clipping_bounds_the_global_norm() {
+    // The probe's gradient is 10 on each of its 3 parameters: norm √300.
+    // Plain SGD at lr 1 clipped to norm 1 moves each parameter by
+    // 10 · 1 / (√300 + 1e-6) per step, the closed form of clip-then-step.
+    let opts = FitOptions {
+        optimizer: Some(OptimizerConfig::Sgd(SgdConfig::default())),
+        lr: Some(1.0),
+        epochs: Some(1),
+        batch: Some(BatchSpec::Size(1)),
+        max_steps: Some(1),
+        clip_norm: Some(1.0),
+        ..FitOptions::quiet()
+    };
+    let mut probe = Probe::new([0.0; 3], 10.0);
+    fit(&mut probe, &TrainData::new(&probe_data(4)), &opts).unwrap();
+    let coef = (1.0f64 / (300f64.sqrt() + 1e-6)) as f32;
+    let step = 10.0 * coef;
+    for &p in probe.params() {
+        assert_eq!(p, -step);
+    }
+    let moved = probe.params().iter().map(|p| p * p).sum::<f32>().sqrt();
+    assert!((moved - 1.0).abs() < 1e-5, "update norm {moved}");
+    // A norm below the bound is left alone.
+    let mut probe = Probe::new([0.0; 3], 0.1);
+    let opts = FitOptions {
+        clip_norm: Some(1.0),
+        ..opts
+    };
+    fit(&mut probe, &TrainData::new(&probe_data(4)), &opts).unwrap();
+    assert_eq!(probe.params(), &[-0.1; 3]);
+    // A bound that is not a positive number is refused.
+    let bad = FitOptions {
+        clip_norm: Some(0.0),
+        ..opts
+    };
+    let e = fit(&mut probe, &TrainData::new(&probe_data(4)), &bad).unwrap_err();
+    assert!(e.to_string().contains("clipping norm 0"), "{e}");
+}
+
+#[test]
+fn the_metrics_log_round_trips_and_equals_the_history() {
+    let all = blobs(200, 31);
+    let (train, val) = split_validation(&all, 0.25, 32).unwrap();
+    let dir = TempDir::new("log");
+    let opts = FitOptions {
+        epochs: Some(4),
+        checkpoint_dir: Some(dir.0.clone()),
+        ..FitOptions::quiet()
+    };
+    let mut model = LogReg::new(&SYN, 64);
+    let h = fit(
+        &mut model,
+        &TrainData::new(&train).with_validation(&val),
+        &opts,
+    )
+    .unwrap();
+    let text = std::fs::read_to_string(dir.0.join(METRICS_LOG)).unwrap();
+    assert!(
+        text.starts_with(
+            "epoch,steps,train_loss,val_loss,val_accuracy,lr,samples_per_sec,elapsed_s\n"
+        ),
+        "{text}"
+    );
+    assert_eq!(text.lines().count(), 5);
+    let read = read_log(&dir.0.join(METRICS_LOG)).unwrap();
+    assert_eq!(read.epochs, h.epochs);
+    assert_eq!(read.steps, h.steps);
+    // Without validation the metric columns are absent and the row still reads.
+    let dir2 = TempDir::new("log-noval");
+    let opts = FitOptions {
+        checkpoint_dir: Some(dir2.0.clone()),
+        ..opts
+    };
+    let h = fit(&mut LogReg::new(&SYN, 64), &TrainData::new(&train), &opts).unwrap();
+    assert_eq!(
+        read_log(&dir2.0.join(METRICS_LOG)).unwrap().epochs,
+        h.epochs
+    );
+    // A corrupt log is refused with its line.
+    std::fs::write(dir2.0.join(METRICS_LOG), "epoch,steps\n1,2\n").unwrap();
+    let e = read_log(&dir2.0.join(METRICS_LOG)).unwrap_err().to_string();
+    assert!(e.contains(":1: not an nnc metrics log header"), "{e}");
+}
+
+#[test]
+fn a_fresh_run_never_overwrites_another_runs_checkpoints() {
+    let data = blobs(60, 41);
+    let dir = TempDir::new("occupied");
+    let opts = FitOptions {
+        epochs: Some(1),
+        checkpoint_dir: Some(dir.0.clone()),
+        ..FitOptions::quiet()
+    };
+    fit(&mut LogReg::new(&SYN, 16), &TrainData::new(&data), &opts).unwrap();
+    let before = std::fs::read(dir.0.join(LAST_CHECKPOINT)).unwrap();
+    let e = fit(&mut LogReg::new(&SYN, 16), &TrainData::new(&data), &opts).unwrap_err();
+    let msg = e.to_string();
+    assert!(msg.contains("already holds another run"), "{msg}");
+    assert!(msg.contains("last.safetensors"), "{msg}");
+    assert_eq!(std::fs::read(dir.0.join(LAST_CHECKPOINT)).unwrap(), before);
+    // Told to, it starts over; a temporary file a killed save left behind
+    // (its process long gone) is cleaned up.
+    let stray = dir.0.join(".last.safetensors.tmp-4000000-7");
+    std::fs::write(&stray, b"half a checkpoint").unwrap();
+    let opts = FitOptions {
+        overwrite: true,
+        ..opts
+    };
+    fit(&mut LogReg::new(&SYN, 16), &TrainData::new(&data), &opts).unwrap();
+    assert!(!stray.exists(), "stale temporary file left in place");
+}
