@@ -1,9 +1,10 @@
 //! The transformer of `examples/models/transformer.nn` really learns to
-//! reverse digit sequences: a few dozen Adam steps take its held-out token
-//! accuracy far above chance (10%). The full run is `cargo run --release
-//! -p sequence` (README).
+//! reverse digit sequences through `fit`: a few dozen Adam steps take its
+//! held-out token accuracy far above chance (10%). The full run is `cargo
+//! run --release -p sequence` (README).
 
-use nnc::runtime::{Batch, Model};
+use nnc::runtime::data::{Column, Dataset};
+use nnc::runtime::{evaluate, fit, BatchSpec, FitOptions, ScheduleSpec, TrainData};
 
 mod support;
 use support::Rng;
@@ -13,67 +14,49 @@ mod transformer {
 }
 
 /// `n` sequences of 16 digits as token ids, and their reversals.
-fn sequences(rng: &mut Rng, n: usize) -> (Vec<f32>, Vec<u32>) {
+fn sequences(rng: &mut Rng, n: usize) -> Dataset {
     let mut x = Vec::new();
     let mut y = vec![0; n * 16];
     for s in 0..n {
         for i in 0..16 {
             let d = rng.digit();
-            x.push(d as f32);
+            x.push(d);
             y[s * 16 + 15 - i] = d;
         }
     }
-    (x, y)
+    Dataset::new(vec![
+        Column::classes("tokens", &[16], x, 10),
+        Column::classes("target", &[16], y, 10),
+    ])
+    .unwrap()
 }
 
 #[test]
 fn transformer_learns_to_reverse_sequences() {
     let (batch, steps) = (32, 80);
     let mut model = transformer::Transformer::new(batch);
-    let spec = &transformer::TRANSFORMER_SPEC;
-    let mut adam = spec.train.optimizer.build(spec.param_count).unwrap();
-    let mut grads = vec![0.0f32; spec.param_count];
-    let mut rng = Rng(1);
-    let (test_x, test_y) = sequences(&mut Rng(99), batch);
-    let accuracy = |model: &mut transformer::Transformer| {
-        let mut logits = vec![0.0f32; batch * 16 * 10];
-        model.predict(&test_x, &mut logits).unwrap();
-        let correct = logits
-            .chunks(10)
-            .zip(&test_y)
-            .filter(|(row, &want)| {
-                let best = (0..10).fold(0, |b, i| if row[i] > row[b] { i } else { b });
-                best as u32 == want
-            })
-            .count();
-        correct as f64 / test_y.len() as f64
+    let train = sequences(&mut Rng(1), batch * steps);
+    let test = sequences(&mut Rng(99), batch);
+    let before = evaluate(&mut model, &test).unwrap();
+    let opts = FitOptions {
+        batch: Some(BatchSpec::Size(batch)),
+        epochs: Some(1),
+        schedule: Some(ScheduleSpec::Constant),
+        warmup: Some(0),
+        ..FitOptions::quiet()
     };
-    let before = accuracy(&mut model);
-    let mut first_loss = None;
-    let mut last_loss = 0.0;
-    for _ in 0..steps {
-        let (x, y) = sequences(&mut rng, batch);
-        let loss = Model::train_step(
-            &mut model,
-            &Batch {
-                inputs: &[&x],
-                labels: &[&y],
-            },
-        )
-        .unwrap();
-        first_loss.get_or_insert(loss);
-        last_loss = loss;
-        grads.copy_from_slice(Model::grads(&model));
-        adam.step(model.params_mut(), &grads, 2e-3).unwrap();
-    }
-    let after = accuracy(&mut model);
-    let first = first_loss.unwrap();
+    let h = fit(&mut model, &TrainData::new(&train), &opts).unwrap();
+    assert_eq!(h.steps, steps as u64);
+    let after = evaluate(&mut model, &test).unwrap();
     assert!(
-        first > 2.0 && last_loss < 0.5 * first,
-        "loss {first} → {last_loss}"
+        before.loss > 2.0 && after.loss < 0.5 * before.loss,
+        "held-out loss {} → {}",
+        before.loss,
+        after.loss
     );
+    let (b, a) = (before.accuracy().unwrap(), after.accuracy().unwrap());
     assert!(
-        before < 0.3 && after > 0.6,
-        "held-out token accuracy {before} → {after} after {steps} steps"
+        b < 0.3 && a > 0.6,
+        "held-out token accuracy {b} → {a} after {steps} steps"
     );
 }

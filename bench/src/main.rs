@@ -11,7 +11,8 @@
 use anyhow::{bail, Context};
 use clap::Parser;
 use nnc::runtime::gemm::{sgemm, MatRef, Parallelism};
-use nnc::runtime::parallel::{StepRunner, Strategy};
+use nnc::runtime::parallel::Strategy;
+use nnc::runtime::Trainer;
 use nnc::runtime::{Batch, Model, ModelSpec};
 use serde_json::{json, Value};
 use std::collections::BTreeMap;
@@ -179,7 +180,7 @@ fn mnist() -> anyhow::Result<nnc::runtime::data::Dataset> {
     let dir = repo().join("data/mnist-10k");
     let data = nnc::runtime::data::load_mnist(&dir)
         .with_context(|| format!("loading MNIST from {}", dir.display()))?;
-    Ok(data.train.with_sample_shape(vec![784])?)
+    Ok(data.train)
 }
 
 fn build_model(w: &Workload, batch: usize) -> Box<dyn Model> {
@@ -194,9 +195,11 @@ fn build_model(w: &Workload, batch: usize) -> Box<dyn Model> {
 /// timed steps (forward, backward, Adam) over the training set in order.
 fn child(w: &Workload, threads: usize, args: &Args) -> anyhow::Result<Value> {
     let train = mnist()?;
-    let x = train.features();
-    let nnc::runtime::data::Labels::Classes { values: y, .. } = train.labels() else {
-        bail!("MNIST labels are not classes");
+    let columns = train.columns();
+    let (nnc::runtime::data::Values::F32(x), nnc::runtime::data::Values::Classes { values: y, .. }) =
+        (columns[0].values(), columns[1].values())
+    else {
+        bail!("MNIST is not images and classes");
     };
     let pool = rayon::ThreadPoolBuilder::new()
         .num_threads(threads)
@@ -209,22 +212,17 @@ fn child(w: &Workload, threads: usize, args: &Args) -> anyhow::Result<Value> {
         let batches = y.len() / batch;
         let start = Instant::now();
         let mut model = build_model(w, batch);
-        let mut runner = StepRunner::new(&*model, batch, args.parallel);
-        let mut opt = w.spec.train.optimizer.build(w.spec.param_count)?;
-        let lr = w.spec.train.lr;
+        // The step `fit` takes, through the same `Trainer`.
+        let mut trainer = Trainer::single(&*model, batch, u64::MAX, args.parallel)?;
         let mut step = |i: usize, model: &mut Box<dyn Model>| -> anyhow::Result<f32> {
             let k = i % batches;
             let xs = [&x[k * batch * 784..(k + 1) * batch * 784]];
             let ys = [&y[k * batch..(k + 1) * batch]];
-            // As `fit` runs a step: the shards' gradients are summed inside
-            // the optimizer's update.
             let batch = Batch {
                 inputs: &xs,
                 labels: &ys,
             };
-            let loss = runner.step_deferred_at(&**model, &batch, Default::default())?;
-            runner.update(&mut *opt, model.params_mut(), lr)?;
-            Ok(loss)
+            Ok(trainer.step(&mut **model, &batch)?)
         };
         let first_loss = step(0, &mut model)?;
         let first_step_s = start.elapsed().as_secs_f64();
@@ -253,7 +251,7 @@ fn child(w: &Workload, threads: usize, args: &Args) -> anyhow::Result<Value> {
             "steps_timed": steps,
             "first_loss": first_loss,
             "final_loss": loss,
-            "mode": format!("{:?}", runner.mode()),
+            "mode": format!("{:?}", trainer.mode()),
         }))
     })
 }

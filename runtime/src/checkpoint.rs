@@ -166,8 +166,14 @@ fn encode(
             },
         )
     });
+    // A checksum of every tensor's bytes, so a flipped bit or a tensor
+    // edited after saving is refused on load instead of trained on.
+    let mut metadata = metadata.clone();
+    for t in tensors {
+        metadata.insert(format!("{CHECKSUM_PREFIX}{}", t.name), format!("{:016x}", checksum(t.data)));
+    }
     // `collect` into whatever map type the crate uses (hashbrown without std).
-    let meta = metadata.clone().into_iter().collect();
+    let meta = metadata.into_iter().collect();
     safetensors::tensor::serialize(views, Some(meta))
         .map_err(|e| CheckpointError::Invalid(e.to_string()))
 }
@@ -305,12 +311,53 @@ fn decode(
         });
     }
     tensors.sort_by(|a, b| a.name.cmp(&b.name));
-    let meta = header
+    let mut meta: BTreeMap<String, String> = header
         .metadata()
         .as_ref()
         .map(|m| m.iter().map(|(k, v)| (k.clone(), v.clone())).collect())
         .unwrap_or_default();
+    verify(&tensors, &mut meta).map_err(corrupt)?;
     Ok((tensors, meta))
+}
+
+/// Metadata key prefix of a tensor's checksum.
+const CHECKSUM_PREFIX: &str = "nnc.fnv1a64.";
+
+/// FNV-1a (64 bit) of a tensor's values as stored (little-endian bytes).
+fn checksum(data: &[f32]) -> u64 {
+    crate::collective::hash_f32(data)
+}
+
+/// Checks every tensor's checksum (when the file has checksums: files
+/// written elsewhere, by PyTorch say, have none) and that every value is
+/// finite; removes the checksum keys from `meta`.
+fn verify(tensors: &[Tensor], meta: &mut BTreeMap<String, String>) -> Result<(), String> {
+    let sums: BTreeMap<String, String> = meta
+        .iter()
+        .filter_map(|(k, v)| k.strip_prefix(CHECKSUM_PREFIX).map(|n| (n.to_string(), v.clone())))
+        .collect();
+    meta.retain(|k, _| !k.starts_with(CHECKSUM_PREFIX));
+    for t in tensors {
+        if !sums.is_empty() {
+            let Some(want) = sums.get(&t.name) else {
+                return Err(format!("tensor `{}` has no checksum (added after the file was written?)", t.name));
+            };
+            let got = format!("{:016x}", checksum(&t.data));
+            if *want != got {
+                return Err(format!(
+                    "tensor `{}` fails its checksum ({got}, the file says {want}): the file was damaged or edited after it was written",
+                    t.name
+                ));
+            }
+        }
+        if let Some(i) = t.data.iter().position(|v| !v.is_finite()) {
+            return Err(format!("tensor `{}` holds {} at index {i}", t.name, t.data[i]));
+        }
+    }
+    if let Some(name) = sums.keys().find(|n| !tensors.iter().any(|t| &t.name == *n)) {
+        return Err(format!("tensor `{name}` has a checksum but is missing"));
+    }
+    Ok(())
 }
 
 /// Training metadata stored beside the tensors.

@@ -188,3 +188,20 @@ fn a_fresh_run_never_overwrites_another_runs_checkpoints() {
     fit(&mut LogReg::new(&SYN, 16), &TrainData::new(&data), &opts).unwrap();
     assert!(!stray.exists(), "stale temporary file left in place");
 }
+
+#[test]
+fn a_non_finite_parameter_is_caught_in_its_step_and_named() {
+    // The loss (the mean of the parameters) is finite at step 0; the NaN
+    // gradient makes every parameter NaN in that step's update.
+    let mut probe = Probe::new([0.0; 3], f32::NAN);
+    let opts = FitOptions {
+        batch: Some(BatchSpec::Size(1)),
+        ..FitOptions::quiet()
+    };
+    let e = fit(&mut probe, &TrainData::new(&probe_data(4)), &opts).unwrap_err();
+    assert_eq!(
+        e.to_string(),
+        "training diverged: parameter `p` became NaN (element 0) in the update of step 0: its \
+         gradient or update was not finite; try a lower learning rate or clip_norm"
+    );
+}

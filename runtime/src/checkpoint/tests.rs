@@ -98,7 +98,13 @@ fn file_follows_the_safetensors_layout() {
         header.contains(r#""w":{"dtype":"F32","shape":[3],"data_offsets":[0,12]}"#),
         "{header}"
     );
-    assert!(header.contains(r#""__metadata__":{"k":"v"}"#), "{header}");
+    // The checksum is FNV-1a 64 of the little-endian bytes of the values,
+    // computed independently (Python's struct.pack('<3f', ...)).
+    assert!(header.contains(r#""k":"v""#), "{header}");
+    assert!(
+        header.contains(r#""nnc.fnv1a64.w":"43cf422b5c0d2608""#),
+        "{header}"
+    );
     let body = &bytes[8 + n..];
     let values: Vec<f32> = body
         .chunks(4)
@@ -185,6 +191,22 @@ fn corrupt_files_are_rejected() {
     );
     let e = load_err(&dir, "foreign", &foreign);
     assert!(e.to_string().contains("nnc.format"), "{e}");
+    // One flipped bit in a value: the header still parses, the checksum
+    // does not match.
+    let mut bit = good.clone();
+    let last = bit.len() - 1;
+    bit[last] ^= 0x01;
+    let e = load_err(&dir, "bitflip", &bit);
+    assert!(e.to_string().contains("fails its checksum"), "{e}");
+    // A NaN in a file without checksums (written elsewhere) is refused too.
+    let mut nan = raw_file(
+        r#"{"h1.bias":{"dtype":"F32","shape":[2],"data_offsets":[0,8]}}"#,
+        8,
+    );
+    let at = nan.len() - 4;
+    nan[at..].copy_from_slice(&f32::NAN.to_le_bytes());
+    let e = load_err(&dir, "nan", &nan);
+    assert!(e.to_string().contains("tensor `h1.bias` holds NaN at index 1"), "{e}");
 }
 
 #[test]

@@ -120,6 +120,10 @@ pub enum FitError {
     /// The ranks of a multi-process run disagree, or an exchange failed.
     #[error(transparent)]
     Collective(#[from] CollectiveError),
+    /// A parameter stopped being a finite number (the loss may still be
+    /// finite: `relu` hides a NaN weight from it).
+    #[error("training diverged: {0}")]
+    NonFinite(NonFinite),
     /// The training loss stopped being a finite number.
     #[error("training diverged: loss is {loss} at step {step} (epoch {epoch}); try a lower learning rate")]
     Diverged {
@@ -130,6 +134,30 @@ pub enum FitError {
         /// The loss.
         loss: f32,
     },
+}
+
+/// A parameter that is no longer a finite number after a step, named.
+#[derive(Debug, Clone, PartialEq)]
+pub struct NonFinite {
+    /// 0-based optimizer step whose update produced it.
+    pub step: u64,
+    /// The parameter tensor (`h1.weight`).
+    pub tensor: String,
+    /// Element within the tensor.
+    pub index: usize,
+    /// The value (NaN or ±inf).
+    pub value: f32,
+}
+
+impl std::fmt::Display for NonFinite {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(
+            f,
+            "parameter `{}` became {} (element {}) in the update of step {}: its gradient \
+             or update was not finite; try a lower learning rate or clip_norm",
+            self.tensor, self.value, self.index, self.step
+        )
+    }
 }
 
 impl From<StepRankError> for FitError {

@@ -157,6 +157,11 @@ impl Trainer {
                 *p -= k * *p;
             }
         }
+        // A NaN weight behind a relu leaves the loss finite for a while and
+        // poisons every later checkpoint: catch it in the step it appears.
+        if let Some(i) = params.iter().position(|p| !p.is_finite()) {
+            return Err(non_finite(model.spec(), step, i, model.params()[i]));
+        }
         // Running statistics (batch norm) follow the batch's.
         model.update_state(self.runner.stats());
         Ok(loss)
@@ -228,4 +233,19 @@ fn check_train(train: &TrainSpec) -> Result<(), FitError> {
         }
     }
     Ok(())
+}
+
+/// The error for element `i` of the flat parameter buffer, named by tensor.
+fn non_finite(spec: &crate::ModelSpec, step: u64, i: usize, value: f32) -> FitError {
+    let (tensor, index) = spec
+        .params
+        .iter()
+        .find(|p| p.range().contains(&i))
+        .map_or(("?".to_string(), i), |p| (p.name.to_string(), i - p.offset));
+    FitError::NonFinite(super::NonFinite {
+        step,
+        tensor,
+        index,
+        value,
+    })
 }
