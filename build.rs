@@ -1,4 +1,5 @@
-//! Compiles every example model and every compiler test model into OUT_DIR,
+//! Compiles every example model, every compiler test model and every
+//! end-to-end test model (`tests/models`) into OUT_DIR,
 //! so that the end-to-end tests include the generated code and check it
 //! against the reference interpreter.
 
@@ -12,7 +13,7 @@ fn main() {
     };
     let out_dir =
         std::path::PathBuf::from(std::env::var_os("OUT_DIR").expect("cargo sets OUT_DIR"));
-    for dir in ["examples/models", "compiler/tests/models"] {
+    for dir in ["examples/models", "compiler/tests/models", "tests/models"] {
         println!("cargo:rerun-if-changed={dir}");
         let mut files: Vec<_> = std::fs::read_dir(dir)
             .unwrap_or_else(|e| panic!("{dir}: {e}"))
