@@ -38,7 +38,7 @@ pub const FORMAT_VERSION: &str = "1";
 const OPTIM_PREFIX: &str = "optimizer.";
 
 mod weights;
-pub use weights::{load_weights, save_weights, LoadOptions};
+pub use weights::{load_weights, save_weights, save_weights_with, LoadOptions};
 
 /// Why a checkpoint could not be written or read.
 #[derive(Debug, Error)]
@@ -170,7 +170,10 @@ fn encode(
     // edited after saving is refused on load instead of trained on.
     let mut metadata = metadata.clone();
     for t in tensors {
-        metadata.insert(format!("{CHECKSUM_PREFIX}{}", t.name), format!("{:016x}", checksum(t.data)));
+        metadata.insert(
+            format!("{CHECKSUM_PREFIX}{}", t.name),
+            format!("{:016x}", checksum(t.data)),
+        );
     }
     // `collect` into whatever map type the crate uses (hashbrown without std).
     let meta = metadata.into_iter().collect();
@@ -186,6 +189,35 @@ fn encode(
 /// rename): a crash mid-write leaves the old file whole.
 pub(crate) fn write_file_atomic(path: &Path, bytes: &[u8]) -> Result<(), CheckpointError> {
     write_atomic(path, bytes, |_| Ok(()))
+}
+
+/// Writes `bytes` to `path` as an output file should be written: a regular
+/// file (or one that does not exist yet) is replaced atomically through a
+/// temporary sibling and a rename, and a symlink's target is replaced the
+/// same way (the link stays a link); anything else — a device such as
+/// `/dev/null`, a FIFO, a terminal — is opened and written in place, never
+/// renamed over.
+pub fn write_output(path: &Path, bytes: &[u8]) -> Result<(), CheckpointError> {
+    let io = |source| CheckpointError::Io {
+        path: path.to_path_buf(),
+        source,
+    };
+    match std::fs::metadata(path) {
+        Ok(m) if !m.is_file() => {
+            let mut f = std::fs::OpenOptions::new()
+                .write(true)
+                .open(path)
+                .map_err(io)?;
+            f.write_all(bytes).map_err(io)
+        }
+        Ok(_) => {
+            // Follow a symlink to the file it names.
+            let target = std::fs::canonicalize(path).map_err(io)?;
+            write_file_atomic(&target, bytes)
+        }
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => write_file_atomic(path, bytes),
+        Err(e) => Err(io(e)),
+    }
 }
 
 /// Removes the temporary files (`.NAME.tmp-PID-N`) that a save killed
@@ -334,13 +366,19 @@ fn checksum(data: &[f32]) -> u64 {
 fn verify(tensors: &[Tensor], meta: &mut BTreeMap<String, String>) -> Result<(), String> {
     let sums: BTreeMap<String, String> = meta
         .iter()
-        .filter_map(|(k, v)| k.strip_prefix(CHECKSUM_PREFIX).map(|n| (n.to_string(), v.clone())))
+        .filter_map(|(k, v)| {
+            k.strip_prefix(CHECKSUM_PREFIX)
+                .map(|n| (n.to_string(), v.clone()))
+        })
         .collect();
     meta.retain(|k, _| !k.starts_with(CHECKSUM_PREFIX));
     for t in tensors {
         if !sums.is_empty() {
             let Some(want) = sums.get(&t.name) else {
-                return Err(format!("tensor `{}` has no checksum (added after the file was written?)", t.name));
+                return Err(format!(
+                    "tensor `{}` has no checksum (added after the file was written?)",
+                    t.name
+                ));
             };
             let got = format!("{:016x}", checksum(&t.data));
             if *want != got {
@@ -351,7 +389,10 @@ fn verify(tensors: &[Tensor], meta: &mut BTreeMap<String, String>) -> Result<(),
             }
         }
         if let Some(i) = t.data.iter().position(|v| !v.is_finite()) {
-            return Err(format!("tensor `{}` holds {} at index {i}", t.name, t.data[i]));
+            return Err(format!(
+                "tensor `{}` holds {} at index {i}",
+                t.name, t.data[i]
+            ));
         }
     }
     if let Some(name) = sums.keys().find(|n| !tensors.iter().any(|t| &t.name == *n)) {

@@ -44,8 +44,9 @@ pub struct InputSpec {
     pub per_sample: usize,
     /// Features or labels.
     pub kind: InputKind,
-    /// Whether `predict` reads it (an input some output depends on);
-    /// targets that only the loss reads are not.
+    /// Whether `predict` and `predict_scores` read it (an input some output
+    /// or the loss's prediction depends on); targets that only the loss
+    /// reads are not.
     pub predict: bool,
 }
 
@@ -391,6 +392,13 @@ pub trait Model: Send + Sync {
     /// skips the copy.
     fn loss_with_scores(&mut self, batch: &Batch<'_>, scores: &mut [f32])
         -> Result<f32, StepError>;
+    /// The loss's prediction (see [`LossSpec`]: logits of a classifier,
+    /// `pred` of a regression) for a batch of the inputs `predict` takes,
+    /// without labels: what `nnc predict` turns into classes and
+    /// probabilities. Writes `batch × spec().loss.scores` values; returns
+    /// the batch size.
+    fn predict_scores(&mut self, inputs: &[&[f32]], scores: &mut [f32])
+        -> Result<usize, StepError>;
     /// Forward to the outputs for a batch of the inputs the outputs read
     /// (those with [`InputSpec::predict`], in declaration order); returns
     /// the batch size.

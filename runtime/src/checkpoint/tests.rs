@@ -206,7 +206,11 @@ fn corrupt_files_are_rejected() {
     let at = nan.len() - 4;
     nan[at..].copy_from_slice(&f32::NAN.to_le_bytes());
     let e = load_err(&dir, "nan", &nan);
-    assert!(e.to_string().contains("tensor `h1.bias` holds NaN at index 1"), "{e}");
+    assert!(
+        e.to_string()
+            .contains("tensor `h1.bias` holds NaN at index 1"),
+        "{e}"
+    );
 }
 
 #[test]
@@ -280,4 +284,42 @@ fn failed_saves_leave_the_old_checkpoint_intact() {
     assert_eq!(buf, vec![1.0; 8]);
     assert_eq!(got.optimizer, None);
     assert_eq!(got.meta.loader, None);
+}
+
+#[test]
+fn outputs_replace_regular_files_and_write_into_anything_else() {
+    use std::os::unix::fs::FileTypeExt;
+    let dir = TempDir::new("output");
+    // A regular file is replaced whole.
+    let file = dir.0.join("out.csv");
+    std::fs::write(&file, "old contents that are longer").unwrap();
+    write_output(&file, b"new").unwrap();
+    assert_eq!(std::fs::read(&file).unwrap(), b"new");
+    // A symlink stays a symlink; its target gets the new contents.
+    let target = dir.0.join("target.csv");
+    std::fs::write(&target, "old").unwrap();
+    let link = dir.0.join("link.csv");
+    std::os::unix::fs::symlink(&target, &link).unwrap();
+    write_output(&link, b"through the link").unwrap();
+    assert!(std::fs::symlink_metadata(&link)
+        .unwrap()
+        .file_type()
+        .is_symlink());
+    assert_eq!(std::fs::read(&target).unwrap(), b"through the link");
+    // A device is written in place, never renamed over: /dev/null stays a
+    // character device (an earlier version replaced it with a regular file).
+    write_output(Path::new("/dev/null"), b"discarded").unwrap();
+    let meta = std::fs::metadata("/dev/null").unwrap();
+    assert!(
+        meta.file_type().is_char_device(),
+        "/dev/null is no longer a device"
+    );
+    // A missing file is created; no temporary file is left behind.
+    let fresh = dir.0.join("fresh.csv");
+    write_output(&fresh, b"x").unwrap();
+    let names: Vec<_> = std::fs::read_dir(&dir.0)
+        .unwrap()
+        .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
+        .collect();
+    assert!(names.iter().all(|n| !n.contains(".tmp-")), "{names:?}");
 }

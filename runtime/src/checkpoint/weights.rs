@@ -47,6 +47,16 @@ pub fn save_weights<M: Model + ?Sized>(
     model: &M,
     path: impl AsRef<Path>,
 ) -> Result<(), CheckpointError> {
+    save_weights_with(model, path, &BTreeMap::new())
+}
+
+/// [`save_weights`] with extra metadata (keys may not start with `nnc.`
+/// unless they are `nnc.classes.*`, the class names `nnc train` keeps).
+pub fn save_weights_with<M: Model + ?Sized>(
+    model: &M,
+    path: impl AsRef<Path>,
+    extra: &BTreeMap<String, String>,
+) -> Result<(), CheckpointError> {
     let tensors: Vec<TensorRef<'_>> = tensors_of(model)
         .into_iter()
         .map(|(p, data)| TensorRef {
@@ -56,12 +66,20 @@ pub fn save_weights<M: Model + ?Sized>(
         })
         .collect();
     let spec = model.spec();
-    let meta: BTreeMap<String, String> = [
+    let mut meta: BTreeMap<String, String> = [
         ("nnc.model".to_string(), spec.name.to_string()),
         ("nnc.model_hash".to_string(), format!("{:016x}", spec.hash)),
     ]
     .into_iter()
     .collect();
+    for (k, v) in extra {
+        if k.starts_with("nnc.") && !k.starts_with("nnc.classes.") {
+            return Err(CheckpointError::Invalid(format!(
+                "metadata key `{k}` uses the reserved `nnc.` prefix"
+            )));
+        }
+        meta.insert(k.clone(), v.clone());
+    }
     save_tensors(path, &tensors, &meta)
 }
 

@@ -197,3 +197,60 @@ pub fn predict<M: Model + ?Sized>(
     }
     Ok(out)
 }
+
+/// The loss's prediction for every sample of a dataset: logits of a
+/// classifier, the `pred` of a regression (see [`crate::LossSpec`]).
+#[derive(Debug, Clone, PartialEq)]
+pub struct Scores {
+    /// What the loss compares, which says how to read the values.
+    pub kind: LossKind,
+    /// Values per sample.
+    pub width: usize,
+    /// `rows × width` values.
+    pub values: Vec<f32>,
+}
+
+impl Scores {
+    /// The values of sample `i`.
+    pub fn row(&self, i: usize) -> &[f32] {
+        &self.values[i * self.width..(i + 1) * self.width]
+    }
+
+    /// Samples.
+    pub fn len(&self) -> usize {
+        self.values.len() / self.width.max(1)
+    }
+
+    /// True when there are none.
+    pub fn is_empty(&self) -> bool {
+        self.values.is_empty()
+    }
+}
+
+/// Runs `model`'s `predict_scores` over every sample of `data`: only the
+/// inputs the prediction reads are needed.
+pub fn predict_scores<M: Model + ?Sized>(
+    model: &mut M,
+    data: &Dataset,
+) -> Result<Scores, FitError> {
+    let spec = model.spec();
+    let chunk = model.max_batch().max(1);
+    let binding = Binding::new(spec, data, "dataset", |i| i.predict)?;
+    let mut batcher = Batcher::new(binding, chunk);
+    let n = data.len();
+    let width = spec.loss.scores;
+    let mut values = vec![0.0; n * width];
+    let mut start = 0;
+    while start < n {
+        let rows = chunk.min(n - start);
+        batcher.gather_range(data, start..start + rows)?;
+        let out = &mut values[start * width..(start + rows) * width];
+        batcher.with_batch(0..rows, |b| model.predict_scores(b.inputs, out))?;
+        start += rows;
+    }
+    Ok(Scores {
+        kind: spec.loss.kind,
+        width,
+        values,
+    })
+}

@@ -14,7 +14,7 @@ use super::progress::{format_epoch, progress_bar};
 use super::resume::{self, Saver};
 use super::state::RunState;
 use super::step::{batch_size, Trainer};
-use super::{log, EpochMetrics, FitError, FitOptions, History, TrainData};
+use super::{log, EpochMetrics, FitError, FitOptions, History, StopFlag, TrainData};
 
 /// Added to the `train` seed to seed the shuffling stream, so shuffling does
 /// not replay the generator stream that initialised the parameters.
@@ -183,12 +183,13 @@ fn fit_on_current_pool<M: Model + ?Sized>(
         lead && opts.progress && std::io::IsTerminal::is_terminal(&std::io::stderr());
     let running_loss = Arc::new(AtomicU64::new(f64::NAN.to_bits()));
     let stop_at = opts.max_steps.unwrap_or(u64::MAX);
+    let stopped = || opts.stop.as_ref().is_some_and(StopFlag::is_raised);
     let started = Instant::now();
     let mut step = trainer.steps();
     let mut lr = trainer.lr_at(step);
     let mut stopped_early = false;
 
-    while loader.epoch() < train.epochs && step < stop_at && !stopped_early {
+    while loader.epoch() < train.epochs && step < stop_at && !stopped_early && !stopped() {
         let epoch = loader.epoch();
         let bar = progress_bar(
             show_progress,
@@ -201,7 +202,7 @@ fn fit_on_current_pool<M: Model + ?Sized>(
         let epoch_started = Instant::now();
         let mut samples_now = 0usize;
         loop {
-            if step >= stop_at && loader.state().position < n {
+            if (step >= stop_at || stopped()) && loader.state().position < n {
                 // Stopped mid-epoch: save where we are and leave. (At the
                 // epoch's end the epoch is closed first, below.)
                 bar.finish_and_clear();

@@ -73,10 +73,10 @@ use crate::optim::OptimError;
 use crate::parallel::StepRankError;
 use crate::schedule::ScheduleError;
 
-pub use eval::{evaluate, predict, Eval, Prediction};
+pub use eval::{evaluate, predict, predict_scores, Eval, Prediction, Scores};
 pub use fit::{fit, fit_with};
 pub use metrics::{Confusion, Metrics};
-pub use options::{split_validation, EarlyStopping, FitOptions, TrainData};
+pub use options::{split_validation, EarlyStopping, FitOptions, StopFlag, TrainData};
 pub use resume::{BEST_CHECKPOINT, LAST_CHECKPOINT};
 pub use step::{batch_size, Trainer};
 

@@ -1,6 +1,8 @@
 //! What a run trains on and how: [`TrainData`] and [`FitOptions`].
 
 use std::path::PathBuf;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::Arc;
 
 use crate::data::{Dataset, SplitMode};
 use crate::model::{BatchSpec, ScheduleSpec, TrainSpec};
@@ -75,6 +77,36 @@ impl EarlyStopping {
     }
 }
 
+/// A flag another thread (a Ctrl-C handler) raises to stop training after
+/// the current step; `fit` then saves `last.safetensors`, resumable, and
+/// returns with [`super::History::finished`] false.
+#[derive(Debug, Clone, Default)]
+pub struct StopFlag(Arc<AtomicBool>);
+
+impl StopFlag {
+    /// A lowered flag.
+    pub fn new() -> Self {
+        Self::default()
+    }
+
+    /// Asks the run to stop after its current step.
+    pub fn raise(&self) {
+        self.0.store(true, Ordering::SeqCst);
+    }
+
+    /// Whether the run was asked to stop.
+    pub fn is_raised(&self) -> bool {
+        self.0.load(Ordering::SeqCst)
+    }
+}
+
+impl PartialEq for StopFlag {
+    /// The same flag (not merely the same state).
+    fn eq(&self, other: &Self) -> bool {
+        Arc::ptr_eq(&self.0, &other.0)
+    }
+}
+
 /// How to run [`super::fit`]. Every `Option` left `None` takes the value of
 /// the model's `train` block ([`crate::ModelSpec::train`]).
 #[derive(Debug, Clone, PartialEq)]
@@ -123,6 +155,8 @@ pub struct FitOptions {
     /// Threads for the step (a rayon pool of this size, built once);
     /// `None` uses the global pool (`RAYON_NUM_THREADS`, or one per core).
     pub threads: Option<usize>,
+    /// Stop cleanly after the current step when raised (Ctrl-C).
+    pub stop: Option<StopFlag>,
 }
 
 impl Default for FitOptions {
@@ -147,6 +181,7 @@ impl Default for FitOptions {
             verbose: true,
             parallel: Strategy::Auto,
             threads: None,
+            stop: None,
         }
     }
 }

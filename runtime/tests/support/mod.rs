@@ -300,6 +300,19 @@ impl Model for LogReg {
         Ok(loss)
     }
 
+    fn predict_scores(
+        &mut self,
+        inputs: &[&[f32]],
+        scores: &mut [f32],
+    ) -> Result<usize, StepError> {
+        let rows = check_batch(self.spec, inputs, None, self.max_batch)?;
+        let mut work = std::mem::take(&mut self.work);
+        self.forward(inputs[0], &mut work);
+        scores.copy_from_slice(&work[..rows * self.k]);
+        self.work = work;
+        Ok(rows)
+    }
+
     fn predict(
         &mut self,
         inputs: &[&[f32]],
@@ -415,6 +428,9 @@ impl Model for Probe {
     }
     fn loss_with_scores(&mut self, batch: &Batch<'_>, _: &mut [f32]) -> Result<f32, StepError> {
         self.loss(batch)
+    }
+    fn predict_scores(&mut self, inputs: &[&[f32]], _: &mut [f32]) -> Result<usize, StepError> {
+        check_batch(&PROBE, inputs, None, 8)
     }
     fn predict(
         &mut self,

@@ -1,0 +1,259 @@
+//! Where a run's data comes from: a CSV file read with a column mapping
+//! made from the model's inputs, or an IDX directory.
+
+use std::collections::BTreeMap;
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+
+use crate::data::csv::{read_csv, CsvOptions, Header, Select};
+use crate::data::{idx, DataError, Dataset};
+use crate::model::{InputKind, InputSpec, LossKind, ModelSpec};
+
+use super::AppError;
+
+/// How the data arguments describe the files.
+#[derive(Debug, Clone, Default)]
+pub struct DataArgs {
+    /// A CSV file, or a directory of IDX files.
+    pub path: PathBuf,
+    /// The CSV column of the labels or targets: a header name or a 0-based
+    /// index (default: the last column).
+    pub label: Option<String>,
+    /// `INPUT=COLUMNS`: which CSV columns feed an input (a name, an index,
+    /// a range `a..b`, or names `a,b,c`).
+    pub columns: Vec<String>,
+    /// The field separator.
+    pub delimiter: u8,
+    /// Whether the first row is a header (`None`: detect).
+    pub header: Option<bool>,
+}
+
+/// Which part of an IDX directory.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Part {
+    /// `train-images-idx3-ubyte` and `train-labels-idx1-ubyte`.
+    Train,
+    /// `t10k-images-idx3-ubyte` and `t10k-labels-idx1-ubyte`, falling
+    /// back to the training files when there are none.
+    Test,
+}
+
+/// What the data is for: training and evaluation read labels or targets,
+/// prediction does not need them.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Use {
+    /// Every input and label.
+    Labelled,
+    /// The inputs `predict` reads; a label column present is skipped.
+    Predict,
+}
+
+/// The input the loss compares the prediction with (its label or target).
+pub fn supervision(spec: &ModelSpec) -> Option<usize> {
+    match spec.loss.kind {
+        LossKind::Classification { label, .. } => Some(label),
+        LossKind::Binary { target } | LossKind::Regression { target } => Some(target),
+        LossKind::Other => None,
+    }
+}
+
+/// Loads data for `spec` as `args` say. `classes` are class names already
+/// known (from training, or the weights file), by input name: a file read
+/// later numbers its classes the same way.
+pub fn load(
+    spec: &ModelSpec,
+    args: &DataArgs,
+    part: Part,
+    usage: Use,
+    classes: &BTreeMap<String, Arc<[String]>>,
+) -> Result<Dataset, AppError> {
+    if args.path.is_dir() {
+        return load_idx(&args.path, part);
+    }
+    let opts = csv_mapping(spec, args, usage, classes)?;
+    Ok(read_csv(&args.path, &opts)?)
+}
+
+/// Whether `dir` is an IDX directory with a test pair (`t10k-*`).
+pub fn has_idx_test(dir: &Path) -> bool {
+    dir.is_dir()
+        && ["t10k-images-idx3-ubyte", "t10k-labels-idx1-ubyte"]
+            .iter()
+            .all(|s| dir.join(s).is_file() || dir.join(format!("{s}.gz")).is_file())
+}
+
+fn load_idx(dir: &Path, part: Part) -> Result<Dataset, AppError> {
+    let pair = |prefix: &str| -> Option<(PathBuf, PathBuf)> {
+        let find = |stem: String| {
+            [dir.join(format!("{stem}.gz")), dir.join(&stem)]
+                .into_iter()
+                .find(|p| p.is_file())
+        };
+        Some((
+            find(format!("{prefix}-images-idx3-ubyte"))?,
+            find(format!("{prefix}-labels-idx1-ubyte"))?,
+        ))
+    };
+    let files = match part {
+        Part::Train => pair("train"),
+        Part::Test => pair("t10k").or_else(|| pair("train")),
+    };
+    let Some((images, labels)) = files else {
+        return Err(AppError::Data(DataError::File {
+            path: dir.to_path_buf(),
+            reason: "no IDX pair here: expected train-images-idx3-ubyte and \
+                     train-labels-idx1-ubyte (each may end in .gz)"
+                .into(),
+        }));
+    };
+    Ok(idx::load_pair(&images, &labels)?)
+}
+
+/// A `--column` or `--label` selection: `name`, `3`, `0..30`, `a,b,c`.
+fn selection(text: &str) -> Select {
+    if let Some((a, b)) = text.split_once("..") {
+        if let (Ok(a), Ok(b)) = (a.trim().parse(), b.trim().parse()) {
+            return Select::Range(a..b);
+        }
+    }
+    if let Ok(i) = text.trim().parse::<usize>() {
+        return Select::Index(i);
+    }
+    if text.contains(',') {
+        return Select::Names(text.split(',').map(|s| s.trim().to_string()).collect());
+    }
+    Select::Name(text.trim().to_string())
+}
+
+/// The first row of a CSV file, as fields.
+fn first_row(path: &Path, delimiter: u8) -> Result<Vec<String>, AppError> {
+    let mut rdr = ::csv::ReaderBuilder::new()
+        .has_headers(false)
+        .flexible(true)
+        .delimiter(delimiter)
+        .trim(::csv::Trim::All)
+        .from_path(path)
+        .map_err(|e| {
+            AppError::Data(DataError::File {
+                path: path.to_path_buf(),
+                reason: e.to_string(),
+            })
+        })?;
+    let mut row = ::csv::StringRecord::new();
+    let ok = rdr.read_record(&mut row).map_err(|e| {
+        AppError::Data(DataError::File {
+            path: path.to_path_buf(),
+            reason: e.to_string(),
+        })
+    })?;
+    Ok(if ok {
+        row.iter().map(str::to_string).collect()
+    } else {
+        Vec::new()
+    })
+}
+
+/// The column mapping for a CSV file: explicit `--column`s, the label or
+/// target from `--label` (default: the last column), and the one feature
+/// input left takes every other column.
+fn csv_mapping(
+    spec: &ModelSpec,
+    args: &DataArgs,
+    usage: Use,
+    classes: &BTreeMap<String, Arc<[String]>>,
+) -> Result<CsvOptions, AppError> {
+    let mut opts = CsvOptions::new().delimiter(args.delimiter);
+    if let Some(h) = args.header {
+        opts = opts.header(if h { Header::Present } else { Header::Absent });
+    }
+    let wanted = |i: &InputSpec| match usage {
+        Use::Labelled => true,
+        Use::Predict => i.predict,
+    };
+    let add = |opts: CsvOptions, input: &InputSpec, select: Select| match input.kind {
+        InputKind::Features => opts.numbers(input.name, select),
+        InputKind::Labels { .. } | InputKind::Tokens { .. } => match classes.get(input.name) {
+            Some(names) => opts.classes_named(input.name, select, names.clone()),
+            None => opts.classes(input.name, select),
+        },
+    };
+    let mut mapped: Vec<&str> = Vec::new();
+    for c in &args.columns {
+        let Some((name, sel)) = c.split_once('=') else {
+            return Err(AppError::Usage(format!(
+                "--column `{c}`: expected INPUT=COLUMNS, e.g. x=0..30 or x=a,b,c"
+            )));
+        };
+        let name = name.trim();
+        let Some(input) = spec.inputs.iter().find(|i| i.name == name) else {
+            let names: Vec<&str> = spec.inputs.iter().map(|i| i.name).collect();
+            return Err(AppError::Usage(format!(
+                "--column `{c}`: model `{}` has no input `{name}` (it has {})",
+                spec.name,
+                names.join(", ")
+            )));
+        };
+        if wanted(input) {
+            opts = add(opts, input, selection(sel));
+        }
+        mapped.push(input.name);
+    }
+    let sup = supervision(spec).map(|i| &spec.inputs[i]);
+    let first = first_row(&args.path, args.delimiter)?;
+    let features: Vec<&InputSpec> = spec
+        .inputs
+        .iter()
+        .filter(|i| !mapped.contains(&i.name) && Some(i.name) != sup.map(|s| s.name))
+        .filter(|i| wanted(i))
+        .filter(|i| !matches!(i.kind, InputKind::Labels { .. }))
+        .collect();
+    if let Some(sup) = sup.filter(|s| !mapped.contains(&s.name)) {
+        let select = args
+            .label
+            .as_deref()
+            .map_or(Select::Index(usize::MAX), selection);
+        match usage {
+            Use::Labelled => opts = add(opts, sup, select),
+            Use::Predict => {
+                // Skip the label column when the file has it: by name in
+                // the header, or by count (one more column than the inputs
+                // take).
+                let present = match &select {
+                    Select::Name(n) => first.iter().any(|f| f == n),
+                    _ => {
+                        let width: usize = features.iter().map(|i| i.per_sample).sum();
+                        first.len() == width + sup.per_sample
+                    }
+                };
+                if present {
+                    opts = opts.numbers("(label, not used by predict)", select);
+                }
+            }
+        }
+    }
+    match features.as_slice() {
+        [] => {}
+        [one] => opts = add(opts, one, Select::Rest),
+        many => {
+            let names: Vec<&str> = many.iter().map(|i| i.name).collect();
+            return Err(AppError::Usage(format!(
+                "model `{}` has inputs {}: say which CSV columns feed each, with \
+                 --column INPUT=COLUMNS (or `INPUT: COLUMNS` in the train block's csv(...))",
+                spec.name,
+                names.join(", ")
+            )));
+        }
+    }
+    Ok(opts)
+}
+
+/// Class names of every class column of `data` that has them, by name.
+pub fn class_names(data: &Dataset) -> BTreeMap<String, Arc<[String]>> {
+    data.columns()
+        .iter()
+        .filter_map(|c| {
+            c.class_names()
+                .map(|n| (c.name().to_string(), n.to_vec().into()))
+        })
+        .collect()
+}
