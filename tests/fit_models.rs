@@ -66,13 +66,20 @@ fn a_regression_reaches_the_noise_floor() {
     };
     let noise = f64::from(NOISE_STD * NOISE_STD);
     // mse's loss is the mean squared error: the metric and the loss agree.
-    assert!((rmse * rmse - last.loss).abs() < 1e-6 * last.loss.max(1.0), "{rmse} vs {}", last.loss);
+    assert!(
+        (rmse * rmse - last.loss).abs() < 1e-6 * last.loss.max(1.0),
+        "{rmse} vs {}",
+        last.loss
+    );
     assert!(
         rmse * rmse < 1.2 * noise,
         "validation MSE {} is not within 20% of the noise variance {noise}",
         rmse * rmse
     );
-    assert!(r2 > 0.95 && mae < 2.0 * f64::from(NOISE_STD), "r2 {r2}, mae {mae}");
+    assert!(
+        r2 > 0.95 && mae < 2.0 * f64::from(NOISE_STD),
+        "r2 {r2}, mae {mae}"
+    );
     // Prediction needs only the input the output reads: no `y` column.
     let x_only = Dataset::new(vec![val.column("x").unwrap().clone()]).unwrap();
     let preds = predict(&mut model, &x_only).unwrap();
@@ -88,7 +95,11 @@ fn a_regression_reaches_the_noise_floor() {
         .map(|(&p, &t)| f64::from(p - t).powi(2))
         .sum::<f64>()
         / y.len() as f64;
-    assert!((mse - rmse * rmse).abs() < 1e-5, "predict's MSE {mse} vs evaluate's {}", rmse * rmse);
+    assert!(
+        (mse - rmse * rmse).abs() < 1e-5,
+        "predict's MSE {mse} vs evaluate's {}",
+        rmse * rmse
+    );
 }
 
 /// Points in [-1.5, 1.5)², labelled 1 inside the unit circle.
@@ -100,7 +111,11 @@ fn circle_data(n: usize, seed: u64) -> Dataset {
         x.extend([a, b]);
         t.push(if a * a + b * b < 1.0 { 1.0 } else { 0.0 });
     }
-    Dataset::new(vec![Column::f32("x", &[2], x), Column::f32("inside", &[1], t)]).unwrap()
+    Dataset::new(vec![
+        Column::f32("x", &[2], x),
+        Column::f32("inside", &[1], t),
+    ])
+    .unwrap()
 }
 
 #[test]
@@ -108,7 +123,12 @@ fn a_binary_classifier_learns_with_precision_recall_and_f1() {
     let train = circle_data(3000, 3);
     let val = circle_data(1000, 4);
     let mut model = binary::Binary::default();
-    fit(&mut model, &TrainData::new(&train).with_validation(&val), &FitOptions::quiet()).unwrap();
+    fit(
+        &mut model,
+        &TrainData::new(&train).with_validation(&val),
+        &FitOptions::quiet(),
+    )
+    .unwrap();
     let e = evaluate(&mut model, &val).unwrap();
     let Metrics::Binary {
         accuracy,
@@ -149,16 +169,27 @@ fn a_two_input_network_without_outputs_trains_and_reports_accuracy() {
     let train = two_input_data(3000, 5);
     let val = two_input_data(1000, 6);
     let mut model = two_inputs::TwoInputs::default();
-    let h = fit(&mut model, &TrainData::new(&train).with_validation(&val), &FitOptions::quiet())
-        .unwrap();
+    let h = fit(
+        &mut model,
+        &TrainData::new(&train).with_validation(&val),
+        &FitOptions::quiet(),
+    )
+    .unwrap();
     let e = evaluate(&mut model, &val).unwrap();
-    let acc = e.accuracy().expect("a classification loss has accuracy, output or not");
+    let acc = e
+        .accuracy()
+        .expect("a classification loss has accuracy, output or not");
     assert!(acc > 0.9, "{e:?}");
-    assert_eq!(h.epochs.last().unwrap().val.as_ref().unwrap().accuracy(), Some(acc));
+    assert_eq!(
+        h.epochs.last().unwrap().val.as_ref().unwrap().accuracy(),
+        Some(acc)
+    );
     let Metrics::Classification { confusion, .. } = &e.metrics else {
         unreachable!()
     };
-    let c = confusion.as_ref().expect("evaluate gives the confusion matrix");
+    let c = confusion
+        .as_ref()
+        .expect("evaluate gives the confusion matrix");
     let correct: u64 = (0..3).map(|i| c.get(i, i)).sum();
     assert_eq!(correct as f64 / 1000.0, acc);
 }
@@ -180,7 +211,10 @@ fn weights_and_batch_norm_state_save_and_load_bit_for_bit() {
         ..FitOptions::quiet()
     };
     fit(&mut model, &TrainData::new(&data), &opts).unwrap();
-    assert!(model.state().iter().any(|&s| s != 0.0 && s != 1.0), "the running statistics moved");
+    assert!(
+        model.state().iter().any(|&s| s != 0.0 && s != 1.0),
+        "the running statistics moved"
+    );
     let dir = std::env::temp_dir().join(format!("nnc-weights-{}", std::process::id()));
     std::fs::create_dir_all(&dir).unwrap();
     let path = dir.join("bn.safetensors");
@@ -200,8 +234,13 @@ fn weights_and_batch_norm_state_save_and_load_bit_for_bit() {
     assert_eq!(bits(third.state()), bits(model.state()));
     // Another model's weights are refused, naming the tensor.
     let mut wrong = two_inputs::TwoInputs::default();
-    let e = load_weights(&mut wrong, &path, &LoadOptions::default()).unwrap_err().to_string();
-    assert!(e.contains("tensor `h1.weight`") && e.contains("TwoInputs"), "{e}");
+    let e = load_weights(&mut wrong, &path, &LoadOptions::default())
+        .unwrap_err()
+        .to_string();
+    assert!(
+        e.contains("tensor `h1.weight`") && e.contains("TwoInputs"),
+        "{e}"
+    );
     std::fs::remove_dir_all(&dir).unwrap();
 }
 

@@ -143,23 +143,7 @@ impl Value {
     }
 }
 
-/// FNV-1a over bytes: the hash ranks compare for things that have no hash of
-/// their own (the printed training options, the parameters' bits). Stable
-/// across processes and builds, unlike `std`'s randomly keyed hasher.
-pub fn fnv1a(bytes: impl IntoIterator<Item = u8>) -> u64 {
-    let mut h = 0xcbf2_9ce4_8422_2325u64;
-    for b in bytes {
-        h ^= u64::from(b);
-        h = h.wrapping_mul(0x0000_0100_0000_01b3);
-    }
-    h
-}
-
-/// FNV-1a over the bit patterns of `values`: equal exactly when every value
-/// is bit-identical (up to hash collisions).
-pub fn hash_f32(values: &[f32]) -> u64 {
-    fnv1a(values.iter().flat_map(|v| v.to_bits().to_le_bytes()))
-}
+pub use nnc_spec::hash::{fnv1a, fnv1a_f32 as hash_f32};
 
 /// One process on its own: rank 0 of 1. Reductions and broadcasts leave the
 /// buffer as it is.

@@ -21,38 +21,7 @@ use thiserror::Error;
 
 use crate::rng::Rng;
 
-/// How to fill a parameter tensor before training.
-#[derive(Debug, Clone, Copy, PartialEq)]
-pub enum Init {
-    /// All zeros (the usual bias init).
-    Zeros,
-    /// All ones (the usual norm-scale init).
-    Ones,
-    /// Every element the same value.
-    Constant(f32),
-    /// Independent N(mean, std²).
-    Normal {
-        /// Mean.
-        mean: f32,
-        /// Standard deviation, >= 0.
-        std: f32,
-    },
-    /// Independent U[low, high).
-    Uniform {
-        /// Inclusive lower bound.
-        low: f32,
-        /// Exclusive upper bound, >= low.
-        high: f32,
-    },
-    /// Xavier/Glorot uniform: keeps activation variance across tanh-like layers.
-    GlorotUniform,
-    /// Xavier/Glorot normal.
-    GlorotNormal,
-    /// Kaiming/He uniform for ReLU layers.
-    HeUniform,
-    /// Kaiming/He normal for ReLU layers.
-    HeNormal,
-}
+pub use nnc_spec::init::{fans, Init};
 
 /// Why a tensor could not be initialized.
 #[derive(Debug, Error, PartialEq)]
@@ -78,77 +47,74 @@ pub enum InitError {
     InvalidParams(Init),
 }
 
-/// `(fan_in, fan_out)` of a shape under nnc's layout conventions (see the
-/// module docs); `None` for a scalar.
-pub fn fans(shape: &[usize]) -> Option<(usize, usize)> {
-    match shape {
-        [] => None,
-        [n] => Some((*n, *n)),
-        [i, o] => Some((*i, *o)),
-        [out_ch, in_ch, k @ ..] => {
-            let field: usize = k.iter().product();
-            Some((in_ch * field, out_ch * field))
-        }
+/// Method syntax for [`fill`]: `init.fill(shape, out, rng)`.
+pub trait Fill {
+    /// See [`fill`].
+    fn fill(&self, shape: &[usize], out: &mut [f32], rng: &mut Rng) -> Result<(), InitError>;
+}
+
+impl Fill for Init {
+    fn fill(&self, shape: &[usize], out: &mut [f32], rng: &mut Rng) -> Result<(), InitError> {
+        fill(self, shape, out, rng)
     }
 }
 
-impl Init {
-    /// Fills `out` (a tensor of `shape`, row-major) with fresh values.
-    ///
-    /// Consumes `rng` deterministically: the same seed and the same sequence
-    /// of `fill` calls give bit-identical parameters on every machine.
-    pub fn fill(&self, shape: &[usize], out: &mut [f32], rng: &mut Rng) -> Result<(), InitError> {
-        let expected = shape
-            .iter()
-            .try_fold(1usize, |a, &d| a.checked_mul(d))
-            .unwrap_or(usize::MAX);
-        if expected != out.len() {
-            return Err(InitError::SizeMismatch {
-                shape: shape.to_vec(),
-                expected,
-                actual: out.len(),
-            });
-        }
-        let fan = || fans(shape).ok_or(InitError::NoFans { init: *self });
-        match *self {
-            Init::Zeros => out.fill(0.0),
-            Init::Ones => out.fill(1.0),
-            Init::Constant(c) => out.fill(c),
-            Init::Normal { mean, std } => {
-                if !(mean.is_finite() && std.is_finite() && std >= 0.0) {
-                    return Err(InitError::InvalidParams(*self));
-                }
-                rng.fill_normal(out, mean, std);
-            }
-            Init::Uniform { low, high } => {
-                if !(low.is_finite() && high.is_finite() && low <= high) {
-                    return Err(InitError::InvalidParams(*self));
-                }
-                fill_uniform(out, low as f64, high as f64, rng);
-            }
-            Init::GlorotUniform => {
-                let (fi, fo) = fan()?;
-                let b = (6.0 / (fi + fo).max(1) as f64).sqrt();
-                fill_uniform(out, -b, b, rng);
-            }
-            Init::GlorotNormal => {
-                let (fi, fo) = fan()?;
-                let s = (2.0 / (fi + fo).max(1) as f64).sqrt();
-                rng.fill_normal(out, 0.0, s as f32);
-            }
-            Init::HeUniform => {
-                let (fi, _) = fan()?;
-                let b = (6.0 / fi.max(1) as f64).sqrt();
-                fill_uniform(out, -b, b, rng);
-            }
-            Init::HeNormal => {
-                let (fi, _) = fan()?;
-                let s = (2.0 / fi.max(1) as f64).sqrt();
-                rng.fill_normal(out, 0.0, s as f32);
-            }
-        }
-        Ok(())
+/// Fills `out` (a tensor of `shape`, row-major) with fresh values drawn as
+/// `init` says.
+///
+/// Consumes `rng` deterministically: the same seed and the same sequence
+/// of `fill` calls give bit-identical parameters on every machine.
+pub fn fill(init: &Init, shape: &[usize], out: &mut [f32], rng: &mut Rng) -> Result<(), InitError> {
+    let expected = shape
+        .iter()
+        .try_fold(1usize, |a, &d| a.checked_mul(d))
+        .unwrap_or(usize::MAX);
+    if expected != out.len() {
+        return Err(InitError::SizeMismatch {
+            shape: shape.to_vec(),
+            expected,
+            actual: out.len(),
+        });
     }
+    let fan = || fans(shape).ok_or(InitError::NoFans { init: *init });
+    match *init {
+        Init::Zeros => out.fill(0.0),
+        Init::Ones => out.fill(1.0),
+        Init::Constant(c) => out.fill(c),
+        Init::Normal { mean, std } => {
+            if !(mean.is_finite() && std.is_finite() && std >= 0.0) {
+                return Err(InitError::InvalidParams(*init));
+            }
+            rng.fill_normal(out, mean, std);
+        }
+        Init::Uniform { low, high } => {
+            if !(low.is_finite() && high.is_finite() && low <= high) {
+                return Err(InitError::InvalidParams(*init));
+            }
+            fill_uniform(out, low as f64, high as f64, rng);
+        }
+        Init::GlorotUniform => {
+            let (fi, fo) = fan()?;
+            let b = (6.0 / (fi + fo).max(1) as f64).sqrt();
+            fill_uniform(out, -b, b, rng);
+        }
+        Init::GlorotNormal => {
+            let (fi, fo) = fan()?;
+            let s = (2.0 / (fi + fo).max(1) as f64).sqrt();
+            rng.fill_normal(out, 0.0, s as f32);
+        }
+        Init::HeUniform => {
+            let (fi, _) = fan()?;
+            let b = (6.0 / fi.max(1) as f64).sqrt();
+            fill_uniform(out, -b, b, rng);
+        }
+        Init::HeNormal => {
+            let (fi, _) = fan()?;
+            let s = (2.0 / fi.max(1) as f64).sqrt();
+            rng.fill_normal(out, 0.0, s as f32);
+        }
+    }
+    Ok(())
 }
 
 fn fill_uniform(out: &mut [f32], low: f64, high: f64, rng: &mut Rng) {

@@ -25,6 +25,10 @@
 
 #![warn(missing_docs)]
 
+/// The contract with the compiler (`nnc-spec`): the path generated code
+/// names spec types through.
+pub use nnc_spec as spec;
+
 #[cfg(feature = "app")]
 pub mod app;
 pub mod checkpoint;

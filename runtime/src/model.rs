@@ -3,235 +3,14 @@
 //! the runtime's training loop, checkpoints and data parallelism can drive
 //! any network nnc compiles.
 
-use crate::init::Init;
-use crate::optim::OptimizerConfig;
-use crate::params::ParamSpec;
-use crate::schedule::Schedule;
+use std::borrow::Cow;
+
 use thiserror::Error;
 
-/// What a fed tensor holds.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum InputKind {
-    /// f32 features.
-    Features,
-    /// Integer class labels in `0..classes`.
-    Labels {
-        /// Number of classes.
-        classes: u32,
-    },
-    /// Integer token ids in `0..classes`, fed with the features as `f32`
-    /// whole numbers (so `predict` can take them): `input t: class[..] of N`.
-    Tokens {
-        /// Number of distinct tokens.
-        classes: u32,
-    },
-}
-
-impl InputKind {
-    /// Whether the values are fed in the feature slices (features and
-    /// tokens), not the label slices.
-    pub fn is_fed_as_feature(self) -> bool {
-        !matches!(self, InputKind::Labels { .. })
-    }
-}
-
-/// One input or label of a network; every sample has `per_sample` values.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub struct InputSpec {
-    /// The declared name.
-    pub name: &'static str,
-    /// Values per sample (the product of the non-batch dimensions).
-    pub per_sample: usize,
-    /// Features or labels.
-    pub kind: InputKind,
-    /// Whether `predict` and `predict_scores` read it (an input some output
-    /// or the loss's prediction depends on); targets that only the loss
-    /// reads are not.
-    pub predict: bool,
-}
-
-/// One declared output; every sample has `per_sample` values.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub struct OutputSpec {
-    /// The declared name.
-    pub name: &'static str,
-    /// Values per sample.
-    pub per_sample: usize,
-}
-
-/// What a network's loss compares, found by the compiler in the `loss`
-/// statement: which metrics describe the model, and which of its values
-/// are the prediction ("scores") those metrics score.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum LossKind {
-    /// `cross_entropy(logits, label)`: the scores are the logits.
-    Classification {
-        /// Index in [`ModelSpec::inputs`] of the label input.
-        label: usize,
-        /// Number of classes.
-        classes: u32,
-        /// Labels per sample (more than 1 for a label per position).
-        positions: u32,
-    },
-    /// `binary_cross_entropy(logits, target)`: the scores are the logits.
-    Binary {
-        /// Index in [`ModelSpec::inputs`] of the target input.
-        target: usize,
-    },
-    /// `mse(pred, target)` or `l1(pred, target)`: the scores are `pred`.
-    Regression {
-        /// Index in [`ModelSpec::inputs`] of the target input.
-        target: usize,
-    },
-    /// Any other objective: no metrics beyond the loss.
-    Other,
-}
-
-/// A network's loss, for metrics.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub struct LossSpec {
-    /// What it compares.
-    pub kind: LossKind,
-    /// Values per sample of the scores `Model::loss_with_scores` writes (0
-    /// for [`LossKind::Other`]).
-    pub scores: usize,
-}
-
-/// Samples per optimizer step, as the `train` block says.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum BatchSpec {
-    /// The whole training set per step (full-batch gradient descent).
-    Full,
-    /// Mini-batches of this many samples (1 is stochastic gradient descent).
-    Size(usize),
-}
-
-/// The shape of the learning-rate schedule, before the run length is known.
-#[derive(Debug, Clone, Copy, PartialEq)]
-pub enum ScheduleSpec {
-    /// The base rate throughout.
-    Constant,
-    /// Multiply by `gamma` every `every` steps.
-    Step {
-        /// Steps between decays.
-        every: u64,
-        /// Decay factor.
-        gamma: f32,
-    },
-    /// Multiply by `gamma` every step.
-    Exponential {
-        /// Decay factor.
-        gamma: f32,
-    },
-    /// Cosine annealing to `min_lr` over the rest of the run.
-    Cosine {
-        /// Final rate.
-        min_lr: f32,
-    },
-}
-
-/// A network's `train` block.
-#[derive(Debug, Clone, Copy, PartialEq)]
-pub struct TrainSpec {
-    /// The optimizer and its hyper-parameters (without the learning rate).
-    pub optimizer: OptimizerConfig,
-    /// The base learning rate.
-    pub lr: f32,
-    /// Samples per step.
-    pub batch: BatchSpec,
-    /// Passes over the training set.
-    pub epochs: u64,
-    /// Schedule shape.
-    pub schedule: ScheduleSpec,
-    /// Linear warmup steps in front of the schedule.
-    pub warmup: u64,
-    /// Decoupled weight decay applied after each step (`p -= lr·wd·p`);
-    /// AdamW carries its own in `optimizer`.
-    pub weight_decay: f32,
-    /// Seed of initialisation and shuffling.
-    pub seed: u64,
-    /// Clip the gradient to this global L2 norm (`clip_norm:`).
-    pub clip_norm: Option<f32>,
-    /// Stop after this many epochs without improvement (`early_stop:`).
-    pub early_stop: Option<u64>,
-}
-
-impl TrainSpec {
-    /// The concrete schedule for a run of `total_steps` optimizer steps.
-    pub fn schedule(&self, total_steps: u64) -> Schedule {
-        let after_warmup = total_steps.saturating_sub(self.warmup).max(1);
-        let inner = match self.schedule {
-            ScheduleSpec::Constant => Schedule::Constant,
-            ScheduleSpec::Step { every, gamma } => Schedule::Step {
-                step_size: every,
-                gamma,
-            },
-            ScheduleSpec::Exponential { gamma } => Schedule::Exponential { gamma },
-            ScheduleSpec::Cosine { min_lr } => Schedule::Cosine {
-                total_steps: after_warmup,
-                min_lr,
-            },
-        };
-        if self.warmup > 0 {
-            inner.with_warmup(self.warmup)
-        } else {
-            inner
-        }
-    }
-}
-
-/// Everything the runtime needs to know about a compiled network.
-#[derive(Debug, Clone, Copy)]
-pub struct ModelSpec {
-    /// The network's name.
-    pub name: &'static str,
-    /// The source file it was compiled from.
-    pub source: &'static str,
-    /// A hash of the compiled network (architecture and layout): checkpoints
-    /// and ranks compare it to refuse mismatched models.
-    pub hash: u64,
-    /// Parameters, in declaration order, with offsets into the flat buffer.
-    pub params: &'static [ParamSpec],
-    /// Each parameter's initializer, in the same order.
-    pub inits: &'static [Init],
-    /// Total parameter count (the flat buffer's length).
-    pub param_count: usize,
-    /// Inputs and labels in declaration order.
-    pub inputs: &'static [InputSpec],
-    /// Outputs in declaration order.
-    pub outputs: &'static [OutputSpec],
-    /// The loss, for metrics.
-    pub loss: LossSpec,
-    /// The `train` block.
-    pub train: TrainSpec,
-}
-
-/// What makes one training step's random choices (dropout masks) unique:
-/// the run's seed, the optimizer step, and the global index of the first
-/// sample of the batch (a data-parallel shard passes its own start, so it
-/// draws exactly the mask the whole batch would).
-#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
-pub struct StepKey {
-    /// The `train` block's seed.
-    pub seed: u64,
-    /// The optimizer step, from 0.
-    pub step: u64,
-    /// Global index of the batch's first sample.
-    pub offset: u64,
-}
-
-/// One state tensor of a network (a batch norm's running mean or
-/// variance): where it lives in the flat state buffer, its initial value,
-/// and how fast it follows each step's batch statistic.
-#[derive(Debug, Clone, PartialEq)]
-pub struct StateSpec {
-    /// Name, shape and place in the state buffer.
-    pub tensor: ParamSpec,
-    /// Initial value of every element.
-    pub init: f32,
-    /// `state = (1 - momentum) · state + momentum · statistic`.
-    pub momentum: f32,
-}
+pub use nnc_spec::model::{
+    InputKind, InputSpec, LossKind, LossSpec, ModelSpec, OutputSpec, StateSpec, StepKey,
+};
+pub use nnc_spec::train::{BatchSpec, ScheduleSpec, TrainSpec};
 
 /// Elements of the flat state buffer a state table describes.
 pub fn state_len(specs: &[StateSpec]) -> usize {
@@ -258,7 +37,7 @@ pub fn check_stats(stats: &[f32], len: usize) -> Result<(), StepError> {
         Ok(())
     } else {
         Err(StepError::Length {
-            name: "stats",
+            name: Cow::Borrowed("stats"),
             expected: len,
             found: stats.len(),
         })
@@ -310,7 +89,7 @@ pub enum StepError {
     #[error("`{name}`: expected {expected} values, found {found}")]
     Length {
         /// The input's name.
-        name: &'static str,
+        name: Cow<'static, str>,
         /// Values expected.
         expected: usize,
         /// Values given.
@@ -320,7 +99,7 @@ pub enum StepError {
     #[error("`{name}`[{index}] = {value} is not a class in 0..{classes}")]
     Label {
         /// The label input's name.
-        name: &'static str,
+        name: Cow<'static, str>,
         /// Position in the slice.
         index: usize,
         /// The value.
@@ -332,7 +111,7 @@ pub enum StepError {
     #[error("`{name}`[{index}] = {value} is not a token id in 0..{classes}")]
     Token {
         /// The token input's name.
-        name: &'static str,
+        name: Cow<'static, str>,
         /// Position in the slice.
         index: usize,
         /// The value as fed (a string: `StepError` is `Eq`, `f32` is not).
@@ -455,8 +234,8 @@ pub trait Model: Send + Sync {
         let spec = self.spec();
         let mut rng = crate::rng::Rng::new(seed);
         let params = self.params_mut();
-        for (p, init) in spec.params.iter().zip(spec.inits) {
-            init.fill(&p.shape, &mut params[p.range()], &mut rng)?;
+        for (p, init) in spec.params.iter().zip(spec.inits.iter()) {
+            crate::init::fill(init, &p.shape, &mut params[p.range()], &mut rng)?;
         }
         Ok(())
     }
@@ -474,7 +253,7 @@ pub fn check_buffers(
     for (name, len) in [("params", params.len()), ("grads", grads.len())] {
         if len != spec.param_count {
             return Err(StepError::Length {
-                name,
+                name: Cow::Borrowed(name),
                 expected: spec.param_count,
                 found: len,
             });
@@ -482,7 +261,7 @@ pub fn check_buffers(
     }
     if ws.len() < workspace {
         return Err(StepError::Length {
-            name: "workspace",
+            name: Cow::Borrowed("workspace"),
             expected: workspace,
             found: ws.len(),
         });
@@ -539,7 +318,7 @@ pub fn check_batch(
         let b = *batch.get_or_insert(len / per);
         if len != b * per {
             return Err(StepError::Length {
-                name: spec_in.name,
+                name: spec_in.name.clone(),
                 expected: b * per,
                 found: len,
             });
@@ -559,7 +338,7 @@ pub fn check_batch(
             let bad = |v: f32| !(v >= 0.0 && v < classes as f32 && v.fract() == 0.0);
             if let Some((index, &value)) = slice.iter().enumerate().find(|(_, &v)| bad(v)) {
                 return Err(StepError::Token {
-                    name: spec_in.name,
+                    name: spec_in.name.clone(),
                     index,
                     value: value.to_string(),
                     classes,
@@ -570,7 +349,7 @@ pub fn check_batch(
     for ((spec_in, classes), slice) in label_specs().zip(labels) {
         if let Some((index, &value)) = slice.iter().enumerate().find(|(_, &v)| v >= classes) {
             return Err(StepError::Label {
-                name: spec_in.name,
+                name: spec_in.name.clone(),
                 index,
                 value,
                 classes,
@@ -587,20 +366,20 @@ pub(crate) mod tests {
     /// A spec with no inputs, parameters or outputs, for tests to fill in.
     pub(crate) fn empty_spec() -> ModelSpec {
         ModelSpec {
-            name: "test",
-            source: "test.nn",
+            name: Cow::Borrowed("test"),
+            source: Cow::Borrowed("test.nn"),
             hash: 0,
-            params: &[],
-            inits: &[],
+            params: Cow::Borrowed(&[]),
+            inits: Cow::Borrowed(&[]),
             param_count: 0,
-            inputs: &[],
-            outputs: &[],
+            inputs: Cow::Borrowed(&[]),
+            outputs: Cow::Borrowed(&[]),
             loss: LossSpec {
                 kind: LossKind::Other,
                 scores: 0,
             },
             train: TrainSpec {
-                optimizer: OptimizerConfig::Sgd(crate::optim::SgdConfig::default()),
+                optimizer: crate::optim::OptimizerConfig::Sgd(crate::optim::SgdConfig::default()),
                 lr: 0.1,
                 batch: BatchSpec::Size(4),
                 epochs: 1,

@@ -391,7 +391,7 @@ impl StepRunner {
             )?;
             if given != own {
                 return Err(StepError::Length {
-                    name: "rank rows",
+                    name: std::borrow::Cow::Borrowed("rank rows"),
                     expected: own,
                     found: given,
                 }

@@ -6,45 +6,11 @@
 //! names (`h1.weight`) to slices of that buffer; checkpoints and initializers
 //! go through it.
 
-use std::borrow::Cow;
 use std::collections::HashSet;
 
 use thiserror::Error;
 
-/// One named parameter: `buffer[offset..offset+len]`, viewed with `shape`.
-///
-/// Fields are `Cow<'static, _>` so generated code can declare the table as a
-/// `const` of borrowed literals while tools that build models at run time can
-/// use owned names and shapes.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct ParamSpec {
-    /// The name in the source language, also the checkpoint tensor name.
-    pub name: Cow<'static, str>,
-    /// Logical shape; dense weights are `[in, out]` (`x @ W` convention).
-    pub shape: Cow<'static, [usize]>,
-    /// First element in the flat buffer.
-    pub offset: usize,
-    /// Element count; always the product of `shape`.
-    pub len: usize,
-}
-
-impl ParamSpec {
-    /// A spec with an owned name and shape, `len` derived from the shape.
-    pub fn new(name: impl Into<String>, shape: Vec<usize>, offset: usize) -> Self {
-        let len = shape.iter().product();
-        ParamSpec {
-            name: Cow::Owned(name.into()),
-            shape: Cow::Owned(shape),
-            offset,
-            len,
-        }
-    }
-
-    /// The `offset..offset+len` range, for slicing the flat buffers.
-    pub fn range(&self) -> std::ops::Range<usize> {
-        self.offset..self.offset + self.len
-    }
-}
+pub use nnc_spec::model::ParamSpec;
 
 /// A parameter table that does not describe a valid flat buffer.
 #[derive(Debug, Error, PartialEq, Eq)]
@@ -130,6 +96,8 @@ pub fn validate_layout(specs: &[ParamSpec], total: usize) -> Result<(), LayoutEr
 
 #[cfg(test)]
 mod tests {
+    use std::borrow::Cow;
+
     use super::*;
 
     const TABLE: &[ParamSpec] = &[

@@ -20,18 +20,9 @@ pub enum RngError {
     ZeroState,
 }
 
-/// One step of SplitMix64: advances `state` and returns the next output.
-///
-/// Used to expand a 64-bit seed into xoshiro's 256-bit state (the seeding the
-/// xoshiro authors recommend), and exposed because it is handy for deriving
-/// independent sub-seeds.
-pub fn splitmix64(state: &mut u64) -> u64 {
-    *state = state.wrapping_add(0x9e37_79b9_7f4a_7c15);
-    let mut z = *state;
-    z = (z ^ (z >> 30)).wrapping_mul(0xbf58_476d_1ce4_e5b9);
-    z = (z ^ (z >> 27)).wrapping_mul(0x94d0_49bb_1331_11eb);
-    z ^ (z >> 31)
-}
+/// One step of SplitMix64 (defined once, in `nnc-spec`, for the compiler
+/// and the runtime).
+pub use nnc_spec::hash::splitmix64;
 
 /// xoshiro256++ generator.
 ///

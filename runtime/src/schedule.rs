@@ -10,6 +10,8 @@
 
 use thiserror::Error;
 
+use crate::model::{ScheduleSpec, TrainSpec};
+
 /// A learning-rate schedule.
 #[derive(Debug, Clone, PartialEq)]
 pub enum Schedule {
@@ -144,6 +146,28 @@ fn check_gamma(gamma: f32) -> Result<(), ScheduleError> {
         Ok(())
     } else {
         Err(ScheduleError::BadGamma(gamma))
+    }
+}
+
+/// The concrete schedule for a run of `total_steps` optimizer steps.
+pub fn schedule_of(train: &TrainSpec, total_steps: u64) -> Schedule {
+    let after_warmup = total_steps.saturating_sub(train.warmup).max(1);
+    let inner = match train.schedule {
+        ScheduleSpec::Constant => Schedule::Constant,
+        ScheduleSpec::Step { every, gamma } => Schedule::Step {
+            step_size: every,
+            gamma,
+        },
+        ScheduleSpec::Exponential { gamma } => Schedule::Exponential { gamma },
+        ScheduleSpec::Cosine { min_lr } => Schedule::Cosine {
+            total_steps: after_warmup,
+            min_lr,
+        },
+    };
+    if train.warmup > 0 {
+        inner.with_warmup(train.warmup)
+    } else {
+        inner
     }
 }
 

@@ -197,7 +197,7 @@ fn resume_is_bit_for_bit_at_epoch_ends_and_mid_epoch() {
     assert!(!h2.finished);
     assert_eq!((h2.steps, h2.epochs.len()), (per_epoch + 7, 1));
     let mid =
-        checkpoint::load_training(&last, SYN.params, &mut model.params.clone(), None).unwrap();
+        checkpoint::load_training(&last, &SYN.params, &mut model.params.clone(), None).unwrap();
     let loader = mid.meta.loader.unwrap();
     assert_eq!(
         (mid.meta.step, loader.epoch, loader.position),
@@ -222,7 +222,7 @@ fn resume_is_bit_for_bit_at_epoch_ends_and_mid_epoch() {
     // The final checkpoints agree too, and resuming a finished run is a no-op.
     let params_of = |p: &Path| {
         let mut buf = vec![0.0; SYN.param_count];
-        checkpoint::load_training(p, SYN.params, &mut buf, None).unwrap();
+        checkpoint::load_training(p, &SYN.params, &mut buf, None).unwrap();
         bits(&buf)
     };
     assert_eq!(
@@ -276,8 +276,8 @@ fn best_checkpoint_is_the_epoch_with_the_lowest_validation_loss() {
         .unwrap()
         .epoch;
     let mut buf = vec![0.0; SYN.param_count];
-    let best =
-        checkpoint::load_training(dir.0.join(BEST_CHECKPOINT), SYN.params, &mut buf, None).unwrap();
+    let best = checkpoint::load_training(dir.0.join(BEST_CHECKPOINT), &SYN.params, &mut buf, None)
+        .unwrap();
     assert_eq!(best.meta.epoch, best_epoch, "{h:#?}");
     assert!(
         best_epoch < 6,
@@ -298,8 +298,8 @@ fn best_checkpoint_is_the_epoch_with_the_lowest_validation_loss() {
     .unwrap();
     assert_eq!(stopped.epochs.len() as u64, best_epoch);
     assert_eq!(bits(&buf), bits(&shorter.params));
-    let last =
-        checkpoint::load_training(dir.0.join(LAST_CHECKPOINT), SYN.params, &mut buf, None).unwrap();
+    let last = checkpoint::load_training(dir.0.join(LAST_CHECKPOINT), &SYN.params, &mut buf, None)
+        .unwrap();
     assert_eq!(last.meta.epoch, 6);
     assert_eq!(bits(&buf), bits(&model.params));
     assert_eq!(last.meta.model_hash, "0000000000005151");

@@ -55,7 +55,7 @@ fn early_stopping_stops_and_restores_the_best_epoch_bit_for_bit() {
     let mut saved = vec![0.0; SYN.param_count];
     nnc_runtime::checkpoint::load_training(
         dir.0.join(BEST_CHECKPOINT),
-        SYN.params,
+        &SYN.params,
         &mut saved,
         None,
     )
@@ -64,7 +64,7 @@ fn early_stopping_stops_and_restores_the_best_epoch_bit_for_bit() {
     let mut last = vec![0.0; SYN.param_count];
     nnc_runtime::checkpoint::load_training(
         dir.0.join(LAST_CHECKPOINT),
-        SYN.params,
+        &SYN.params,
         &mut last,
         None,
     )

@@ -79,8 +79,12 @@ fn main() -> anyhow::Result<()> {
         epochs: args.epochs,
         ..FitOptions::default()
     };
-    fit(&mut model, &TrainData::new(&train).with_validation(&test), &opts)
-        .context("training")?;
+    fit(
+        &mut model,
+        &TrainData::new(&train).with_validation(&test),
+        &opts,
+    )
+    .context("training")?;
     let eval = evaluate(&mut model, &test)?;
     println!(
         "final held-out token accuracy {:.2}% on {} sequences",

@@ -16,7 +16,7 @@ fn label_names<'a>(
     let LossKind::Classification { label, .. } = spec.loss.kind else {
         return None;
     };
-    classes.get(spec.inputs.get(label)?.name).map(|n| &n[..])
+    classes.get(&*spec.inputs.get(label)?.name).map(|n| &n[..])
 }
 
 /// Loss, every metric, and the confusion matrix of a classifier.
@@ -135,7 +135,7 @@ pub fn predictions_csv(
             }
         }
         LossKind::Regression { target } => {
-            let name = spec.inputs.get(target).map_or("prediction", |i| i.name);
+            let name = spec.inputs.get(target).map_or("prediction", |i| &*i.name);
             let w = scores.width;
             let header: Vec<String> = (0..w)
                 .map(|j| {

@@ -171,10 +171,10 @@ fn csv_mapping(
         Use::Predict => i.predict,
     };
     let add = |opts: CsvOptions, input: &InputSpec, select: Select| match input.kind {
-        InputKind::Features => opts.numbers(input.name, select),
-        InputKind::Labels { .. } | InputKind::Tokens { .. } => match classes.get(input.name) {
-            Some(names) => opts.classes_named(input.name, select, names.clone()),
-            None => opts.classes(input.name, select),
+        InputKind::Features => opts.numbers(&input.name, select),
+        InputKind::Labels { .. } | InputKind::Tokens { .. } => match classes.get(&*input.name) {
+            Some(names) => opts.classes_named(&input.name, select, names.clone()),
+            None => opts.classes(&input.name, select),
         },
     };
     let mut mapped: Vec<&str> = Vec::new();
@@ -186,7 +186,7 @@ fn csv_mapping(
         };
         let name = name.trim();
         let Some(input) = spec.inputs.iter().find(|i| i.name == name) else {
-            let names: Vec<&str> = spec.inputs.iter().map(|i| i.name).collect();
+            let names: Vec<&str> = spec.inputs.iter().map(|i| &*i.name).collect();
             return Err(AppError::Usage(format!(
                 "--column `{c}`: model `{}` has no input `{name}` (it has {})",
                 spec.name,
@@ -196,18 +196,18 @@ fn csv_mapping(
         if wanted(input) {
             opts = add(opts, input, selection(sel));
         }
-        mapped.push(input.name);
+        mapped.push(&input.name);
     }
     let sup = supervision(spec).map(|i| &spec.inputs[i]);
     let first = first_row(&args.path, args.delimiter)?;
     let features: Vec<&InputSpec> = spec
         .inputs
         .iter()
-        .filter(|i| !mapped.contains(&i.name) && Some(i.name) != sup.map(|s| s.name))
+        .filter(|i| !mapped.contains(&&*i.name) && Some(&*i.name) != sup.map(|s| &*s.name))
         .filter(|i| wanted(i))
         .filter(|i| !matches!(i.kind, InputKind::Labels { .. }))
         .collect();
-    if let Some(sup) = sup.filter(|s| !mapped.contains(&s.name)) {
+    if let Some(sup) = sup.filter(|s| !mapped.contains(&&*s.name)) {
         let select = args
             .label
             .as_deref()
@@ -235,7 +235,7 @@ fn csv_mapping(
         [] => {}
         [one] => opts = add(opts, one, Select::Rest),
         many => {
-            let names: Vec<&str> = many.iter().map(|i| i.name).collect();
+            let names: Vec<&str> = many.iter().map(|i| &*i.name).collect();
             return Err(AppError::Usage(format!(
                 "model `{}` has inputs {}: say which CSV columns feed each, with \
                  --column INPUT=COLUMNS (or `INPUT: COLUMNS` in the train block's csv(...))",

@@ -421,7 +421,7 @@ fn splits_partition_the_data() {
 
 fn input(name: &'static str, per_sample: usize, kind: InputKind) -> InputSpec {
     InputSpec {
-        name,
+        name: std::borrow::Cow::Borrowed(name),
         per_sample,
         kind,
         predict: !matches!(kind, InputKind::Labels { .. }),
@@ -431,7 +431,7 @@ fn input(name: &'static str, per_sample: usize, kind: InputKind) -> InputSpec {
 /// A model spec with these inputs (leaked: specs are `'static`).
 fn spec(inputs: Vec<InputSpec>) -> &'static ModelSpec {
     Box::leak(Box::new(ModelSpec {
-        inputs: Box::leak(inputs.into_boxed_slice()),
+        inputs: std::borrow::Cow::Owned(inputs),
         ..crate::model::tests::empty_spec()
     }))
 }

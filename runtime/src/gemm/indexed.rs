@@ -5,8 +5,8 @@ use super::kernel::avx2;
 use super::kernel::Isa;
 
 /// Columns of B that [`indexed`] reads per block: the value the shared
-/// scratch sizing (`nnc_geometry::implicit`) pads the convolution buffers to.
-pub(crate) const INDEXED_BLOCK: usize = nnc_geometry::implicit::INDEXED_BLOCK;
+/// scratch sizing (`nnc_spec::conv::implicit`) pads the convolution buffers to.
+pub(crate) const INDEXED_BLOCK: usize = nnc_spec::conv::implicit::INDEXED_BLOCK;
 
 /// The operands of [`indexed`]: matrices whose rows start at arbitrary
 /// offsets of a slice, so a convolution can multiply its receptive fields

@@ -6,7 +6,7 @@
 //! variance to cancellation; nothing is allocated.
 //!
 //! Dropout's mask is a pure function of (seed, step, layer salt, global
-//! element index) through the splitmix64 hash below: the same bits as the
+//! element index) through the splitmix64 hash of `nnc_spec::hash`: the same bits as the
 //! compiler's interpreter (`nnc_compiler::ops::norm`), so generated code and
 //! the f64 oracle drop the same elements, and a data-parallel shard (which
 //! passes the global index of its first sample in [`StepKey::offset`]) draws
@@ -14,36 +14,7 @@
 
 use crate::model::StepKey;
 
-/// splitmix64's finaliser: a bijective mix of 64 bits.
-#[inline]
-pub fn mix(mut z: u64) -> u64 {
-    z = z.wrapping_add(0x9E37_79B9_7F4A_7C15);
-    z = (z ^ (z >> 30)).wrapping_mul(0xBF58_476D_1CE4_E5B9);
-    z = (z ^ (z >> 27)).wrapping_mul(0x94D0_49BB_1331_11EB);
-    z ^ (z >> 31)
-}
-
-/// The per-step, per-layer key of a dropout mask.
-#[inline]
-pub fn dropout_key(seed: u64, step: u64, salt: u64) -> u64 {
-    mix(mix(seed ^ salt.rotate_left(32)) ^ step)
-}
-
-/// The threshold a drop probability compares against: an element is kept
-/// when the top 53 bits of its hash are at least `rate · 2^53`. The one
-/// place the runtime derives it (the compiler's interpreter has the same
-/// function, `nnc_compiler::ops::norm::dropout_threshold`).
-#[inline]
-pub fn dropout_threshold(rate: f64) -> u64 {
-    (rate * 9_007_199_254_740_992.0) as u64
-}
-
-/// Whether the element at global flat index `index` survives: the top 53
-/// bits of its hash are at least `threshold` ([`dropout_threshold`]).
-#[inline]
-pub fn dropout_keep(key: u64, index: u64, threshold: u64) -> bool {
-    (mix(key ^ index) >> 11) >= threshold
-}
+pub use nnc_spec::hash::{dropout_keep, dropout_key, dropout_threshold, mix};
 
 /// Inverted dropout of a shard: `x` holds whole samples of `per_sample`
 /// values, the first being global sample `key.offset`. Each element is

@@ -345,7 +345,9 @@ mod tests;
 pub use adagrad::Adagrad;
 pub use adam::Adam;
 pub use clip::clip_grad_norm;
-pub use config::{AdagradConfig, AdamConfig, OptimizerConfig, RmspropConfig, SgdConfig};
+pub use config::{
+    build, AdagradConfig, AdamConfig, Build, ConfigError, OptimizerConfig, RmspropConfig, SgdConfig,
+};
 pub use rmsprop::Rmsprop;
 pub use sgd::Sgd;
 

@@ -149,7 +149,7 @@ fn feature_slot(spec: &crate::ModelSpec, input: usize) -> Option<usize> {
 #[derive(Debug, Clone, PartialEq)]
 pub struct Prediction {
     /// The output's declared name.
-    pub name: &'static str,
+    pub name: String,
     /// Values per sample.
     pub width: usize,
     /// `rows × width` values, sample after sample.
@@ -179,7 +179,7 @@ pub fn predict<M: Model + ?Sized>(
         .outputs
         .iter()
         .map(|o| Prediction {
-            name: o.name,
+            name: o.name.to_string(),
             width: o.per_sample,
             values: vec![0.0; n * o.per_sample],
         })

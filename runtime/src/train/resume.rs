@@ -24,7 +24,7 @@ pub(super) fn check_buffers<M: Model + ?Sized>(model: &M) -> Result<(), FitError
         model: spec.name.to_string(),
         reason,
     };
-    crate::params::validate_layout(spec.params, spec.param_count)
+    crate::params::validate_layout(&spec.params, spec.param_count)
         .map_err(|e| unsupported(format!("invalid parameter table: {e}")))?;
     let len = model.params().len();
     if len != spec.param_count {

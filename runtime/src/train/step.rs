@@ -57,9 +57,9 @@ impl Trainer {
         ranks: usize,
     ) -> Result<Self, FitError> {
         check_train(train)?;
-        let schedule = train.schedule(total_steps);
+        let schedule = crate::schedule::schedule_of(train, total_steps);
         schedule.validate()?;
-        let optimizer = train.optimizer.build(model.spec().param_count)?;
+        let optimizer = crate::optim::build(&train.optimizer, model.spec().param_count)?;
         let decay = match train.optimizer {
             OptimizerConfig::AdamW(_) => 0.0,
             _ => train.weight_decay,

@@ -54,13 +54,13 @@ macro_rules! logreg_spec {
             $k,
             &[
                 InputSpec {
-                    name: "x",
+                    name: Cow::Borrowed("x"),
                     per_sample: $d,
                     kind: InputKind::Features,
                     predict: true,
                 },
                 InputSpec {
-                    name: "y",
+                    name: Cow::Borrowed("y"),
                     per_sample: 1,
                     kind: InputKind::Labels { classes: $k },
                     predict: false,
@@ -87,17 +87,17 @@ macro_rules! logreg_spec {
                 },
             ];
             ModelSpec {
-                name: "LogReg",
-                source: "runtime/tests/fit.rs",
+                name: Cow::Borrowed("LogReg"),
+                source: Cow::Borrowed("runtime/tests/fit.rs"),
                 hash: $hash,
-                params: PARAMS,
-                inits: &[Init::Zeros, Init::Zeros],
+                params: Cow::Borrowed(PARAMS),
+                inits: Cow::Borrowed(&[Init::Zeros, Init::Zeros]),
                 param_count: D * K + K,
-                inputs: $inputs,
-                outputs: &[OutputSpec {
-                    name: "probs",
+                inputs: Cow::Borrowed($inputs),
+                outputs: Cow::Borrowed(&[OutputSpec {
+                    name: Cow::Borrowed("probs"),
                     per_sample: K,
-                }],
+                }]),
                 // The label is the last input of every variant.
                 loss: LossSpec {
                     kind: LossKind::Classification {
@@ -124,19 +124,19 @@ logreg_spec!(
     3,
     &[
         InputSpec {
-            name: "x",
+            name: Cow::Borrowed("x"),
             per_sample: 4,
             kind: InputKind::Features,
             predict: true,
         },
         InputSpec {
-            name: "z",
+            name: Cow::Borrowed("z"),
             per_sample: 4,
             kind: InputKind::Features,
             predict: true,
         },
         InputSpec {
-            name: "y",
+            name: Cow::Borrowed("y"),
             per_sample: 1,
             kind: InputKind::Labels { classes: 3 },
             predict: false,
@@ -330,35 +330,35 @@ impl Model for LogReg {
 // ------------------------------------------------------------------ the probe
 
 pub static PROBE: ModelSpec = ModelSpec {
-    name: "Probe",
-    source: "runtime/tests/fit.rs",
+    name: Cow::Borrowed("Probe"),
+    source: Cow::Borrowed("runtime/tests/fit.rs"),
     hash: 0x9999,
-    params: &[ParamSpec {
+    params: Cow::Borrowed(&[ParamSpec {
         name: Cow::Borrowed("p"),
         shape: Cow::Borrowed(&[3]),
         offset: 0,
         len: 3,
-    }],
-    inits: &[Init::Zeros],
+    }]),
+    inits: Cow::Borrowed(&[Init::Zeros]),
     param_count: 3,
-    inputs: &[
+    inputs: Cow::Borrowed(&[
         InputSpec {
-            name: "x",
+            name: Cow::Borrowed("x"),
             per_sample: 1,
             kind: InputKind::Features,
             predict: true,
         },
         InputSpec {
-            name: "y",
+            name: Cow::Borrowed("y"),
             per_sample: 1,
             kind: InputKind::Labels { classes: 2 },
             predict: false,
         },
-    ],
-    outputs: &[OutputSpec {
-        name: "score",
+    ]),
+    outputs: Cow::Borrowed(&[OutputSpec {
+        name: Cow::Borrowed("score"),
         per_sample: 2,
-    }],
+    }]),
     loss: LossSpec {
         kind: LossKind::Other,
         scores: 0,

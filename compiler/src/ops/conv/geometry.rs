@@ -226,9 +226,9 @@ impl Geom {
         }
     }
 
-    /// The runtime's `conv::Conv2d` (defined in `nnc-geometry`).
-    pub(super) fn conv2d(&self) -> nnc_geometry::Conv2d {
-        nnc_geometry::Conv2d {
+    /// The runtime's `conv::Conv2d` (defined in `nnc-spec`).
+    pub(super) fn conv2d(&self) -> nnc_spec::Conv2d {
+        nnc_spec::Conv2d {
             c: self.c,
             h: self.h,
             w: self.w,
@@ -247,7 +247,7 @@ impl Geom {
     /// the im2col column matrix, or for stride 1 the larger of that and the
     /// implicit products' buffers. The runtime's formula
     /// (`nnc_runtime::conv::Conv2d::scratch_len`, which asserts it got
-    /// enough), shared through `nnc-geometry`: the compiler does not link
+    /// enough), shared through `nnc-spec`: the compiler does not link
     /// the runtime.
     pub(super) fn scratch(&self) -> usize {
         self.conv2d().scratch_len()

@@ -8,8 +8,8 @@ use std::arch::x86_64::*;
 const MR: usize = 6;
 const NR: usize = 16;
 // The indexed product runs these tiles; the convolution's scratch sizing
-// (`nnc_geometry::implicit`, shared with the compiler) assumes them.
-const _: () = assert!(MR == nnc_geometry::implicit::TILE_ROWS);
+// (`nnc_spec::conv::implicit`, shared with the compiler) assumes them.
+const _: () = assert!(MR == nnc_spec::conv::implicit::TILE_ROWS);
 const _: () = assert!(NR == INDEXED_BLOCK);
 
 /// `6 x 16` tiles: 12 accumulators, 2 B loads and 1 A broadcast in the

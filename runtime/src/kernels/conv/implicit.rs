@@ -32,7 +32,7 @@ use std::cell::RefCell;
 
 use super::Conv2d;
 use crate::gemm::{self, Indexed, INDEXED_BLOCK};
-pub(super) use nnc_geometry::implicit::Plan;
+pub(super) use nnc_spec::conv::implicit::Plan;
 
 /// `off(tap)` for every tap `(c, ki, kj)` of a `[c, rows, cols]` image.
 fn offsets(g: &Conv2d, c: usize, rows: usize, cols: usize, out: &mut Vec<usize>) {

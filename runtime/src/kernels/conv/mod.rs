@@ -43,12 +43,12 @@ pub mod reference;
 pub use columns::{col2im, im2col};
 pub use pool::{avg_pool2d, avg_pool2d_grad, max_pool2d, max_pool2d_grad, Pool2d};
 
-/// The geometry of a 2-D convolution; defined in `nnc-geometry`, which the
+/// The geometry of a 2-D convolution; defined in `nnc-spec`, which the
 /// compiler shares to size the workspace (generated code names this path).
-pub use nnc_geometry::Conv2d;
+pub use nnc_spec::Conv2d;
 
-/// One output extent (see [`nnc_geometry::out_len`]).
-pub use nnc_geometry::out_len;
+/// One output extent (see [`nnc_spec::out_len`]).
+pub use nnc_spec::out_len;
 
 /// The implicit-GEMM plan, when `g` takes that path on this CPU.
 fn implicit_plan(g: &Conv2d) -> Option<implicit::Plan> {

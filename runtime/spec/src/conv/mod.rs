@@ -1,18 +1,14 @@
-//! `nnc-geometry`: the convolution geometry and scratch sizing shared by the
-//! compiler, which sizes the workspace, and the runtime, whose kernels carve
-//! it.
+//! The convolution geometry and scratch sizing, shared by the compiler,
+//! which sizes the workspace, and the runtime, whose kernels carve it.
 //!
 //! A convolution kernel of `nnc-runtime` works in a scratch region of the
 //! generated model's workspace, and the compiler's memory planner places
-//! that region, so both must agree on its length to the element. This crate
-//! is the one formula both call ([`Conv2d::scratch_len`], with the implicit
-//! GEMM's [`implicit::Plan`]). It has no dependencies: the compiler, and with
-//! it the `network!` proc macro, does not link the runtime (rayon, flate2,
-//! safetensors, ...). Only pure arithmetic lives here; anything that looks
-//! at the CPU or runs a kernel stays in `nnc-runtime` (which re-exports
-//! [`Conv2d`] as `nnc_runtime::conv::Conv2d`, the path generated code names).
-
-#![warn(missing_docs)]
+//! that region, so both must agree on its length to the element. This is
+//! the one formula both call ([`Conv2d::scratch_len`], with the implicit
+//! GEMM's [`implicit::Plan`]). Only pure arithmetic lives here; anything
+//! that looks at the CPU or runs a kernel stays in `nnc-runtime` (which
+//! re-exports [`Conv2d`] as `nnc_runtime::conv::Conv2d`, the path generated
+//! code names).
 
 pub mod implicit;
 
