@@ -13,7 +13,15 @@ fn main() {
     };
     let out_dir =
         std::path::PathBuf::from(std::env::var_os("OUT_DIR").expect("cargo sets OUT_DIR"));
-    for dir in ["examples/models", "compiler/tests/models", "tests/models"] {
+    // Every model, included under `#![deny(warnings)]` by tests/warnings.rs:
+    // generated code must compile warning-free in a user's crate.
+    let mut all = String::new();
+    for dir in [
+        "examples/models",
+        "compiler/tests/models",
+        "tests/models",
+        "compiler/tests/diagnostics/ok",
+    ] {
         println!("cargo:rerun-if-changed={dir}");
         let mut files: Vec<_> = std::fs::read_dir(dir)
             .unwrap_or_else(|e| panic!("{dir}: {e}"))
@@ -22,15 +30,35 @@ fn main() {
             .collect();
         files.sort();
         for path in files {
+            let stem = path.file_stem().and_then(|s| s.to_str()).unwrap_or("model");
+            if dir.ends_with("/ok") {
+                // Models that check cleanly, written for the diagnostics
+                // suite: compiled only for the warnings test, under their own
+                // names.
+                let code = nnc_compiler::build::compile_to_string(Path::new(&path), &opts)
+                    .unwrap_or_else(|e| panic!("{e}"));
+                let file = format!("ok_{stem}.rs");
+                nnc_compiler::build::write_if_changed(&out_dir.join(&file), &code)
+                    .unwrap_or_else(|e| panic!("{e}"));
+                all.push_str(&format!(
+                    "pub mod ok_{stem} {{ include!(concat!(env!(\"OUT_DIR\"), \"/{file}\")); }}\n"
+                ));
+                continue;
+            }
             if let Err(e) = nnc_compiler::build::compile_with(Path::new(&path), &opts) {
                 panic!("{e}");
             }
+            all.push_str(&format!(
+                "pub mod {stem} {{ include!(concat!(env!(\"OUT_DIR\"), \"/{stem}.rs\")); }}\n"
+            ));
+            all.push_str(&format!("pub mod {stem}_o0 {{ include!(concat!(env!(\"OUT_DIR\"), \"/{stem}_o0.rs\")); }}\n"));
             // The unoptimised variant, for the -O0 == -O2 equivalence tests.
             let code = nnc_compiler::build::compile_to_string(Path::new(&path), &o0)
                 .unwrap_or_else(|e| panic!("{e}"));
-            let stem = path.file_stem().and_then(|s| s.to_str()).unwrap_or("model");
             nnc_compiler::build::write_if_changed(&out_dir.join(format!("{stem}_o0.rs")), &code)
                 .unwrap_or_else(|e| panic!("{e}"));
         }
     }
+    nnc_compiler::build::write_if_changed(&out_dir.join("all_models.rs"), &all)
+        .unwrap_or_else(|e| panic!("{e}"));
 }

@@ -1,8 +1,12 @@
-//! `train_step`, `loss` and `predict` of generated code allocate nothing
+//! `train_step`, `loss`, `loss_with_scores`, `predict` and `predict_scores`
+//! of generated code, and the shared training step (`Trainer` fed by a
+//! `Batcher`, as `fit` runs it) for every kind of loss, allocate nothing
 //! after the first call: a counting global allocator watches them.
 
+use nnc::runtime::data::{Batcher, Binding, Column, Dataset};
+use nnc::runtime::optim::Build;
 use nnc::runtime::parallel::{StepRunner, Strategy};
-use nnc::runtime::{Batch, Model};
+use nnc::runtime::{Batch, Model, Trainer};
 use std::alloc::{GlobalAlloc, Layout, System};
 use std::sync::atomic::{AtomicUsize, Ordering};
 
@@ -21,6 +25,15 @@ mod norm_net {
 
 mod transformer {
     nnc::include_model!("transformer");
+}
+mod regression {
+    nnc::include_model!("regression");
+}
+mod binary {
+    nnc::include_model!("binary");
+}
+mod two_inputs {
+    nnc::include_model!("two_inputs");
 }
 
 struct Counting;
@@ -51,17 +64,25 @@ fn allocations(f: impl FnOnce()) -> usize {
     ALLOCATIONS.load(Ordering::SeqCst) - before
 }
 
+/// Every entry point once; `read` are the inputs `predict` reads.
 fn steps<M: Model>(
     model: &mut M,
     inputs: &[&[f32]],
     labels: &[&[u32]],
+    read: &[&[f32]],
     outputs: &mut [&mut [f32]],
 ) {
     let batch = Batch { inputs, labels };
     let loss = model.train_step(&batch).expect("valid batch");
     assert!(loss.is_finite());
     model.loss(&batch).expect("valid batch");
-    model.predict(inputs, outputs).expect("valid batch");
+    // A scores buffer on the stack: big enough for every model here.
+    let mut scores = [0.0f32; 16 * 10 * 3];
+    let rows = inputs[0].len() / model.spec().inputs[0].per_sample;
+    let scores = &mut scores[..rows * model.spec().loss.scores];
+    model.loss_with_scores(&batch, scores).expect("valid batch");
+    model.predict_scores(read, scores).expect("valid batch");
+    model.predict(read, outputs).expect("valid batch");
 }
 
 // One test function: the counter is global, and tests in one binary run on
@@ -76,10 +97,22 @@ fn generated_steps_do_not_allocate_after_the_first_call() {
     let digit: Vec<u32> = (0..32).map(|i| i % 10).collect();
     let mut probs = vec![0.0f32; 10 * 32];
     let mut model = mnist_mlp::MnistMlp::new(32);
-    steps(&mut model, &[&image], &[&digit], &mut [&mut probs]);
+    steps(
+        &mut model,
+        &[&image],
+        &[&digit],
+        &[&image],
+        &mut [&mut probs],
+    );
     let n = allocations(|| {
         for _ in 0..3 {
-            steps(&mut model, &[&image], &[&digit], &mut [&mut probs]);
+            steps(
+                &mut model,
+                &[&image],
+                &[&digit],
+                &[&image],
+                &mut [&mut probs],
+            );
         }
     });
     assert_eq!(n, 0, "MnistMlp allocated {n} times in 3 steps");
@@ -89,15 +122,29 @@ fn generated_steps_do_not_allocate_after_the_first_call() {
     let y = vec![1u32; 5];
     let mut out = vec![0.0f32; 4 * 5];
     let mut model = every_op::EveryOp::new(5);
-    steps(&mut model, &[&x, &target], &[&y], &mut [&mut out]);
-    let n = allocations(|| steps(&mut model, &[&x, &target], &[&y], &mut [&mut out]));
+    steps(&mut model, &[&x, &target], &[&y], &[&x], &mut [&mut out]);
+    let n = allocations(|| steps(&mut model, &[&x, &target], &[&y], &[&x], &mut [&mut out]));
     assert_eq!(n, 0, "EveryOp allocated {n} times in one step");
     let image = vec![0.25f32; 100 * 4];
     let digit = vec![1u32; 4];
     let mut probs = vec![0.0f32; 4 * 4];
     let mut model = conv_net::ConvNet::new(4);
-    steps(&mut model, &[&image], &[&digit], &mut [&mut probs]);
-    let n = allocations(|| steps(&mut model, &[&image], &[&digit], &mut [&mut probs]));
+    steps(
+        &mut model,
+        &[&image],
+        &[&digit],
+        &[&image],
+        &mut [&mut probs],
+    );
+    let n = allocations(|| {
+        steps(
+            &mut model,
+            &[&image],
+            &[&digit],
+            &[&image],
+            &mut [&mut probs],
+        )
+    });
     assert_eq!(n, 0, "ConvNet allocated {n} times in one step");
     // Batch norm and dropout: the training step with its statistics and
     // running update, and inference with the running statistics.
@@ -110,15 +157,43 @@ fn generated_steps_do_not_allocate_after_the_first_call() {
     let digit = vec![1u32; 4];
     let mut probs = vec![0.0f32; 3 * 4];
     let mut model = norm_net::NormNet::new(4);
-    steps(&mut model, &[&image], &[&digit], &mut [&mut probs]);
-    let n = allocations(|| steps(&mut model, &[&image], &[&digit], &mut [&mut probs]));
+    steps(
+        &mut model,
+        &[&image],
+        &[&digit],
+        &[&image],
+        &mut [&mut probs],
+    );
+    let n = allocations(|| {
+        steps(
+            &mut model,
+            &[&image],
+            &[&digit],
+            &[&image],
+            &mut [&mut probs],
+        )
+    });
     assert_eq!(n, 0, "NormNet allocated {n} times in one step");
     let tokens: Vec<f32> = (0..16 * 3).map(|i| (i % 10) as f32).collect();
     let reversed: Vec<u32> = (0..16 * 3).map(|i| 9 - i % 10).collect();
     let mut logits = vec![0.0f32; 16 * 10 * 3];
     let mut model = transformer::Transformer::new(3);
-    steps(&mut model, &[&tokens], &[&reversed], &mut [&mut logits]);
-    let n = allocations(|| steps(&mut model, &[&tokens], &[&reversed], &mut [&mut logits]));
+    steps(
+        &mut model,
+        &[&tokens],
+        &[&reversed],
+        &[&tokens],
+        &mut [&mut logits],
+    );
+    let n = allocations(|| {
+        steps(
+            &mut model,
+            &[&tokens],
+            &[&reversed],
+            &[&tokens],
+            &mut [&mut logits],
+        )
+    });
     assert_eq!(n, 0, "Transformer allocated {n} times in one step");
 
     // The parallel runner with Adam: data parallel (four shards on two
@@ -210,6 +285,75 @@ fn generated_steps_do_not_allocate_after_the_first_call() {
     });
     assert_eq!(n, 0, "NormNet's runner allocated {n} times in 5 steps");
 
+    // The one training step `fit` takes, for every kind of loss: the
+    // Batcher gathers a shuffled batch into its buffers and the Trainer
+    // steps (data parallel, Adam with the deferred gradient sum).
+    trainer_steps_allocate_nothing(&pool, regression::Regression::new(16), || {
+        Dataset::new(vec![
+            Column::f32(
+                "x",
+                &[3],
+                (0..64 * 3).map(|i| (i % 7) as f32 / 7.0).collect(),
+            ),
+            Column::f32("y", &[1], (0..64).map(|i| (i % 5) as f32).collect()),
+        ])
+    });
+    trainer_steps_allocate_nothing(&pool, binary::Binary::new(16), || {
+        Dataset::new(vec![
+            Column::f32(
+                "x",
+                &[2],
+                (0..64 * 2).map(|i| (i % 9) as f32 / 9.0).collect(),
+            ),
+            Column::f32("inside", &[1], (0..64).map(|i| (i % 2) as f32).collect()),
+        ])
+    });
+    trainer_steps_allocate_nothing(&pool, two_inputs::TwoInputs::new(16), || {
+        Dataset::new(vec![
+            Column::f32("a", &[4], (0..64 * 4).map(|i| (i % 5) as f32).collect()),
+            Column::f32("b", &[3], (0..64 * 3).map(|i| (i % 3) as f32).collect()),
+            Column::classes("y", &[], (0..64).map(|i| i % 3).collect(), 3),
+        ])
+    });
+
     // The counter does count: a Vec allocates.
     assert!(allocations(|| drop(std::hint::black_box(vec![1u8; 16]))) >= 1);
+}
+
+/// Ten warm-up steps, then five measured, of the shared training step on
+/// batches of 16 gathered from `data` in a shuffled order.
+fn trainer_steps_allocate_nothing<M: Model>(
+    pool: &rayon::ThreadPool,
+    mut model: M,
+    data: impl FnOnce() -> Result<Dataset, nnc::runtime::data::DataError>,
+) {
+    let data = data().unwrap();
+    let name = model.spec().name.to_string();
+    let binding = Binding::for_training(model.spec(), &data, "data").unwrap();
+    let mut batcher = Batcher::new(binding, 16);
+    let strategy = Strategy::Data { shards: Some(2) };
+    let mut trainer = pool.install(|| Trainer::single(&model, 16, 1000, strategy).unwrap());
+    let order: Vec<usize> = (0..64).map(|i| (i * 37) % 64).collect();
+    let n = pool.install(|| {
+        let mut step = |i: usize| {
+            let at = (i * 16) % 64;
+            batcher.gather(&data, &order[at..at + 16]).unwrap();
+            let loss = batcher
+                .with_batch(0..16, |b| trainer.step(&mut model, b))
+                .expect("valid batch");
+            assert!(loss.is_finite());
+        };
+        for i in 0..10 {
+            step(i);
+        }
+        allocations(|| {
+            for i in 10..15 {
+                step(i);
+            }
+        })
+    });
+    assert_eq!(
+        n, 0,
+        "{name}: the shared training step allocated {n} times in 5 steps"
+    );
 }

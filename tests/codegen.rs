@@ -115,7 +115,7 @@ fn compare<M: Model>(model: &mut M, path: &str, batch: usize, seed: u64) -> Vec<
     }
     // The generated model initialised its own parameters; the interpreter
     // gets the same values.
-    for p in model.spec().params {
+    for p in model.spec().params.iter() {
         let v: Vec<f64> = model.params()[p.range()]
             .iter()
             .map(|&x| f64::from(x))
@@ -151,12 +151,38 @@ fn compare<M: Model>(model: &mut M, path: &str, batch: usize, seed: u64) -> Vec<
         .iter()
         .map(|o| vec![0.0; tg.graph.ty(o.node).shape.numel(batch)])
         .collect();
+    // predict reads only the inputs its outputs (or the loss's prediction)
+    // depend on.
+    let read: Vec<&[f32]> = model
+        .spec()
+        .inputs
+        .iter()
+        .filter(|i| i.kind.is_fed_as_feature())
+        .zip(&fs)
+        .filter(|(i, _)| i.predict)
+        .map(|(_, x)| *x)
+        .collect();
     let mut slots: Vec<&mut [f32]> = outputs.iter_mut().map(|v| v.as_mut_slice()).collect();
-    assert_eq!(model.predict(&fs, &mut slots).unwrap(), batch);
+    assert_eq!(model.predict(&read, &mut slots).unwrap(), batch);
     for (o, got) in net.outputs.iter().zip(&outputs) {
         out.push((
             format!("predict {}", o.name),
             rel_err(got, values.get(o.node)),
+        ));
+    }
+    // The loss's prediction, with labels and without.
+    if let Some(s) = tg.scores {
+        let mut scores = vec![0.0f32; model.spec().loss.scores * batch];
+        model.loss_with_scores(&b, &mut scores).unwrap();
+        out.push((
+            "loss_with_scores".to_string(),
+            rel_err(&scores, values.get(s)),
+        ));
+        scores.fill(0.0);
+        model.predict_scores(&read, &mut scores).unwrap();
+        out.push((
+            "predict_scores".to_string(),
+            rel_err(&scores, values.get(s)),
         ));
     }
     out
@@ -172,7 +198,8 @@ fn assert_close(errors: Vec<(String, f64)>) {
 fn mnist_mlp_generated_code_equals_the_interpreter() {
     let mut model = mnist_mlp::MnistMlp::new(16);
     let errors = compare(&mut model, "examples/models/mnist_mlp.nn", 16, 1);
-    assert_eq!(errors.len(), 1 + 6 + 1 + 1);
+    // The loss, 6 gradients, the loss again, the output, both scores.
+    assert_eq!(errors.len(), 1 + 6 + 1 + 1 + 2);
     assert_close(errors);
     // A smaller batch than the workspace was built for.
     assert_close(compare(&mut model, "examples/models/mnist_mlp.nn", 3, 2));
@@ -249,8 +276,9 @@ fn transformer_generated_code_equals_the_interpreter() {
     let path = "examples/models/transformer.nn";
     for (batch, seed) in [(4, 1), (1, 2)] {
         let errors = compare(&mut model, path, batch, seed);
-        // The loss, 38 parameter gradients, the loss again and the logits.
-        assert_eq!(errors.len(), 1 + 38 + 1 + 1);
+        // The loss, 38 parameter gradients, the loss again, the logits and
+        // the loss's prediction (the logits) with and without labels.
+        assert_eq!(errors.len(), 1 + 38 + 1 + 1 + 2);
         assert_close(errors);
         assert_close(compare(&mut o0, path, batch, seed));
     }
@@ -280,7 +308,7 @@ fn token_ids_out_of_range_are_rejected() {
     for (bad, shown) in [(10.0, "10"), (-1.0, "-1"), (2.5, "2.5"), (f32::NAN, "NaN")] {
         tokens[17] = bad;
         let want = StepError::Token {
-            name: "tokens",
+            name: std::borrow::Cow::Borrowed("tokens"),
             index: 17,
             value: shown.to_string(),
             classes: 10,
@@ -291,7 +319,7 @@ fn token_ids_out_of_range_are_rejected() {
     }
     assert_eq!(
         StepError::Token {
-            name: "tokens",
+            name: std::borrow::Cow::Borrowed("tokens"),
             index: 17,
             value: "10".into(),
             classes: 10

@@ -62,6 +62,6 @@ fn mnist_mlp_has_the_size_and_cost_of_784_128_128_10() {
     // Backward costs about twice the forward pass (two matmuls per layer).
     assert!(backward > 2 * matmul - 2 * 784 * 128 && backward < 2 * forward + 2000);
     let cfg = module.train_config("MnistMlp");
-    assert_eq!(cfg.batch, nnc::compiler::lower::BatchSize::Size(128));
-    assert_eq!(cfg.optimizer.lr(), 1e-3);
+    assert_eq!(cfg.spec.batch, nnc::compiler::lower::BatchSpec::Size(128));
+    assert_eq!(cfg.spec.lr, 1e-3);
 }

@@ -10,7 +10,7 @@ use nnc::compiler::interp::evaluate_at;
 use nnc::compiler::lower::{InputKind, Network};
 use nnc::compiler::ops::{StepKey as IKey, Tensor};
 use nnc::compiler::{check_source, SourceFile};
-use nnc::runtime::data::{Dataset, Labels};
+use nnc::runtime::data::{Column, Dataset};
 use nnc::runtime::parallel::{StepRunner, Strategy};
 use nnc::runtime::{fit, Batch, FitOptions, Model, StepKey, TrainData};
 use std::collections::HashMap;
@@ -80,7 +80,7 @@ fn data<M: Model>(model: &M, net: &Network, batch: usize, seed: u64) -> Data {
             }
         }
     }
-    for p in model.spec().params {
+    for p in model.spec().params.iter() {
         let v = model.params()[p.range()].iter().map(|&x| f64::from(x));
         d.bindings.insert(
             p.name.to_string(),
@@ -267,14 +267,10 @@ fn stats_data(n: usize) -> Dataset {
         .map(|i| rng.unit() * (1.0 + (i % 3) as f32) + (i % 3) as f32)
         .collect();
     let y: Vec<u32> = (0..n as u32).map(|i| i % 2).collect();
-    Dataset::new(
-        x,
-        vec![3],
-        Labels::Classes {
-            values: y,
-            num_classes: 2,
-        },
-    )
+    Dataset::new(vec![
+        Column::f32("x", &[3], x),
+        Column::classes("y", &[], y, 2),
+    ])
     .unwrap()
 }
 
@@ -297,10 +293,8 @@ fn naive_running(batches: &[&[f32]], momentum: f64) -> (Vec<f64>, Vec<f64>) {
 #[test]
 fn running_statistics_follow_naive_f64_loops() {
     let data = stats_data(40);
-    let x = data.features();
-    let Labels::Classes { values: y, .. } = data.labels() else {
-        panic!("class labels");
-    };
+    let x = data.f32_values("x").unwrap();
+    let y = data.class_values("y").unwrap();
     // Direct training steps on batches of 4, 5, 6, 7 and 8 rows.
     let mut model = stats_net::StatsNet::new(8);
     let mut batches: Vec<&[f32]> = Vec::new();

@@ -6,6 +6,7 @@
 
 use nnc::runtime::collective::Collective;
 use nnc::runtime::data::load_mnist;
+use nnc::runtime::optim::Build;
 use nnc::runtime::parallel::{Resolved, StepRunner, Strategy};
 use nnc::runtime::{fit, Batch, FitOptions, Model, TrainData};
 
@@ -23,7 +24,7 @@ mod mnist_bn_dropout {
 fn train_set() -> nnc::runtime::data::Dataset {
     let dir = concat!(env!("CARGO_MANIFEST_DIR"), "/data/mnist-10k");
     let mnist = load_mnist(dir).expect("bundled MNIST");
-    let train = mnist.train.with_sample_shape(vec![784]).unwrap();
+    let train = mnist.train;
     let first: Vec<usize> = (0..1280).collect();
     train.subset(&first).unwrap()
 }
@@ -77,10 +78,8 @@ fn intra_op_is_bit_identical_on_any_thread_count() {
 fn sharded_gradient_equals_the_whole_batch_gradient() {
     let train = train_set();
     let rows = 103;
-    let x = &train.features()[..rows * 784];
-    let nnc::runtime::data::Labels::Classes { values, .. } = train.labels() else {
-        panic!("class labels");
-    };
+    let x = &train.f32_values("image").unwrap()[..rows * 784];
+    let values = train.class_values("label").unwrap();
     let y = &values[..rows];
     let model = MnistMlp::new(128);
     let batch = Batch {
@@ -112,9 +111,7 @@ fn sharded_gradient_equals_the_whole_batch_gradient() {
 fn update_with_deferred_sum_equals_step_then_optimizer() {
     use nnc::runtime::optim::{AdamConfig, OptimizerConfig, RmspropConfig, SgdConfig};
     let train = train_set();
-    let nnc::runtime::data::Labels::Classes { values, .. } = train.labels() else {
-        panic!("class labels");
-    };
+    let values = train.class_values("label").unwrap();
     let configs = [
         OptimizerConfig::Adam(AdamConfig::default()),
         OptimizerConfig::Sgd(SgdConfig {
@@ -135,7 +132,9 @@ fn update_with_deferred_sum_equals_step_then_optimizer() {
                     for (i, rows) in [128, 128, 77, 128].into_iter().enumerate() {
                         let at = i * 128;
                         let batch = Batch {
-                            inputs: &[&train.features()[at * 784..(at + rows) * 784]],
+                            inputs: &[
+                                &train.f32_values("image").unwrap()[at * 784..(at + rows) * 784]
+                            ],
                             labels: &[&values[at..at + rows]],
                         };
                         let key = Default::default();
@@ -185,13 +184,11 @@ fn a_second_update_of_a_deferred_step_panics() {
 /// training digits.
 fn one_deferred_step() -> (MnistMlp, StepRunner) {
     let train = train_set();
-    let nnc::runtime::data::Labels::Classes { values, .. } = train.labels() else {
-        panic!("class labels");
-    };
+    let values = train.class_values("label").unwrap();
     let model = MnistMlp::new(128);
     let mut runner = StepRunner::new(&model, 128, Strategy::Data { shards: Some(2) });
     let batch = Batch {
-        inputs: &[&train.features()[..128 * 784]],
+        inputs: &[&train.f32_values("image").unwrap()[..128 * 784]],
         labels: &[&values[..128]],
     };
     runner

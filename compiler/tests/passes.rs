@@ -260,6 +260,7 @@ fn random_graph(choices: &[(u8, u8, u8)], seed: u64) -> (TrainingGraph, HashMap<
         params: vec![("w".into(), w, grads[1])],
         inputs: vec![("x".into(), x, grads[0])],
         outputs: vec![("last".into(), last)],
+        scores: None,
         states: Vec::new(),
         state_updates: Vec::new(),
     };

@@ -5,15 +5,17 @@
 //! model, ..)` through `impl Model`. Without those items every use would be
 //! a second error ("cannot find type `Foo`"), so for each `network Foo`
 //! found in the input the stand-in declares the same public surface with
-//! the same signatures — `FOO_SPEC`, `struct Foo`, `new`, `train_step`,
-//! `loss`, `predict` (one slice per input, label and output, in order) and
-//! `impl Model` — with bodies that panic (they never run: the crate does not
-//! compile). The signatures come from a scan of the tokens, not from the
-//! parser, so they are there even when the model has a syntax error.
+//! the same signatures — the surface code generation writes
+//! (`nnc_compiler::codegen::surface`), with one slice per input, label and
+//! output, in order — with bodies that panic (they never run: the crate
+//! does not compile). The signatures come from a scan of the tokens, not
+//! from the parser, so they are there even when the model has a syntax
+//! error.
 
+use nnc_compiler::codegen;
 pub use nnc_compiler::codegen::screaming;
 use proc_macro2::{Delimiter, Ident, TokenStream, TokenTree};
-use quote::{format_ident, quote};
+use quote::format_ident;
 
 /// What the scan finds of one network: its name and the names of its
 /// inputs, labels and outputs (only their number and kind matter).
@@ -85,101 +87,22 @@ fn stub(s: &Surface, rt: &TokenStream) -> TokenStream {
     let Some(ty) = &s.name else {
         return TokenStream::new();
     };
-    let spec = format_ident!("{}_SPEC", screaming(&ty.to_string()));
-    let name = ty.to_string();
-    let inputs = vec![quote!(_: &[f32]); s.inputs];
-    let labels = vec![quote!(_: &[u32]); s.labels];
-    let outputs = vec![quote!(_: &mut [f32]); s.outputs];
-    let why = format!("`{name}` did not compile (nnc reported why)");
-    let never = quote!(::core::panic!(#why));
-    quote! {
-        /// Stand-in for the spec of a network that did not compile.
-        #[allow(dead_code)]
-        pub static #spec: #rt::ModelSpec = #rt::ModelSpec {
-            name: #name,
-            source: "",
-            hash: 0,
-            params: &[],
-            inits: &[],
-            param_count: 0,
-            inputs: &[],
-            outputs: &[],
-            train: #rt::TrainSpec {
-                optimizer: #rt::optim::OptimizerConfig::Sgd(#rt::optim::SgdConfig {
-                    momentum: 0.0,
-                    dampening: 0.0,
-                    nesterov: false,
-                    weight_decay: 0.0,
-                }),
-                lr: 0.0,
-                batch: #rt::model::BatchSpec::Full,
-                epochs: 0,
-                schedule: #rt::model::ScheduleSpec::Constant,
-                warmup: 0,
-                weight_decay: 0.0,
-                seed: 0,
-            },
-        };
-
-        /// Stand-in for a network that did not compile.
-        #[allow(dead_code)]
-        pub struct #ty {
-            _not_compiled: (),
-        }
-
-        #[allow(dead_code, clippy::all)]
-        impl #ty {
-            pub fn new(_: usize) -> Self {
-                #never
-            }
-            pub fn train_step(&mut self, #(#inputs,)* #(#labels),*) -> ::core::result::Result<f32, #rt::StepError> {
-                #never
-            }
-            pub fn workspace_len(_: usize) -> usize {
-                #never
-            }
-            pub fn loss(&mut self, #(#inputs,)* #(#labels),*) -> ::core::result::Result<f32, #rt::StepError> {
-                #never
-            }
-            pub fn predict(&mut self, #(#inputs,)* #(#outputs),*) -> ::core::result::Result<usize, #rt::StepError> {
-                #never
-            }
-        }
-
-        #[allow(clippy::all)]
-        impl #rt::Model for #ty {
-            fn spec(&self) -> &'static #rt::ModelSpec {
-                #never
-            }
-            fn max_batch(&self) -> usize {
-                #never
-            }
-            fn params(&self) -> &[f32] {
-                #never
-            }
-            fn params_mut(&mut self) -> &mut [f32] {
-                #never
-            }
-            fn grads(&self) -> &[f32] {
-                #never
-            }
-            fn train_step(&mut self, _: &#rt::Batch<'_>) -> ::core::result::Result<f32, #rt::StepError> {
-                #never
-            }
-            fn workspace_len(&self, _: usize) -> usize {
-                #never
-            }
-            fn train_step_in(&self, _: &mut [f32], _: usize, _: &mut [f32], _: &#rt::Batch<'_>) -> ::core::result::Result<f32, #rt::StepError> {
-                #never
-            }
-            fn loss(&mut self, _: &#rt::Batch<'_>) -> ::core::result::Result<f32, #rt::StepError> {
-                #never
-            }
-            fn predict(&mut self, _: &[&[f32]], _: &mut [&mut [f32]]) -> ::core::result::Result<usize, #rt::StepError> {
-                #never
-            }
-        }
-    }
+    // The scan knows how many inputs, labels and outputs there are, not
+    // their names: the stand-in's parameters get placeholder names.
+    let names = |prefix: &str, n: usize| -> Vec<Ident> {
+        (0..n).map(|i| format_ident!("{}{}", prefix, i)).collect()
+    };
+    let surface = codegen::surface::Surface {
+        ty: ty.clone(),
+        spec: format_ident!("{}_SPEC", screaming(&ty.to_string())),
+        features: names("input_", s.inputs),
+        labels: names("label_", s.labels),
+        predict_inputs: names("input_", s.inputs),
+        outputs: names("output_", s.outputs),
+        modal: false,
+    };
+    let why = format!("`{ty}` did not compile (nnc reported why)");
+    codegen::surface::items(&surface, &codegen::surface::Bodies::Stub(why), rt)
 }
 
 #[cfg(test)]

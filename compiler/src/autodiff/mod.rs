@@ -172,6 +172,7 @@ pub fn training_graph(net: &Network, opts: &GradOptions) -> Result<TrainingGraph
     let mut live_targets = grads.clone();
     live_targets.push(objective);
     live_targets.extend(net.outputs.iter().map(|o| o.node));
+    live_targets.extend(net.loss_decl.scores);
     let state_updates: Vec<(String, NodeId)> = if net.is_inference() {
         Vec::new()
     } else {
@@ -207,6 +208,7 @@ pub fn training_graph(net: &Network, opts: &GradOptions) -> Result<TrainingGraph
             .iter()
             .map(|o| (o.name.clone(), o.node))
             .collect(),
+        scores: net.loss_decl.scores,
         states: net
             .states
             .iter()

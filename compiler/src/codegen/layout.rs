@@ -301,20 +301,7 @@ impl Layout {
             return (quote!(0usize), quote!(0usize));
         };
         let ty = &tg.graph.node(id).ty;
-        let start = match (*fixed, *per_sample) {
-            (f, 0) => {
-                let f = usize_lit(f);
-                quote!(#f)
-            }
-            (0, p) => {
-                let p = usize_lit(p);
-                quote!(#p * mb)
-            }
-            (f, p) => {
-                let (f, p) = (usize_lit(f), usize_lit(p));
-                quote!(#f + #p * mb)
-            }
-        };
+        let start = offset_tokens(*fixed, *per_sample);
         let n = ty.shape.fixed_numel().unwrap_or(0);
         let len = match (ty.shape.dims().contains(&Dim::Batch), n) {
             (true, 1) => quote!(b),
@@ -346,14 +333,27 @@ impl Layout {
         }
     }
 
-    /// The workspace size for `mb` samples, as tokens.
-    pub fn ws_size_tokens(&self) -> TokenStream {
-        let (f, p) = (usize_lit(self.ws_fixed), usize_lit(self.ws_per_sample));
-        match (self.ws_fixed, self.ws_per_sample) {
-            (_, 0) => quote!(#f),
-            (0, _) => quote!(#p * mb),
-            _ => quote!(#f + #p * mb),
+    /// The workspace size as `(fixed, per_sample)`.
+    pub fn ws_size(&self) -> (usize, usize) {
+        (self.ws_fixed, self.ws_per_sample)
+    }
+}
+
+/// `fixed + per_sample · mb` as tokens, without terms that do nothing
+/// (`0 +`, `1 *`): generated code passes clippy in a user's crate.
+pub(super) fn offset_tokens(fixed: usize, per_sample: usize) -> TokenStream {
+    let f = usize_lit(fixed);
+    let p = match per_sample {
+        1 => quote!(mb),
+        n => {
+            let n = usize_lit(n);
+            quote!(#n * mb)
         }
+    };
+    match (fixed, per_sample) {
+        (_, 0) => quote!(#f),
+        (0, _) => p,
+        _ => quote!(#f + #p),
     }
 }
 

@@ -22,6 +22,7 @@ mod modal;
 mod network;
 mod spec;
 mod stats;
+pub mod surface;
 
 use crate::diagnostic::{CompileError, Diagnostic, ErrorKind, SourceFile};
 use crate::graph::{Dim, NodeId};
@@ -120,7 +121,30 @@ pub fn format(source: &SourceFile, items: TokenStream) -> Result<String, Compile
 
 /// A name usable as a Rust identifier for a user's input or output.
 fn var(name: &str) -> Ident {
-    const TAKEN: &[&str] = &["b", "mb", "ws", "p", "g", "self", "Self", "super", "crate"];
+    // Every name generated code binds next to the user's slices.
+    const TAKEN: &[&str] = &[
+        "b",
+        "mb",
+        "ws",
+        "p",
+        "g",
+        "st",
+        "src",
+        "key",
+        "stats",
+        "scores",
+        "params",
+        "grads",
+        "max_batch",
+        "batch",
+        "inputs",
+        "outputs",
+        "model",
+        "self",
+        "Self",
+        "super",
+        "crate",
+    ];
     if TAKEN.contains(&name) {
         return format_ident!("{}_", name);
     }

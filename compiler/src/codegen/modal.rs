@@ -1,9 +1,11 @@
 //! The parts of a generated network that only modal networks (dropout,
 //! batch norm) have.
 
-use super::usize_lit;
+use std::borrow::Cow;
+
 use crate::ir::{Network, TrainingGraph};
-use crate::ops::Kernel;
+use nnc_spec::tokens::ToRust;
+use nnc_spec::{ParamSpec, StateSpec};
 use proc_macro2::{Ident, TokenStream};
 use quote::quote;
 
@@ -16,7 +18,6 @@ pub(super) struct Modal {
     pub(super) state_static: TokenStream,
     pub(super) struct_fields: TokenStream,
     pub(super) new_fields: TokenStream,
-    pub(super) stats_params: TokenStream,
     pub(super) train_step_body: TokenStream,
     pub(super) trait_step_in: TokenStream,
     pub(super) trait_methods: TokenStream,
@@ -40,7 +41,6 @@ impl Modal {
                 state_static: quote!(),
                 struct_fields: quote!(),
                 new_fields: quote!(),
-                stats_params: quote!(),
                 train_step_body: quote! {
                     Self::train_step_in(&self.params, &mut self.ws, self.max_batch, &mut self.grads, #(#fnames,)* #(#lnames,)*)
                 },
@@ -56,27 +56,21 @@ impl Modal {
             .iter()
             .map(|(name, len)| {
                 let decl = net.states.iter().find(|s| &s.name == name);
-                let dims = decl
+                let shape = decl
                     .map(|d| d.shape.resolve(1))
-                    .unwrap_or_else(|| vec![*len])
-                    .into_iter()
-                    .map(usize_lit);
-                let init = Kernel::f32(decl.map_or(0.0, |d| d.init));
-                let momentum = Kernel::f32(decl.map_or(0.0, |d| d.momentum));
-                let (o, l) = (usize_lit(offset), usize_lit(*len));
+                    .unwrap_or_else(|| vec![*len]);
+                let spec = StateSpec {
+                    tensor: ParamSpec {
+                        name: Cow::Owned(name.clone()),
+                        shape: Cow::Owned(shape),
+                        offset,
+                        len: *len,
+                    },
+                    init: decl.map_or(0.0, |d| d.init) as f32,
+                    momentum: decl.map_or(0.0, |d| d.momentum) as f32,
+                };
                 offset += len;
-                quote! {
-                    #rt::model::StateSpec {
-                        tensor: #rt::params::ParamSpec {
-                            name: ::std::borrow::Cow::Borrowed(#name),
-                            shape: ::std::borrow::Cow::Borrowed(&[#(#dims),*]),
-                            offset: #o,
-                            len: #l,
-                        },
-                        init: #init,
-                        momentum: #momentum,
-                    }
-                }
+                spec.to_rust(rt)
             })
             .collect();
         let doc = format!(
@@ -98,7 +92,6 @@ impl Modal {
                 stats: Vec::new(),
                 steps: 0,
             },
-            stats_params: quote!(stats: &mut [f32], key: #rt::model::StepKey,),
             train_step_body: quote! {
                 // Training mode: dropout masks of step `steps`, batch
                 // statistics blended into the running state afterwards.

@@ -1,22 +1,33 @@
-//! One network's items: the `ModelSpec`, the struct and its entry points
-//! (`new`, `train_step`, `train_step_in`, `workspace_len`, `loss`,
-//! `predict`), `impl Model`, and the kernels they call.
+//! One network's generated code: the schedule, layout and kernel calls of
+//! each entry point (`train_step`, `loss_with_scores`, `predict`,
+//! `predict_scores`), the `ModelSpec`, and the bodies the surface
+//! ([`super::surface`]) wraps in the struct and `impl Model`.
+
+use std::collections::BTreeSet;
 
 use super::kernels::{calls, kernels, mentions, prelude};
 use super::layout::{Layout, Loc};
 use super::modal::Modal;
 use super::stats::fusion_for;
+use super::surface::{self, Bodies, Generated, Surface};
 use super::{ancestors, codegen_error, spec, usize_lit, var, Input, Options};
 use crate::diagnostic::{CompileError, Diagnostic, ErrorKind, SourceFile};
 use crate::graph::NodeId;
-use crate::ir::{InputDecl, InputKind, OptLevel};
+use crate::ir::{InputDecl, InputKind, OptLevel, TrainingGraph};
 use crate::ops::{LeafOp, Op};
+use nnc_spec::{BatchSpec, LossSpec};
 use proc_macro2::{Ident, TokenStream};
 use quote::{format_ident, quote};
 
+/// The batch `Default` builds a model for when the `train` block says
+/// `batch: full` (the data's size is not known at compile time): the
+/// chunk `evaluate` and `predict` run in; `fit` sizes its own buffers.
+const FULL_BATCH_CHUNK: usize = 256;
+
 /// The items of one network: its `ModelSpec`, its struct with `new`,
-/// `train_step`, `train_step_in`, `loss` and `predict`, its `impl Model`,
-/// and its kernels. `rt` is the runtime path ([`super::runtime_path`]).
+/// `train_step`, `train_step_in`, `loss`, `loss_with_scores`, `predict`
+/// and `predict_scores`, its `impl Model`, and its kernels. `rt` is the
+/// runtime path ([`super::runtime_path`]).
 pub fn network(
     source: &SourceFile,
     input: &Input<'_>,
@@ -31,8 +42,8 @@ pub fn network(
     } = *input;
     // A modal network (dropout, batch norm) is compiled twice: the training
     // graph for `train_step`, the inference graph (every modal op in its
-    // inference form, see `Network::for_inference`) for `loss` and
-    // `predict`. Their kernels are `k…` and `i…`.
+    // inference form, see `Network::for_inference`) for the others. Their
+    // kernels are `k…` and `i…`.
     let modal = net.is_modal();
     if modal != inference.is_some() {
         return Err(Diagnostic::new(
@@ -55,14 +66,17 @@ pub fn network(
     train_targets.extend(&grads);
     train_targets.extend(&updates);
     let train = ancestors(tg, &train_targets);
-    let loss = ancestors(itg, &[itg.loss]);
+    let scores = itg.scores;
+    let mut loss_out = vec![itg.loss];
+    loss_out.extend(scores);
+    let loss = ancestors(itg, &loss_out);
     let out_nodes: Vec<NodeId> = itg.outputs.iter().map(|o| o.1).collect();
     let predict = ancestors(itg, &out_nodes);
-    for (o, &node) in net.outputs.iter().zip(&out_nodes) {
-        let uses_label = ancestors(itg, &[node])
-            .iter()
-            .any(|&n| matches!(itg.graph.node(n).op, Op::Leaf(LeafOp::Label { .. })));
-        if uses_label {
+    let score_out: Vec<NodeId> = scores.into_iter().collect();
+    let scoring = ancestors(itg, &score_out);
+    for (i, &node) in out_nodes.iter().enumerate() {
+        if uses_label(itg, node) {
+            let o = &net.outputs[i];
             return Err(codegen_error(
                 o.span,
                 format!(
@@ -72,6 +86,14 @@ pub fn network(
             ));
         }
     }
+    if scores.is_some_and(|s| uses_label(itg, s)) {
+        // The prediction a loss scores never reads its labels; a custom
+        // objective that does gets no predict_scores (it counts as `Other`).
+        return Err(codegen_error(
+            net.span,
+            "the loss's prediction depends on a label".into(),
+        ));
+    }
     let planned = opts.opt_level >= OptLevel::O2;
     let mut train_out = grads.clone();
     train_out.push(tg.loss);
@@ -79,19 +101,56 @@ pub fn network(
     let fusion = fusion_for(tg, opts);
     let ifusion = fusion_for(itg, opts);
     let (layout, _) = Layout::new(tg, &train, &train_out, planned, &fusion, true)?;
-    let (loss_layout, _) = Layout::new(itg, &loss, &[itg.loss], planned, &ifusion, false)?;
+    let (loss_layout, _) = Layout::new(itg, &loss, &loss_out, planned, &ifusion, false)?;
     let (predict_layout, _) = Layout::new(itg, &predict, &out_nodes, planned, &ifusion, false)?;
-    let spec = spec::model_spec(source, net, cfg, tg, &layout, rt)?;
+    let (score_layout, _) = Layout::new(itg, &scoring, &score_out, planned, &ifusion, false)?;
+
+    // The inputs predict and predict_scores read: those the outputs or the
+    // loss's prediction depend on (targets only the loss reads are not).
+    let reads: BTreeSet<String> = predict
+        .iter()
+        .chain(&scoring)
+        .filter_map(|&n| match &itg.graph.node(n).op {
+            Op::Leaf(LeafOp::Input { name, .. } | LeafOp::Tokens { name, .. }) => {
+                Some(name.clone())
+            }
+            _ => None,
+        })
+        .collect();
+    let predict_flags: Vec<bool> = net
+        .inputs
+        .iter()
+        .map(|i| i.kind == InputKind::Features && reads.contains(&i.name))
+        .collect();
+    let loss_spec = LossSpec {
+        kind: net.loss_decl.kind,
+        scores: scores.map_or(0, |s| itg.graph.ty(s).shape.fixed_numel().unwrap_or(0)),
+    };
+    let spec = spec::model_spec(source, net, cfg, tg, &layout, loss_spec, &predict_flags, rt)?;
 
     let ty = format_ident!("{}", net.name);
     let spec_name = format_ident!("{}_SPEC", spec::screaming(&net.name));
     let state_name = format_ident!("{}_STATE", spec::screaming(&net.name));
     let kernels = if modal {
         let mut k = kernels(source, tg, rt, &[&train], &fusion, "k");
-        k.extend(kernels(source, itg, rt, &[&loss, &predict], &ifusion, "i"));
+        k.extend(kernels(
+            source,
+            itg,
+            rt,
+            &[&loss, &predict, &scoring],
+            &ifusion,
+            "i",
+        ));
         k
     } else {
-        kernels(source, tg, rt, &[&train, &loss, &predict], &fusion, "k")
+        kernels(
+            source,
+            tg,
+            rt,
+            &[&train, &loss, &predict, &scoring],
+            &fusion,
+            "k",
+        )
     };
 
     let features: Vec<&InputDecl> = net
@@ -106,6 +165,13 @@ pub fn network(
         .collect();
     let fnames: Vec<Ident> = features.iter().map(|i| var(&i.name)).collect();
     let lnames: Vec<Ident> = labels.iter().map(|i| var(&i.name)).collect();
+    let pnames: Vec<Ident> = net
+        .inputs
+        .iter()
+        .zip(&predict_flags)
+        .filter(|(_, &p)| p)
+        .map(|(i, _)| var(&i.name))
+        .collect();
     let onames: Vec<Ident> = net.outputs.iter().map(|o| var(&o.name)).collect();
 
     let train_calls = calls(source, tg, &layout, &train, rt, &fusion, "k");
@@ -119,6 +185,7 @@ pub fn network(
         &ifusion,
         iprefix,
     );
+    let score_calls = calls(source, itg, &score_layout, &scoring, rt, &ifusion, iprefix);
     let grad_copies: TokenStream = tg
         .params
         .iter()
@@ -160,55 +227,61 @@ pub fn network(
         })
         .collect();
     let state_len = usize_lit(state_offset);
+    let copy_out = |layout: &Layout, node: NodeId, dst: &Ident, name: &str| {
+        let src = read(layout, itg, node);
+        quote! {
+            let src = &#src;
+            if #dst.len() != src.len() {
+                return Err(#rt::StepError::Length {
+                    name: ::std::borrow::Cow::Borrowed(#name),
+                    expected: src.len(),
+                    found: #dst.len(),
+                });
+            }
+            #dst.copy_from_slice(src);
+        }
+    };
     let out_copies: TokenStream = net
         .outputs
         .iter()
         .zip(&out_nodes)
         .zip(&onames)
-        .map(|((o, &node), name)| {
-            let src = predict_layout.slice(itg, node);
-            let oname = &o.name;
-            quote! {
-                let src = &#src;
-                if #name.len() != src.len() {
-                    return Err(#rt::StepError::Length {
-                        name: #oname,
-                        expected: src.len(),
-                        found: #name.len(),
-                    });
-                }
-                #name.copy_from_slice(src);
-            }
-        })
+        .map(|((o, &node), name)| copy_out(&predict_layout, node, name, &o.name))
         .collect();
+    let scores_ident = format_ident!("scores");
+    // The largest workspace any entry point needs; distinct, non-zero sizes
+    // only (a `.max(0)` is a clippy warning in the user's crate).
     let ws_size = {
-        let sizes = [&layout, &loss_layout, &predict_layout].map(|l| l.ws_size_tokens());
-        let [a, rest @ ..] = sizes;
-        quote!((#a) #(.max(#rest))*)
+        let mut sizes: Vec<(usize, usize)> = Vec::new();
+        for l in [&layout, &loss_layout, &predict_layout, &score_layout] {
+            let s = l.ws_size();
+            if s != (0, 0) && !sizes.contains(&s) {
+                sizes.push(s);
+            }
+        }
+        let tokens: Vec<TokenStream> = sizes
+            .iter()
+            .map(|&(f, p)| super::layout::offset_tokens(f, p))
+            .collect();
+        match tokens.as_slice() {
+            [] => quote!(0usize),
+            [one] => quote!(#one),
+            [a, rest @ ..] => quote!((#a) #(.max(#rest))*),
+        }
     };
-    let ws_len_body = if mentions(&ws_size, "mb") {
+    let workspace_len = if mentions(&ws_size, "mb") {
         quote!(let mb = max_batch.max(1); #ws_size)
     } else {
         quote!(let _ = max_batch; #ws_size)
     };
-    let doc_struct = format!(
-        " The `{}` network of `{}`, compiled by nnc: parameters and gradients in flat buffers, one preallocated workspace.",
-        net.name, source.name
-    );
-    let n_features = features.len();
-    let n_labels = labels.len();
-    let n_outputs = net.outputs.len();
-    let fparams: Vec<TokenStream> = fnames.iter().map(|n| quote!(#n: &[f32])).collect();
-    let lparams: Vec<TokenStream> = lnames.iter().map(|n| quote!(#n: &[u32])).collect();
-    let oparams: Vec<TokenStream> = onames.iter().map(|n| quote!(#n: &mut [f32])).collect();
     let check_labels = quote!(#rt::model::check_batch(&#spec_name, &[#(#fnames),*], Some(&[#(#lnames),*]), self.max_batch)?);
     let check_shard = quote!(#rt::model::check_batch(&#spec_name, &[#(#fnames),*], Some(&[#(#lnames),*]), max_batch)?);
     let check_inputs =
-        quote!(#rt::model::check_batch(&#spec_name, &[#(#fnames),*], None, self.max_batch)?);
+        quote!(#rt::model::check_batch(&#spec_name, &[#(#pnames),*], None, self.max_batch)?);
     // The training step reads parameters and writes workspace and
     // gradients through slices, so data-parallel workers can run it at once
     // on their own buffers (`train_step_in`).
-    let train_body = {
+    let train_step_in = {
         let stat_block = (!stat_copies.is_empty()).then(|| {
             quote! {
                 if !stats.is_empty() {
@@ -236,33 +309,61 @@ pub fn network(
         };
         let mb = mentions(&body, "mb").then(|| quote!(let mb = max_batch;));
         let p = mentions(&body, "p").then(|| quote!(let p = params;));
+        // A network without parameters has no gradient to write.
+        let g = mentions(&body, "g").then(|| quote!(let g = grads;));
         quote! {
             #rt::model::check_buffers(&#spec_name, params, grads, ws, Self::workspace_len(max_batch))?;
             #modal_checks
             let #b = #check_shard;
             #mb
             #p
-            let g = grads;
+            #g
             #body
         }
     };
-    let loss_body = prelude(
+    let score_copy = match scores {
+        Some(s) => {
+            let copy = copy_out(&loss_layout, s, &scores_ident, "scores");
+            quote! {
+                if !scores.is_empty() {
+                    #copy
+                }
+            }
+        }
+        None => quote!(let _ = scores;),
+    };
+    let loss_with_scores = prelude(
         check_labels,
-        quote! {
-            let ws = &mut self.ws[..];
+        ws_if_used(quote! {
             #(#loss_calls)*
+            #score_copy
             Ok(#loss_only_at[0])
-        },
+        }),
     );
     let predict_body = prelude(
-        check_inputs,
-        quote! {
-            let ws = &mut self.ws[..];
+        check_inputs.clone(),
+        ws_if_used(quote! {
             #(#predict_calls)*
             #out_copies
             Ok(b)
-        },
+        }),
     );
+    let predict_scores = match scores {
+        Some(s) => {
+            let copy = copy_out(&score_layout, s, &scores_ident, "scores");
+            prelude(
+                check_inputs,
+                ws_if_used(quote! {
+                    #(#score_calls)*
+                    #copy
+                    Ok(b)
+                }),
+            )
+        }
+        // Another objective has no prediction to score: the batch is
+        // checked and nothing is written.
+        None => prelude(check_inputs, quote!(let _ = scores; Ok(b))),
+    };
     let modal_items = Modal::new(
         net,
         tg,
@@ -272,149 +373,84 @@ pub fn network(
         &state_name,
         &fnames,
         &lnames,
-        (n_features, n_labels),
+        (fnames.len(), lnames.len()),
     );
-    let Modal {
-        state_static,
-        struct_fields,
-        new_fields,
-        stats_params,
-        train_step_body,
-        trait_step_in,
-        trait_methods,
-    } = modal_items;
-    Ok(quote! {
-        #spec
-
-        #state_static
-
-        #[doc = #doc_struct]
-        pub struct #ty {
-            params: Vec<f32>,
-            grads: Vec<f32>,
-            ws: Vec<f32>,
-            max_batch: usize,
-            #struct_fields
-        }
-
-        impl #ty {
-            /// Builds the network for batches of up to `max_batch` samples,
-            /// parameters initialised from the `train` block's seed (the
-            /// workspace is allocated on first use).
-            pub fn new(max_batch: usize) -> Self {
-                let mb = max_batch.max(1);
-                let mut model = #ty {
-                    params: vec![0.0; #spec_name.param_count],
-                    grads: Vec::new(),
-                    ws: Vec::new(),
-                    max_batch: mb,
-                    #new_fields
-                };
-                #rt::Model::init_params(&mut model, #spec_name.train.seed)
-                    .expect("nnc validated every initializer at compile time");
-                model
-            }
-
-            /// Forward, loss and backward on one batch: writes the gradients
-            /// and returns the mean loss (without regularisation penalties).
-            pub fn train_step(&mut self, #(#fparams,)* #(#lparams,)*) -> Result<f32, #rt::StepError> {
+    let default_batch = match cfg.spec.batch {
+        BatchSpec::Size(n) => n.max(1),
+        BatchSpec::Full => FULL_BATCH_CHUNK,
+    };
+    let state_static = modal_items.state_static;
+    let generated = Generated {
+        statics: quote!(#spec #state_static),
+        struct_fields: modal_items.struct_fields,
+        new_fields: modal_items.new_fields,
+        default_batch,
+        train_step: {
+            let body = modal_items.train_step_body;
+            quote! {
                 self.reserve_workspace();
                 self.grads.resize(#spec_name.param_count, 0.0);
-                #train_step_body
+                #body
             }
+        },
+        train_step_in,
+        workspace_len,
+        loss_with_scores,
+        predict: predict_body,
+        predict_scores,
+        trait_step_in: modal_items.trait_step_in,
+        trait_methods: modal_items.trait_methods,
+        kernels,
+    };
+    let surface = Surface {
+        ty,
+        spec: spec_name,
+        features: fnames,
+        labels: lnames,
+        predict_inputs: pnames,
+        outputs: onames,
+        modal,
+    };
+    Ok(surface::items(
+        &surface,
+        &Bodies::Generated(Box::new(generated)),
+        rt,
+    ))
+}
 
-            /// [`Self::train_step`] on the caller's buffers: `params`, a
-            /// workspace of at least `workspace_len(max_batch)` floats for
-            /// batches of up to `max_batch` samples, and `grads`, which it
-            /// overwrites. Nothing else is touched, so data-parallel workers
-            /// run it at once, each on its own workspace and gradients.
-            #[allow(clippy::too_many_arguments)]
-            pub fn train_step_in(params: &[f32], ws: &mut [f32], max_batch: usize, grads: &mut [f32], #stats_params #(#fparams,)* #(#lparams,)*) -> Result<f32, #rt::StepError> {
-                #train_body
-            }
+/// Whether `node` reads a label.
+fn uses_label(tg: &TrainingGraph, node: NodeId) -> bool {
+    ancestors(tg, &[node])
+        .iter()
+        .any(|&n| matches!(tg.graph.node(n).op, Op::Leaf(LeafOp::Label { .. })))
+}
 
-            /// Allocates the workspace on first use (the gradient buffer
-            /// too, in `train_step`): a model trained through
-            /// `train_step_in`, whose callers own those buffers, never
-            /// pays for them.
-            fn reserve_workspace(&mut self) {
-                self.ws.resize(Self::workspace_len(self.max_batch), 0.0);
-            }
+/// A body that runs on the workspace, binding `ws` only when it is used
+/// (a network without outputs has an empty `predict`).
+fn ws_if_used(body: TokenStream) -> TokenStream {
+    if mentions(&body, "ws") {
+        quote!(let ws = &mut self.ws[..]; #body)
+    } else {
+        body
+    }
+}
 
-            /// Workspace floats for batches of up to `max_batch` samples.
-            pub fn workspace_len(max_batch: usize) -> usize {
-                #ws_len_body
-            }
-
-            /// Forward and loss only: the mean loss over the batch.
-            pub fn loss(&mut self, #(#fparams,)* #(#lparams,)*) -> Result<f32, #rt::StepError> {
-                #loss_body
-            }
-
-            /// Forward to the outputs; returns the batch size.
-            pub fn predict(&mut self, #(#fparams,)* #(#oparams,)*) -> Result<usize, #rt::StepError> {
-                #predict_body
-            }
+/// A node's value as a slice expression, wherever it lives: the workspace,
+/// an input's slice, the parameters or the state.
+fn read(layout: &Layout, tg: &TrainingGraph, node: NodeId) -> TokenStream {
+    match layout.loc.get(&node.index()) {
+        Some(Loc::Input(name)) => {
+            let v = var(name);
+            quote!(#v[..])
         }
-
-        impl #rt::Model for #ty {
-            fn spec(&self) -> &'static #rt::ModelSpec {
-                &#spec_name
-            }
-            fn max_batch(&self) -> usize {
-                self.max_batch
-            }
-            fn params(&self) -> &[f32] {
-                &self.params
-            }
-            fn params_mut(&mut self) -> &mut [f32] {
-                &mut self.params
-            }
-            fn grads(&self) -> &[f32] {
-                &self.grads
-            }
-            fn train_step(&mut self, batch: &#rt::Batch<'_>) -> Result<f32, #rt::StepError> {
-                let &[#(#fnames),*] = batch.inputs else {
-                    return Err(#rt::StepError::Arity { what: "input", expected: #n_features, found: batch.inputs.len() });
-                };
-                let &[#(#lnames),*] = batch.labels else {
-                    return Err(#rt::StepError::Arity { what: "label", expected: #n_labels, found: batch.labels.len() });
-                };
-                #ty::train_step(self, #(#fnames,)* #(#lnames,)*)
-            }
-            fn workspace_len(&self, max_batch: usize) -> usize {
-                #ty::workspace_len(max_batch)
-            }
-            fn train_step_in(&self, ws: &mut [f32], max_batch: usize, grads: &mut [f32], batch: &#rt::Batch<'_>) -> Result<f32, #rt::StepError> {
-                let &[#(#fnames),*] = batch.inputs else {
-                    return Err(#rt::StepError::Arity { what: "input", expected: #n_features, found: batch.inputs.len() });
-                };
-                let &[#(#lnames),*] = batch.labels else {
-                    return Err(#rt::StepError::Arity { what: "label", expected: #n_labels, found: batch.labels.len() });
-                };
-                #trait_step_in
-            }
-            #trait_methods
-            fn loss(&mut self, batch: &#rt::Batch<'_>) -> Result<f32, #rt::StepError> {
-                let &[#(#fnames),*] = batch.inputs else {
-                    return Err(#rt::StepError::Arity { what: "input", expected: #n_features, found: batch.inputs.len() });
-                };
-                let &[#(#lnames),*] = batch.labels else {
-                    return Err(#rt::StepError::Arity { what: "label", expected: #n_labels, found: batch.labels.len() });
-                };
-                #ty::loss(self, #(#fnames,)* #(#lnames,)*)
-            }
-            fn predict(&mut self, inputs: &[&[f32]], outputs: &mut [&mut [f32]]) -> Result<usize, #rt::StepError> {
-                let &[#(#fnames),*] = inputs else {
-                    return Err(#rt::StepError::Arity { what: "input", expected: #n_features, found: inputs.len() });
-                };
-                let [#(#onames),*] = outputs else {
-                    return Err(#rt::StepError::Arity { what: "output", expected: #n_outputs, found: outputs.len() });
-                };
-                #ty::predict(self, #(#fnames,)* #(#onames,)*)
-            }
+        Some(Loc::Param { offset, len }) => {
+            let (a, e) = (usize_lit(*offset), usize_lit(offset + len));
+            quote!(p[#a..#e])
         }
-
-        #kernels
-    })
+        Some(Loc::State { offset, len }) => {
+            let (a, e) = (usize_lit(*offset), usize_lit(offset + len));
+            quote!(st[#a..#e])
+        }
+        _ => layout.slice(tg, node),
+    }
 }

@@ -1,13 +1,16 @@
 //! The static `ModelSpec` of a generated network: parameter table with
 //! initializers, inputs, outputs, the `train` block, and the model hash.
 
+use std::borrow::Cow;
+
+use super::codegen_error;
 use super::layout::Layout;
-use super::{codegen_error, usize_lit};
 use crate::diagnostic::{CompileError, SourceFile};
 use crate::graph::DType;
-use crate::ir::TrainingGraph;
-use crate::ir::{BatchSize, Init, InputKind, Network, Optimizer, ScheduleKind, TrainConfig};
-use crate::ops::Kernel;
+use crate::ir::{InputKind, Network, TrainConfig, TrainingGraph};
+use nnc_spec::model::InputKind as SpecInputKind;
+use nnc_spec::tokens::ToRust;
+use nnc_spec::{InputSpec, LossSpec, ModelSpec, OutputSpec, ParamSpec};
 use proc_macro2::TokenStream;
 use quote::{format_ident, quote};
 
@@ -27,11 +30,9 @@ pub fn screaming(name: &str) -> String {
     out
 }
 
-/// FNV-1a: a stable 64-bit hash, the same on every platform and release.
+/// FNV-1a: a stable 64-bit hash (the contract's, `nnc_spec::hash`).
 pub fn fnv1a(bytes: &[u8]) -> u64 {
-    bytes.iter().fold(0xcbf2_9ce4_8422_2325, |h, &b| {
-        (h ^ u64::from(b)).wrapping_mul(0x0100_0000_01b3)
-    })
+    nnc_spec::hash::fnv1a(bytes.iter().copied())
 }
 
 /// A hash of what makes two compiled networks interchangeable: the
@@ -57,101 +58,25 @@ pub fn model_hash(net: &Network) -> u64 {
     fnv1a(s.as_bytes())
 }
 
-fn f(v: f64) -> TokenStream {
-    Kernel::f32(v)
-}
-
-fn init(rt: &TokenStream, i: &Init) -> TokenStream {
-    match i {
-        Init::Zeros => quote!(#rt::init::Init::Zeros),
-        Init::Constant(v) if *v == 1.0 => quote!(#rt::init::Init::Ones),
-        Init::Constant(v) => {
-            let v = f(*v);
-            quote!(#rt::init::Init::Constant(#v))
-        }
-        Init::Normal { mean, std } => {
-            let (m, s) = (f(*mean), f(*std));
-            quote!(#rt::init::Init::Normal { mean: #m, std: #s })
-        }
-        Init::Uniform { low, high } => {
-            let (l, h) = (f(*low), f(*high));
-            quote!(#rt::init::Init::Uniform { low: #l, high: #h })
-        }
-        Init::GlorotUniform => quote!(#rt::init::Init::GlorotUniform),
-        Init::GlorotNormal => quote!(#rt::init::Init::GlorotNormal),
-        Init::HeUniform => quote!(#rt::init::Init::HeUniform),
-        Init::HeNormal => quote!(#rt::init::Init::HeNormal),
-    }
-}
-
-fn optimizer(rt: &TokenStream, o: &Optimizer) -> TokenStream {
-    let o_ = quote!(#rt::optim);
-    match *o {
-        Optimizer::Sgd {
-            momentum,
-            dampening,
-            nesterov,
-            ..
-        } => {
-            let (m, d) = (f(momentum), f(dampening));
-            quote!(#o_::OptimizerConfig::Sgd(#o_::SgdConfig { momentum: #m, dampening: #d, nesterov: #nesterov, weight_decay: 0.0 }))
-        }
-        Optimizer::Adam {
-            beta1, beta2, eps, ..
-        } => {
-            let (b1, b2, e) = (f(beta1), f(beta2), f(eps));
-            quote!(#o_::OptimizerConfig::Adam(#o_::AdamConfig { beta1: #b1, beta2: #b2, eps: #e, weight_decay: 0.0 }))
-        }
-        Optimizer::AdamW {
-            beta1,
-            beta2,
-            eps,
-            weight_decay,
-            ..
-        } => {
-            let (b1, b2, e, w) = (f(beta1), f(beta2), f(eps), f(weight_decay));
-            quote!(#o_::OptimizerConfig::AdamW(#o_::AdamConfig { beta1: #b1, beta2: #b2, eps: #e, weight_decay: #w }))
-        }
-        Optimizer::RmsProp {
-            alpha,
-            eps,
-            momentum,
-            centered,
-            ..
-        } => {
-            let (a, e, m) = (f(alpha), f(eps), f(momentum));
-            quote!(#o_::OptimizerConfig::Rmsprop(#o_::RmspropConfig { alpha: #a, eps: #e, momentum: #m, centered: #centered, weight_decay: 0.0 }))
-        }
-        Optimizer::Adagrad {
-            lr_decay,
-            eps,
-            initial_accumulator,
-            ..
-        } => {
-            let (d, e, a) = (f(lr_decay), f(eps), f(initial_accumulator));
-            quote!(#o_::OptimizerConfig::Adagrad(#o_::AdagradConfig { lr_decay: #d, initial_accumulator_value: #a, eps: #e, weight_decay: 0.0 }))
-        }
-    }
-}
-
-/// The `static NAME_SPEC: ModelSpec` item.
+/// The `static NAME_SPEC: ModelSpec` item: the contract's value, built
+/// here and written out by `nnc_spec::tokens`. `loss` says what the loss
+/// compares; `predict[i]` whether input `i` is read by `predict`.
+#[allow(clippy::too_many_arguments)]
 pub fn model_spec(
     source: &SourceFile,
     net: &Network,
     cfg: &TrainConfig,
     tg: &TrainingGraph,
     layout: &Layout,
+    loss: LossSpec,
+    predict: &[bool],
     rt: &TokenStream,
 ) -> Result<TokenStream, CompileError> {
     let name = format_ident!("{}_SPEC", screaming(&net.name));
     let mut params = Vec::new();
     let mut inits = Vec::new();
     for (i, p) in net.params.iter().enumerate() {
-        let needs_fans = matches!(
-            p.init,
-            Init::GlorotUniform | Init::GlorotNormal | Init::HeUniform | Init::HeNormal
-        );
-        if needs_fans && p.shape.rank() == 0 {
+        if p.init.needs_fans() && p.shape.rank() == 0 {
             return Err(codegen_error(
                 p.span,
                 format!(
@@ -160,93 +85,57 @@ pub fn model_spec(
                 ),
             ));
         }
-        let pname = &p.name;
-        let dims = p.shape.resolve(1).into_iter().map(usize_lit);
-        let (off, len) = (
-            usize_lit(layout.param_offset[i]),
-            usize_lit(layout.param_len[i]),
-        );
-        params.push(quote! {
-            #rt::params::ParamSpec {
-                name: ::std::borrow::Cow::Borrowed(#pname),
-                shape: ::std::borrow::Cow::Borrowed(&[#(#dims),*]),
-                offset: #off,
-                len: #len,
-            }
+        params.push(ParamSpec {
+            name: Cow::Owned(p.name.clone()),
+            shape: Cow::Owned(p.shape.resolve(1)),
+            offset: layout.param_offset[i],
+            len: layout.param_len[i],
         });
-        inits.push(init(rt, &p.init));
+        inits.push(p.init);
     }
-    let inputs = net.inputs.iter().map(|i| {
-        let n = &i.name;
-        let per = usize_lit(i.ty.shape.fixed_numel().unwrap_or(0));
-        let kind = match (i.kind, i.ty.dtype) {
-            (InputKind::Labels, DType::Class { classes }) => {
-                let c = classes as u32;
-                quote!(#rt::model::InputKind::Labels { classes: #c })
-            }
-            (InputKind::Features, DType::Class { classes }) => {
-                let c = classes as u32;
-                quote!(#rt::model::InputKind::Tokens { classes: #c })
-            }
-            _ => quote!(#rt::model::InputKind::Features),
-        };
-        quote!(#rt::model::InputSpec { name: #n, per_sample: #per, kind: #kind })
-    });
-    let outputs = tg.outputs.iter().map(|(n, node)| {
-        let per = usize_lit(tg.graph.ty(*node).shape.fixed_numel().unwrap_or(0));
-        quote!(#rt::model::OutputSpec { name: #n, per_sample: #per })
-    });
-    let opt = optimizer(rt, &cfg.optimizer);
-    let lr = f(cfg.optimizer.lr());
-    let batch = match cfg.batch {
-        BatchSize::Full => quote!(#rt::model::BatchSpec::Full),
-        BatchSize::Size(n) => {
-            let n = usize_lit(n as usize);
-            quote!(#rt::model::BatchSpec::Size(#n))
-        }
+    let inputs = net
+        .inputs
+        .iter()
+        .zip(predict)
+        .map(|(i, &predict)| InputSpec {
+            name: Cow::Owned(i.name.clone()),
+            per_sample: i.ty.shape.fixed_numel().unwrap_or(0),
+            kind: match (i.kind, i.ty.dtype) {
+                (InputKind::Labels, DType::Class { classes }) => SpecInputKind::Labels {
+                    classes: classes as u32,
+                },
+                (InputKind::Features, DType::Class { classes }) => SpecInputKind::Tokens {
+                    classes: classes as u32,
+                },
+                _ => SpecInputKind::Features,
+            },
+            predict,
+        })
+        .collect();
+    let outputs = tg
+        .outputs
+        .iter()
+        .map(|(n, node)| OutputSpec {
+            name: Cow::Owned(n.clone()),
+            per_sample: tg.graph.ty(*node).shape.fixed_numel().unwrap_or(0),
+        })
+        .collect();
+    let spec = ModelSpec {
+        name: Cow::Owned(net.name.clone()),
+        source: Cow::Owned(source.name.clone()),
+        hash: model_hash(net),
+        params: Cow::Owned(params),
+        inits: Cow::Owned(inits),
+        param_count: layout.param_len.iter().sum(),
+        inputs: Cow::Owned(inputs),
+        outputs: Cow::Owned(outputs),
+        loss,
+        train: cfg.spec,
     };
-    let schedule = match cfg.schedule.kind {
-        ScheduleKind::Constant => quote!(#rt::model::ScheduleSpec::Constant),
-        ScheduleKind::Step { every, gamma } => {
-            let g = f(gamma);
-            quote!(#rt::model::ScheduleSpec::Step { every: #every, gamma: #g })
-        }
-        ScheduleKind::Exponential { gamma } => {
-            let g = f(gamma);
-            quote!(#rt::model::ScheduleSpec::Exponential { gamma: #g })
-        }
-        ScheduleKind::Cosine { min_lr } => {
-            let m = f(min_lr);
-            quote!(#rt::model::ScheduleSpec::Cosine { min_lr: #m })
-        }
-    };
-    let (epochs, warmup, seed) = (cfg.epochs, cfg.schedule.warmup, cfg.seed);
-    let wd = f(cfg.weight_decay);
-    let hash = model_hash(net);
-    let (net_name, src) = (&net.name, &source.name);
-    let count = usize_lit(layout.param_len.iter().sum());
+    let value = spec.to_rust(rt);
     let doc = format!(" What the runtime needs to know about `{}`.", net.name);
     Ok(quote! {
         #[doc = #doc]
-        pub static #name: #rt::ModelSpec = #rt::ModelSpec {
-            name: #net_name,
-            source: #src,
-            hash: #hash,
-            params: &[#(#params),*],
-            inits: &[#(#inits),*],
-            param_count: #count,
-            inputs: &[#(#inputs),*],
-            outputs: &[#(#outputs),*],
-            train: #rt::TrainSpec {
-                optimizer: #opt,
-                lr: #lr,
-                batch: #batch,
-                epochs: #epochs,
-                schedule: #schedule,
-                warmup: #warmup,
-                weight_decay: #wd,
-                seed: #seed,
-            },
-        };
+        pub static #name: #rt::ModelSpec = #value;
     })
 }

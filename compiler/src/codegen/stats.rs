@@ -7,7 +7,7 @@ use super::layout::Layout;
 use super::{ancestors, Options};
 use crate::diagnostic::{CompileError, SourceFile};
 use crate::graph::NodeId;
-use crate::ir::{BatchSize, OptLevel, TrainConfig, TrainingGraph};
+use crate::ir::{BatchSpec, OptLevel, TrainConfig, TrainingGraph};
 use crate::ops::Op;
 use std::collections::BTreeSet;
 
@@ -39,9 +39,9 @@ pub fn stats(
     cfg: &TrainConfig,
     opts: &Options,
 ) -> Result<Stats, CompileError> {
-    let batch = match cfg.batch {
-        BatchSize::Size(n) => n as usize,
-        BatchSize::Full => 128,
+    let batch = match cfg.spec.batch {
+        BatchSpec::Size(n) => n,
+        BatchSpec::Full => 128,
     };
     let count = |tg: &TrainingGraph| -> (Vec<NodeId>, Vec<NodeId>, usize) {
         let mut out: Vec<NodeId> = tg.params.iter().map(|p| p.2).collect();

@@ -11,8 +11,14 @@ mod network;
 mod train;
 mod training;
 
-pub use network::{Init, InputDecl, InputKind, Module, Network, OutputDecl, ParamDecl, StateDecl};
-pub use train::{BatchSize, Optimizer, Regularization, Schedule, ScheduleKind, TrainConfig};
+pub use network::{
+    default_init, Init, InputDecl, InputKind, LossDecl, Module, Network, OutputDecl, ParamDecl,
+    StateDecl,
+};
+pub use train::{
+    AdagradConfig, AdamConfig, BatchSpec, OptimizerConfig, Regularization, RmspropConfig,
+    ScheduleSpec, SgdConfig, TrainConfig, TrainSpec,
+};
 pub use training::{GradOptions, TrainingGraph};
 
 /// Optimisation levels of `nnc compile -O`: which graph passes run, and

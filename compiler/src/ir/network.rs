@@ -127,6 +127,20 @@ pub struct Network {
     /// Whether this is the inference form (`Network::for_inference`,
     /// defined with the lowering of modal ops).
     pub inference: bool,
+    /// What the loss compares: which metrics describe the network.
+    pub loss_decl: LossDecl,
+}
+
+/// What a network's loss compares (found by `lower`): the contract's
+/// [`nnc_spec::LossKind`] (with the index of the label or target input)
+/// and the node of the prediction it scores, the logits of a
+/// `cross_entropy` or the `pred` of an `mse`.
+#[derive(Clone, Debug, PartialEq)]
+pub struct LossDecl {
+    /// Classification, binary, regression or another objective.
+    pub kind: nnc_spec::LossKind,
+    /// The prediction node (`None` for another objective).
+    pub scores: Option<NodeId>,
 }
 
 impl Network {
@@ -146,46 +160,16 @@ impl Network {
     }
 }
 
-/// How a parameter is initialised. Fans follow the `x @ weight` layout: a
-/// dense weight `[in, out]` has fan-in `in` and fan-out `out`.
-#[derive(Clone, Debug, PartialEq)]
-pub enum Init {
-    /// All zeros.
-    Zeros,
-    /// Every element the same value.
-    Constant(f64),
-    /// Normal with a mean and standard deviation.
-    Normal {
-        /// Mean.
-        mean: f64,
-        /// Standard deviation.
-        std: f64,
-    },
-    /// Uniform on `[low, high)`.
-    Uniform {
-        /// Lower bound.
-        low: f64,
-        /// Upper bound.
-        high: f64,
-    },
-    /// Glorot/Xavier uniform: bound `sqrt(6 / (fan_in + fan_out))`.
-    GlorotUniform,
-    /// Glorot/Xavier normal: std `sqrt(2 / (fan_in + fan_out))`.
-    GlorotNormal,
-    /// He/Kaiming uniform: bound `sqrt(6 / fan_in)`.
-    HeUniform,
-    /// He/Kaiming normal: std `sqrt(2 / fan_in)`.
-    HeNormal,
-}
+/// How a parameter is initialised: the contract's type (`nnc-spec`), the
+/// same value the runtime fills the tensor from.
+pub use nnc_spec::Init;
 
-impl Init {
-    /// The default when none is written: Glorot uniform for weights (rank 2
-    /// or more, as Keras does), zeros for vectors and scalars.
-    pub fn default_for(shape: &Shape) -> Init {
-        if shape.rank() >= 2 {
-            Init::GlorotUniform
-        } else {
-            Init::Zeros
-        }
+/// The initializer when none is written: Glorot uniform for weights (rank
+/// 2 or more, as Keras does), zeros for vectors and scalars.
+pub fn default_init(shape: &Shape) -> Init {
+    if shape.rank() >= 2 {
+        Init::GlorotUniform
+    } else {
+        Init::Zeros
     }
 }

@@ -30,6 +30,9 @@ pub struct TrainingGraph {
     pub inputs: Vec<(String, NodeId, NodeId)>,
     /// The network's declared outputs: name and node.
     pub outputs: Vec<(String, NodeId)>,
+    /// The prediction the loss scores (see `Network::loss_decl`), kept for
+    /// the metrics' `loss_with_scores` and `predict_scores`.
+    pub scores: Option<NodeId>,
     /// The network's state tensors (running statistics): name and element
     /// count, in the order of the flat state buffer.
     pub states: Vec<(String, usize)>,
@@ -55,6 +58,7 @@ impl TrainingGraph {
         r.extend(self.params.iter().flat_map(|p| [p.1, p.2]));
         r.extend(self.inputs.iter().flat_map(|i| [i.1, i.2]));
         r.extend(self.outputs.iter().map(|o| o.1));
+        r.extend(self.scores);
         r.extend(self.state_updates.iter().map(|s| s.1));
         r
     }

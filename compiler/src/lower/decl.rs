@@ -172,7 +172,7 @@ impl Lowerer {
         let shape = self.tensor_type(ty, false)?;
         let init = match init {
             Some(e) => self.init(e)?,
-            None => Init::default_for(&shape),
+            None => crate::ir::default_init(&shape),
         };
         self.add_param(name.name.clone(), shape, init, name.span)
     }

@@ -33,11 +33,11 @@ const fn named(name: &'static str, init: fn(&Args) -> Option<Init>) -> Initializ
 /// Every initializer, in the order error messages list them.
 pub static INITIALIZERS: &[Initializer] = &[
     named("zeros", |_| Some(Init::Zeros)),
-    named("ones", |_| Some(Init::Constant(1.0))),
+    named("ones", |_| Some(Init::Ones)),
     Initializer {
         name: "constant",
         params: &[Param::req("value", F)],
-        build: |a| Some(Init::Constant(a.float(0)?)),
+        build: |a| Some(Init::Constant(a.float(0)? as f32)),
     },
     Initializer {
         name: "normal",
@@ -47,8 +47,8 @@ pub static INITIALIZERS: &[Initializer] = &[
         ],
         build: |a| {
             Some(Init::Normal {
-                mean: a.float(0)?,
-                std: a.float(1)?,
+                mean: a.float(0)? as f32,
+                std: a.float(1)? as f32,
             })
         },
     },
@@ -60,8 +60,8 @@ pub static INITIALIZERS: &[Initializer] = &[
         ],
         build: |a| {
             Some(Init::Uniform {
-                low: a.float(0)?,
-                high: a.float(1)?,
+                low: a.float(0)? as f32,
+                high: a.float(1)? as f32,
             })
         },
     },
@@ -141,10 +141,12 @@ impl Lowerer {
                 format!("initializer `{}` lacks an argument", init.name),
             )));
         };
+        // Values are the runtime's f32s: one that overflows there (`1e39`)
+        // is refused here, where it was written.
         let bad = match &built {
             Init::Normal { std, .. } if *std <= 0.0 => Some("`std` must be positive"),
             Init::Uniform { low, high } if low >= high => Some("`low` must be below `high`"),
-            _ => None,
+            _ => built.validate().err(),
         };
         if let Some(msg) = bad {
             return Err(self.report(

@@ -15,11 +15,12 @@ mod expr;
 mod inference;
 mod init;
 mod layers;
+mod loss_kind;
 mod train;
 
 /// IR types lowering makes, also reachable under the stage's name (the
 /// paths the facade's end-to-end tests use).
-pub use crate::ir::{BatchSize, InputKind, Network};
+pub use crate::ir::{BatchSpec, InputKind, Network};
 pub use init::{Initializer, INITIALIZERS};
 pub use layers::{layers, Layer};
 pub use train::{Hyper, OptimizerDef, ScheduleDef, Setting, OPTIMIZERS, SCHEDULES, SETTINGS};
@@ -263,6 +264,7 @@ impl Lowerer {
             }
             return Err(Reported);
         };
+        let loss_decl = loss_kind::loss_decl(&self.graph, loss, &self.inputs);
         Ok(Network {
             name: def.name.name.clone(),
             span: def.span,
@@ -274,6 +276,7 @@ impl Lowerer {
             states: std::mem::take(&mut self.states),
             modal: std::mem::take(&mut self.modal),
             inference: false,
+            loss_decl,
         })
     }
 

@@ -67,8 +67,9 @@ impl Kernel<'_> {
 
     /// An f32 literal.
     pub fn f32(v: f64) -> TokenStream {
-        let l = Literal::f32_suffixed(v as f32);
-        quote!(#l)
+        // Never a panic on a value that is not a finite f32 (lowering
+        // refuses those with a diagnostic; this is the backstop).
+        nnc_spec::tokens::f32_lit(v as f32)
     }
 
     /// A `&[bool; rank]` axis mask expression.

@@ -186,6 +186,7 @@ pub fn rebuild(
     for (name, o) in &tg.outputs {
         outputs.push((name.clone(), remap(*o)?));
     }
+    let scores = tg.scores.map(remap).transpose()?;
     let mut state_updates = Vec::new();
     for (name, u) in &tg.state_updates {
         state_updates.push((name.clone(), remap(*u)?));
@@ -203,6 +204,7 @@ pub fn rebuild(
         params,
         inputs,
         outputs,
+        scores,
     };
     Ok(changed)
 }

@@ -69,8 +69,8 @@ fn main() -> anyhow::Result<()> {
         .unwrap_or_else(|| PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../../data/mnist-10k"));
     let mnist =
         load_mnist(&dir).with_context(|| format!("loading MNIST from {}", dir.display()))?;
-    let train = mnist.train.with_sample_shape(vec![784])?;
-    let test = mnist.test.with_sample_shape(vec![784])?;
+    let train = mnist.train;
+    let test = mnist.test;
     let spec = &MNIST_MLP_SPEC;
     let (train, validation) =
         nnc::runtime::train::split_validation(&train, args.validation, spec.train.seed)?;
@@ -111,7 +111,7 @@ fn main() -> anyhow::Result<()> {
     println!(
         "test: loss {:.4}, accuracy {:.2}%",
         eval.loss,
-        100.0 * eval.accuracy.unwrap_or(f64::NAN)
+        100.0 * eval.accuracy().unwrap_or(f64::NAN)
     );
     Ok(())
 }

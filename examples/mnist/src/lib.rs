@@ -138,17 +138,21 @@ pub fn run(
         .unwrap_or_else(|| PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../../data/mnist-10k"));
     let mnist =
         load_mnist(&dir).with_context(|| format!("loading MNIST from {}", dir.display()))?;
-    // The same 784 pixels per digit: a row for the MLP, one 28x28 channel
-    // for LeNet.
-    let (spec, shape) = match args.model {
-        Net::Mlp => (&mlp::MNIST_MLP_SPEC, vec![784]),
-        Net::Lenet => (&lenet::LE_NET_SPEC, vec![1, 28, 28]),
-        Net::BnDropout => (&bn_dropout::MNIST_BN_DROPOUT_SPEC, vec![784]),
+    // The same 784 pixels per digit feed a row for the MLP and one 28x28
+    // channel for LeNet: columns match inputs by their element count.
+    let spec = match args.model {
+        Net::Mlp => &mlp::MNIST_MLP_SPEC,
+        Net::Lenet => &lenet::LE_NET_SPEC,
+        Net::BnDropout => &bn_dropout::MNIST_BN_DROPOUT_SPEC,
     };
-    let train = mnist.train.with_sample_shape(shape.clone())?;
-    let test = mnist.test.with_sample_shape(shape)?;
-    let (train, validation) =
-        nnc::runtime::train::split_validation(&train, args.validation, spec.train.seed)?;
+    let test = mnist.test;
+    let (train, validation) = if args.validation == 0.0 {
+        (mnist.train, None)
+    } else {
+        let (t, v) =
+            nnc::runtime::train::split_validation(&mnist.train, args.validation, spec.train.seed)?;
+        (t, Some(v))
+    };
 
     let batch = args.batch.unwrap_or(match spec.train.batch {
         BatchSpec::Size(n) => n,
@@ -166,7 +170,7 @@ pub fn run(
         spec.source,
         model.params().len(),
         train.len(),
-        validation.len(),
+        validation.as_ref().map_or(0, |v| v.len()),
         test.len(),
         dir.display(),
         comm.size()
@@ -186,15 +190,20 @@ pub fn run(
     };
     before_fit();
     let start = Instant::now();
-    let history = fit_with(
-        model.as_mut(),
-        &TrainData::new(&train).with_validation(&validation),
-        &opts,
-        comm,
-    )?;
+    let data = match &validation {
+        Some(v) => TrainData::new(&train).with_validation(v),
+        None => TrainData::new(&train),
+    };
+    let history = fit_with(model.as_mut(), &data, &opts, comm)?;
     let elapsed = start.elapsed().as_secs_f64();
     let eval = evaluate(model.as_mut(), &test)?;
-    let samples = history.steps as f64 * batch as f64;
+    // Samples trained: whole epochs over the training set, or (a run
+    // stopped mid-epoch) steps of at most the whole set.
+    let samples = if history.finished {
+        (history.epochs.len() * train.len()) as f64
+    } else {
+        history.steps as f64 * batch.min(train.len()) as f64
+    };
     if !lead {
         return Ok(());
     }
@@ -207,7 +216,7 @@ pub fn run(
     println!(
         "test: loss {:.4}, accuracy {:.2}%",
         eval.loss,
-        100.0 * eval.accuracy.unwrap_or(f64::NAN)
+        100.0 * eval.accuracy().unwrap_or(f64::NAN)
     );
     Ok(())
 }

@@ -298,7 +298,7 @@ impl ToRust for TrainSpec {
         let warmup = u64_lit(self.warmup);
         let wd = f32_lit(self.weight_decay);
         let seed = u64_lit(self.seed);
-        let clip = option(self.clip_norm, |c| f32_lit(c));
+        let clip = option(self.clip_norm, f32_lit);
         let early = option(self.early_stop, |e| {
             let e = u64_lit(e);
             quote!(#e)

@@ -61,3 +61,22 @@ pub struct TrainSpec {
     /// Stop after this many epochs without improvement (`early_stop:`).
     pub early_stop: Option<u64>,
 }
+
+impl Default for TrainSpec {
+    /// A network without a `train` block: Keras' `fit` defaults — Adam at
+    /// 1e-3, batch 32, one epoch, constant rate, seed 0.
+    fn default() -> Self {
+        TrainSpec {
+            optimizer: OptimizerConfig::Adam(crate::optim::AdamConfig::default()),
+            lr: 1e-3,
+            batch: BatchSpec::Size(32),
+            epochs: 1,
+            schedule: ScheduleSpec::Constant,
+            warmup: 0,
+            weight_decay: 0.0,
+            seed: 0,
+            clip_norm: None,
+            early_stop: None,
+        }
+    }
+}

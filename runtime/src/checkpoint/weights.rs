@@ -84,7 +84,9 @@ pub fn save_weights_with<M: Model + ?Sized>(
 }
 
 /// Loads parameters and state into `model` from a safetensors file, by
-/// name (see the [module docs](self)); returns the file's metadata.
+/// name (see `nnc_runtime::checkpoint::weights`' docs: every tensor by
+/// name, shapes checked, nothing changed unless all fit); returns the
+/// file's metadata.
 pub fn load_weights<M: Model + ?Sized>(
     model: &mut M,
     path: impl AsRef<Path>,

@@ -392,7 +392,7 @@ impl Batcher {
     }
 
     /// Runs `f` on the gathered batch (rows `rows` of the buffers). Up to
-    /// [`INLINE_SLICES`] inputs the slice lists live on the stack.
+    /// 16 inputs the slice lists live on the stack.
     pub fn with_batch<R>(
         &self,
         rows: std::ops::Range<usize>,

@@ -438,6 +438,22 @@ impl Dataset {
         self.columns.iter().find(|c| c.name == name)
     }
 
+    /// The values of the real-valued column `name`, all samples.
+    pub fn f32_values(&self, name: &str) -> Option<&[f32]> {
+        match self.column(name)?.values() {
+            Values::F32(v) => Some(v),
+            Values::Classes { .. } => None,
+        }
+    }
+
+    /// The indices of the class column `name`, all samples.
+    pub fn class_values(&self, name: &str) -> Option<&[u32]> {
+        match self.column(name)?.values() {
+            Values::Classes { values, .. } => Some(values),
+            Values::F32(_) => None,
+        }
+    }
+
     /// A new dataset of the given samples, in the given order.
     pub fn subset(&self, indices: &[usize]) -> Result<Dataset, DataError> {
         if let Some(&bad) = indices.iter().find(|&&i| i >= self.rows) {

@@ -1,4 +1,4 @@
-//! The training loop: [`fit`] drives any compiled [`Model`] through epochs of
+//! The training loop: [`fit`] drives any compiled [`Model`](crate::Model) through epochs of
 //! shuffled mini-batches, with a learning-rate schedule, decoupled weight
 //! decay, gradient clipping, validation with the metrics of the model's
 //! loss kind, early stopping, a progress bar, a metrics log and resumable
@@ -14,7 +14,7 @@
 //! [`Batcher`](crate::data::Batcher) copies them into buffers allocated
 //! once before the loop, and a [`Trainer`] takes the step: forward and
 //! backward through a [`StepRunner`](crate::parallel::StepRunner)
-//! ([`Model::train_step_at`] on the runner's workspaces and gradient
+//! ([`Model::train_step_at`](crate::Model::train_step_at) on the runner's workspaces and gradient
 //! buffers: one, or one per shard of the batch when data parallel, see
 //! [`crate::parallel`]), clipping, the optimizer's update at the schedule's
 //! rate, decoupled weight decay (`p -= lr·wd·p`, except with AdamW, which
@@ -22,7 +22,7 @@
 //! per step.
 //!
 //! # Batches
-//! [`BatchSpec::Full`] is full-batch gradient descent (one step per epoch over
+//! [`BatchSpec::Full`](crate::BatchSpec::Full) is full-batch gradient descent (one step per epoch over
 //! the whole training set, in file order: there is nothing to shuffle);
 //! `Size(1)` is stochastic gradient descent and `Size(n)` mini-batches of `n`
 //! shuffled samples, the last batch of an epoch possibly smaller. The schedule

@@ -13,7 +13,7 @@ pub use schedules::{ScheduleDef, SCHEDULES};
 
 use super::args::{self, found, literal, suggest, Slot, TRAIN};
 use crate::diagnostic::{Diagnostic, ErrorKind, Span};
-use crate::ir::{BatchSize, Optimizer, TrainConfig};
+use crate::ir::{BatchSpec, OptimizerConfig, TrainConfig};
 use crate::syntax::ast::{Arg, Expr, ExprKind, TrainDef};
 
 /// A hyper-parameter of an optimizer or schedule: its name, its default
@@ -30,6 +30,9 @@ pub struct Hyper {
     pub expect: &'static str,
     /// A flag rather than a number.
     pub boolean: bool,
+    /// Whether the value is an `f32` in the runtime (so it must be finite
+    /// and keep its range there), rather than a count of steps.
+    pub real: bool,
 }
 
 impl Slot for Hyper {
@@ -57,6 +60,24 @@ const fn num(
         check,
         expect,
         boolean: false,
+        real: true,
+    }
+}
+
+/// A whole number (a count of steps), with a default.
+const fn count(
+    name: &'static str,
+    default: Option<f64>,
+    check: fn(f64) -> bool,
+    expect: &'static str,
+) -> Hyper {
+    Hyper {
+        name,
+        default,
+        check,
+        expect,
+        boolean: false,
+        real: false,
     }
 }
 
@@ -68,6 +89,21 @@ const fn flag(name: &'static str) -> Hyper {
         check: |_| true,
         expect: "true or false",
         boolean: true,
+        real: false,
+    }
+}
+
+/// Why `v`, valid as a real number, is not valid as the `f32` the runtime
+/// keeps: it overflows, or rounds to a value outside the range (`1e-50`
+/// becomes 0, which is not positive).
+fn f32_problem(v: f64, check: fn(f64) -> bool, expect: &str) -> Option<String> {
+    let r = v as f32;
+    if !r.is_finite() {
+        Some(format!("{v} does not fit in f32 (at most about ±3.4e38)"))
+    } else if !check(f64::from(r)) {
+        Some(format!("{v} rounds to {r} in f32, which is not {expect}"))
+    } else {
+        None
     }
 }
 
@@ -132,6 +168,20 @@ fn hypers(c: &ConstCall<'_>, table: &[Hyper], errors: &mut Vec<Diagnostic>) -> O
         } else {
             literal(e).map(|l| l.0).filter(|&v| (h.check)(v))
         };
+        if let Some(problem) = v
+            .filter(|_| h.real)
+            .and_then(|v| f32_problem(v, h.check, h.expect))
+        {
+            errors.push(
+                Diagnostic::new(
+                    ErrorKind::BadArgument,
+                    e.span,
+                    format!("`{}` of `{}` = {problem}", h.name, c.name),
+                )
+                .with_label("not representable in f32"),
+            );
+            continue;
+        }
         match v {
             Some(v) => *value = Some(v),
             None => {
@@ -205,6 +255,31 @@ fn number(
     }
 }
 
+/// [`number`] for a setting the runtime keeps as an `f32`.
+fn real(
+    e: &Expr,
+    key: &str,
+    check: fn(f64) -> bool,
+    what: &str,
+    errors: &mut Vec<Diagnostic>,
+) -> Option<f32> {
+    let v = number(e, key, check, what, errors)?;
+    match f32_problem(v, check, what) {
+        None => Some(v as f32),
+        Some(problem) => {
+            errors.push(
+                Diagnostic::new(
+                    ErrorKind::BadArgument,
+                    e.span,
+                    format!("`{key}` = {problem}"),
+                )
+                .with_label("not representable in f32"),
+            );
+            None
+        }
+    }
+}
+
 /// A key of a `train` block and how its value sets the configuration.
 pub struct Setting {
     /// The key.
@@ -218,16 +293,19 @@ pub static SETTINGS: &[Setting] = &[
     Setting {
         key: "optimizer",
         apply: |v, cfg, errors| {
-            if let Some(o) = optimizers::optimizer(v, errors) {
-                cfg.optimizer = o;
+            if let Some((o, lr)) = optimizers::optimizer(v, errors) {
+                cfg.spec.optimizer = o;
+                cfg.spec.lr = lr;
             }
         },
     },
     Setting {
         key: "batch",
         apply: |v, cfg, errors| match (&v.kind, literal(v)) {
-            (ExprKind::Name(n), _) if n.name == "full" => cfg.batch = BatchSize::Full,
-            (_, Some((b, true))) if b >= 1.0 => cfg.batch = BatchSize::Size(b as u64),
+            (ExprKind::Name(n), _) if n.name == "full" => cfg.spec.batch = BatchSpec::Full,
+            (_, Some((b, true))) if (1.0..=MAX_BATCH).contains(&b) => {
+                cfg.spec.batch = BatchSpec::Size(b as usize)
+            }
             _ => errors.push(expected(v, "batch", "a positive integer or `full`")),
         },
     },
@@ -235,39 +313,40 @@ pub static SETTINGS: &[Setting] = &[
         key: "epochs",
         apply: |v, cfg, errors| {
             if let Some(n) = number(v, "epochs", whole, "a positive integer", errors) {
-                cfg.epochs = n as u64;
+                cfg.spec.epochs = n as u64;
             }
         },
     },
     Setting {
         key: "schedule",
         apply: |v, cfg, errors| {
-            if let Some(s) = schedules::schedule(v, errors) {
-                cfg.schedule = s;
+            if let Some((s, warmup)) = schedules::schedule(v, errors) {
+                cfg.spec.schedule = s;
+                cfg.spec.warmup = warmup;
             }
         },
     },
     Setting {
         key: "l1",
         apply: |v, cfg, errors| {
-            if let Some(n) = number(v, "l1", non_negative, "a number ≥ 0", errors) {
-                cfg.regularization.l1 = n;
+            if let Some(n) = real(v, "l1", non_negative, "a number ≥ 0", errors) {
+                cfg.regularization.l1 = f64::from(n);
             }
         },
     },
     Setting {
         key: "l2",
         apply: |v, cfg, errors| {
-            if let Some(n) = number(v, "l2", non_negative, "a number ≥ 0", errors) {
-                cfg.regularization.l2 = n;
+            if let Some(n) = real(v, "l2", non_negative, "a number ≥ 0", errors) {
+                cfg.regularization.l2 = f64::from(n);
             }
         },
     },
     Setting {
         key: "weight_decay",
         apply: |v, cfg, errors| {
-            if let Some(n) = number(v, "weight_decay", non_negative, "a number ≥ 0", errors) {
-                cfg.weight_decay = n;
+            if let Some(n) = real(v, "weight_decay", non_negative, "a number ≥ 0", errors) {
+                cfg.spec.weight_decay = n;
             }
         },
     },
@@ -276,11 +355,32 @@ pub static SETTINGS: &[Setting] = &[
         apply: |v, cfg, errors| {
             let valid = |v: f64| v >= 0.0 && v.fract() == 0.0 && v < 1.8e19;
             if let Some(n) = number(v, "seed", valid, "a non-negative integer", errors) {
-                cfg.seed = n as u64;
+                cfg.spec.seed = n as u64;
+            }
+        },
+    },
+    Setting {
+        key: "clip_norm",
+        apply: |v, cfg, errors| {
+            if let Some(n) = real(v, "clip_norm", positive, "a positive number", errors) {
+                cfg.spec.clip_norm = Some(n);
+            }
+        },
+    },
+    Setting {
+        key: "early_stop",
+        apply: |v, cfg, errors| {
+            let what = "a positive whole number of epochs";
+            if let Some(n) = number(v, "early_stop", whole, what, errors) {
+                cfg.spec.early_stop = Some(n as u64);
             }
         },
     },
 ];
+
+/// The largest `batch:` (2^40 samples): larger is no batch any machine
+/// holds, and the workspace size would overflow.
+const MAX_BATCH: f64 = 1_099_511_627_776.0;
 
 /// Validates a `train` block.
 pub fn lower_train(def: &TrainDef) -> Result<TrainConfig, Vec<Diagnostic>> {
@@ -323,12 +423,12 @@ pub fn lower_train(def: &TrainDef) -> Result<TrainConfig, Vec<Diagnostic>> {
             }
         }
     }
-    if let (Optimizer::AdamW { weight_decay, .. }, true) =
-        (&mut cfg.optimizer, cfg.weight_decay > 0.0)
+    if let (OptimizerConfig::AdamW(c), true) =
+        (&mut cfg.spec.optimizer, cfg.spec.weight_decay > 0.0)
     {
         // One decoupled decay: the block-level setting wins over adamw's default.
-        *weight_decay = cfg.weight_decay;
-        cfg.weight_decay = 0.0;
+        c.weight_decay = cfg.spec.weight_decay;
+        cfg.spec.weight_decay = 0.0;
     }
     if errors.is_empty() {
         Ok(cfg)

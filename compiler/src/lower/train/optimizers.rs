@@ -1,12 +1,13 @@
 //! The optimizers a `train` block names: one table of each optimizer's
 //! hyper-parameters (with PyTorch's defaults and the valid ranges) and the
-//! [`Optimizer`] its values make.
+//! contract's [`OptimizerConfig`] its values make, with the learning rate
+//! beside it (the runtime's schedules move the rate, not the config).
 
 use super::{
     const_call, expected, flag, hypers, non_negative, num, positive, unit, unknown, Hyper,
 };
 use crate::diagnostic::{Diagnostic, ErrorKind};
-use crate::ir::Optimizer;
+use crate::ir::{AdagradConfig, AdamConfig, OptimizerConfig, RmspropConfig, SgdConfig};
 use crate::syntax::ast::Expr;
 
 /// Why a combination of values is invalid: the message and the label.
@@ -18,28 +19,28 @@ pub struct OptimizerDef {
     pub name: &'static str,
     /// Its hyper-parameters, positional order.
     pub params: &'static [Hyper],
-    /// The optimizer the values (in parameter order, defaults filled in)
-    /// make, or why the combination is invalid.
-    pub build: fn(&[f64]) -> Result<Optimizer, Invalid>,
+    /// The optimizer the values (in parameter order, defaults filled in;
+    /// `lr` first) make, or why the combination is invalid.
+    pub build: fn(&[f32]) -> Result<OptimizerConfig, Invalid>,
 }
 
 const LR: &str = "a positive number";
 const BETA: &str = "a number in [0, 1)";
 const NN: &str = "a number ≥ 0";
 
-fn sgd(v: &[f64]) -> Result<Optimizer, Invalid> {
+fn sgd(v: &[f32]) -> Result<OptimizerConfig, Invalid> {
     if v[3] != 0.0 && (v[1] == 0.0 || v[2] != 0.0) {
         return Err((
             "Nesterov momentum needs a positive `momentum` and zero `dampening`",
             "invalid combination",
         ));
     }
-    Ok(Optimizer::Sgd {
-        lr: v[0],
+    Ok(OptimizerConfig::Sgd(SgdConfig {
         momentum: v[1],
         dampening: v[2],
         nesterov: v[3] != 0.0,
-    })
+        weight_decay: 0.0,
+    }))
 }
 
 /// Every optimizer, in the order errors list them.
@@ -73,12 +74,12 @@ pub static OPTIMIZERS: &[OptimizerDef] = &[
             num("eps", 1e-8, positive, LR),
         ],
         build: |v| {
-            Ok(Optimizer::Adam {
-                lr: v[0],
+            Ok(OptimizerConfig::Adam(AdamConfig {
                 beta1: v[1],
                 beta2: v[2],
                 eps: v[3],
-            })
+                weight_decay: 0.0,
+            }))
         },
     },
     OptimizerDef {
@@ -91,13 +92,12 @@ pub static OPTIMIZERS: &[OptimizerDef] = &[
             num("weight_decay", 1e-2, non_negative, NN),
         ],
         build: |v| {
-            Ok(Optimizer::AdamW {
-                lr: v[0],
+            Ok(OptimizerConfig::AdamW(AdamConfig {
                 beta1: v[1],
                 beta2: v[2],
                 eps: v[3],
                 weight_decay: v[4],
-            })
+            }))
         },
     },
     OptimizerDef {
@@ -110,13 +110,13 @@ pub static OPTIMIZERS: &[OptimizerDef] = &[
             flag("centered"),
         ],
         build: |v| {
-            Ok(Optimizer::RmsProp {
-                lr: v[0],
+            Ok(OptimizerConfig::Rmsprop(RmspropConfig {
                 alpha: v[1],
                 eps: v[2],
                 momentum: v[3],
                 centered: v[4] != 0.0,
-            })
+                weight_decay: 0.0,
+            }))
         },
     },
     OptimizerDef {
@@ -128,18 +128,19 @@ pub static OPTIMIZERS: &[OptimizerDef] = &[
             num("initial_accumulator", 0.0, non_negative, NN),
         ],
         build: |v| {
-            Ok(Optimizer::Adagrad {
-                lr: v[0],
+            Ok(OptimizerConfig::Adagrad(AdagradConfig {
                 lr_decay: v[1],
+                initial_accumulator_value: v[3],
                 eps: v[2],
-                initial_accumulator: v[3],
-            })
+                weight_decay: 0.0,
+            }))
         },
     },
 ];
 
-/// The optimizer an `optimizer:` value names, or `None` after pushing why.
-pub(super) fn optimizer(e: &Expr, errors: &mut Vec<Diagnostic>) -> Option<Optimizer> {
+/// The optimizer an `optimizer:` value names and its learning rate, or
+/// `None` after pushing why.
+pub(super) fn optimizer(e: &Expr, errors: &mut Vec<Diagnostic>) -> Option<(OptimizerConfig, f32)> {
     let Some(c) = const_call(e) else {
         errors.push(expected(
             e,
@@ -153,9 +154,13 @@ pub(super) fn optimizer(e: &Expr, errors: &mut Vec<Diagnostic>) -> Option<Optimi
         errors.push(unknown("optimizer", &c, &names));
         return None;
     };
-    let v = hypers(&c, def.params, errors)?;
+    // Every value fits an f32 (`hypers` checked it).
+    let v: Vec<f32> = hypers(&c, def.params, errors)?
+        .iter()
+        .map(|&v| v as f32)
+        .collect();
     match (def.build)(&v) {
-        Ok(o) => Some(o),
+        Ok(o) => Some((o, v[0])),
         Err((message, label)) => {
             errors.push(Diagnostic::new(ErrorKind::BadArgument, c.span, message).with_label(label));
             None

@@ -1,10 +1,10 @@
 //! The learning-rate schedules a `train` block names: one table of each
-//! schedule's hyper-parameters and the [`ScheduleKind`] its values make;
-//! every schedule also takes `warmup`.
+//! schedule's hyper-parameters and the contract's [`ScheduleSpec`] its
+//! values make; every schedule also takes `warmup`.
 
-use super::{const_call, expected, hypers, non_negative, num, unknown, whole, Hyper};
+use super::{const_call, count, expected, hypers, non_negative, num, unknown, whole, Hyper};
 use crate::diagnostic::Diagnostic;
-use crate::ir::{Schedule, ScheduleKind};
+use crate::ir::ScheduleSpec;
 use crate::syntax::ast::Expr;
 
 /// A schedule of the language.
@@ -15,14 +15,14 @@ pub struct ScheduleDef {
     pub params: &'static [Hyper],
     /// The schedule the values (in parameter order, defaults filled in)
     /// make; the warmup is read from the last value.
-    pub build: fn(&[f64]) -> ScheduleKind,
+    pub build: fn(&[f64]) -> ScheduleSpec,
 }
 
 /// Steps of linear warmup in front of any schedule.
-const WARMUP: Hyper = num(
+const WARMUP: Hyper = count(
     "warmup",
-    0.0,
-    |v| v >= 0.0 && v.fract() == 0.0,
+    Some(0.0),
+    |v| v >= 0.0 && v.fract() == 0.0 && v < 1.8e19,
     "a whole number of steps",
 );
 
@@ -37,40 +37,36 @@ pub static SCHEDULES: &[ScheduleDef] = &[
     ScheduleDef {
         name: "constant",
         params: &[WARMUP],
-        build: |_| ScheduleKind::Constant,
+        build: |_| ScheduleSpec::Constant,
     },
     ScheduleDef {
         name: "step",
         params: &[
-            Hyper {
-                name: "every",
-                default: None,
-                check: whole,
-                expect: "a positive whole number of steps",
-                boolean: false,
-            },
+            count("every", None, whole, "a positive whole number of steps"),
             num("gamma", 0.1, decay, GAMMA),
             WARMUP,
         ],
-        build: |v| ScheduleKind::Step {
+        build: |v| ScheduleSpec::Step {
             every: v[0] as u64,
-            gamma: v[1],
+            gamma: v[1] as f32,
         },
     },
     ScheduleDef {
         name: "exponential",
         params: &[num("gamma", 0.99, decay, GAMMA), WARMUP],
-        build: |v| ScheduleKind::Exponential { gamma: v[0] },
+        build: |v| ScheduleSpec::Exponential { gamma: v[0] as f32 },
     },
     ScheduleDef {
         name: "cosine",
         params: &[num("min_lr", 0.0, non_negative, "a number ≥ 0"), WARMUP],
-        build: |v| ScheduleKind::Cosine { min_lr: v[0] },
+        build: |v| ScheduleSpec::Cosine {
+            min_lr: v[0] as f32,
+        },
     },
 ];
 
-/// The schedule a `schedule:` value names, or `None` after pushing why.
-pub(super) fn schedule(e: &Expr, errors: &mut Vec<Diagnostic>) -> Option<Schedule> {
+/// The schedule a `schedule:` value names and its warmup steps.
+pub(super) fn schedule(e: &Expr, errors: &mut Vec<Diagnostic>) -> Option<(ScheduleSpec, u64)> {
     let Some(c) = const_call(e) else {
         errors.push(expected(
             e,
@@ -85,8 +81,5 @@ pub(super) fn schedule(e: &Expr, errors: &mut Vec<Diagnostic>) -> Option<Schedul
         return None;
     };
     let v = hypers(&c, def.params, errors)?;
-    Some(Schedule {
-        kind: (def.build)(&v),
-        warmup: v.last().copied().unwrap_or(0.0) as u64,
-    })
+    Some(((def.build)(&v), v.last().copied().unwrap_or(0.0) as u64))
 }
