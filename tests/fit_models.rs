@@ -296,3 +296,43 @@ fn weights_written_by_pytorch_predict_what_pytorch_did() {
     }
     assert_eq!(got[0].values.len(), want.len());
 }
+
+#[test]
+fn every_kind_trains_bit_identically_on_one_and_two_threads() {
+    use nnc::runtime::parallel::Strategy;
+    let bits = |v: &[f32]| v.iter().map(|x| x.to_bits()).collect::<Vec<_>>();
+    let opts = |threads| FitOptions {
+        epochs: Some(2),
+        threads: Some(threads),
+        // Two shards of every batch of 32, on however many threads.
+        parallel: Strategy::Data { shards: Some(2) },
+        ..FitOptions::quiet()
+    };
+    let data = regression_data(200, 9);
+    let run = |threads| {
+        let mut m = regression::Regression::default();
+        let h = fit(&mut m, &TrainData::new(&data), &opts(threads)).unwrap();
+        (
+            bits(m.params()),
+            h.epochs.last().unwrap().train_loss.to_bits(),
+        )
+    };
+    assert_eq!(run(1), run(2), "regression");
+    let data = two_input_data(200, 10);
+    let run = |threads| {
+        let mut m = two_inputs::TwoInputs::default();
+        let h = fit(&mut m, &TrainData::new(&data), &opts(threads)).unwrap();
+        (
+            bits(m.params()),
+            h.epochs.last().unwrap().train_loss.to_bits(),
+        )
+    };
+    assert_eq!(run(1), run(2), "two inputs");
+    let data = circle_data(200, 11);
+    let run = |threads| {
+        let mut m = binary::Binary::default();
+        fit(&mut m, &TrainData::new(&data), &opts(threads)).unwrap();
+        bits(m.params())
+    };
+    assert_eq!(run(1), run(2), "binary");
+}

@@ -1,6 +1,8 @@
 //! Kernel functions, one per scheduled node that is not fused into another
 //! (each asks its op for the body, `Op::emit`), and the calls an entry point
-//! makes to them in schedule order, with each operand's slice.
+//! makes to them in schedule order, with each operand's slice. Kernels are
+//! associated functions of the network's struct (`Self::k5_add`), so two
+//! networks in one module never collide.
 
 use super::fuse::Fusion;
 use super::layout::{Layout, Loc};
@@ -274,7 +276,7 @@ pub(super) fn calls(
                 quote! {
                     let ([#(#ws_names),*], scratch) =
                         #rt::kernels::io(ws, (#s, #len), [#(#ws_ranges),*]);
-                    #name(b, #(#args,)* &mut g[#a..#e], scratch);
+                    Self::#name(b, #(#args,)* &mut g[#a..#e], scratch);
                 }
             } else {
                 let bind = (!ws_ranges.is_empty()).then(
@@ -282,7 +284,7 @@ pub(super) fn calls(
                 );
                 quote! {
                     #bind
-                    #name(b, #(#args,)* &mut g[#a..#e]);
+                    Self::#name(b, #(#args,)* &mut g[#a..#e]);
                 }
             }
         } else if let Some((s, len)) = scratch {
@@ -291,17 +293,17 @@ pub(super) fn calls(
             quote! {
                 let ([#(#ws_names),*], out, scratch) =
                     #rt::conv::io_scratch(ws, #out_pair, (#s, #len), [#(#ws_ranges),*]);
-                #name(b, #(#args,)* out, scratch);
+                Self::#name(b, #(#args,)* out, scratch);
             }
         } else if ws_ranges.is_empty() {
             quote! {
-                #name(b, #(#args,)* &mut #out_slice);
+                Self::#name(b, #(#args,)* &mut #out_slice);
             }
         } else {
             let ws_names = (0..ws_ranges.len()).map(|i| format_ident!("w{}", i));
             quote! {
                 let ([#(#ws_names),*], out) = #rt::kernels::io(ws, #out_pair, [#(#ws_ranges),*]);
-                #name(b, #(#args,)* out);
+                Self::#name(b, #(#args,)* out);
             }
         };
         out.push(quote! {

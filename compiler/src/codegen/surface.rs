@@ -342,7 +342,11 @@ pub fn items(s: &Surface, bodies: &Bodies, rt: &TokenStream) -> TokenStream {
             }
         }
 
-        #kernels
+        // The kernels, scoped to the network: two networks in one module
+        // never collide.
+        impl #ty {
+            #kernels
+        }
     }
 }
 

@@ -308,10 +308,13 @@ fn fit_on_current_pool<M: Model + ?Sized>(
             saver.write_log(&saved.history)?;
         }
     }
+    // The best epoch's weights, whether patience ran out or the epochs did
+    // (Keras 3's `restore_best_weights`), unless the run was interrupted.
+    let completed = stopped_early || loader.epoch() >= train.epochs;
+    if let (true, Some(best)) = (completed, &best_weights) {
+        resume::restore_weights(model, best);
+    }
     if stopped_early {
-        if let Some(best) = &best_weights {
-            resume::restore_weights(model, best);
-        }
         if opts.verbose && lead {
             println!(
                 "early stopping: no improvement for {} epochs{}",

@@ -60,8 +60,8 @@ pub struct EarlyStopping {
     pub patience: u64,
     /// The smallest decrease that counts as an improvement.
     pub min_delta: f64,
-    /// At the end, put back the parameters (and state) of the best epoch,
-    /// bit for bit.
+    /// At the end of the run (stopped early or not), put back the
+    /// parameters (and state) of the best epoch, bit for bit.
     pub restore_best: bool,
 }
 
