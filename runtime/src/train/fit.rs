@@ -314,18 +314,16 @@ fn fit_on_current_pool<M: Model + ?Sized>(
     if let (true, Some(best)) = (completed, &best_weights) {
         resume::restore_weights(model, best);
     }
-    if stopped_early {
-        if opts.verbose && lead {
-            println!(
-                "early stopping: no improvement for {} epochs{}",
-                run.since_best,
-                if best_weights.is_some() {
-                    "; restored the best epoch's weights"
-                } else {
-                    ""
-                }
-            );
-        }
+    if stopped_early && opts.verbose && lead {
+        println!(
+            "early stopping: no improvement for {} epochs{}",
+            run.since_best,
+            if best_weights.is_some() {
+                "; restored the best epoch's weights"
+            } else {
+                ""
+            }
+        );
     }
     Ok(History {
         finished: loader.epoch() >= train.epochs || stopped_early,
