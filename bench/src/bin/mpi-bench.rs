@@ -15,9 +15,9 @@
 
 use clap::Parser;
 use nnc::runtime::collective::{Collective, Local, Mpi};
-use nnc::runtime::parallel::{StepRunner, Strategy};
+use nnc::runtime::parallel::Strategy;
 use nnc::runtime::rng::Rng;
-use nnc::runtime::{Batch, Model, StepKey};
+use nnc::runtime::{Batch, Model, Trainer};
 use std::time::Instant;
 
 mod w2 {
@@ -61,8 +61,10 @@ fn run(args: &Args, comm: &dyn Collective) -> anyhow::Result<()> {
     let mut model = w2::MlpWide::new(batch);
     model.init_params(w2::MLP_WIDE_SPEC.train.seed)?;
     comm.broadcast(model.params_mut(), 0)?;
-    let mut runner = StepRunner::for_rank(&model, batch, Strategy::Auto, rank, ranks);
-    let own = runner.rank_rows(batch);
+    // The step `fit` takes, on this rank, through the same `Trainer`.
+    let train = w2::MLP_WIDE_SPEC.train;
+    let mut trainer = Trainer::new(&model, &train, batch, u64::MAX, Strategy::Auto, rank, ranks)?;
+    let own = trainer.rank_rows(batch);
     // Every rank makes the same synthetic global batch and uses its rows.
     let mut rng = Rng::new(1);
     let x: Vec<f32> = (0..batch * 784).map(|_| rng.next_f32()).collect();
@@ -74,13 +76,8 @@ fn run(args: &Args, comm: &dyn Collective) -> anyhow::Result<()> {
         labels: &ys,
     };
     let spec = model.spec();
-    let mut opt = spec.train.optimizer.build(spec.param_count)?;
-    let lr = spec.train.lr;
     let mut step = |model: &mut w2::MlpWide| -> anyhow::Result<f32> {
-        // No dropout in W2: every step may use the same key.
-        let loss = runner.step_ranks(&*model, &local, batch, StepKey::default(), comm)?;
-        opt.step(model.params_mut(), runner.grads(), lr)?;
-        Ok(loss)
+        Ok(trainer.step_rank(model, &local, batch, comm)?)
     };
     for _ in 0..3 {
         step(&mut model)?;
@@ -97,7 +94,7 @@ fn run(args: &Args, comm: &dyn Collective) -> anyhow::Result<()> {
         println!(
             "W2 (mlp_wide, {} params, batch {batch}, {:?}): {ranks} rank(s) x {} thread(s): {step_ms:.1} ms/step, {:.0} samples/s (loss {loss:.4})",
             spec.param_count,
-            runner.mode(),
+            trainer.mode(),
             args.threads,
             batch as f64 * 1e3 / step_ms
         );
