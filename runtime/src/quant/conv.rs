@@ -12,7 +12,7 @@ use super::gemm::{check_operand, check_weights, max_threads, run, Problem};
 use super::kernel::Isa;
 use super::{ActQuant, Output, PackedWeights, QuantError, QuantWeights, WeightLayout};
 use crate::gemm::Parallelism;
-use nnc_geometry::Conv2d;
+use nnc_spec::Conv2d;
 
 /// A convolution's quantized weights packed for [`conv2d`]: one
 /// [`PackedWeights`] per group (its `O / groups` output channels by

@@ -5,7 +5,7 @@
 use super::super::conv::conv2d_with;
 use super::*;
 use crate::gemm::Parallelism;
-use nnc_geometry::Conv2d;
+use nnc_spec::Conv2d;
 
 /// `(c, h, w, o, kh, kw, stride, padding, dilation, groups)`.
 type Geo = (
