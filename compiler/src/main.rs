@@ -1,5 +1,7 @@
 //! The `nnc` command-line tool.
 
+mod cli;
+
 use anyhow::Context;
 use clap::{Parser, Subcommand};
 use nnc_compiler::driver::{self, training_graph};
@@ -8,9 +10,10 @@ use std::io::IsTerminal;
 use std::path::{Path, PathBuf};
 use std::process::ExitCode;
 
-/// nnc: a neural-network compiler.
+/// nnc compiles neural networks written in its language to specialised Rust,
+/// and trains, evaluates and runs them: `nnc train model.nn`.
 #[derive(Parser)]
-#[command(name = "nnc", version, about)]
+#[command(name = "nnc", version)]
 struct Cli {
     #[command(subcommand)]
     command: Command,
@@ -18,6 +21,13 @@ struct Cli {
 
 #[derive(Subcommand)]
 enum Command {
+    /// Train a model on the data its train block names (or --data): build it,
+    /// fit it, write checkpoints, metrics, the best weights and the curves.
+    Train(cli::run::TrainArgs),
+    /// Evaluate trained weights: the loss, the metrics, a confusion matrix.
+    Eval(cli::run::EvalArgs),
+    /// Predict with trained weights: one CSV row per sample.
+    Predict(cli::run::PredictArgs),
     /// Check a model: print each parameter, the totals and FLOPs, or the errors.
     Check {
         /// The .nn file.
@@ -100,8 +110,20 @@ fn fail(source: &SourceFile, diagnostics: &[nnc_compiler::Diagnostic]) -> ExitCo
     ExitCode::FAILURE
 }
 
+/// The exit code of a command that builds and runs a model's program.
+fn launched(result: Result<ExitCode, cli::run::Failure>) -> anyhow::Result<ExitCode> {
+    match result {
+        Ok(code) => Ok(code),
+        Err(cli::run::Failure::Model(source, diagnostics)) => Ok(fail(&source, &diagnostics)),
+        Err(cli::run::Failure::Other(e)) => Err(e),
+    }
+}
+
 fn run(cli: Cli) -> anyhow::Result<ExitCode> {
     match cli.command {
+        Command::Train(a) => launched(cli::run::train(&a)),
+        Command::Eval(a) => launched(cli::run::eval(&a)),
+        Command::Predict(a) => launched(cli::run::predict(&a)),
         Command::Check { file } => {
             let source = load(&file)?;
             let module = match nnc_compiler::check_source(&source) {

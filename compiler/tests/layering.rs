@@ -3,7 +3,7 @@
 //!
 //! ```text
 //! diagnostic < syntax < graph < ir < ops < lower < autodiff < passes
-//!            < codegen < driver < report, build < main
+//!            < codegen < driver < report, build < cli < main
 //! ```
 //!
 //! The one allowed cycle is `graph` ↔ `ops` (a node stores its `Op`, an op
@@ -40,7 +40,8 @@ const ORDER: &[(&str, u32)] = &[
     ("driver", 9),
     ("report", 10),
     ("build", 10),
-    ("main", 11),
+    ("cli", 11),
+    ("main", 12),
 ];
 
 /// Imports allowed against the order (importer, imported).

@@ -22,6 +22,55 @@ pub struct TrainConfig {
     pub spec: TrainSpec,
     /// L1/L2 penalties added to the loss.
     pub regularization: Regularization,
+    /// The training data (`data:`), for `nnc train`.
+    pub data: Option<DataSource>,
+    /// How to validate (`validation:`): a held-out fraction or a file.
+    pub validation: Option<Validation>,
+    /// The test data (`test:`), evaluated after training.
+    pub test: Option<DataSource>,
+}
+
+/// A data file (or IDX directory) a `train` block names, as written: the
+/// path is relative to the `.nn` file. Only `nnc train`, `eval` and
+/// `predict` read it; generated code does not.
+#[derive(Clone, Debug, PartialEq)]
+pub struct DataSource {
+    /// The path as written.
+    pub path: String,
+    /// CSV with its column mapping, or IDX.
+    pub format: DataFormat,
+    /// The whole call (`csv("iris.csv", label: species)`).
+    pub span: Span,
+    /// The path string.
+    pub path_span: Span,
+}
+
+/// How a data file is read.
+#[derive(Clone, Debug, PartialEq)]
+pub enum DataFormat {
+    /// `csv("file", label: COL, delimiter: ";", header: false, INPUT: COLS, ...)`.
+    Csv {
+        /// The column of the labels or targets: a header name or an index.
+        label: Option<String>,
+        /// The field separator.
+        delimiter: Option<char>,
+        /// Whether the first row is a header (`None`: detect).
+        header: Option<bool>,
+        /// `(input, columns)`: which CSV columns feed an input, with the
+        /// span of the argument.
+        columns: Vec<(String, String, Span)>,
+    },
+    /// `idx("dir/")`: MNIST's four IDX files.
+    Idx,
+}
+
+/// How a run is validated.
+#[derive(Clone, Debug, PartialEq)]
+pub enum Validation {
+    /// A seeded random fraction of the training data, held out.
+    Fraction(f64),
+    /// A file of its own.
+    Data(DataSource),
 }
 
 impl TrainConfig {
@@ -34,6 +83,9 @@ impl TrainConfig {
             span: Span::default(),
             spec: TrainSpec::default(),
             regularization: Regularization::default(),
+            data: None,
+            validation: None,
+            test: None,
         }
     }
 }

@@ -419,6 +419,7 @@ pub fn found(e: &Expr) -> String {
             format!("the number {}", literal(e).map_or(0.0, |l| l.0))
         }
         ExprKind::Bool(b) => format!("`{b}`"),
+        ExprKind::Str(s) => format!("the string {s:?}"),
         ExprKind::Name(n) => format!("the name `{}`", n.name),
         ExprKind::List(_) => "a list".to_string(),
         ExprKind::Call { func, .. } => format!("a call to `{}`", func.name),

@@ -74,7 +74,7 @@ impl Lowerer {
                 self.add_op(Op::Unary(UnaryOp::Neg), &[(x, inner.span)], e.span)
             }
             ExprKind::Name(n) => self.lookup(n),
-            ExprKind::Bool(_) | ExprKind::List(_) => Err(self.report(
+            ExprKind::Bool(_) | ExprKind::List(_) | ExprKind::Str(_) => Err(self.report(
                 Diagnostic::new(
                     ErrorKind::TypeMismatch,
                     e.span,

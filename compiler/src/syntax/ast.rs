@@ -165,6 +165,9 @@ pub enum ExprKind {
     },
     /// `true` / `false`.
     Bool(bool),
+    /// `"text"`, escapes resolved (only in `train` blocks: file and column
+    /// names).
+    Str(String),
     /// A name.
     Name(Ident),
     /// `[a, b, c]`

@@ -291,6 +291,21 @@ fn primary(p: Pair<'_, Rule>) -> Result<Expr, Diagnostic> {
             }
         }
         Rule::boolean => ExprKind::Bool(p.as_str() == "true"),
+        Rule::string => {
+            let raw = p.as_str();
+            let inner = &raw[1..raw.len() - 1];
+            // The grammar admits only `\"` and `\\` after a backslash.
+            let mut text = String::with_capacity(inner.len());
+            let mut chars = inner.chars();
+            while let Some(c) = chars.next() {
+                text.push(if c == '\\' {
+                    chars.next().unwrap_or(c)
+                } else {
+                    c
+                });
+            }
+            ExprKind::Str(text)
+        }
         Rule::name => ExprKind::Name(ident(next(&mut p.into_inner(), sp)?)),
         Rule::list => ExprKind::List(p.into_inner().map(expr).collect::<Result<_, _>>()?),
         Rule::call => {
@@ -362,11 +377,13 @@ fn describe(rule: Rule) -> Option<&'static str> {
         Rule::integer => "an integer",
         Rule::number => "a number",
         Rule::boolean => "`true` or `false`",
+        Rule::string => "a string",
         Rule::expr | Rule::call | Rule::list => "an expression",
         Rule::dtype | Rule::tensor_type | Rule::class_type => "a type like `f32[batch, 784]`",
         Rule::dims | Rule::dim => "a dimension",
         Rule::setting => "a setting `key: value;`",
         Rule::arg => "an argument",
+        Rule::arg_name => "an argument name",
         Rule::pipe => "`|>`",
         Rule::add => "`+`",
         Rule::sub => "`-`",

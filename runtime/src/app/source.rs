@@ -226,7 +226,7 @@ fn csv_mapping(
                     }
                 };
                 if present {
-                    opts = opts.numbers("(label, not used by predict)", select);
+                    opts = opts.skip(select);
                 }
             }
         }

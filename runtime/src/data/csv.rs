@@ -78,6 +78,8 @@ pub enum ReadAs {
     /// Classes named by this list (`names[i]` is class `i`); any other
     /// name is an error. Integers are read as indices below its length.
     ClassesNamed(Arc<[String]>),
+    /// Not read at all (a label column `predict` does not need).
+    Skip,
 }
 
 /// One named column of the dataset and where it comes from.
@@ -148,6 +150,16 @@ impl CsvOptions {
             name: name.to_string(),
             select: select.into(),
             read: ReadAs::Classes,
+        });
+        self
+    }
+
+    /// Takes the columns `select` out of the rest without reading them.
+    pub fn skip(mut self, select: impl Into<Select>) -> Self {
+        self.columns.push(Mapping {
+            name: String::new(),
+            select: select.into(),
+            read: ReadAs::Skip,
         });
         self
     }
@@ -306,6 +318,7 @@ fn read(
                 let text = std::str::from_utf8(&record[c])
                     .map_err(|_| at(line, Some(c), "field is not UTF-8".into()))?;
                 match r.map.read {
+                    ReadAs::Skip => {}
                     ReadAs::Numbers => {
                         let v = number(text).map_err(|e| at(line, Some(c), e))?;
                         numbers[k].push(v);
@@ -346,6 +359,7 @@ fn read(
         };
         let shape = [r.cols.len()];
         let column = match &r.map.read {
+            ReadAs::Skip => continue,
             ReadAs::Numbers => Column::f32(&r.map.name, &shape, std::mem::take(&mut numbers[k])),
             ReadAs::Classes | ReadAs::ClassesNamed(_) => {
                 let given = match &r.map.read {

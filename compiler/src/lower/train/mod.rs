@@ -5,6 +5,7 @@
 //! one binder of `lower/args.rs` in its `train` dialect; every mistake in a
 //! block is reported.
 
+mod data;
 mod optimizers;
 mod schedules;
 
@@ -364,6 +365,30 @@ pub static SETTINGS: &[Setting] = &[
         apply: |v, cfg, errors| {
             if let Some(n) = real(v, "clip_norm", positive, "a positive number", errors) {
                 cfg.spec.clip_norm = Some(n);
+            }
+        },
+    },
+    Setting {
+        key: "data",
+        apply: |v, cfg, errors| {
+            if let Some(d) = data::source(v, "data", errors) {
+                cfg.data = Some(d);
+            }
+        },
+    },
+    Setting {
+        key: "validation",
+        apply: |v, cfg, errors| {
+            if let Some(d) = data::validation(v, errors) {
+                cfg.validation = Some(d);
+            }
+        },
+    },
+    Setting {
+        key: "test",
+        apply: |v, cfg, errors| {
+            if let Some(d) = data::source(v, "test", errors) {
+                cfg.test = Some(d);
             }
         },
     },

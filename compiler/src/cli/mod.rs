@@ -1,0 +1,6 @@
+//! The commands of the `nnc` binary that build and run a model's program:
+//! `train`, `eval`, `predict` ([`run`]), and the cache their programs are
+//! built in ([`cache`]).
+
+pub mod cache;
+pub mod run;
