@@ -3,6 +3,7 @@
 //! `train` block names (paths relative to the `.nn` file) or the command
 //! line gives (paths relative to the working directory).
 
+use std::ffi::OsString;
 use std::path::{Path, PathBuf};
 use std::process::{Command, ExitCode};
 
@@ -233,8 +234,8 @@ fn data_flags(
     cli: &DataArgs,
     block: Option<&DataSource>,
     what: &str,
-) -> Result<Vec<String>, Failure> {
-    let mut flags = Vec::new();
+) -> Result<Vec<OsString>, Failure> {
+    let mut flags: Vec<OsString> = Vec::new();
     let path = match (&cli.data, block) {
         (Some(path), _) => {
             if !path.exists() {
@@ -264,7 +265,7 @@ fn data_flags(
         }
     };
     flags.push("--data".into());
-    flags.push(path.display().to_string());
+    flags.push(shown(&path).into_os_string());
     // The block's CSV mapping applies to its own files and to files given
     // on the command line, unless the command line maps columns itself.
     let mapping = block.and_then(|s| match &s.format {
@@ -283,7 +284,7 @@ fn data_flags(
         .or(mapping.and_then(|m| m.0.as_ref()).filter(|_| !cli_maps))
     {
         flags.push("--label".into());
-        flags.push(label.clone());
+        flags.push(label.into());
     }
     let columns: Vec<String> = if cli_maps {
         cli.columns.clone()
@@ -294,11 +295,11 @@ fn data_flags(
     };
     for c in columns {
         flags.push("--column".into());
-        flags.push(c);
+        flags.push(c.into());
     }
     if let Some((_, Some(d), _, _)) = mapping {
         flags.push("--delimiter".into());
-        flags.push(d.to_string());
+        flags.push(d.to_string().into());
     }
     if let Some((_, _, Some(false), _)) = mapping {
         flags.push("--no-header".into());
@@ -309,7 +310,7 @@ fn data_flags(
 /// Runs the program with `args`, passing its exit status through. Ctrl-C
 /// reaches the program (it stops after its current step and saves); nnc
 /// itself waits for it.
-fn run(exe: &Path, args: &[String]) -> anyhow::Result<ExitCode> {
+fn run(exe: &Path, args: &[OsString]) -> anyhow::Result<ExitCode> {
     let status = Command::new(exe)
         .args(args)
         .status()
@@ -321,6 +322,22 @@ fn run(exe: &Path, args: &[String]) -> anyhow::Result<ExitCode> {
     })
 }
 
+/// `path` as the user would write it: symbolic links and `..` resolved,
+/// relative to the working directory when it lies below it (paths in a
+/// train block are joined onto the model's directory, which reads badly
+/// in messages: `models/../../data/x.csv`).
+fn shown(path: &Path) -> PathBuf {
+    let Ok(full) = path.canonicalize() else {
+        return path.to_path_buf();
+    };
+    std::env::current_dir()
+        .ok()
+        .and_then(|cwd| cwd.canonicalize().ok())
+        .and_then(|cwd| full.strip_prefix(cwd).ok().map(Path::to_path_buf))
+        .filter(|p| !p.as_os_str().is_empty())
+        .unwrap_or(full)
+}
+
 /// The default run directory of a network.
 fn default_out(network: &str) -> PathBuf {
     Path::new("runs").join(network)
@@ -329,7 +346,7 @@ fn default_out(network: &str) -> PathBuf {
 /// `nnc train`.
 pub fn train(a: &TrainArgs) -> Result<ExitCode, Failure> {
     let p = program(&a.model)?;
-    let mut args: Vec<String> = vec!["train".into()];
+    let mut args: Vec<OsString> = vec!["train".into()];
     args.extend(data_flags(&p, &a.data, p.config.data.as_ref(), "data")?);
     let fraction = a.validation.or(match p.config.validation {
         Some(Validation::Fraction(f)) => Some(f),
@@ -338,7 +355,7 @@ pub fn train(a: &TrainArgs) -> Result<ExitCode, Failure> {
     match (fraction, &p.config.validation) {
         (Some(f), _) => {
             args.push("--validation".into());
-            args.push(f.to_string());
+            args.push(f.to_string().into());
         }
         (None, Some(Validation::Data(src))) => {
             let flags = data_flags(&p, &DataArgs::default(), Some(src), "validation data")?;
@@ -350,7 +367,7 @@ pub fn train(a: &TrainArgs) -> Result<ExitCode, Failure> {
     match (&a.test, &p.config.test) {
         (Some(t), _) => {
             args.push("--test".into());
-            args.push(t.display().to_string());
+            args.push(t.into());
         }
         (None, Some(src)) => {
             let flags = data_flags(&p, &DataArgs::default(), Some(src), "test data")?;
@@ -361,7 +378,7 @@ pub fn train(a: &TrainArgs) -> Result<ExitCode, Failure> {
     }
     let out = a.out.clone().unwrap_or_else(|| default_out(&p.network));
     args.push("--out".into());
-    args.push(out.display().to_string());
+    args.push(out.into_os_string());
     let numbers: [(&str, Option<String>); 5] = [
         ("--epochs", a.epochs.map(|v| v.to_string())),
         ("--batch", a.batch.map(|v| v.to_string())),
@@ -372,7 +389,7 @@ pub fn train(a: &TrainArgs) -> Result<ExitCode, Failure> {
     for (flag, v) in numbers {
         if let Some(v) = v {
             args.push(flag.into());
-            args.push(v);
+            args.push(v.into());
         }
     }
     for (flag, on) in [
@@ -405,7 +422,7 @@ fn weights(given: &Option<PathBuf>, network: &str) -> anyhow::Result<PathBuf> {
 pub fn eval(a: &EvalArgs) -> Result<ExitCode, Failure> {
     let p = program(&a.model)?;
     let w = weights(&a.weights, &p.network)?;
-    let mut args: Vec<String> = vec!["eval".into(), "--weights".into(), w.display().to_string()];
+    let mut args: Vec<OsString> = vec!["eval".into(), "--weights".into(), w.into_os_string()];
     // Without --data: the block's test data, else its data.
     let block = p.config.test.as_ref().or(p.config.data.as_ref());
     args.extend(data_flags(&p, &a.data, block, "evaluation data")?);
@@ -416,14 +433,10 @@ pub fn eval(a: &EvalArgs) -> Result<ExitCode, Failure> {
 pub fn predict(a: &PredictArgs) -> Result<ExitCode, Failure> {
     let p = program(&a.model)?;
     let w = weights(&a.weights, &p.network)?;
-    let mut args: Vec<String> = vec![
-        "predict".into(),
-        "--weights".into(),
-        w.display().to_string(),
-    ];
+    let mut args: Vec<OsString> = vec!["predict".into(), "--weights".into(), w.into_os_string()];
     // The block's mapping (its label column is skipped when present).
     args.extend(data_flags(&p, &a.data, p.config.data.as_ref(), "data")?);
     args.push("--output".into());
-    args.push(a.output.display().to_string());
+    args.push(a.output.clone().into_os_string());
     Ok(run(&p.exe, &args)?)
 }

@@ -364,7 +364,20 @@ fn train<M: Model + Default>(a: &TrainArgs) -> Result<(), AppError> {
             a.out.join(LAST_CHECKPOINT).display()
         );
     }
-    println!("weights:     {}", weights.display());
+    match history.best_epoch(0.0) {
+        Some(b) if best.exists() => println!(
+            "weights:     {} (epoch {} of {}: the lowest {} loss)",
+            weights.display(),
+            b.epoch,
+            history.epochs.len(),
+            if b.val.is_some() {
+                "validation"
+            } else {
+                "training"
+            }
+        ),
+        _ => println!("weights:     {}", weights.display()),
+    }
     println!(
         "metrics:     {}",
         a.out.join(crate::train::log::METRICS_LOG).display()

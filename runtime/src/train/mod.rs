@@ -201,3 +201,65 @@ pub struct History {
     /// True when early stopping ended the run.
     pub stopped_early: bool,
 }
+
+impl History {
+    /// The epoch whose weights `fit` keeps as the best: the first whose
+    /// validation loss (else training loss) improved on every earlier one
+    /// by more than `min_delta` and was not improved on later, by the rule
+    /// `fit` applies ([`EarlyStopping::min_delta`], 0 without early
+    /// stopping).
+    pub fn best_epoch(&self, min_delta: f64) -> Option<&EpochMetrics> {
+        let mut best: Option<(&EpochMetrics, f64)> = None;
+        for e in &self.epochs {
+            let monitored = e.val.as_ref().map_or(e.train_loss, |v| v.loss);
+            if best.is_none_or(|(_, b)| monitored < b - min_delta) {
+                best = Some((e, monitored));
+            }
+        }
+        best.map(|(e, _)| e)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::{EpochMetrics, Eval, History, Metrics};
+
+    fn history(train: &[f64], val: Option<&[f64]>) -> History {
+        let epochs = train
+            .iter()
+            .enumerate()
+            .map(|(i, &train_loss)| EpochMetrics {
+                epoch: i as u64 + 1,
+                steps: i as u64 + 1,
+                train_loss,
+                val: val.map(|v| Eval {
+                    loss: v[i],
+                    metrics: Metrics::None,
+                }),
+                lr: 0.1,
+                samples_per_sec: 1.0,
+                elapsed_s: 1.0,
+            })
+            .collect();
+        History {
+            epochs,
+            ..History::default()
+        }
+    }
+
+    #[test]
+    fn best_epoch_follows_the_rule_fit_applies() {
+        let best = |h: &History, d| h.best_epoch(d).map(|e| e.epoch);
+        assert_eq!(best(&History::default(), 0.0), None);
+        // Validation loss decides when there is one; the first of equals wins.
+        let h = history(&[5.0, 4.0, 3.0, 2.0], Some(&[3.0, 1.0, 2.0, 1.0]));
+        assert_eq!(best(&h, 0.0), Some(2));
+        // Training loss without validation.
+        let h = history(&[5.0, 4.0, 3.0, 3.5], None);
+        assert_eq!(best(&h, 0.0), Some(3));
+        // An improvement must beat min_delta: 1.0 -> 0.95 is not one at 0.1.
+        let h = history(&[1.0, 0.95, 0.92], None);
+        assert_eq!(best(&h, 0.1), Some(1));
+        assert_eq!(best(&h, 0.01), Some(3));
+    }
+}
