@@ -386,6 +386,57 @@ fn mistakes_are_reported_where_they_are() {
 }
 
 #[test]
+fn a_failing_build_shows_the_compiler_message_and_the_generated_file() {
+    // A runtime whose `app::main` does not compile stands in for a bug in
+    // the generated code: what the user sees is rustc's message and where
+    // the code is, not a bare "cargo failed".
+    let dir = temp_dir("build-failure");
+    classification(&dir);
+    let runtime = dir.join("broken-runtime");
+    std::fs::create_dir_all(runtime.join("src")).unwrap();
+    std::fs::write(
+        runtime.join("Cargo.toml"),
+        "[package]\nname = \"nnc-runtime\"\nversion = \"0.1.0\"\nedition = \"2021\"\n\
+         [features]\napp = []\n[workspace]\n",
+    )
+    .unwrap();
+    std::fs::write(
+        runtime.join("src/lib.rs"),
+        "pub mod app { pub fn main<M>() -> std::process::ExitCode { \
+         compile_error!(\"the stand-in runtime does not build\") } }\n",
+    )
+    .unwrap();
+    let o = Command::new(env!("CARGO_BIN_EXE_nnc"))
+        .args(["train", "pairs.nn", "--debug"])
+        .current_dir(&dir)
+        .env("NO_COLOR", "1")
+        .env("NNC_CACHE_DIR", dir.join("cache"))
+        .env("NNC_TARGET_DIR", dir.join("target"))
+        .env("NNC_RUNTIME_DIR", &runtime)
+        .output()
+        .expect("nnc runs");
+    let (_, err) = text(&o);
+    assert_ne!(o.status.code(), Some(0), "{err}");
+    assert!(
+        err.contains("building the generated code failed")
+            && err.contains("the stand-in runtime does not build")
+            && err.contains("src/model.rs"),
+        "{err}"
+    );
+    let generated = err
+        .split_whitespace()
+        .find(|w| w.ends_with("model.rs;"))
+        .map(|w| PathBuf::from(w.trim_end_matches(';')))
+        .expect("the generated file is named");
+    assert!(
+        std::fs::read_to_string(&generated).is_ok_and(|code| code.contains("struct Pairs")),
+        "{} holds the model's code",
+        generated.display()
+    );
+    assert!(!dir.join("runs").exists(), "nothing was trained");
+}
+
+#[test]
 fn help_says_what_nnc_does_and_lists_its_commands() {
     let o = Command::new(env!("CARGO_BIN_EXE_nnc"))
         .arg("--help")
