@@ -11,6 +11,14 @@ fn main() {
         opt_level: nnc_compiler::ir::OptLevel::O0,
         ..Default::default()
     };
+    // The second code-generation target (plain-loop matrix products), for
+    // the models whose products cover every GEMM path: shared and batched
+    // right operands, folded transposes, matmul epilogues.
+    let naive = nnc_compiler::codegen::Options {
+        target: std::sync::Arc::new(nnc_compiler::codegen::target::NaiveProducts),
+        ..Default::default()
+    };
+    const NAIVE: &[&str] = &["mnist_mlp", "every_op", "transformer", "seq_ops"];
     let out_dir =
         std::path::PathBuf::from(std::env::var_os("OUT_DIR").expect("cargo sets OUT_DIR"));
     // Every model, included under `#![deny(warnings)]` by tests/warnings.rs:
@@ -57,6 +65,16 @@ fn main() {
                 .unwrap_or_else(|e| panic!("{e}"));
             nnc_compiler::build::write_if_changed(&out_dir.join(format!("{stem}_o0.rs")), &code)
                 .unwrap_or_else(|e| panic!("{e}"));
+            if NAIVE.contains(&stem) {
+                let code = nnc_compiler::build::compile_to_string(Path::new(&path), &naive)
+                    .unwrap_or_else(|e| panic!("{e}"));
+                let file = format!("{stem}_naive.rs");
+                nnc_compiler::build::write_if_changed(&out_dir.join(&file), &code)
+                    .unwrap_or_else(|e| panic!("{e}"));
+                all.push_str(&format!(
+                    "pub mod {stem}_naive {{ include!(concat!(env!(\"OUT_DIR\"), \"/{file}\")); }}\n"
+                ));
+            }
         }
     }
     nnc_compiler::build::write_if_changed(&out_dir.join("all_models.rs"), &all)

@@ -45,6 +45,21 @@ mod seq_ops_o0 {
     nnc::include_model!("seq_ops_o0");
 }
 
+// The same models generated for the second target, `NaiveProducts`
+// (plain-loop matrix products instead of the runtime's GEMM).
+mod mnist_mlp_naive {
+    nnc::include_model!("mnist_mlp_naive");
+}
+mod every_op_naive {
+    nnc::include_model!("every_op_naive");
+}
+mod transformer_naive {
+    nnc::include_model!("transformer_naive");
+}
+mod seq_ops_naive {
+    nnc::include_model!("seq_ops_naive");
+}
+
 /// Runs the generated model and the interpreter on the same random batch
 /// and parameters; returns (what, relative error) for every compared value.
 fn compare<M: Model>(model: &mut M, path: &str, batch: usize, seed: u64) -> Vec<(String, f64)> {
@@ -227,6 +242,28 @@ fn conv_net_generated_code_equals_the_interpreter() {
         assert_close(compare(&mut model, path, batch, seed));
         assert_close(compare(&mut o0, path, batch, seed));
     }
+}
+
+/// The second code-generation target computes what the interpreter does
+/// too: the seam carries a whole model, and the runtime's GEMM (blocking,
+/// packing, SIMD kernels, epilogues) agrees with products by definition.
+#[test]
+fn the_naive_products_target_equals_the_interpreter() {
+    let mut mlp = mnist_mlp_naive::MnistMlp::new(16);
+    assert_close(compare(&mut mlp, "examples/models/mnist_mlp.nn", 16, 1));
+    let mut ops = every_op_naive::EveryOp::new(7);
+    for (batch, seed) in [(7, 3), (1, 4)] {
+        assert_close(compare(
+            &mut ops,
+            "compiler/tests/models/every_op.nn",
+            batch,
+            seed,
+        ));
+    }
+    let mut tf = transformer_naive::Transformer::new(4);
+    assert_close(compare(&mut tf, "examples/models/transformer.nn", 4, 1));
+    let mut seq = seq_ops_naive::SeqOps::new(5);
+    assert_close(compare(&mut seq, "compiler/tests/models/seq_ops.nn", 5, 1));
 }
 
 #[test]

@@ -167,6 +167,7 @@ fn run(cli: Cli) -> anyhow::Result<ExitCode> {
                 runtime,
                 opt_level,
                 disabled_passes: disable,
+                ..Default::default()
             };
             let source = load(&file)?;
             let module = match nnc_compiler::check_source(&source) {

@@ -10,6 +10,7 @@
 //! (the memory planner gives both one buffer). Every refusal carries a reason
 //! (`nnc compile --explain-fusion`), as XLA's `FusionDecision` does.
 
+use super::target::{Product, Target};
 use crate::graph::{NodeId, Shape};
 use crate::ir::TrainingGraph;
 use crate::ops::{Kernel, Op};
@@ -390,14 +391,30 @@ impl Fusion {
     /// The loop body of a fused root: `out[i] = expression`.
     /// With an epilogue, the product runs first and the loop over each
     /// finished block of it (`*o` is the product's element).
-    pub fn emit(&self, tg: &TrainingGraph, root: NodeId, rt: &TokenStream) -> Option<TokenStream> {
+    pub fn emit(
+        &self,
+        tg: &TrainingGraph,
+        root: NodeId,
+        rt: &TokenStream,
+        target: &dyn Target,
+    ) -> Option<TokenStream> {
         self.groups.get(&root.index())?;
         let inputs = self.inputs(tg, root);
         // An epilogue's product and an in-place loop's input are both the
         // element already in `out`.
         let product = self.epilogue_product(root).or(self.in_place_input(root));
         let out_shape = &tg.graph.ty(root).shape;
-        let expr = self.expr(tg, root, &inputs, out_shape, rt, product);
+        let expr = self.expr(
+            tg,
+            root,
+            &Loop {
+                inputs: &inputs,
+                out: out_shape,
+                rt,
+                target,
+                product,
+            },
+        );
         let guards = inputs.iter().enumerate().filter_map(|(j, &x)| {
             let name = format_ident!("x{}", j);
             let same = access(&tg.graph.ty(x).shape, out_shape) == Some(Access::Same);
@@ -423,35 +440,39 @@ impl Fusion {
             tg.graph.ty(ops[0]).shape.dims(),
             tg.graph.ty(ops[1]).shape.dims(),
         );
-        let (m, k, n) = (Kernel::dim(a[0]), Kernel::dim(a[1]), Kernel::dim(b[1]));
         let ta = self.folded_transposes.contains_key(&ops[0].index());
         let tb = self.folded_transposes.contains_key(&ops[1].index());
+        let p = Product {
+            rt,
+            m: Kernel::dim(a[0]),
+            k: Kernel::dim(a[1]),
+            n: Kernel::dim(b[1]),
+            ta,
+            tb,
+        };
         let uses_i = super::kernels::mentions(&expr, "i");
-        let (i0, body) = if uses_i {
-            (
-                quote!(i0),
-                quote! {
+        let epilogue = if uses_i {
+            quote! {
+                |i0, seg| {
                     for (j, o) in seg.iter_mut().enumerate() {
                         let i = i0 + j;
                         *o = #expr;
                     }
-                },
-            )
+                }
+            }
         } else {
-            (
-                quote!(_),
-                quote! {
+            quote! {
+                |_, seg| {
                     for o in seg.iter_mut() {
                         *o = #expr;
                     }
-                },
-            )
+                }
+            }
         };
+        let call = target.matmul_epilogue(&p, epilogue);
         Some(quote! {
             #(#guards)*
-            #rt::kernels::matmul_then(out, x0, x1, #m, #k, #n, #ta, #tb, |#i0, seg| {
-                #body
-            });
+            #call
         })
     }
 
@@ -460,18 +481,17 @@ impl Fusion {
         self.refusals.iter().chain(&self.matmul_refusals)
     }
 
-    fn expr(
-        &self,
-        tg: &TrainingGraph,
-        id: NodeId,
-        inputs: &[NodeId],
-        out: &Shape,
-        rt: &TokenStream,
-        product: Option<NodeId>,
-    ) -> TokenStream {
+    fn expr(&self, tg: &TrainingGraph, id: NodeId, l: &Loop<'_>) -> TokenStream {
+        let Loop {
+            inputs,
+            out,
+            rt,
+            target,
+            product,
+        } = *l;
         let operand = |o: NodeId| -> TokenStream {
             if self.into.contains_key(&o.index()) {
-                return self.expr(tg, o, inputs, out, rt, product);
+                return self.expr(tg, o, l);
             }
             if Some(o) == product {
                 return quote!(*o);
@@ -491,15 +511,27 @@ impl Fusion {
         match &tg.graph.node(id).op {
             Op::Unary(u) => {
                 let x = operand(ops[0]);
-                let e = u.emit_expr(rt);
+                let e = target.unary(u, rt);
                 quote!({ let x = #x; #e })
             }
             Op::Binary(b) => {
                 let (l, r) = (operand(ops[0]), operand(ops[1]));
-                let e = b.emit_expr();
+                let e = target.binary(b);
                 quote!({ let l = #l; let r = #r; #e })
             }
             _ => quote!(0.0),
         }
     }
+}
+
+/// What a fused loop's element expression is written against: the loop's
+/// inputs (`x0`, `x1`, …), the shape it runs over, the target, and the
+/// product an epilogue or in-place loop finds in `*o`.
+#[derive(Clone, Copy)]
+struct Loop<'a> {
+    inputs: &'a [NodeId],
+    out: &'a Shape,
+    rt: &'a TokenStream,
+    target: &'a dyn Target,
+    product: Option<NodeId>,
 }

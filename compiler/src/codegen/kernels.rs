@@ -1,11 +1,12 @@
 //! Kernel functions, one per scheduled node that is not fused into another
-//! (each asks its op for the body, `Op::emit`), and the calls an entry point
+//! (each asks the [`Target`] for the body), and the calls an entry point
 //! makes to them in schedule order, with each operand's slice. Kernels are
 //! associated functions of the network's struct (`Self::k5_add`), so two
 //! networks in one module never collide.
 
 use super::fuse::Fusion;
 use super::layout::{Layout, Loc};
+use super::target::Target;
 use super::{usize_lit, var};
 use crate::diagnostic::SourceFile;
 use crate::graph::{DType, NodeId};
@@ -61,6 +62,7 @@ pub(super) fn kernels(
     source: &SourceFile,
     tg: &TrainingGraph,
     rt: &TokenStream,
+    target: &dyn Target,
     schedules: &[&Vec<NodeId>],
     fusion: &Fusion,
     prefix: &str,
@@ -92,7 +94,10 @@ pub(super) fn kernels(
             rt,
             transposed: &transposed,
         };
-        let Some(body) = fusion.emit(tg, id, rt).or_else(|| node.op.emit(&k)) else {
+        let Some(body) = fusion
+            .emit(tg, id, rt, target)
+            .or_else(|| target.kernel(&node.op, &k))
+        else {
             continue;
         };
         let scratch = (node.op.scratch(&logical.iter().collect::<Vec<_>>()) > 0)

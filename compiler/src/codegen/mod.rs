@@ -12,7 +12,8 @@
 //! only modal networks have, `kernels.rs` the kernel functions and the calls
 //! to them, `layout.rs` places every value (planned by `memory.rs`),
 //! `fuse.rs` decides fusion, `spec.rs` emits the `ModelSpec`, `stats.rs`
-//! measures a step for `--stats` and `--explain-fusion`.
+//! measures a step for `--stats` and `--explain-fusion`, and `target.rs`
+//! is the seam below which a [`Target`] writes each kernel's body.
 
 mod fuse;
 mod kernels;
@@ -23,16 +24,19 @@ mod network;
 mod spec;
 mod stats;
 pub mod surface;
+pub mod target;
 
 use crate::diagnostic::{CompileError, Diagnostic, ErrorKind, SourceFile};
 use crate::graph::{Dim, NodeId};
 use crate::ir::{Network, OptLevel, TrainConfig, TrainingGraph};
 use proc_macro2::{Ident, Literal, Span as PSpan, TokenStream};
 use quote::format_ident;
+use std::sync::Arc;
 
 pub use network::network;
 pub use spec::screaming;
 pub use stats::{explain_fusion, stats, Stats};
+pub use target::{RustRuntime, Target};
 
 /// How to generate.
 #[derive(Clone, Debug)]
@@ -44,6 +48,9 @@ pub struct Options {
     pub opt_level: OptLevel,
     /// Graph passes to skip (by name, see `nnc compile --list-passes`).
     pub disabled_passes: Vec<String>,
+    /// What kernel bodies are written as ([`RustRuntime`] unless a
+    /// second target is plugged in).
+    pub target: Arc<dyn Target>,
 }
 
 impl Default for Options {
@@ -52,6 +59,7 @@ impl Default for Options {
             runtime: "::nnc::runtime".to_string(),
             opt_level: OptLevel::default(),
             disabled_passes: Vec::new(),
+            target: Arc::new(RustRuntime),
         }
     }
 }

@@ -131,12 +131,14 @@ pub fn network(
     let ty = format_ident!("{}", net.name);
     let spec_name = format_ident!("{}_SPEC", spec::screaming(&net.name));
     let state_name = format_ident!("{}_STATE", spec::screaming(&net.name));
+    let target = &*opts.target;
     let kernels = if modal {
-        let mut k = kernels(source, tg, rt, &[&train], &fusion, "k");
+        let mut k = kernels(source, tg, rt, target, &[&train], &fusion, "k");
         k.extend(kernels(
             source,
             itg,
             rt,
+            target,
             &[&loss, &predict, &scoring],
             &ifusion,
             "i",
@@ -147,6 +149,7 @@ pub fn network(
             source,
             tg,
             rt,
+            target,
             &[&train, &loss, &predict, &scoring],
             &fusion,
             "k",
