@@ -89,7 +89,7 @@ fn compare<M: Model>(model: &mut M, path: &str, batch: usize, seed: u64) -> Vec<
             // Token ids: whole numbers in range, fed with the features.
             (InputKind::Features, nnc::compiler::graph::DType::Class { classes }) => {
                 let v: Vec<f32> = (0..n)
-                    .map(|_| (rng.next() % classes as u64) as f32)
+                    .map(|_| (rng.next_u64() % classes as u64) as f32)
                     .collect();
                 bindings.insert(
                     i.name.clone(),
@@ -98,7 +98,7 @@ fn compare<M: Model>(model: &mut M, path: &str, batch: usize, seed: u64) -> Vec<
                 features.push(v);
             }
             (InputKind::Features, _) => {
-                let v: Vec<f32> = (0..n).map(|_| rng.unit() * 2.0 - 1.0).collect();
+                let v: Vec<f32> = (0..n).map(|_| rng.unit_f32() * 2.0 - 1.0).collect();
                 bindings.insert(
                     i.name.clone(),
                     tensor(v.iter().map(|&x| f64::from(x)).collect()),
@@ -118,7 +118,7 @@ fn compare<M: Model>(model: &mut M, path: &str, batch: usize, seed: u64) -> Vec<
                     })
                     .unwrap();
                 let v: Vec<u32> = (0..n)
-                    .map(|_| (rng.next() % u64::from(classes)) as u32)
+                    .map(|_| (rng.next_u64() % u64::from(classes)) as u32)
                     .collect();
                 bindings.insert(
                     i.name.clone(),

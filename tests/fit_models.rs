@@ -30,8 +30,8 @@ mod mnist_bn_dropout {
 
 /// A standard normal draw (Box–Muller on the test's own generator).
 fn normal(rng: &mut Rng) -> f32 {
-    let u = rng.unit().max(1e-7);
-    let v = rng.unit();
+    let u = rng.unit_f32().max(1e-7);
+    let v = rng.unit_f32();
     (-2.0 * u.ln()).sqrt() * (std::f32::consts::TAU * v).cos()
 }
 
@@ -42,7 +42,7 @@ fn regression_data(n: usize, seed: u64) -> Dataset {
     let mut rng = Rng(seed);
     let (mut x, mut y) = (Vec::new(), Vec::new());
     for _ in 0..n {
-        let v: Vec<f32> = (0..3).map(|_| 2.0 * rng.unit() - 1.0).collect();
+        let v: Vec<f32> = (0..3).map(|_| 2.0 * rng.unit_f32() - 1.0).collect();
         y.push((2.0 * v[0]).sin() + v[1] * v[1] - 0.5 * v[2] + NOISE_STD * normal(&mut rng));
         x.extend(v);
     }
@@ -110,7 +110,7 @@ fn circle_data(n: usize, seed: u64) -> Dataset {
     let mut rng = Rng(seed);
     let (mut x, mut t) = (Vec::new(), Vec::new());
     for _ in 0..n {
-        let (a, b) = (3.0 * rng.unit() - 1.5, 3.0 * rng.unit() - 1.5);
+        let (a, b) = (3.0 * rng.unit_f32() - 1.5, 3.0 * rng.unit_f32() - 1.5);
         x.extend([a, b]);
         t.push(if a * a + b * b < 1.0 { 1.0 } else { 0.0 });
     }
@@ -201,8 +201,8 @@ fn a_two_input_network_without_outputs_trains_and_reports_accuracy() {
 fn weights_and_batch_norm_state_save_and_load_bit_for_bit() {
     let mut rng = Rng(7);
     let n = 256;
-    let x: Vec<f32> = (0..n * 784).map(|_| rng.unit()).collect();
-    let y: Vec<u32> = (0..n).map(|_| rng.digit()).collect();
+    let x: Vec<f32> = (0..n * 784).map(|_| rng.unit_f32()).collect();
+    let y: Vec<u32> = (0..n).map(|_| rng.below(10) as u32).collect();
     let data = Dataset::new(vec![
         Column::f32("image", &[784], x),
         Column::classes("digit", &[], y, 10),

@@ -63,7 +63,7 @@ fn data<M: Model>(model: &M, net: &Network, batch: usize, seed: u64) -> Data {
         let tensor = |v: Vec<f64>| Tensor::from_shape_vec(dims.clone(), v).unwrap();
         match i.kind {
             InputKind::Features => {
-                let v: Vec<f32> = (0..n).map(|_| rng.unit() * 2.0 - 1.0).collect();
+                let v: Vec<f32> = (0..n).map(|_| rng.unit_f32() * 2.0 - 1.0).collect();
                 d.bindings.insert(
                     i.name.clone(),
                     tensor(v.iter().map(|&x| f64::from(x)).collect()),
@@ -71,7 +71,7 @@ fn data<M: Model>(model: &M, net: &Network, batch: usize, seed: u64) -> Data {
                 d.features.push(v);
             }
             InputKind::Labels => {
-                let v: Vec<u32> = (0..n).map(|_| (rng.next() % 3) as u32).collect();
+                let v: Vec<u32> = (0..n).map(|_| (rng.next_u64() % 3) as u32).collect();
                 d.bindings.insert(
                     i.name.clone(),
                     tensor(v.iter().map(|&x| f64::from(x)).collect()),
@@ -107,7 +107,7 @@ fn compare<M: Model>(model: &mut M, path: &str, batch: usize, seed: u64) -> Vec<
     // really reads them.
     let mut rng = Rng(seed ^ 0xabc);
     for v in model.state_mut() {
-        *v = 0.5 + rng.unit();
+        *v = 0.5 + rng.unit_f32();
     }
     let d = data(model, &net, batch, seed);
     let fs: Vec<&[f32]> = d.features.iter().map(|v| v.as_slice()).collect();
@@ -251,7 +251,12 @@ fn the_runtime_and_the_interpreter_share_the_dropout_hash() {
     use nnc::runtime::norm as r;
     let mut rng = Rng(3);
     for _ in 0..1000 {
-        let (seed, step, salt, index) = (rng.next(), rng.next() % 1000, rng.next(), rng.next());
+        let (seed, step, salt, index) = (
+            rng.next_u64(),
+            rng.next_u64() % 1000,
+            rng.next_u64(),
+            rng.next_u64(),
+        );
         let kc = c::dropout_key(seed, step, salt);
         assert_eq!(kc, r::dropout_key(seed, step, salt));
         let t = c::dropout_threshold(0.37);
@@ -264,7 +269,7 @@ fn the_runtime_and_the_interpreter_share_the_dropout_hash() {
 fn stats_data(n: usize) -> Dataset {
     let mut rng = Rng(21);
     let x: Vec<f32> = (0..n * 3)
-        .map(|i| rng.unit() * (1.0 + (i % 3) as f32) + (i % 3) as f32)
+        .map(|i| rng.unit_f32() * (1.0 + (i % 3) as f32) + (i % 3) as f32)
         .collect();
     let y: Vec<u32> = (0..n as u32).map(|i| i % 2).collect();
     Dataset::new(vec![

@@ -19,7 +19,7 @@ fn sequences(rng: &mut Rng, n: usize) -> Dataset {
     let mut y = vec![0; n * 16];
     for s in 0..n {
         for i in 0..16 {
-            let d = rng.digit();
+            let d = rng.below(10) as u32;
             x.push(d);
             y[s * 16 + 15 - i] = d;
         }

@@ -5,32 +5,13 @@
 use nnc_runtime::conv::{self, Conv2d, Pool2d};
 use proptest::prelude::*;
 
-/// SplitMix64, independent of the code under test.
-struct Rng(u64);
-impl Rng {
-    fn next(&mut self) -> u64 {
-        self.0 = self.0.wrapping_add(0x9E37_79B9_7F4A_7C15);
-        let mut z = self.0;
-        z = (z ^ (z >> 30)).wrapping_mul(0xBF58_476D_1CE4_E5B9);
-        z = (z ^ (z >> 27)).wrapping_mul(0x94D0_49BB_1331_11EB);
-        z ^ (z >> 31)
-    }
-    fn vec(&mut self, n: usize) -> Vec<f32> {
-        (0..n)
-            .map(|_| (self.next() >> 40) as f32 / (1u64 << 24) as f32 * 2.0 - 1.0)
-            .collect()
-    }
-}
+use nnc_test_support::{assert_close, Rng};
 
+/// Within 1e-4 of the naive loops, relative to the largest magnitude (at
+/// least 1).
+#[track_caller]
 fn close(got: &[f32], want: &[f64], what: &str) {
-    assert_eq!(got.len(), want.len(), "{what}: lengths");
-    let scale = want.iter().fold(1.0f64, |m, v| m.max(v.abs()));
-    for (i, (&g, &w)) in got.iter().zip(want).enumerate() {
-        assert!(
-            (f64::from(g) - w).abs() <= 1e-4 * scale,
-            "{what}: element {i} is {g}, want {w}"
-        );
-    }
+    assert_close(what, got, want, 1e-4, 1.0);
 }
 
 /// Input position of output `o` and kernel tap `k`, if inside `0..n`.
@@ -42,9 +23,9 @@ fn at(o: usize, k: usize, s: usize, p: usize, d: usize, n: usize) -> Option<usiz
 fn check_conv(g: Conv2d, b: usize, seed: u64) {
     let mut rng = Rng(seed);
     let (oh, ow) = g.out_hw();
-    let x = rng.vec(b * g.c * g.h * g.w);
-    let w = rng.vec(g.o * g.c / g.groups * g.kh * g.kw);
-    let dy = rng.vec(b * g.o * oh * ow);
+    let x = rng.uniform_f32(b * g.c * g.h * g.w, -1.0, 1.0);
+    let w = rng.uniform_f32(g.o * g.c / g.groups * g.kh * g.kw, -1.0, 1.0);
+    let dy = rng.uniform_f32(b * g.o * oh * ow, -1.0, 1.0);
     let (y_want, dx_want, dw_want) = conv::reference::conv2d(&g, b, &x, &w, &dy);
     // Scratch and outputs start full of garbage: kernels must not read them.
     let mut scratch = vec![f32::NAN; g.scratch_len()];
@@ -127,12 +108,12 @@ fn naive_pool(p: &Pool2d, b: usize, x: &[f32], dy: &[f32], max: bool) -> (Vec<f6
 fn check_pool(p: Pool2d, b: usize, seed: u64) {
     let mut rng = Rng(seed);
     let (oh, ow) = p.out_hw();
-    let mut x = rng.vec(b * p.c * p.h * p.w);
+    let mut x = rng.uniform_f32(b * p.c * p.h * p.w, -1.0, 1.0);
     // Some exact ties, so "first maximum" is exercised.
     for i in (0..x.len()).step_by(3) {
         x[i] = 0.5;
     }
-    let dy = rng.vec(b * p.c * oh * ow);
+    let dy = rng.uniform_f32(b * p.c * oh * ow, -1.0, 1.0);
     for max in [true, false] {
         let (y_want, dx_want) = naive_pool(&p, b, &x, &dy, max);
         let mut y = vec![f32::NAN; y_want.len()];

@@ -15,9 +15,10 @@
 //! `[N, C]` and NCHW `[N, C, H, W]` inputs alike.
 //!
 //! Dropout's mask is a pure function of (seed, step, layer salt, global
-//! element index): [`dropout_key`] and [`dropout_keep`] are the same
-//! splitmix64 hash as `nnc_runtime::norm`, so the interpreter and the
-//! generated code drop exactly the same elements, whatever the sharding.
+//! element index): [`dropout_key`] and [`dropout_keep`] are the contract's
+//! (`nnc_spec::hash`), which the runtime's kernel calls too, so the
+//! interpreter and the generated code drop exactly the same elements,
+//! whatever the sharding.
 
 use super::grad::GradCtx;
 use super::kernel::Kernel;
@@ -71,31 +72,9 @@ pub enum NormOp {
     },
 }
 
-/// splitmix64's finaliser: a bijective mix of 64 bits.
-pub fn mix(mut z: u64) -> u64 {
-    z = z.wrapping_add(0x9E37_79B9_7F4A_7C15);
-    z = (z ^ (z >> 30)).wrapping_mul(0xBF58_476D_1CE4_E5B9);
-    z = (z ^ (z >> 27)).wrapping_mul(0x94D0_49BB_1331_11EB);
-    z ^ (z >> 31)
-}
-
-/// The per-step, per-layer key of a dropout mask.
-pub fn dropout_key(seed: u64, step: u64, salt: u64) -> u64 {
-    mix(mix(seed ^ salt.rotate_left(32)) ^ step)
-}
-
-/// The threshold a drop probability compares against: an element is kept
-/// when the top 53 bits of its hash are at least this. The interpreter's
-/// copy of `nnc_runtime::norm::dropout_threshold` (the compiler does not
-/// depend on the runtime); generated code passes the rate to the kernel.
-pub fn dropout_threshold(rate: f64) -> u64 {
-    (rate * 9_007_199_254_740_992.0) as u64
-}
-
-/// Whether the element at global flat index `index` is kept.
-pub fn dropout_keep(key: u64, index: u64, threshold: u64) -> bool {
-    (mix(key ^ index) >> 11) >= threshold
-}
+// The contract's hash, the same function the runtime's dropout kernel
+// calls: the interpreter and generated code drop the same elements.
+pub use nnc_spec::hash::{dropout_keep, dropout_key, dropout_threshold, mix};
 
 /// `[N, C, rest...]` as (N, C, positions per channel and sample).
 fn ncs(shape: &[usize]) -> (usize, usize, usize) {

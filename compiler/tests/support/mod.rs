@@ -27,29 +27,8 @@ pub fn config() -> ProptestConfig {
 /// The batch size every test binds `batch` to.
 pub const BATCH: usize = 3;
 
-/// SplitMix64: a tiny seeded generator for test values (independent of the
-/// code under test).
-pub struct Rng(pub u64);
-
-impl Rng {
-    pub fn next_u64(&mut self) -> u64 {
-        self.0 = self.0.wrapping_add(0x9E37_79B9_7F4A_7C15);
-        let mut z = self.0;
-        z = (z ^ (z >> 30)).wrapping_mul(0xBF58_476D_1CE4_E5B9);
-        z = (z ^ (z >> 27)).wrapping_mul(0x94D0_49BB_1331_11EB);
-        z ^ (z >> 31)
-    }
-    /// Uniform in [0, 1).
-    pub fn unit(&mut self) -> f64 {
-        (self.next_u64() >> 11) as f64 / (1u64 << 53) as f64
-    }
-    pub fn range(&mut self, lo: f64, hi: f64) -> f64 {
-        lo + (hi - lo) * self.unit()
-    }
-    pub fn below(&mut self, n: usize) -> usize {
-        (self.next_u64() % n as u64) as usize
-    }
-}
+/// The workspace's seeded test generator.
+pub use nnc_test_support::Rng;
 
 /// How the values of one input are drawn.
 #[derive(Clone, Copy, Debug)]
