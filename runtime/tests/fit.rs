@@ -323,6 +323,32 @@ fn bad_checkpoints_are_rejected_with_a_reason_and_change_nothing() {
     std::fs::write(&garbage, b"definitely not safetensors").unwrap();
     let truncated = dir.0.join("truncated.safetensors");
     std::fs::write(&truncated, &bytes[..bytes.len() - 10]).unwrap();
+    // One flipped byte in the last value (an optimizer moment).
+    let flipped = dir.0.join("flipped.safetensors");
+    let mut flip = bytes.clone();
+    *flip.last_mut().unwrap() ^= 0x40;
+    std::fs::write(&flipped, &flip).unwrap();
+    // Edited and saved again with fresh checksums: only the value checks
+    // can tell.
+    let nan_weight = edited(&good, &dir.0, "nan", "linear.weight", 1, f32::NAN, &[]);
+    let negative_moment = edited(
+        &good,
+        &dir.0,
+        "negative",
+        "optimizer.exp_avg_sq",
+        2,
+        -1e-3,
+        &[],
+    );
+    let bad_step = edited(
+        &good,
+        &dir.0,
+        "step",
+        "linear.bias",
+        0,
+        0.5,
+        &[("nnc.step", "3"), ("nnc.optimizer.step", "3")],
+    );
 
     let resume = |path: &Path| FitOptions {
         resume: Some(path.to_path_buf()),
@@ -337,6 +363,26 @@ fn bad_checkpoints_are_rejected_with_a_reason_and_change_nothing() {
         ("garbage", &SYN, resume(&garbage), "corrupt checkpoint"),
         ("truncated", &SYN, resume(&truncated), "corrupt checkpoint"),
         ("missing", &SYN, resume(&dir.0.join("nope")), "nope"),
+        ("flipped byte", &SYN, resume(&flipped), "fails its checksum"),
+        (
+            "NaN weight",
+            &SYN,
+            resume(&nan_weight),
+            "tensor `linear.weight` holds NaN at index 1",
+        ),
+        (
+            "negative second moment",
+            &SYN,
+            resume(&negative_moment),
+            "`adam` state tensor `exp_avg_sq` holds -0.001 at element 2: an average of squares \
+             is never negative",
+        ),
+        (
+            "step count",
+            &SYN,
+            resume(&bad_step),
+            "step 3 does not match the data position (epoch 1, sample 0 of batches of 16: step 4)",
+        ),
         ("other model", &SYN_OTHER_HASH, resume(&good), "model hash"),
         (
             "other shape",
@@ -369,6 +415,11 @@ fn bad_checkpoints_are_rejected_with_a_reason_and_change_nothing() {
         let err = fit(&mut model, &data, &opts).unwrap_err();
         let msg = err.to_string();
         assert!(msg.contains(reason), "{what}: {msg}");
+        // Each names the file it refused.
+        assert!(
+            what == "other batch" || msg.contains(".safetensors") || msg.contains("nope"),
+            "{what}: {msg}"
+        );
         assert!(
             model.params.iter().all(|&p| p == 0.25),
             "{what}: params changed"
@@ -379,6 +430,36 @@ fn bad_checkpoints_are_rejected_with_a_reason_and_change_nothing() {
         err,
         FitError::Checkpoint(CheckpointError::Mismatch { .. })
     ));
+}
+
+/// A copy of checkpoint `from` named `tag.safetensors` in `dir` with
+/// element `index` of tensor `tensor` set to `value` (and the metadata
+/// keys of `meta` replaced), written with valid checksums, as an editing tool would.
+fn edited(
+    from: &Path,
+    dir: &Path,
+    tag: &str,
+    tensor: &str,
+    index: usize,
+    value: f32,
+    meta: &[(&str, &str)],
+) -> std::path::PathBuf {
+    let (mut tensors, mut md) = checkpoint::load_tensors(from).unwrap();
+    tensors.iter_mut().find(|t| t.name == tensor).unwrap().data[index] = value;
+    for (k, v) in meta {
+        md.insert((*k).into(), (*v).into());
+    }
+    let refs: Vec<checkpoint::TensorRef<'_>> = tensors
+        .iter()
+        .map(|t| checkpoint::TensorRef {
+            name: &t.name,
+            shape: &t.shape,
+            data: &t.data,
+        })
+        .collect();
+    let path = dir.join(format!("{tag}.safetensors"));
+    checkpoint::save_tensors(&path, &refs, &md).unwrap();
+    path
 }
 
 // ------------------------------------------------------------------ closed forms

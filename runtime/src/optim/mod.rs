@@ -159,10 +159,38 @@ fn load_named(
             )));
         }
     }
+    for (name, saved) in &state.tensors {
+        check_values(kind, name, saved)?;
+    }
     for ((_, buf), (_, saved)) in bufs.iter_mut().zip(&state.tensors) {
         buf.copy_from_slice(saved);
     }
     Ok(state.step)
+}
+
+/// State tensors that are sums or averages of squared gradients: a negative
+/// element cannot come from any run (its square root is NaN on the next
+/// step), only from a damaged or edited checkpoint.
+const NON_NEGATIVE: [&str; 3] = ["exp_avg_sq", "square_avg", "sum"];
+
+/// Refuses a saved state tensor with a value no run produces: not finite,
+/// or negative where it accumulates squares.
+fn check_values(kind: &str, name: &str, values: &[f32]) -> Result<(), OptimError> {
+    let bad = |i: usize, why: &str| {
+        Err(OptimError::StateMismatch(format!(
+            "`{kind}` state tensor `{name}` holds {} at element {i}: {why}",
+            values[i]
+        )))
+    };
+    if let Some(i) = values.iter().position(|v| !v.is_finite()) {
+        return bad(i, "not a finite number");
+    }
+    if NON_NEGATIVE.contains(&name) {
+        if let Some(i) = values.iter().position(|&v| v < 0.0) {
+            return bad(i, "an average of squares is never negative");
+        }
+    }
+    Ok(())
 }
 
 // ---------------------------------------------------------------- the shared base

@@ -101,6 +101,22 @@ pub(super) fn resume<M: Model + ?Sized>(
         .loader
         .ok_or_else(|| fail("the checkpoint has no data loader state".into()))?;
     let mut run = RunState::decode(&loaded.meta.extra, batch).map_err(fail)?;
+    // The step count follows from the loader's position (same batch, checked
+    // above): a count that does not would run the schedule (warmup, decay,
+    // Adam's bias correction) at the wrong point, silently.
+    let expected = (loader.batches_per_epoch() as u64)
+        .checked_mul(loader_state.epoch)
+        .and_then(|s| s.checked_add(loader_state.position.div_ceil(batch.max(1)) as u64));
+    if expected != Some(loaded.meta.step) {
+        return Err(fail(format!(
+            "step {} does not match the data position (epoch {}, sample {} of batches of {batch}: \
+             step {})",
+            loaded.meta.step,
+            loader_state.epoch,
+            loader_state.position,
+            expected.map_or("out of range".to_string(), |s| s.to_string())
+        )));
+    }
     // The history of the epochs before the checkpoint: the log beside it
     // (rank 0 wrote it in the same directory), cut to those epochs. Without
     // a log the resumed run reports only its own epochs.
