@@ -44,12 +44,13 @@ pub use weights::{load_weights, save_weights, save_weights_with, LoadOptions};
 #[derive(Debug, Error)]
 pub enum CheckpointError {
     /// The file system refused.
-    #[error("{}: {source}", path.display())]
+    #[error("{}: {error}", path.display())]
     Io {
         /// File involved.
         path: PathBuf,
-        /// Underlying error.
-        source: std::io::Error,
+        /// Underlying error. Shown in the message and not exposed as
+        /// [`std::error::Error::source`], so a chain prints it once.
+        error: std::io::Error,
     },
     /// The file is not a valid checkpoint (bad header, offsets, dtype, metadata).
     #[error("{}: corrupt checkpoint: {reason}", path.display())]
@@ -198,9 +199,9 @@ pub(crate) fn write_file_atomic(path: &Path, bytes: &[u8]) -> Result<(), Checkpo
 /// `/dev/null`, a FIFO, a terminal — is opened and written in place, never
 /// renamed over.
 pub fn write_output(path: &Path, bytes: &[u8]) -> Result<(), CheckpointError> {
-    let io = |source| CheckpointError::Io {
+    let io = |error| CheckpointError::Io {
         path: path.to_path_buf(),
-        source,
+        error,
     };
     match std::fs::metadata(path) {
         Ok(m) if !m.is_file() => {
@@ -265,7 +266,7 @@ fn write_atomic(
     static COUNTER: AtomicU64 = AtomicU64::new(0);
     let io = |p: &Path| {
         let p = p.to_path_buf();
-        move |source| CheckpointError::Io { path: p, source }
+        move |error| CheckpointError::Io { path: p, error }
     };
     let file_name = path.file_name().ok_or_else(|| {
         CheckpointError::Invalid(format!("{} is not a file path", path.display()))
@@ -306,9 +307,9 @@ pub fn load_tensors(
     path: impl AsRef<Path>,
 ) -> Result<(Vec<Tensor>, BTreeMap<String, String>), CheckpointError> {
     let path = path.as_ref();
-    let bytes = std::fs::read(path).map_err(|source| CheckpointError::Io {
+    let bytes = std::fs::read(path).map_err(|error| CheckpointError::Io {
         path: path.to_path_buf(),
-        source,
+        error,
     })?;
     decode(&bytes, path)
 }

@@ -201,7 +201,105 @@ fn a_non_finite_parameter_is_caught_in_its_step_and_named() {
     let e = fit(&mut probe, &TrainData::new(&probe_data(4)), &opts).unwrap_err();
     assert_eq!(
         e.to_string(),
-        "training diverged: parameter `p` became NaN (element 0) in the update of step 0: its \
-         gradient or update was not finite; try a lower learning rate or clip_norm"
+        "training diverged: parameter `p` became NaN (element 0) in the update of step 0 \
+         (epoch 1): its gradient or update was not finite; try a lower learning rate or clip_norm"
     );
+}
+
+/// `e` and its causes, outermost first, as a chain printer (anyhow's
+/// `{:#}`) joins them.
+fn chain(e: &dyn std::error::Error) -> Vec<String> {
+    let mut out = vec![e.to_string()];
+    let mut cur = e.source();
+    while let Some(s) = cur {
+        out.push(s.to_string());
+        cur = s.source();
+    }
+    out
+}
+
+#[test]
+fn error_chains_print_each_cause_once() {
+    use nnc_runtime::checkpoint::load_tensors;
+    use nnc_runtime::data::csv::{read_csv, CsvOptions};
+    use nnc_runtime::data::load_mnist;
+
+    let dir = TempDir::new("chains");
+    let data = blobs(20, 5);
+    let missing = dir.0.join("missing.safetensors");
+    let garbage = dir.0.join("garbage.safetensors");
+    std::fs::write(&garbage, b"not a checkpoint").unwrap();
+    let bad_csv = dir.0.join("bad.csv");
+    std::fs::write(&bad_csv, "a,label\n1e39,0\n").unwrap();
+    let resume = |path: &std::path::Path| FitOptions {
+        resume: Some(path.to_path_buf()),
+        ..FitOptions::quiet()
+    };
+    let errors: Vec<(Box<dyn std::error::Error>, &str)> = vec![
+        (
+            Box::new(
+                fit(
+                    &mut LogReg::new(&SYN, 8),
+                    &TrainData::new(&data),
+                    &resume(&missing),
+                )
+                .unwrap_err(),
+            ),
+            "No such file",
+        ),
+        (
+            Box::new(
+                fit(
+                    &mut LogReg::new(&SYN, 8),
+                    &TrainData::new(&data),
+                    &resume(&garbage),
+                )
+                .unwrap_err(),
+            ),
+            "corrupt checkpoint",
+        ),
+        (
+            Box::new(
+                fit(
+                    &mut LogReg::new(&SYN, 8),
+                    &TrainData::new(&data),
+                    &FitOptions {
+                        lr: Some(f32::NAN),
+                        ..FitOptions::quiet()
+                    },
+                )
+                .unwrap_err(),
+            ),
+            "learning rate NaN",
+        ),
+        (
+            Box::new(load_tensors(&missing).unwrap_err()),
+            "No such file",
+        ),
+        (
+            Box::new(read_csv(dir.0.join("nope.csv"), &CsvOptions::default()).unwrap_err()),
+            "No such file",
+        ),
+        (
+            Box::new(read_csv(&bad_csv, &CsvOptions::default()).unwrap_err()),
+            "bad.csv:2:1: `1e39` is beyond the range of f32",
+        ),
+        (Box::new(load_mnist(&dir.0).unwrap_err()), "neither"),
+    ];
+    for (e, cause) in errors {
+        let links = chain(e.as_ref());
+        let printed = links.join(": ");
+        assert_eq!(
+            printed.matches(cause).count(),
+            1,
+            "`{cause}` not printed exactly once in `{printed}`"
+        );
+        // No link repeats the next one's message.
+        for pair in links.windows(2) {
+            assert!(
+                !pair[0].contains(&pair[1]),
+                "cause printed twice: {printed}"
+            );
+        }
+    }
 }

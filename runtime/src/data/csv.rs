@@ -220,9 +220,9 @@ struct Resolved {
 /// Reads a CSV file into a dataset (see the [module docs](self)).
 pub fn read_csv(path: impl AsRef<Path>, opts: &CsvOptions) -> Result<Dataset, DataError> {
     let path = path.as_ref();
-    let file = File::open(path).map_err(|source| DataError::Io {
+    let file = File::open(path).map_err(|error| DataError::Io {
         path: path.to_path_buf(),
-        source,
+        error,
     })?;
     read(BufReader::new(file), path, opts, Source::File)
 }

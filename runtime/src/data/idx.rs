@@ -89,9 +89,9 @@ pub struct IdxArray {
 /// Reads an IDX file, transparently gunzipping it if it starts with `1f 8b`.
 pub fn read_idx(path: impl AsRef<Path>) -> Result<IdxArray, DataError> {
     let path = path.as_ref();
-    let io = |source| DataError::Io {
+    let io = |error| DataError::Io {
         path: path.to_path_buf(),
-        source,
+        error,
     };
     let file = File::open(path).map_err(io)?;
     let mut reader = BufReader::new(file);
@@ -191,7 +191,7 @@ pub fn parse_idx(mut r: impl Read, path: &Path, gzip: bool) -> Result<IdxArray, 
                 Err(e) => {
                     return Err(DataError::Io {
                         path: path.to_path_buf(),
-                        source: e,
+                        error: e,
                     })
                 }
             }
@@ -244,7 +244,7 @@ pub fn parse_idx(mut r: impl Read, path: &Path, gzip: bool) -> Result<IdxArray, 
             } else {
                 DataError::Io {
                     path: path.to_path_buf(),
-                    source: e,
+                    error: e,
                 }
             }
         })?;
@@ -265,7 +265,7 @@ pub fn parse_idx(mut r: impl Read, path: &Path, gzip: bool) -> Result<IdxArray, 
         Err(e) => {
             return Err(DataError::Io {
                 path: path.to_path_buf(),
-                source: e,
+                error: e,
             })
         }
     }

@@ -29,12 +29,13 @@ pub use loader::{Loader, LoaderConfig, LoaderState};
 #[derive(Debug, Error)]
 pub enum DataError {
     /// The file could not be opened or read.
-    #[error("{}: {source}", path.display())]
+    #[error("{}: {error}", path.display())]
     Io {
         /// File involved.
         path: PathBuf,
-        /// Underlying error.
-        source: std::io::Error,
+        /// Underlying error. Shown in the message and not exposed as
+        /// [`std::error::Error::source`], so a chain prints it once.
+        error: std::io::Error,
     },
     /// An IDX file is corrupt, truncated or not IDX at all.
     #[error("{}: invalid IDX file: {reason}", path.display())]
@@ -121,7 +122,7 @@ fn find_file(dir: &Path, stem: &str) -> Result<PathBuf, DataError> {
     }
     Err(DataError::Io {
         path: raw,
-        source: std::io::Error::new(
+        error: std::io::Error::new(
             std::io::ErrorKind::NotFound,
             format!("neither {stem} nor {stem}.gz exists"),
         ),

@@ -130,7 +130,9 @@ fn fit_on_current_pool<M: Model + ?Sized>(
     if n == 0 {
         return Err(FitError::Config("the training set has no samples".into()));
     }
-    let batch = batch_size(train.batch, n)?;
+    // A batch larger than the data is the whole data: no step could use
+    // more rows, so no buffer is sized for them.
+    let batch = batch_size(train.batch, n)?.min(n);
     let mut loader = Loader::new(
         n,
         LoaderConfig {
@@ -188,6 +190,7 @@ fn fit_on_current_pool<M: Model + ?Sized>(
     let mut step = trainer.steps();
     let mut lr = trainer.lr_at(step);
     let mut stopped_early = false;
+    let mut samples = 0u64;
 
     while loader.epoch() < train.epochs && step < stop_at && !stopped_early && !stopped() {
         let epoch = loader.epoch();
@@ -211,6 +214,7 @@ fn fit_on_current_pool<M: Model + ?Sized>(
                 return Ok(History {
                     epochs: run.history,
                     steps: step,
+                    samples,
                     finished: false,
                     stopped_early: false,
                 });
@@ -231,6 +235,10 @@ fn fit_on_current_pool<M: Model + ?Sized>(
                         epoch: epoch + 1,
                         loss,
                     },
+                    FitError::NonFinite(n) => FitError::NonFinite(super::NonFinite {
+                        epoch: epoch + 1,
+                        ..n
+                    }),
                     e => e,
                 });
             let loss = match loss {
@@ -245,6 +253,7 @@ fn fit_on_current_pool<M: Model + ?Sized>(
             run.epoch_loss += f64::from(loss) * rows as f64;
             run.epoch_samples += rows as u64;
             samples_now += rows;
+            samples += rows as u64;
             if show_progress {
                 let mean = run.epoch_loss / run.epoch_samples as f64;
                 running_loss.store(mean.to_bits(), Ordering::Relaxed);
@@ -330,6 +339,7 @@ fn fit_on_current_pool<M: Model + ?Sized>(
         stopped_early,
         epochs: run.history,
         steps: step,
+        samples,
     })
 }
 

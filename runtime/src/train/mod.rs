@@ -83,21 +83,24 @@ pub use step::{batch_size, Trainer};
 /// Why training or evaluation stopped.
 #[derive(Debug, Error)]
 pub enum FitError {
+    // The variants that wrap an error show it in their message and do not
+    // expose it as `source()` (the `From`s are below), so the message is
+    // complete on its own and a chain printer shows the cause once.
     /// The model rejected a batch.
     #[error("model step failed: {0}")]
-    Step(#[from] StepError),
+    Step(StepError),
     /// The optimizer could not be built or stepped.
     #[error("optimizer: {0}")]
-    Optim(#[from] OptimError),
+    Optim(OptimError),
     /// A checkpoint could not be written or read.
     #[error("checkpoint: {0}")]
-    Checkpoint(#[from] CheckpointError),
+    Checkpoint(CheckpointError),
     /// The data could not be read, or does not fit the model.
     #[error(transparent)]
     Data(#[from] DataError),
     /// The learning-rate schedule is invalid.
     #[error("learning-rate schedule: {0}")]
-    Schedule(#[from] ScheduleError),
+    Schedule(ScheduleError),
     /// The model's tables are inconsistent with its buffers.
     #[error("model `{model}` cannot be trained: {reason}")]
     Unsupported {
@@ -141,6 +144,8 @@ pub enum FitError {
 pub struct NonFinite {
     /// 0-based optimizer step whose update produced it.
     pub step: u64,
+    /// 1-based epoch of that step (0 outside `fit`).
+    pub epoch: u64,
     /// The parameter tensor (`h1.weight`).
     pub tensor: String,
     /// Element within the tensor.
@@ -153,12 +158,28 @@ impl std::fmt::Display for NonFinite {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         write!(
             f,
-            "parameter `{}` became {} (element {}) in the update of step {}: its gradient \
-             or update was not finite; try a lower learning rate or clip_norm",
-            self.tensor, self.value, self.index, self.step
+            "parameter `{}` became {} (element {}) in the update of step {} (epoch {}): its \
+             gradient or update was not finite; try a lower learning rate or clip_norm",
+            self.tensor, self.value, self.index, self.step, self.epoch
         )
     }
 }
+
+macro_rules! fit_error_from {
+    ($($variant:ident($inner:ty)),*) => {$(
+        impl From<$inner> for FitError {
+            fn from(e: $inner) -> Self {
+                FitError::$variant(e)
+            }
+        }
+    )*};
+}
+fit_error_from!(
+    Step(StepError),
+    Optim(OptimError),
+    Checkpoint(CheckpointError),
+    Schedule(ScheduleError)
+);
 
 impl From<StepRankError> for FitError {
     fn from(e: StepRankError) -> Self {
@@ -196,6 +217,10 @@ pub struct History {
     pub epochs: Vec<EpochMetrics>,
     /// Optimizer steps taken in total.
     pub steps: u64,
+    /// Training samples this call stepped through (every global batch's
+    /// rows; a batch larger than the data counts the data once), for
+    /// throughput: not counting the epochs before a resume.
+    pub samples: u64,
     /// False when [`FitOptions::max_steps`] stopped the run before its last epoch.
     pub finished: bool,
     /// True when early stopping ended the run.

@@ -45,9 +45,9 @@ pub(super) fn model_hash(spec: &ModelSpec) -> String {
 /// checkpoints (unless resuming or told to overwrite), and removes the
 /// temporary files a killed save left behind.
 pub(super) fn prepare_dir(dir: &Path, opts: &FitOptions) -> Result<PathBuf, FitError> {
-    std::fs::create_dir_all(dir).map_err(|source| CheckpointError::Io {
+    std::fs::create_dir_all(dir).map_err(|error| CheckpointError::Io {
         path: dir.to_path_buf(),
-        source,
+        error,
     })?;
     checkpoint::remove_stale_temporaries(dir);
     if opts.resume.is_none() && !opts.overwrite {

@@ -159,7 +159,10 @@ impl Trainer {
         }
         // A NaN weight behind a relu leaves the loss finite for a while and
         // poisons every later checkpoint: catch it in the step it appears.
-        if let Some(i) = params.iter().position(|p| !p.is_finite()) {
+        // One read of the parameters, vectorised; the search for the
+        // culprit runs only when there is one.
+        if !all_finite(params) {
+            let i = params.iter().position(|p| !p.is_finite()).unwrap_or(0);
             return Err(non_finite(model.spec(), step, i, model.params()[i]));
         }
         // Running statistics (batch norm) follow the batch's.
@@ -235,6 +238,23 @@ fn check_train(train: &TrainSpec) -> Result<(), FitError> {
     Ok(())
 }
 
+/// Whether every value is finite: `x - x` is 0 for a finite `x` and NaN
+/// for NaN or ±inf, and NaN survives addition, so independent lane sums
+/// (which the compiler vectorises, unlike an early-exit search) decide it
+/// in one pass.
+fn all_finite(xs: &[f32]) -> bool {
+    const LANES: usize = 16;
+    let mut acc = [0.0f32; LANES];
+    let mut chunks = xs.chunks_exact(LANES);
+    for c in &mut chunks {
+        for (a, &x) in acc.iter_mut().zip(c) {
+            *a += x - x;
+        }
+    }
+    let tail = chunks.remainder().iter().fold(0.0f32, |a, &x| a + (x - x));
+    acc.iter().sum::<f32>() + tail == 0.0
+}
+
 /// The error for element `i` of the flat parameter buffer, named by tensor.
 fn non_finite(spec: &crate::ModelSpec, step: u64, i: usize, value: f32) -> FitError {
     let (tensor, index) = spec
@@ -244,8 +264,31 @@ fn non_finite(spec: &crate::ModelSpec, step: u64, i: usize, value: f32) -> FitEr
         .map_or(("?".to_string(), i), |p| (p.name.to_string(), i - p.offset));
     FitError::NonFinite(super::NonFinite {
         step,
+        epoch: 0,
         tensor,
         index,
         value,
     })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::all_finite;
+
+    #[test]
+    fn all_finite_finds_any_non_finite_value_anywhere() {
+        for n in [0, 1, 15, 16, 17, 100] {
+            let mut xs: Vec<f32> = (0..n).map(|i| (i as f32 - 50.0) * 6e36).collect();
+            assert!(all_finite(&xs), "n={n}");
+            for i in 0..n {
+                for bad in [f32::NAN, f32::INFINITY, f32::NEG_INFINITY] {
+                    let keep = xs[i];
+                    xs[i] = bad;
+                    assert!(!all_finite(&xs), "n={n} i={i} {bad}");
+                    xs[i] = keep;
+                }
+            }
+        }
+        assert!(all_finite(&[f32::MAX, f32::MIN, f32::MIN_POSITIVE, -0.0]));
+    }
 }
