@@ -185,16 +185,38 @@ impl Collective for Local {
 }
 
 #[cfg(feature = "mpi")]
-pub use self::mpi_impl::Mpi;
+pub use self::mpi_impl::{Mpi, DEFAULT_TIMEOUT, TIMEOUT_ENV};
 
 #[cfg(feature = "mpi")]
 mod mpi_impl {
     use super::{Collective, CollectiveError};
     use mpi::collective::{CommunicatorCollectives, Root, SystemOperation};
     use mpi::environment::Universe;
+    use mpi::point_to_point::{Destination, Source};
+    use mpi::request::{LocalScope, Request, Scope};
     use mpi::topology::{Communicator, SimpleCommunicator};
     use mpi::Threading;
     use std::sync::Mutex;
+    use std::time::{Duration, Instant};
+
+    /// How long a collective may wait for the other ranks before the job is
+    /// aborted, unless `NNC_MPI_TIMEOUT` says otherwise: long enough for a
+    /// rank writing a large checkpoint or evaluating a large validation set
+    /// while the others wait, short enough that a hung job is noticed.
+    pub const DEFAULT_TIMEOUT: Duration = Duration::from_secs(300);
+
+    /// Environment variable with the watchdog's deadline in seconds.
+    pub const TIMEOUT_ENV: &str = "NNC_MPI_TIMEOUT";
+
+    /// Tag of the arrival messages (see [`Mpi`]); any tag works, as no other
+    /// point-to-point messages are sent on the communicator.
+    const ARRIVAL_TAG: i32 = 0x6e6e;
+
+    /// Tag of the messages of a roll call ([`Mpi::roll_call`]).
+    const PING_TAG: i32 = ARRIVAL_TAG + 1;
+
+    /// Exit status of a job the watchdog aborts (as `timeout(1)`'s).
+    const TIMEOUT_STATUS: i32 = 124;
 
     /// The ranks of the MPI job this process belongs to (`MPI_COMM_WORLD`).
     ///
@@ -202,14 +224,41 @@ mod mpi_impl {
     /// run on a rayon worker rather than the main thread, and every call goes
     /// through one mutex, so calls never overlap. Dropping the value
     /// finalises MPI; create one per process, before any other MPI use.
+    ///
+    /// # Watchdog
+    /// A rank that stops (SIGSTOP, a hung file system, a deadlock) would
+    /// leave the others waiting in their next collective forever: MPI notices
+    /// dead processes, not silent ones. So every collective is started
+    /// non-blocking and polled against a deadline ([`Mpi::timeout`], from
+    /// `NNC_MPI_TIMEOUT` in seconds, default [`DEFAULT_TIMEOUT`]); with it,
+    /// each rank sends every other rank a tiny *arrival* message carrying the
+    /// collective's sequence number. When the deadline passes, the waiting
+    /// ranks know exactly which ranks never arrived, print them, and end the
+    /// job with `MPI_Abort` (exit status 124); when every rank arrived, a
+    /// roll call ([`Mpi::roll_call`]) finds the ranks that went silent
+    /// inside the exchange. The arrivals cost `2 (size -
+    /// 1)` 8-byte messages per collective and rank, nothing beside a
+    /// gradient all-reduce for the tens of ranks data parallelism uses.
     pub struct Mpi {
         /// Finalises MPI on drop.
         _universe: Universe,
         rank: usize,
         size: usize,
+        timeout: Duration,
+        state: Mutex<State>,
+    }
+
+    /// What the collectives reuse from call to call.
+    struct State {
         /// Send-side copy for all-reduce (rsmpi has no in-place all-reduce);
         /// grows once to the gradient's length, then is reused every step.
-        scratch: Mutex<Vec<f32>>,
+        scratch: Vec<f32>,
+        /// Sequence number of the next collective (the same on every rank:
+        /// all call the same collectives in the same order).
+        seq: u64,
+        /// The arrival received from each rank for the current collective
+        /// (`size` values), then each rank's ping of a roll call (`size`).
+        arrivals: Vec<u64>,
     }
 
     impl std::fmt::Debug for Mpi {
@@ -217,6 +266,7 @@ mod mpi_impl {
             f.debug_struct("Mpi")
                 .field("rank", &self.rank)
                 .field("size", &self.size)
+                .field("timeout", &self.timeout)
                 .finish()
         }
     }
@@ -224,10 +274,26 @@ mod mpi_impl {
     /// Largest element count of one MPI call (`int`).
     const MAX_COUNT: usize = i32::MAX as usize;
 
+    /// The deadline `NNC_MPI_TIMEOUT` sets, or the default when unset.
+    fn timeout_from_env() -> Result<Duration, CollectiveError> {
+        let Some(v) = std::env::var_os(TIMEOUT_ENV) else {
+            return Ok(DEFAULT_TIMEOUT);
+        };
+        let text = v.to_string_lossy();
+        match text.trim().parse::<f64>() {
+            Ok(s) if s.is_finite() && s > 0.0 && s < 1e9 => Ok(Duration::from_secs_f64(s)),
+            _ => Err(CollectiveError::Init(format!(
+                "{TIMEOUT_ENV}=`{text}` is not a number of seconds > 0"
+            ))),
+        }
+    }
+
     impl Mpi {
-        /// Initialises MPI. Fails if it was already initialised or cannot
-        /// give serialized threading.
+        /// Initialises MPI. Fails if it was already initialised, cannot
+        /// give serialized threading, or `NNC_MPI_TIMEOUT` is not a number
+        /// of seconds.
         pub fn init() -> Result<Mpi, CollectiveError> {
+            let timeout = timeout_from_env()?;
             let (universe, threading) = mpi::initialize_with_threading(Threading::Serialized)
                 .ok_or_else(|| CollectiveError::Init("MPI was already initialised".into()))?;
             if threading < Threading::Serialized {
@@ -236,11 +302,18 @@ mod mpi_impl {
                 )));
             }
             let world = universe.world();
+            let size = world.size() as usize;
             Ok(Mpi {
                 rank: world.rank() as usize,
-                size: world.size() as usize,
+                size,
+                timeout,
                 _universe: universe,
-                scratch: Mutex::new(Vec::new()),
+                state: Mutex::new(State {
+                    scratch: Vec::new(),
+                    seq: 0,
+                    // Arrivals, then the pings of a roll call.
+                    arrivals: vec![0; 2 * size],
+                }),
             })
         }
 
@@ -254,16 +327,227 @@ mod mpi_impl {
                 .any(|v| std::env::var_os(v).is_some())
         }
 
+        /// How long a collective waits for the other ranks before the
+        /// watchdog aborts the job.
+        pub fn timeout(&self) -> Duration {
+            self.timeout
+        }
+
+        /// Sets the watchdog's deadline (every rank should use the same).
+        pub fn set_timeout(&mut self, timeout: Duration) {
+            self.timeout = timeout;
+        }
+
         fn world(&self) -> SimpleCommunicator {
             SimpleCommunicator::world()
         }
 
-        fn lock(&self) -> std::sync::MutexGuard<'_, Vec<f32>> {
+        fn lock(&self) -> std::sync::MutexGuard<'_, State> {
             // A panic while holding the lock left no MPI state behind.
-            self.scratch
+            self.state
                 .lock()
                 .unwrap_or_else(std::sync::PoisonError::into_inner)
         }
+
+        /// The next collective's sequence number.
+        fn next(state: &mut State) -> u64 {
+            state.seq += 1;
+            state.seq - 1
+        }
+
+        /// Waits for `op`, collective number `seq`, under the watchdog:
+        /// exchanges arrivals (into `arrivals`) with every other rank, polls
+        /// everything until done, and aborts the job naming the ranks that
+        /// never arrived once [`Mpi::timeout`] has passed.
+        fn watch<'a, 's, D: ?Sized>(
+            &self,
+            scope: &'s LocalScope<'a>,
+            what: &str,
+            seq: &'a u64,
+            arrivals: &'a mut [u64],
+            op: Request<'a, D, &'s LocalScope<'a>>,
+        ) {
+            let world = self.world();
+            let me = self.rank;
+            let (arrivals, pings) = arrivals.split_at_mut(self.size);
+            let mut sends = Vec::with_capacity(self.size);
+            let mut recvs = Vec::with_capacity(self.size);
+            for (peer, slot) in arrivals.iter_mut().enumerate() {
+                if peer == me {
+                    continue;
+                }
+                let p = world.process_at_rank(peer as i32);
+                recvs.push((
+                    peer,
+                    Some(p.immediate_receive_into_with_tag(scope, slot, ARRIVAL_TAG)),
+                ));
+                sends.push(Some(p.immediate_send_with_tag(scope, seq, ARRIVAL_TAG)));
+            }
+            let mut op = Some(op);
+            let began = Instant::now();
+            let mut polls = 0u32;
+            loop {
+                let mut done = poll(&mut op);
+                for (_, r) in &mut recvs {
+                    done &= poll(r);
+                }
+                for s in &mut sends {
+                    done &= poll(s);
+                }
+                if done {
+                    return;
+                }
+                let waited = began.elapsed();
+                if waited > self.timeout {
+                    let silent: Vec<usize> = recvs
+                        .iter()
+                        .filter(|(_, r)| r.is_some())
+                        .map(|(p, _)| *p)
+                        .collect();
+                    if silent.is_empty() {
+                        // Everyone arrived, so someone stopped inside the
+                        // exchange: ask who is still alive and waiting.
+                        self.roll_call(scope, what, seq, pings, waited);
+                    }
+                    self.give_up(
+                        what,
+                        *seq,
+                        waited,
+                        &silent,
+                        "never reached it (stopped, hung or far behind?)",
+                    );
+                }
+                // Poll eagerly first (an exchange takes microseconds to
+                // milliseconds), then without taking a core from the
+                // computation the other ranks may still be doing.
+                polls += 1;
+                if polls < 1000 {
+                    std::thread::yield_now();
+                } else {
+                    std::thread::sleep(Duration::from_micros(100));
+                }
+            }
+        }
+
+        /// Every rank still waiting in collective `seq` when its deadline
+        /// passes says so to all others (a *ping*), and listens for theirs
+        /// for one more timeout: ranks alive in the exchange reach their own
+        /// deadline within that time (they arrived before this rank's ran
+        /// out), so the ranks that stay quiet are the ones that stopped
+        /// inside it. Never returns: the exchange is past its deadline.
+        fn roll_call<'a, 's>(
+            &self,
+            scope: &'s LocalScope<'a>,
+            what: &str,
+            seq: &'a u64,
+            pings: &'a mut [u64],
+            waited: Duration,
+        ) -> ! {
+            let world = self.world();
+            let me = self.rank;
+            let mut sends = Vec::with_capacity(self.size);
+            let mut recvs = Vec::with_capacity(self.size);
+            for (peer, slot) in pings.iter_mut().enumerate() {
+                if peer == me {
+                    continue;
+                }
+                let p = world.process_at_rank(peer as i32);
+                recvs.push((
+                    peer,
+                    Some(p.immediate_receive_into_with_tag(scope, slot, PING_TAG)),
+                ));
+                sends.push(Some(p.immediate_send_with_tag(scope, seq, PING_TAG)));
+            }
+            let began = Instant::now();
+            loop {
+                let mut heard = true;
+                for (_, r) in &mut recvs {
+                    heard &= poll(r);
+                }
+                for s in &mut sends {
+                    poll(s);
+                }
+                if heard || began.elapsed() > self.timeout {
+                    break;
+                }
+                std::thread::sleep(Duration::from_millis(1));
+            }
+            let quiet: Vec<usize> = recvs
+                .iter()
+                .filter(|(_, r)| r.is_some())
+                .map(|(p, _)| *p)
+                .collect();
+            if quiet.is_empty() {
+                self.give_up(
+                    what,
+                    *seq,
+                    waited,
+                    &[],
+                    "every rank reached it and is waiting: the exchange itself hangs",
+                )
+            }
+            self.give_up(
+                what,
+                *seq,
+                waited,
+                &quiet,
+                "reached it but went silent inside it (stopped or hung?)",
+            )
+        }
+
+        /// Prints why collective `seq` is abandoned, naming the `silent`
+        /// ranks (those of which `why` holds), and aborts the job.
+        fn give_up(
+            &self,
+            what: &str,
+            seq: u64,
+            waited: Duration,
+            silent: &[usize],
+            why: &str,
+        ) -> ! {
+            let list: Vec<String> = silent.iter().map(usize::to_string).collect();
+            let who = if list.is_empty() {
+                String::new()
+            } else {
+                format!("rank(s) {} ", list.join(", "))
+            };
+            eprintln!(
+                "error on rank {}: {what} (collective #{seq}) waited {:.1} s, more than the \
+                 {:.1} s allowed ({TIMEOUT_ENV}): {who}{why}; \
+                 aborting the job",
+                self.rank,
+                waited.as_secs_f64(),
+                self.timeout.as_secs_f64()
+            );
+            self.world().abort(TIMEOUT_STATUS)
+        }
+
+        /// Ends the job if a rank's arrival was for another collective than
+        /// this rank's `seq`th (the ranks' calls went out of step).
+        fn check_arrivals(&self, what: &str, seq: u64, arrivals: &[u64]) {
+            let me = self.rank;
+            if let Some((peer, at)) = arrivals
+                .iter()
+                .enumerate()
+                .find(|&(p, &a)| p != me && a != seq)
+            {
+                eprintln!(
+                    "error on rank {me}: rank {peer} is at collective #{at}, this rank at #{seq} \
+                     ({what}): the ranks no longer run the same program; aborting the job"
+                );
+                self.world().abort(1);
+            }
+        }
+    }
+
+    /// Tests the request in `slot` once; true when it is (or was) complete.
+    fn poll<'a, D: ?Sized, S: Scope<'a>>(slot: &mut Option<Request<'a, D, S>>) -> bool {
+        if let Some(r) = slot.take() {
+            if let Err(r) = r.test() {
+                *slot = Some(r);
+            }
+        }
+        slot.is_none()
     }
 
     fn check_len(len: usize) -> Result<(), CollectiveError> {
@@ -290,13 +574,26 @@ mod mpi_impl {
             if self.size == 1 {
                 return Ok(());
             }
-            let mut send = self.lock();
-            if send.len() != buf.len() {
-                send.resize(buf.len(), 0.0);
+            let mut guard = self.lock();
+            let seq = Self::next(&mut guard);
+            let State {
+                scratch, arrivals, ..
+            } = &mut *guard;
+            if scratch.len() != buf.len() {
+                scratch.resize(buf.len(), 0.0);
             }
-            send.copy_from_slice(buf);
-            self.world()
-                .all_reduce_into(&send[..], buf, SystemOperation::sum());
+            scratch.copy_from_slice(buf);
+            let world = self.world();
+            mpi::request::scope(|scope| {
+                let op = world.immediate_all_reduce_into(
+                    scope,
+                    &scratch[..],
+                    buf,
+                    SystemOperation::sum(),
+                );
+                self.watch(scope, "all-reduce", &seq, arrivals, op);
+            });
+            self.check_arrivals("all-reduce", seq, &arrivals[..self.size]);
             Ok(())
         }
 
@@ -308,23 +605,48 @@ mod mpi_impl {
                     size: self.size,
                 });
             }
-            let _guard = self.lock();
-            self.world()
-                .process_at_rank(root as i32)
-                .broadcast_into(buf);
+            let mut guard = self.lock();
+            let seq = Self::next(&mut guard);
+            let arrivals = &mut guard.arrivals;
+            let world = self.world();
+            mpi::request::scope(|scope| {
+                let op = world
+                    .process_at_rank(root as i32)
+                    .immediate_broadcast_into(scope, buf);
+                self.watch(scope, "broadcast", &seq, arrivals, op);
+            });
+            self.check_arrivals("broadcast", seq, &arrivals[..self.size]);
             Ok(())
         }
 
         fn barrier(&self) -> Result<(), CollectiveError> {
-            let _guard = self.lock();
-            self.world().barrier();
+            let mut guard = self.lock();
+            let seq = Self::next(&mut guard);
+            let arrivals = &mut guard.arrivals;
+            let world = self.world();
+            // A one-number all-reduce: complete once every rank has joined,
+            // as a barrier, and scoped like the other collectives.
+            let (one, mut sum) = (1u64, 0u64);
+            mpi::request::scope(|scope| {
+                let op =
+                    world.immediate_all_reduce_into(scope, &one, &mut sum, SystemOperation::sum());
+                self.watch(scope, "barrier", &seq, arrivals, op);
+            });
+            self.check_arrivals("barrier", seq, &arrivals[..self.size]);
             Ok(())
         }
 
         fn all_gather_u64(&self, local: &[u64], out: &mut [u64]) -> Result<(), CollectiveError> {
             check_len(out.len())?;
-            let _guard = self.lock();
-            self.world().all_gather_into(local, &mut out[..]);
+            let mut guard = self.lock();
+            let seq = Self::next(&mut guard);
+            let arrivals = &mut guard.arrivals;
+            let world = self.world();
+            mpi::request::scope(|scope| {
+                let op = world.immediate_all_gather_into(scope, local, out);
+                self.watch(scope, "all-gather", &seq, arrivals, op);
+            });
+            self.check_arrivals("all-gather", seq, &arrivals[..self.size]);
             Ok(())
         }
 

@@ -62,7 +62,8 @@ pub struct TrainArgs {
     /// Mini-batch size (default: the model's train block).
     #[arg(long)]
     pub batch: Option<usize>,
-    /// Fraction of the training set held out for validation.
+    /// Fraction of the training set held out for validation, in [0, 1);
+    /// 0 trains on all of it without validation.
     #[arg(long, default_value_t = 0.1)]
     pub validation: f64,
     /// Write last.safetensors and best.safetensors here after every epoch.
@@ -75,6 +76,8 @@ pub struct TrainArgs {
     #[arg(long)]
     pub quiet: bool,
     /// Threads for training (default: one per core, or RAYON_NUM_THREADS).
+    /// More than 4 per core only oversubscribes the machine: larger values
+    /// are capped at 4 per core.
     #[arg(long)]
     pub threads: Option<usize>,
     /// How a step uses the threads: auto, data, data:N (N shards) or
@@ -154,10 +157,15 @@ pub fn run(
         (t, Some(v))
     };
 
-    let batch = args.batch.unwrap_or(match spec.train.batch {
-        BatchSpec::Size(n) => n,
-        BatchSpec::Full => train.len(),
-    });
+    // A batch larger than the data trains on all of it at once (`fit` caps
+    // it the same way): no buffer is sized for rows that never come.
+    let batch = args
+        .batch
+        .unwrap_or(match spec.train.batch {
+            BatchSpec::Size(n) => n,
+            BatchSpec::Full => train.len(),
+        })
+        .min(train.len());
     let mut model: Box<dyn Model> = match args.model {
         Net::Mlp => Box::new(mlp::MnistMlp::new(batch)),
         Net::Lenet => Box::new(lenet::LeNet::new(batch)),
@@ -197,21 +205,17 @@ pub fn run(
     let history = fit_with(model.as_mut(), &data, &opts, comm)?;
     let elapsed = start.elapsed().as_secs_f64();
     let eval = evaluate(model.as_mut(), &test)?;
-    // Samples trained: whole epochs over the training set, or (a run
-    // stopped mid-epoch) steps of at most the whole set.
-    let samples = if history.finished {
-        (history.epochs.len() * train.len()) as f64
-    } else {
-        history.steps as f64 * batch.min(train.len()) as f64
-    };
     if !lead {
         return Ok(());
     }
+    // The samples this run stepped through (not steps x batch: the last
+    // batch of an epoch, or a batch larger than the data, is smaller).
     println!(
-        "trained {} epochs ({} steps) in {elapsed:.2} s, {:.0} samples/s",
+        "trained {} epochs ({} steps, {} samples) in {elapsed:.2} s, {:.0} samples/s",
         history.epochs.len(),
         history.steps,
-        samples / elapsed
+        history.samples,
+        history.samples as f64 / elapsed
     );
     println!(
         "test: loss {:.4}, accuracy {:.2}%",

@@ -225,6 +225,45 @@ fn a_rank_that_dies_ends_the_job_with_an_error() {
 }
 
 #[test]
+fn a_silent_rank_ends_the_job_naming_it() {
+    let dir = scratch("stop");
+    let mut cmd = mpirun_fault(2);
+    // Rank 1 stops (SIGSTOP) 1.5 s into training: alive to MPI, silent to
+    // rank 0, which must give up after the watchdog's 2 s and name it.
+    cmd.env("NNC_MPI_TIMEOUT", "2").args(COMMON).args([
+        "--epochs",
+        "200",
+        "--test-stop-rank",
+        "1",
+        "--test-die-after-ms",
+        "1500",
+    ]);
+    let o = run(cmd, &dir, "stop");
+    assert!(
+        !o.success,
+        "the job succeeded although rank 1 stopped:\n{}",
+        o.output
+    );
+    // Rank 1 stops outside a collective (rank 0 waits for its arrival) or
+    // inside one (rank 0's roll call gets no answer from it); either way
+    // rank 0 names it.
+    assert!(
+        o.output.contains("more than the 2.0 s allowed (NNC_MPI_TIMEOUT): rank(s) 1 never reached it")
+            || o.output.contains("more than the 2.0 s allowed (NNC_MPI_TIMEOUT): rank(s) 1 reached it but went silent inside it"),
+        "rank 1 not named as the silent rank:\n{}",
+        o.output
+    );
+    for needle in ["error on rank 0: ", "aborting the job"] {
+        assert!(
+            o.output.contains(needle),
+            "no `{needle}` naming the silent rank:\n{}",
+            o.output
+        );
+    }
+    let _ = std::fs::remove_dir_all(&dir);
+}
+
+#[test]
 fn ranks_with_different_models_stop_with_the_cause() {
     let dir = scratch("mismatch");
     let mut cmd = mpirun_fault(2);

@@ -18,9 +18,14 @@ struct Args {
     /// `--test-die-after-ms` after training starts.
     #[arg(long)]
     test_die_rank: Option<usize>,
-    /// Milliseconds before `--test-die-rank` exits.
+    /// Milliseconds before `--test-die-rank` exits or `--test-stop-rank`
+    /// stops.
     #[arg(long, default_value_t = 1000)]
     test_die_after_ms: u64,
+    /// This rank stops itself with SIGSTOP `--test-die-after-ms` after
+    /// training starts: alive, but silent, as a hung rank.
+    #[arg(long)]
+    test_stop_rank: Option<usize>,
     /// The last rank trains this network instead of --model.
     #[arg(long, value_enum)]
     test_last_rank_model: Option<Net>,
@@ -31,6 +36,7 @@ fn main() -> std::process::ExitCode {
         mut train,
         test_die_rank,
         test_die_after_ms,
+        test_stop_rank,
         test_last_rank_model,
     } = Args::parse();
     main_with(|comm| {
@@ -40,13 +46,24 @@ fn main() -> std::process::ExitCode {
             }
         }
         let die = test_die_rank == Some(comm.rank());
+        let stop = test_stop_rank == Some(comm.rank());
         run(train, comm, move || {
+            let after = std::time::Duration::from_millis(test_die_after_ms);
             if die {
-                let after = std::time::Duration::from_millis(test_die_after_ms);
                 std::thread::spawn(move || {
                     std::thread::sleep(after);
                     eprintln!("test hook: rank exits abruptly");
                     std::process::exit(3);
+                });
+            }
+            if stop {
+                std::thread::spawn(move || {
+                    std::thread::sleep(after);
+                    eprintln!("test hook: rank stops (SIGSTOP)");
+                    let pid = std::process::id().to_string();
+                    let _ = std::process::Command::new("kill")
+                        .args(["-STOP", &pid])
+                        .status();
                 });
             }
         })
