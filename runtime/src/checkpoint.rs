@@ -238,7 +238,11 @@ pub(crate) fn remove_stale_temporaries(dir: &Path) {
         let Some((_, tail)) = rest.rsplit_once(".tmp-") else {
             continue;
         };
-        let Some(pid) = tail.split('-').next().and_then(|p| p.parse::<u32>().ok()) else {
+        // Exactly `PID-N`, both numbers: nothing but nnc's own pattern.
+        let Some((pid, n)) = tail.split_once('-') else {
+            continue;
+        };
+        let (Ok(pid), Ok(_)) = (pid.parse::<u32>(), n.parse::<u64>()) else {
             continue;
         };
         let stale = if proc_fs {

@@ -435,9 +435,9 @@ mod mpi_impl {
         /// deadline within that time (they arrived before this rank's ran
         /// out), so the ranks that stay quiet are the ones that stopped
         /// inside it. Never returns: the exchange is past its deadline.
-        fn roll_call<'a, 's>(
+        fn roll_call<'a>(
             &self,
-            scope: &'s LocalScope<'a>,
+            scope: &LocalScope<'a>,
             what: &str,
             seq: &'a u64,
             pings: &'a mut [u64],

@@ -181,12 +181,26 @@ fn a_fresh_run_never_overwrites_another_runs_checkpoints() {
     // (its process long gone) is cleaned up.
     let stray = dir.0.join(".last.safetensors.tmp-4000000-7");
     std::fs::write(&stray, b"half a checkpoint").unwrap();
+    // Files that merely look alike are not nnc's and stay.
+    let lookalikes = [
+        ".notes.tmp-4000000",
+        ".notes.tmp-4000000-x",
+        "notes.tmp-4000000-7",
+    ]
+    .map(|n| dir.0.join(n));
+    for l in &lookalikes {
+        std::fs::write(l, b"someone else's").unwrap();
+    }
     let opts = FitOptions {
         overwrite: true,
         ..opts
     };
     fit(&mut LogReg::new(&SYN, 16), &TrainData::new(&data), &opts).unwrap();
     assert!(!stray.exists(), "stale temporary file left in place");
+    assert!(
+        lookalikes.iter().all(|l| l.exists()),
+        "another file removed"
+    );
 }
 
 #[test]

@@ -242,6 +242,7 @@ fn check_train(train: &TrainSpec) -> Result<(), FitError> {
 /// for NaN or ±inf, and NaN survives addition, so independent lane sums
 /// (which the compiler vectorises, unlike an early-exit search) decide it
 /// in one pass.
+#[allow(clippy::eq_op)] // `x - x` is the point: 0, or NaN for a non-finite `x`
 fn all_finite(xs: &[f32]) -> bool {
     const LANES: usize = 16;
     let mut acc = [0.0f32; LANES];
