@@ -44,17 +44,17 @@ fn main() {
                 // suite: compiled only for the warnings test, under their own
                 // names.
                 let code = nnc_compiler::build::compile_to_string(Path::new(&path), &opts)
-                    .unwrap_or_else(|e| panic!("{e}"));
+                    .unwrap_or_else(|e| panic!("{}", chain(&e)));
                 let file = format!("ok_{stem}.rs");
                 nnc_compiler::build::write_if_changed(&out_dir.join(&file), &code)
-                    .unwrap_or_else(|e| panic!("{e}"));
+                    .unwrap_or_else(|e| panic!("{}", chain(&e)));
                 all.push_str(&format!(
                     "pub mod ok_{stem} {{ include!(concat!(env!(\"OUT_DIR\"), \"/{file}\")); }}\n"
                 ));
                 continue;
             }
             if let Err(e) = nnc_compiler::build::compile_with(Path::new(&path), &opts) {
-                panic!("{e}");
+                panic!("{}", chain(&e));
             }
             all.push_str(&format!(
                 "pub mod {stem} {{ include!(concat!(env!(\"OUT_DIR\"), \"/{stem}.rs\")); }}\n"
@@ -62,15 +62,15 @@ fn main() {
             all.push_str(&format!("pub mod {stem}_o0 {{ include!(concat!(env!(\"OUT_DIR\"), \"/{stem}_o0.rs\")); }}\n"));
             // The unoptimised variant, for the -O0 == -O2 equivalence tests.
             let code = nnc_compiler::build::compile_to_string(Path::new(&path), &o0)
-                .unwrap_or_else(|e| panic!("{e}"));
+                .unwrap_or_else(|e| panic!("{}", chain(&e)));
             nnc_compiler::build::write_if_changed(&out_dir.join(format!("{stem}_o0.rs")), &code)
-                .unwrap_or_else(|e| panic!("{e}"));
+                .unwrap_or_else(|e| panic!("{}", chain(&e)));
             if NAIVE.contains(&stem) {
                 let code = nnc_compiler::build::compile_to_string(Path::new(&path), &naive)
-                    .unwrap_or_else(|e| panic!("{e}"));
+                    .unwrap_or_else(|e| panic!("{}", chain(&e)));
                 let file = format!("{stem}_naive.rs");
                 nnc_compiler::build::write_if_changed(&out_dir.join(&file), &code)
-                    .unwrap_or_else(|e| panic!("{e}"));
+                    .unwrap_or_else(|e| panic!("{}", chain(&e)));
                 all.push_str(&format!(
                     "pub mod {stem}_naive {{ include!(concat!(env!(\"OUT_DIR\"), \"/{file}\")); }}\n"
                 ));
@@ -78,5 +78,16 @@ fn main() {
         }
     }
     nnc_compiler::build::write_if_changed(&out_dir.join("all_models.rs"), &all)
-        .unwrap_or_else(|e| panic!("{e}"));
+        .unwrap_or_else(|e| panic!("{}", chain(&e)));
+}
+
+/// An error and its causes, each once: "cannot write X: No space left".
+fn chain(e: &dyn std::error::Error) -> String {
+    let mut text = e.to_string();
+    let mut cause = e.source();
+    while let Some(c) = cause {
+        text.push_str(&format!(": {c}"));
+        cause = c.source();
+    }
+    text
 }

@@ -16,10 +16,19 @@ use std::path::{Path, PathBuf};
 /// Why a build-script compilation failed.
 #[derive(Debug, thiserror::Error)]
 pub enum BuildError {
-    /// The model could not be read or the output written.
-    #[error("{path}: {source}")]
-    Io {
-        /// The file concerned.
+    /// The model could not be read. (The message leaves the cause to the
+    /// error's source, so an error chain prints it once.)
+    #[error("cannot read {}", path.display())]
+    Read {
+        /// The model file.
+        path: PathBuf,
+        /// The I/O error.
+        source: std::io::Error,
+    },
+    /// The output could not be written.
+    #[error("cannot write {}", path.display())]
+    Write {
+        /// The output file.
         path: PathBuf,
         /// The I/O error.
         source: std::io::Error,
@@ -40,7 +49,7 @@ pub enum BuildError {
 /// Compiles a model file to Rust source text (the library function behind
 /// `nnc compile` and [`compile`]).
 pub fn compile_to_string(path: &Path, opts: &Options) -> Result<String, BuildError> {
-    let text = std::fs::read_to_string(path).map_err(|source| BuildError::Io {
+    let text = std::fs::read_to_string(path).map_err(|source| BuildError::Read {
         path: path.to_path_buf(),
         source,
     })?;
@@ -77,17 +86,15 @@ pub fn compile_with(path: impl AsRef<Path>, opts: &Options) -> Result<PathBuf, B
     Ok(out)
 }
 
-/// Writes through a temporary file and a rename, and not at all when the
-/// content is unchanged.
+/// Writes `code` to `out` unless it already holds exactly that, the way
+/// every nnc output is written ([`nnc_spec::output`]): a regular file is
+/// replaced through a temporary file and a rename, a symlink's target
+/// likewise, a device or FIFO written in place.
 pub fn write_if_changed(out: &Path, code: &str) -> Result<(), BuildError> {
-    if std::fs::read_to_string(out).is_ok_and(|old| old == code) {
-        return Ok(());
-    }
-    let io = |source| BuildError::Io {
-        path: out.to_path_buf(),
-        source,
-    };
-    let tmp = out.with_extension("rs.tmp");
-    std::fs::write(&tmp, code).map_err(io)?;
-    std::fs::rename(&tmp, out).map_err(io)
+    nnc_spec::output::write_if_changed(out, code.as_bytes())
+        .map(drop)
+        .map_err(|source| BuildError::Write {
+            path: out.to_path_buf(),
+            source,
+        })
 }

@@ -37,7 +37,9 @@ enum Command {
     Compile {
         /// The .nn file.
         file: PathBuf,
-        /// Output file (default: standard output).
+        /// Output file (default, or `-`: standard output). A regular file is
+        /// replaced atomically; a device or FIFO is written in place; the
+        /// model file itself is refused.
         #[arg(short, long)]
         output: Option<PathBuf>,
         /// The path generated code uses for the runtime crate.
@@ -74,7 +76,9 @@ enum Command {
         /// Which network, when the file has several (default: the first).
         #[arg(long)]
         network: Option<String>,
-        /// Output file (default: standard output).
+        /// Output file (default, or `-`: standard output). A regular file is
+        /// replaced atomically; a device or FIFO is written in place; the
+        /// model file itself is refused.
         #[arg(short, long)]
         output: Option<PathBuf>,
     },
@@ -178,10 +182,9 @@ fn run(cli: Cli) -> anyhow::Result<ExitCode> {
                 Ok(c) => c,
                 Err(e) => return Ok(fail(&source, &e.diagnostics)),
             };
-            match output {
-                Some(path) => nnc_compiler::build::write_if_changed(&path, &code)?,
-                None if stats || explain_fusion => {}
-                None => print!("{code}"),
+            // With --stats or --explain-fusion and no -o, only the report.
+            if output.is_some() || !(stats || explain_fusion) {
+                cli::output::write(output.as_deref(), &file, &code)?;
             }
             if explain_fusion {
                 for net in &module.networks {
@@ -234,11 +237,7 @@ fn run(cli: Cli) -> anyhow::Result<ExitCode> {
             } else {
                 graph::to_dot(&net.graph, &net.name, None)
             };
-            match output {
-                Some(path) => std::fs::write(&path, text)
-                    .with_context(|| format!("cannot write {}", path.display()))?,
-                None => print!("{text}"),
-            }
+            cli::output::write(output.as_deref(), &file, &text)?;
             Ok(ExitCode::SUCCESS)
         }
     }

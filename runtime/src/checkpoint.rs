@@ -17,12 +17,11 @@
 //!
 //! Writes are atomic: the file is written to a temporary sibling, fsynced and
 //! renamed over the target, so a crash or a full disk mid-save never destroys
-//! the previous checkpoint.
+//! the previous checkpoint (a symlink is followed and its target replaced; a
+//! device or FIFO is written in place: [`nnc_spec::output`]).
 
 use std::borrow::Cow;
 use std::collections::{BTreeMap, HashMap};
-use std::fs::File;
-use std::io::Write;
 use std::path::{Path, PathBuf};
 
 use safetensors::tensor::{Dtype, SafeTensors, View};
@@ -182,43 +181,22 @@ fn encode(
         .map_err(|e| CheckpointError::Invalid(e.to_string()))
 }
 
-/// Writes `bytes` to a temporary sibling of `path`, fsyncs it, runs
-/// `before_rename` (a seam for tests to inject a crash), then renames it over
-/// `path` and fsyncs the directory. On any failure the temporary file is
-/// removed and `path` is untouched.
 /// Replaces `path` with `bytes` atomically (temporary sibling, fsync,
-/// rename): a crash mid-write leaves the old file whole.
+/// rename): a crash mid-write leaves the old file whole. Like every output
+/// nnc writes, through [`nnc_spec::output`]: a symlink is followed (the link
+/// stays), a device or FIFO is written in place, never renamed over.
 pub(crate) fn write_file_atomic(path: &Path, bytes: &[u8]) -> Result<(), CheckpointError> {
     write_atomic(path, bytes, |_| Ok(()))
 }
 
-/// Writes `bytes` to `path` as an output file should be written: a regular
-/// file (or one that does not exist yet) is replaced atomically through a
-/// temporary sibling and a rename, and a symlink's target is replaced the
-/// same way (the link stays a link); anything else — a device such as
-/// `/dev/null`, a FIFO, a terminal — is opened and written in place, never
-/// renamed over.
+/// Writes `bytes` to `path` as every output file is written
+/// ([`nnc_spec::output`]): a regular file (or one that does not exist yet)
+/// is replaced atomically through a temporary sibling and a rename, and a
+/// symlink's target is replaced the same way (the link stays a link);
+/// anything else — a device such as `/dev/null`, a FIFO, a terminal — is
+/// opened and written in place, never renamed over; `-` is standard output.
 pub fn write_output(path: &Path, bytes: &[u8]) -> Result<(), CheckpointError> {
-    let io = |error| CheckpointError::Io {
-        path: path.to_path_buf(),
-        error,
-    };
-    match std::fs::metadata(path) {
-        Ok(m) if !m.is_file() => {
-            let mut f = std::fs::OpenOptions::new()
-                .write(true)
-                .open(path)
-                .map_err(io)?;
-            f.write_all(bytes).map_err(io)
-        }
-        Ok(_) => {
-            // Follow a symlink to the file it names.
-            let target = std::fs::canonicalize(path).map_err(io)?;
-            write_file_atomic(&target, bytes)
-        }
-        Err(e) if e.kind() == std::io::ErrorKind::NotFound => write_file_atomic(path, bytes),
-        Err(e) => Err(io(e)),
-    }
+    write_file_atomic(path, bytes)
 }
 
 /// Removes the temporary files (`.NAME.tmp-PID-N`) that a save killed
@@ -261,48 +239,17 @@ pub(crate) fn remove_stale_temporaries(dir: &Path) {
     }
 }
 
+/// [`write_file_atomic`] with a seam for tests: `before_rename` runs on the
+/// temporary file just before the rename.
 fn write_atomic(
     path: &Path,
     bytes: &[u8],
     before_rename: impl FnOnce(&Path) -> std::io::Result<()>,
 ) -> Result<(), CheckpointError> {
-    use std::sync::atomic::{AtomicU64, Ordering};
-    static COUNTER: AtomicU64 = AtomicU64::new(0);
-    let io = |p: &Path| {
-        let p = p.to_path_buf();
-        move |error| CheckpointError::Io { path: p, error }
-    };
-    let file_name = path.file_name().ok_or_else(|| {
-        CheckpointError::Invalid(format!("{} is not a file path", path.display()))
-    })?;
-    let dir = match path.parent() {
-        Some(d) if !d.as_os_str().is_empty() => d.to_path_buf(),
-        _ => PathBuf::from("."),
-    };
-    let tmp = dir.join(format!(
-        ".{}.tmp-{}-{}",
-        file_name.to_string_lossy(),
-        std::process::id(),
-        COUNTER.fetch_add(1, Ordering::Relaxed)
-    ));
-    let result = (|| {
-        let mut f = File::create(&tmp).map_err(io(&tmp))?;
-        f.write_all(bytes).map_err(io(&tmp))?;
-        f.sync_all().map_err(io(&tmp))?;
-        drop(f);
-        before_rename(&tmp).map_err(io(&tmp))?;
-        std::fs::rename(&tmp, path).map_err(io(path))
-    })();
-    if result.is_err() {
-        let _ = std::fs::remove_file(&tmp);
-        return result;
-    }
-    // Make the rename itself durable. Directories cannot be opened for
-    // syncing on every platform, so failure here is not an error.
-    if let Ok(d) = File::open(&dir) {
-        let _ = d.sync_all();
-    }
-    Ok(())
+    nnc_spec::output::write_with(path, bytes, before_rename).map_err(|error| CheckpointError::Io {
+        path: path.to_path_buf(),
+        error,
+    })
 }
 
 /// Reads every tensor and the metadata of a safetensors file; all tensors

@@ -193,13 +193,10 @@ opt-level = 2
 }
 
 /// Writes `text` to `path` unless it already holds exactly that, through a
-/// temporary sibling and a rename.
+/// temporary sibling (unique per process) and a rename: the rule of every
+/// nnc output ([`nnc_spec::output`]).
 fn write(path: &Path, text: &str) -> anyhow::Result<()> {
-    if std::fs::read(path).is_ok_and(|old| old == text.as_bytes()) {
-        return Ok(());
-    }
-    let tmp = path.with_extension(format!("tmp-{}", std::process::id()));
-    std::fs::write(&tmp, text).with_context(|| format!("cannot write {}", tmp.display()))?;
-    std::fs::rename(&tmp, path).with_context(|| format!("cannot write {}", path.display()))?;
+    nnc_spec::output::write_if_changed(path, text.as_bytes())
+        .with_context(|| format!("cannot write {}", path.display()))?;
     Ok(())
 }

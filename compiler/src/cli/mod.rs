@@ -1,6 +1,7 @@
 //! The commands of the `nnc` binary that build and run a model's program:
 //! `train`, `eval`, `predict` ([`run`]), and the cache their programs are
-//! built in ([`cache`]).
+//! built in ([`cache`]); and where `compile` and `graph` write ([`output`]).
 
 pub mod cache;
+pub mod output;
 pub mod run;

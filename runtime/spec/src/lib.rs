@@ -4,7 +4,8 @@
 //! its validation: the model spec a compiled network describes itself with
 //! ([`model`]), the `train` block ([`train`]), optimizer configurations
 //! ([`optim`]), initializers ([`init`]), the dropout hash and the other
-//! stable hashes ([`hash`]), and the convolution geometry ([`conv`]). The
+//! stable hashes ([`hash`]), the convolution geometry ([`conv`]), and how
+//! every output file is written ([`output`]). The
 //! compiler builds these values and writes them into generated code
 //! ([`tokens`], behind the `tokens` feature); the runtime consumes them.
 //!
@@ -19,6 +20,7 @@ pub mod hash;
 pub mod init;
 pub mod model;
 pub mod optim;
+pub mod output;
 #[cfg(feature = "tokens")]
 pub mod tokens;
 pub mod train;

@@ -460,14 +460,14 @@ fn predict<M: Model + Default>(a: &PredictArgs) -> Result<(), AppError> {
             scores.len(),
         )
     };
-    if a.output == Path::new("-") {
-        print!("{text}");
-        return Ok(());
-    }
-    crate::checkpoint::write_output(&a.output, text.as_bytes()).map_err(|e| AppError::Output {
+    // `-` is standard output; a device or FIFO is written in place.
+    nnc_spec::output::write(&a.output, text.as_bytes()).map_err(|e| AppError::Output {
         path: a.output.clone(),
         reason: e.to_string(),
     })?;
+    if nnc_spec::output::is_stdout(&a.output) {
+        return Ok(());
+    }
     eprintln!("{rows} predictions written to {}", a.output.display());
     Ok(())
 }

@@ -108,7 +108,8 @@ fn bounds(values: impl Iterator<Item = f64>) -> (f64, f64) {
     (lo - pad, hi + pad)
 }
 
-/// Writes the curves of `history` to `path`, atomically.
+/// Writes the curves of `history` to `path` (atomically when it is a
+/// regular file; see [`nnc_spec::output`]).
 pub fn write_curves(history: &History, title: &str, path: &Path) -> Result<(), String> {
     let svg = curves_svg(history, title)?;
     crate::checkpoint::write_file_atomic(path, svg.as_bytes()).map_err(|e| e.to_string())
