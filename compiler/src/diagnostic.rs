@@ -147,11 +147,17 @@ pub struct SourceFile {
 }
 
 impl SourceFile {
-    /// A source file from its name and text.
+    /// A source file from its name and text. A UTF-8 byte-order mark at the
+    /// start (which some editors write) is dropped: it is no token, and
+    /// columns on the first line count from after it.
     pub fn new(name: impl Into<String>, text: impl Into<String>) -> Self {
+        let mut text = text.into();
+        if text.starts_with('\u{feff}') {
+            text.drain(..'\u{feff}'.len_utf8());
+        }
         SourceFile {
             name: name.into(),
-            text: text.into(),
+            text,
         }
     }
 

@@ -5,7 +5,7 @@
 //! report and the `network!` macro — all come through here.
 
 use crate::codegen::{self, Input, Options, Stats};
-use crate::diagnostic::{CompileError, Diagnostic, SourceFile};
+use crate::diagnostic::{CompileError, Diagnostic, ErrorKind, SourceFile, Span};
 use crate::ir::{GradOptions, Module, Network, OptLevel, TrainConfig, TrainingGraph};
 use crate::passes::Pass;
 use crate::{autodiff, lower, passes, syntax};
@@ -16,9 +16,23 @@ use proc_macro2::TokenStream;
 ///
 /// Every error found is returned, each with the span of the source it
 /// concerns; the result never panics on malformed input.
+///
+/// A file without a network (empty, or only comments) is an error, the
+/// same for every command: there is nothing to check, compile or draw.
 pub fn check_source(source: &SourceFile) -> Result<Module, CompileError> {
     let ast = syntax::parse(&source.text)?;
-    lower::lower(&ast)
+    let module = lower::lower(&ast)?;
+    if module.networks.is_empty() {
+        return Err(Diagnostic::new(
+            ErrorKind::Invalid,
+            Span::new(0, 0),
+            format!("no network in {}", source.name),
+        )
+        .with_label("expected `network NAME { ... }`")
+        .with_help("a model file defines at least one network")
+        .into());
+    }
+    Ok(module)
 }
 
 /// The training graph of a network with its `train` block's penalties,

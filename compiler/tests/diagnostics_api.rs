@@ -96,3 +96,32 @@ fn the_example_model_compiles() {
         panic!("{}", source.render(&e.diagnostics, false));
     }
 }
+
+#[test]
+fn whole_number_settings_are_read_exactly() {
+    // 2^53 + 1 and 2^64 - 1 are no f64: read as numbers, they rounded (and
+    // the largest was refused, its message printing a rounded value).
+    for seed in [9_007_199_254_740_993u64, u64::MAX] {
+        let text = format!(
+            "network N {{ input x: f32[batch, 4]; loss mean(x); }}
+             train N {{ seed: {seed}; epochs: {seed}; early_stop: {seed}; }}"
+        );
+        let module = check_source(&SourceFile::new("seed.nn", text)).expect("valid");
+        let cfg = module.train_config("N");
+        assert_eq!(cfg.spec.seed, seed);
+        assert_eq!(cfg.spec.epochs, seed);
+        assert_eq!(cfg.spec.early_stop, Some(seed));
+    }
+}
+
+#[test]
+fn a_byte_order_mark_is_no_token_and_moves_no_column() {
+    let text = "\u{feff}network N { input x: f32[batch, 4]; loss mean(y); }";
+    let source = SourceFile::new("bom.nn", text);
+    let diags = check_source(&source).expect_err("unknown name").diagnostics;
+    assert_eq!(diags.len(), 1);
+    assert_eq!(
+        source.locate(&diags[0]).split(": ").next(),
+        Some("bom.nn:1:47")
+    );
+}

@@ -401,8 +401,35 @@ pub fn default(param: &Param) -> Option<ArgValue> {
 /// A numeric literal, possibly negated: its value and whether it is an integer.
 pub fn literal(e: &Expr) -> Option<(f64, bool)> {
     match &e.kind {
-        ExprKind::Number { value, is_int } => Some((*value, *is_int)),
+        ExprKind::Number { value, is_int, .. } => Some((*value, *is_int)),
         ExprKind::Neg(inner) => literal(inner).map(|(v, i)| (-v, i)),
+        _ => None,
+    }
+}
+
+/// A numeric literal, possibly negated, as written (`-1e-3`); for other
+/// expressions, "the expression".
+pub fn written(e: &Expr) -> String {
+    match &e.kind {
+        ExprKind::Number { text, .. } => text.clone(),
+        ExprKind::Neg(inner) => format!("-{}", written(inner)),
+        _ => "the expression".to_string(),
+    }
+}
+
+/// The exact value of a whole-number literal: an integer as written (any
+/// `u64`), or a real literal without fraction below 2^53 (`1e3`); `None`
+/// for anything else, a negative number included.
+pub fn whole_literal(e: &Expr) -> Option<u64> {
+    match &e.kind {
+        ExprKind::Number {
+            is_int: true, text, ..
+        } => text.parse().ok(),
+        ExprKind::Number { value, .. }
+            if value.fract() == 0.0 && *value <= 9.007_199_254_740_992e15 =>
+        {
+            Some(*value as u64)
+        }
         _ => None,
     }
 }
@@ -411,12 +438,10 @@ pub fn literal(e: &Expr) -> Option<(f64, bool)> {
 pub fn found(e: &Expr) -> String {
     match &e.kind {
         ExprKind::Number {
-            value,
-            is_int: true,
-        } => format!("the integer {value}"),
-        ExprKind::Number { value, .. } => format!("the number {value}"),
-        ExprKind::Neg(_) if literal(e).is_some() => {
-            format!("the number {}", literal(e).map_or(0.0, |l| l.0))
+            is_int: true, text, ..
+        } => format!("the integer {text}"),
+        ExprKind::Number { .. } | ExprKind::Neg(_) if literal(e).is_some() => {
+            format!("the number {}", written(e))
         }
         ExprKind::Bool(b) => format!("`{b}`"),
         ExprKind::Str(s) => format!("the string {s:?}"),

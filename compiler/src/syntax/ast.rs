@@ -162,6 +162,9 @@ pub enum ExprKind {
         value: f64,
         /// Whether it was written as an integer.
         is_int: bool,
+        /// The literal as written (`1e-3`), for messages and for integers
+        /// read exactly (a seed above 2^53 is no `f64`).
+        text: String,
     },
     /// `true` / `false`.
     Bool(bool),

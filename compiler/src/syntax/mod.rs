@@ -277,17 +277,30 @@ fn primary(p: Pair<'_, Rule>) -> Result<Expr, Diagnostic> {
             let value = text.parse::<f64>().map_err(|_| {
                 Diagnostic::new(ErrorKind::Syntax, sp, format!("`{text}` is not a number"))
             })?;
-            if !value.is_finite() {
+            let is_int = !text.contains(['.', 'e', 'E']);
+            // Integers are counts, sizes and seeds (`u64`); every other
+            // number is an `f32` at run time, so a larger one is no value
+            // nnc can use anywhere.
+            if is_int && text.parse::<u64>().is_err() {
+                return Err(Diagnostic::new(
+                    ErrorKind::Syntax,
+                    sp,
+                    format!("integer `{text}` is too large"),
+                )
+                .with_label(format!("larger than {}, the largest integer", u64::MAX)));
+            }
+            if !(value as f32).is_finite() {
                 return Err(Diagnostic::new(
                     ErrorKind::Syntax,
                     sp,
                     format!("number `{text}` is too large"),
                 )
-                .with_label("not a finite f64"));
+                .with_label("larger than about 3.4e38, the largest f32"));
             }
             ExprKind::Number {
                 value,
-                is_int: !text.contains(['.', 'e', 'E']),
+                is_int,
+                text: text.to_string(),
             }
         }
         Rule::boolean => ExprKind::Bool(p.as_str() == "true"),

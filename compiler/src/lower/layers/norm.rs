@@ -103,14 +103,14 @@ fn batch_norm(me: &mut Lowerer, l: &LayerCall<'_>) -> L<NodeId> {
         ));
     }
     let eps = l.float(me, 2)?;
-    if !(eps > 0.0 && eps.is_finite()) {
+    if let Some((what, label)) = eps_problem(eps) {
         return Err(me.report(
             Diagnostic::new(
                 ErrorKind::BadArgument,
                 arg_span(2),
-                format!("`eps` of `batch_norm` must be a positive number, found {eps}"),
+                format!("`eps` of `batch_norm` must be a positive number, found {what}"),
             )
-            .with_label("not positive"),
+            .with_label(label),
         ));
     }
     let c = match xty.shape.dims() {
@@ -199,14 +199,14 @@ fn layer_norm(me: &mut Lowerer, l: &LayerCall<'_>) -> L<NodeId> {
     let span = l.span;
     let (x, xty, x_span) = (l.x, &l.xty, l.x_span);
     let eps = l.float(me, 1)?;
-    if !(eps > 0.0 && eps.is_finite()) {
+    if let Some((what, label)) = eps_problem(eps) {
         return Err(me.report(
             Diagnostic::new(
                 ErrorKind::BadArgument,
                 l.arg_span(1),
-                format!("`eps` of `layer_norm` must be positive, found {eps}"),
+                format!("`eps` of `layer_norm` must be positive, found {what}"),
             )
-            .with_label("not a valid epsilon"),
+            .with_label(label),
         ));
     }
     let y = me.add_op(Op::Seq(ops::SeqOp::LayerNorm { eps }), &[(x, x_span)], span)?;
@@ -231,4 +231,16 @@ fn layer_norm(me: &mut Lowerer, l: &LayerCall<'_>) -> L<NodeId> {
     )?;
     let y = me.add_op(Op::Binary(BinaryOp::Mul), &[(y, span), (gamma, span)], span)?;
     me.add_op(Op::Binary(BinaryOp::Add), &[(y, span), (beta, span)], span)
+}
+
+/// Why `eps` is no epsilon for the `f32` kernels (what was found, and the
+/// label): not positive, or so small it rounds to 0 in `f32` (`1e-50`).
+fn eps_problem(eps: f64) -> Option<(String, &'static str)> {
+    if !(eps > 0.0 && eps.is_finite()) {
+        Some((eps.to_string(), "not positive"))
+    } else if (eps as f32) <= 0.0 {
+        Some((format!("{eps:e}, which rounds to 0 in f32"), "0 in f32"))
+    } else {
+        None
+    }
 }

@@ -156,6 +156,7 @@ fn selection(v: &Expr, key: &str, errors: &mut Vec<Diagnostic>) -> Option<String
         ExprKind::Number {
             value,
             is_int: true,
+            ..
         } if *value < 1e15 => Some((*value as u64).to_string()),
         _ => {
             errors.push(expected(

@@ -12,7 +12,7 @@ mod schedules;
 pub use optimizers::{OptimizerDef, OPTIMIZERS};
 pub use schedules::{ScheduleDef, SCHEDULES};
 
-use super::args::{self, found, literal, suggest, Slot, TRAIN};
+use super::args::{self, found, literal, suggest, whole_literal, written, Slot, TRAIN};
 use crate::diagnostic::{Diagnostic, ErrorKind, Span};
 use crate::ir::{BatchSpec, OptimizerConfig, TrainConfig};
 use crate::syntax::ast::{Arg, Expr, ExprKind, TrainDef};
@@ -97,8 +97,9 @@ const fn flag(name: &'static str) -> Hyper {
 /// Why `v`, valid as a real number, is not valid as the `f32` the runtime
 /// keeps: it overflows, or rounds to a value outside the range (`1e-50`
 /// becomes 0, which is not positive).
-fn f32_problem(v: f64, check: fn(f64) -> bool, expect: &str) -> Option<String> {
+fn f32_problem(e: &Expr, v: f64, check: fn(f64) -> bool, expect: &str) -> Option<String> {
     let r = v as f32;
+    let v = written(e);
     if !r.is_finite() {
         Some(format!("{v} does not fit in f32 (at most about ±3.4e38)"))
     } else if !check(f64::from(r)) {
@@ -118,7 +119,8 @@ fn unit(v: f64) -> bool {
     (0.0..1.0).contains(&v)
 }
 fn whole(v: f64) -> bool {
-    v >= 1.0 && v.fract() == 0.0
+    // Below 2^64, so the `u64` it becomes is the value, never clamped.
+    (1.0..18_446_744_073_709_551_616.0).contains(&v) && v.fract() == 0.0
 }
 
 /// A constant call like `adam(lr: 1e-3)` or a bare name like `constant`.
@@ -171,7 +173,7 @@ fn hypers(c: &ConstCall<'_>, table: &[Hyper], errors: &mut Vec<Diagnostic>) -> O
         };
         if let Some(problem) = v
             .filter(|_| h.real)
-            .and_then(|v| f32_problem(v, h.check, h.expect))
+            .and_then(|v| f32_problem(e, v, h.check, h.expect))
         {
             errors.push(
                 Diagnostic::new(
@@ -256,6 +258,18 @@ fn number(
     }
 }
 
+/// A whole-number setting of at least `min`, read exactly (a seed may be
+/// any `u64`; nothing is rounded or clamped).
+fn integer(e: &Expr, key: &str, min: u64, what: &str, errors: &mut Vec<Diagnostic>) -> Option<u64> {
+    match whole_literal(e) {
+        Some(n) if n >= min => Some(n),
+        _ => {
+            errors.push(expected(e, key, what));
+            None
+        }
+    }
+}
+
 /// [`number`] for a setting the runtime keeps as an `f32`.
 fn real(
     e: &Expr,
@@ -265,7 +279,7 @@ fn real(
     errors: &mut Vec<Diagnostic>,
 ) -> Option<f32> {
     let v = number(e, key, check, what, errors)?;
-    match f32_problem(v, check, what) {
+    match f32_problem(e, v, check, what) {
         None => Some(v as f32),
         Some(problem) => {
             errors.push(
@@ -313,8 +327,8 @@ pub static SETTINGS: &[Setting] = &[
     Setting {
         key: "epochs",
         apply: |v, cfg, errors| {
-            if let Some(n) = number(v, "epochs", whole, "a positive integer", errors) {
-                cfg.spec.epochs = n as u64;
+            if let Some(n) = integer(v, "epochs", 1, "a positive integer", errors) {
+                cfg.spec.epochs = n;
             }
         },
     },
@@ -354,9 +368,8 @@ pub static SETTINGS: &[Setting] = &[
     Setting {
         key: "seed",
         apply: |v, cfg, errors| {
-            let valid = |v: f64| v >= 0.0 && v.fract() == 0.0 && v < 1.8e19;
-            if let Some(n) = number(v, "seed", valid, "a non-negative integer", errors) {
-                cfg.spec.seed = n as u64;
+            if let Some(n) = integer(v, "seed", 0, "a non-negative integer", errors) {
+                cfg.spec.seed = n;
             }
         },
     },
@@ -396,8 +409,8 @@ pub static SETTINGS: &[Setting] = &[
         key: "early_stop",
         apply: |v, cfg, errors| {
             let what = "a positive whole number of epochs";
-            if let Some(n) = number(v, "early_stop", whole, what, errors) {
-                cfg.spec.early_stop = Some(n as u64);
+            if let Some(n) = integer(v, "early_stop", 1, what, errors) {
+                cfg.spec.early_stop = Some(n);
             }
         },
     },
