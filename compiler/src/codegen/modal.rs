@@ -83,13 +83,13 @@ impl Modal {
                 pub static #state_name: &[#rt::model::StateSpec] = &[#(#entries),*];
             },
             struct_fields: quote! {
-                state: Vec<f32>,
-                stats: Vec<f32>,
+                state: ::std::vec::Vec<f32>,
+                stats: ::std::vec::Vec<f32>,
                 steps: u64,
             },
             new_fields: quote! {
                 state: #rt::model::initial_state(#state_name),
-                stats: Vec::new(),
+                stats: ::std::vec::Vec::new(),
                 steps: 0,
             },
             train_step_body: quote! {
@@ -100,7 +100,7 @@ impl Modal {
                 let loss = Self::train_step_in(&self.params, &mut self.ws, self.max_batch, &mut self.grads, &mut self.stats, key, #(#fnames,)* #(#lnames,)*)?;
                 self.steps += 1;
                 #rt::model::update_state(#state_name, &mut self.state, &self.stats);
-                Ok(loss)
+                ::core::result::Result::Ok(loss)
             },
             trait_step_in: quote! {
                 // No statistics and the step key of step 0: `train_step_at`
@@ -117,12 +117,12 @@ impl Modal {
                 fn state_mut(&mut self) -> &mut [f32] {
                     &mut self.state
                 }
-                fn train_step_at(&self, ws: &mut [f32], max_batch: usize, grads: &mut [f32], stats: &mut [f32], batch: &#rt::Batch<'_>, key: #rt::model::StepKey) -> Result<f32, #rt::StepError> {
+                fn train_step_at(&self, ws: &mut [f32], max_batch: usize, grads: &mut [f32], stats: &mut [f32], batch: &#rt::Batch<'_>, key: #rt::model::StepKey) -> ::core::result::Result<f32, #rt::StepError> {
                     let &[#(#fnames),*] = batch.inputs else {
-                        return Err(#rt::StepError::Arity { what: "input", expected: #n_features, found: batch.inputs.len() });
+                        return ::core::result::Result::Err(#rt::StepError::Arity { what: "input", expected: #n_features, found: batch.inputs.len() });
                     };
                     let &[#(#lnames),*] = batch.labels else {
-                        return Err(#rt::StepError::Arity { what: "label", expected: #n_labels, found: batch.labels.len() });
+                        return ::core::result::Result::Err(#rt::StepError::Arity { what: "label", expected: #n_labels, found: batch.labels.len() });
                     };
                     #ty::train_step_in(&self.params, ws, max_batch, grads, stats, key, #(#fnames,)* #(#lnames,)*)
                 }

@@ -235,7 +235,7 @@ pub fn network(
         quote! {
             let src = &#src;
             if #dst.len() != src.len() {
-                return Err(#rt::StepError::Length {
+                return ::core::result::Result::Err(#rt::StepError::Length {
                     name: ::std::borrow::Cow::Borrowed(#name),
                     expected: src.len(),
                     found: #dst.len(),
@@ -277,10 +277,9 @@ pub fn network(
     } else {
         quote!(let _ = max_batch; #ws_size)
     };
-    let check_labels = quote!(#rt::model::check_batch(&#spec_name, &[#(#fnames),*], Some(&[#(#lnames),*]), self.max_batch)?);
-    let check_shard = quote!(#rt::model::check_batch(&#spec_name, &[#(#fnames),*], Some(&[#(#lnames),*]), max_batch)?);
-    let check_inputs =
-        quote!(#rt::model::check_batch(&#spec_name, &[#(#pnames),*], None, self.max_batch)?);
+    let check_labels = quote!(#rt::model::check_batch(&#spec_name, &[#(#fnames),*], ::core::option::Option::Some(&[#(#lnames),*]), self.max_batch)?);
+    let check_shard = quote!(#rt::model::check_batch(&#spec_name, &[#(#fnames),*], ::core::option::Option::Some(&[#(#lnames),*]), max_batch)?);
+    let check_inputs = quote!(#rt::model::check_batch(&#spec_name, &[#(#pnames),*], ::core::option::Option::None, self.max_batch)?);
     // The training step reads parameters and writes workspace and
     // gradients through slices, so data-parallel workers can run it at once
     // on their own buffers (`train_step_in`).
@@ -296,7 +295,7 @@ pub fn network(
             #(#train_calls)*
             #grad_copies
             #stat_block
-            Ok(#loss_at[0])
+            ::core::result::Result::Ok(#loss_at[0])
         };
         let modal_checks = modal.then(|| {
             let unused_key = (!mentions(&body, "key")).then(|| quote!(let _ = key;));
@@ -340,7 +339,7 @@ pub fn network(
         ws_if_used(quote! {
             #(#loss_calls)*
             #score_copy
-            Ok(#loss_only_at[0])
+            ::core::result::Result::Ok(#loss_only_at[0])
         }),
     );
     let predict_body = prelude(
@@ -348,7 +347,7 @@ pub fn network(
         ws_if_used(quote! {
             #(#predict_calls)*
             #out_copies
-            Ok(b)
+            ::core::result::Result::Ok(b)
         }),
     );
     let predict_scores = match scores {
@@ -359,13 +358,16 @@ pub fn network(
                 ws_if_used(quote! {
                     #(#score_calls)*
                     #copy
-                    Ok(b)
+                    ::core::result::Result::Ok(b)
                 }),
             )
         }
         // Another objective has no prediction to score: the batch is
         // checked and nothing is written.
-        None => prelude(check_inputs, quote!(let _ = scores; Ok(b))),
+        None => prelude(
+            check_inputs,
+            quote!(let _ = scores; ::core::result::Result::Ok(b)),
+        ),
     };
     let modal_items = Modal::new(
         net,

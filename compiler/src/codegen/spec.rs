@@ -14,21 +14,7 @@ use nnc_spec::{InputSpec, LossSpec, ModelSpec, OutputSpec, ParamSpec};
 use proc_macro2::TokenStream;
 use quote::{format_ident, quote};
 
-/// `MnistMlp` → `MNIST_MLP`.
-pub fn screaming(name: &str) -> String {
-    let mut out = String::new();
-    let chars: Vec<char> = name.chars().collect();
-    for (i, &c) in chars.iter().enumerate() {
-        let boundary = i > 0
-            && c.is_uppercase()
-            && (chars[i - 1].is_lowercase() || chars.get(i + 1).is_some_and(|n| n.is_lowercase()));
-        if boundary && !out.ends_with('_') {
-            out.push('_');
-        }
-        out.push(c.to_ascii_uppercase());
-    }
-    out
-}
+pub use crate::ir::screaming;
 
 /// FNV-1a: a stable 64-bit hash (the contract's, `nnc_spec::hash`).
 pub fn fnv1a(bytes: &[u8]) -> u64 {

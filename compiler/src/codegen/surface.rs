@@ -90,7 +90,7 @@ pub fn items(s: &Surface, bodies: &Bodies, rt: &TokenStream) -> TokenStream {
     let arity = |what: &str, list: &[Ident], n: usize, from: TokenStream| {
         quote! {
             let &[#(#list),*] = #from else {
-                return Err(#rt::StepError::Arity { what: #what, expected: #n, found: #from.len() });
+                return ::core::result::Result::Err(#rt::StepError::Arity { what: #what, expected: #n, found: #from.len() });
             };
         }
     };
@@ -336,7 +336,7 @@ pub fn items(s: &Surface, bodies: &Bodies, rt: &TokenStream) -> TokenStream {
             fn predict(&mut self, inputs: &[&[f32]], outputs: &mut [&mut [f32]]) -> ::core::result::Result<usize, #rt::StepError> {
                 #bind_predict
                 let [#(#onames),*] = outputs else {
-                    return Err(#rt::StepError::Arity { what: "output", expected: #n_outputs, found: outputs.len() });
+                    return ::core::result::Result::Err(#rt::StepError::Arity { what: "output", expected: #n_outputs, found: outputs.len() });
                 };
                 #ty::predict(self, #(#pnames,)* #(#onames,)*)
             }

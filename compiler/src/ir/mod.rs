@@ -21,6 +21,23 @@ pub use train::{
 };
 pub use training::{GradOptions, TrainingGraph};
 
+/// `MnistMlp` → `MNIST_MLP`: how generated code names a network's statics
+/// (`MNIST_MLP_SPEC`), so two networks of one file must differ in it.
+pub fn screaming(name: &str) -> String {
+    let mut out = String::new();
+    let chars: Vec<char> = name.chars().collect();
+    for (i, &c) in chars.iter().enumerate() {
+        let boundary = i > 0
+            && c.is_uppercase()
+            && (chars[i - 1].is_lowercase() || chars.get(i + 1).is_some_and(|n| n.is_lowercase()));
+        if boundary && !out.ends_with('_') {
+            out.push('_');
+        }
+        out.push(c.to_ascii_uppercase());
+    }
+    out
+}
+
 /// Optimisation levels of `nnc compile -O`: which graph passes run, and
 /// whether codegen fuses loops and plans memory.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Default)]

@@ -48,6 +48,7 @@ pub fn lower(file: &ast::File) -> Result<Module, CompileError> {
     let mut errors = Vec::new();
     let mut networks: Vec<Network> = Vec::new();
     let mut seen: HashMap<&str, Span> = HashMap::new();
+    let mut statics: Vec<(String, &str, Span)> = Vec::new();
     for def in &file.networks {
         if let Some(&first) = seen.get(def.name.name.as_str()) {
             errors.push(
@@ -62,6 +63,29 @@ pub fn lower(file: &ast::File) -> Result<Module, CompileError> {
             continue;
         }
         seen.insert(&def.name.name, def.name.span);
+        // Generated code names a network's statics `NAME_SPEC`: `Net` and
+        // `NET` would define the same one.
+        let key = crate::ir::screaming(&def.name.name);
+        if let Some((other, first)) = statics
+            .iter()
+            .find(|(k, _, _)| *k == key)
+            .map(|(_, n, s)| (n, s))
+        {
+            errors.push(
+                Diagnostic::new(
+                    ErrorKind::DuplicateName,
+                    def.name.span,
+                    format!(
+                        "networks `{other}` and `{}` would both define `{key}_SPEC` in generated code",
+                        def.name.name
+                    ),
+                )
+                .with_label("rename this network")
+                .with_note(*first, "the other network"),
+            );
+            continue;
+        }
+        statics.push((key, def.name.name.as_str(), def.name.span));
         let mut l = Lowerer::default();
         match l.network(def) {
             Ok(net) if l.errors.is_empty() => networks.push(net),
