@@ -1,10 +1,12 @@
-//! Compiles the benchmark workloads into OUT_DIR; `main.rs` includes them.
+//! Compiles the benchmark workloads into OUT_DIR; `workloads.rs` includes them.
 
 fn main() {
     for model in [
         "../examples/models/mnist_mlp.nn",
         "models/mlp_wide.nn",
         "../examples/models/lenet.nn",
+        "../examples/models/transformer.nn",
+        "models/transformer_large.nn",
     ] {
         if let Err(e) = nnc_compiler::build::compile(model) {
             panic!("{e}");

@@ -1,5 +1,5 @@
 #!/usr/bin/env python3
-"""Python peers of the nnc training benchmark: JAX, PyTorch and TensorFlow.
+"""Python peers of the nnc benchmark: JAX, PyTorch, TensorFlow and ONNX Runtime.
 
 One process measures one (framework, workload, threads) combination and prints
 one JSON object on stdout (diagnostics go to stderr). bench/peers/run.sh runs
@@ -7,7 +7,8 @@ it in a fresh process per combination and appends the line to results.jsonl.
 
     python bench.py --framework torch-eager --workload W1 --threads 1 [--steps 50]
 
-Frameworks: jax, torch-eager, torch-compile, tf-function, tf-xla, keras-fit.
+Frameworks: jax, torch-eager, torch-compile, tf-function, tf-xla, keras-fit,
+onnxruntime (inference only).
 Workloads (float32, bundled MNIST training split, pixels / 255):
     W1  MLP 784-128-128-10, ReLU, batch 128
     W2  MLP 784-2048-2048-10, ReLU, batch 512
@@ -16,6 +17,10 @@ Workloads (float32, bundled MNIST training split, pixels / 255):
 all trained with Adam(lr=1e-3, eps=1e-8) on sparse softmax cross-entropy from
 logits, batches cycled in order through the training images (last partial
 batch dropped).
+    W4, W4L  transformer-encoder training (transformer.py; jax and torch only)
+    W5-MLP-1, W5-MLP-256, W5-LeNet-1, W5-LeNet-256
+             inference of W1's MLP and W3's LeNet at batch 1 (latency median
+             and p99) and 256 (throughput) (inference.py; jax, torch, onnxruntime)
 """
 
 import argparse
@@ -26,8 +31,10 @@ import sys
 import time
 import traceback
 
-FRAMEWORKS = ["jax", "torch-eager", "torch-compile", "tf-function", "tf-xla", "keras-fit"]
-BATCH = {"W1": 128, "W2": 512, "W3": 128}
+FRAMEWORKS = ["jax", "torch-eager", "torch-compile", "tf-function", "tf-xla", "keras-fit", "onnxruntime"]
+BATCH = {"W1": 128, "W2": 512, "W3": 128,
+         # W4: transformer training (transformer.py); W5: inference (inference.py)
+         "W4": 64, "W4L": 32, "W5-MLP-1": 1, "W5-MLP-256": 256, "W5-LeNet-1": 1, "W5-LeNet-256": 256}
 HIDDEN = {"W1": 128, "W2": 2048}
 LR, EPS = 1e-3, 1e-8
 
@@ -41,6 +48,7 @@ def parse_args():
     p.add_argument("--warmup", type=int, default=20, help="warm-up steps, incl. the first (compiling) one")
     p.add_argument("--steps", type=int, default=0, help="exact number of timed steps (0: time for --seconds)")
     p.add_argument("--seconds", type=float, default=3.0, help="minimum timed duration when --steps is 0")
+    p.add_argument("--calls", type=int, default=1000, help="timed calls of a batch-1 inference workload (W5-*-1)")
     return p.parse_args()
 
 
@@ -383,7 +391,32 @@ def main():
               "batch": BATCH[args.workload]}
     try:
         data = load_mnist(args.data)
-        if args.framework == "jax":
+        supported = {"W4": ("jax", "torch-eager", "torch-compile"), "W4L": ("jax", "torch-eager", "torch-compile"),
+                     "W5": ("jax", "torch-eager", "torch-compile", "onnxruntime")}
+        family = args.workload.split("-")[0]
+        if args.framework == "onnxruntime" and family != "W5" or \
+                family in supported and args.framework not in supported[family]:
+            raise ValueError(f"{args.framework} has no {args.workload} here (W4: jax, torch; "
+                             f"W5: jax, torch, onnxruntime; onnxruntime only W5)")
+        if family in ("W4", "W4L"):
+            import transformer
+
+            if args.framework == "jax":
+                m = transformer.bench_jax(args, measure)
+            else:
+                m = transformer.bench_torch(args, measure, compiled=args.framework == "torch-compile")
+        elif family == "W5":
+            import inference
+
+            if args.framework == "jax":
+                m = inference.bench_jax(args, data)
+            elif args.framework == "onnxruntime":
+                m = inference.bench_onnxruntime(args, data)
+            else:
+                m = inference.bench_torch(args, data, compiled=args.framework == "torch-compile")
+            record.update(latency_median_us=round(m["latency_median_us"], 2),
+                          latency_p99_us=round(m["latency_p99_us"], 2))
+        elif args.framework == "jax":
             m = bench_jax(args, data)
         elif args.framework.startswith("torch"):
             m = bench_torch(args, data, compiled=args.framework == "torch-compile")
@@ -397,8 +430,8 @@ def main():
             steps_timed=m["steps_timed"],
             seconds_timed=round(m["seconds_timed"], 3),
             warmup_steps=max(args.warmup, 1),
-            first_loss=m["first_loss"],
-            final_loss=m["final_loss"],
+            first_loss=m.get("first_loss"),
+            final_loss=m.get("final_loss"),
             backend=m["backend"],
             notes=m["notes"],
             affinity=sorted(os.sched_getaffinity(0)),

@@ -22,9 +22,10 @@ PYTHON="${NNC_PEERS_PYTHON:-python3}"
 
 # `gemm` is no framework: the `gemm` crate's square products, a contender for
 # the matrix-multiply ceiling (workload "ceiling", one line per thread count).
-ALL_FRAMEWORKS="jax torch-eager torch-compile tf-function tf-xla keras-fit burn dfdx candle gemm"
+ALL_FRAMEWORKS="jax torch-eager torch-compile tf-function tf-xla keras-fit onnxruntime burn dfdx candle gemm"
 FRAMEWORKS="$ALL_FRAMEWORKS"
-WORKLOADS="W1 W2 W3"
+WORKLOADS="W1 W2 W3 W4 W4L W5-MLP-1 W5-MLP-256 W5-LeNet-1 W5-LeNet-256"
+CALLS=1000       # timed calls of a batch-1 inference workload
 THREADS="1 2"
 STEPS=0          # 0: time each measurement for $SECONDS_MIN seconds
 REPEAT=1         # fresh processes per (framework, workload, threads)
@@ -40,6 +41,7 @@ RUN_TIMEOUT="${NNC_PEERS_RUN_TIMEOUT:-1800}"
 PIP_JAX=("jax[cpu]==0.10.2" "optax==0.2.8")
 PIP_TORCH=("torch==2.15.0")
 PIP_TF=("tensorflow==2.21.0")
+PIP_ORT=("onnxruntime" "onnx" "onnxscript")
 
 usage() {
   cat <<EOF
@@ -47,7 +49,9 @@ usage: $0 [options]
   --only LIST        frameworks (comma/space separated); default: all of
                      $ALL_FRAMEWORKS
                      'torch' = torch-eager,torch-compile; 'tf' = tf-function,tf-xla,keras-fit
-  --workloads LIST   W1,W2,W3 (default all)
+  --workloads LIST   W1,W2,W3,W4,W4L,W5-MLP-1,W5-MLP-256,W5-LeNet-1,W5-LeNet-256 (default all;
+                     a framework runs only the workloads it has, see bench.py)
+  --calls N          timed calls of a batch-1 inference workload (default 1000)
   --threads LIST     thread counts (default 1,2)
   --steps N          exact number of timed steps (default: time each run for --seconds)
   --seconds S        minimum timed duration per measurement (default 3)
@@ -70,6 +74,7 @@ while [ $# -gt 0 ]; do
     --workloads) WORKLOADS="$(list "$2")"; shift 2 ;;
     --threads) THREADS="$(list "$2")"; shift 2 ;;
     --steps) STEPS="$2"; shift 2 ;;
+    --calls) CALLS="$2"; shift 2 ;;
     --repeat) REPEAT="$2"; shift 2 ;;
     --seconds) SECONDS_MIN="$2"; shift 2 ;;
     --warmup) WARMUP="$2"; shift 2 ;;
@@ -111,7 +116,7 @@ py_ok() { [ -x "$VENV/bin/python" ] && "$VENV/bin/python" -c "$1" >/dev/null 2>&
 
 install_python() {
   local need=0
-  for f in jax torch-eager torch-compile tf-function tf-xla keras-fit; do wants "$f" && need=1; done
+  for f in jax torch-eager torch-compile tf-function tf-xla keras-fit onnxruntime; do wants "$f" && need=1; done
   [ $need = 1 ] || return 0
   if [ ! -x "$VENV/bin/python" ]; then
     [ $INSTALL = 1 ] || { for f in jax torch-eager torch-compile tf-function tf-xla keras-fit; do BROKEN[$f]="no venv at $VENV (--no-install)"; done; return; }
@@ -124,6 +129,8 @@ install_python() {
   if wants jax && ! py_ok "import jax, optax"; then pkgs+=("${PIP_JAX[@]}"); fi
   if { wants torch-eager || wants torch-compile; } && ! py_ok "import torch"; then pkgs+=("${PIP_TORCH[@]}"); fi
   if { wants tf-function || wants tf-xla || wants keras-fit; } && ! py_ok "import tensorflow"; then pkgs+=("${PIP_TF[@]}"); fi
+  if wants onnxruntime && ! py_ok "import onnxruntime, onnx, onnxscript"; then pkgs+=("${PIP_ORT[@]}"); fi
+  if wants onnxruntime && ! py_ok "import torch"; then pkgs+=("${PIP_TORCH[@]}"); fi
   if [ ${#pkgs[@]} -gt 0 ]; then
     if [ $INSTALL = 1 ]; then
       log "pip install ${pkgs[*]} (torch alone is a ~3-4 GB download with its CUDA wheels)"
@@ -133,6 +140,7 @@ install_python() {
   py_ok "import jax, optax" || { BROKEN[jax]="jax/optax not importable from $VENV"; }
   py_ok "import torch" || { BROKEN[torch-eager]="torch not importable from $VENV"; BROKEN[torch-compile]="${BROKEN[torch-eager]}"; }
   py_ok "import tensorflow" || { for f in tf-function tf-xla keras-fit; do BROKEN[$f]="tensorflow not importable from $VENV"; done; }
+  py_ok "import onnxruntime, torch" || { BROKEN[onnxruntime]="onnxruntime or torch not importable from $VENV"; }
   if wants torch-compile && ! command -v "${CC:-gcc}" >/dev/null 2>&1; then
     BROKEN[torch-compile]="torch.compile (inductor) needs a C compiler; none found"
   fi
@@ -209,10 +217,24 @@ install_rust() {
 # ------------------------------------------------------------------------- run
 cpu_list() { seq -s, 0 $(( $1 - 1 )); }
 
+# Whether a framework has a workload: W4 (transformers) and W5 (inference)
+# are measured for JAX, PyTorch and (W5 only) ONNX Runtime, the tools people
+# pick for them; ONNX Runtime has only inference.
+applies() {  # framework workload
+  case "$2" in
+    W1|W2|W3) [ "$1" != onnxruntime ] ;;
+    W4|W4L) case "$1" in jax|torch-eager|torch-compile) return 0 ;; *) return 1 ;; esac ;;
+    W5-*) case "$1" in jax|torch-eager|torch-compile|onnxruntime) return 0 ;; *) return 1 ;; esac ;;
+    *) return 0 ;;
+  esac
+}
+
 run_one() {  # framework workload threads
   local fw="$1" wl="$2" th="$3" cmd=() out err rc line
   if [ -n "${BROKEN[$fw]:-}" ]; then json_error "$fw" "$wl" "$th" "${BROKEN[$fw]}" >>"$OUT"; return; fi
   local common=(--workload "$wl" --threads "$th" --warmup "$WARMUP" --steps "$STEPS" --seconds "$SECONDS_MIN" --data "$DATA")
+  local extra=()
+  case "$wl" in W5-*) extra=(--calls "$CALLS") ;; esac
   case "$fw" in
     burn) cmd=(taskset -c "$(cpu_list "$th")" env RAYON_NUM_THREADS="$th" OMP_NUM_THREADS="$th" "$BURN_BIN" "${common[@]}") ;;
     gemm) cmd=(taskset -c "$(cpu_list "$th")" env RAYON_NUM_THREADS="$th" "$BIN/gemm-bench" --threads "$th" --seconds "$SECONDS_MIN") ;;
@@ -220,7 +242,7 @@ run_one() {  # framework workload threads
     dfdx)
       # W3 reports itself unsupported (see rust/dfdx-bench/src/main.rs).
       cmd=(taskset -c "$(cpu_list "$th")" env RAYON_NUM_THREADS="$th" OMP_NUM_THREADS="$th" "$BIN/dfdx-bench" "${common[@]}") ;;
-    *) cmd=("$VENV/bin/python" "$HERE/bench.py" --framework "$fw" "${common[@]}") ;;
+    *) cmd=("$VENV/bin/python" "$HERE/bench.py" --framework "$fw" "${common[@]}" "${extra[@]}") ;;
   esac
   log "run $fw $wl threads=$th"
   err="$(mktemp)"
@@ -231,7 +253,7 @@ run_one() {  # framework workload threads
       line="$(printf '%s' "$line" | jq -c --arg n "$BURN_NOTE" '.notes = ((.notes // "") + "; " + $n)')"
     fi
     printf '%s\n' "$line" >>"$OUT"
-    printf '%s\n' "$line" | jq -c '{framework, workload, threads, samples_per_s, gflops, peak_rss_mb, first_step_s, first_loss, final_loss, error}' >&2
+    printf '%s\n' "$line" | jq -c '{framework, workload, threads, samples_per_s, latency_median_us, gflops, peak_rss_mb, first_step_s, first_loss, final_loss, error}' >&2
   else
     local why="exit code $rc"; [ $rc = 124 ] && why="timed out after ${RUN_TIMEOUT}s"; [ $rc = 132 ] && why="SIGILL (illegal instruction)"
     json_error "$fw" "$wl" "$th" "$why; stderr tail: $(tail -c 1500 "$err")" >>"$OUT"
@@ -256,6 +278,7 @@ main() {
         continue
       fi
       for wl in $WORKLOADS; do
+        applies "$fw" "$wl" || continue
         for th in $THREADS; do
           run_one "$fw" "$wl" "$th"
         done
