@@ -29,7 +29,7 @@ pub fn write(path: &Path, bytes: &[u8]) -> io::Result<()> {
     write_with(path, bytes, |_| Ok(()))
 }
 
-/// [`write`], running `before_rename` on the temporary file of an atomic
+/// [`write()`], running `before_rename` on the temporary file of an atomic
 /// replacement just before the rename (a seam for tests to inject a crash).
 /// On any failure the temporary file is removed and the old file is intact.
 pub fn write_with(
@@ -58,7 +58,7 @@ pub fn write_with(
     }
 }
 
-/// [`write`], unless `path` names a regular file that already holds exactly
+/// [`write()`], unless `path` names a regular file that already holds exactly
 /// `bytes` (compared only when the lengths agree); whether it wrote. Build
 /// scripts use it so an unchanged output does not trigger a rebuild.
 pub fn write_if_changed(path: &Path, bytes: &[u8]) -> io::Result<bool> {
