@@ -19,6 +19,21 @@ fn main() {
         ..Default::default()
     };
     const NAIVE: &[&str] = &["mnist_mlp", "every_op", "transformer", "seq_ops"];
+    // Generated with `input_gradient` (the explain option, #26): every
+    // example and end-to-end model with a float input.
+    let explain = nnc_compiler::codegen::Options {
+        explain: true,
+        ..Default::default()
+    };
+    const EXPLAIN: &[&str] = &[
+        "lenet",
+        "mnist_mlp",
+        "mnist_bn_dropout",
+        "binary",
+        "regression",
+        "two_inputs",
+        "torch_mlp",
+    ];
     let out_dir =
         std::path::PathBuf::from(std::env::var_os("OUT_DIR").expect("cargo sets OUT_DIR"));
     // Every model, included under `#![deny(warnings)]` by tests/warnings.rs:
@@ -65,6 +80,16 @@ fn main() {
                 .unwrap_or_else(|e| panic!("{}", chain(&e)));
             nnc_compiler::build::write_if_changed(&out_dir.join(format!("{stem}_o0.rs")), &code)
                 .unwrap_or_else(|e| panic!("{}", chain(&e)));
+            if EXPLAIN.contains(&stem) {
+                let code = nnc_compiler::build::compile_to_string(Path::new(&path), &explain)
+                    .unwrap_or_else(|e| panic!("{}", chain(&e)));
+                let file = format!("{stem}_explain.rs");
+                nnc_compiler::build::write_if_changed(&out_dir.join(&file), &code)
+                    .unwrap_or_else(|e| panic!("{}", chain(&e)));
+                all.push_str(&format!(
+                    "pub mod {stem}_explain {{ include!(concat!(env!(\"OUT_DIR\"), \"/{file}\")); }}\n"
+                ));
+            }
             if NAIVE.contains(&stem) {
                 let code = nnc_compiler::build::compile_to_string(Path::new(&path), &naive)
                     .unwrap_or_else(|e| panic!("{}", chain(&e)));

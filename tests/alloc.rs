@@ -1,5 +1,5 @@
-//! `train_step`, `loss`, `loss_with_scores`, `predict` and `predict_scores`
-//! of generated code, and the shared training step (`Trainer` fed by a
+//! `train_step`, `loss`, `loss_with_scores`, `predict`, `predict_scores`
+//! and `input_gradient` of generated code, and the shared training step (`Trainer` fed by a
 //! `Batcher`, as `fit` runs it) for every kind of loss, allocate nothing
 //! after the first call: a counting global allocator watches them.
 
@@ -34,6 +34,9 @@ mod binary {
 }
 mod two_inputs {
     nnc::include_model!("two_inputs");
+}
+mod mnist_bn_dropout_explain {
+    nnc::include_model!("mnist_bn_dropout_explain");
 }
 
 struct Counting;
@@ -315,6 +318,25 @@ fn generated_steps_do_not_allocate_after_the_first_call() {
             Column::classes("y", &[], (0..64).map(|i| i % 3).collect(), 3),
         ])
     });
+
+    // `input_gradient` (compiled with `explain`), on a modal network: no
+    // allocation after the first call either.
+    let image = vec![0.25f32; 784 * 8];
+    let cotangent = vec![1.0f32; 10 * 8];
+    let mut d_image = vec![0.0f32; 784 * 8];
+    let mut scores = vec![0.0f32; 10 * 8];
+    let mut model = mnist_bn_dropout_explain::MnistBnDropout::new(8);
+    model
+        .input_gradient(&image, &cotangent, &mut d_image, &mut scores)
+        .expect("valid batch");
+    let n = allocations(|| {
+        for _ in 0..3 {
+            model
+                .input_gradient(&image, &cotangent, &mut d_image, &mut scores)
+                .expect("valid batch");
+        }
+    });
+    assert_eq!(n, 0, "input_gradient allocated {n} times in 3 calls");
 
     // The counter does count: a Vec allocates.
     assert!(allocations(|| drop(std::hint::black_box(vec![1u8; 16]))) >= 1);

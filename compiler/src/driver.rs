@@ -65,6 +65,7 @@ pub fn optimize(
 struct Optimized {
     train: TrainingGraph,
     inference: Option<TrainingGraph>,
+    explain: Option<TrainingGraph>,
 }
 
 /// Differentiates and optimises a network; a modal one (dropout, batch
@@ -82,7 +83,32 @@ fn optimize_both(
     } else {
         None
     };
-    Ok(Optimized { train, inference })
+    let explain = if opts.explain {
+        Some(explain_graph(net, opts)?)
+    } else {
+        None
+    };
+    Ok(Optimized {
+        train,
+        inference,
+        explain,
+    })
+}
+
+/// The explanation graph of a network (the input gradient of its
+/// prediction, [`autodiff::input_gradient_graph`]) from its inference form,
+/// after the graph passes of `opts`.
+pub fn explain_graph(net: &Network, opts: &Options) -> Result<TrainingGraph, CompileError> {
+    let inference;
+    let net = if net.is_modal() {
+        inference = net.for_inference()?;
+        &inference
+    } else {
+        net
+    };
+    let mut tg = autodiff::input_gradient_graph(net)?;
+    passes::pipeline(opts.opt_level, &opts.disabled_passes).run(&mut tg)?;
+    Ok(tg)
 }
 
 /// Generates the Rust items for every network of a checked module, as a
@@ -102,6 +128,7 @@ pub fn generate_tokens(
             config: &config,
             train: &graphs.train,
             inference: graphs.inference.as_ref(),
+            explain: graphs.explain.as_ref(),
         };
         items.extend(codegen::network(source, &input, &rt, opts)?);
     }

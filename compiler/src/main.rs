@@ -28,6 +28,9 @@ enum Command {
     Eval(cli::run::EvalArgs),
     /// Predict with trained weights: one CSV row per sample.
     Predict(cli::run::PredictArgs),
+    /// Explain one prediction: attributions of a sample's inputs (a PNG heat
+    /// map for an image, a ranked feature table for tabular data).
+    Explain(cli::run::ExplainArgs),
     /// Check a model: print each parameter, the totals and FLOPs, or the errors.
     Check {
         /// The .nn file.
@@ -62,6 +65,10 @@ enum Command {
         /// each other one was not, to standard error.
         #[arg(long)]
         explain_fusion: bool,
+        /// Also generate `input_gradient` (the gradient of the prediction
+        /// with respect to the float inputs, for attributions).
+        #[arg(long)]
+        explain: bool,
     },
     /// Write the graph of a network.
     Graph {
@@ -128,6 +135,7 @@ fn run(cli: Cli) -> anyhow::Result<ExitCode> {
         Command::Train(a) => launched(cli::run::train(&a)),
         Command::Eval(a) => launched(cli::run::eval(&a)),
         Command::Predict(a) => launched(cli::run::predict(&a)),
+        Command::Explain(a) => launched(cli::run::explain(&a)),
         Command::Check { file } => {
             let source = load(&file)?;
             let module = match nnc_compiler::check_source(&source) {
@@ -152,6 +160,7 @@ fn run(cli: Cli) -> anyhow::Result<ExitCode> {
             list_passes,
             stats,
             explain_fusion,
+            explain,
         } => {
             use nnc_compiler::passes::{OptLevel, PASS_NAMES};
             if list_passes {
@@ -171,6 +180,7 @@ fn run(cli: Cli) -> anyhow::Result<ExitCode> {
                 runtime,
                 opt_level,
                 disabled_passes: disable,
+                explain,
                 ..Default::default()
             };
             let source = load(&file)?;

@@ -14,8 +14,12 @@ use proc_macro2::{Group, Span, TokenStream, TokenTree};
 /// `source_name` overrides the name generated code cites as its source
 /// (by default the Rust file of the macro call).
 pub fn expand(input: TokenStream, source_name: Option<&str>) -> TokenStream {
+    let (explain, input) = strip_explain(input);
     let rendered = render(input.clone());
-    let opts = Options::default();
+    let opts = Options {
+        explain,
+        ..Options::default()
+    };
     let result = check(&rendered, source_name)
         .and_then(|(source, module)| generate_tokens(&source, &module, &opts));
     match result {
@@ -29,6 +33,26 @@ pub fn expand(input: TokenStream, source_name: Option<&str>) -> TokenStream {
             out.extend(fallback::stubs(&input, &runtime));
             out
         }
+    }
+}
+
+/// A leading `#![explain]` asks for `input_gradient` (codegen's
+/// `Options::explain`); it is removed before the networks are read.
+fn strip_explain(input: TokenStream) -> (bool, TokenStream) {
+    let tokens: Vec<TokenTree> = input.clone().into_iter().collect();
+    let is_explain = match tokens.as_slice() {
+        [TokenTree::Punct(hash), TokenTree::Punct(bang), TokenTree::Group(g), ..] => {
+            hash.as_char() == '#'
+                && bang.as_char() == '!'
+                && g.delimiter() == proc_macro2::Delimiter::Bracket
+                && g.stream().to_string() == "explain"
+        }
+        _ => false,
+    };
+    if is_explain {
+        (true, tokens.into_iter().skip(3).collect())
+    } else {
+        (false, input)
     }
 }
 
@@ -103,6 +127,18 @@ mod tests {
         let cli =
             nnc_compiler::build::compile_to_string(Path::new(MNIST), &Options::default()).unwrap();
         assert_eq!(via_macro.unwrap(), cli);
+    }
+
+    /// `#![explain]` first asks for `input_gradient`: the expansion is
+    /// `generate_tokens` with `Options::explain`.
+    #[test]
+    fn explain_attribute_generates_the_input_gradient() {
+        let text = std::fs::read_to_string(MNIST).unwrap();
+        let input: TokenStream = format!("#![explain] {text}").parse().unwrap();
+        let expanded = expand(input, Some(MNIST)).to_string();
+        assert!(expanded.contains("fn input_gradient"));
+        let plain = expand(text.parse().unwrap(), Some(MNIST)).to_string();
+        assert!(!plain.contains("fn input_gradient"));
     }
 
     /// Every example and test model, and every complete example of the

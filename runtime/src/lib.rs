@@ -34,6 +34,7 @@ pub mod app;
 pub mod checkpoint;
 pub mod collective;
 pub mod data;
+pub mod explain;
 pub mod gemm;
 pub mod init;
 pub mod kernels;

@@ -119,6 +119,15 @@ pub enum StepError {
         /// Number of distinct tokens.
         classes: u32,
     },
+    /// An entry point the model was not generated with (such as
+    /// `input_gradient`, which needs the `explain` option).
+    #[error("the model was compiled without `{option}`, which `{entry}` needs")]
+    NotGenerated {
+        /// The entry point called.
+        entry: &'static str,
+        /// The compile option that generates it.
+        option: &'static str,
+    },
     /// The wrong number of input or label slices.
     #[error("expected {expected} {what} slices, found {found}")]
     Arity {
@@ -186,6 +195,36 @@ pub trait Model: Send + Sync {
         inputs: &[&[f32]],
         outputs: &mut [&mut [f32]],
     ) -> Result<usize, StepError>;
+
+    /// The float inputs [`Model::input_gradient`] differentiates with
+    /// respect to, by name, in declaration order (empty unless the model
+    /// was compiled with `explain`).
+    fn gradient_inputs(&self) -> &'static [&'static str] {
+        &[]
+    }
+
+    /// The gradient of the loss's prediction (`batch × spec().loss.scores`
+    /// scores) with respect to each of [`Model::gradient_inputs`], seeded
+    /// per sample by `cotangent` (as many values as the scores; a one-hot
+    /// row asks for one class): writes `cotangentᵀ · ∂scores/∂input` into
+    /// `grads` (one slice per gradient input, each as long as that input's
+    /// slice) and, unless `scores` is empty, the prediction into `scores`.
+    /// `inputs` are those of [`Model::predict`]. Inference mode; the
+    /// parameters are not touched. Returns the batch size. Models compiled
+    /// without `explain` return [`StepError::NotGenerated`].
+    fn input_gradient(
+        &mut self,
+        inputs: &[&[f32]],
+        cotangent: &[f32],
+        grads: &mut [&mut [f32]],
+        scores: &mut [f32],
+    ) -> Result<usize, StepError> {
+        let _ = (inputs, cotangent, grads, scores);
+        Err(StepError::NotGenerated {
+            entry: "input_gradient",
+            option: "explain",
+        })
+    }
 
     /// The network's state tensors (running statistics): not trained, not
     /// touched by the optimizer, updated by [`Model::update_state`] after

@@ -16,6 +16,9 @@ pub use crate::ir::{GradOptions, TrainingGraph};
 use crate::ops::{BinaryOp, GradCtx, Op, OpError, ReduceKind, ReduceOp, UnaryOp};
 use std::collections::HashMap;
 
+mod explain;
+pub use explain::{input_gradient_graph, COTANGENT};
+
 fn internal(span: Span, e: OpError) -> Diagnostic {
     Diagnostic::new(
         if e.kind == ErrorKind::Internal {

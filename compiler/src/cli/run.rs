@@ -114,6 +114,48 @@ pub struct PredictArgs {
     pub output: PathBuf,
 }
 
+/// `nnc explain`.
+#[derive(Args, Debug)]
+pub struct ExplainArgs {
+    #[command(flatten)]
+    pub model: ModelArgs,
+    #[command(flatten)]
+    pub data: DataArgs,
+    /// The weights (default: runs/NETWORK/weights.safetensors).
+    #[arg(long)]
+    pub weights: Option<PathBuf>,
+    /// Which sample of the data (0-based row).
+    #[arg(long, default_value_t = 0)]
+    pub sample: usize,
+    /// The attribution method.
+    #[arg(long, default_value = "ig", value_parser = ["saliency", "gradxinput", "ig", "smoothgrad"])]
+    pub method: String,
+    /// The class to explain, by index or name (default: the predicted one).
+    #[arg(long)]
+    pub class: Option<String>,
+    /// Integrated gradients: path steps (default 64).
+    #[arg(long)]
+    pub steps: Option<usize>,
+    /// Integrated gradients: the baseline value (default 0).
+    #[arg(long)]
+    pub baseline: Option<f32>,
+    /// SmoothGrad: noisy samples (default 32).
+    #[arg(long)]
+    pub samples: Option<usize>,
+    /// SmoothGrad: noise as a fraction of the input's range (default 0.15).
+    #[arg(long)]
+    pub noise: Option<f32>,
+    /// SmoothGrad: seed of the noise (default 0).
+    #[arg(long)]
+    pub seed: Option<u64>,
+    /// The heat map of an image input (default: NETWORK-SAMPLE-METHOD.png).
+    #[arg(short, long)]
+    pub output: Option<PathBuf>,
+    /// Rows of a tabular input's feature table (default: all).
+    #[arg(long)]
+    pub top: Option<usize>,
+}
+
 /// A compiled model and its program.
 struct Program {
     source: SourceFile,
@@ -122,6 +164,9 @@ struct Program {
     exe: PathBuf,
     /// The directory paths in the `train` block are relative to.
     base: PathBuf,
+    /// `C,H,W` of the network's one float input declared with three
+    /// dimensions after the batch (drawn as an image by `explain`).
+    image: Option<String>,
 }
 
 /// What stops a command before its program runs: diagnostics against the
@@ -150,6 +195,11 @@ pub fn interrupted() -> bool {
 
 /// Compiles the model and builds its program.
 fn program(m: &ModelArgs) -> Result<Program, Failure> {
+    program_with(m, false)
+}
+
+/// [`program`], with `input_gradient` when `explain`.
+fn program_with(m: &ModelArgs, explain: bool) -> Result<Program, Failure> {
     // Ctrl-C goes to the whole process group: cargo or the model's program
     // handles it, and nnc waits for them to finish.
     let _ = ctrlc::set_handler(|| INTERRUPTED.store(true, std::sync::atomic::Ordering::SeqCst));
@@ -164,6 +214,7 @@ fn program(m: &ModelArgs) -> Result<Program, Failure> {
     let config = module.train_config(&net.name);
     let opts = nnc_compiler::codegen::Options {
         runtime: "::nnc_runtime".into(),
+        explain,
         ..Default::default()
     };
     // Only this network: another of the file may not even train.
@@ -200,12 +251,25 @@ fn program(m: &ModelArgs) -> Result<Program, Failure> {
         .parent()
         .filter(|p| !p.as_os_str().is_empty())
         .map_or_else(|| PathBuf::from("."), Path::to_path_buf);
+    let images: Vec<String> = net
+        .inputs
+        .iter()
+        .filter(|i| i.kind == nnc_compiler::ir::InputKind::Features)
+        .filter(|i| i.ty.dtype == nnc_compiler::graph::DType::F32)
+        .map(|i| i.ty.shape.resolve(1))
+        .filter(|d| d.len() == 4)
+        .map(|d| format!("{},{},{}", d[1], d[2], d[3]))
+        .collect();
     Ok(Program {
         network: net.name.clone(),
         source,
         config,
         exe,
         base,
+        image: match images.as_slice() {
+            [one] => Some(one.clone()),
+            _ => None,
+        },
     })
 }
 
@@ -438,5 +502,40 @@ pub fn predict(a: &PredictArgs) -> Result<ExitCode, Failure> {
     args.extend(data_flags(&p, &a.data, p.config.data.as_ref(), "data")?);
     args.push("--output".into());
     args.push(a.output.clone().into_os_string());
+    Ok(run(&p.exe, &args)?)
+}
+
+/// `nnc explain`: the model's program built with `input_gradient`, run on
+/// one sample of the data.
+pub fn explain(a: &ExplainArgs) -> Result<ExitCode, Failure> {
+    let p = program_with(&a.model, true)?;
+    let w = weights(&a.weights, &p.network)?;
+    let mut args: Vec<OsString> = vec!["explain".into(), "--weights".into(), w.into_os_string()];
+    // Without --data: the block's test data, else its data.
+    let block = p.config.test.as_ref().or(p.config.data.as_ref());
+    args.extend(data_flags(&p, &a.data, block, "data")?);
+    let output = a
+        .output
+        .clone()
+        .unwrap_or_else(|| PathBuf::from(format!("{}-{}-{}.png", p.network, a.sample, a.method)));
+    for (flag, value) in [
+        ("--sample", Some(a.sample.to_string())),
+        ("--method", Some(a.method.clone())),
+        ("--class", a.class.clone()),
+        ("--steps", a.steps.map(|v| v.to_string())),
+        ("--baseline", a.baseline.map(|v| v.to_string())),
+        ("--samples", a.samples.map(|v| v.to_string())),
+        ("--noise", a.noise.map(|v| v.to_string())),
+        ("--seed", a.seed.map(|v| v.to_string())),
+        ("--top", a.top.map(|v| v.to_string())),
+        ("--image", p.image.clone()),
+    ] {
+        if let Some(v) = value {
+            args.push(flag.into());
+            args.push(v.into());
+        }
+    }
+    args.push("--output".into());
+    args.push(output.into_os_string());
     Ok(run(&p.exe, &args)?)
 }

@@ -15,6 +15,7 @@
 //! measures a step for `--stats` and `--explain-fusion`, and `target.rs`
 //! is the seam below which a [`Target`] writes each kernel's body.
 
+mod explain;
 mod fuse;
 mod kernels;
 mod layout;
@@ -51,6 +52,9 @@ pub struct Options {
     /// What kernel bodies are written as ([`RustRuntime`] unless a
     /// second target is plugged in).
     pub target: Arc<dyn Target>,
+    /// Also generate `input_gradient`, the gradient of the loss's
+    /// prediction with respect to the float inputs (for attributions).
+    pub explain: bool,
 }
 
 impl Default for Options {
@@ -60,6 +64,7 @@ impl Default for Options {
             opt_level: OptLevel::default(),
             disabled_passes: Vec::new(),
             target: Arc::new(RustRuntime),
+            explain: false,
         }
     }
 }
@@ -79,6 +84,9 @@ pub struct Input<'a> {
     /// its inference form, which `loss` and `predict` run; `None` for any
     /// other network, whose training graph serves every entry point.
     pub inference: Option<&'a TrainingGraph>,
+    /// With [`Options::explain`], the optimised explanation graph
+    /// (`autodiff::input_gradient_graph`) `input_gradient` is generated from.
+    pub explain: Option<&'a TrainingGraph>,
 }
 
 /// The runtime path of `opts` as tokens, or the error for a path that is

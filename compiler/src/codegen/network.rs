@@ -39,6 +39,7 @@ pub fn network(
         config: cfg,
         train: tg,
         inference,
+        explain: xtg,
     } = *input;
     // A modal network (dropout, batch norm) is compiled twice: the training
     // graph for `train_step`, the inference graph (every modal op in its
@@ -252,12 +253,28 @@ pub fn network(
         .map(|((o, &node), name)| copy_out(&predict_layout, node, name, &o.name))
         .collect();
     let scores_ident = format_ident!("scores");
+    let explain = match xtg {
+        Some(xtg) => Some(super::explain::explain(
+            source,
+            xtg,
+            &super::explain::Names {
+                ty: &ty,
+                spec: &spec_name,
+                predict_inputs: &pnames,
+            },
+            rt,
+            target,
+            opts,
+        )?),
+        None => None,
+    };
     // The largest workspace any entry point needs; distinct, non-zero sizes
     // only (a `.max(0)` is a clippy warning in the user's crate).
     let ws_size = {
         let mut sizes: Vec<(usize, usize)> = Vec::new();
-        for l in [&layout, &loss_layout, &predict_layout, &score_layout] {
-            let s = l.ws_size();
+        let layouts = [&layout, &loss_layout, &predict_layout, &score_layout];
+        let explained = explain.as_ref().map(|x| x.ws_size);
+        for s in layouts.iter().map(|l| l.ws_size()).chain(explained) {
             if s != (0, 0) && !sizes.contains(&s) {
                 sizes.push(s);
             }
@@ -385,6 +402,15 @@ pub fn network(
         BatchSpec::Full => FULL_BATCH_CHUNK,
     };
     let state_static = modal_items.state_static;
+    let (explain_methods, explain_trait, explain_kernels) = match explain {
+        Some(x) => (x.methods, x.trait_methods, x.kernels),
+        None => Default::default(),
+    };
+    let trait_methods = {
+        let m = modal_items.trait_methods;
+        quote!(#m #explain_trait)
+    };
+    let kernels = quote!(#kernels #explain_kernels);
     let generated = Generated {
         statics: quote!(#spec #state_static),
         struct_fields: modal_items.struct_fields,
@@ -404,7 +430,8 @@ pub fn network(
         predict: predict_body,
         predict_scores,
         trait_step_in: modal_items.trait_step_in,
-        trait_methods: modal_items.trait_methods,
+        trait_methods,
+        explain_methods,
         kernels,
     };
     let surface = Surface {
@@ -442,7 +469,7 @@ fn ws_if_used(body: TokenStream) -> TokenStream {
 
 /// A node's value as a slice expression, wherever it lives: the workspace,
 /// an input's slice, the parameters or the state.
-fn read(layout: &Layout, tg: &TrainingGraph, node: NodeId) -> TokenStream {
+pub(super) fn read(layout: &Layout, tg: &TrainingGraph, node: NodeId) -> TokenStream {
     match layout.loc.get(&node.index()) {
         Some(Loc::Input(name)) => {
             let v = var(name);

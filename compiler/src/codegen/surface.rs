@@ -51,8 +51,11 @@ pub struct Generated {
     pub predict_scores: TokenStream,
     /// `impl Model`'s `train_step_in` body (it names the slices).
     pub trait_step_in: TokenStream,
-    /// `impl Model`'s methods of a modal network.
+    /// `impl Model`'s methods of a modal network, and `input_gradient`'s.
     pub trait_methods: TokenStream,
+    /// Inherent methods generated on request (`input_gradient` with
+    /// `explain`).
+    pub explain_methods: TokenStream,
     /// The kernels the entry points call.
     pub kernels: TokenStream,
 }
@@ -157,6 +160,7 @@ pub fn items(s: &Surface, bodies: &Bodies, rt: &TokenStream) -> TokenStream {
     let trait_step_in = body(|g| &g.trait_step_in);
     let trait_methods = g.map(|g| g.trait_methods.clone()).unwrap_or_default();
     let kernels = g.map(|g| g.kernels.clone()).unwrap_or_default();
+    let explain_methods = g.map(|g| g.explain_methods.clone()).unwrap_or_default();
     let reserve = g.map(|_| {
         quote! {
             /// Allocates the workspace on first use (the gradient buffer
@@ -296,6 +300,8 @@ pub fn items(s: &Surface, bodies: &Bodies, rt: &TokenStream) -> TokenStream {
             pub fn load(&mut self, path: impl ::core::convert::AsRef<::std::path::Path>) -> ::core::result::Result<(), #rt::checkpoint::CheckpointError> {
                 #rt::checkpoint::load_weights(self, path, &::core::default::Default::default()).map(|_| ())
             }
+
+            #explain_methods
         }
 
         #allow

@@ -9,6 +9,9 @@
 //!               [--early-stop N] [--clip-norm X] [--resume | --overwrite]
 //! MODEL eval    --weights FILE --data FILE|DIR [...]
 //! MODEL predict --weights FILE --data FILE|DIR [...] -o FILE|-
+//! MODEL explain --weights FILE --data FILE|DIR [...] --sample I
+//!               [--method saliency|gradxinput|ig|smoothgrad] [--class C]
+//!               [--image C,H,W] [-o FILE.png]   (the model needs `explain`)
 //! ```
 //!
 //! `train` writes into `--out`: the checkpoints `last.safetensors` (resume
@@ -19,6 +22,8 @@
 //! Behind the `app` feature (plotting and argument parsing are not for
 //! every user of the runtime).
 
+mod explain;
+mod heatmap;
 mod plot;
 mod report;
 pub mod source;
@@ -79,6 +84,8 @@ enum Command {
     Eval(EvalArgs),
     /// One row of predictions per sample, as CSV.
     Predict(PredictArgs),
+    /// Attributions of one sample: a heat map (image) or a ranked table.
+    Explain(explain::ExplainArgs),
 }
 
 #[derive(Args, Clone)]
@@ -202,6 +209,7 @@ pub fn main<M: Model + Default>() -> ExitCode {
         Command::Train(a) => train::<M>(&a),
         Command::Eval(a) => eval::<M>(&a),
         Command::Predict(a) => predict::<M>(&a),
+        Command::Explain(a) => explain::explain::<M>(&a),
     };
     match result {
         Ok(()) => ExitCode::SUCCESS,

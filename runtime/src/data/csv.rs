@@ -356,6 +356,7 @@ fn read(
             file: Some(path.to_path_buf()),
             part,
             lines: Some(lines.clone()),
+            fields: has_header.then(|| r.cols.iter().map(|&c| first[c].clone()).collect()),
         };
         let shape = [r.cols.len()];
         let column = match &r.map.read {

@@ -79,6 +79,10 @@ pub struct Origin {
     pub part: String,
     /// The 1-based line of each row, when rows come from lines of text.
     pub lines: Option<Arc<[u32]>>,
+    /// The header names of the file's columns this column holds, in
+    /// order, when the file has a header (attributions name features by
+    /// them).
+    pub fields: Option<Arc<[String]>>,
 }
 
 impl Origin {
@@ -88,6 +92,7 @@ impl Origin {
             file: Some(file.into()),
             part: part.into(),
             lines: None,
+            fields: None,
         }
     }
 
@@ -114,6 +119,7 @@ impl Origin {
                 .lines
                 .as_ref()
                 .map(|l| rows.iter().map(|&r| l[r]).collect()),
+            fields: self.fields.clone(),
         }
     }
 }

@@ -1,0 +1,599 @@
+//! Attributions: which input values a trained model's prediction rests
+//! on, computed from the input gradient the compiler generates with
+//! `explain` ([`Model::input_gradient`], the same symbolic gradients as
+//! training), not from a tape replayed at run time.
+//!
+//! The methods are those Captum offers under the same names:
+//!
+//! - [`Method::Saliency`]: `|∂score/∂x|` (Simonyan et al., 2014);
+//! - [`Method::GradientXInput`]: `x · ∂score/∂x`;
+//! - [`Method::IntegratedGradients`]: `(x − x′) · mean over the path of
+//!   ∂score/∂x` at the midpoints of `steps` equal segments from the
+//!   baseline `x′` to `x` (Sundararajan et al., 2017), the steps batched
+//!   through the model's batch; they sum to `score(x) − score(x′)`
+//!   (completeness) up to the quadrature's error, reported as
+//!   [`Attribution::delta`];
+//! - [`Method::SmoothGrad`]: the mean gradient over `samples` copies of the
+//!   input with seeded Gaussian noise of standard deviation `noise` times
+//!   the input's range (Smilkov et al., 2017).
+//!
+//! The score explained is one of the loss's prediction (`spec().loss`: the
+//! logits of a classifier, the logit of a binary classifier, the
+//! prediction of a regression): the class the model predicts, or a chosen
+//! one ([`Target`]). An [`Explainer`] holds every buffer, allocated once
+//! for the model's batch; explaining a sample allocates only its result.
+
+use crate::model::{InputKind, Model, StepError};
+use crate::rng::Rng;
+
+#[cfg(test)]
+mod tests;
+
+/// How attributions are computed.
+#[derive(Debug, Clone, PartialEq)]
+pub enum Method {
+    /// `|∂score/∂x|`.
+    Saliency,
+    /// `x · ∂score/∂x`.
+    GradientXInput,
+    /// Integrated gradients from `baseline` in `steps` midpoint steps.
+    IntegratedGradients {
+        /// Path segments (Captum's `n_steps`; 64 keeps completeness within
+        /// 1% on the example models).
+        steps: usize,
+        /// Where the path starts.
+        baseline: Baseline,
+    },
+    /// SmoothGrad: the mean gradient over noisy copies of the input.
+    SmoothGrad {
+        /// Noisy copies.
+        samples: usize,
+        /// Noise standard deviation as a fraction of the input's range
+        /// (max − min over the sample; Smilkov et al. suggest 0.1–0.2).
+        noise: f32,
+        /// Seed of the noise.
+        seed: u64,
+    },
+}
+
+impl Method {
+    /// Integrated gradients from the zero baseline in 64 steps.
+    pub fn integrated_gradients() -> Method {
+        Method::IntegratedGradients {
+            steps: 64,
+            baseline: Baseline::Zeros,
+        }
+    }
+
+    /// SmoothGrad with 32 samples, noise 15% of the range, seed 0.
+    pub fn smoothgrad() -> Method {
+        Method::SmoothGrad {
+            samples: 32,
+            noise: 0.15,
+            seed: 0,
+        }
+    }
+
+    /// The method named `name` (`saliency`, `gradxinput`, `ig`,
+    /// `smoothgrad`, as `nnc explain --method` takes them) with its
+    /// defaults.
+    pub fn from_name(name: &str) -> Option<Method> {
+        match name {
+            "saliency" => Some(Method::Saliency),
+            "gradxinput" | "gradient_x_input" => Some(Method::GradientXInput),
+            "ig" | "integrated_gradients" => Some(Method::integrated_gradients()),
+            "smoothgrad" => Some(Method::smoothgrad()),
+            _ => None,
+        }
+    }
+
+    /// The short name [`Method::from_name`] reads.
+    pub fn name(&self) -> &'static str {
+        match self {
+            Method::Saliency => "saliency",
+            Method::GradientXInput => "gradxinput",
+            Method::IntegratedGradients { .. } => "ig",
+            Method::SmoothGrad { .. } => "smoothgrad",
+        }
+    }
+}
+
+/// The starting point of integrated gradients.
+#[derive(Debug, Clone, PartialEq)]
+pub enum Baseline {
+    /// All zeros (Captum's default).
+    Zeros,
+    /// Every value the same.
+    Constant(f32),
+    /// One sample per input `predict` reads, each as long as one sample of
+    /// that input.
+    Sample(Vec<Vec<f32>>),
+}
+
+/// Which score is explained.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum Target {
+    /// The class the model predicts for the sample (the largest logit; the
+    /// one score of a binary classifier or a regression).
+    #[default]
+    Predicted,
+    /// This score (class index).
+    Class(usize),
+}
+
+/// What went wrong explaining a sample.
+#[derive(Debug, thiserror::Error)]
+pub enum ExplainError {
+    /// The model failed (including [`StepError::NotGenerated`] for a model
+    /// compiled without `explain`).
+    #[error(transparent)]
+    Step(#[from] StepError),
+    /// The model has no input gradient to attribute with.
+    #[error("`{model}` has no float input to attribute to (compile it with `explain`)")]
+    NoGradientInput {
+        /// The model's name.
+        model: String,
+    },
+    /// A class outside the prediction.
+    #[error("class {class} is not one of the {classes} scores")]
+    Class {
+        /// The class asked for.
+        class: usize,
+        /// Scores per sample.
+        classes: usize,
+    },
+    /// A sample or baseline of the wrong size.
+    #[error("`{name}`: expected {expected} values for one sample, found {found}")]
+    Length {
+        /// The input.
+        name: String,
+        /// Values per sample.
+        expected: usize,
+        /// Values given.
+        found: usize,
+    },
+    /// A zero step or sample count.
+    #[error("{what} must be at least 1")]
+    Count {
+        /// `steps` or `samples`.
+        what: &'static str,
+    },
+}
+
+/// The attributions of one sample.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Attribution {
+    /// The method's name ([`Method::name`]).
+    pub method: &'static str,
+    /// The score explained.
+    pub class: usize,
+    /// That score at the sample.
+    pub score: f32,
+    /// The sample's scores (all classes).
+    pub scores: Vec<f32>,
+    /// One attribution per value of each input [`Model::gradient_inputs`]
+    /// names, in that order.
+    pub values: Vec<Vec<f32>>,
+    /// Integrated gradients: Σ attributions − (score(x) − score(baseline)),
+    /// the completeness error of the quadrature; 0 for other methods.
+    pub delta: f32,
+    /// Integrated gradients: score(baseline); 0 for other methods.
+    pub baseline_score: f32,
+}
+
+impl Attribution {
+    /// The sum of every attribution (integrated gradients: ≈ score(x) −
+    /// score(baseline)).
+    pub fn total(&self) -> f64 {
+        self.values
+            .iter()
+            .flat_map(|v| v.iter())
+            .map(|&a| f64::from(a))
+            .sum()
+    }
+}
+
+/// One input `predict` reads, as the explainer feeds it.
+struct Feed {
+    name: String,
+    per_sample: usize,
+    /// Index into the attribution's `values` if it is differentiated.
+    grad: Option<usize>,
+    /// The batch being fed: `max_batch × per_sample`.
+    batch: Vec<f32>,
+}
+
+/// Attributions for a model compiled with `explain`: every buffer is
+/// allocated once, for the model's batch.
+pub struct Explainer<'m, M: Model + ?Sized> {
+    model: &'m mut M,
+    feeds: Vec<Feed>,
+    width: usize,
+    rows: usize,
+    cotangent: Vec<f32>,
+    grads: Vec<Vec<f32>>,
+    scores: Vec<f32>,
+}
+
+impl<'m, M: Model + ?Sized> Explainer<'m, M> {
+    /// An explainer of `model`; its batch (`max_batch`) is how many path
+    /// points or noisy samples one call of the model computes.
+    pub fn new(model: &'m mut M) -> Result<Self, ExplainError> {
+        let spec = model.spec();
+        let names = model.gradient_inputs();
+        if names.is_empty() {
+            return Err(ExplainError::NoGradientInput {
+                model: spec.name.to_string(),
+            });
+        }
+        let rows = model.max_batch().max(1);
+        let feeds: Vec<Feed> = spec
+            .inputs
+            .iter()
+            .filter(|i| i.predict && i.kind.is_fed_as_feature())
+            .map(|i| Feed {
+                name: i.name.to_string(),
+                per_sample: i.per_sample,
+                grad: names.iter().position(|n| *n == i.name),
+                batch: vec![0.0; rows * i.per_sample],
+            })
+            .collect();
+        let grads = names
+            .iter()
+            .map(|n| {
+                let per = spec
+                    .inputs
+                    .iter()
+                    .find(|i| i.name == *n && i.kind == InputKind::Features)
+                    .map_or(0, |i| i.per_sample);
+                vec![0.0; rows * per]
+            })
+            .collect();
+        let width = spec.loss.scores;
+        Ok(Explainer {
+            model,
+            feeds,
+            width,
+            rows,
+            cotangent: vec![0.0; rows * width],
+            grads,
+            scores: vec![0.0; rows * width],
+        })
+    }
+
+    /// The names of the inputs a sample is given as (those `predict`
+    /// reads, in declaration order).
+    pub fn inputs(&self) -> Vec<&str> {
+        self.feeds.iter().map(|f| f.name.as_str()).collect()
+    }
+
+    /// The names of the attributed inputs, the order of
+    /// [`Attribution::values`].
+    pub fn attributed(&self) -> &'static [&'static str] {
+        self.model.gradient_inputs()
+    }
+
+    /// The model's scores (one row per sample) for the first `rows` rows
+    /// of the feeds, with the gradient of `class` in `self.grads`.
+    fn run(&mut self, rows: usize, class: usize) -> Result<(), ExplainError> {
+        self.cotangent.fill(0.0);
+        for r in 0..rows {
+            self.cotangent[r * self.width + class] = 1.0;
+        }
+        let inputs: Vec<&[f32]> = self
+            .feeds
+            .iter()
+            .map(|f| &f.batch[..rows * f.per_sample])
+            .collect();
+        let mut grads: Vec<&mut [f32]> = self
+            .grads
+            .iter_mut()
+            .map(|g| {
+                let per = g.len() / self.rows;
+                &mut g[..rows * per]
+            })
+            .collect();
+        self.model.input_gradient(
+            &inputs,
+            &self.cotangent[..rows * self.width],
+            &mut grads,
+            &mut self.scores[..rows * self.width],
+        )?;
+        Ok(())
+    }
+
+    /// Attributions of one sample (`sample`: one slice per input `predict`
+    /// reads, see [`Explainer::inputs`]) to the score `target` picks.
+    pub fn explain(
+        &mut self,
+        sample: &[&[f32]],
+        method: &Method,
+        target: Target,
+    ) -> Result<Attribution, ExplainError> {
+        if sample.len() != self.feeds.len() {
+            return Err(StepError::Arity {
+                what: "input",
+                expected: self.feeds.len(),
+                found: sample.len(),
+            }
+            .into());
+        }
+        for (f, s) in self.feeds.iter().zip(sample) {
+            if s.len() != f.per_sample {
+                return Err(ExplainError::Length {
+                    name: f.name.clone(),
+                    expected: f.per_sample,
+                    found: s.len(),
+                });
+            }
+        }
+        // The sample itself: its scores, the class, its gradient.
+        self.fill(|_, _, x, out| out.copy_from_slice(x), sample, 1);
+        self.run(1, 0)?;
+        let scores = self.scores[..self.width].to_vec();
+        let class = match target {
+            Target::Predicted => argmax(&scores),
+            Target::Class(c) if c < self.width => c,
+            Target::Class(c) => {
+                return Err(ExplainError::Class {
+                    class: c,
+                    classes: self.width,
+                })
+            }
+        };
+        if class != 0 {
+            self.run(1, class)?;
+        }
+        let score = scores[class];
+        let mut attribution = Attribution {
+            method: method.name(),
+            class,
+            score,
+            scores,
+            values: Vec::new(),
+            delta: 0.0,
+            baseline_score: 0.0,
+        };
+        attribution.values = match method {
+            Method::Saliency => self.gradient_rows(|_, g| g.abs(), sample),
+            Method::GradientXInput => self.gradient_rows(|x, g| x * g, sample),
+            Method::IntegratedGradients { steps, baseline } => {
+                let (values, base) = self.integrated(sample, *steps, baseline, class)?;
+                let total: f64 = values.iter().flatten().map(|&a| f64::from(a)).sum();
+                attribution.baseline_score = base;
+                attribution.delta = (total - f64::from(score - base)) as f32;
+                values
+            }
+            Method::SmoothGrad {
+                samples,
+                noise,
+                seed,
+            } => self.smoothgrad(sample, *samples, *noise, *seed, class)?,
+        };
+        Ok(attribution)
+    }
+
+    /// `f(x, gradient)` of row 0 for each attributed input.
+    fn gradient_rows(&self, f: impl Fn(f32, f32) -> f32, sample: &[&[f32]]) -> Vec<Vec<f32>> {
+        let mut out = vec![Vec::new(); self.grads.len()];
+        for (feed, x) in self.feeds.iter().zip(sample) {
+            if let Some(k) = feed.grad {
+                out[k] = x
+                    .iter()
+                    .zip(&self.grads[k][..feed.per_sample])
+                    .map(|(&x, &g)| f(x, g))
+                    .collect();
+            }
+        }
+        out
+    }
+
+    /// Writes rows `0..rows` of every feed: `make(feed, row, sample, out)`.
+    fn fill(
+        &mut self,
+        mut make: impl FnMut(usize, usize, &[f32], &mut [f32]),
+        sample: &[&[f32]],
+        rows: usize,
+    ) {
+        for (i, (feed, x)) in self.feeds.iter_mut().zip(sample).enumerate() {
+            for r in 0..rows {
+                let out = &mut feed.batch[r * feed.per_sample..(r + 1) * feed.per_sample];
+                make(i, r, x, out);
+            }
+        }
+    }
+
+    /// Adds row `r`'s gradient of each attributed input into `acc`.
+    fn accumulate(&self, rows: usize, acc: &mut [Vec<f64>]) {
+        for (k, g) in self.grads.iter().enumerate() {
+            let per = acc[k].len();
+            for r in 0..rows {
+                for (a, &v) in acc[k].iter_mut().zip(&g[r * per..(r + 1) * per]) {
+                    *a += f64::from(v);
+                }
+            }
+        }
+    }
+
+    fn integrated(
+        &mut self,
+        sample: &[&[f32]],
+        steps: usize,
+        baseline: &Baseline,
+        class: usize,
+    ) -> Result<(Vec<Vec<f32>>, f32), ExplainError> {
+        if steps == 0 {
+            return Err(ExplainError::Count { what: "steps" });
+        }
+        let base: Vec<Vec<f32>> = match baseline {
+            Baseline::Zeros => self.feeds.iter().map(|f| vec![0.0; f.per_sample]).collect(),
+            Baseline::Constant(c) => self.feeds.iter().map(|f| vec![*c; f.per_sample]).collect(),
+            Baseline::Sample(b) => {
+                for (f, v) in self.feeds.iter().zip(b) {
+                    if v.len() != f.per_sample {
+                        return Err(ExplainError::Length {
+                            name: format!("baseline of {}", f.name),
+                            expected: f.per_sample,
+                            found: v.len(),
+                        });
+                    }
+                }
+                if b.len() != self.feeds.len() {
+                    return Err(StepError::Arity {
+                        what: "baseline",
+                        expected: self.feeds.len(),
+                        found: b.len(),
+                    }
+                    .into());
+                }
+                b.clone()
+            }
+        };
+        // score(baseline), for the completeness check.
+        self.fill(|i, _, _, out| out.copy_from_slice(&base[i]), sample, 1);
+        self.run(1, class)?;
+        let base_score = self.scores[class];
+        let mut acc: Vec<Vec<f64>> = self.grads_shape();
+        // The midpoint rule: α = (k + ½) / steps, each point weighted 1/steps.
+        let mut k = 0;
+        while k < steps {
+            let rows = self.rows.min(steps - k);
+            let first = k;
+            self.fill(
+                |i, r, x, out| {
+                    let alpha = (((first + r) as f64 + 0.5) / steps as f64) as f32;
+                    for ((o, &xv), &bv) in out.iter_mut().zip(x).zip(&base[i]) {
+                        *o = bv + alpha * (xv - bv);
+                    }
+                },
+                sample,
+                rows,
+            );
+            self.run(rows, class)?;
+            self.accumulate(rows, &mut acc);
+            k += rows;
+        }
+        let mut out = vec![Vec::new(); acc.len()];
+        for (i, (feed, x)) in self.feeds.iter().zip(sample).enumerate() {
+            if let Some(k) = feed.grad {
+                out[k] = acc[k]
+                    .iter()
+                    .zip(x.iter().zip(&base[i]))
+                    .map(|(&g, (&xv, &bv))| {
+                        ((f64::from(xv) - f64::from(bv)) * g / steps as f64) as f32
+                    })
+                    .collect();
+            }
+        }
+        Ok((out, base_score))
+    }
+
+    fn smoothgrad(
+        &mut self,
+        sample: &[&[f32]],
+        samples: usize,
+        noise: f32,
+        seed: u64,
+        class: usize,
+    ) -> Result<Vec<Vec<f32>>, ExplainError> {
+        if samples == 0 {
+            return Err(ExplainError::Count { what: "samples" });
+        }
+        let sigma: Vec<f32> = sample
+            .iter()
+            .map(|x| {
+                let (lo, hi) = x
+                    .iter()
+                    .fold((f32::INFINITY, f32::NEG_INFINITY), |(l, h), &v| {
+                        (l.min(v), h.max(v))
+                    });
+                noise * (hi - lo).max(0.0)
+            })
+            .collect();
+        let mut rng = Rng::new(seed);
+        let mut acc = self.grads_shape();
+        let mut k = 0;
+        while k < samples {
+            let rows = self.rows.min(samples - k);
+            // Sample by sample, input by input: the noise does not depend
+            // on how many samples one call of the model takes.
+            for r in 0..rows {
+                for ((feed, x), &s) in self.feeds.iter_mut().zip(sample).zip(&sigma) {
+                    let out = &mut feed.batch[r * feed.per_sample..(r + 1) * feed.per_sample];
+                    rng.fill_normal(out, 0.0, s);
+                    for (o, &xv) in out.iter_mut().zip(x.iter()) {
+                        *o += xv;
+                    }
+                }
+            }
+            self.run(rows, class)?;
+            self.accumulate(rows, &mut acc);
+            k += rows;
+        }
+        Ok(acc
+            .into_iter()
+            .map(|a| a.into_iter().map(|g| (g / samples as f64) as f32).collect())
+            .collect())
+    }
+
+    /// Zeroed accumulators, one sample of each attributed input.
+    fn grads_shape(&self) -> Vec<Vec<f64>> {
+        self.grads
+            .iter()
+            .map(|g| vec![0.0; g.len() / self.rows])
+            .collect()
+    }
+}
+
+/// The index of the largest value (the first of ties; 0 when empty).
+fn argmax(v: &[f32]) -> usize {
+    let mut best = 0;
+    for (i, &x) in v.iter().enumerate() {
+        if x > v[best] {
+            best = i;
+        }
+    }
+    best
+}
+
+/// Spearman's rank correlation of two equally long lists (ties get their
+/// mean rank): how alike two attribution maps are, ignoring scale, as
+/// Adebayo et al.'s sanity checks compare them.
+pub fn spearman(a: &[f32], b: &[f32]) -> f64 {
+    let (ra, rb) = (ranks(a), ranks(b));
+    let n = ra.len() as f64;
+    if n < 2.0 {
+        return 0.0;
+    }
+    let mean = (n - 1.0) / 2.0;
+    let (mut cov, mut va, mut vb) = (0.0, 0.0, 0.0);
+    for (x, y) in ra.iter().zip(&rb) {
+        cov += (x - mean) * (y - mean);
+        va += (x - mean) * (x - mean);
+        vb += (y - mean) * (y - mean);
+    }
+    if va == 0.0 || vb == 0.0 {
+        return 0.0;
+    }
+    cov / (va * vb).sqrt()
+}
+
+/// Ranks from 0, ties sharing their mean rank.
+fn ranks(v: &[f32]) -> Vec<f64> {
+    let mut order: Vec<usize> = (0..v.len()).collect();
+    order.sort_by(|&i, &j| v[i].total_cmp(&v[j]));
+    let mut out = vec![0.0; v.len()];
+    let mut i = 0;
+    while i < order.len() {
+        let mut j = i;
+        while j + 1 < order.len() && v[order[j + 1]] == v[order[i]] {
+            j += 1;
+        }
+        let rank = (i + j) as f64 / 2.0;
+        for &k in &order[i..=j] {
+            out[k] = rank;
+        }
+        i = j + 1;
+    }
+    out
+}
