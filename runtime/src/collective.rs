@@ -215,6 +215,9 @@ mod mpi_impl {
     /// Tag of the messages of a roll call ([`Mpi::roll_call`]).
     const PING_TAG: i32 = ARRIVAL_TAG + 1;
 
+    /// How long a collective polls without sleeping.
+    const SPIN: Duration = Duration::from_millis(50);
+
     /// Exit status of a job the watchdog aborts (as `timeout(1)`'s).
     const TIMEOUT_STATUS: i32 = 124;
 
@@ -235,9 +238,9 @@ mod mpi_impl {
     /// collective's sequence number. When the deadline passes, the waiting
     /// ranks know exactly which ranks never arrived, print them, and end the
     /// job with `MPI_Abort` (exit status 124); when every rank arrived, a
-    /// roll call ([`Mpi::roll_call`]) finds the ranks that went silent
-    /// inside the exchange. The arrivals cost `2 (size -
-    /// 1)` 8-byte messages per collective and rank, nothing beside a
+    /// roll call (each waiting rank pings the others) finds the ranks that
+    /// went silent inside the exchange. The arrivals cost `2 (size - 1)`
+    /// 8-byte messages per collective and rank, nothing beside a
     /// gradient all-reduce for the tens of ranks data parallelism uses.
     pub struct Mpi {
         /// Finalises MPI on drop.
@@ -385,7 +388,6 @@ mod mpi_impl {
             }
             let mut op = Some(op);
             let began = Instant::now();
-            let mut polls = 0u32;
             loop {
                 let mut done = poll(&mut op);
                 for (_, r) in &mut recvs {
@@ -417,14 +419,14 @@ mod mpi_impl {
                         "never reached it (stopped, hung or far behind?)",
                     );
                 }
-                // Poll eagerly first (an exchange takes microseconds to
-                // milliseconds), then without taking a core from the
-                // computation the other ranks may still be doing.
-                polls += 1;
-                if polls < 1000 {
+                // Poll eagerly at first, as MPI's blocking calls do (an
+                // exchange takes microseconds to milliseconds); a longer
+                // wait (rank 0 writing a checkpoint) is polled every
+                // millisecond, leaving the core to the ranks still working.
+                if waited < SPIN {
                     std::thread::yield_now();
                 } else {
-                    std::thread::sleep(Duration::from_micros(100));
+                    std::thread::sleep(Duration::from_millis(1));
                 }
             }
         }
