@@ -21,7 +21,7 @@ pub struct Model {
 // The text, so that `cargo fuzz fmt` shows a crash as the model it is.
 impl fmt::Debug for Model {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        writeln!(f, "-O{:?}", self.opt)?;
+        writeln!(f, "{:?}", self.opt)?;
         f.write_str(&self.text)
     }
 }
