@@ -246,4 +246,49 @@ mod tests {
         assert!(out.contains("pub struct Net"), "{out}");
         assert!(out.contains("pub static NET_SPEC"), "{out}");
     }
+
+    /// How deeply groups nest in a token stream (rustc's parser recurses on it).
+    fn depth(ts: &TokenStream) -> usize {
+        ts.clone()
+            .into_iter()
+            .map(|t| match t {
+                TokenTree::Group(g) => 1 + depth(&g.stream()),
+                _ => 0,
+            })
+            .max()
+            .unwrap_or(0)
+    }
+
+    fn net(body: &str) -> TokenStream {
+        format!(
+            "network N {{ input x: f32[batch, 4]; label y: class[batch] of 4; param w: f32[4]; {body} loss cross_entropy(h * w, y); }}"
+        )
+        .parse()
+        .unwrap()
+    }
+
+    /// 20,000 minus signs are an error on the tokens, not a crash of
+    /// rustc: the output is the error and the stand-in.
+    #[test]
+    fn twenty_thousand_minus_signs_are_a_compile_error() {
+        let out = expand(net(&format!("h = {}x;", "- ".repeat(20_000))), None);
+        let text = out.to_string();
+        assert!(text.contains("nested more than 128 deep"), "{text:.400}");
+        assert!(depth(&out) < 16, "{}", depth(&out));
+    }
+
+    /// A chain of 1,000 `relu` bindings expands to code whose groups nest
+    /// no deeper than the fusion limit allows, so rustc parses it.
+    #[test]
+    fn a_thousand_relus_expand_to_shallow_code() {
+        let mut body = String::from("h0 = x;");
+        for i in 1..=1_000 {
+            body.push_str(&format!(" h{i} = relu(h{});", i - 1));
+        }
+        body.push_str(" h = h1000;");
+        let out = expand(net(&body), None);
+        let text = out.to_string();
+        assert!(!text.contains("compile_error"), "{text:.400}");
+        assert!(depth(&out) < 160, "{}", depth(&out));
+    }
 }

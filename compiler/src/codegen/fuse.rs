@@ -16,7 +16,14 @@ use crate::ir::TrainingGraph;
 use crate::ops::{Kernel, Op};
 use proc_macro2::TokenStream;
 use quote::{format_ident, quote};
-use std::collections::{BTreeMap, BTreeSet};
+use std::collections::{BTreeMap, BTreeSet, HashSet};
+
+/// How deep a fused loop's element expression may nest: a chain of
+/// elementwise ops longer than this is cut into loops of at most this many
+/// levels. The expression is one nested Rust expression, and the compiler
+/// walking it, `syn`, `prettyplease` and rustc all recurse on its depth;
+/// the example models' chains are far shorter.
+pub const MAX_FUSED_DEPTH: usize = 32;
 
 /// How a fused loop reads one of its inputs at output index `i`.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -76,6 +83,11 @@ pub struct Fusion {
     pub matmul_refusals: Vec<(usize, String)>,
     /// Loop root → the input whose buffer it overwrites (in-place loops).
     pub in_place: BTreeMap<usize, NodeId>,
+    /// Product → the loop root running as its epilogue (the inverse of
+    /// `epilogues`, so a lookup does not scan it).
+    epilogue_of: BTreeMap<usize, usize>,
+    /// Loop root → the nodes folded into it, in index order.
+    members_of: BTreeMap<usize, Vec<usize>>,
 }
 
 impl Fusion {
@@ -84,6 +96,11 @@ impl Fusion {
     pub fn new(tg: &TrainingGraph, roots: &[NodeId]) -> Fusion {
         let g = &tg.graph;
         let mut f = Fusion::default();
+        let root_set: HashSet<NodeId> = roots.iter().copied().collect();
+        let roots = &root_set;
+        // Nesting of each node's element expression within its loop so far:
+        // one more than its deepest operand fused into it.
+        let mut depth: BTreeMap<usize, usize> = BTreeMap::new();
         // Which elementwise nodes a flat loop can compute (all operands indexable).
         let loopable = |id: NodeId| {
             let node = g.node(id);
@@ -98,8 +115,20 @@ impl Fusion {
                 continue;
             }
             let users = g.users(id);
+            let own_depth = 1 + g
+                .operands(id)
+                .iter()
+                .filter(|o| f.into.get(&o.index()) == Some(&id.index()))
+                .map(|o| depth.get(&o.index()).copied().unwrap_or(1))
+                .max()
+                .unwrap_or(0);
+            depth.insert(id.index(), own_depth);
             let reason = if roots.contains(&id) {
                 Some("its value is read after the step (loss, gradient or output)".to_string())
+            } else if own_depth >= MAX_FUSED_DEPTH {
+                Some(format!(
+                    "its loop's expression is {own_depth} levels deep already (at most {MAX_FUSED_DEPTH})"
+                ))
             } else if users.len() != 1 {
                 Some(format!(
                     "it has {} uses; fusing would recompute it",
@@ -155,6 +184,9 @@ impl Fusion {
             }
             f.into.insert(k, r);
         }
+        for (&m, &r) in &f.into {
+            f.members_of.entry(r).or_default().push(m);
+        }
         let roots_with_members: BTreeSet<usize> = f.into.values().copied().collect();
         for &r in &roots_with_members {
             let mut inputs = Vec::new();
@@ -181,7 +213,7 @@ impl Fusion {
     /// not read after the step, and read by no kernel but this loop (so it
     /// is dead once the loop has read each element, which it does right
     /// before writing that element).
-    fn in_place(&mut self, tg: &TrainingGraph, roots: &[NodeId]) {
+    fn in_place(&mut self, tg: &TrainingGraph, roots: &HashSet<NodeId>) {
         let g = &tg.graph;
         let mut chosen = BTreeMap::new();
         for (&root, inputs) in &self.groups {
@@ -217,7 +249,7 @@ impl Fusion {
     fn epilogues(
         &mut self,
         tg: &TrainingGraph,
-        roots: &[NodeId],
+        roots: &HashSet<NodeId>,
         loopable: &dyn Fn(NodeId) -> bool,
     ) {
         let g = &tg.graph;
@@ -275,6 +307,7 @@ impl Fusion {
                         .entry(r.index())
                         .or_insert_with(|| distinct_operands(tg, r));
                     self.epilogues.insert(r.index(), id);
+                    self.epilogue_of.insert(id.index(), r.index());
                 }
                 (reason, _) => self.matmul_refusals.push((
                     id.index(),
@@ -291,10 +324,9 @@ impl Fusion {
 
     /// The loop root whose kernel computes this product, if any.
     fn epilogue_root(&self, product: NodeId) -> Option<NodeId> {
-        self.epilogues
-            .iter()
-            .find(|(_, &m)| m == product)
-            .map(|(&r, _)| NodeId::new(r))
+        self.epilogue_of
+            .get(&product.index())
+            .map(|&r| NodeId::new(r))
     }
 
     fn collect_inputs(&self, tg: &TrainingGraph, id: NodeId, out: &mut Vec<NodeId>) {
@@ -309,11 +341,10 @@ impl Fusion {
 
     /// The nodes computed inside a root's loop, in index order.
     pub fn members(&self, root: NodeId) -> Vec<usize> {
-        self.into
-            .iter()
-            .filter(|(_, &r)| r == root.index())
-            .map(|(&m, _)| m)
-            .collect()
+        self.members_of
+            .get(&root.index())
+            .cloned()
+            .unwrap_or_default()
     }
 
     /// Whether a node is computed inside another node's kernel (a loop it

@@ -59,7 +59,68 @@ impl Lowerer {
     }
 
     /// Lowers an expression to the node computing it.
+    ///
+    /// A chain `a + b + c + …` nests on its left as deep as it is long, so
+    /// it is walked along that spine with a loop: recursion here is only
+    /// into right operands, prefix `-`, brackets and arguments, which the
+    /// parser bounds (`syntax::MAX_NESTING`).
     pub(super) fn expr(&mut self, e: &Expr) -> L<NodeId> {
+        let mut spine = Vec::new();
+        let mut bottom = e;
+        while let ExprKind::Binary { lhs, .. } | ExprKind::Pipe { lhs, .. } = &bottom.kind {
+            spine.push(bottom);
+            bottom = lhs;
+        }
+        let mut acc = self.operand(bottom);
+        for link in spine.into_iter().rev() {
+            acc = self.infix(link, acc);
+        }
+        acc
+    }
+
+    /// One step up a chain: `link` is a binary operator or pipe whose left
+    /// operand lowered to `lhs`.
+    fn infix(&mut self, link: &Expr, lhs_node: L<NodeId>) -> L<NodeId> {
+        match &link.kind {
+            ExprKind::Binary { op, lhs, rhs } => {
+                // The right side is lowered even when the left failed, so
+                // both report their errors.
+                let b = self.expr(rhs);
+                let (a, b) = (lhs_node?, b?);
+                let op = match op {
+                    BinOp::Add => Op::Binary(BinaryOp::Add),
+                    BinOp::Sub => Op::Binary(BinaryOp::Sub),
+                    BinOp::Mul => Op::Binary(BinaryOp::Mul),
+                    BinOp::Div => Op::Binary(BinaryOp::Div),
+                    BinOp::Matmul => Op::Matmul(Matmul),
+                };
+                self.add_op(op, &[(a, lhs.span), (b, rhs.span)], link.span)
+            }
+            ExprKind::Pipe { lhs, rhs } => {
+                let x = lhs_node?;
+                let first = ArgSrc::Lowered(x, lhs.span);
+                match &rhs.kind {
+                    ExprKind::Name(f) => self.call(f, Some(first), &[], link.span),
+                    ExprKind::Call { func, args } => self.call(func, Some(first), args, link.span),
+                    _ => Err(self.report(
+                        Diagnostic::new(
+                            ErrorKind::Syntax,
+                            rhs.span,
+                            format!(
+                                "the right side of `|>` must be a function name or call, found {}",
+                                args::found(rhs)
+                            ),
+                        )
+                        .with_label("not a function"),
+                    )),
+                }
+            }
+            _ => self.operand(link),
+        }
+    }
+
+    /// Lowers an expression that is not an infix chain.
+    fn operand(&mut self, e: &Expr) -> L<NodeId> {
         match &e.kind {
             ExprKind::Number { value, .. } => self.leaf(LeafOp::scalar(*value), e.span),
             ExprKind::Neg(inner) => {
@@ -82,39 +143,8 @@ impl Lowerer {
                 )
                 .with_label("not a tensor"),
             )),
-            ExprKind::Binary { op, lhs, rhs } => {
-                let a = self.expr(lhs);
-                let b = self.expr(rhs);
-                let (a, b) = (a?, b?);
-                let op = match op {
-                    BinOp::Add => Op::Binary(BinaryOp::Add),
-                    BinOp::Sub => Op::Binary(BinaryOp::Sub),
-                    BinOp::Mul => Op::Binary(BinaryOp::Mul),
-                    BinOp::Div => Op::Binary(BinaryOp::Div),
-                    BinOp::Matmul => Op::Matmul(Matmul),
-                };
-                self.add_op(op, &[(a, lhs.span), (b, rhs.span)], e.span)
-            }
             ExprKind::Call { func, args } => self.call(func, None, args, e.span),
-            ExprKind::Pipe { lhs, rhs } => {
-                let x = self.expr(lhs)?;
-                let first = ArgSrc::Lowered(x, lhs.span);
-                match &rhs.kind {
-                    ExprKind::Name(f) => self.call(f, Some(first), &[], e.span),
-                    ExprKind::Call { func, args } => self.call(func, Some(first), args, e.span),
-                    _ => Err(self.report(
-                        Diagnostic::new(
-                            ErrorKind::Syntax,
-                            rhs.span,
-                            format!(
-                                "the right side of `|>` must be a function name or call, found {}",
-                                args::found(rhs)
-                            ),
-                        )
-                        .with_label("not a function"),
-                    )),
-                }
-            }
+            ExprKind::Binary { .. } | ExprKind::Pipe { .. } => self.expr(e),
         }
     }
 

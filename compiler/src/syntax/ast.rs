@@ -138,6 +138,50 @@ pub struct Expr {
     pub span: Span,
 }
 
+impl Drop for Expr {
+    /// Frees the tree with an explicit stack: a chain `a + b + c + …` nests
+    /// as deep as it is long on its left side, and the compiler-generated
+    /// drop would recurse that deep.
+    fn drop(&mut self) {
+        fn has_children(kind: &ExprKind) -> bool {
+            matches!(
+                kind,
+                ExprKind::Binary { .. }
+                    | ExprKind::Pipe { .. }
+                    | ExprKind::Neg(_)
+                    | ExprKind::List(_)
+                    | ExprKind::Call { .. }
+            )
+        }
+        fn take(e: &mut Expr) -> ExprKind {
+            std::mem::replace(&mut e.kind, ExprKind::Bool(false))
+        }
+        if !has_children(&self.kind) {
+            return;
+        }
+        let mut stack = vec![take(self)];
+        // Each child's kind is moved onto the stack before the child is
+        // freed, so every drop below sees a leaf.
+        while let Some(kind) = stack.pop() {
+            match kind {
+                ExprKind::Binary {
+                    mut lhs, mut rhs, ..
+                }
+                | ExprKind::Pipe { mut lhs, mut rhs } => {
+                    stack.push(take(&mut lhs));
+                    stack.push(take(&mut rhs));
+                }
+                ExprKind::Neg(mut x) => stack.push(take(&mut x)),
+                ExprKind::List(items) => stack.extend(items.into_iter().map(|mut e| take(&mut e))),
+                ExprKind::Call { args, .. } => {
+                    stack.extend(args.into_iter().map(|mut a| take(&mut a.value)));
+                }
+                _ => {}
+            }
+        }
+    }
+}
+
 /// Binary operators.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum BinOp {

@@ -3,31 +3,24 @@
 //! say what was expected and what was found.
 
 pub mod ast;
+mod expr;
 
 use crate::diagnostic::{Diagnostic, ErrorKind, Span};
 use ast::*;
+use expr::expr;
 use pest::error::{Error as PestError, InputLocation};
 use pest::iterators::Pair;
-use pest::pratt_parser::{Assoc, Op as POp, PrattParser};
 use pest::Parser;
-use std::sync::LazyLock;
 
 #[derive(pest_derive::Parser)]
 #[grammar = "syntax/grammar.pest"]
 struct NncParser;
 
 /// Brackets nested deeper than this are rejected before parsing, so that no
-/// input can exhaust the stack of the recursive-descent parser.
+/// input can exhaust the stack of the recursive-descent parser. The same
+/// bound holds for the nesting of an expression's tree
+/// ([`expr::MAX_DEPTH`]), which every recursive walk of the AST relies on.
 pub const MAX_NESTING: usize = 128;
-
-static PRATT: LazyLock<PrattParser<Rule>> = LazyLock::new(|| {
-    PrattParser::new()
-        .op(POp::infix(Rule::pipe, Assoc::Left))
-        .op(POp::infix(Rule::add, Assoc::Left) | POp::infix(Rule::sub, Assoc::Left))
-        .op(POp::infix(Rule::mul, Assoc::Left) | POp::infix(Rule::div, Assoc::Left))
-        .op(POp::infix(Rule::matmul, Assoc::Left))
-        .op(POp::prefix(Rule::neg))
-});
 
 /// Parses a whole file.
 pub fn parse(text: &str) -> Result<File, Diagnostic> {
@@ -231,122 +224,6 @@ fn dim_list(p: Pair<'_, Rule>) -> Result<Vec<DimExpr>, Diagnostic> {
             })
         })
         .collect()
-}
-
-fn expr(p: Pair<'_, Rule>) -> Result<Expr, Diagnostic> {
-    PRATT
-        .map_primary(primary)
-        .map_prefix(|op, rhs| {
-            let rhs = rhs?;
-            Ok(Expr {
-                span: span(&op).to(rhs.span),
-                kind: ExprKind::Neg(Box::new(rhs)),
-            })
-        })
-        .map_infix(|lhs, op, rhs| {
-            let (lhs, rhs) = (lhs?, rhs?);
-            let sp = lhs.span.to(rhs.span);
-            let (lhs, rhs) = (Box::new(lhs), Box::new(rhs));
-            let bin = |op| ExprKind::Binary {
-                op,
-                lhs: lhs.clone(),
-                rhs: rhs.clone(),
-            };
-            let kind = match op.as_rule() {
-                Rule::pipe => ExprKind::Pipe {
-                    lhs: lhs.clone(),
-                    rhs: rhs.clone(),
-                },
-                Rule::add => bin(BinOp::Add),
-                Rule::sub => bin(BinOp::Sub),
-                Rule::mul => bin(BinOp::Mul),
-                Rule::div => bin(BinOp::Div),
-                _ => bin(BinOp::Matmul),
-            };
-            Ok(Expr { kind, span: sp })
-        })
-        .parse(p.into_inner())
-}
-
-fn primary(p: Pair<'_, Rule>) -> Result<Expr, Diagnostic> {
-    let sp = span(&p);
-    let kind = match p.as_rule() {
-        Rule::expr => return expr(p),
-        Rule::number => {
-            let text = p.as_str();
-            let value = text.parse::<f64>().map_err(|_| {
-                Diagnostic::new(ErrorKind::Syntax, sp, format!("`{text}` is not a number"))
-            })?;
-            let is_int = !text.contains(['.', 'e', 'E']);
-            // Integers are counts, sizes and seeds (`u64`); every other
-            // number is an `f32` at run time, so a larger one is no value
-            // nnc can use anywhere.
-            if is_int && text.parse::<u64>().is_err() {
-                return Err(Diagnostic::new(
-                    ErrorKind::Syntax,
-                    sp,
-                    format!("integer `{text}` is too large"),
-                )
-                .with_label(format!("larger than {}, the largest integer", u64::MAX)));
-            }
-            if !(value as f32).is_finite() {
-                return Err(Diagnostic::new(
-                    ErrorKind::Syntax,
-                    sp,
-                    format!("number `{text}` is too large"),
-                )
-                .with_label("larger than about 3.4e38, the largest f32"));
-            }
-            ExprKind::Number {
-                value,
-                is_int,
-                text: text.to_string(),
-            }
-        }
-        Rule::boolean => ExprKind::Bool(p.as_str() == "true"),
-        Rule::string => {
-            let raw = p.as_str();
-            let inner = &raw[1..raw.len() - 1];
-            // The grammar admits only `\"` and `\\` after a backslash.
-            let mut text = String::with_capacity(inner.len());
-            let mut chars = inner.chars();
-            while let Some(c) = chars.next() {
-                text.push(if c == '\\' {
-                    chars.next().unwrap_or(c)
-                } else {
-                    c
-                });
-            }
-            ExprKind::Str(text)
-        }
-        Rule::name => ExprKind::Name(ident(next(&mut p.into_inner(), sp)?)),
-        Rule::list => ExprKind::List(p.into_inner().map(expr).collect::<Result<_, _>>()?),
-        Rule::call => {
-            let mut it = p.into_inner();
-            let func = ident(next(&mut it, sp)?);
-            let args = it
-                .map(|a| {
-                    let mut parts: Vec<Pair<'_, Rule>> = a.into_inner().collect();
-                    let value = expr(parts.pop().ok_or_else(|| {
-                        Diagnostic::new(ErrorKind::Internal, sp, "empty argument")
-                    })?)?;
-                    Ok(Arg {
-                        name: parts.pop().map(ident),
-                        value,
-                    })
-                })
-                .collect::<Result<_, Diagnostic>>()?;
-            ExprKind::Call { func, args }
-        }
-        _ => {
-            return Err(Diagnostic::new(
-                ErrorKind::Internal,
-                sp,
-                "unexpected expression",
-            ))
-        }
-    };
-    Ok(Expr { kind, span: sp })
 }
 
 fn train(p: Pair<'_, Rule>) -> Result<TrainDef, Diagnostic> {
