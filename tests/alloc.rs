@@ -215,7 +215,7 @@ fn generated_steps_do_not_allocate_after_the_first_call() {
         let mut model = mnist_mlp::MnistMlp::new(128);
         let image: Vec<f32> = (0..784 * 128).map(|i| (i % 251) as f32 / 251.0).collect();
         let digit: Vec<u32> = (0..128).map(|i| i % 10).collect();
-        let mut runner = pool.install(|| StepRunner::new(&model, 128, strategy));
+        let mut runner = pool.install(|| StepRunner::new(&model, 128, strategy).expect("buffers"));
         let mut adam = model_spec
             .train
             .optimizer
@@ -260,8 +260,9 @@ fn generated_steps_do_not_allocate_after_the_first_call() {
     let mut model = norm_net::NormNet::new(8);
     let image: Vec<f32> = (0..50 * 8).map(|i| (i % 13) as f32 / 13.0).collect();
     let digit: Vec<u32> = (0..8).map(|i| i % 3).collect();
-    let mut runner =
-        pool.install(|| StepRunner::new(&model, 8, Strategy::Data { shards: Some(2) }));
+    let mut runner = pool.install(|| {
+        StepRunner::new(&model, 8, Strategy::Data { shards: Some(2) }).expect("buffers")
+    });
     let n = pool.install(|| {
         let mut step = |i: u64| {
             let batch = Batch {

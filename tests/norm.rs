@@ -378,8 +378,10 @@ fn sharded_dropout_draws_the_whole_batchs_mask() {
         step: 17,
         offset: 0,
     };
-    let mut whole = StepRunner::new(&model, 128, Strategy::Data { shards: Some(1) });
-    let mut sharded = StepRunner::new(&model, 128, Strategy::Data { shards: Some(4) });
+    let mut whole =
+        StepRunner::new(&model, 128, Strategy::Data { shards: Some(1) }).expect("buffers");
+    let mut sharded =
+        StepRunner::new(&model, 128, Strategy::Data { shards: Some(4) }).expect("buffers");
     let l1 = whole.step_at(&model, &batch, key).unwrap();
     let l4 = sharded.step_at(&model, &batch, key).unwrap();
     assert_close_grads((l1, whole.grads()), (l4, sharded.grads()));

@@ -86,8 +86,10 @@ fn sharded_gradient_equals_the_whole_batch_gradient() {
         inputs: &[x],
         labels: &[y],
     };
-    let mut whole = StepRunner::new(&model, 128, Strategy::Data { shards: Some(1) });
-    let mut sharded = StepRunner::new(&model, 128, Strategy::Data { shards: Some(4) });
+    let mut whole =
+        StepRunner::new(&model, 128, Strategy::Data { shards: Some(1) }).expect("buffers");
+    let mut sharded =
+        StepRunner::new(&model, 128, Strategy::Data { shards: Some(4) }).expect("buffers");
     assert_eq!(sharded.mode(), Resolved::Data(4));
     let l1 = whole.step(&model, &batch).unwrap();
     let l4 = pool(2).install(|| sharded.step(&model, &batch)).unwrap();
@@ -126,7 +128,8 @@ fn update_with_deferred_sum_equals_step_then_optimizer() {
                 let mut model = MnistMlp::new(128);
                 let n = model.spec().param_count;
                 let mut opt = config.build(n).unwrap();
-                let mut runner = StepRunner::new(&model, 128, Strategy::Data { shards: Some(3) });
+                let mut runner = StepRunner::new(&model, 128, Strategy::Data { shards: Some(3) })
+                    .expect("buffers");
                 let mut losses = Vec::new();
                 pool(threads).install(|| {
                     for (i, rows) in [128, 128, 77, 128].into_iter().enumerate() {
@@ -186,7 +189,8 @@ fn one_deferred_step() -> (MnistMlp, StepRunner) {
     let train = train_set();
     let values = train.class_values("label").unwrap();
     let model = MnistMlp::new(128);
-    let mut runner = StepRunner::new(&model, 128, Strategy::Data { shards: Some(2) });
+    let mut runner =
+        StepRunner::new(&model, 128, Strategy::Data { shards: Some(2) }).expect("buffers");
     let batch = Batch {
         inputs: &[&train.f32_values("image").unwrap()[..128 * 784]],
         labels: &[&values[..128]],

@@ -6,6 +6,7 @@ use codespan_reporting::diagnostic::{Diagnostic as CsDiagnostic, Label};
 use codespan_reporting::files::SimpleFile;
 use codespan_reporting::term::{self, termcolor};
 use std::fmt;
+use std::sync::OnceLock;
 
 /// A byte range `start..end` in the source text.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Hash, PartialOrd, Ord)]
@@ -144,6 +145,38 @@ pub struct SourceFile {
     pub name: String,
     /// The whole text.
     pub text: String,
+    /// Where each line starts, built on the first [`SourceFile::line_col`]
+    /// (generated code cites a line and column for every node).
+    lines: OnceLock<LineIndex>,
+}
+
+/// The start of every line of a text and whether the line is ASCII (its
+/// columns are then byte offsets).
+#[derive(Clone, Debug)]
+struct LineIndex {
+    /// The length of the text indexed (a changed text is scanned instead).
+    len: usize,
+    /// Byte offset of each line's start, with whether the line is ASCII.
+    starts: Vec<(usize, bool)>,
+}
+
+impl LineIndex {
+    fn new(text: &str) -> LineIndex {
+        let mut starts = vec![(0, true)];
+        for (i, b) in text.bytes().enumerate() {
+            if b == b'\n' {
+                starts.push((i + 1, true));
+            } else if !b.is_ascii() {
+                if let Some(last) = starts.last_mut() {
+                    last.1 = false;
+                }
+            }
+        }
+        LineIndex {
+            len: text.len(),
+            starts,
+        }
+    }
 }
 
 impl SourceFile {
@@ -158,17 +191,29 @@ impl SourceFile {
         SourceFile {
             name: name.into(),
             text,
+            lines: OnceLock::new(),
         }
     }
 
-    /// The 1-based line and column (in characters) of a byte offset.
+    /// The 1-based line and column (in characters) of a byte offset, in
+    /// time logarithmic in the text's length (after the first call).
     pub fn line_col(&self, offset: usize) -> (usize, usize) {
-        let offset = offset.min(self.text.len());
-        let before = &self.text[..floor_char_boundary(&self.text, offset)];
-        let line = before.matches('\n').count() + 1;
-        let line_start = before.rfind('\n').map_or(0, |i| i + 1);
-        let col = before[line_start..].chars().count() + 1;
-        (line, col)
+        let offset = floor_char_boundary(&self.text, offset.min(self.text.len()));
+        let index = self.lines.get_or_init(|| LineIndex::new(&self.text));
+        if index.len != self.text.len() {
+            let before = &self.text[..offset];
+            let line = before.matches('\n').count() + 1;
+            let line_start = before.rfind('\n').map_or(0, |i| i + 1);
+            return (line, before[line_start..].chars().count() + 1);
+        }
+        let line = index.starts.partition_point(|&(s, _)| s <= offset);
+        let (start, ascii) = index.starts[line - 1];
+        let col = if ascii {
+            offset - start
+        } else {
+            self.text[start..offset].chars().count()
+        };
+        (line, col + 1)
     }
 
     /// `file:line:col: message` for one diagnostic: the one-line form tools grep.

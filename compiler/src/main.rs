@@ -121,6 +121,31 @@ fn fail(source: &SourceFile, diagnostics: &[nnc_compiler::Diagnostic]) -> ExitCo
     ExitCode::FAILURE
 }
 
+/// Warns when a training step needs more memory than this machine has,
+/// and fails when it needs more than a 64-bit address space holds (2^48
+/// bytes): no machine could train it.
+fn memory_limits(network: &str, total: u128) -> Option<ExitCode> {
+    if total > 1 << 48 {
+        eprintln!(
+            "error: a training step of `{network}` needs {}, more than a 64-bit machine can address",
+            report::bytes(total)
+        );
+        return Some(ExitCode::FAILURE);
+    }
+    let physical = std::fs::read_to_string("/proc/meminfo").ok().and_then(|m| {
+        let line = m.lines().find(|l| l.starts_with("MemTotal:"))?;
+        line.split_whitespace().nth(1)?.parse::<u128>().ok()
+    });
+    if let Some(kb) = physical.filter(|kb| total > kb * 1024) {
+        eprintln!(
+            "warning: a training step of `{network}` needs {}, more than this machine's {} of memory",
+            report::bytes(total),
+            report::bytes(kb * 1024)
+        );
+    }
+    None
+}
+
 /// The exit code of a command that builds and runs a model's program.
 fn launched(result: Result<ExitCode, cli::run::Failure>) -> anyhow::Result<ExitCode> {
     match result {
@@ -148,6 +173,11 @@ fn run(cli: Cli) -> anyhow::Result<ExitCode> {
                     Err(d) => return Ok(fail(&source, &[d])),
                 };
                 print!("{}", report::summary(net, &tg));
+                let memory = report::step_memory(net, &tg, &module.train_config(&net.name));
+                print!("{}", report::memory_line(&memory));
+                if let Some(code) = memory_limits(&net.name, memory.total()) {
+                    return Ok(code);
+                }
             }
             Ok(ExitCode::SUCCESS)
         }

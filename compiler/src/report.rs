@@ -105,3 +105,94 @@ pub fn stats(name: &str, s: &crate::codegen::Stats) -> String {
     let _ = writeln!(out, "  FLOPs per step     {:>10}", thousands(s.flops));
     out
 }
+
+/// What one training step holds in memory, in bytes (`f32` everywhere).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct StepMemory {
+    /// The batch the estimate is for (the `train` block's; 1 for `full`).
+    pub batch: usize,
+    /// Parameters.
+    pub params: u128,
+    /// Their gradients.
+    pub grads: u128,
+    /// The optimizer's per-parameter state (Adam's two moments, SGD's
+    /// momentum, …).
+    pub optimizer: u128,
+    /// Every intermediate value of the training graph at `batch`, each in
+    /// its own buffer: an upper bound of the planned workspace (`nnc
+    /// compile --stats` shows the plan).
+    pub activations: u128,
+}
+
+impl StepMemory {
+    /// All of it.
+    pub fn total(&self) -> u128 {
+        self.params + self.grads + self.optimizer + self.activations
+    }
+}
+
+/// The memory a training step of `net` needs at its `train` block's batch,
+/// counted in `u128` so that no model overflows the count.
+pub fn step_memory(net: &Network, tg: &TrainingGraph, cfg: &crate::ir::TrainConfig) -> StepMemory {
+    use crate::ir::{BatchSpec, OptimizerConfig};
+    let batch = match cfg.spec.batch {
+        BatchSpec::Size(n) => n.max(1),
+        BatchSpec::Full => 1,
+    };
+    let params: u128 = net
+        .params
+        .iter()
+        .map(|p| p.shape.numel(1) as u128 * 4)
+        .sum();
+    let slots: u128 = match &cfg.spec.optimizer {
+        OptimizerConfig::Adam(_) | OptimizerConfig::AdamW(_) => 2,
+        OptimizerConfig::Sgd(c) if c.momentum == 0.0 => 0,
+        _ => 1,
+    };
+    let activations = tg
+        .graph
+        .ids()
+        .filter(|&id| !matches!(tg.graph.node(id).op, crate::ops::Op::Leaf(_)))
+        .map(|id| {
+            let shape = &tg.graph.ty(id).shape;
+            let per = shape.fixed_numel().unwrap_or(usize::MAX) as u128;
+            per * (batch as u128).pow(shape.batch_power().max(0) as u32) * 4
+        })
+        .sum();
+    StepMemory {
+        batch,
+        params,
+        grads: params,
+        optimizer: params * slots,
+        activations,
+    }
+}
+
+/// Bytes for people: "1.5 GB", "12.0 TB".
+pub fn bytes(b: u128) -> String {
+    let units = ["B", "KB", "MB", "GB", "TB", "PB", "EB"];
+    let mut v = b as f64;
+    let mut u = 0;
+    while v >= 1000.0 && u + 1 < units.len() {
+        v /= 1000.0;
+        u += 1;
+    }
+    if u == 0 {
+        format!("{b} B")
+    } else {
+        format!("{v:.1} {}", units[u])
+    }
+}
+
+/// The `nnc check` line on a step's memory.
+pub fn memory_line(m: &StepMemory) -> String {
+    format!(
+        "  memory per training step at batch {}: {} (parameters {}, gradients {}, optimizer state {}, activations at most {})\n",
+        m.batch,
+        bytes(m.total()),
+        bytes(m.params),
+        bytes(m.grads),
+        bytes(m.optimizer),
+        bytes(m.activations)
+    )
+}

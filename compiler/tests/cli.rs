@@ -96,7 +96,14 @@ fn check_prints_every_param_with_shape_and_count() {
         .and_then(|r| r.strip_suffix(" training nodes"))
         .unwrap_or_else(|| panic!("{}", lines[12]));
     assert!(graph.parse::<usize>().expect("a count") > 18);
-    assert_eq!(lines.len(), 13);
+    // 118,282 parameters: 473.1 KB each for parameters and gradients, twice
+    // that for Adam's two moments.
+    assert!(
+        lines[13].starts_with("  memory per training step at batch 128: 3.8 MB (parameters 473.1 KB, gradients 473.1 KB, optimizer state 946.3 KB, activations at most "),
+        "{}",
+        lines[13]
+    );
+    assert_eq!(lines.len(), 14);
 }
 
 #[test]

@@ -113,3 +113,26 @@ fn a_chain_of_2500_relu_bindings_compiles_at_o2() {
         .unwrap_or(0);
     assert!(deepest < 4 * 120, "indented {deepest} columns deep");
 }
+
+#[test]
+fn check_states_the_memory_of_a_step_and_warns_past_the_machine() {
+    // 10^12 parameters: 4.4 TB each for parameters and gradients, twice
+    // that for Adam's moments.
+    let text = "network Big {\n  input x: f32[batch, 1048576];\n  label y: class[batch] of 10;\n  h = dense(x, 1048576);\n  loss cross_entropy(dense(h, 10), y);\n}\n";
+    let o = nnc("big", text, &["check"]);
+    assert_ok(&o, "dense(x, 1048576)");
+    let out = String::from_utf8_lossy(&o.stdout);
+    assert!(
+        out.contains("memory per training step at batch 32: 22.0 TB (parameters 4.4 TB, gradients 4.4 TB, optimizer state 8.8 TB"),
+        "{out}"
+    );
+    assert!(
+        stderr(&o).contains("warning: a training step of `Big` needs 22.0 TB"),
+        "{}",
+        stderr(&o)
+    );
+    // Past any address space (activations at a billion samples): an error.
+    let huge = format!("{text}train Big {{ optimizer: adam(lr: 0.001); batch: 1000000000; }}\n");
+    let o = nnc("huge", &huge, &["check"]);
+    assert_error(&o, "more than a 64-bit machine can address", "batch 10^9");
+}

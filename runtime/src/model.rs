@@ -138,6 +138,38 @@ pub enum StepError {
         /// Slices given.
         found: usize,
     },
+    /// A buffer that cannot be allocated: too large for the address space
+    /// (`floats` is then `usize::MAX`) or refused by the allocator.
+    #[error("cannot allocate the {what}: {floats} floats (reduce the batch size)")]
+    Memory {
+        /// "workspace", "parameters", "gradients", ...
+        what: &'static str,
+        /// Floats asked for.
+        floats: usize,
+    },
+}
+
+/// Grows `buf` to `len` zeros (never shrinks it), reporting an allocation
+/// the allocator refuses as [`StepError::Memory`] instead of aborting.
+/// `len` comes from sizes computed with saturating arithmetic, so an
+/// overflowing size is `usize::MAX` here and fails the same way.
+pub fn grow_zeroed(buf: &mut Vec<f32>, len: usize, what: &'static str) -> Result<(), StepError> {
+    if buf.len() < len {
+        let more = len - buf.len();
+        let too_large = len > isize::MAX as usize / std::mem::size_of::<f32>();
+        if too_large || buf.try_reserve_exact(more).is_err() {
+            return Err(StepError::Memory { what, floats: len });
+        }
+        buf.resize(len, 0.0);
+    }
+    Ok(())
+}
+
+/// `len` zeros, or [`StepError::Memory`] when they cannot be had.
+pub fn zeroed(len: usize, what: &'static str) -> Result<Vec<f32>, StepError> {
+    let mut v = Vec::new();
+    grow_zeroed(&mut v, len, what)?;
+    Ok(v)
 }
 
 /// A compiled network: forward, loss and backward over a preallocated

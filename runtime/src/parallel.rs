@@ -170,7 +170,11 @@ pub struct StepRunner {
 
 impl StepRunner {
     /// Buffers for steps of up to `batch` samples of `model`, in one process.
-    pub fn new<M: Model + ?Sized>(model: &M, batch: usize, strategy: Strategy) -> StepRunner {
+    pub fn new<M: Model + ?Sized>(
+        model: &M,
+        batch: usize,
+        strategy: Strategy,
+    ) -> Result<StepRunner, StepError> {
         Self::for_rank(model, batch, strategy, 0, 1)
     }
 
@@ -186,7 +190,7 @@ impl StepRunner {
         strategy: Strategy,
         rank: usize,
         ranks: usize,
-    ) -> StepRunner {
+    ) -> Result<StepRunner, StepError> {
         // Every worker's matrix-product buffers now, not at the first step
         // that happens to hand it a product.
         crate::gemm::reserve_workspaces();
@@ -208,12 +212,14 @@ impl StepRunner {
             Resolved::IntraOp => (1, 0..1, vec![shard_range(batch, ranks, rank).len()]),
         };
         let count = sizes.len();
+        // Workspaces scale with the batch: an allocation refused is an
+        // error, not an abort.
         let shards = sizes
             .into_iter()
             .map(|rows| {
                 let max_rows = rows.max(1);
-                Shard {
-                    ws: vec![0.0; model.workspace_len(max_rows)],
+                Ok(Shard {
+                    ws: crate::model::zeroed(model.workspace_len(max_rows), "workspace")?,
                     // A rank with one shard computes straight into the
                     // runner's gradient buffer.
                     grads: if count > 1 { vec![0.0; n] } else { Vec::new() },
@@ -223,10 +229,10 @@ impl StepRunner {
                         Vec::new()
                     },
                     max_rows,
-                }
+                })
             })
-            .collect();
-        StepRunner {
+            .collect::<Result<_, StepError>>()?;
+        Ok(StepRunner {
             mode,
             shards,
             global_shards,
@@ -241,7 +247,7 @@ impl StepRunner {
             weights: vec![0.0; count],
             features,
             labels,
-        }
+        })
     }
 
     /// The strategy in force.

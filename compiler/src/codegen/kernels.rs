@@ -48,7 +48,7 @@ pub(super) fn prelude(check: TokenStream, body: TokenStream) -> TokenStream {
     let p = mentions(&body, "p").then(|| quote!(let p = &self.params[..];));
     let st = mentions(&body, "st").then(|| quote!(let st = &self.state[..];));
     quote! {
-        self.reserve_workspace();
+        self.reserve_workspace()?;
         let #b = #check;
         #mb
         #p

@@ -357,6 +357,24 @@ pub(super) fn offset_tokens(fixed: usize, per_sample: usize) -> TokenStream {
     }
 }
 
+/// `fixed + per_sample · mb` with saturating arithmetic, as tokens: the
+/// workspace length, where `mb` is the caller's maximum batch.
+pub(super) fn saturating_len_tokens(fixed: usize, per_sample: usize) -> TokenStream {
+    let f = usize_lit(fixed);
+    let p = match per_sample {
+        1 => quote!(mb),
+        n => {
+            let n = usize_lit(n);
+            quote!(mb.saturating_mul(#n))
+        }
+    };
+    match (fixed, per_sample) {
+        (_, 0) => quote!(#f),
+        (0, _) => p,
+        _ => quote!(#p.saturating_add(#f)),
+    }
+}
+
 /// Every buffer in its own region, in schedule order (the `-O0` layout).
 pub fn naive(buffers: &[Buffer]) -> Plan {
     let mut plan = Plan::default();

@@ -279,9 +279,12 @@ pub fn network(
                 sizes.push(s);
             }
         }
+        // Saturating: a batch too large for the address space gives
+        // `usize::MAX`, which no allocation satisfies (a clean error in
+        // `reserve_workspace`), never a wrapped, too-small length.
         let tokens: Vec<TokenStream> = sizes
             .iter()
-            .map(|&(f, p)| super::layout::offset_tokens(f, p))
+            .map(|&(f, p)| super::layout::saturating_len_tokens(f, p))
             .collect();
         match tokens.as_slice() {
             [] => quote!(0usize),
@@ -419,7 +422,7 @@ pub fn network(
         train_step: {
             let body = modal_items.train_step_body;
             quote! {
-                self.reserve_workspace();
+                self.reserve_workspace()?;
                 self.grads.resize(#spec_name.param_count, 0.0);
                 #body
             }

@@ -135,7 +135,7 @@ pub fn items(s: &Surface, bodies: &Bodies, rt: &TokenStream) -> TokenStream {
         Some(_) => quote! {
             let mb = max_batch.max(1);
             let mut model = #ty {
-                params: ::std::vec![0.0; #spec_name.param_count],
+                params: #rt::model::zeroed(#spec_name.param_count, "parameters")?,
                 grads: ::std::vec::Vec::new(),
                 ws: ::std::vec::Vec::new(),
                 max_batch: mb,
@@ -143,7 +143,15 @@ pub fn items(s: &Surface, bodies: &Bodies, rt: &TokenStream) -> TokenStream {
             };
             #rt::Model::init_params(&mut model, #spec_name.train.seed)
                 .expect("nnc validated every initializer at compile time");
-            model
+            // Sized now so that a batch too large for memory is an error
+            // here rather than at the first step.
+            if Self::workspace_len(mb) == usize::MAX {
+                return ::core::result::Result::Err(#rt::StepError::Memory {
+                    what: "workspace",
+                    floats: usize::MAX,
+                });
+            }
+            ::core::result::Result::Ok(model)
         },
         None => never.clone(),
     };
@@ -167,8 +175,8 @@ pub fn items(s: &Surface, bodies: &Bodies, rt: &TokenStream) -> TokenStream {
             /// too, in `train_step`): a model trained through
             /// `train_step_in`, whose callers own those buffers, never
             /// pays for them.
-            fn reserve_workspace(&mut self) {
-                self.ws.resize(Self::workspace_len(self.max_batch), 0.0);
+            fn reserve_workspace(&mut self) -> ::core::result::Result<(), #rt::StepError> {
+                #rt::model::grow_zeroed(&mut self.ws, Self::workspace_len(self.max_batch), "workspace")
             }
         }
     });
@@ -235,7 +243,23 @@ pub fn items(s: &Surface, bodies: &Bodies, rt: &TokenStream) -> TokenStream {
             /// in `loss`, `predict` and `train_step` (`fit` sizes its own
             /// buffers), parameters initialised from the `train` block's
             /// seed (the workspace is allocated on first use).
+            ///
+            /// # Panics
+            ///
+            /// When the parameters cannot be allocated or the workspace for
+            /// `max_batch` samples overflows the address space; see
+            /// [`Self::try_new`].
             pub fn new(max_batch: usize) -> Self {
+                match Self::try_new(max_batch) {
+                    ::core::result::Result::Ok(model) => model,
+                    ::core::result::Result::Err(e) => ::core::panic!("{}", e),
+                }
+            }
+
+            /// [`Self::new`], or an error when the parameters cannot be
+            /// allocated or the workspace for `max_batch` samples would not
+            /// fit in the address space (a batch size from the command line).
+            pub fn try_new(max_batch: usize) -> ::core::result::Result<Self, #rt::StepError> {
                 #new_body
             }
 

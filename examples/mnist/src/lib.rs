@@ -167,9 +167,10 @@ pub fn run(
         })
         .min(train.len());
     let mut model: Box<dyn Model> = match args.model {
-        Net::Mlp => Box::new(mlp::MnistMlp::new(batch)),
-        Net::Lenet => Box::new(lenet::LeNet::new(batch)),
-        Net::BnDropout => Box::new(bn_dropout::MnistBnDropout::new(batch)),
+        // A batch from the command line may not fit in memory: an error.
+        Net::Mlp => Box::new(mlp::MnistMlp::try_new(batch)?),
+        Net::Lenet => Box::new(lenet::LeNet::try_new(batch)?),
+        Net::BnDropout => Box::new(bn_dropout::MnistBnDropout::try_new(batch)?),
     };
     if lead {
         println!(

@@ -62,7 +62,9 @@ impl Evaluator {
         confusion: bool,
     ) -> Result<Self, FitError> {
         let spec = model.spec();
-        let chunk = model.max_batch();
+        // No chunk is larger than the data: a maximum batch beyond it
+        // (from a command line) must not size the buffers.
+        let chunk = model.max_batch().min(data.len().max(1));
         if chunk == 0 {
             return Err(FitError::Unsupported {
                 model: spec.name.to_string(),
@@ -171,7 +173,7 @@ pub fn predict<M: Model + ?Sized>(
     data: &Dataset,
 ) -> Result<Vec<Prediction>, FitError> {
     let spec = model.spec();
-    let chunk = model.max_batch().max(1);
+    let chunk = model.max_batch().clamp(1, data.len().max(1));
     let binding = Binding::new(spec, data, "dataset", |i| i.predict)?;
     let mut batcher = Batcher::new(binding, chunk);
     let n = data.len();
@@ -234,7 +236,7 @@ pub fn predict_scores<M: Model + ?Sized>(
     data: &Dataset,
 ) -> Result<Scores, FitError> {
     let spec = model.spec();
-    let chunk = model.max_batch().max(1);
+    let chunk = model.max_batch().clamp(1, data.len().max(1));
     let binding = Binding::new(spec, data, "dataset", |i| i.predict)?;
     let mut batcher = Batcher::new(binding, chunk);
     let n = data.len();

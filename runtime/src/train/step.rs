@@ -66,7 +66,7 @@ impl Trainer {
         };
         let lr = schedule.lr_at(train.lr, 0);
         Ok(Trainer {
-            runner: StepRunner::for_rank(model, batch, strategy, rank, ranks),
+            runner: StepRunner::for_rank(model, batch, strategy, rank, ranks)?,
             optimizer,
             schedule,
             base_lr: train.lr,
