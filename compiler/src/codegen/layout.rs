@@ -238,23 +238,30 @@ impl Layout {
         }
         // An in-place loop's result shares its input's buffer: one buffer
         // live from the input's write to the result's last read.
+        // Indexed by id (a search per alias was quadratic in big graphs).
         let mut aliases: Vec<(usize, usize)> = Vec::new();
+        let mut holder_of: std::collections::HashMap<usize, usize> = Default::default();
+        let index: std::collections::HashMap<usize, usize> =
+            buffers.iter().enumerate().map(|(i, b)| (b.id, i)).collect();
+        let mut removed = vec![false; buffers.len()];
         for (&root, &input) in &fusion.in_place {
-            let Some(r) = buffers.iter().position(|b| b.id == root) else {
+            let Some(&r) = index.get(&root) else {
                 continue;
             };
-            let holder = aliases
-                .iter()
-                .find(|(a, _)| *a == input.index())
-                .map_or(input.index(), |&(_, h)| h);
-            let Some(x) = buffers.iter().position(|b| b.id == holder) else {
+            let holder = holder_of
+                .get(&input.index())
+                .copied()
+                .unwrap_or(input.index());
+            let Some(&x) = index.get(&holder).filter(|&&x| !removed[x]) else {
                 continue;
             };
-            let result = buffers.remove(r);
-            let x = if r < x { x - 1 } else { x };
-            buffers[x].end = buffers[x].end.max(result.end);
+            removed[r] = true;
+            buffers[x].end = buffers[x].end.max(buffers[r].end);
+            holder_of.insert(root, holder);
             aliases.push((root, holder));
         }
+        let mut keep = removed.iter().map(|r| !r);
+        buffers.retain(|_| keep.next().unwrap_or(true));
         let plan = if planned {
             memory::plan(&buffers)
         } else {

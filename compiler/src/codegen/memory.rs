@@ -8,7 +8,8 @@
 //! the maximum batch at run time. Because every batch-scaled value grows in
 //! proportion, one plan is right for every batch size.
 
-use std::collections::HashMap;
+use std::cmp::Reverse;
+use std::collections::{BTreeMap, BinaryHeap, HashMap};
 
 /// One value to place: its size and the schedule steps it is live in.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -163,22 +164,52 @@ pub fn verify(buffers: &[Buffer], plan: &Plan) -> Result<(), String> {
             ));
         }
     }
-    for (i, a) in buffers.iter().enumerate() {
-        for b in &buffers[i + 1..] {
-            if a.batched != b.batched || !a.overlaps_in_time(b) || a.size == 0 || b.size == 0 {
-                continue;
+    // Sweep over time: at each step, retire what died before it, then add
+    // what it writes, checking each against its neighbours in the region
+    // by offset (live buffers are disjoint, so neighbours suffice):
+    // O(n log n), where comparing every pair was quadratic.
+    let mut order: Vec<&Buffer> = buffers.iter().filter(|b| b.size > 0).collect();
+    order.sort_by_key(|b| (b.start, b.id));
+    let mut ends: BinaryHeap<Reverse<(usize, usize)>> = BinaryHeap::new();
+    // (batched, offset) → (end offset, id) of each live buffer.
+    let mut live: BTreeMap<(bool, usize), (usize, usize)> = BTreeMap::new();
+    let overlap = |a: usize, a_end: usize, a_id: usize, b: usize, b_end: usize, b_id: usize| {
+        format!(
+            "buffers {a_id} [{a}, {a_end}) and {b_id} [{b}, {b_end}) are live at the same time and overlap"
+        )
+    };
+    for (k, b) in order.iter().enumerate() {
+        while let Some(&Reverse((end, j))) = ends.peek() {
+            if end >= b.start {
+                break;
             }
-            let (oa, ob) = (plan.offsets[&a.id], plan.offsets[&b.id]);
-            if oa < ob + b.size && ob < oa + a.size {
-                return Err(format!(
-                    "buffers {} [{oa}, {}) and {} [{ob}, {}) are live at the same time and overlap",
-                    a.id,
-                    oa + a.size,
-                    b.id,
-                    ob + b.size
-                ));
+            ends.pop();
+            let d = order[j];
+            live.remove(&(d.batched, plan.offsets[&d.id]));
+        }
+        let off = plan.offsets[&b.id];
+        let end = off + b.size;
+        let key = (b.batched, off);
+        if let Some((&(_, o), &(o_end, o_id))) = live
+            .range(..=key)
+            .next_back()
+            .filter(|(k, _)| k.0 == b.batched)
+        {
+            if o_end > off {
+                return Err(overlap(o, o_end, o_id, off, end, b.id));
             }
         }
+        if let Some((&(_, o), &(o_end, o_id))) = live
+            .range((b.batched, off)..)
+            .next()
+            .filter(|(k, _)| k.0 == b.batched)
+        {
+            if o < end {
+                return Err(overlap(o, o_end, o_id, off, end, b.id));
+            }
+        }
+        live.insert(key, (end, b.id));
+        ends.push(Reverse((b.end, k)));
     }
     Ok(())
 }
