@@ -19,7 +19,7 @@ struct NncParser;
 /// Brackets nested deeper than this are rejected before parsing, so that no
 /// input can exhaust the stack of the recursive-descent parser. The same
 /// bound holds for the nesting of an expression's tree
-/// ([`expr::MAX_DEPTH`]), which every recursive walk of the AST relies on.
+/// (`MAX_DEPTH` in `syntax/expr.rs`), which every recursive walk of the AST relies on.
 pub const MAX_NESTING: usize = 128;
 
 /// Parses a whole file.
