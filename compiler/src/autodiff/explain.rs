@@ -14,7 +14,7 @@ use super::{gradients, internal};
 use crate::diagnostic::{Diagnostic, ErrorKind};
 use crate::graph::NodeId;
 use crate::ir::{InputKind, Network, TrainingGraph};
-use crate::ops::{BinaryOp, GradCtx, LeafOp, Op, ReduceKind, ReduceOp};
+use crate::ops::{BinaryOp, GradCtx, LeafOp, Op, ReduceKind, ReduceOp, SeqOp};
 
 /// The name of the cotangent input of an explanation graph (and of the
 /// generated entry point's argument).
@@ -25,7 +25,9 @@ pub const COTANGENT: &str = "cotangent";
 /// output `scores`, a cotangent input [`COTANGENT`] of the prediction's
 /// shape, and in `inputs` the gradient of Σ scores · cotangent with respect
 /// to every float input the prediction reads. Token inputs (class ids)
-/// have no gradient and are left out. Parameters are listed (the layout
+/// have no gradient: one read only through an embedding lookup of a
+/// parameter is attributed through its embeddings (the lookup is cut, see
+/// [`TrainingGraph::embedded`]); others are left out. Parameters are listed (the layout
 /// places them) with themselves as their "gradient": none is computed.
 pub fn input_gradient_graph(net: &Network) -> Result<TrainingGraph, Diagnostic> {
     let Some(scores) = net.loss_decl.scores else {
@@ -42,20 +44,63 @@ pub fn input_gradient_graph(net: &Network) -> Result<TrainingGraph, Diagnostic> 
     let mut graph = net.graph.clone();
     let forward_len = graph.len();
     let read = graph.ancestors(&[scores]);
-    let floats: Vec<(String, NodeId)> = net
-        .inputs
-        .iter()
-        .filter(|i| i.kind == InputKind::Features && read.contains(&i.node.index()))
+    let features = || {
+        net.inputs
+            .iter()
+            .filter(|i| i.kind == InputKind::Features && read.contains(&i.node.index()))
+    };
+    let mut floats: Vec<(String, NodeId)> = features()
         .filter(|i| matches!(graph.node(i.node).op, Op::Leaf(LeafOp::Input { .. })))
         .map(|i| (i.name.clone(), i.node))
         .collect();
+    // A prediction that reads token ids only (a sequence model): each token
+    // input read only through one embedding lookup of a parameter table is
+    // cut there, a float input `e_<name>` standing for the gathered vectors
+    // (Captum's LayerIntegratedGradients on the embedding layer), so that
+    // attributions can move along a path of embeddings. Models with a float
+    // input keep their entry point as it was: their token inputs are not
+    // attributed.
+    let mut embedded: Vec<(String, String)> = Vec::new();
+    let tokens: Vec<_> = if floats.is_empty() {
+        features().collect()
+    } else {
+        Vec::new()
+    };
+    for i in tokens {
+        if !matches!(graph.node(i.node).op, Op::Leaf(LeafOp::Tokens { .. })) {
+            continue;
+        }
+        let Some((gather, table)) = lookup(&graph, i.node, &read) else {
+            continue;
+        };
+        let name = format!("e_{}", i.name);
+        if let Some(clash) = net.inputs.iter().find(|j| j.name == name) {
+            return Err(Diagnostic::new(
+                ErrorKind::Invalid,
+                clash.span,
+                format!(
+                    "an input named `{name}` collides with the embeddings of `{}` \
+                     the explain entry point takes; rename it",
+                    i.name
+                ),
+            ));
+        }
+        let shape = graph.ty(gather).shape.clone();
+        let span = graph.node(gather).span;
+        graph
+            .replace(gather, Op::Leaf(LeafOp::Input { name, shape }), &[])
+            .map_err(|e| internal(span, e))?;
+        floats.push((i.name.clone(), gather));
+        embedded.push((i.name.clone(), table));
+    }
     if floats.is_empty() {
         return Err(Diagnostic::new(
             ErrorKind::Invalid,
             net.span,
             format!(
                 "cannot explain `{}`: its prediction reads no float input (token ids have no \
-                 gradient; attribute to the embeddings instead)",
+                 gradient, and none is read only through one embedding lookup to attribute \
+                 to its embeddings)",
                 net.name
             ),
         ));
@@ -98,7 +143,12 @@ pub fn input_gradient_graph(net: &Network) -> Result<TrainingGraph, Diagnostic> 
     let live = graph.ancestors(&live_targets);
     graph.remove_dead_after(forward_len, &live);
     for ((name, _), &g) in floats.iter().zip(&grads) {
-        graph.set_name(g, &format!("d scores / d {name}"));
+        let what = if embedded.iter().any(|e| e.0 == *name) {
+            format!("d scores / d embeddings of {name}")
+        } else {
+            format!("d scores / d {name}")
+        };
+        graph.set_name(g, &what);
     }
     Ok(TrainingGraph {
         forward_len,
@@ -114,6 +164,7 @@ pub fn input_gradient_graph(net: &Network) -> Result<TrainingGraph, Diagnostic> 
             .zip(grads)
             .map(|((n, node), g)| (n, node, g))
             .collect(),
+        embedded,
         outputs: vec![("scores".to_string(), scores)],
         scores: Some(scores),
         states: net
@@ -124,4 +175,35 @@ pub fn input_gradient_graph(net: &Network) -> Result<TrainingGraph, Diagnostic> 
         state_updates: Vec::new(),
         graph,
     })
+}
+
+/// The one embedding lookup through which the prediction (the nodes in
+/// `read`) reads the token input `ids`, and its table's parameter name;
+/// `None` when the ids are read any other way (then they are not
+/// attributed).
+fn lookup(
+    graph: &crate::graph::Graph,
+    ids: NodeId,
+    read: &std::collections::BTreeSet<usize>,
+) -> Option<(NodeId, String)> {
+    let mut users: Vec<NodeId> = graph
+        .users(ids)
+        .into_iter()
+        .filter(|u| read.contains(&u.index()))
+        .collect();
+    users.dedup();
+    let [gather] = users[..] else {
+        return None;
+    };
+    if !matches!(graph.node(gather).op, Op::Seq(SeqOp::Embedding)) {
+        return None;
+    }
+    let operands = graph.operands(gather);
+    if operands.get(1) != Some(&ids) || operands.first() == Some(&ids) {
+        return None;
+    }
+    match &graph.node(operands[0]).op {
+        Op::Leaf(LeafOp::Param { name, .. }) => Some((gather, name.clone())),
+        _ => None,
+    }
 }

@@ -206,6 +206,7 @@ pub fn training_graph(net: &Network, opts: &GradOptions) -> Result<TrainingGraph
             .zip(&grads[np..])
             .map(|((n, node), &g)| (n, node, g))
             .collect(),
+        embedded: Vec::new(),
         outputs: net
             .outputs
             .iter()

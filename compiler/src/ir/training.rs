@@ -28,6 +28,11 @@ pub struct TrainingGraph {
     pub params: Vec<(String, NodeId, NodeId)>,
     /// Requested input gradients: name, input node, gradient node.
     pub inputs: Vec<(String, NodeId, NodeId)>,
+    /// In an explanation graph, the token inputs attributed through their
+    /// embeddings: the token input's name and its embedding table's
+    /// parameter. The lookup is cut: the graph's input `e_<name>` (the node
+    /// of `inputs`' entry) stands for the gathered vectors (empty elsewhere).
+    pub embedded: Vec<(String, String)>,
     /// The network's declared outputs: name and node.
     pub outputs: Vec<(String, NodeId)>,
     /// The prediction the loss scores (see `Network::loss_decl`), kept for

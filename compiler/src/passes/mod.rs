@@ -203,6 +203,7 @@ pub fn rebuild(
         objective,
         params,
         inputs,
+        embedded: tg.embedded.clone(),
         outputs,
         scores,
     };
