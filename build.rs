@@ -20,7 +20,8 @@ fn main() {
     };
     const NAIVE: &[&str] = &["mnist_mlp", "every_op", "transformer", "seq_ops"];
     // Generated with `input_gradient` (the explain option, #26): every
-    // example and end-to-end model with a float input.
+    // example and end-to-end model with a float input, and the transformer
+    // (token ids only: attributed through its embeddings).
     let explain = nnc_compiler::codegen::Options {
         explain: true,
         ..Default::default()
@@ -33,6 +34,7 @@ fn main() {
         "regression",
         "two_inputs",
         "torch_mlp",
+        "transformer",
     ];
     let out_dir =
         std::path::PathBuf::from(std::env::var_os("OUT_DIR").expect("cargo sets OUT_DIR"));

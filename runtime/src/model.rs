@@ -235,13 +235,27 @@ pub trait Model: Send + Sync {
         &[]
     }
 
+    /// The token inputs [`Model::input_gradient`] attributes through their
+    /// embeddings, each with its embedding table's parameter (`[vocab,
+    /// width]` in [`Model::params`]): in a model whose prediction reads only
+    /// token ids, each read through one embedding lookup. Such an input is
+    /// named in [`Model::gradient_inputs`]; `input_gradient` takes its
+    /// gathered embedding vectors (`positions × width` a sample, after the
+    /// inputs of `predict`, in this order) in place of differentiating the
+    /// ids, and its gradient is with respect to those vectors. Empty for
+    /// other models.
+    fn embedded_inputs(&self) -> &'static [(&'static str, &'static str)] {
+        &[]
+    }
+
     /// The gradient of the loss's prediction (`batch × spec().loss.scores`
     /// scores) with respect to each of [`Model::gradient_inputs`], seeded
     /// per sample by `cotangent` (as many values as the scores; a one-hot
     /// row asks for one class): writes `cotangentᵀ · ∂scores/∂input` into
-    /// `grads` (one slice per gradient input, each as long as that input's
+    /// `grads` (one slice per gradient input, each as long as that input's (or its embeddings')
     /// slice) and, unless `scores` is empty, the prediction into `scores`.
-    /// `inputs` are those of [`Model::predict`]. Inference mode; the
+    /// `inputs` are those of [`Model::predict`], followed by the embeddings
+    /// of [`Model::embedded_inputs`]. Inference mode; the
     /// parameters are not touched. Returns the batch size. Models compiled
     /// without `explain` return [`StepError::NotGenerated`].
     fn input_gradient(

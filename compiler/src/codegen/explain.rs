@@ -103,8 +103,40 @@ pub(super) fn explain(
             }
         })
         .collect();
+    // A token input attributed through its embeddings: the graph reads the
+    // gathered vectors `e_<input>`, which the caller passes (see
+    // `embedded_inputs`).
+    let enames: Vec<Ident> = xtg
+        .embedded
+        .iter()
+        .map(|(n, _)| var(&format!("e_{n}")))
+        .collect();
+    let echecks: TokenStream = xtg
+        .embedded
+        .iter()
+        .zip(&enames)
+        .map(|((name, _), e)| {
+            let node = xtg
+                .inputs
+                .iter()
+                .find(|i| i.0 == *name)
+                .map_or(scores, |i| i.1);
+            let per = usize_lit(xtg.graph.ty(node).shape.numel(1));
+            let what = format!("e_{name}");
+            quote! {
+                if #e.len() != #per * b {
+                    return Err(#rt::StepError::Length {
+                        name: ::std::borrow::Cow::Borrowed(#what),
+                        expected: #per * b,
+                        found: #e.len(),
+                    });
+                }
+            }
+        })
+        .collect();
     let score_src = read(&layout, xtg, scores);
     let mut body = quote! {
+        #echecks
         if cotangent.len() != #rows {
             return Err(#rt::StepError::Length {
                 name: ::std::borrow::Cow::Borrowed("cotangent"),
@@ -139,9 +171,14 @@ pub(super) fn explain(
     let check =
         quote!(#rt::model::check_batch(&#spec_name, &[#(#pnames),*], None, self.max_batch)?);
     let body = prelude(check, quote!(#(let _ = #unused;)* #body));
-    let pparams: Vec<TokenStream> = pnames.iter().map(|n| quote!(#n: &[f32])).collect();
+    let pparams: Vec<TokenStream> = pnames
+        .iter()
+        .chain(&enames)
+        .map(|n| quote!(#n: &[f32]))
+        .collect();
     let dparams: Vec<TokenStream> = dnames.iter().map(|n| quote!(#n: &mut [f32])).collect();
-    let n_predict = pnames.len();
+    let all_inputs: Vec<&Ident> = pnames.iter().chain(&enames).collect();
+    let n_predict = all_inputs.len();
     let n_grads = dnames.len();
     let doc = format!(
         " The gradient of the loss's prediction (`scores`, {per_sample} per sample) with \
@@ -152,6 +189,21 @@ pub(super) fn explain(
          parameters are read, never written. Generated with `explain`.",
         gnames.join(", ")
     );
+    let doc = if xtg.embedded.is_empty() {
+        doc
+    } else {
+        let names: Vec<String> = xtg
+            .embedded
+            .iter()
+            .map(|e| format!("`e_{}`", e.0))
+            .collect();
+        format!(
+            "{doc} The token inputs' ids are not differentiated: the gathered embedding \
+             vectors ({}, `batch × positions × width` values, see `embedded_inputs`) are \
+             given instead and `d_…` is the gradient with respect to them.",
+            names.join(", ")
+        )
+    };
     let methods = quote! {
         #[doc = #doc]
         #[allow(clippy::too_many_arguments)]
@@ -159,19 +211,31 @@ pub(super) fn explain(
             #body
         }
     };
+    // Only models with embedded inputs override the trait's default.
+    let embedded_method = if xtg.embedded.is_empty() {
+        TokenStream::new()
+    } else {
+        let pairs = xtg.embedded.iter().map(|(i, t)| quote!((#i, #t)));
+        quote! {
+            fn embedded_inputs(&self) -> &'static [(&'static str, &'static str)] {
+                &[#(#pairs),*]
+            }
+        }
+    };
     let trait_methods = quote! {
         fn gradient_inputs(&self) -> &'static [&'static str] {
             &[#(#gnames),*]
         }
         fn input_gradient(&mut self, inputs: &[&[f32]], cotangent: &[f32], grads: &mut [&mut [f32]], scores: &mut [f32]) -> ::core::result::Result<usize, #rt::StepError> {
-            let &[#(#pnames),*] = inputs else {
+            let &[#(#all_inputs),*] = inputs else {
                 return Err(#rt::StepError::Arity { what: "input", expected: #n_predict, found: inputs.len() });
             };
             let [#(#dnames),*] = grads else {
                 return Err(#rt::StepError::Arity { what: "input gradient", expected: #n_grads, found: grads.len() });
             };
-            #ty::input_gradient(self, #(#pnames,)* cotangent, #(#dnames,)* scores)
+            #ty::input_gradient(self, #(#pnames,)* #(#enames,)* cotangent, #(#dnames,)* scores)
         }
+        #embedded_method
     };
     Ok(Explain {
         methods,

@@ -106,7 +106,8 @@ pub enum Baseline {
     /// Every value the same.
     Constant(f32),
     /// One sample per input `predict` reads, each as long as one sample of
-    /// that input.
+    /// that input (the embeddings of a token input attributed through them
+    /// start from zero; token ids are never interpolated).
     Sample(Vec<Vec<f32>>),
 }
 
@@ -152,6 +153,16 @@ pub enum ExplainError {
         /// Values given.
         found: usize,
     },
+    /// A token id outside the embedding table.
+    #[error("`{name}`: token id {value} is not one of 0..{vocab}")]
+    Token {
+        /// The token input.
+        name: String,
+        /// The id given.
+        value: f32,
+        /// The table's rows.
+        vocab: usize,
+    },
     /// A zero step or sample count.
     #[error("{what} must be at least 1")]
     Count {
@@ -193,21 +204,44 @@ impl Attribution {
     }
 }
 
-/// One input `predict` reads, as the explainer feeds it.
+/// One input `predict` reads, or the embeddings of an embedded token
+/// input, as the explainer feeds it.
 struct Feed {
     name: String,
     per_sample: usize,
+    /// Token ids: fed as the sample has them on every path point and noisy
+    /// copy (ids are never interpolated).
+    fixed: bool,
     /// Index into the attribution's `values` if it is differentiated.
     grad: Option<usize>,
     /// The batch being fed: `max_batch × per_sample`.
     batch: Vec<f32>,
 }
 
+/// A token input attributed through its embeddings
+/// ([`Model::embedded_inputs`]).
+struct Embedding {
+    /// Its token feed.
+    ids: usize,
+    /// The table's offset in the parameters, its rows and width.
+    offset: usize,
+    vocab: usize,
+    width: usize,
+    /// Index into the attribution's `values`.
+    grad: usize,
+    /// The sample's embeddings.
+    sample: Vec<f32>,
+}
+
 /// Attributions for a model compiled with `explain`: every buffer is
 /// allocated once, for the model's batch.
 pub struct Explainer<'m, M: Model + ?Sized> {
     model: &'m mut M,
+    /// The inputs `predict` reads, then one feed per embedding.
     feeds: Vec<Feed>,
+    /// How many of `feeds` are `predict`'s inputs.
+    predict: usize,
+    embeddings: Vec<Embedding>,
     width: usize,
     rows: usize,
     cotangent: Vec<f32>,
@@ -227,25 +261,59 @@ impl<'m, M: Model + ?Sized> Explainer<'m, M> {
             });
         }
         let rows = model.max_batch().max(1);
-        let feeds: Vec<Feed> = spec
+        let embedded = model.embedded_inputs();
+        let mut feeds: Vec<Feed> = spec
             .inputs
             .iter()
             .filter(|i| i.predict && i.kind.is_fed_as_feature())
             .map(|i| Feed {
                 name: i.name.to_string(),
                 per_sample: i.per_sample,
-                grad: names.iter().position(|n| *n == i.name),
+                fixed: matches!(i.kind, InputKind::Tokens { .. }),
+                grad: names
+                    .iter()
+                    .position(|n| *n == i.name)
+                    .filter(|_| !embedded.iter().any(|e| e.0 == i.name)),
                 batch: vec![0.0; rows * i.per_sample],
             })
             .collect();
+        let predict = feeds.len();
+        let mut embeddings = Vec::new();
+        for &(input, table) in embedded {
+            let ids = feeds.iter().position(|f| f.name == input);
+            let table = spec.params.iter().find(|p| p.name == table);
+            let grad = names.iter().position(|n| *n == input);
+            let (Some(ids), Some(table), Some(grad), &[vocab, width]) =
+                (ids, table, grad, table.map_or(&[][..], |t| &t.shape[..]))
+            else {
+                return Err(ExplainError::NoGradientInput {
+                    model: spec.name.to_string(),
+                });
+            };
+            let per_sample = feeds[ids].per_sample * width;
+            embeddings.push(Embedding {
+                ids,
+                offset: table.offset,
+                vocab,
+                width,
+                grad,
+                sample: vec![0.0; per_sample],
+            });
+            feeds.push(Feed {
+                name: format!("e_{input}"),
+                per_sample,
+                fixed: false,
+                grad: Some(grad),
+                batch: vec![0.0; rows * per_sample],
+            });
+        }
         let grads = names
             .iter()
             .map(|n| {
-                let per = spec
-                    .inputs
+                let per = feeds
                     .iter()
-                    .find(|i| i.name == *n && i.kind == InputKind::Features)
-                    .map_or(0, |i| i.per_sample);
+                    .find(|f| f.grad.is_some() && names.get(f.grad.unwrap_or(0)) == Some(n))
+                    .map_or(0, |f| f.per_sample);
                 vec![0.0; rows * per]
             })
             .collect();
@@ -253,6 +321,8 @@ impl<'m, M: Model + ?Sized> Explainer<'m, M> {
         Ok(Explainer {
             model,
             feeds,
+            predict,
+            embeddings,
             width,
             rows,
             cotangent: vec![0.0; rows * width],
@@ -264,13 +334,23 @@ impl<'m, M: Model + ?Sized> Explainer<'m, M> {
     /// The names of the inputs a sample is given as (those `predict`
     /// reads, in declaration order).
     pub fn inputs(&self) -> Vec<&str> {
-        self.feeds.iter().map(|f| f.name.as_str()).collect()
+        self.feeds[..self.predict]
+            .iter()
+            .map(|f| f.name.as_str())
+            .collect()
     }
 
     /// The names of the attributed inputs, the order of
     /// [`Attribution::values`].
     pub fn attributed(&self) -> &'static [&'static str] {
         self.model.gradient_inputs()
+    }
+
+    /// The token inputs attributed through their embeddings, with their
+    /// tables ([`Model::embedded_inputs`]): their attributions hold one
+    /// value per position.
+    pub fn embedded(&self) -> &'static [(&'static str, &'static str)] {
+        self.model.embedded_inputs()
     }
 
     /// The model's scores (one row per sample) for the first `rows` rows
@@ -310,14 +390,62 @@ impl<'m, M: Model + ?Sized> Explainer<'m, M> {
         method: &Method,
         target: Target,
     ) -> Result<Attribution, ExplainError> {
-        if sample.len() != self.feeds.len() {
+        if sample.len() != self.predict {
             return Err(StepError::Arity {
                 what: "input",
-                expected: self.feeds.len(),
+                expected: self.predict,
                 found: sample.len(),
             }
             .into());
         }
+        for (f, s) in self.feeds.iter().zip(sample) {
+            if s.len() != f.per_sample {
+                return Err(ExplainError::Length {
+                    name: f.name.clone(),
+                    expected: f.per_sample,
+                    found: s.len(),
+                });
+            }
+        }
+        // The embeddings of embedded token inputs: the attributed values.
+        let mut embeddings = std::mem::take(&mut self.embeddings);
+        let looked_up = self.lookup(&mut embeddings, sample);
+        let result = looked_up.and_then(|()| {
+            let mut full: Vec<&[f32]> = sample.to_vec();
+            full.extend(embeddings.iter().map(|e| &e.sample[..]));
+            self.explain_full(&full, method, target, &embeddings)
+        });
+        self.embeddings = embeddings;
+        result
+    }
+
+    /// Looks up the sample's embeddings in the tables.
+    fn lookup(&self, embeddings: &mut [Embedding], sample: &[&[f32]]) -> Result<(), ExplainError> {
+        let params = self.model.params();
+        for e in embeddings.iter_mut() {
+            for (&id, row) in sample[e.ids].iter().zip(e.sample.chunks_mut(e.width)) {
+                if !(id >= 0.0 && id.fract() == 0.0 && (id as usize) < e.vocab) {
+                    return Err(ExplainError::Token {
+                        name: self.feeds[e.ids].name.clone(),
+                        value: id,
+                        vocab: e.vocab,
+                    });
+                }
+                let at = e.offset + id as usize * e.width;
+                row.copy_from_slice(&params[at..at + e.width]);
+            }
+        }
+        Ok(())
+    }
+
+    /// [`Explainer::explain`] with the embeddings appended to the sample.
+    fn explain_full(
+        &mut self,
+        sample: &[&[f32]],
+        method: &Method,
+        target: Target,
+        embeddings: &[Embedding],
+    ) -> Result<Attribution, ExplainError> {
         for (f, s) in self.feeds.iter().zip(sample) {
             if s.len() != f.per_sample {
                 return Err(ExplainError::Length {
@@ -370,6 +498,24 @@ impl<'m, M: Model + ?Sized> Explainer<'m, M> {
                 seed,
             } => self.smoothgrad(sample, *samples, *noise, *seed, class)?,
         };
+        // One attribution per position of an embedded token input: the L2
+        // norm over the width of a gradient (saliency, SmoothGrad), the sum
+        // of a product with the embedding (gradient × input, integrated
+        // gradients, whose completeness the sum keeps).
+        let norm = matches!(method, Method::Saliency | Method::SmoothGrad { .. });
+        for e in embeddings {
+            let v = &mut attribution.values[e.grad];
+            *v = v
+                .chunks(e.width)
+                .map(|c| {
+                    if norm {
+                        c.iter().map(|a| a * a).sum::<f32>().sqrt()
+                    } else {
+                        c.iter().sum()
+                    }
+                })
+                .collect();
+        }
         Ok(attribution)
     }
 
@@ -398,7 +544,11 @@ impl<'m, M: Model + ?Sized> Explainer<'m, M> {
         for (i, (feed, x)) in self.feeds.iter_mut().zip(sample).enumerate() {
             for r in 0..rows {
                 let out = &mut feed.batch[r * feed.per_sample..(r + 1) * feed.per_sample];
-                make(i, r, x, out);
+                if feed.fixed {
+                    out.copy_from_slice(x);
+                } else {
+                    make(i, r, x, out);
+                }
             }
         }
     }
@@ -438,15 +588,22 @@ impl<'m, M: Model + ?Sized> Explainer<'m, M> {
                         });
                     }
                 }
-                if b.len() != self.feeds.len() {
+                if b.len() != self.predict {
                     return Err(StepError::Arity {
                         what: "baseline",
-                        expected: self.feeds.len(),
+                        expected: self.predict,
                         found: b.len(),
                     }
                     .into());
                 }
-                b.clone()
+                // Embeddings start from zero.
+                let mut b = b.clone();
+                b.extend(
+                    self.feeds[self.predict..]
+                        .iter()
+                        .map(|f| vec![0.0; f.per_sample]),
+                );
+                b
             }
         };
         // score(baseline), for the completeness check.
@@ -520,6 +677,10 @@ impl<'m, M: Model + ?Sized> Explainer<'m, M> {
             for r in 0..rows {
                 for ((feed, x), &s) in self.feeds.iter_mut().zip(sample).zip(&sigma) {
                     let out = &mut feed.batch[r * feed.per_sample..(r + 1) * feed.per_sample];
+                    if feed.fixed {
+                        out.copy_from_slice(x);
+                        continue;
+                    }
                     rng.fill_normal(out, 0.0, s);
                     for (o, &xv) in out.iter_mut().zip(x.iter()) {
                         *o += xv;
