@@ -1,7 +1,8 @@
 //! `nnc explain` end to end (#26): a model is trained briefly with
 //! `nnc train`, then one sample is explained — an image input becomes a
 //! PNG heat map next to the input (decoded here, its size checked), a
-//! tabular input a ranked table naming the CSV's features.
+//! tabular input a ranked table naming the CSV's features, a token input
+//! (attributed through its embeddings) a ranked table of positions.
 //!
 //! Programs are built (`--debug`) in the cache `train_cli.rs` uses, under
 //! the workspace's target directory.
@@ -188,4 +189,61 @@ train Blobs {
         &["explain", "blobs.nn", "--debug", "--method", "saliency"],
     ));
     assert!(dir.join("Blobs-0-saliency.png").is_file());
+}
+
+#[test]
+fn a_token_sample_gets_a_ranked_table_of_positions() {
+    let dir = temp_dir("tokens");
+    // Sequences of 4 tokens in 0..6; the class is whether the token at
+    // position 1 is 3 or more: the others are noise.
+    let mut csv = String::from("t0,t1,t2,t3,high\n");
+    let mut rng = Lcg(7);
+    for _ in 0..400 {
+        let t: Vec<u32> = (0..4).map(|_| ((rng.next() * 6.0) as u32).min(5)).collect();
+        let high = if t[1] >= 3 { "yes" } else { "no" };
+        csv.push_str(&format!("{},{},{},{},{high}\n", t[0], t[1], t[2], t[3]));
+    }
+    std::fs::write(dir.join("seq.csv"), csv).unwrap();
+    std::fs::write(
+        dir.join("seq.nn"),
+        r#"network Seq {
+    input  tokens: class[batch, 4] of 6;
+    label  high: class[batch] of 2;
+    output logits = dense(flatten(embedding(tokens, 8)), 2);
+    loss cross_entropy(logits, high);
+}
+train Seq {
+    data: csv("seq.csv", label: high);
+    validation: 0.2;
+    optimizer: adam(lr: 1e-2);
+    batch: 16;
+    epochs: 20;
+    seed: 3;
+}
+"#,
+    )
+    .unwrap();
+    ok(&nnc(&dir, &["train", "seq.nn", "--debug", "--quiet"]));
+    for method in ["ig", "saliency", "gradxinput", "smoothgrad"] {
+        let out = ok(&nnc(
+            &dir,
+            &[
+                "explain", "seq.nn", "--debug", "--sample", "2", "--method", method,
+            ],
+        ));
+        assert!(out.contains("through its embeddings"), "{out}");
+        assert!(!out.contains(".png"), "no heat map of token ids: {out}");
+        if method == "ig" {
+            assert!(out.contains("completeness:"), "{out}");
+        }
+        // A header, then the four positions, the deciding one first.
+        let rows: Vec<&str> = out.lines().skip_while(|l| !l.contains("rank")).collect();
+        assert!(
+            rows[0].contains("position") && rows[0].contains("token"),
+            "{out}"
+        );
+        assert_eq!(rows.len(), 5, "{out}");
+        let first = rows[1].split_whitespace().nth(1).unwrap();
+        assert_eq!(first, "tokens[1]", "{method}: {out}");
+    }
 }

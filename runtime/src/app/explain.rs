@@ -133,6 +133,7 @@ pub(super) fn explain<M: Model + Default>(a: &ExplainArgs) -> Result<(), AppErro
     let slices: Vec<&[f32]> = sample.iter().map(Vec::as_slice).collect();
     let mut explainer = Explainer::new(&mut model).map_err(explain_error)?;
     let attributed = explainer.attributed();
+    let embedded = model_embedded(&explainer);
     let result = explainer
         .explain(&slices, &method, target)
         .map_err(explain_error)?;
@@ -168,6 +169,23 @@ pub(super) fn explain<M: Model + Default>(a: &ExplainArgs) -> Result<(), AppErro
             continue;
         };
         let column = columns[input].map(|c| &data.columns()[c]);
+        if embedded.contains(name) {
+            // Token ids, attributed through their embeddings: one value per
+            // position, ranked (no image of ids).
+            println!(
+                "`{name}` attributed through its embeddings, one value per position ({})",
+                if matches!(method, Method::Saliency | Method::SmoothGrad { .. }) {
+                    "L2 norm of the gradient over the embedding width"
+                } else {
+                    "summed over the embedding width"
+                }
+            );
+            print!(
+                "{}",
+                table(name, &sample[fed_at], &result.values[k], None, a.top, true)
+            );
+            continue;
+        }
         let shape = match &a.image {
             Some(text) => Some(image_shape(text, spec.inputs[input].per_sample)?),
             None => column.and_then(|c| match *c.shape() {
@@ -203,12 +221,24 @@ pub(super) fn explain<M: Model + Default>(a: &ExplainArgs) -> Result<(), AppErro
                 let fields = column.and_then(|c| c.origin().fields.clone());
                 print!(
                     "{}",
-                    table(name, &sample[fed_at], &result.values[k], fields, a.top)
+                    table(
+                        name,
+                        &sample[fed_at],
+                        &result.values[k],
+                        fields,
+                        a.top,
+                        false
+                    )
                 );
             }
         }
     }
     Ok(())
+}
+
+/// The token inputs the explainer attributes through their embeddings.
+fn model_embedded<M: Model + ?Sized>(e: &Explainer<'_, M>) -> Vec<&'static str> {
+    e.embedded().iter().map(|p| p.0).collect()
 }
 
 fn explain_error(e: crate::explain::ExplainError) -> AppError {
@@ -291,13 +321,15 @@ fn image_shape(text: &str, width: usize) -> Result<[usize; 3], AppError> {
     Ok(shape)
 }
 
-/// The features ranked by the magnitude of their attribution.
+/// The features (or, for `tokens`, the positions with their token ids)
+/// ranked by the magnitude of their attribution.
 fn table(
     input: &str,
     x: &[f32],
     attr: &[f32],
     fields: Option<Arc<[String]>>,
     top: Option<usize>,
+    tokens: bool,
 ) -> String {
     let names: Vec<String> = match fields {
         Some(f) if f.len() == attr.len() => f.to_vec(),
@@ -307,16 +339,26 @@ fn table(
     order.sort_by(|&i, &j| attr[j].abs().total_cmp(&attr[i].abs()));
     let total: f32 = attr.iter().map(|a| a.abs()).sum();
     let width = names.iter().map(String::len).max().unwrap_or(7).max(7);
+    let (feature, value) = if tokens {
+        ("position", "token")
+    } else {
+        ("feature", "value")
+    };
     let mut out = format!(
         "{:>4}  {:<width$}  {:>12}  {:>12}  {:>7}\n",
-        "rank", "feature", "value", "attribution", "share"
+        "rank", feature, value, "attribution", "share"
     );
     for (rank, &j) in order.iter().take(top.unwrap_or(usize::MAX)).enumerate() {
+        let shown = if tokens {
+            format!("{}", x[j])
+        } else {
+            format!("{:.5}", x[j])
+        };
         out.push_str(&format!(
-            "{:>4}  {:<width$}  {:>12.5}  {:>+12.5}  {:>6.1}%\n",
+            "{:>4}  {:<width$}  {:>12}  {:>+12.5}  {:>6.1}%\n",
             rank + 1,
             names[j],
-            x[j],
+            shown,
             attr[j],
             100.0 * attr[j].abs() / total.max(f32::MIN_POSITIVE)
         ));
