@@ -259,6 +259,7 @@ fn random_graph(choices: &[(u8, u8, u8)], seed: u64) -> (TrainingGraph, HashMap<
         objective: obj,
         params: vec![("w".into(), w, grads[1])],
         inputs: vec![("x".into(), x, grads[0])],
+        embedded: Vec::new(),
         outputs: vec![("last".into(), last)],
         scores: None,
         states: Vec::new(),
