@@ -44,6 +44,12 @@ mod seq_ops {
 mod seq_ops_o0 {
     nnc::include_model!("seq_ops_o0");
 }
+mod qat_mlp {
+    nnc::include_model!("qat_mlp");
+}
+mod qat_mlp_o0 {
+    nnc::include_model!("qat_mlp_o0");
+}
 
 // The same models generated for the second target, `NaiveProducts`
 // (plain-loop matrix products instead of the runtime's GEMM).
@@ -328,6 +334,23 @@ fn seq_ops_generated_code_equals_the_interpreter() {
     let path = "compiler/tests/models/seq_ops.nn";
     for (batch, seed) in [(5, 1), (1, 2), (3, 3)] {
         assert_close(compare(&mut model, path, batch, seed));
+        assert_close(compare(&mut o0, path, batch, seed));
+    }
+}
+
+/// Quantization-aware training: fake_quant's forward (dynamic and fixed
+/// scales) and its straight-through gradient, clamped activations included,
+/// in train_step, loss and predict.
+#[test]
+fn qat_mlp_generated_code_equals_the_interpreter() {
+    let mut model = qat_mlp::QatMlp::new(16);
+    let mut o0 = qat_mlp_o0::QatMlp::new(16);
+    let path = "tests/models/qat_mlp.nn";
+    for (batch, seed) in [(16, 1), (1, 2), (9, 3)] {
+        let errors = compare(&mut model, path, batch, seed);
+        // The loss, 3 gradients, the loss again, the output, both scores.
+        assert_eq!(errors.len(), 1 + 3 + 1 + 1 + 2);
+        assert_close(errors);
         assert_close(compare(&mut o0, path, batch, seed));
     }
 }

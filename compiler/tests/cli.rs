@@ -305,7 +305,7 @@ fn docs_examples_compile() {
         .filter(|(info, _)| info == "nn")
         .map(|(_, b)| b)
         .collect();
-    assert_eq!(valid.len(), 9, "complete examples in the reference");
+    assert_eq!(valid.len(), 10, "complete examples in the reference");
     for body in valid {
         let source = nnc_compiler::SourceFile::new("language.md", body.as_str());
         if let Err(e) = nnc_compiler::check_source(&source) {

@@ -46,6 +46,9 @@ pub enum UnaryOp {
     Sign,
     /// Derivative of gelu: `Φ(x) + x·φ(x)`.
     GeluGrad,
+    /// `x`, through which no gradient flows: what a loss compares against
+    /// but must not train (`distill`'s teacher logits).
+    StopGradient,
 }
 
 impl UnaryOp {
@@ -129,6 +132,7 @@ impl UnaryOp {
                 }
             }
             UnaryOp::GeluGrad => normal_cdf(x) + x * normal_pdf(x),
+            UnaryOp::StopGradient => x,
         }
     }
 
@@ -192,6 +196,8 @@ impl UnaryOp {
             UnaryOp::Gelu => cx.unary(UnaryOp::GeluGrad, x)?,
             // Piecewise constant: the derivative is zero wherever it exists.
             UnaryOp::Step | UnaryOp::LeakyStep(_) | UnaryOp::Sign => return Ok(None),
+            // By definition: the operand is a constant to what follows.
+            UnaryOp::StopGradient => return Ok(None),
             UnaryOp::GeluGrad => {
                 return Err(OpError::argument(
                     "the second derivative of gelu is not supported",
@@ -248,6 +254,7 @@ impl UnaryOp {
                 0.0
             }),
             UnaryOp::GeluGrad => quote!(#rt::kernels::gelu_grad(x)),
+            UnaryOp::StopGradient => quote!(x),
         }
     }
 
@@ -280,6 +287,7 @@ impl fmt::Display for UnaryOp {
             UnaryOp::LeakyStep(a) => write!(f, "leaky_step({a})"),
             UnaryOp::Sign => f.write_str("sign"),
             UnaryOp::GeluGrad => f.write_str("gelu_grad"),
+            UnaryOp::StopGradient => f.write_str("stop_gradient"),
         }
     }
 }

@@ -12,6 +12,7 @@ pub mod leaf;
 pub mod loss;
 pub mod matmul;
 pub mod norm;
+pub mod quant;
 pub mod reduce;
 pub mod sequence;
 pub mod shape;
@@ -26,6 +27,7 @@ pub use leaf::LeafOp;
 pub use loss::LossOp;
 pub use matmul::Matmul;
 pub use norm::NormOp;
+pub use quant::QuantOp;
 pub use reduce::{ReduceKind, ReduceOp};
 pub use sequence::SeqOp;
 pub use shape::ShapeOp;
@@ -151,6 +153,9 @@ pub enum Op {
     /// Layer norm, embeddings, concat and slice, the causal mask, and
     /// their gradients.
     Seq(SeqOp),
+    /// Fake quantization (quantization-aware training) and its
+    /// straight-through gradient's mask.
+    Quant(QuantOp),
 }
 
 impl Op {
@@ -175,6 +180,7 @@ impl Op {
             Op::Conv(op) => op.infer(inputs),
             Op::Norm(op) => op.infer(inputs),
             Op::Seq(op) => op.infer(inputs),
+            Op::Quant(op) => op.infer(inputs),
         }
     }
 
@@ -188,6 +194,7 @@ impl Op {
             Op::Conv(op) => op.arity(),
             Op::Norm(op) => op.arity(),
             Op::Seq(op) => op.arity(),
+            Op::Quant(op) => op.arity(),
         }
     }
 
@@ -206,6 +213,7 @@ impl Op {
             Op::Conv(op) => op.eval(inputs),
             Op::Norm(op) => op.eval(inputs, cx),
             Op::Seq(op) => op.eval(inputs, cx),
+            Op::Quant(op) => op.eval(inputs),
         }
     }
 
@@ -231,6 +239,7 @@ impl Op {
             Op::Conv(op) => op.grad(cx, inputs, dout),
             Op::Norm(op) => op.grad(cx, inputs, dout),
             Op::Seq(op) => op.grad(cx, inputs, dout),
+            Op::Quant(op) => op.grad(cx, inputs, dout),
         }
     }
 
@@ -258,6 +267,7 @@ impl Op {
             Op::Conv(op) => op.flops(inputs, out),
             Op::Norm(op) => op.flops(inputs),
             Op::Seq(op) => op.flops(inputs),
+            Op::Quant(op) => op.flops(inputs),
         }
     }
 
@@ -289,6 +299,7 @@ impl Op {
             Op::Conv(op) => op.emit(k),
             Op::Norm(op) => op.emit(k),
             Op::Seq(op) => op.emit(k),
+            Op::Quant(op) => op.emit(k),
         })
     }
 
@@ -315,6 +326,7 @@ impl fmt::Display for Op {
             Op::Conv(op) => write!(f, "{op}"),
             Op::Norm(op) => write!(f, "{op}"),
             Op::Seq(op) => write!(f, "{op}"),
+            Op::Quant(op) => write!(f, "{op}"),
         }
     }
 }
@@ -330,6 +342,7 @@ pub fn functions() -> impl Iterator<Item = &'static Function> {
         .chain(loss::FUNCTIONS)
         .chain(conv::FUNCTIONS)
         .chain(sequence::FUNCTIONS)
+        .chain(quant::FUNCTIONS)
 }
 
 /// The functions `dense(..., activation: NAME)` accepts: shape-preserving

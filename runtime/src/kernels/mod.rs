@@ -1,15 +1,16 @@
 //! The f32 kernels generated code calls for ops that are not a plain loop,
 //! one file per op family of the compiler (`compiler/src/ops/`; its `leaf`
 //! family has no kernels): `elementwise` (broadcasting arithmetic and the
-//! activations), `matmul`, `reduce`, `softmax`, `shape` (broadcast,
-//! sum-to, transpose), `loss`, [`conv`] (convolution and pooling), [`norm`]
-//! (batch normalisation and dropout) and [`sequence`] (layer
-//! normalisation, embeddings, concatenation and slicing, the causal mask).
+//! activations), `matmul`, `quant` (fake quantization), `reduce`,
+//! `softmax`, `shape` (broadcast, sum-to, transpose), `loss`, [`conv`]
+//! (convolution and pooling), [`norm`] (batch normalisation and dropout)
+//! and [`sequence`] (layer normalisation, embeddings, concatenation and
+//! slicing, the causal mask).
 //! This file holds what they share: strided iteration under broadcasting,
 //! and [`io`] and [`inputs`], which carve one kernel call's regions out of
 //! the workspace.
 //!
-//! Generated code names the kernels of the first six families flat, as
+//! Generated code names the kernels of the first seven families flat, as
 //! `kernels::…` (their modules are private and re-exported here), and the
 //! last three by module, as `nnc_runtime::{conv, norm, sequence}::…` (the
 //! crate root re-exports those modules): one stable path per kernel, which
@@ -25,6 +26,7 @@ mod elementwise;
 mod loss;
 mod matmul;
 pub mod norm;
+mod quant;
 mod reduce;
 pub mod sequence;
 mod shape;
@@ -35,6 +37,7 @@ mod tests;
 pub use elementwise::{gelu, gelu_grad, normal_cdf, sigmoid, zip_broadcast};
 pub use loss::{binary_cross_entropy, cross_entropy, cross_entropy_grad, one_hot};
 pub use matmul::{matmul, matmul_t, matmul_then, with_parallel_gemm};
+pub use quant::{fake_quant, fake_quant_mask, fake_quant_scale};
 pub use reduce::{reduce, Reduce};
 pub use shape::{broadcast, sum_to, transpose};
 pub use softmax::softmax;
