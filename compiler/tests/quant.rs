@@ -124,7 +124,7 @@ fn fake_quant_gradient_is_the_straight_through_estimator() {
         );
         let (mut passed, mut blocked) = (0, 0);
         for ((&d, &v), &w) in values.get(dx).iter().zip(xv).zip(r) {
-            let inside = scale.is_none_or(|s| qmin - 0.5 <= v / s && v / s < qmax + 0.5);
+            let inside = scale.is_none_or(|s| (qmin - 0.5..qmax + 0.5).contains(&(v / s)));
             let want = if inside { w } else { 0.0 };
             assert_eq!(d, want, "bits {bits}, scale {scale:?}, x = {v}");
             if inside {

@@ -104,7 +104,7 @@ impl QuantOp {
                 let (s, (lo, hi)) = (f64::from_bits(scale), range(bits));
                 x.mapv(|v| {
                     let r = (v / s).round_ties_even();
-                    f64::from(u8::from(lo <= r && r <= hi))
+                    f64::from(u8::from((lo..=hi).contains(&r)))
                 })
             }
         })

@@ -51,7 +51,7 @@ pub fn fake_quant_mask(x: &[f32], s: f32, bits: u32, out: &mut [f32]) {
     let (lo, hi) = range(bits);
     for (o, &v) in out.iter_mut().zip(x) {
         let r = rounded(v, s, lo, hi);
-        *o = if lo <= r && r <= hi { 1.0 } else { 0.0 };
+        *o = if (lo..=hi).contains(&r) { 1.0 } else { 0.0 };
     }
 }
 
