@@ -254,7 +254,9 @@ impl UnaryOp {
                 0.0
             }),
             UnaryOp::GeluGrad => quote!(#rt::kernels::gelu_grad(x)),
-            UnaryOp::StopGradient => quote!(x),
+            // A call, not a bare `x`: a fused loop would end `let x = ..; x`
+            // (clippy's let_and_return in the user's crate).
+            UnaryOp::StopGradient => quote!(::core::convert::identity(x)),
         }
     }
 
