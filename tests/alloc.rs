@@ -124,9 +124,12 @@ fn generated_steps_do_not_allocate_after_the_first_call() {
     let target = vec![0.5f32; 4 * 5];
     let y = vec![1u32; 5];
     let mut out = vec![0.0f32; 4 * 5];
+    // Its second output: the fake-quantized scores.
+    let mut quantized = vec![0.0f32; 4 * 5];
     let mut model = every_op::EveryOp::new(5);
-    steps(&mut model, &[&x, &target], &[&y], &[&x], &mut [&mut out]);
-    let n = allocations(|| steps(&mut model, &[&x, &target], &[&y], &[&x], &mut [&mut out]));
+    let outputs: &mut [&mut [f32]] = &mut [&mut out, &mut quantized];
+    steps(&mut model, &[&x, &target], &[&y], &[&x], outputs);
+    let n = allocations(|| steps(&mut model, &[&x, &target], &[&y], &[&x], outputs));
     assert_eq!(n, 0, "EveryOp allocated {n} times in one step");
     let image = vec![0.25f32; 100 * 4];
     let digit = vec![1u32; 4];
