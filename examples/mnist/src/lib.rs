@@ -225,3 +225,22 @@ pub fn run(
     );
     Ok(())
 }
+
+#[cfg(test)]
+mod tests {
+    use nnc::runtime::StepError;
+
+    /// A batch whose workspace overflows the address space (2^64 − 1) is
+    /// an error from the generated `try_new`, never a panic. (A batch that
+    /// only the allocator refuses is refused when the first step sizes the
+    /// workspace; the binary never asks for one: it caps the batch at the
+    /// data, tests/batch.rs.)
+    #[test]
+    fn try_new_refuses_a_batch_that_overflows_the_address_space() {
+        match super::lenet::LeNet::try_new(usize::MAX) {
+            Err(StepError::Memory { what, .. }) => assert_eq!(what, "workspace"),
+            Err(e) => panic!("{e}"),
+            Ok(_) => panic!("a batch of 2^64 - 1 allocated"),
+        }
+    }
+}
