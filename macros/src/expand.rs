@@ -24,7 +24,9 @@ pub fn expand(input: TokenStream, source_name: Option<&str>) -> TokenStream {
         .and_then(|(source, module)| generate_tokens(&source, &module, &opts));
     match result {
         Ok(items) => match rendered.first_span() {
-            Some(at) => locate(items, Span::call_site().located_at(at)),
+            Some(at) => {
+                name_at_definitions(locate(items, Span::call_site().located_at(at)), &input)
+            }
             None => items,
         },
         Err(e) => {
@@ -72,6 +74,41 @@ fn locate(items: TokenStream, at: Span) -> TokenStream {
                 tt = TokenTree::Group(group);
             } else {
                 tt.set_span(at);
+            }
+            tt
+        })
+        .collect()
+}
+
+/// Puts the names a network defines at the module's top level (its
+/// struct, `NAME_SPEC` and `NAME_STATE`) on the network's name token.
+/// Two `network!` calls in one module whose names collide after case
+/// conversion (`Net` and `NET`, `my_net` and `MyNet`: both `NET_SPEC`, or
+/// `MY_NET_SPEC`) cannot see each other; with these spans rustc's "defined
+/// multiple times" error points at the second network's declaration
+/// (`network NET`, where rustc's item span starts) and notes the first's,
+/// instead of at the first token of each call.
+fn name_at_definitions(items: TokenStream, input: &TokenStream) -> TokenStream {
+    let tokens: Vec<TokenTree> = input.clone().into_iter().collect();
+    let mut names: Vec<(String, Span)> = Vec::new();
+    for pair in tokens.windows(2) {
+        if let [TokenTree::Ident(kw), TokenTree::Ident(name)] = pair {
+            if kw == "network" {
+                let (name, span) = (name.to_string(), name.span());
+                let key = fallback::screaming(&name);
+                names.push((format!("{key}_SPEC"), span));
+                names.push((format!("{key}_STATE"), span));
+                names.push((name, span));
+            }
+        }
+    }
+    items
+        .into_iter()
+        .map(|mut tt| {
+            if let TokenTree::Ident(id) = &mut tt {
+                if let Some((_, span)) = names.iter().find(|(n, _)| id == n) {
+                    id.set_span(id.span().located_at(*span));
+                }
             }
             tt
         })

@@ -126,14 +126,25 @@ fn best_fit(buffers: &[Buffer], offsets: &mut HashMap<usize, usize>) -> (usize, 
         size = size.max(offset + b.size);
         placed.push((b, offset));
     }
-    let steps = buffers.iter().map(|b| b.end + 1).max().unwrap_or(0);
-    let mut live = vec![0usize; steps];
-    for b in buffers {
-        for slot in &mut live[b.start..=b.end] {
-            *slot += b.size;
-        }
+    // The peak of live elements, by differences: a value live from the
+    // first step to the last (a forward activation the backward pass reads)
+    // costs two entries, not one per step, which was quadratic in a deep
+    // chain.
+    let steps = buffers.iter().map(|b| b.end + 2).max().unwrap_or(0);
+    let mut delta = vec![0isize; steps];
+    for b in buffers.iter().filter(|b| b.start <= b.end) {
+        delta[b.start] += b.size as isize;
+        delta[b.end + 1] -= b.size as isize;
     }
-    (size, live.into_iter().max().unwrap_or(0))
+    let peak = delta
+        .into_iter()
+        .scan(0isize, |live, d| {
+            *live += d;
+            Some(*live)
+        })
+        .max()
+        .unwrap_or(0);
+    (size, peak.max(0) as usize)
 }
 
 /// Checks a plan: no two buffers live at the same time share an element,

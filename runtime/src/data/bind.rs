@@ -188,7 +188,7 @@ fn check(input: &InputSpec, c: usize, column: &Column) -> Result<Slot, String> {
         match values.iter().position(|&v| v >= classes) {
             Some(i) => Err(format!(
                 "{what}: {} of {} is {noun} {}, not below {classes}",
-                column.origin().row(i / w),
+                column.origin().field(i / w, i % w),
                 column.describe(),
                 values[i]
             )),

@@ -31,7 +31,7 @@ use std::path::Path;
 use std::rc::Rc;
 use std::sync::Arc;
 
-use super::dataset::{Column, Dataset, Origin};
+use super::dataset::{Column, CsvFields, Dataset, Origin};
 use super::DataError;
 
 /// Which CSV columns feed a dataset column.
@@ -357,6 +357,11 @@ fn read(
             part,
             lines: Some(lines.clone()),
             fields: has_header.then(|| r.cols.iter().map(|&c| first[c].clone()).collect()),
+            // Text given in memory cannot be re-read: its errors name lines.
+            csv: matches!(src, Source::File).then(|| CsvFields {
+                columns: r.cols.clone().into(),
+                delimiter: opts.delimiter,
+            }),
         };
         let shape = [r.cols.len()];
         let column = match &r.map.read {
@@ -569,15 +574,25 @@ impl Source<'_> {
     /// The 1-based character column of field `field` on line `line`.
     fn column(self, path: &Path, line: usize, field: usize, delim: u8) -> usize {
         let nth = line.saturating_sub(1);
-        let text = match self {
-            Source::Text(t) => t.lines().nth(nth).map(str::to_string),
-            Source::File => File::open(path)
-                .ok()
-                .and_then(|f| BufReader::new(f).lines().nth(nth))
-                .and_then(Result::ok),
-        };
-        text.map_or(1, |t| column_in_line(&t, field, delim))
+        match self {
+            Source::Text(t) => t
+                .lines()
+                .nth(nth)
+                .map_or(1, |t| column_in_line(t, field, delim)),
+            Source::File => field_column(path, line, field, delim).unwrap_or(1),
+        }
     }
+}
+
+/// The 1-based character column of field `field` on line `line` of the
+/// file at `path`, re-read for an error message; `None` when the line
+/// cannot be read (the file changed or went away).
+pub(super) fn field_column(path: &Path, line: usize, field: usize, delim: u8) -> Option<usize> {
+    let text = File::open(path)
+        .ok()
+        .and_then(|f| BufReader::new(f).lines().nth(line.checked_sub(1)?))
+        .and_then(Result::ok)?;
+    Some(column_in_line(&text, field, delim))
 }
 
 /// Where field `field` starts in `line` (after leading blanks): quote

@@ -83,6 +83,20 @@ pub struct Origin {
     /// order, when the file has a header (attributions name features by
     /// them).
     pub fields: Option<Arc<[String]>>,
+    /// For a column read from a CSV file: where its fields are, so an
+    /// error about one value can name its `file:line:col`.
+    pub csv: Option<CsvFields>,
+}
+
+/// Where a column's fields sit in the CSV file it was read from. The
+/// character column of a field is found on the error path only, by
+/// re-reading its one line, so reading keeps no per-field positions.
+#[derive(Debug, Clone, PartialEq)]
+pub struct CsvFields {
+    /// The file's 0-based column of each of the column's values in a row.
+    pub columns: Arc<[usize]>,
+    /// The field delimiter.
+    pub delimiter: u8,
 }
 
 impl Origin {
@@ -93,6 +107,7 @@ impl Origin {
             part: part.into(),
             lines: None,
             fields: None,
+            csv: None,
         }
     }
 
@@ -111,6 +126,26 @@ impl Origin {
         }
     }
 
+    /// Where value `k` of row `row` (both 0-based) is, for a message:
+    /// `file:line:col` for a column read from a CSV file, else as
+    /// [`Origin::row`].
+    pub fn field(&self, row: usize, k: usize) -> String {
+        let line = self
+            .lines
+            .as_ref()
+            .and_then(|l| l.get(row))
+            .map(|&l| l as usize);
+        let at = match (&self.file, line, &self.csv) {
+            (Some(f), Some(line), Some(csv)) => csv
+                .columns
+                .get(k)
+                .and_then(|&c| super::csv::field_column(f, line, c, csv.delimiter))
+                .map(|col| format!("{}:{line}:{col}", f.display())),
+            _ => None,
+        };
+        at.unwrap_or_else(|| self.row(row))
+    }
+
     fn select(&self, rows: &[usize]) -> Origin {
         Origin {
             file: self.file.clone(),
@@ -120,6 +155,7 @@ impl Origin {
                 .as_ref()
                 .map(|l| rows.iter().map(|&r| l[r]).collect()),
             fields: self.fields.clone(),
+            csv: self.csv.clone(),
         }
     }
 }

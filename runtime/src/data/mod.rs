@@ -21,7 +21,7 @@ use std::path::{Path, PathBuf};
 use thiserror::Error;
 
 pub use bind::{Batcher, Binding};
-pub use dataset::{Column, Dataset, Origin, SplitMode, Values};
+pub use dataset::{Column, CsvFields, Dataset, Origin, SplitMode, Values};
 pub use loader::{Loader, LoaderConfig, LoaderState};
 
 /// Why data could not be read or served. File errors name the file; CSV

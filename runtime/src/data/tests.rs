@@ -468,6 +468,55 @@ fn binding_matches_by_name_then_the_one_unambiguous_pair() {
     assert!(Binding::for_training(s, &d3, "training set").is_ok());
 }
 
+/// Issue 22: a label at or above the class count names its field's
+/// `file:line:col` (the column found by re-reading the line), also when
+/// the label is not the last column, is quoted, or the delimiter is `;`.
+#[test]
+fn label_out_of_range_names_file_line_and_column() {
+    let dir = TempDir::new("labelrange");
+    let s = || {
+        spec(vec![
+            input("x", 2, InputKind::Features),
+            input("y", 1, InputKind::Labels { classes: 3 }),
+        ])
+    };
+    let path = dir.0.join("train.csv");
+    std::fs::write(&path, "a,b,label\n1,2,0\n\n3,  44,  9\n").unwrap();
+    let data = read_csv(&path, &CsvOptions::default()).unwrap();
+    let e = Binding::for_training(s(), &data, "training set")
+        .unwrap_err()
+        .to_string();
+    let at = format!("{}:4:10 of column `label`", path.display());
+    assert!(e.contains(&at), "{e}");
+    assert!(e.ends_with("is class 9, not below 3"), "{e}");
+
+    let path = dir.0.join("semi.csv");
+    std::fs::write(&path, "y;a;b\n\"1\";5;6\n\"12\";7;8\n").unwrap();
+    let opts = CsvOptions::new()
+        .delimiter(b';')
+        .classes("y", "y")
+        .numbers("x", Select::Rest);
+    let data = read_csv(&path, &opts).unwrap();
+    let e = Binding::for_training(s(), &data, "training set")
+        .unwrap_err()
+        .to_string();
+    assert!(
+        e.contains(&format!("{}:3:1 of column `y`", path.display())),
+        "{e}"
+    );
+    // A field two columns in, after a quoted field holding the delimiter.
+    let path = dir.0.join("mid.csv");
+    std::fs::write(&path, "a,y,b\n\"1,5\",2,3\n").unwrap();
+    // Column `a` is not read: the quoted delimiter only shifts the others.
+    let opts = CsvOptions::new().classes("y", "y").numbers("b", "b");
+    let data = read_csv(&path, &opts).unwrap();
+    let label = data.column("y").unwrap();
+    assert_eq!(
+        label.origin().field(0, 0),
+        format!("{}:2:7", path.display())
+    );
+}
+
 #[test]
 fn binding_errors_name_the_input_file_and_column() {
     let csv_data = csv("a,b,label\n1,2,0\n3,4,7\n", &CsvOptions::default()).unwrap();

@@ -1,0 +1,326 @@
+//! Formatting the generated items with prettyplease, one item at a time.
+//!
+//! A big model's generated program is tens of megabytes of text, and its
+//! `syn` tree is many times that: parsing the whole token stream into one
+//! `syn::File` held the tokens, the tree and the text at once (issue 22:
+//! 1.4 GB for a 100k-node model). Here the token stream is cut into its
+//! top-level items, and an `impl` block into its associated items, and each
+//! piece is parsed, printed and dropped before the next, so only one
+//! piece's tree is alive at a time. The text is the same as printing the
+//! whole file: prettyplease puts nothing between items but their own line
+//! breaks, and lays out an item from its indentation alone, so an
+//! associated item printed inside a copy of its block's header is the same
+//! text as in the whole block.
+
+use proc_macro2::{Delimiter, Group, TokenStream, TokenTree};
+use std::iter::Peekable;
+
+/// Formats `items` (a generated file's items) onto `out`, each line
+/// through [`push_line`].
+pub(super) fn items(items: TokenStream, out: &mut String) -> syn::Result<()> {
+    each_item(items.into_iter(), top_level, |piece| match piece {
+        Piece::Item(file) => {
+            push_text(out, &prettyplease::unparse(&file));
+            Ok(())
+        }
+        Piece::Impl { header, body } => impl_block(&header, body, out),
+    })
+}
+
+/// A top-level item, parsed, or an `impl` block to be printed item by item.
+enum Piece {
+    Item(syn::File),
+    Impl { header: TokenStream, body: Group },
+}
+
+/// `tokens` as a top-level item: an `impl` block (attributes, then `impl`,
+/// …, then its brace group) whose header parses is kept as tokens, any
+/// other item is parsed.
+fn top_level(tokens: &[TokenTree]) -> syn::Result<Piece> {
+    if let Some((TokenTree::Group(body), head)) = tokens.split_last() {
+        if body.delimiter() == Delimiter::Brace && starts_impl(head) && !body.stream().is_empty() {
+            let header: TokenStream = head.iter().cloned().collect();
+            syn::parse2::<syn::File>(wrap(&header, TokenStream::new()))?;
+            return Ok(Piece::Impl {
+                header,
+                body: body.clone(),
+            });
+        }
+    }
+    syn::parse2(tokens.iter().cloned().collect()).map(Piece::Item)
+}
+
+/// Whether `head`, after its attributes (`#` and a bracket group each),
+/// begins with `impl`.
+fn starts_impl(head: &[TokenTree]) -> bool {
+    let mut rest = head;
+    while let [TokenTree::Punct(p), TokenTree::Group(g), tail @ ..] = rest {
+        if p.as_char() != '#' || g.delimiter() != Delimiter::Bracket {
+            break;
+        }
+        rest = tail;
+    }
+    matches!(rest.first(), Some(TokenTree::Ident(i)) if i == "impl")
+}
+
+/// `header { inner }`.
+fn wrap(header: &TokenStream, inner: TokenStream) -> TokenStream {
+    let mut tokens = header.clone();
+    tokens.extend([TokenTree::Group(Group::new(Delimiter::Brace, inner))]);
+    tokens
+}
+
+/// Prints an `impl` block: its header, then each associated item printed
+/// inside a copy of the header with that header and the closing brace cut
+/// off again, then the closing brace.
+fn impl_block(header: &TokenStream, body: Group, out: &mut String) -> syn::Result<()> {
+    let empty = prettyplease::unparse(&syn::parse2(wrap(header, TokenStream::new()))?);
+    // `impl X {}` printed; a non-empty block opens with the same text, a
+    // line break after its `{`.
+    let open = match empty.strip_suffix("{}\n") {
+        Some(o) => format!("{o}{{\n"),
+        None => {
+            let file = syn::parse2(wrap(header, body.stream()))?;
+            push_text(out, &prettyplease::unparse(&file));
+            return Ok(());
+        }
+    };
+    push_text(out, &open);
+    let stream = body.stream();
+    drop(body);
+    each_item(
+        stream.into_iter(),
+        |tokens| member(header, tokens),
+        |m| match m {
+            Member::Parsed(file) => {
+                let text = prettyplease::unparse(&file);
+                drop(file);
+                let inner = text.strip_prefix(&open).and_then(|t| t.strip_suffix("}\n"));
+                push_text(out, inner.ok_or_else(|| layout(&open))?);
+                Ok(())
+            }
+            Member::Fn { sig, body } => fn_by_statement(header, &open, &sig, body, out),
+        },
+    )?;
+    push_text(out, "}\n");
+    Ok(())
+}
+
+/// A function body with at least this many top-level tokens is printed
+/// statement by statement (a big model's step is one function of tens of
+/// megabytes).
+const SPLIT_TOKENS: usize = 64;
+
+/// An associated item of an `impl` block: parsed inside a copy of the
+/// block's header, or a long function kept as tokens to be printed
+/// statement by statement.
+enum Member {
+    Parsed(syn::File),
+    Fn { sig: TokenStream, body: Group },
+}
+
+fn member(header: &TokenStream, tokens: &[TokenTree]) -> syn::Result<Member> {
+    if let Some((TokenTree::Group(body), sig)) = tokens.split_last() {
+        let is_fn = sig
+            .iter()
+            .any(|t| matches!(t, TokenTree::Ident(i) if i == "fn"));
+        if is_fn
+            && body.delimiter() == Delimiter::Brace
+            && body.stream().into_iter().count() >= SPLIT_TOKENS
+        {
+            let sig: TokenStream = sig.iter().cloned().collect();
+            syn::parse2::<syn::File>(wrap(header, wrap(&sig, TokenStream::new())))?;
+            return Ok(Member::Fn {
+                sig,
+                body: body.clone(),
+            });
+        }
+    }
+    syn::parse2(wrap(header, tokens.iter().cloned().collect())).map(Member::Parsed)
+}
+
+/// Prints a long associated function: its opening (everything before its
+/// first statement, found by printing it with a marker statement), then
+/// each statement printed inside copies of the block's header and the
+/// function's signature with both cut off again, then its closing.
+fn fn_by_statement(
+    header: &TokenStream,
+    open: &str,
+    sig: &TokenStream,
+    body: Group,
+    out: &mut String,
+) -> syn::Result<()> {
+    const MARK: &str = "__nnc_format_mark;";
+    let full = |stmts: TokenStream| wrap(header, wrap(sig, stmts));
+    let marked: TokenStream = MARK.parse().map_err(|_| layout(open))?;
+    let text = prettyplease::unparse(&syn::parse2(full(marked))?);
+    let inner = text
+        .strip_prefix(open)
+        .and_then(|t| t.strip_suffix("}\n"))
+        .ok_or_else(|| layout(open))?;
+    let at = inner.find(MARK).ok_or_else(|| layout(open))?;
+    let line_start = inner[..at].rfind('\n').map_or(0, |i| i + 1);
+    let line_end = inner[at..].find('\n').map_or(inner.len(), |i| at + i + 1);
+    let (fn_open, fn_close) = (&inner[..line_start], &inner[line_end..]);
+    push_text(out, fn_open);
+    let stream = body.stream();
+    drop(body);
+    each_item(
+        stream.into_iter(),
+        |tokens| syn::parse2::<syn::File>(full(tokens.iter().cloned().collect())),
+        |file| {
+            let text = prettyplease::unparse(&file);
+            drop(file);
+            let stmt = text
+                .strip_prefix(open)
+                .and_then(|t| t.strip_prefix(fn_open))
+                .and_then(|t| t.strip_suffix("}\n"))
+                .and_then(|t| t.strip_suffix(fn_close))
+                .ok_or_else(|| layout(open))?;
+            push_text(out, stmt);
+            Ok(())
+        },
+    )?;
+    push_text(out, fn_close);
+    Ok(())
+}
+
+/// The error for a piece that printed in a shape this module does not
+/// expect (a prettyplease change): generation stops rather than emit
+/// wrong text.
+fn layout(open: &str) -> syn::Error {
+    syn::Error::new(
+        proc_macro2::Span::call_site(),
+        format!(
+            "an item of `{}` printed in an unexpected layout",
+            open.trim_end()
+        ),
+    )
+}
+
+/// Cuts `tokens` into items and hands each to `emit` once `parse` accepts
+/// it. The cut ([`Items`]) is a guess from the tokens alone; when `parse`
+/// rejects a piece, the next one is appended and the whole tried again, so
+/// a wrong guess costs time, never the output.
+fn each_item<T>(
+    tokens: impl Iterator<Item = TokenTree>,
+    mut parse: impl FnMut(&[TokenTree]) -> syn::Result<T>,
+    mut emit: impl FnMut(T) -> syn::Result<()>,
+) -> syn::Result<()> {
+    let mut pending: Vec<TokenTree> = Vec::new();
+    let mut error = None;
+    for item in (Items {
+        tokens: tokens.peekable(),
+    }) {
+        pending.extend(item);
+        match parse(&pending) {
+            Ok(t) => {
+                pending.clear();
+                error = None;
+                emit(t)?;
+            }
+            Err(e) => error = Some(e),
+        }
+    }
+    error.map_or(Ok(()), Err)
+}
+
+/// Splits a token sequence after each `;` and after each brace group that
+/// is not followed by punctuation (other than an attribute's `#`) or
+/// `else`: where an item or a statement ends in the code codegen writes.
+struct Items<I: Iterator<Item = TokenTree>> {
+    tokens: Peekable<I>,
+}
+
+impl<I: Iterator<Item = TokenTree>> Iterator for Items<I> {
+    type Item = Vec<TokenTree>;
+
+    fn next(&mut self) -> Option<Vec<TokenTree>> {
+        let mut item = Vec::new();
+        while let Some(t) = self.tokens.next() {
+            let end = match &t {
+                TokenTree::Punct(p) => p.as_char() == ';',
+                // `if c {} else {}`: the `else` goes on; punctuation
+                // (`;`, `.`, `?`, an operator) continues an expression.
+                TokenTree::Group(g) => {
+                    g.delimiter() == Delimiter::Brace
+                        && !matches!(self.tokens.peek(),
+                            Some(TokenTree::Punct(p)) if p.as_char() != '#')
+                        && !matches!(self.tokens.peek(),
+                            Some(TokenTree::Ident(i)) if i == "else")
+                }
+                _ => false,
+            };
+            item.push(t);
+            if end {
+                break;
+            }
+        }
+        (!item.is_empty()).then_some(item)
+    }
+}
+
+/// Appends `text`'s lines: a doc comment inside a function body (indented
+/// 8 or more) becomes a plain comment. Statement-level notes travel through
+/// the token stream as doc attributes.
+fn push_text(out: &mut String, text: &str) {
+    for line in text.lines() {
+        let trimmed = line.trim_start();
+        let indent = line.len() - trimmed.len();
+        if indent >= 8 && trimmed.starts_with("///") {
+            out.push_str(&line[..indent]);
+            out.push_str("//");
+            out.push_str(&trimmed[3..]);
+        } else {
+            out.push_str(line);
+        }
+        out.push('\n');
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use quote::quote;
+
+    /// Printing piece by piece gives the text of printing the whole file,
+    /// also for the statement forms the item cut must not split (`else`,
+    /// `let … else`, a struct literal or block followed by `;`, `.` or an
+    /// operator, attributes on statements and items).
+    #[test]
+    fn piecewise_printing_equals_whole_printing() {
+        let items = quote! {
+            /// A static.
+            pub static S: Spec = Spec { a: 1, b: [1, 2, 3], c: Inner { d: 4 } };
+            pub struct Net { x: Vec<f32> }
+            impl Net {
+                /// A short one.
+                #[inline]
+                fn k1(x: &[f32]) -> f32 { x[0] }
+                pub fn step(&mut self, x: &[f32], very_long_argument_name: usize, another_long_argument: &mut [f32]) -> ::core::result::Result<f32, Error> {
+                    let b = check(x)?;
+                    /// node 3: `h` = `relu`
+                    {
+                        Self::k1(&x[0usize..very_long_argument_name * 16usize * another_long_argument.len()]);
+                    }
+                    if b > 0 { self.x.push(1.0); } else if b < 0 { self.x.clear(); } else { return Ok(0.0); }
+                    let Some(v) = self.x.first() else { return Err(Error) };
+                    let s = Spec { a: 2, b: [0; 3], c: Inner { d: 1 } }.a + { 3 } * 2;
+                    match b { 0 => {} _ => { let _ = v; } }
+                    for (i, o) in another_long_argument.iter_mut().enumerate() { *o = { let l = x[i]; l * 2.0 }; }
+                    debug_assert!(b < 10, "b is {}", b);
+                    unsafe { core::hint::unreachable_unchecked() }
+                }
+            }
+            impl Model for Net { fn a(&self) -> usize { 1 } }
+            impl Empty for Net {}
+        };
+        let whole: syn::File = syn::parse2(items.clone()).unwrap();
+        let mut want = String::new();
+        push_text(&mut want, &prettyplease::unparse(&whole));
+        let mut got = String::new();
+        super::items(items, &mut got).unwrap();
+        assert_eq!(got, want);
+        assert!(got.contains("        // node 3"), "{got}");
+    }
+}
