@@ -37,7 +37,7 @@ pub const FORMAT_VERSION: &str = "1";
 const OPTIM_PREFIX: &str = "optimizer.";
 
 mod weights;
-pub use weights::{load_weights, save_weights, save_weights_with, LoadOptions};
+pub use weights::{load_frozen, load_weights, save_weights, save_weights_with, LoadOptions};
 
 /// Why a checkpoint could not be written or read.
 #[derive(Debug, Error)]

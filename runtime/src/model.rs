@@ -138,6 +138,14 @@ pub enum StepError {
         /// Slices given.
         found: usize,
     },
+    /// The weights of a teacher network compiled into the model could not
+    /// be loaded (a missing file, a tensor missing or of another shape, a
+    /// value that is not finite); the reason names the file and tensor.
+    #[error("teacher weights: {reason}")]
+    Teacher {
+        /// What is wrong, with the file's path.
+        reason: String,
+    },
     /// A buffer that cannot be allocated: too large for the address space
     /// (`floats` is then `usize::MAX`) or refused by the allocator.
     #[error("cannot allocate the {what}: {floats} floats (reduce the batch size)")]

@@ -212,6 +212,25 @@ fn program_with(m: &ModelArgs, explain: bool) -> Result<Program, Failure> {
     };
     let net = pick(&module, m.network.as_deref()).map_err(Failure::Other)?;
     let config = module.train_config(&net.name);
+    // The generated program reads the teacher's weights at its first step;
+    // a missing file is caught here, at the string that names it.
+    if let Some(t) = config.teacher.as_ref().filter(|_| !net.frozen.is_empty()) {
+        let base = m.file.parent().unwrap_or_else(|| Path::new(""));
+        let path = base.join(&t.path);
+        if !path.is_file() {
+            let d = Diagnostic::new(
+                ErrorKind::Invalid,
+                t.path_span,
+                format!("teacher weights file `{}` does not exist", path.display()),
+            )
+            .with_label("no such file")
+            .with_help(format!(
+                "train the teacher first (`nnc train FILE --network {} --out DIR`); paths in a train block are relative to the .nn file",
+                t.network
+            ));
+            return Err(Failure::Model(source, vec![d]));
+        }
+    }
     let opts = nnc_compiler::codegen::Options {
         runtime: "::nnc_runtime".into(),
         explain,

@@ -37,7 +37,7 @@ pub(super) fn mentions(ts: &TokenStream, name: &str) -> bool {
 
 /// An entry point's body behind the workspace reservation and the batch
 /// check, binding only what it uses: `b` (batch size), `mb` (maximum batch)
-/// and `p` (parameters).
+/// and `p` (parameters), `st` (state), `tw` (a teacher's weights).
 pub(super) fn prelude(check: TokenStream, body: TokenStream) -> TokenStream {
     let b = if mentions(&body, "b") {
         quote!(b)
@@ -47,12 +47,14 @@ pub(super) fn prelude(check: TokenStream, body: TokenStream) -> TokenStream {
     let mb = mentions(&body, "mb").then(|| quote!(let mb = self.max_batch;));
     let p = mentions(&body, "p").then(|| quote!(let p = &self.params[..];));
     let st = mentions(&body, "st").then(|| quote!(let st = &self.state[..];));
+    let tw = mentions(&body, "tw").then(|| quote!(let tw = Self::teacher_weights()?;));
     quote! {
         self.reserve_workspace()?;
         let #b = #check;
         #mb
         #p
         #st
+        #tw
         #body
     }
 }
@@ -251,6 +253,10 @@ pub(super) fn calls(
                 Loc::State { offset, len } => {
                     let (a, e) = (usize_lit(*offset), usize_lit(offset + len));
                     args.push(quote!(&st[#a..#e]));
+                }
+                Loc::Frozen { offset, len } => {
+                    let (a, e) = (usize_lit(*offset), usize_lit(offset + len));
+                    args.push(quote!(&tw[#a..#e]));
                 }
                 Loc::Input(name) | Loc::Label(name) => {
                     let v = var(name);

@@ -46,6 +46,14 @@ pub enum Loc {
         /// Element count.
         len: usize,
     },
+    /// In the teacher's read-only buffer (`teacher:` in the train block),
+    /// read as `tw`.
+    Frozen {
+        /// First element.
+        offset: usize,
+        /// Element count.
+        len: usize,
+    },
     /// The caller's feature slice of this name.
     Input(String),
     /// The caller's label slice of this name.
@@ -74,6 +82,18 @@ pub struct Layout {
     /// Scratch regions (`Op::scratch`) by node index: `(offset, len)` in
     /// the fixed part of the workspace.
     pub scratch: HashMap<usize, (usize, usize)>,
+}
+
+/// The names of a graph's teacher tensors in the order [`Layout::new`]
+/// lays them out.
+pub fn frozen_names(tg: &TrainingGraph) -> Vec<&str> {
+    tg.graph
+        .ids()
+        .filter_map(|id| match &tg.graph.node(id).op {
+            Op::Leaf(LeafOp::Frozen { name, .. }) => Some(name.as_str()),
+            _ => None,
+        })
+        .collect()
 }
 
 /// Where scratch buffers' ids start in the memory plan: the scratch of node
@@ -113,6 +133,21 @@ impl Layout {
             layout.param_len.push(len);
             layout.loc.insert(node.index(), Loc::Param { offset, len });
             offset += len;
+        }
+        // A spliced teacher's tensors, in graph order over the whole graph
+        // (the order of `Network::frozen`, checked by `frozen_names`), so
+        // every entry point agrees on the buffer whatever it reads.
+        let mut frozen_offset = 0;
+        for id in tg.graph.ids() {
+            if let Op::Leaf(LeafOp::Frozen { shape, .. }) = &tg.graph.node(id).op {
+                let len = shape.numel(1);
+                let loc = Loc::Frozen {
+                    offset: frozen_offset,
+                    len,
+                };
+                layout.loc.insert(id.index(), loc);
+                frozen_offset += len;
+            }
         }
         // Gradients computed in place in `g`: not read by any kernel, not a
         // loop running over another value's buffer, one slot per node.
@@ -163,6 +198,7 @@ impl Layout {
                     };
                     layout.loc.insert(id.index(), loc);
                 }
+                Op::Leaf(LeafOp::Frozen { .. }) => {}
                 Op::Leaf(LeafOp::Constant { value, batch_pow }) => {
                     let loc = Loc::Const {
                         value: *value,

@@ -13,7 +13,8 @@
 //! to them, `layout.rs` places every value (planned by `memory.rs`),
 //! `fuse.rs` decides fusion, `spec.rs` emits the `ModelSpec`, `stats.rs`
 //! measures a step for `--stats` and `--explain-fusion`, and `target.rs`
-//! is the seam below which a [`Target`] writes each kernel's body.
+//! is the seam below which a [`Target`] writes each kernel's body;
+//! `teacher.rs` loads a teacher network's weights for its student.
 
 mod explain;
 mod format;
@@ -27,6 +28,7 @@ mod spec;
 mod stats;
 pub mod surface;
 pub mod target;
+mod teacher;
 
 use crate::diagnostic::{CompileError, Diagnostic, ErrorKind, SourceFile};
 use crate::graph::{Dim, NodeId};
@@ -132,6 +134,7 @@ fn var(name: &str) -> Ident {
         "p",
         "g",
         "st",
+        "tw",
         "src",
         "key",
         "stats",

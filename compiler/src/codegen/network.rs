@@ -333,6 +333,7 @@ pub fn network(
         let p = mentions(&body, "p").then(|| quote!(let p = params;));
         // A network without parameters has no gradient to write.
         let g = mentions(&body, "g").then(|| quote!(let g = grads;));
+        let tw = mentions(&body, "tw").then(|| quote!(let tw = Self::teacher_weights()?;));
         quote! {
             #rt::model::check_buffers(&#spec_name, params, grads, ws, Self::workspace_len(max_batch))?;
             #modal_checks
@@ -340,6 +341,7 @@ pub fn network(
             #mb
             #p
             #g
+            #tw
             #body
         }
     };
@@ -414,8 +416,16 @@ pub fn network(
         quote!(#m #explain_trait)
     };
     let kernels = quote!(#kernels #explain_kernels);
+    let teacher = super::teacher::teacher(source, net, cfg, &[tg, itg], rt)?;
+    let explain_methods = {
+        let t = teacher.methods;
+        quote!(#explain_methods #t)
+    };
     let generated = Generated {
-        statics: quote!(#spec #state_static),
+        statics: {
+            let t = teacher.statics;
+            quote!(#spec #state_static #t)
+        },
         struct_fields: modal_items.struct_fields,
         new_fields: modal_items.new_fields,
         default_batch,
@@ -485,6 +495,10 @@ pub(super) fn read(layout: &Layout, tg: &TrainingGraph, node: NodeId) -> TokenSt
         Some(Loc::State { offset, len }) => {
             let (a, e) = (usize_lit(*offset), usize_lit(offset + len));
             quote!(st[#a..#e])
+        }
+        Some(Loc::Frozen { offset, len }) => {
+            let (a, e) = (usize_lit(*offset), usize_lit(offset + len));
+            quote!(tw[#a..#e])
         }
         _ => layout.slice(tg, node),
     }

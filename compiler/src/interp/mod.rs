@@ -101,7 +101,8 @@ pub fn evaluate_at(
                 | LeafOp::Label { .. }
                 | LeafOp::Tokens { .. }
                 | LeafOp::Param { .. }
-                | LeafOp::State { .. }),
+                | LeafOp::State { .. }
+                | LeafOp::Frozen { .. }),
             ) => {
                 let name = leaf.name().unwrap_or_default();
                 let v = bindings
@@ -146,7 +147,8 @@ fn infer_batch(graph: &Graph, bindings: &HashMap<String, Tensor>) -> Result<usiz
             | LeafOp::Label { name, shape, .. }
             | LeafOp::Tokens { name, shape, .. }
             | LeafOp::Param { name, shape }
-            | LeafOp::State { name, shape } => (name, shape),
+            | LeafOp::State { name, shape }
+            | LeafOp::Frozen { name, shape } => (name, shape),
             LeafOp::Constant { .. } => continue,
         };
         let Some(v) = bindings.get(name) else {

@@ -12,12 +12,12 @@ mod train;
 mod training;
 
 pub use network::{
-    default_init, Init, InputDecl, InputKind, LossDecl, Module, Network, OutputDecl, ParamDecl,
-    StateDecl,
+    default_init, FrozenDecl, Init, InputDecl, InputKind, LossDecl, Module, Network, OutputDecl,
+    ParamDecl, StateDecl,
 };
 pub use train::{
     AdagradConfig, AdamConfig, BatchSpec, DataFormat, DataSource, OptimizerConfig, Regularization,
-    RmspropConfig, ScheduleSpec, SgdConfig, TrainConfig, TrainSpec, Validation,
+    RmspropConfig, ScheduleSpec, SgdConfig, TeacherSource, TrainConfig, TrainSpec, Validation,
 };
 pub use training::{GradOptions, TrainingGraph};
 

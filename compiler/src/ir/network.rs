@@ -129,6 +129,24 @@ pub struct Network {
     pub inference: bool,
     /// What the loss compares: which metrics describe the network.
     pub loss_decl: LossDecl,
+    /// A spliced teacher's read-only tensors (`LeafOp::Frozen` leaves), in
+    /// the order generated code lays them out; empty without `teacher:`.
+    pub frozen: Vec<FrozenDecl>,
+}
+
+/// One read-only tensor of a spliced teacher: a parameter or running
+/// statistic of the teacher network, loaded from its weights file, never
+/// trained, never saved with the student.
+#[derive(Clone, Debug, PartialEq)]
+pub struct FrozenDecl {
+    /// The leaf's name in the student's graph (`Teacher.conv1.weight`).
+    pub name: String,
+    /// The tensor's name in the teacher's weights file (`conv1.weight`).
+    pub tensor: String,
+    /// The leaf node.
+    pub node: NodeId,
+    /// Its shape.
+    pub shape: Shape,
 }
 
 /// What a network's loss compares (found by `lower`): the contract's

@@ -28,6 +28,26 @@ pub struct TrainConfig {
     pub validation: Option<Validation>,
     /// The test data (`test:`), evaluated after training.
     pub test: Option<DataSource>,
+    /// The teacher network whose logits feed the input `teacher`
+    /// (`teacher: lenet("lenet.safetensors");`).
+    pub teacher: Option<TeacherSource>,
+}
+
+/// A `teacher:` setting: another network of the same file, run in its
+/// inference form inside the student's step, its parameters read from a
+/// weights file. Lowering splices its forward graph into the student's.
+#[derive(Clone, Debug, PartialEq)]
+pub struct TeacherSource {
+    /// The teacher network's name.
+    pub network: String,
+    /// The name as written.
+    pub name_span: Span,
+    /// The weights file as written, relative to the `.nn` file.
+    pub path: String,
+    /// The path string.
+    pub path_span: Span,
+    /// The whole call (`lenet("lenet.safetensors")`).
+    pub span: Span,
 }
 
 /// A data file (or IDX directory) a `train` block names, as written: the
@@ -86,6 +106,7 @@ impl TrainConfig {
             data: None,
             validation: None,
             test: None,
+            teacher: None,
         }
     }
 }

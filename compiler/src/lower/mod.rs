@@ -7,7 +7,8 @@
 //! declarations, `expr.rs` expressions and calls, `args.rs` binds every
 //! call's arguments, `layers/` and `init.rs` are the layer and
 //! initializer tables, `train/` lowers `train` blocks (settings, optimizer
-//! and schedule tables), `inference.rs` makes a network's inference form.
+//! and schedule tables), `inference.rs` makes a network's inference form,
+//! `teacher.rs` splices a `teacher:` network into its student.
 
 mod args;
 mod decl;
@@ -16,6 +17,7 @@ mod inference;
 mod init;
 mod layers;
 mod loss_kind;
+mod teacher;
 mod train;
 
 /// IR types lowering makes, also reachable under the stage's name (the
@@ -125,6 +127,9 @@ pub fn lower(file: &ast::File) -> Result<Module, CompileError> {
             Err(mut ds) => errors.append(&mut ds),
         }
     }
+    let mut names: Vec<&str> = seen.keys().copied().collect();
+    names.sort_unstable();
+    teacher::splice_teachers(&mut networks, &trains, &names, &mut errors);
     if !errors.is_empty() {
         return Err(errors.into());
     }
@@ -301,6 +306,7 @@ impl Lowerer {
             modal: std::mem::take(&mut self.modal),
             inference: false,
             loss_decl,
+            frozen: Vec::new(),
         })
     }
 

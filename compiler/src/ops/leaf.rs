@@ -52,6 +52,15 @@ pub enum LeafOp {
         /// Its shape (never mentions `batch`).
         shape: Shape,
     },
+    /// A read-only tensor loaded from a file: a spliced teacher network's
+    /// parameter or running statistic. Bound like a parameter, but never
+    /// differentiated, trained or saved with the network.
+    Frozen {
+        /// Its name (`Teacher.conv1.weight`).
+        name: String,
+        /// Its shape (never mentions `batch`).
+        shape: Shape,
+    },
     /// A scalar `value * batch^batch_pow`.
     Constant {
         /// The fixed factor.
@@ -76,7 +85,8 @@ impl PartialEq for LeafOp {
             ) => a.to_bits() == b.to_bits() && p == q,
             (LeafOp::Input { name: a, shape: s }, LeafOp::Input { name: b, shape: t })
             | (LeafOp::Param { name: a, shape: s }, LeafOp::Param { name: b, shape: t })
-            | (LeafOp::State { name: a, shape: s }, LeafOp::State { name: b, shape: t }) => {
+            | (LeafOp::State { name: a, shape: s }, LeafOp::State { name: b, shape: t })
+            | (LeafOp::Frozen { name: a, shape: s }, LeafOp::Frozen { name: b, shape: t }) => {
                 a == b && s == t
             }
             (
@@ -116,7 +126,8 @@ impl std::hash::Hash for LeafOp {
         match self {
             LeafOp::Input { name, shape }
             | LeafOp::Param { name, shape }
-            | LeafOp::State { name, shape } => {
+            | LeafOp::State { name, shape }
+            | LeafOp::Frozen { name, shape } => {
                 name.hash(state);
                 shape.hash(state);
             }
@@ -156,7 +167,8 @@ impl LeafOp {
         match self {
             LeafOp::Input { shape, .. }
             | LeafOp::Param { shape, .. }
-            | LeafOp::State { shape, .. } => TensorType::f32(shape.clone()),
+            | LeafOp::State { shape, .. }
+            | LeafOp::Frozen { shape, .. } => TensorType::f32(shape.clone()),
             LeafOp::Label { shape, classes, .. } | LeafOp::Tokens { shape, classes, .. } => {
                 TensorType {
                     dtype: DType::Class { classes: *classes },
@@ -187,7 +199,8 @@ impl LeafOp {
             | LeafOp::Label { name, .. }
             | LeafOp::Tokens { name, .. }
             | LeafOp::Param { name, .. }
-            | LeafOp::State { name, .. } => Some(name),
+            | LeafOp::State { name, .. }
+            | LeafOp::Frozen { name, .. } => Some(name),
             LeafOp::Constant { .. } => None,
         }
     }
@@ -201,6 +214,7 @@ impl fmt::Display for LeafOp {
             LeafOp::Tokens { name, .. } => write!(f, "input {name}"),
             LeafOp::Param { name, .. } => write!(f, "param {name}"),
             LeafOp::State { name, .. } => write!(f, "state {name}"),
+            LeafOp::Frozen { name, .. } => write!(f, "frozen {name}"),
             LeafOp::Constant {
                 value,
                 batch_pow: 0,

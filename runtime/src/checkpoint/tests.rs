@@ -323,3 +323,64 @@ fn outputs_replace_regular_files_and_write_into_anything_else() {
         .collect();
     assert!(names.iter().all(|n| !n.contains(".tmp-")), "{names:?}");
 }
+
+/// A teacher's tensors: read by name in the order asked (not the file's),
+/// extra tensors ignored; a missing file, a missing tensor, another shape
+/// and a non-finite value are errors naming the file and the tensor.
+#[test]
+fn load_frozen_reads_by_name_and_validates() {
+    let dir = TempDir::new("frozen");
+    let path = dir.0.join("teacher.safetensors");
+    let w = [1.0f32, 2.0, 3.0, 4.0, 5.0, 6.0];
+    let b = [0.5f32, -0.5];
+    let save = |bias: &[f32]| {
+        save_tensors(
+            &path,
+            &[
+                TensorRef {
+                    name: "a.bias",
+                    shape: &[2],
+                    data: bias,
+                },
+                TensorRef {
+                    name: "a.weight",
+                    shape: &[3, 2],
+                    data: &w,
+                },
+                TensorRef {
+                    name: "__optim.m",
+                    shape: &[1],
+                    data: &[9.0],
+                },
+            ],
+            &BTreeMap::new(),
+        )
+        .unwrap()
+    };
+    save(&b);
+    let want: &[(&str, &[usize])] = &[("a.weight", &[3, 2]), ("a.bias", &[2])];
+    let got = load_frozen(&path, want).unwrap();
+    assert_eq!(got, [1.0, 2.0, 3.0, 4.0, 5.0, 6.0, 0.5, -0.5]);
+
+    let shown = path.display().to_string();
+    let err = |wanted: &[(&str, &[usize])]| load_frozen(&path, wanted).unwrap_err().to_string();
+    let e = err(&[("a.gamma", &[2])]);
+    assert!(
+        e.contains(&shown) && e.contains("no tensor `a.gamma`"),
+        "{e}"
+    );
+    let e = err(&[("a.weight", &[2, 3])]);
+    assert!(
+        e.contains(&shown) && e.contains("`a.weight` is [3, 2]"),
+        "{e}"
+    );
+    save(&[0.5, f32::NAN]);
+    let e = err(want);
+    assert!(
+        e.contains(&shown) && e.contains("`a.bias` holds NaN at index 1"),
+        "{e}"
+    );
+    let missing = dir.0.join("absent.safetensors");
+    let e = load_frozen(&missing, want).unwrap_err().to_string();
+    assert!(e.contains("absent.safetensors"), "{e}");
+}

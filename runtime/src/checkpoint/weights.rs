@@ -180,3 +180,48 @@ fn transpose(data: &[f32], rows: usize, cols: usize) -> Vec<f32> {
     }
     out
 }
+
+/// Reads the read-only tensors of a teacher network compiled into a
+/// student (`teacher:` in a `train` block): each `(name, shape)` of `wanted`
+/// by name from the safetensors file at `path`, shapes checked, every value
+/// finite, concatenated in `wanted`'s order. Other tensors in the file (a
+/// training checkpoint's optimizer state) are ignored.
+pub fn load_frozen(
+    path: impl AsRef<Path>,
+    wanted: &[(&str, &[usize])],
+) -> Result<Vec<f32>, CheckpointError> {
+    let path = path.as_ref();
+    let (tensors, _) = load_tensors(path)?;
+    let by_name: BTreeMap<&str, &Tensor> = tensors.iter().map(|t| (t.name.as_str(), t)).collect();
+    let mut out = Vec::with_capacity(
+        wanted
+            .iter()
+            .map(|(_, s)| s.iter().product::<usize>())
+            .sum(),
+    );
+    for &(name, shape) in wanted {
+        let Some(t) = by_name.get(name) else {
+            return Err(CheckpointError::Mismatch {
+                path: path.to_path_buf(),
+                reason: format!("the file has no tensor `{name}` (the teacher's, {shape:?})"),
+            });
+        };
+        if t.shape != shape {
+            return Err(CheckpointError::Mismatch {
+                path: path.to_path_buf(),
+                reason: format!(
+                    "tensor `{name}` is {:?} in the file, the teacher's is {shape:?}",
+                    t.shape
+                ),
+            });
+        }
+        if let Some(i) = t.data.iter().position(|v| !v.is_finite()) {
+            return Err(CheckpointError::Corrupt {
+                path: path.to_path_buf(),
+                reason: format!("tensor `{name}` holds {} at index {i}", t.data[i]),
+            });
+        }
+        out.extend_from_slice(&t.data);
+    }
+    Ok(out)
+}

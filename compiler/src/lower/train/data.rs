@@ -16,7 +16,7 @@
 
 use super::expected;
 use crate::diagnostic::{Diagnostic, ErrorKind, Span};
-use crate::ir::{DataFormat, DataSource, Validation};
+use crate::ir::{DataFormat, DataSource, TeacherSource, Validation};
 use crate::syntax::ast::{Expr, ExprKind};
 
 /// The data a `data:` or `test:` value names, or `None` after pushing why.
@@ -183,4 +183,48 @@ pub(super) fn validation(e: &Expr, errors: &mut Vec<Diagnostic>) -> Option<Valid
         return None;
     }
     source(e, "validation", errors).map(Validation::Data)
+}
+
+/// The teacher a `teacher:` value names (`lenet("lenet.safetensors")`: a
+/// network of this file and its weights file), or `None` after pushing why.
+/// Whether the network exists is checked when it is spliced in.
+pub(super) fn teacher(e: &Expr, errors: &mut Vec<Diagnostic>) -> Option<TeacherSource> {
+    let what = "a network and its weights file, such as `lenet(\"lenet.safetensors\")`";
+    let ExprKind::Call { func, args } = &e.kind else {
+        errors.push(expected(e, "teacher", what));
+        return None;
+    };
+    match args.as_slice() {
+        [arg] if arg.name.is_none() => match &arg.value {
+            Expr {
+                kind: ExprKind::Str(p),
+                span,
+            } if !p.is_empty() => Some(TeacherSource {
+                network: func.name.clone(),
+                name_span: func.span,
+                path: p.clone(),
+                path_span: *span,
+                span: e.span,
+            }),
+            other => {
+                errors.push(
+                    Diagnostic::new(
+                        ErrorKind::BadArgument,
+                        other.span,
+                        format!(
+                            "the weights file of teacher `{}` must be a non-empty string, found {}",
+                            func.name,
+                            super::found(other)
+                        ),
+                    )
+                    .with_label("expected a path such as \"teacher.safetensors\""),
+                );
+                None
+            }
+        },
+        _ => {
+            errors.push(expected(e, "teacher", what));
+            None
+        }
+    }
 }

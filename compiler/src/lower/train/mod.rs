@@ -406,6 +406,14 @@ pub static SETTINGS: &[Setting] = &[
         },
     },
     Setting {
+        key: "teacher",
+        apply: |v, cfg, errors| {
+            if let Some(t) = data::teacher(v, errors) {
+                cfg.teacher = Some(t);
+            }
+        },
+    },
+    Setting {
         key: "early_stop",
         apply: |v, cfg, errors| {
             let what = "a positive whole number of epochs";
