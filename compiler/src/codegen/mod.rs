@@ -15,6 +15,7 @@
 //! measures a step for `--stats` and `--explain-fusion`, and `target.rs`
 //! is the seam below which a [`Target`] writes each kernel's body.
 
+mod backprop;
 mod explain;
 mod fuse;
 mod kernels;

@@ -28,6 +28,10 @@ pub struct TrainConfig {
     pub validation: Option<Validation>,
     /// The test data (`test:`), evaluated after training.
     pub test: Option<DataSource>,
+    /// Pipeline stages (`stages:`): the bindings that end each stage but
+    /// the last, in order, with their spans; empty for one stage. Checked
+    /// against the network's graph by `lower::stages`.
+    pub stages: Vec<(String, Span)>,
 }
 
 /// A data file (or IDX directory) a `train` block names, as written: the
@@ -86,6 +90,7 @@ impl TrainConfig {
             data: None,
             validation: None,
             test: None,
+            stages: Vec::new(),
         }
     }
 }
