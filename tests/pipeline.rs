@@ -65,13 +65,12 @@ fn data(batch: usize, steps: usize) -> (Vec<Vec<f32>>, Vec<Vec<u32>>) {
     (images, labels)
 }
 
+/// A run's losses and final parameters.
+type Run = (Vec<f32>, Vec<f32>);
+
 /// Trains `steps` Adam steps both ways; returns the losses and final
 /// parameters of the whole network and of the pipeline.
-fn train_both(
-    batch: usize,
-    micro: usize,
-    steps: usize,
-) -> ((Vec<f32>, Vec<f32>), (Vec<f32>, Vec<f32>)) {
+fn train_both(batch: usize, micro: usize, steps: usize) -> (Run, Run) {
     let (images, labels) = data(batch, steps);
     let mut whole = MnistPipeline::new(batch);
     whole.init_params(42).unwrap();

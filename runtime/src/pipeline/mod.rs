@@ -115,10 +115,12 @@ pub struct PipelineReport {
     /// one step, `(S − 1) / (M + S − 1)` for GPipe with `S` stages and `M`
     /// micro-batches of equal cost.
     pub bubble: f64,
-    /// Bytes of activations and gradients crossing stage boundaries in the
-    /// last step (all boundaries, both directions).
+    /// Bytes this rank's stages passed on across stage boundaries in the
+    /// last step: the activations of its non-last stages, forward, and the
+    /// incoming-activation gradients of its non-first stages, back (summed
+    /// over ranks: every boundary's traffic, once).
     pub bytes_per_step: u64,
-    /// Of those, the bytes this rank sent to other ranks.
+    /// Of those, the bytes sent to other ranks (none on one process).
     pub bytes_sent_by_rank: u64,
 }
 
