@@ -131,6 +131,53 @@ pub fn generate_tokens(
             explain: graphs.explain.as_ref(),
         };
         items.extend(codegen::network(source, &input, &rt, opts)?);
+        items.extend(stage_networks(source, net, &config, &rt, opts)?);
+    }
+    Ok(items)
+}
+
+/// The stage networks of a pipelined network (`stages:` in its `train`
+/// block, [`lower::stages`]), `<Name>Stage<s>`, each generated like any
+/// network, with the gradient with respect to its incoming activation
+/// (`train_step_backprop`). Nothing for a network without stages.
+fn stage_networks(
+    source: &SourceFile,
+    net: &Network,
+    config: &TrainConfig,
+    rt: &TokenStream,
+    opts: &Options,
+) -> Result<TokenStream, CompileError> {
+    let mut items = TokenStream::new();
+    if config.stages.is_empty() {
+        return Ok(items);
+    }
+    let stages = lower::stages::split(net, &config.stages).map_err(CompileError::from)?;
+    // Stages are trained by the pipeline driver, never explained.
+    let opts = Options {
+        explain: false,
+        ..opts.clone()
+    };
+    let mut cfg = config.clone();
+    cfg.stages.clear();
+    for (s, stage) in stages.iter().enumerate() {
+        cfg.network.clone_from(&stage.name);
+        let grad = GradOptions {
+            regularization: cfg.regularization,
+            inputs: s
+                .checked_sub(1)
+                .map(|p| vec![config.stages[p].0.clone()])
+                .unwrap_or_default(),
+        };
+        let mut tg = autodiff::training_graph(stage, &grad)?;
+        passes::pipeline(opts.opt_level, &opts.disabled_passes).run(&mut tg)?;
+        let input = Input {
+            net: stage,
+            config: &cfg,
+            train: &tg,
+            inference: None,
+            explain: None,
+        };
+        items.extend(codegen::network(source, &input, rt, &opts)?);
     }
     Ok(items)
 }

@@ -5,6 +5,7 @@ fn main() {
         "../models/mnist_mlp.nn",
         "../models/lenet.nn",
         "../models/mnist_bn_dropout.nn",
+        "../models/mnist_pipeline.nn",
     ] {
         if let Err(e) = nnc_compiler::build::compile(model) {
             panic!("{e}");

@@ -42,6 +42,7 @@ pub mod model;
 pub mod optim;
 pub mod parallel;
 pub mod params;
+pub mod pipeline;
 pub mod quant;
 pub mod rng;
 pub mod schedule;

@@ -280,6 +280,30 @@ pub trait Model: Send + Sync {
         })
     }
 
+    /// The inputs whose gradient [`Model::train_step_backprop`] writes, by
+    /// name: a pipeline stage's incoming activation (see
+    /// [`crate::pipeline`]); empty for other models.
+    fn backprop_inputs(&self) -> &'static [&'static str] {
+        &[]
+    }
+
+    /// [`Model::train_step`] that also writes the gradient of the objective
+    /// with respect to each of [`Model::backprop_inputs`] into `d_inputs`
+    /// (one slice each, as long as that input's slice). Generated for the
+    /// stage networks of a `train` block with `stages:`; other models
+    /// return [`StepError::NotGenerated`].
+    fn train_step_backprop(
+        &mut self,
+        batch: &Batch<'_>,
+        d_inputs: &mut [&mut [f32]],
+    ) -> Result<f32, StepError> {
+        let _ = (batch, d_inputs);
+        Err(StepError::NotGenerated {
+            entry: "train_step_backprop",
+            option: "stages",
+        })
+    }
+
     /// The network's state tensors (running statistics): not trained, not
     /// touched by the optimizer, updated by [`Model::update_state`] after
     /// each training step and saved in checkpoints. Empty by default.

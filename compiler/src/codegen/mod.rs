@@ -16,6 +16,7 @@
 //! is the seam below which a [`Target`] writes each kernel's body;
 //! `teacher.rs` loads a teacher network's weights for its student.
 
+mod backprop;
 mod explain;
 mod format;
 mod fuse;

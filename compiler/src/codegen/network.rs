@@ -63,9 +63,13 @@ pub fn network(
     let iprefix = if modal { "i" } else { "k" };
     let grads: Vec<NodeId> = tg.params.iter().map(|p| p.2).collect();
     let updates: Vec<NodeId> = tg.state_updates.iter().map(|u| u.1).collect();
+    // A pipeline stage's gradient w.r.t. its incoming activation (empty
+    // for every other network, whose step is unchanged).
+    let dins: Vec<NodeId> = tg.inputs.iter().map(|i| i.2).collect();
     let mut train_targets = vec![tg.loss];
     train_targets.extend(&grads);
     train_targets.extend(&updates);
+    train_targets.extend(&dins);
     let train = ancestors(tg, &train_targets);
     let scores = itg.scores;
     let mut loss_out = vec![itg.loss];
@@ -99,6 +103,7 @@ pub fn network(
     let mut train_out = grads.clone();
     train_out.push(tg.loss);
     train_out.extend(&updates);
+    train_out.extend(&dins);
     let fusion = fusion_for(tg, opts);
     let ifusion = fusion_for(itg, opts);
     let (layout, _) = Layout::new(tg, &train, &train_out, planned, &fusion, true)?;
@@ -303,6 +308,7 @@ pub fn network(
     // The training step reads parameters and writes workspace and
     // gradients through slices, so data-parallel workers can run it at once
     // on their own buffers (`train_step_in`).
+    let mut backprop = None;
     let train_step_in = {
         let stat_block = (!stat_copies.is_empty()).then(|| {
             quote! {
@@ -311,6 +317,22 @@ pub fn network(
                 }
             }
         });
+        if !tg.inputs.is_empty() && !modal {
+            backprop = Some(super::backprop::backprop(
+                tg,
+                &layout,
+                &super::backprop::Step {
+                    ty: &ty,
+                    spec: &spec_name,
+                    features: &fnames,
+                    labels: &lnames,
+                    body: quote!(#(#train_calls)* #grad_copies),
+                    loss_at: loss_at.clone(),
+                    check: check_shard.clone(),
+                },
+                rt,
+            ));
+        }
         let body = quote! {
             #(#train_calls)*
             #grad_copies
@@ -407,10 +429,14 @@ pub fn network(
         BatchSpec::Full => FULL_BATCH_CHUNK,
     };
     let state_static = modal_items.state_static;
-    let (explain_methods, explain_trait, explain_kernels) = match explain {
+    let (mut explain_methods, mut explain_trait, explain_kernels) = match explain {
         Some(x) => (x.methods, x.trait_methods, x.kernels),
         None => Default::default(),
     };
+    if let Some(bp) = backprop {
+        explain_methods.extend(bp.methods);
+        explain_trait.extend(bp.trait_methods);
+    }
     let trait_methods = {
         let m = modal_items.trait_methods;
         quote!(#m #explain_trait)

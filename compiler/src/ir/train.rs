@@ -31,6 +31,10 @@ pub struct TrainConfig {
     /// The teacher network whose logits feed the input `teacher`
     /// (`teacher: lenet("lenet.safetensors");`).
     pub teacher: Option<TeacherSource>,
+    /// Pipeline stages (`stages:`): the bindings that end each stage but
+    /// the last, in order, with their spans; empty for one stage. Checked
+    /// against the network's graph by `lower::stages`.
+    pub stages: Vec<(String, Span)>,
 }
 
 /// A `teacher:` setting: another network of the same file, run in its
@@ -107,6 +111,7 @@ impl TrainConfig {
             validation: None,
             test: None,
             teacher: None,
+            stages: Vec::new(),
         }
     }
 }

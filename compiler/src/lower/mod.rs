@@ -17,6 +17,7 @@ mod inference;
 mod init;
 mod layers;
 mod loss_kind;
+pub mod stages;
 mod teacher;
 mod train;
 
@@ -123,7 +124,19 @@ pub fn lower(file: &ast::File) -> Result<Module, CompileError> {
             continue;
         }
         match train::lower_train(def) {
-            Ok(t) => trains.push(t),
+            Ok(t) => {
+                // `stages:` must cut the network validly; the stage
+                // networks themselves are built again where needed.
+                if let Some(net) = networks.iter().find(|n| n.name == t.network) {
+                    if let Err(mut ds) = stages::split(net, &t.stages) {
+                        errors.append(&mut ds);
+                    }
+                }
+                if let Some(d) = stages::check_config(&t) {
+                    errors.push(d);
+                }
+                trains.push(t);
+            }
             Err(mut ds) => errors.append(&mut ds),
         }
     }

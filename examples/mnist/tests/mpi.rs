@@ -287,3 +287,126 @@ fn ranks_with_different_models_stop_with_the_cause() {
     }
     let _ = std::fs::remove_dir_all(&dir);
 }
+
+// Pipeline stages (issue #24): `mnist-pipeline`, the MNIST MLP cut after
+// `h1` into two stages, one per rank.
+
+/// `mnist-pipeline` alone (both stages in one process, or `--whole`).
+fn pipeline_alone() -> Command {
+    Command::new(env!("CARGO_BIN_EXE_mnist-pipeline"))
+}
+
+/// A file of f32 bit patterns, one a line, as `mnist-pipeline --out` writes.
+fn bits(path: &Path) -> Vec<f32> {
+    std::fs::read_to_string(path)
+        .unwrap_or_else(|e| panic!("{}: {e}", path.display()))
+        .lines()
+        .map(|l| f32::from_bits(u32::from_str_radix(l, 16).unwrap()))
+        .collect()
+}
+
+#[test]
+fn two_pipeline_ranks_equal_one_process_bit_for_bit_and_the_whole_network_closely() {
+    let dir = scratch("pipeline");
+    let args = |prefix: &str| {
+        vec![
+            "--batch".to_string(),
+            "128".into(),
+            "--micro".into(),
+            "4".into(),
+            "--steps".into(),
+            "10".into(),
+            "--out".into(),
+            dir.join(prefix).display().to_string(),
+        ]
+    };
+    let mut whole = pipeline_alone();
+    whole.args(args("whole")).arg("--whole");
+    ok(whole, &dir, "whole");
+    let mut one = pipeline_alone();
+    one.args(args("one"));
+    ok(one, &dir, "one-process");
+    let mut two = mpirun_exe(2, env!("CARGO_BIN_EXE_mnist-pipeline"));
+    two.args(args("two"));
+    let o = run(two, &dir, "two-ranks");
+    assert!(o.success, "2-rank pipeline failed:\n{}", o.output);
+    assert!(
+        o.output.contains("bubble 20.0%") && o.output.contains("65536 sent by this rank"),
+        "no report (4 micro-batches, 2 stages: 1/5 idle; 128 × 128 floats each way):\n{}",
+        o.output
+    );
+    for what in ["losses", "stage0", "stage1"] {
+        let (a, b) = (
+            bits(&dir.join(format!("one.{what}"))),
+            bits(&dir.join(format!("two.{what}"))),
+        );
+        assert_eq!(a.len(), b.len());
+        assert!(
+            a.iter().zip(&b).all(|(x, y)| x.to_bits() == y.to_bits()),
+            "{what}: 2 ranks differ from the same pipeline on one process"
+        );
+    }
+    let (wl, pl) = (
+        bits(&dir.join("whole.losses")),
+        bits(&dir.join("two.losses")),
+    );
+    assert_eq!(wl.len(), 10);
+    for (step, (a, b)) in wl.iter().zip(&pl).enumerate() {
+        assert!(
+            (a - b).abs() <= 1e-5 * a.abs(),
+            "step {step}: loss {a} vs {b}"
+        );
+    }
+    assert!(wl[9] < wl[0], "training did not move: {wl:?}");
+    for stage in ["stage0", "stage1"] {
+        let (w, p) = (
+            bits(&dir.join(format!("whole.{stage}"))),
+            bits(&dir.join(format!("two.{stage}"))),
+        );
+        let d = w
+            .iter()
+            .zip(&p)
+            .fold(0.0f32, |m, (a, b)| m.max((a - b).abs()));
+        // Adam moves a parameter by about lr = 1e-3 a step whatever its
+        // gradient's size: rounding shows at that scale at most.
+        assert!(
+            d <= 1e-4,
+            "{stage}: parameters differ from the whole network's by {d}"
+        );
+    }
+    let _ = std::fs::remove_dir_all(&dir);
+}
+
+#[test]
+fn pipeline_ranks_that_disagree_or_die_stop_the_job_naming_the_rank() {
+    let dir = scratch("pipeline-faults");
+    let exe = env!("CARGO_BIN_EXE_mnist-pipeline");
+    let mut cmd = mpirun_exe(2, exe);
+    cmd.args(["--steps", "2", "--test-last-rank-micro", "3"]);
+    let o = run(cmd, &dir, "disagree");
+    assert!(
+        !o.success,
+        "ranks with different schedules trained:\n{}",
+        o.output
+    );
+    assert!(
+        o.output
+            .contains("ranks disagree: rank 1 has micro-batches 3 (rank 0: 4)"),
+        "{}",
+        o.output
+    );
+    let mut cmd = mpirun_exe(2, exe);
+    cmd.args(["--steps", "2", "--test-die-rank", "1"]);
+    let o = run(cmd, &dir, "die");
+    assert!(
+        !o.success,
+        "the job succeeded although rank 1 died:\n{}",
+        o.output
+    );
+    assert!(
+        o.output.contains("Exit code:    3") && o.output.contains(",1]"),
+        "mpirun names neither the rank nor its status:\n{}",
+        o.output
+    );
+    let _ = std::fs::remove_dir_all(&dir);
+}

@@ -414,6 +414,27 @@ pub static SETTINGS: &[Setting] = &[
         },
     },
     Setting {
+        key: "stages",
+        apply: |v, cfg, errors| {
+            // `stages: h1;` or `stages: [h1, h2];`: names only, checked
+            // against the network's graph once it is lowered.
+            let items: Vec<&Expr> = match &v.kind {
+                ExprKind::List(items) => items.iter().collect(),
+                _ => vec![v],
+            };
+            let what = "a binding name or a list of them (`[h1, h2]`)";
+            if items.is_empty() {
+                errors.push(expected(v, "stages", what));
+            }
+            for e in items {
+                match &e.kind {
+                    ExprKind::Name(n) => cfg.stages.push((n.name.clone(), n.span)),
+                    _ => errors.push(expected(e, "stages", what)),
+                }
+            }
+        },
+    },
+    Setting {
         key: "early_stop",
         apply: |v, cfg, errors| {
             let what = "a positive whole number of epochs";

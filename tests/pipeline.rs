@@ -1,0 +1,197 @@
+//! Pipeline stages (`stages:`, issue #24) on one process: the two stage
+//! networks the compiler generates for `examples/models/mnist_pipeline.nn`
+//! (cut after `h1`), trained by the GPipe driver
+//! (`nnc_runtime::pipeline`) with every stage local, against the unstaged
+//! network trained on whole batches with the same optimizer: the same
+//! losses and parameters after 10 Adam steps, to float precision (the
+//! batch's sums are split by micro-batch, so not bit for bit). The same
+//! driver on two MPI ranks is checked by the MNIST example's
+//! `tests/mpi.rs`.
+
+use nnc::runtime::collective::Local;
+use nnc::runtime::pipeline::{micro_ranges, Pipeline, PipelineError};
+use nnc::runtime::{Batch, Model, StepError};
+
+mod support;
+use support::Rng;
+
+mod mnist_pipeline {
+    nnc::include_model!("mnist_pipeline");
+}
+use mnist_pipeline::{MnistPipeline, MnistPipelineStage0, MnistPipelineStage1};
+
+/// Copies `whole`'s parameters into the stage's, by name.
+fn copy_params(whole: &dyn Model, stage: &mut dyn Model) {
+    let specs = stage.spec().params.to_vec();
+    for p in specs {
+        let from = whole
+            .spec()
+            .params
+            .iter()
+            .find(|q| q.name == p.name)
+            .expect("every stage parameter is the network's");
+        let src = whole.params()[from.range()].to_vec();
+        stage.params_mut()[p.range()].copy_from_slice(&src);
+    }
+}
+
+/// The stages' parameters laid out as the whole network's.
+fn gather_params(whole: &dyn Model, stages: &[&dyn Model]) -> Vec<f32> {
+    let mut out = vec![f32::NAN; whole.spec().param_count];
+    for s in stages {
+        for p in s.spec().params.iter() {
+            let to = whole
+                .spec()
+                .params
+                .iter()
+                .find(|q| q.name == p.name)
+                .unwrap();
+            out[to.range()].copy_from_slice(&s.params()[p.range()]);
+        }
+    }
+    assert!(out.iter().all(|v| v.is_finite()), "a parameter in no stage");
+    out
+}
+
+/// Random images and labels for `steps` batches of `batch`.
+fn data(batch: usize, steps: usize) -> (Vec<Vec<f32>>, Vec<Vec<u32>>) {
+    let mut rng = Rng::new(7);
+    let images = (0..steps)
+        .map(|_| rng.uniform_f32(batch * 784, 0.0, 1.0))
+        .collect();
+    let labels = (0..steps)
+        .map(|_| (0..batch).map(|_| rng.below(10) as u32).collect())
+        .collect();
+    (images, labels)
+}
+
+/// A run's losses and final parameters.
+type Run = (Vec<f32>, Vec<f32>);
+
+/// Trains `steps` Adam steps both ways; returns the losses and final
+/// parameters of the whole network and of the pipeline.
+fn train_both(batch: usize, micro: usize, steps: usize) -> (Run, Run) {
+    let (images, labels) = data(batch, steps);
+    let mut whole = MnistPipeline::new(batch);
+    whole.init_params(42).unwrap();
+    let train = &whole.spec().train;
+    let mut opt = nnc::runtime::optim::build(&train.optimizer, whole.spec().param_count).unwrap();
+    let lr = train.lr;
+    let mut s0 = MnistPipelineStage0::new(batch);
+    let mut s1 = MnistPipelineStage1::new(batch);
+    copy_params(&whole, &mut s0);
+    copy_params(&whole, &mut s1);
+
+    let mut whole_losses = Vec::new();
+    for (x, y) in images.iter().zip(&labels) {
+        let loss = Model::train_step(
+            &mut whole,
+            &Batch {
+                inputs: &[x],
+                labels: &[y],
+            },
+        )
+        .unwrap();
+        let grads = whole.grads().to_vec();
+        opt.step(whole.params_mut(), &grads, lr).unwrap();
+        whole_losses.push(loss);
+    }
+
+    let mut pipe_losses = Vec::new();
+    let pipe_params = {
+        let mut pipe = Pipeline::new(vec![&mut s0, &mut s1], 2, micro, &Local).unwrap();
+        for (x, y) in images.iter().zip(&labels) {
+            let loss = pipe
+                .step(&[("image", x)], &[("digit", y)], batch, lr)
+                .unwrap()
+                .expect("one process holds the last stage");
+            pipe_losses.push(loss);
+        }
+        let report = pipe.report();
+        let expect_bubble = 1.0 / (micro as f64 + 1.0);
+        assert!((report.bubble - expect_bubble).abs() < 1e-12, "{report:?}");
+        // h1 forward and its gradient back: 128 floats a sample each way.
+        assert_eq!(report.bytes_per_step, (2 * batch * 128 * 4) as u64);
+        assert_eq!(report.bytes_sent_by_rank, 0, "one process sends nothing");
+        gather_params(&whole, &pipe.models())
+    };
+    (
+        (whole_losses, whole.params().to_vec()),
+        (pipe_losses, pipe_params),
+    )
+}
+
+/// Largest difference between two parameter vectors.
+fn max_diff(a: &[f32], b: &[f32]) -> f32 {
+    a.iter()
+        .zip(b)
+        .fold(0.0f32, |m, (x, y)| m.max((x - y).abs()))
+}
+
+#[test]
+fn two_stages_equal_the_whole_network_after_10_adam_steps() {
+    for (batch, micro) in [(64, 4), (50, 3), (32, 1)] {
+        let ((wl, wp), (pl, pp)) = train_both(batch, micro, 10);
+        for (step, (a, b)) in wl.iter().zip(&pl).enumerate() {
+            assert!(
+                (a - b).abs() <= 1e-5 * a.abs(),
+                "batch {batch}, {micro} micro-batches, step {step}: loss {a} vs {b}"
+            );
+        }
+        // Adam moves every parameter by about lr (1e-3) a step whatever
+        // its gradient's size, so a rounding difference in a near-zero
+        // gradient shows at that scale at most.
+        let d = max_diff(&wp, &pp);
+        assert!(
+            d <= 1e-4,
+            "batch {batch}, {micro} micro-batches: parameters differ by {d}"
+        );
+        // And training moved them: the comparison is not vacuous.
+        assert!(wl[0] > wl[9], "losses {wl:?}");
+    }
+}
+
+#[test]
+fn micro_batches_cover_the_batch_in_order() {
+    assert_eq!(micro_ranges(10, 3), vec![0..4, 4..7, 7..10]);
+    assert_eq!(micro_ranges(2, 4), vec![0..1, 1..2]);
+    assert_eq!(micro_ranges(8, 1), vec![0..8]);
+}
+
+#[test]
+fn stages_in_the_wrong_order_are_a_layout_error() {
+    let mut s0 = MnistPipelineStage0::new(8);
+    let mut s1 = MnistPipelineStage1::new(8);
+    let err = Pipeline::new(vec![&mut s1, &mut s0], 2, 2, &Local)
+        .err()
+        .expect("stage 1 given first");
+    assert!(matches!(err, PipelineError::Layout(_)), "{err}");
+    let mut s0 = MnistPipelineStage0::new(8);
+    let err = Pipeline::new(vec![&mut s0], 2, 2, &Local)
+        .err()
+        .expect("a stage missing");
+    assert!(
+        err.to_string().contains("one process holds every stage"),
+        "{err}"
+    );
+}
+
+#[test]
+fn only_stage_networks_have_train_step_backprop() {
+    let mut whole = MnistPipeline::new(4);
+    assert!(whole.backprop_inputs().is_empty());
+    let x = vec![0.0; 4 * 784];
+    let y = vec![0u32; 4];
+    let err = whole
+        .train_step_backprop(
+            &Batch {
+                inputs: &[&x],
+                labels: &[&y],
+            },
+            &mut [],
+        )
+        .unwrap_err();
+    assert!(matches!(err, StepError::NotGenerated { .. }), "{err}");
+    let s1 = MnistPipelineStage1::new(4);
+    assert_eq!(s1.backprop_inputs(), &["h1"]);
+}
