@@ -48,6 +48,19 @@ pub fn stage_name(net: &str, s: usize) -> String {
 /// over micro-batches, not averaged). An error at the first stage's name.
 pub fn check_config(cfg: &TrainConfig) -> Option<Diagnostic> {
     let (_, span) = cfg.stages.first()?;
+    if cfg.teacher.is_some() {
+        // The teacher's frozen weights would have to be placed on the
+        // stages that read them.
+        return Some(
+            Diagnostic::new(
+                ErrorKind::Invalid,
+                *span,
+                "`stages:` cannot be combined with `teacher:` yet".to_string(),
+            )
+            .with_label("pipeline stages of a student with a teacher")
+            .with_help("drop the teacher, or the stages"),
+        );
+    }
     let r = cfg.regularization;
     (r.l1 != 0.0 || r.l2 != 0.0).then(|| {
         Diagnostic::new(
@@ -409,5 +422,6 @@ fn stage(
         modal: Vec::new(),
         inference: false,
         loss_decl,
+        frozen: Vec::new(),
     })
 }
