@@ -75,6 +75,21 @@ fn param_name(g: &Graph, mut id: NodeId) -> Option<String> {
     }
 }
 
+/// The bias parameter `id` adds to a product's output, if it is one value
+/// per output channel laid out as the epilogue applies it: `[n]` after a
+/// dense product, `[O, 1, 1]` after a convolution (leading ones aside),
+/// before any broadcast. A parameter added any other way is not a bias.
+fn channel_bias(g: &Graph, mut id: NodeId, channels: usize, conv: bool) -> Option<String> {
+    while let Op::Shape(ShapeOp::Broadcast { .. }) = &g.node(id).op {
+        id = g.operands(id)[0];
+    }
+    let dims = fixed(g, id);
+    let want: &[usize] = if conv { &[channels, 1, 1] } else { &[channels] };
+    let lead = dims.len().checked_sub(want.len())?;
+    let ok = dims[lead..] == *want && dims[..lead].iter().all(|&d| d == 1);
+    ok.then(|| param_name(g, id)).flatten()
+}
+
 impl Builder<'_> {
     fn sole_user(&self, id: NodeId) -> Option<NodeId> {
         match self.g.users(id)[..] {
@@ -179,13 +194,19 @@ pub fn int8(
                             "int8 inference: the right operand of `{op}` is not a parameter"
                         ))
                     })?;
+                // Output channels: dense `[k, n]` → n, conv `[O, ...]` → O.
+                let conv = matches!(op, Op::Conv(_));
+                let ws = fixed(g, w);
+                let channels = if conv { ws.first() } else { ws.last() }
+                    .copied()
+                    .unwrap_or(0);
                 let mut last = id;
                 let mut bias = None;
                 if let Some(u) = b.sole_user(last) {
                     if matches!(g.node(u).op, Op::Binary(BinaryOp::Add)) {
                         let ops = g.operands(u);
                         let other = if ops[0] == last { ops[1] } else { ops[0] };
-                        if let Some(name) = param_name(g, other) {
+                        if let Some(name) = channel_bias(g, other, channels, conv) {
                             bias = Some(name);
                             fused.insert(u.index());
                             last = u;

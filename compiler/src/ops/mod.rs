@@ -402,6 +402,7 @@ impl Op {
             Op::Binary(b) => b.int8(),
             Op::Shape(s) => s.int8(),
             Op::Softmax(s) => s.int8(),
+            Op::Norm(n) => n.int8(),
             _ => Int8::None,
         }
     }

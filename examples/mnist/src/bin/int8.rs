@@ -3,9 +3,11 @@
 //! first 300 training digits, quantizes (`quantize_int8`, generated from
 //! `nnc compile --quantize int8`'s plan), saves and reloads the quantized
 //! weights, and prints f32 and int8 test accuracy, the weights files'
-//! sizes, the largest output difference, and one run's batch-256
-//! inference time of both (a ratio from one run on whatever else the
-//! machine is doing, not a benchmark).
+//! sizes, the largest output difference, and the batch-256 inference
+//! speed of int8 against f32 `predict` on one thread: the median over
+//! interleaved rounds of the calling thread's on-CPU time (robust against
+//! other processes on a shared machine; still one run's ratio, not a
+//! benchmark).
 //!
 //! ```sh
 //! cargo run --release -p nnc-example-mnist --bin int8
@@ -33,6 +35,30 @@ mod lenet {
 const CALIBRATION: usize = 300;
 /// The inference batch.
 const BATCH: usize = 256;
+
+/// Timed rounds of the speed comparison.
+const ROUNDS: usize = 7;
+
+/// On-CPU seconds of the calling thread (Linux's schedstat), or wall-clock
+/// seconds where that is not reported, of one call of `f`.
+fn cpu_secs(f: &mut dyn FnMut() -> anyhow::Result<()>) -> anyhow::Result<f64> {
+    let cpu = || -> Option<u64> {
+        let s = std::fs::read_to_string("/proc/thread-self/schedstat").ok()?;
+        s.split_whitespace().next()?.parse().ok()
+    };
+    let (c, t) = (cpu(), Instant::now());
+    f()?;
+    let wall = t.elapsed().as_secs_f64();
+    Ok(match (c, cpu()) {
+        (Some(a), Some(b)) if b > a => (b - a) as f64 * 1e-9,
+        _ => wall,
+    })
+}
+
+fn median(mut xs: Vec<f64>) -> f64 {
+    xs.sort_by(f64::total_cmp);
+    xs[xs.len() / 2]
+}
 
 /// Index of the largest of each row of `n`.
 fn argmax(rows: &[f32], n: usize) -> Vec<usize> {
@@ -88,17 +114,35 @@ fn measure<M: Model>(
         vec![0.0; test.len() * classes],
         vec![0.0; test.len() * classes],
     );
-    let (mut f32_secs, mut int8_secs) = (0.0, 0.0);
     for (i, chunk) in x.chunks(BATCH * per).enumerate() {
         let b = chunk.len() / per;
         let range = i * BATCH * classes..(i * BATCH + b) * classes;
-        let t = Instant::now();
         Model::predict(model, &[chunk], &mut [&mut yf[range.clone()]])?;
-        f32_secs += t.elapsed().as_secs_f64();
-        let t = Instant::now();
         q.predict(chunk, &mut yq[range], b)?;
-        int8_secs += t.elapsed().as_secs_f64();
     }
+    // Speed: whole batches only, on one thread, f32 and int8 alternating.
+    let one = rayon::ThreadPoolBuilder::new().num_threads(1).build()?;
+    let whole = &x[..x.len() / (BATCH * per) * BATCH * per];
+    let (mut f32_times, mut int8_times) = (Vec::new(), Vec::new());
+    let mut out = vec![0.0; BATCH * classes];
+    one.install(|| -> anyhow::Result<()> {
+        for _ in 0..ROUNDS {
+            f32_times.push(cpu_secs(&mut || {
+                for chunk in whole.chunks(BATCH * per) {
+                    Model::predict(model, &[chunk], &mut [&mut out[..]])?;
+                }
+                Ok(())
+            })?);
+            int8_times.push(cpu_secs(&mut || {
+                for chunk in whole.chunks(BATCH * per) {
+                    q.predict(chunk, &mut out, BATCH)?;
+                }
+                Ok(())
+            })?);
+        }
+        Ok(())
+    })?;
+    let (f32_secs, int8_secs) = (median(f32_times), median(int8_times));
     let acc = |y: &[f32]| {
         let hits = argmax(y, classes)
             .iter()
@@ -136,7 +180,7 @@ fn main() -> anyhow::Result<()> {
     let train = TrainData::new(&mnist.train);
     println!("int8 post-training quantization on {} ({} train, {} test digits; calibration: {CALIBRATION} train digits; inference batch {BATCH}; int8 kernels: {})",
         data.display(), mnist.train.len(), mnist.test.len(), nnc::runtime::quant::kernel_family());
-    println!("| model | f32 acc | int8 acc | Δ points | f32 file | int8 file | ratio | max |Δp| | int8 speed-up |");
+    println!("| model | f32 acc | int8 acc | Δ points | f32 file | int8 file | ratio | max |Δp| | int8 speed-up (1 thread) |");
     println!("|---|---|---|---|---|---|---|---|---|");
     let mut mlp = mlp::MnistMlp::try_new(BATCH)?;
     fit(&mut mlp, &train, &opts)?;
