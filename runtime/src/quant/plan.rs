@@ -5,13 +5,14 @@
 //!
 //! A plan is a straight line of steps over numbered values (a value is a
 //! tensor of `values[v]` elements per sample). Dense and convolution steps
-//! run on the int8 kernels ([`qgemm`], [`conv2d`]) with bias and ReLU fused
-//! into their epilogue; every other step (pooling, ReLU, softmax) runs the
-//! f32 kernel the f32 model runs, between [`dequantize_u8`]-free f32 values:
-//! an int8 step writes f32 when anything but int8 steps read its result, and
-//! the next layer's u8 input directly ([`Output::U8`]) when only int8 steps
-//! do. Calibration runs the same plan in f32 with the f32 weights and
-//! records [`MinMax`] of every value an int8 step reads.
+//! run on the int8 kernels ([`qgemm`](super::qgemm),
+//! [`conv2d`](super::conv2d)) with bias and ReLU fused into their epilogue;
+//! every other step (pooling, ReLU, softmax) runs the f32 kernel the f32
+//! model runs, on f32 values: an int8 step writes f32 when anything but
+//! int8 steps read its result, and the next layer's u8 input directly
+//! ([`Output::U8`](super::Output::U8)) when only int8 steps do.
+//! Calibration runs the same plan in f32 with the f32 weights and records
+//! [`MinMax`] of every value an int8 step reads.
 
 use std::collections::BTreeMap;
 
