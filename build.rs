@@ -36,6 +36,13 @@ fn main() {
         "torch_mlp",
         "transformer",
     ];
+    // Generated with the int8 inference plan (`--quantize int8`, #23): the
+    // example models it covers; tests/int8.rs runs them.
+    let int8 = nnc_compiler::codegen::Options {
+        quantize: Some(nnc_compiler::codegen::Quantize::Int8),
+        ..Default::default()
+    };
+    const INT8: &[&str] = &["lenet", "mnist_mlp"];
     let out_dir =
         std::path::PathBuf::from(std::env::var_os("OUT_DIR").expect("cargo sets OUT_DIR"));
     // Every model, included under `#![deny(warnings)]` by tests/warnings.rs:
@@ -90,6 +97,16 @@ fn main() {
                     .unwrap_or_else(|e| panic!("{}", chain(&e)));
                 all.push_str(&format!(
                     "pub mod {stem}_explain {{ include!(concat!(env!(\"OUT_DIR\"), \"/{file}\")); }}\n"
+                ));
+            }
+            if INT8.contains(&stem) {
+                let code = nnc_compiler::build::compile_to_string(Path::new(&path), &int8)
+                    .unwrap_or_else(|e| panic!("{}", chain(&e)));
+                let file = format!("{stem}_int8.rs");
+                nnc_compiler::build::write_if_changed(&out_dir.join(&file), &code)
+                    .unwrap_or_else(|e| panic!("{}", chain(&e)));
+                all.push_str(&format!(
+                    "pub mod {stem}_int8 {{ include!(concat!(env!(\"OUT_DIR\"), \"/{file}\")); }}\n"
                 ));
             }
             if NAIVE.contains(&stem) {

@@ -31,7 +31,8 @@ import sys
 import time
 import traceback
 
-FRAMEWORKS = ["jax", "torch-eager", "torch-compile", "tf-function", "tf-xla", "keras-fit", "onnxruntime"]
+FRAMEWORKS = ["jax", "torch-eager", "torch-compile", "tf-function", "tf-xla", "keras-fit", "onnxruntime",
+              "onnxruntime-int8"]
 BATCH = {"W1": 128, "W2": 512, "W3": 128,
          # W4: transformer training (transformer.py); W5: inference (inference.py)
          "W4": 64, "W4L": 32, "W5-MLP-1": 1, "W5-MLP-256": 256, "W5-LeNet-1": 1, "W5-LeNet-256": 256}
@@ -392,9 +393,9 @@ def main():
     try:
         data = load_mnist(args.data)
         supported = {"W4": ("jax", "torch-eager", "torch-compile"), "W4L": ("jax", "torch-eager", "torch-compile"),
-                     "W5": ("jax", "torch-eager", "torch-compile", "onnxruntime")}
+                     "W5": ("jax", "torch-eager", "torch-compile", "onnxruntime", "onnxruntime-int8")}
         family = args.workload.split("-")[0]
-        if args.framework == "onnxruntime" and family != "W5" or \
+        if args.framework.startswith("onnxruntime") and family != "W5" or \
                 family in supported and args.framework not in supported[family]:
             raise ValueError(f"{args.framework} has no {args.workload} here (W4: jax, torch; "
                              f"W5: jax, torch, onnxruntime; onnxruntime only W5)")
@@ -410,8 +411,8 @@ def main():
 
             if args.framework == "jax":
                 m = inference.bench_jax(args, data)
-            elif args.framework == "onnxruntime":
-                m = inference.bench_onnxruntime(args, data)
+            elif args.framework.startswith("onnxruntime"):
+                m = inference.bench_onnxruntime(args, data, int8=args.framework == "onnxruntime-int8")
             else:
                 m = inference.bench_torch(args, data, compiled=args.framework == "torch-compile")
             record.update(latency_median_us=round(m["latency_median_us"], 2),

@@ -11,6 +11,10 @@ Weights are the frameworks' default initialisation (speed does not depend
 on their values). ONNX Runtime runs the PyTorch model exported to ONNX
 (torch.onnx.export), with all graph optimisations, intra-op threads = the
 thread count, sequential execution. A call returns the logits on the host.
+`onnxruntime-int8` is the same ONNX model after ONNX Runtime's post-training
+dynamic quantization (`quantize_dynamic`, int8 weights per channel,
+activations quantized per call): the peer of nnc's int8 plan
+(docs/quantization.md).
 """
 
 import contextlib
@@ -114,7 +118,7 @@ def export_onnx(kind, bs, path):
             return f"torch {torch.__version__} torchscript exporter"
 
 
-def bench_onnxruntime(args, data):
+def bench_onnxruntime(args, data, int8=False):
     import subprocess
 
     import onnxruntime as ort
@@ -129,6 +133,13 @@ def bench_onnxruntime(args, data):
         [sys.executable, "-c", f"import sys; sys.path.insert(0, {here!r}); import inference; "
                                f"print(inference.export_onnx({kind!r}, {bs}, {path!r}))"],
         check=True, capture_output=True, text=True).stdout.strip().splitlines()[-1]
+    if int8:
+        from onnxruntime.quantization import QuantType, quantize_dynamic
+
+        qpath = path.replace(".onnx", ".int8.onnx")
+        quantize_dynamic(path, qpath, weight_type=QuantType.QInt8, per_channel=True)
+        path = qpath
+        exporter += ", quantize_dynamic(QInt8, per_channel)"
     so = ort.SessionOptions()
     so.intra_op_num_threads = args.threads
     so.inter_op_num_threads = 1

@@ -22,7 +22,7 @@ PYTHON="${NNC_PEERS_PYTHON:-python3}"
 
 # `gemm` is no framework: the `gemm` crate's square products, a contender for
 # the matrix-multiply ceiling (workload "ceiling", one line per thread count).
-ALL_FRAMEWORKS="jax torch-eager torch-compile tf-function tf-xla keras-fit onnxruntime burn dfdx candle gemm"
+ALL_FRAMEWORKS="jax torch-eager torch-compile tf-function tf-xla keras-fit onnxruntime onnxruntime-int8 burn dfdx candle gemm"
 FRAMEWORKS="$ALL_FRAMEWORKS"
 WORKLOADS="W1 W2 W3 W4 W4L W5-MLP-1 W5-MLP-256 W5-LeNet-1 W5-LeNet-256"
 CALLS=1000       # timed calls of a batch-1 inference workload
@@ -116,21 +116,21 @@ py_ok() { [ -x "$VENV/bin/python" ] && "$VENV/bin/python" -c "$1" >/dev/null 2>&
 
 install_python() {
   local need=0
-  for f in jax torch-eager torch-compile tf-function tf-xla keras-fit onnxruntime; do wants "$f" && need=1; done
+  for f in jax torch-eager torch-compile tf-function tf-xla keras-fit onnxruntime onnxruntime-int8; do wants "$f" && need=1; done
   [ $need = 1 ] || return 0
   if [ ! -x "$VENV/bin/python" ]; then
-    [ $INSTALL = 1 ] || { for f in jax torch-eager torch-compile tf-function tf-xla keras-fit; do BROKEN[$f]="no venv at $VENV (--no-install)"; done; return; }
+    [ $INSTALL = 1 ] || { for f in jax torch-eager torch-compile tf-function tf-xla keras-fit onnxruntime onnxruntime-int8; do BROKEN[$f]="no venv at $VENV (--no-install)"; done; return; }
     log "creating venv $VENV"
     mkdir -p "$(dirname "$VENV")"
     nice -n 19 "$PYTHON" -m venv "$VENV" && nice -n 19 "$VENV/bin/pip" install -q --upgrade pip \
-      || { for f in jax torch-eager torch-compile tf-function tf-xla keras-fit; do BROKEN[$f]="could not create venv $VENV"; done; return; }
+      || { for f in jax torch-eager torch-compile tf-function tf-xla keras-fit onnxruntime onnxruntime-int8; do BROKEN[$f]="could not create venv $VENV"; done; return; }
   fi
   local pkgs=()
   if wants jax && ! py_ok "import jax, optax"; then pkgs+=("${PIP_JAX[@]}"); fi
   if { wants torch-eager || wants torch-compile; } && ! py_ok "import torch"; then pkgs+=("${PIP_TORCH[@]}"); fi
   if { wants tf-function || wants tf-xla || wants keras-fit; } && ! py_ok "import tensorflow"; then pkgs+=("${PIP_TF[@]}"); fi
-  if wants onnxruntime && ! py_ok "import onnxruntime, onnx, onnxscript"; then pkgs+=("${PIP_ORT[@]}"); fi
-  if wants onnxruntime && ! py_ok "import torch"; then pkgs+=("${PIP_TORCH[@]}"); fi
+  if { wants onnxruntime || wants onnxruntime-int8; } && ! py_ok "import onnxruntime, onnx, onnxscript"; then pkgs+=("${PIP_ORT[@]}"); fi
+  if { wants onnxruntime || wants onnxruntime-int8; } && ! py_ok "import torch"; then pkgs+=("${PIP_TORCH[@]}"); fi
   if [ ${#pkgs[@]} -gt 0 ]; then
     if [ $INSTALL = 1 ]; then
       log "pip install ${pkgs[*]} (torch alone is a ~3-4 GB download with its CUDA wheels)"
@@ -141,6 +141,7 @@ install_python() {
   py_ok "import torch" || { BROKEN[torch-eager]="torch not importable from $VENV"; BROKEN[torch-compile]="${BROKEN[torch-eager]}"; }
   py_ok "import tensorflow" || { for f in tf-function tf-xla keras-fit; do BROKEN[$f]="tensorflow not importable from $VENV"; done; }
   py_ok "import onnxruntime, torch" || { BROKEN[onnxruntime]="onnxruntime or torch not importable from $VENV"; }
+  py_ok "import onnxruntime.quantization, torch" || { BROKEN[onnxruntime-int8]="onnxruntime.quantization or torch not importable from $VENV"; }
   if wants torch-compile && ! command -v "${CC:-gcc}" >/dev/null 2>&1; then
     BROKEN[torch-compile]="torch.compile (inductor) needs a C compiler; none found"
   fi
@@ -222,9 +223,9 @@ cpu_list() { seq -s, 0 $(( $1 - 1 )); }
 # pick for them; ONNX Runtime has only inference.
 applies() {  # framework workload
   case "$2" in
-    W1|W2|W3) [ "$1" != onnxruntime ] ;;
+    W1|W2|W3) case "$1" in onnxruntime|onnxruntime-int8) return 1 ;; *) return 0 ;; esac ;;
     W4|W4L) case "$1" in jax|torch-eager|torch-compile) return 0 ;; *) return 1 ;; esac ;;
-    W5-*) case "$1" in jax|torch-eager|torch-compile|onnxruntime) return 0 ;; *) return 1 ;; esac ;;
+    W5-*) case "$1" in jax|torch-eager|torch-compile|onnxruntime|onnxruntime-int8) return 0 ;; *) return 1 ;; esac ;;
     *) return 0 ;;
   esac
 }

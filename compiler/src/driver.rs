@@ -131,6 +131,9 @@ pub fn generate_tokens(
             explain: graphs.explain.as_ref(),
         };
         items.extend(codegen::network(source, &input, &rt, opts)?);
+        if opts.quantize.is_some() {
+            items.extend(codegen::int8(source, &input, &rt)?.items);
+        }
         items.extend(stage_networks(source, net, &config, &rt, opts)?);
     }
     Ok(items)
@@ -180,6 +183,31 @@ fn stage_networks(
         items.extend(codegen::network(source, &input, rt, &opts)?);
     }
     Ok(items)
+}
+
+/// The int8 inference plan of every network of a checked module, one
+/// report line per step (which run int8, which stay f32): what `nnc compile
+/// --quantize int8` prints.
+pub fn int8_report(
+    source: &SourceFile,
+    module: &Module,
+    opts: &Options,
+) -> Result<Vec<(String, Vec<String>)>, CompileError> {
+    let rt = codegen::runtime_path(opts)?;
+    let mut out = Vec::new();
+    for net in &module.networks {
+        let config = module.train_config(&net.name);
+        let graphs = optimize_both(net, &config, opts)?;
+        let input = Input {
+            net,
+            config: &config,
+            train: &graphs.train,
+            inference: graphs.inference.as_ref(),
+            explain: None,
+        };
+        out.push((net.name.clone(), codegen::int8(source, &input, &rt)?.report));
+    }
+    Ok(out)
 }
 
 /// Generates the Rust source for every network of a checked module,

@@ -69,6 +69,11 @@ enum Command {
         /// with respect to the float inputs, for attributions).
         #[arg(long)]
         explain: bool,
+        /// Also generate an int8 inference plan (`int8_plan`, `quantize_int8`,
+        /// `load_int8`) and print which ops run int8 and which stay f32 to
+        /// standard error.
+        #[arg(long, value_enum)]
+        quantize: Option<QuantizeArg>,
     },
     /// Write the graph of a network.
     Graph {
@@ -89,6 +94,13 @@ enum Command {
         #[arg(short, long)]
         output: Option<PathBuf>,
     },
+}
+
+/// `--quantize`'s values.
+#[derive(Clone, Copy, clap::ValueEnum)]
+enum QuantizeArg {
+    /// Post-training int8 (u8 activations, per-channel 7-bit weights).
+    Int8,
 }
 
 fn main() -> ExitCode {
@@ -191,6 +203,7 @@ fn run(cli: Cli) -> anyhow::Result<ExitCode> {
             stats,
             explain_fusion,
             explain,
+            quantize,
         } => {
             use nnc_compiler::passes::{OptLevel, PASS_NAMES};
             if list_passes {
@@ -211,6 +224,7 @@ fn run(cli: Cli) -> anyhow::Result<ExitCode> {
                 opt_level,
                 disabled_passes: disable,
                 explain,
+                quantize: quantize.map(|QuantizeArg::Int8| nnc_compiler::codegen::Quantize::Int8),
                 ..Default::default()
             };
             let source = load(&file)?;
@@ -225,6 +239,18 @@ fn run(cli: Cli) -> anyhow::Result<ExitCode> {
             // With --stats or --explain-fusion and no -o, only the report.
             if output.is_some() || !(stats || explain_fusion) {
                 cli::output::write(output.as_deref(), &file, &code)?;
+            }
+            if opts.quantize.is_some() {
+                let reports = match driver::int8_report(&source, &module, &opts) {
+                    Ok(r) => r,
+                    Err(e) => return Ok(fail(&source, &e.diagnostics)),
+                };
+                for (net, lines) in reports {
+                    eprintln!("int8 plan of `{net}`:");
+                    for l in lines {
+                        eprintln!("  {l}");
+                    }
+                }
             }
             if explain_fusion {
                 for net in &module.networks {

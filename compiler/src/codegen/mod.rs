@@ -11,7 +11,7 @@
 //! `network.rs` emits the struct and its entry points, `modal.rs` the parts
 //! only modal networks have, `kernels.rs` the kernel functions and the calls
 //! to them, `layout.rs` places every value (planned by `memory.rs`),
-//! `fuse.rs` decides fusion, `spec.rs` emits the `ModelSpec`, `stats.rs`
+//! `fuse.rs` decides fusion, `int8.rs` the int8 inference plan, `spec.rs` emits the `ModelSpec`, `stats.rs`
 //! measures a step for `--stats` and `--explain-fusion`, and `target.rs`
 //! is the seam below which a [`Target`] writes each kernel's body;
 //! `teacher.rs` loads a teacher network's weights for its student.
@@ -20,6 +20,7 @@ mod backprop;
 mod explain;
 mod format;
 mod fuse;
+mod int8;
 mod kernels;
 mod layout;
 pub mod memory;
@@ -38,6 +39,7 @@ use proc_macro2::{Ident, Literal, Span as PSpan, TokenStream};
 use quote::format_ident;
 use std::sync::Arc;
 
+pub use int8::{int8, Int8Plan};
 pub use network::network;
 pub use spec::screaming;
 pub use stats::{explain_fusion, stats, Stats};
@@ -59,6 +61,16 @@ pub struct Options {
     /// Also generate `input_gradient`, the gradient of the loss's
     /// prediction with respect to the float inputs (for attributions).
     pub explain: bool,
+    /// Also generate an int8 inference plan (`int8_plan`, `quantize_int8`,
+    /// `load_int8`; `nnc compile --quantize int8`).
+    pub quantize: Option<Quantize>,
+}
+
+/// A quantized inference form to generate next to the f32 model.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Quantize {
+    /// Post-training int8: u8 activations, per-channel 7-bit weights.
+    Int8,
 }
 
 impl Default for Options {
@@ -69,6 +81,7 @@ impl Default for Options {
             disabled_passes: Vec::new(),
             target: Arc::new(RustRuntime),
             explain: false,
+            quantize: None,
         }
     }
 }

@@ -555,3 +555,24 @@ pub static FUNCTIONS: &[Function] = &[
 pub fn constant(value: f64) -> Op {
     Op::Leaf(LeafOp::scalar(value))
 }
+
+impl UnaryOp {
+    /// ReLU is fused into an int8 product's epilogue (or an f32 step);
+    /// other elementwise functions have no int8 plan step yet.
+    pub fn int8(&self) -> super::Int8 {
+        match self {
+            UnaryOp::Relu => super::Int8::Epilogue,
+            _ => super::Int8::None,
+        }
+    }
+}
+
+impl BinaryOp {
+    /// A bias add is fused into an int8 product's epilogue.
+    pub fn int8(&self) -> super::Int8 {
+        match self {
+            BinaryOp::Add => super::Int8::Epilogue,
+            _ => super::Int8::None,
+        }
+    }
+}

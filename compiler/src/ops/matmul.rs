@@ -189,3 +189,10 @@ pub static FUNCTIONS: &[Function] = &[Function {
     doc: "matrix product, the same as a @ b",
     build: |a| Ok((Op::Matmul(Matmul), vec![a.tensor(0)?.0, a.tensor(1)?.0])),
 }];
+
+impl Matmul {
+    /// Int8 plans run a product with a weight parameter on the int8 GEMM.
+    pub fn int8(&self) -> super::Int8 {
+        super::Int8::Kernel
+    }
+}

@@ -372,3 +372,38 @@ pub(crate) fn expect_f32(ty: &TensorType, operand: usize, what: &str) -> Result<
         .at(operand)),
     }
 }
+
+/// How an op takes part in a model's int8 inference plan (`nnc compile
+/// --quantize int8`, `codegen::int8`): each op family declares it next to
+/// its other faces.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Int8 {
+    /// A product with an int8 kernel (dense `x @ weight`, `conv2d(x,
+    /// weight)`), when its right operand is a parameter.
+    Kernel,
+    /// Fused into the epilogue of the int8 product it follows (a bias add,
+    /// ReLU); ReLU after anything else is an f32 step.
+    Epilogue,
+    /// An f32 step of the plan, between int8 products (pooling, softmax).
+    F32,
+    /// The same elements in another shape: no step at all.
+    Alias,
+    /// No int8 lowering and no f32 step: an int8 plan refuses the model.
+    None,
+}
+
+impl Op {
+    /// This op's part in an int8 inference plan.
+    pub fn int8(&self) -> Int8 {
+        match self {
+            Op::Matmul(m) => m.int8(),
+            Op::Conv(c) => c.int8(),
+            Op::Unary(u) => u.int8(),
+            Op::Binary(b) => b.int8(),
+            Op::Shape(s) => s.int8(),
+            Op::Softmax(s) => s.int8(),
+            Op::Norm(n) => n.int8(),
+            _ => Int8::None,
+        }
+    }
+}

@@ -404,3 +404,17 @@ impl fmt::Display for NormOp {
         }
     }
 }
+
+impl NormOp {
+    /// Inference dropout is the identity: an alias in an int8 plan. Batch
+    /// norm has no int8 plan step yet (it would fold into the preceding
+    /// product at calibration).
+    pub fn int8(&self) -> super::Int8 {
+        match self {
+            NormOp::Dropout {
+                training: false, ..
+            } => super::Int8::Alias,
+            _ => super::Int8::None,
+        }
+    }
+}

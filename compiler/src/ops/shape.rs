@@ -251,3 +251,14 @@ pub static FUNCTIONS: &[Function] = &[
         },
     },
 ];
+
+impl ShapeOp {
+    /// A reshape (`flatten`) is an alias in an int8 plan: row-major
+    /// values need no step.
+    pub fn int8(&self) -> super::Int8 {
+        match self {
+            ShapeOp::Reshape { .. } => super::Int8::Alias,
+            _ => super::Int8::None,
+        }
+    }
+}

@@ -147,3 +147,13 @@ pub fn logsumexp<'a>(v: impl Iterator<Item = &'a f64> + Clone) -> f64 {
     }
     v.map(|&x| (x - m).exp()).sum::<f64>().ln() + m
 }
+
+impl SoftmaxOp {
+    /// Softmax is an f32 step of an int8 plan (over the last axis).
+    pub fn int8(&self) -> super::Int8 {
+        match self.kind {
+            SoftmaxKind::Softmax => super::Int8::F32,
+            SoftmaxKind::LogSoftmax => super::Int8::None,
+        }
+    }
+}

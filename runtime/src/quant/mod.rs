@@ -72,7 +72,8 @@
 //! `gemm` (the public product, bounds checks, the split over threads),
 //! `kernel` (portable, AVX2 and AVX-VNNI microkernels), `epilogue`
 //! (requantization),
-//! `conv` (NCHW convolution through u8 patches).
+//! `conv` (NCHW convolution through u8 patches), `plan` (a model's int8
+//! inference: the compiler's plan, calibration, the quantized weights file).
 
 use thiserror::Error;
 
@@ -81,6 +82,7 @@ mod epilogue;
 mod gemm;
 mod kernel;
 mod packed;
+pub mod plan;
 mod scheme;
 #[cfg(test)]
 mod tests;
@@ -89,6 +91,7 @@ mod weights;
 pub use conv::{conv2d, conv_scratch_len, im2row, PackedConv};
 pub use gemm::{kernel_family, qgemm, Epilogue, Output, QMatRef};
 pub use packed::PackedWeights;
+pub use plan::{Int8Model, Plan, PlanError, Step};
 pub use scheme::{dequantize_u8, quantize_u8, ActQuant, MinMax};
 pub use weights::{QuantWeights, WeightLayout};
 

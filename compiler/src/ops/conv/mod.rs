@@ -381,3 +381,15 @@ impl fmt::Display for ConvOp {
         }
     }
 }
+
+impl ConvOp {
+    /// The convolution has an int8 kernel; pooling stays f32 (a plan's f32
+    /// step); the gradients have no place in inference.
+    pub fn int8(&self) -> super::Int8 {
+        match self {
+            ConvOp::Conv2d(_) => super::Int8::Kernel,
+            ConvOp::MaxPool2d(_) | ConvOp::AvgPool2d(_) => super::Int8::F32,
+            _ => super::Int8::None,
+        }
+    }
+}

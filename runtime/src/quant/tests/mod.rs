@@ -10,6 +10,7 @@ use crate::rng::Rng;
 mod conv;
 mod gemm;
 mod math;
+mod plan;
 
 /// `len` random bytes.
 fn bytes(rng: &mut Rng, len: usize) -> Vec<u8> {

@@ -1,0 +1,223 @@
+//! Post-training int8 quantization of the MNIST MLP and LeNet, measured:
+//! trains each (f32, its `train` block's settings), calibrates on the
+//! first 300 training digits, quantizes (`quantize_int8`, generated from
+//! `nnc compile --quantize int8`'s plan), saves and reloads the quantized
+//! weights, and prints f32 and int8 test accuracy, the weights files'
+//! sizes, the largest output difference, and the batch-256 inference
+//! speed of int8 against f32 `predict` on one thread: the median over
+//! interleaved rounds of the calling thread's on-CPU time (robust against
+//! other processes on a shared machine; still one run's ratio, not a
+//! benchmark).
+//!
+//! ```sh
+//! cargo run --release -p nnc-example-mnist --bin int8
+//! ```
+
+#![deny(warnings)]
+
+use anyhow::Context;
+use nnc::runtime::checkpoint::save_weights;
+use nnc::runtime::data::{load_mnist, Dataset};
+use nnc::runtime::quant::Int8Model;
+use nnc::runtime::train::fit;
+use nnc::runtime::{evaluate, FitOptions, Model, TrainData};
+use std::path::{Path, PathBuf};
+use std::time::Instant;
+
+mod mlp {
+    nnc::include_model!("mnist_mlp");
+}
+mod lenet {
+    nnc::include_model!("lenet");
+}
+
+/// Calibration samples (the first ones of the training set).
+const CALIBRATION: usize = 300;
+/// The inference batch.
+const BATCH: usize = 256;
+
+/// Timed rounds of the speed comparison.
+const ROUNDS: usize = 7;
+
+/// On-CPU seconds of the calling thread (Linux's schedstat), or wall-clock
+/// seconds where that is not reported, of one call of `f`.
+fn cpu_secs(f: &mut dyn FnMut() -> anyhow::Result<()>) -> anyhow::Result<f64> {
+    let cpu = || -> Option<u64> {
+        let s = std::fs::read_to_string("/proc/thread-self/schedstat").ok()?;
+        s.split_whitespace().next()?.parse().ok()
+    };
+    let (c, t) = (cpu(), Instant::now());
+    f()?;
+    let wall = t.elapsed().as_secs_f64();
+    Ok(match (c, cpu()) {
+        (Some(a), Some(b)) if b > a => (b - a) as f64 * 1e-9,
+        _ => wall,
+    })
+}
+
+fn median(mut xs: Vec<f64>) -> f64 {
+    xs.sort_by(f64::total_cmp);
+    xs[xs.len() / 2]
+}
+
+/// Index of the largest of each row of `n`.
+fn argmax(rows: &[f32], n: usize) -> Vec<usize> {
+    rows.chunks(n)
+        .map(|r| {
+            r.iter()
+                .enumerate()
+                .fold((0, f32::NEG_INFINITY), |(bi, bv), (i, &v)| {
+                    if v > bv {
+                        (i, v)
+                    } else {
+                        (bi, bv)
+                    }
+                })
+                .0
+        })
+        .collect()
+}
+
+struct Report {
+    f32_acc: f64,
+    int8_acc: f64,
+    f32_bytes: u64,
+    int8_bytes: u64,
+    max_diff: f32,
+    f32_secs: f64,
+    int8_secs: f64,
+}
+
+/// Measures one trained model against its int8 form (`quantize` from
+/// calibration inputs, `load` from a saved file).
+fn measure<M: Model>(
+    model: &mut M,
+    quantize: impl FnOnce(&M, &[f32]) -> anyhow::Result<Int8Model>,
+    load: impl FnOnce(&Path) -> anyhow::Result<Int8Model>,
+    train: &Dataset,
+    test: &Dataset,
+    dir: &Path,
+) -> anyhow::Result<Report> {
+    let f32_acc = evaluate(&mut *model, test)?.accuracy().unwrap_or(f64::NAN);
+    let images = train.f32_values("image").context("no image column")?;
+    let per = images.len() / train.len();
+    let q = quantize(&*model, &images[..CALIBRATION * per])?;
+    let f32_path = dir.join("f32.safetensors");
+    let int8_path = dir.join("int8.safetensors");
+    save_weights(&*model, &f32_path)?;
+    q.save(&int8_path, &model.spec().params)?;
+    let mut q = load(&int8_path)?;
+    let x = test.f32_values("image").context("no image column")?;
+    let labels = test.class_values("label").context("no digit column")?;
+    let classes = 10;
+    let (mut yf, mut yq) = (
+        vec![0.0; test.len() * classes],
+        vec![0.0; test.len() * classes],
+    );
+    for (i, chunk) in x.chunks(BATCH * per).enumerate() {
+        let b = chunk.len() / per;
+        let range = i * BATCH * classes..(i * BATCH + b) * classes;
+        Model::predict(model, &[chunk], &mut [&mut yf[range.clone()]])?;
+        q.predict(chunk, &mut yq[range], b)?;
+    }
+    // Speed: whole batches only, on one thread, f32 and int8 alternating.
+    let one = rayon::ThreadPoolBuilder::new().num_threads(1).build()?;
+    let whole = &x[..x.len() / (BATCH * per) * BATCH * per];
+    let (mut f32_times, mut int8_times) = (Vec::new(), Vec::new());
+    let mut out = vec![0.0; BATCH * classes];
+    one.install(|| -> anyhow::Result<()> {
+        for _ in 0..ROUNDS {
+            f32_times.push(cpu_secs(&mut || {
+                for chunk in whole.chunks(BATCH * per) {
+                    Model::predict(model, &[chunk], &mut [&mut out[..]])?;
+                }
+                Ok(())
+            })?);
+            int8_times.push(cpu_secs(&mut || {
+                for chunk in whole.chunks(BATCH * per) {
+                    q.predict(chunk, &mut out, BATCH)?;
+                }
+                Ok(())
+            })?);
+        }
+        Ok(())
+    })?;
+    let (f32_secs, int8_secs) = (median(f32_times), median(int8_times));
+    let acc = |y: &[f32]| {
+        let hits = argmax(y, classes)
+            .iter()
+            .zip(labels)
+            .filter(|(p, &l)| **p == l as usize)
+            .count();
+        hits as f64 / labels.len() as f64
+    };
+    let max_diff = yf
+        .iter()
+        .zip(&yq)
+        .map(|(a, b)| (a - b).abs())
+        .fold(0.0, f32::max);
+    Ok(Report {
+        f32_acc,
+        int8_acc: acc(&yq),
+        f32_bytes: std::fs::metadata(&f32_path)?.len(),
+        int8_bytes: std::fs::metadata(&int8_path)?.len(),
+        max_diff,
+        f32_secs,
+        int8_secs,
+    })
+}
+
+fn main() -> anyhow::Result<()> {
+    let data = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../../data/mnist-10k");
+    let mnist = load_mnist(&data).with_context(|| format!("loading {}", data.display()))?;
+    let dir = std::env::temp_dir().join(format!("nnc-int8-{}", std::process::id()));
+    std::fs::create_dir_all(&dir)?;
+    let opts = FitOptions {
+        progress: false,
+        verbose: false,
+        ..FitOptions::default()
+    };
+    let train = TrainData::new(&mnist.train);
+    println!("int8 post-training quantization on {} ({} train, {} test digits; calibration: {CALIBRATION} train digits; inference batch {BATCH}; int8 kernels: {})",
+        data.display(), mnist.train.len(), mnist.test.len(), nnc::runtime::quant::kernel_family());
+    println!("| model | f32 acc | int8 acc | Δ points | f32 file | int8 file | ratio | max |Δp| | int8 speed-up (1 thread) |");
+    println!("|---|---|---|---|---|---|---|---|---|");
+    let mut mlp = mlp::MnistMlp::try_new(BATCH)?;
+    fit(&mut mlp, &train, &opts)?;
+    let r = measure(
+        &mut mlp,
+        |m, c| Ok(m.quantize_int8(c, BATCH)?),
+        |p| Ok(mlp::MnistMlp::load_int8(p)?),
+        &mnist.train,
+        &mnist.test,
+        &dir,
+    )?;
+    row("MLP 784-128-128-10", &r);
+    let mut lenet = lenet::LeNet::try_new(BATCH)?;
+    fit(&mut lenet, &train, &opts)?;
+    let r = measure(
+        &mut lenet,
+        |m, c| Ok(m.quantize_int8(c, BATCH)?),
+        |p| Ok(lenet::LeNet::load_int8(p)?),
+        &mnist.train,
+        &mnist.test,
+        &dir,
+    )?;
+    row("LeNet-5", &r);
+    let _ = std::fs::remove_dir_all(&dir);
+    Ok(())
+}
+
+fn row(name: &str, r: &Report) {
+    println!(
+        "| {name} | {:.2}% | {:.2}% | {:+.2} | {} B | {} B | {:.3}x | {:.4} | {:.2}x |",
+        100.0 * r.f32_acc,
+        100.0 * r.int8_acc,
+        100.0 * (r.int8_acc - r.f32_acc),
+        r.f32_bytes,
+        r.int8_bytes,
+        r.int8_bytes as f64 / r.f32_bytes as f64,
+        r.max_diff,
+        r.f32_secs / r.int8_secs
+    );
+}

@@ -1,0 +1,216 @@
+//! Running a plan: in f32 (calibration, recording the statistics of the
+//! values int8 steps read) and in int8.
+
+use std::collections::BTreeMap;
+
+use super::{Layer, Packed, Plan, PlanError, Step};
+use crate::gemm::Parallelism;
+use crate::kernels::conv;
+use crate::kernels::{matmul, softmax};
+use crate::quant::{
+    conv2d, conv_scratch_len, qgemm, quantize_u8, ActQuant, Epilogue, MinMax, Output, QMatRef,
+};
+
+/// The buffers a run works in: one f32 and one u8 tensor per value (each
+/// grown to the batch on first use, then reused), and the convolutions'
+/// scratch space.
+#[derive(Debug, Default)]
+pub(super) struct Buffers {
+    f: Vec<Vec<f32>>,
+    q: Vec<Vec<u8>>,
+    fscratch: Vec<f32>,
+    qscratch: Vec<u8>,
+}
+
+/// Grows `v` to at least `len` elements (never shrinks: a smaller batch
+/// uses a prefix).
+fn grow<T: Default + Clone>(v: &mut Vec<T>, len: usize) {
+    if v.len() < len {
+        v.resize(len, T::default());
+    }
+}
+
+impl Buffers {
+    fn size(&mut self, plan: &Plan, b: usize) {
+        let n = plan.values.len();
+        self.f.resize_with(n, Vec::new);
+        self.q.resize_with(n, Vec::new);
+        for (v, &len) in plan.values.iter().enumerate() {
+            grow(&mut self.f[v], len * b);
+        }
+    }
+
+    /// The f32 forward pass with the model's f32 weights (`get` by name),
+    /// observing into `stats` every value it has an entry for, just before
+    /// an int8 step reads it.
+    pub(super) fn forward_f32<'p>(
+        &mut self,
+        plan: &Plan,
+        get: &dyn Fn(&str) -> Result<&'p [f32], PlanError>,
+        input: &[f32],
+        b: usize,
+        stats: &mut BTreeMap<usize, MinMax>,
+    ) -> Result<(), PlanError> {
+        self.size(plan, b);
+        let len = |v: usize| plan.values[v] * b;
+        self.f[plan.input][..input.len()].copy_from_slice(input);
+        for s in &plan.steps {
+            let (x, y) = (s.input(), s.out());
+            if let Some(m) = stats.get_mut(&x) {
+                m.observe(&self.f[x][..len(x)]);
+            }
+            let mut out = std::mem::take(&mut self.f[y]);
+            let (xs, ys) = (&self.f[x][..len(x)], &mut out[..len(y)]);
+            match s {
+                Step::Dense {
+                    weight, bias, relu, ..
+                } => {
+                    let (k, n) = (plan.values[x], plan.values[y]);
+                    matmul(ys, xs, get(weight)?, 1, b, k, n, true);
+                    let bias = bias.as_deref().map(get).transpose()?;
+                    finish(ys, bias, *relu, 1);
+                }
+                Step::Conv {
+                    weight,
+                    bias,
+                    relu,
+                    geometry: g,
+                    ..
+                } => {
+                    grow(&mut self.fscratch, g.scratch_len());
+                    conv::conv2d(g, b, ys, xs, get(weight)?, &mut self.fscratch);
+                    let (oh, ow) = g.out_hw();
+                    let bias = bias.as_deref().map(get).transpose()?;
+                    finish(ys, bias, *relu, oh * ow);
+                }
+                _ => f32_step(s, xs, ys, b),
+            }
+            self.f[y] = out;
+        }
+        Ok(())
+    }
+
+    /// The output value of the last f32 pass.
+    #[cfg(test)]
+    pub(super) fn output(&self, plan: &Plan, b: usize) -> Vec<f32> {
+        self.f[plan.output][..plan.values[plan.output] * b].to_vec()
+    }
+
+    /// The int8 forward pass.
+    pub(super) fn forward_int8(
+        &mut self,
+        plan: &Plan,
+        layers: &[Option<Layer>],
+        acts: &BTreeMap<usize, ActQuant>,
+        input: &[f32],
+        out: &mut [f32],
+        b: usize,
+    ) -> Result<(), PlanError> {
+        let (ni, no) = (plan.values[plan.input] * b, plan.values[plan.output] * b);
+        if b == 0 || input.len() != ni || out.len() != no {
+            return Err(PlanError::Batch(format!(
+                "{b} samples need {ni} input and {no} output floats, got {} and {}",
+                input.len(),
+                out.len()
+            )));
+        }
+        self.size(plan, b);
+        for &v in acts.keys() {
+            grow(&mut self.q[v], plan.values[v] * b);
+        }
+        let direct = direct_u8(plan);
+        let len = |v: usize| plan.values[v] * b;
+        let par = Parallelism::Rayon(0);
+        self.f[plan.input][..ni].copy_from_slice(input);
+        for (s, layer) in plan.steps.iter().zip(layers) {
+            let (x, y) = (s.input(), s.out());
+            let Some(layer) = layer else {
+                let mut o = std::mem::take(&mut self.f[y]);
+                f32_step(s, &self.f[x][..len(x)], &mut o[..len(y)], b);
+                self.f[y] = o;
+                continue;
+            };
+            let act = acts[&x];
+            if !direct[x] {
+                quantize_u8(act, &self.f[x][..len(x)], &mut self.q[x][..len(x)]);
+            }
+            let relu = matches!(
+                s,
+                Step::Dense { relu: true, .. } | Step::Conv { relu: true, .. }
+            );
+            let ep = Epilogue {
+                bias: layer.bias.as_deref(),
+                relu,
+            };
+            let (mut fo, mut qo) = (
+                std::mem::take(&mut self.f[y]),
+                std::mem::take(&mut self.q[y]),
+            );
+            let sink = if direct[y] {
+                Output::U8(&mut qo[..len(y)], ep, acts[&y])
+            } else {
+                Output::F32(&mut fo[..len(y)], ep)
+            };
+            let xq = &self.q[x][..len(x)];
+            let r = match &layer.packed {
+                Packed::Dense(w) => {
+                    let k = plan.values[x];
+                    qgemm(par, b, QMatRef::new(xq, k, act), w, sink, w.outputs())
+                }
+                Packed::Conv(w) => {
+                    let g = w.geometry();
+                    grow(&mut self.qscratch, conv_scratch_len(g));
+                    conv2d(par, g, b, xq, act, w, sink, &mut self.qscratch)
+                }
+            };
+            self.f[y] = fo;
+            self.q[y] = qo;
+            r?;
+        }
+        out.copy_from_slice(&self.f[plan.output][..no]);
+        Ok(())
+    }
+}
+
+/// Which values live only as u8: written by an int8 step and read only by
+/// int8 steps (and not the output), so the producer's epilogue writes the
+/// consumer's u8 input directly.
+fn direct_u8(plan: &Plan) -> Vec<bool> {
+    let mut direct = vec![false; plan.values.len()];
+    for s in plan.steps.iter().filter(|s| s.is_int8()) {
+        direct[s.out()] = s.out() != plan.output;
+    }
+    for s in plan.steps.iter().filter(|s| !s.is_int8()) {
+        direct[s.input()] = false;
+    }
+    direct
+}
+
+/// Adds the bias (one per channel; a channel is `inner` consecutive
+/// elements, rows of `n` channels) and applies ReLU, in place.
+fn finish(y: &mut [f32], bias: Option<&[f32]>, relu: bool, inner: usize) {
+    if let Some(bias) = bias {
+        let row = bias.len() * inner;
+        for r in y.chunks_mut(row) {
+            for (c, &bv) in r.chunks_mut(inner).zip(bias) {
+                c.iter_mut().for_each(|v| *v += bv);
+            }
+        }
+    }
+    if relu {
+        y.iter_mut().for_each(|v| *v = v.max(0.0));
+    }
+}
+
+/// A step without an int8 kernel, in f32.
+fn f32_step(s: &Step, x: &[f32], y: &mut [f32], b: usize) {
+    match s {
+        Step::Relu { .. } => y.iter_mut().zip(x).for_each(|(o, &v)| *o = v.max(0.0)),
+        Step::MaxPool { pool, .. } => conv::max_pool2d(pool, b, y, x),
+        Step::AvgPool { pool, .. } => conv::avg_pool2d(pool, b, y, x),
+        Step::Softmax { n, .. } => softmax(y, x, x.len() / n, *n, 1, false),
+        Step::Dense { .. } | Step::Conv { .. } => {
+            unreachable!("int8 steps never reach the f32 step runner")
+        }
+    }
+}
