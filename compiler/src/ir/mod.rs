@@ -16,8 +16,8 @@ pub use network::{
     StateDecl,
 };
 pub use train::{
-    AdagradConfig, AdamConfig, BatchSpec, DataFormat, DataSource, OptimizerConfig, Regularization,
-    RmspropConfig, ScheduleSpec, SgdConfig, TrainConfig, TrainSpec, Validation,
+    AdagradConfig, AdamConfig, AugmentSpec, BatchSpec, DataFormat, DataSource, OptimizerConfig,
+    Regularization, RmspropConfig, ScheduleSpec, SgdConfig, TrainConfig, TrainSpec, Validation,
 };
 pub use training::{GradOptions, TrainingGraph};
 

@@ -10,6 +10,7 @@
 //! batch. Readers: [`csv`] (with a column mapping), [`idx`] (MNIST and its
 //! relatives), and in-memory vectors ([`Column::f32`], [`Column::classes`]).
 
+pub mod augment;
 pub mod bind;
 pub mod csv;
 mod dataset;
@@ -20,6 +21,7 @@ use std::path::{Path, PathBuf};
 
 use thiserror::Error;
 
+pub use augment::Augmenter;
 pub use bind::{Batcher, Binding};
 pub use dataset::{Column, Dataset, Origin, SplitMode, Values};
 pub use loader::{Loader, LoaderConfig, LoaderState};
