@@ -313,3 +313,7 @@ fn image(spec: &AugmentSpec, img: &mut [f32], scratch: &mut [f32], g: Image, rng
         }
     }
 }
+
+#[cfg(test)]
+#[path = "augment_tests.rs"]
+mod tests;
