@@ -16,6 +16,8 @@ pub mod csv;
 mod dataset;
 pub mod idx;
 mod loader;
+pub mod shard;
+pub mod stream;
 
 use std::path::{Path, PathBuf};
 
