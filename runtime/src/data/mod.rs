@@ -12,6 +12,7 @@
 
 pub mod augment;
 pub mod bind;
+pub mod convert;
 pub mod csv;
 mod dataset;
 pub mod idx;

@@ -240,6 +240,14 @@ impl ShardWriter {
         Ok(())
     }
 
+    /// Sets class column `j`'s class count (known once every row has been
+    /// seen); [`ShardWriter::finish`] writes it into the header.
+    pub fn set_classes(&mut self, j: usize, count: u32) {
+        if let Some(c) = self.columns.get_mut(j).filter(|c| c.classes.is_some()) {
+            c.classes = Some(count);
+        }
+    }
+
     /// Writes the checksums and the final header, then moves the shard into
     /// place; the rows written.
     pub fn finish(mut self) -> Result<u64, DataError> {

@@ -237,3 +237,49 @@ fn a_corrupt_chunk_stops_the_stream_with_its_error() {
         "{e}"
     );
 }
+
+#[test]
+fn a_csv_converted_in_blocks_loads_as_read_csv_reads_it() {
+    use crate::data::convert::csv_to_shard;
+    use crate::data::csv::{read_csv, CsvOptions};
+    let dir = TempDir::new("shard-csv");
+    let csv = dir.0.join("d.csv");
+    // More rows than a block, names that first appear late, an integer
+    // class column whose largest value is in the last block.
+    let mut text = String::from("a,b,species,level\n");
+    let n = 40_000;
+    for i in 0..n {
+        let species = if i < 30_000 {
+            ["setosa", "virginica"][i % 2]
+        } else {
+            "alpha"
+        };
+        let level = if i == n - 1 { 7 } else { i % 3 };
+        text.push_str(&format!(
+            "{},{}.5,{species},{level}\n",
+            i as f32 * 0.25,
+            i % 11
+        ));
+    }
+    std::fs::write(&csv, &text).unwrap();
+    let opts = CsvOptions::new()
+        .numbers("x", 0..2)
+        .classes("species", "species")
+        .classes("level", "level");
+    let out = dir.0.join("d.shard");
+    assert_eq!(csv_to_shard(&csv, &opts, &out, 1000).unwrap(), n as u64);
+    let loaded = Shard::open(&out).unwrap().load().unwrap();
+    let direct = read_csv(&csv, &opts).unwrap();
+    assert!(same(&loaded, &direct));
+    assert_eq!(loaded.column("species").unwrap().classes_count(), Some(3));
+    assert_eq!(loaded.column("level").unwrap().classes_count(), Some(8));
+    // Errors still point at the file's line and column.
+    std::fs::write(&csv, format!("{text}1,x,setosa,0\n")).unwrap();
+    let e = csv_to_shard(&csv, &opts, &out, 1000)
+        .unwrap_err()
+        .to_string();
+    assert!(
+        e.starts_with(&format!("{}:{}:3:", csv.display(), n + 2)),
+        "{e}"
+    );
+}
