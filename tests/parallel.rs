@@ -8,7 +8,7 @@ use nnc::runtime::collective::Collective;
 use nnc::runtime::data::load_mnist;
 use nnc::runtime::optim::Build;
 use nnc::runtime::parallel::{Resolved, StepRunner, Strategy};
-use nnc::runtime::{fit, Batch, FitOptions, Model, TrainData};
+use nnc::runtime::{fit, AugmentSpec, Batch, FitOptions, Model, TrainData};
 
 mod support;
 use support::assert_close_grads;
@@ -333,6 +333,15 @@ mod threads {
 /// `ranks` ranks, one thread each, with per-rank max-steps `steps(rank)`;
 /// every rank's result.
 fn train_ranks(ranks: usize, steps: impl Fn(usize) -> u64 + Sync) -> Vec<Result<Vec<f32>, String>> {
+    train_ranks_with(ranks, steps, None)
+}
+
+/// [`train_ranks`] with the `train` block's augmentation replaced.
+fn train_ranks_with(
+    ranks: usize,
+    steps: impl Fn(usize) -> u64 + Sync,
+    augment: Option<AugmentSpec>,
+) -> Vec<Result<Vec<f32>, String>> {
     let train = train_set();
     std::thread::scope(|s| {
         let handles: Vec<_> = threads::group(ranks)
@@ -351,6 +360,7 @@ fn train_ranks(ranks: usize, steps: impl Fn(usize) -> u64 + Sync) -> Vec<Result<
                         max_steps: Some(steps(comm.rank())),
                         threads: Some(1),
                         parallel: Strategy::Data { shards: None },
+                        augment,
                         ..FitOptions::quiet()
                     };
                     nnc::runtime::fit_with(&mut model, &TrainData::new(train), &opts, &comm)
@@ -394,5 +404,48 @@ fn ranks_that_disagree_all_stop_naming_the_rank_and_the_value() {
              every rank must run the same model on the same configuration",
             "rank {r}"
         );
+    }
+}
+
+/// Every augmentation of images at once.
+const AUGMENT: AugmentSpec = AugmentSpec {
+    shift: 2,
+    rotate: 10.0,
+    flip: true,
+    cutout: 6,
+    noise: 0.05,
+};
+
+/// Each sample draws its augmentation from (seed, epoch, index): the
+/// parameters are the same bits on 1 and 2 threads and on 1 and 2 ranks
+/// (each rank augmenting only its rows), and differ from a run without it.
+#[test]
+fn augmented_training_is_bit_identical_on_any_thread_and_rank_count() {
+    let run = |threads: usize| {
+        let train = train_set();
+        let mut model = MnistMlp::new(128);
+        let opts = FitOptions {
+            epochs: Some(2),
+            max_steps: Some(12),
+            threads: Some(threads),
+            parallel: Strategy::Data { shards: None },
+            augment: Some(AUGMENT),
+            ..FitOptions::quiet()
+        };
+        fit(&mut model, &TrainData::new(&train), &opts).unwrap();
+        model.params().to_vec()
+    };
+    let one = run(1);
+    assert!(same_bits(&one, &run(2)), "1 vs 2 threads");
+    let plain = train(Strategy::Data { shards: None }, 1);
+    assert!(!same_bits(&one, &plain), "augmentation changed nothing");
+    let rank = train_ranks_with(1, |_| 12, Some(AUGMENT))
+        .remove(0)
+        .unwrap();
+    for (r, params) in train_ranks_with(2, |_| 12, Some(AUGMENT))
+        .into_iter()
+        .enumerate()
+    {
+        assert!(same_bits(&rank, &params.unwrap()), "rank {r} of 2");
     }
 }

@@ -125,3 +125,45 @@ fn a_byte_order_mark_is_no_token_and_moves_no_column() {
         Some("bom.nn:1:47")
     );
 }
+
+#[test]
+fn augment_settings_reach_the_train_spec() {
+    use nnc_compiler::ir::AugmentSpec;
+    let cases = [
+        (
+            "image(shift: 2, rotate: 12.5, flip: true, cutout: 8, noise: 0.05)",
+            AugmentSpec {
+                shift: 2,
+                rotate: 12.5,
+                flip: true,
+                cutout: 8,
+                noise: 0.05,
+            },
+        ),
+        (
+            "image(flip: true)",
+            AugmentSpec {
+                flip: true,
+                ..AugmentSpec::NONE
+            },
+        ),
+        (
+            "tabular(noise: 0.1)",
+            AugmentSpec {
+                noise: 0.1,
+                ..AugmentSpec::NONE
+            },
+        ),
+    ];
+    for (value, want) in cases {
+        let text = format!(
+            "network N {{ input x: f32[batch, 4]; loss mean(x); }}
+             train N {{ augment: {value}; }}"
+        );
+        let module = check_source(&SourceFile::new("augment.nn", text)).expect("valid");
+        assert_eq!(module.train_config("N").spec.augment, want, "{value}");
+    }
+    let text = "network N { input x: f32[batch, 4]; loss mean(x); } train N { epochs: 1; }";
+    let module = check_source(&SourceFile::new("plain.nn", text)).expect("valid");
+    assert!(module.train_config("N").spec.augment.is_none());
+}

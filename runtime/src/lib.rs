@@ -56,8 +56,8 @@ pub mod train;
 pub use kernels::{conv, norm, sequence};
 
 pub use model::{
-    Batch, BatchSpec, InputKind, InputSpec, LossKind, LossSpec, Model, ModelSpec, OutputSpec,
-    ScheduleSpec, StateSpec, StepError, StepKey, TrainSpec,
+    AugmentSpec, Batch, BatchSpec, InputKind, InputSpec, LossKind, LossSpec, Model, ModelSpec,
+    OutputSpec, ScheduleSpec, StateSpec, StepError, StepKey, TrainSpec,
 };
 pub use train::{
     evaluate, fit, fit_with, predict, EarlyStopping, EpochMetrics, Eval, FitError, FitOptions,

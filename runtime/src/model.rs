@@ -10,7 +10,7 @@ use thiserror::Error;
 pub use nnc_spec::model::{
     InputKind, InputSpec, LossKind, LossSpec, ModelSpec, OutputSpec, StateSpec, StepKey,
 };
-pub use nnc_spec::train::{BatchSpec, ScheduleSpec, TrainSpec};
+pub use nnc_spec::train::{AugmentSpec, BatchSpec, ScheduleSpec, TrainSpec};
 
 /// Elements of the flat state buffer a state table describes.
 pub fn state_len(specs: &[StateSpec]) -> usize {
@@ -506,6 +506,7 @@ pub(crate) mod tests {
                 seed: 0,
                 clip_norm: None,
                 early_stop: None,
+                augment: AugmentSpec::NONE,
             },
         }
     }

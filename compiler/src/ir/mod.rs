@@ -16,8 +16,8 @@ pub use network::{
     ParamDecl, StateDecl,
 };
 pub use train::{
-    AdagradConfig, AdamConfig, BatchSpec, DataFormat, DataSource, OptimizerConfig, Regularization,
-    RmspropConfig, ScheduleSpec, SgdConfig, TeacherSource, TrainConfig, TrainSpec, Validation,
+    AdagradConfig, AdamConfig, AugmentSpec, BatchSpec, DataFormat, DataSource, OptimizerConfig,
+    Regularization, RmspropConfig, ScheduleSpec, SgdConfig, TeacherSource, TrainConfig, TrainSpec, Validation,
 };
 pub use training::{GradOptions, TrainingGraph};
 

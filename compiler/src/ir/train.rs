@@ -6,7 +6,7 @@
 use crate::diagnostic::Span;
 
 pub use nnc_spec::optim::{AdagradConfig, AdamConfig, OptimizerConfig, RmspropConfig, SgdConfig};
-pub use nnc_spec::train::{BatchSpec, ScheduleSpec, TrainSpec};
+pub use nnc_spec::train::{AugmentSpec, BatchSpec, ScheduleSpec, TrainSpec};
 
 /// A validated `train` block: what the runtime gets ([`TrainSpec`], the
 /// contract's type) and what stays in the compiler (the penalties folded

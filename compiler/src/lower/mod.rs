@@ -26,7 +26,10 @@ mod train;
 pub use crate::ir::{BatchSpec, InputKind, Network};
 pub use init::{Initializer, INITIALIZERS};
 pub use layers::{layers, Layer};
-pub use train::{Hyper, OptimizerDef, ScheduleDef, Setting, OPTIMIZERS, SCHEDULES, SETTINGS};
+pub use train::{
+    AugmentDef, Hyper, OptimizerDef, ScheduleDef, Setting, AUGMENTS, OPTIMIZERS, SCHEDULES,
+    SETTINGS,
+};
 
 use crate::diagnostic::{CompileError, Diagnostic, ErrorKind, Span};
 use crate::graph::{Graph, NodeId};

@@ -31,4 +31,4 @@ pub use model::{
     InputKind, InputSpec, LossKind, LossSpec, ModelSpec, OutputSpec, ParamSpec, StateSpec, StepKey,
 };
 pub use optim::{AdagradConfig, AdamConfig, OptimizerConfig, RmspropConfig, SgdConfig};
-pub use train::{BatchSpec, ScheduleSpec, TrainSpec};
+pub use train::{AugmentSpec, BatchSpec, ScheduleSpec, TrainSpec};

@@ -17,7 +17,7 @@ use crate::model::{
     InputKind, InputSpec, LossKind, LossSpec, ModelSpec, OutputSpec, ParamSpec, StateSpec,
 };
 use crate::optim::{AdagradConfig, AdamConfig, OptimizerConfig, RmspropConfig, SgdConfig};
-use crate::train::{BatchSpec, ScheduleSpec, TrainSpec};
+use crate::train::{AugmentSpec, BatchSpec, ScheduleSpec, TrainSpec};
 
 /// A value that can be written as the Rust expression constructing it.
 pub trait ToRust {
@@ -303,6 +303,7 @@ impl ToRust for TrainSpec {
             let e = u64_lit(e);
             quote!(#e)
         });
+        let augment = self.augment.to_rust(rt);
         quote! {
             #rt::spec::train::TrainSpec {
                 optimizer: #optimizer,
@@ -315,6 +316,30 @@ impl ToRust for TrainSpec {
                 seed: #seed,
                 clip_norm: #clip,
                 early_stop: #early,
+                augment: #augment,
+            }
+        }
+    }
+}
+
+impl ToRust for AugmentSpec {
+    fn to_rust(&self, rt: &TokenStream) -> TokenStream {
+        if self.is_none() {
+            // The common case reads as what it is.
+            return quote!(#rt::spec::train::AugmentSpec::NONE);
+        }
+        let shift = Literal::u32_suffixed(self.shift);
+        let rotate = f32_lit(self.rotate);
+        let flip = self.flip;
+        let cutout = Literal::u32_suffixed(self.cutout);
+        let noise = f32_lit(self.noise);
+        quote! {
+            #rt::spec::train::AugmentSpec {
+                shift: #shift,
+                rotate: #rotate,
+                flip: #flip,
+                cutout: #cutout,
+                noise: #noise,
             }
         }
     }
@@ -372,6 +397,11 @@ mod tests {
             seed: 7,
             clip_norm: Some(1.0),
             early_stop: None,
+            augment: AugmentSpec {
+                shift: 2,
+                flip: true,
+                ..AugmentSpec::NONE
+            },
         };
         let text = t.to_rust(&quote!(::rt)).to_string();
         assert!(
@@ -382,5 +412,8 @@ mod tests {
             text.contains("clip_norm : :: core :: option :: Option :: Some (1f32)"),
             "{text}"
         );
+        assert!(text.contains("shift : 2u32"), "{text}");
+        let none = AugmentSpec::NONE.to_rust(&quote!(::rt)).to_string();
+        assert_eq!(none, ":: rt :: spec :: train :: AugmentSpec :: NONE");
     }
 }

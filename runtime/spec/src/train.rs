@@ -60,6 +60,64 @@ pub struct TrainSpec {
     pub clip_norm: Option<f32>,
     /// Stop after this many epochs without improvement (`early_stop:`).
     pub early_stop: Option<u64>,
+    /// Random changes to each training sample (`augment:`); none by default.
+    pub augment: AugmentSpec,
+}
+
+/// Data augmentation of the training batches, the `train` block's
+/// `augment: image(...)` or `augment: tabular(noise: σ)`.
+///
+/// The runtime draws every random choice from a generator seeded by (run
+/// seed, epoch, sample index), so a sample's augmentation does not depend
+/// on the batch it lands in, the thread count or the rank count;
+/// evaluation and prediction never augment. Per image (a feature column of
+/// at least two dimensions per sample: height and width last, channels
+/// before), in this order: horizontal flip, rotation, shift, cutout; then
+/// Gaussian noise on every real-valued feature (never on token ids).
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct AugmentSpec {
+    /// Shift by up to this many pixels in each direction, drawn uniformly
+    /// per axis, with zeros entering (a random crop of the zero-padded
+    /// image).
+    pub shift: u32,
+    /// Rotate by an angle drawn uniformly in `[-rotate, rotate]` degrees
+    /// about the image's centre, bilinear, zeros outside.
+    pub rotate: f32,
+    /// Mirror left to right with probability 1/2.
+    pub flip: bool,
+    /// Zero a square of this side whose centre is uniform over the image
+    /// (DeVries & Taylor's cutout; the square may leave the image).
+    pub cutout: u32,
+    /// Standard deviation of the Gaussian noise added to every value of
+    /// every real-valued feature.
+    pub noise: f32,
+}
+
+impl AugmentSpec {
+    /// No augmentation.
+    pub const NONE: AugmentSpec = AugmentSpec {
+        shift: 0,
+        rotate: 0.0,
+        flip: false,
+        cutout: 0,
+        noise: 0.0,
+    };
+
+    /// Whether it changes nothing.
+    pub fn is_none(&self) -> bool {
+        *self == Self::NONE
+    }
+
+    /// Whether it has a geometric part that needs an image.
+    pub fn is_image(&self) -> bool {
+        self.shift > 0 || self.rotate > 0.0 || self.flip || self.cutout > 0
+    }
+}
+
+impl Default for AugmentSpec {
+    fn default() -> Self {
+        Self::NONE
+    }
 }
 
 impl Default for TrainSpec {
@@ -77,6 +135,7 @@ impl Default for TrainSpec {
             seed: 0,
             clip_norm: None,
             early_stop: None,
+            augment: AugmentSpec::NONE,
         }
     }
 }

@@ -135,6 +135,15 @@ impl Binding {
         Ok(binding)
     }
 
+    /// The dataset column and the spec's input index of each feature-fed
+    /// input, in order.
+    pub fn feature_feeds(&self) -> impl Iterator<Item = (usize, usize)> + '_ {
+        self.features
+            .iter()
+            .zip(&self.inputs)
+            .map(|(s, &input)| (s.column, input))
+    }
+
     /// Values per sample of each feature-fed input, in order.
     pub fn feature_widths(&self) -> impl Iterator<Item = usize> + '_ {
         self.features.iter().map(|s| s.width)
@@ -389,6 +398,13 @@ impl Batcher {
     pub fn features(&self, k: usize) -> &[f32] {
         let w = self.binding.features[k].width;
         &self.features[k][..self.rows * w]
+    }
+
+    /// Row `r` of the last gathered batch's feature slot `k`, to change in
+    /// place (augmentation).
+    pub fn feature_row_mut(&mut self, k: usize, r: usize) -> &mut [f32] {
+        let w = self.binding.features[k].width;
+        &mut self.features[k][r * w..(r + 1) * w]
     }
 
     /// Runs `f` on the gathered batch (rows `rows` of the buffers). Up to

@@ -192,7 +192,8 @@ impl CsvOptions {
     }
 
     /// The mapping used: the given one, or the default.
-    fn mapping(&self) -> Vec<Mapping> {
+    /// The mapping in force (the default one when none is given).
+    pub(crate) fn mapping(&self) -> Vec<Mapping> {
         if !self.columns.is_empty() {
             return self.columns.clone();
         }
@@ -224,12 +225,62 @@ pub fn read_csv(path: impl AsRef<Path>, opts: &CsvOptions) -> Result<Dataset, Da
         path: path.to_path_buf(),
         error,
     })?;
-    read(BufReader::new(file), path, opts, Source::File)
+    let mut out = None;
+    read(
+        BufReader::new(file),
+        path,
+        opts,
+        Source::File,
+        usize::MAX,
+        &mut |d| {
+            out = Some(d);
+            Ok(())
+        },
+    )?;
+    Ok(out.unwrap_or_default())
+}
+
+/// Reads a CSV file in blocks of `rows` rows, handing each to `sink` as a
+/// dataset as soon as it is parsed, so the file is never held. Class
+/// columns are numbered per block unless the mapping names their classes
+/// ([`ReadAs::ClassesNamed`]); errors point at the file's lines as
+/// [`read_csv`]'s do.
+pub fn read_csv_blocks(
+    path: impl AsRef<Path>,
+    opts: &CsvOptions,
+    rows: usize,
+    sink: &mut dyn FnMut(Dataset) -> Result<(), DataError>,
+) -> Result<(), DataError> {
+    let path = path.as_ref();
+    let file = File::open(path).map_err(|error| DataError::Io {
+        path: path.to_path_buf(),
+        error,
+    })?;
+    read(
+        BufReader::with_capacity(1 << 20, file),
+        path,
+        opts,
+        Source::File,
+        rows.max(1),
+        sink,
+    )
 }
 
 /// Parses CSV text; `path` names it in errors.
 pub fn parse_csv(text: &str, path: &Path, opts: &CsvOptions) -> Result<Dataset, DataError> {
-    read(text.as_bytes(), path, opts, Source::Text(text))
+    let mut out = None;
+    read(
+        text.as_bytes(),
+        path,
+        opts,
+        Source::Text(text),
+        usize::MAX,
+        &mut |d| {
+            out = Some(d);
+            Ok(())
+        },
+    )?;
+    Ok(out.unwrap_or_default())
 }
 
 fn read(
@@ -237,7 +288,9 @@ fn read(
     path: &Path,
     opts: &CsvOptions,
     src: Source<'_>,
-) -> Result<Dataset, DataError> {
+    block: usize,
+    sink: &mut dyn FnMut(Dataset) -> Result<(), DataError>,
+) -> Result<(), DataError> {
     let newlines = Rc::new(RefCell::new(Newlines::default()));
     let mut rdr = ::csv::ReaderBuilder::new()
         .has_headers(false)
@@ -305,7 +358,12 @@ fn read(
     let mut numbers: Vec<Vec<f32>> = resolved.iter().map(|_| Vec::new()).collect();
     let mut raw: Vec<Vec<String>> = resolved.iter().map(|_| Vec::new()).collect();
     let mut lines: Vec<u32> = Vec::new();
-    let mut row_data = |record: &::csv::ByteRecord, line: u64| -> Result<(), DataError> {
+    let row_data = |record: &::csv::ByteRecord,
+                    line: u64,
+                    numbers: &mut [Vec<f32>],
+                    raw: &mut [Vec<String>],
+                    lines: &mut Vec<u32>|
+     -> Result<(), DataError> {
         if record.len() != width {
             return Err(at(
                 line,
@@ -335,59 +393,55 @@ fn read(
         lines.push(u32::try_from(line).unwrap_or(u32::MAX));
         Ok(())
     };
+    let ctx = BlockContext {
+        path,
+        opts,
+        src,
+        has_header,
+        first: &first,
+    };
+    let columns =
+        |resolved: &[Resolved],
+         numbers: &mut [Vec<f32>],
+         raw: &mut [Vec<String>],
+         lines: Vec<u32>| { block_columns(resolved, numbers, raw, lines, &ctx) };
+    let mut total = 0usize;
     if !has_header {
-        row_data(&record, first_line)?;
+        row_data(&record, first_line, &mut numbers, &mut raw, &mut lines)?;
     }
     while rdr.read_byte_record(&mut record).map_err(csv_err)? {
-        row_data(&record, line_at(rdr.position().byte()))?;
+        row_data(
+            &record,
+            line_at(rdr.position().byte()),
+            &mut numbers,
+            &mut raw,
+            &mut lines,
+        )?;
+        if lines.len() >= block {
+            total += lines.len();
+            sink(columns(
+                &resolved,
+                &mut numbers,
+                &mut raw,
+                std::mem::take(&mut lines),
+            )?)?;
+        }
     }
-    if lines.is_empty() {
+    if total + lines.len() == 0 {
         return Err(DataError::File {
             path: path.to_path_buf(),
             reason: "a header but no data rows".into(),
         });
     }
-
-    let lines: Arc<[u32]> = lines.into();
-    let mut data = Dataset::default();
-    for (k, r) in resolved.iter().enumerate() {
-        let part = describe_part(&r.cols, has_header.then_some(first.as_slice()));
-        let origin = Origin {
-            file: Some(path.to_path_buf()),
-            part,
-            lines: Some(lines.clone()),
-            fields: has_header.then(|| r.cols.iter().map(|&c| first[c].clone()).collect()),
-            // Text given in memory cannot be re-read: its errors name lines.
-            csv: matches!(src, Source::File).then(|| CsvFields {
-                columns: r.cols.clone().into(),
-                delimiter: opts.delimiter,
-            }),
-        };
-        let shape = [r.cols.len()];
-        let column = match &r.map.read {
-            ReadAs::Skip => continue,
-            ReadAs::Numbers => Column::f32(&r.map.name, &shape, std::mem::take(&mut numbers[k])),
-            ReadAs::Classes | ReadAs::ClassesNamed(_) => {
-                let given = match &r.map.read {
-                    ReadAs::ClassesNamed(names) => Some(names.clone()),
-                    _ => None,
-                };
-                classes(&r.map.name, &shape, &raw[k], given).map_err(|(i, reason)| {
-                    let row = i / r.cols.len();
-                    let col = r.cols[i % r.cols.len()];
-                    DataError::Csv {
-                        path: path.to_path_buf(),
-                        line: lines[row] as usize,
-                        column: src.column(path, lines[row] as usize, col, opts.delimiter),
-                        reason,
-                    }
-                })?
-            }
-        };
-        data.push(column.with_origin(origin))?;
+    if !lines.is_empty() {
+        sink(columns(&resolved, &mut numbers, &mut raw, lines)?)?;
     }
-    Ok(data)
+    Ok(())
 }
+
+#[path = "csv_columns.rs"]
+mod columns;
+use columns::{block_columns, BlockContext};
 
 /// Resolves the mapping's selections to column indices: every index in
 /// range, no CSV column taken twice, `Rest` taking what is left.
@@ -492,73 +546,6 @@ fn number(text: &str) -> Result<f32, String> {
         Ok(_) => Err(format!("`{text}` is not a finite number")),
         Err(_) => Err(format!("`{text}` is not a number")),
     }
-}
-
-/// A class index written as an integer, also `3.0`.
-fn class_index(text: &str) -> Option<u32> {
-    if let Ok(v) = text.parse::<u32>() {
-        return Some(v);
-    }
-    let v = text.parse::<f64>().ok()?;
-    (v.fract() == 0.0 && (0.0..=u32::MAX as f64).contains(&v)).then_some(v as u32)
-}
-
-/// A class column from its fields; an error carries the field's index.
-fn classes(
-    name: &str,
-    shape: &[usize],
-    raw: &[String],
-    given: Option<Arc<[String]>>,
-) -> Result<Column, (usize, String)> {
-    if let Some(names) = given {
-        let mut values = Vec::with_capacity(raw.len());
-        for (i, t) in raw.iter().enumerate() {
-            let v = match names.iter().position(|n| n == t) {
-                Some(v) => v as u32,
-                None => match class_index(t) {
-                    Some(v) if (v as usize) < names.len() => v,
-                    _ => {
-                        return Err((
-                            i,
-                            format!("`{t}` is not one of the classes {}", names.join(", ")),
-                        ))
-                    }
-                },
-            };
-            values.push(v);
-        }
-        let count = names.len() as u32;
-        return Ok(Column::classes(name, shape, values, count).with_class_names(names.to_vec()));
-    }
-    let ints: Vec<Option<u32>> = raw.iter().map(|t| class_index(t)).collect();
-    let first_int = ints.first().is_some_and(Option::is_some);
-    // A column of numbers with one stray word (or the reverse) is a typo,
-    // not one more class: refuse it where the kind changes.
-    if let Some(i) = ints.iter().position(|v| v.is_some() != first_int) {
-        let what = if first_int {
-            "a non-negative integer class index like the fields above it"
-        } else {
-            "a class name like the fields above it (the column mixes names and numbers)"
-        };
-        return Err((i, format!("class `{}` is not {what}", raw[i])));
-    }
-    if first_int {
-        let values: Vec<u32> = ints.into_iter().flatten().collect();
-        if let Some(i) = values.iter().position(|&v| v == u32::MAX) {
-            return Err((i, format!("class index {} is too large", u32::MAX)));
-        }
-        let count = values.iter().max().map_or(0, |&m| m + 1);
-        return Ok(Column::classes(name, shape, values, count));
-    }
-    let mut names: Vec<&str> = raw.iter().map(String::as_str).collect();
-    names.sort_unstable();
-    names.dedup();
-    let values = raw
-        .iter()
-        .map(|t| names.binary_search(&t.as_str()).map_or(0, |i| i as u32))
-        .collect();
-    let owned: Vec<String> = names.iter().map(|s| s.to_string()).collect();
-    Ok(Column::classes(name, shape, values, owned.len() as u32).with_class_names(owned))
 }
 
 /// Where the CSV text is, to find a bad field's column on the error path.

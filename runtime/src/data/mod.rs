@@ -10,16 +10,21 @@
 //! batch. Readers: [`csv`] (with a column mapping), [`idx`] (MNIST and its
 //! relatives), and in-memory vectors ([`Column::f32`], [`Column::classes`]).
 
+pub mod augment;
 pub mod bind;
+pub mod convert;
 pub mod csv;
 mod dataset;
 pub mod idx;
 mod loader;
+pub mod shard;
+pub mod stream;
 
 use std::path::{Path, PathBuf};
 
 use thiserror::Error;
 
+pub use augment::Augmenter;
 pub use bind::{Batcher, Binding};
 pub use dataset::{Column, CsvFields, Dataset, Origin, SplitMode, Values};
 pub use loader::{Loader, LoaderConfig, LoaderState};

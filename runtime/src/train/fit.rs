@@ -6,7 +6,7 @@ use std::sync::Arc;
 use std::time::Instant;
 
 use crate::collective::{fnv1a, hash_f32, Collective, Local, Value};
-use crate::data::{Batcher, Binding, Loader, LoaderConfig};
+use crate::data::{Augmenter, Batcher, Binding, Loader, LoaderConfig};
 use crate::model::{BatchSpec, Model};
 
 use super::eval::Evaluator;
@@ -181,6 +181,11 @@ fn fit_on_current_pool<M: Model + ?Sized>(
     // Everything the loop touches, allocated once.
     let rank_max = trainer.rank_rows(batch).len().max(1);
     let mut batcher = Batcher::new(binding, rank_max);
+    // Each sample is augmented by its own (seed, epoch, index) draws, so
+    // every rank can augment just its rows.
+    let mut augmenter = (!train.augment.is_none())
+        .then(|| Augmenter::new(train.augment, spec, &batcher, data.train))
+        .transpose()?;
     let show_progress =
         lead && opts.progress && std::io::IsTerminal::is_terminal(&std::io::stderr());
     let running_loss = Arc::new(AtomicU64::new(f64::NAN.to_bits()));
@@ -226,6 +231,9 @@ fn fit_on_current_pool<M: Model + ?Sized>(
             let rows = indices.len();
             let mine = &indices[trainer.rank_rows(rows)];
             batcher.gather(data.train, mine)?;
+            if let Some(a) = &mut augmenter {
+                a.apply(&mut batcher, mine, train.seed, epoch);
+            }
             let own = mine.len();
             let loss = batcher
                 .with_batch(0..own, |b| trainer.step_rank(model, b, rows, comm))

@@ -5,7 +5,7 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 
 use crate::data::{Dataset, SplitMode};
-use crate::model::{BatchSpec, ScheduleSpec, TrainSpec};
+use crate::model::{AugmentSpec, BatchSpec, ScheduleSpec, TrainSpec};
 use crate::optim::OptimizerConfig;
 use crate::parallel::Strategy;
 
@@ -132,6 +132,9 @@ pub struct FitOptions {
     pub clip_norm: Option<f32>,
     /// Stop early when the monitored loss stops improving.
     pub early_stopping: Option<EarlyStopping>,
+    /// Augmentation of the training batches ([`AugmentSpec::NONE`] turns
+    /// the `train` block's off).
+    pub augment: Option<AugmentSpec>,
     /// Stop once this many optimizer steps have been taken in total
     /// (counting those before a resume), even mid-epoch. The schedule still
     /// spans all `epochs`, so a run stopped this way and resumed is identical
@@ -173,6 +176,7 @@ impl Default for FitOptions {
             seed: None,
             clip_norm: None,
             early_stopping: None,
+            augment: None,
             max_steps: None,
             checkpoint_dir: None,
             overwrite: false,
@@ -212,6 +216,7 @@ impl FitOptions {
                 Some(e) => Some(e.patience),
                 None => base.early_stop,
             },
+            augment: self.augment.unwrap_or(base.augment),
         }
     }
 

@@ -40,6 +40,7 @@ pub const TRAIN: TrainSpec = TrainSpec {
     seed: 7,
     clip_norm: None,
     early_stop: None,
+    augment: nnc_runtime::spec::train::AugmentSpec::NONE,
 };
 
 /// `static $name: ModelSpec` of a logistic regression from `$d` features to

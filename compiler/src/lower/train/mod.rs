@@ -5,10 +5,12 @@
 //! one binder of `lower/args.rs` in its `train` dialect; every mistake in a
 //! block is reported.
 
+mod augment;
 mod data;
 mod optimizers;
 mod schedules;
 
+pub use augment::{AugmentDef, AUGMENTS};
 pub use optimizers::{OptimizerDef, OPTIMIZERS};
 pub use schedules::{ScheduleDef, SCHEDULES};
 
@@ -440,6 +442,14 @@ pub static SETTINGS: &[Setting] = &[
             let what = "a positive whole number of epochs";
             if let Some(n) = integer(v, "early_stop", 1, what, errors) {
                 cfg.spec.early_stop = Some(n);
+            }
+        },
+    },
+    Setting {
+        key: "augment",
+        apply: |v, cfg, errors| {
+            if let Some(a) = augment::augment(v, errors) {
+                cfg.spec.augment = a;
             }
         },
     },

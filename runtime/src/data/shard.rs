@@ -1,0 +1,581 @@
+//! nnc's binary shard format: a data set on disk that is read a window of
+//! rows at a time ([`super::stream`]), so training memory does not grow with
+//! the data.
+//!
+//! # Layout (version 1, every number little-endian)
+//!
+//! | bytes | what |
+//! |---|---|
+//! | 8 | magic `NNCSHARD` |
+//! | 4 | version (1) |
+//! | 4 | header length `H`: bytes before the first row |
+//! | 8 | rows `N` |
+//! | 4 | rows per chunk `R` |
+//! | 4 | columns `C` |
+//! | … | per column: name (u32 length, UTF-8), kind (u8: 0 real, 1 classes), class count (u32), dimensions (u32 count, u64 each), class names (u32 count, then each as u32 length and UTF-8) |
+//! | 8 | FNV-1a of every header byte before it |
+//! | `N × record` | the rows: per row, each column's values in column order (`f32` or `u32` class indices) |
+//! | `⌈N/R⌉ × 8` | FNV-1a of each chunk of `R` rows |
+//! | 8 | FNV-1a of that table |
+//!
+//! The file's length follows from the header, so a truncated or extended
+//! shard is rejected on open; each chunk is checked against its checksum
+//! when it is read, so a corrupt byte is reported with the chunk's offset;
+//! the length and modification time are checked again before every read,
+//! so a shard replaced during training is detected.
+
+use std::fs::File;
+use std::io::{BufWriter, Read, Seek, SeekFrom, Write};
+use std::path::{Path, PathBuf};
+use std::time::SystemTime;
+
+use super::dataset::{Column, Dataset, Origin, Values};
+use super::DataError;
+
+/// The first bytes of every shard.
+pub const MAGIC: [u8; 8] = *b"NNCSHARD";
+/// The format version this module reads and writes.
+pub const VERSION: u32 = 1;
+/// Rows per checksummed chunk unless asked otherwise.
+pub const DEFAULT_CHUNK_ROWS: u32 = 1024;
+
+/// FNV-1a 64 over `bytes`, continuing from `h` (start with [`FNV_START`]).
+fn fnv(h: u64, bytes: &[u8]) -> u64 {
+    bytes.iter().fold(h, |h, &b| {
+        (h ^ u64::from(b)).wrapping_mul(0x0000_0100_0000_01b3)
+    })
+}
+const FNV_START: u64 = 0xcbf2_9ce4_8422_2325;
+
+/// One column of a shard.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ShardColumn {
+    /// The column's name.
+    pub name: String,
+    /// Shape of one sample's values.
+    pub shape: Vec<usize>,
+    /// `Some(count)` for class indices, `None` for real numbers.
+    pub classes: Option<u32>,
+    /// Class names, for a class column that has them.
+    pub names: Option<Vec<String>>,
+}
+
+impl ShardColumn {
+    /// The layout of a dataset column.
+    pub fn of(c: &Column) -> Self {
+        ShardColumn {
+            name: c.name().to_string(),
+            shape: c.shape().to_vec(),
+            classes: c.classes_count(),
+            names: c.class_names().map(<[String]>::to_vec),
+        }
+    }
+
+    /// Values per sample.
+    pub fn width(&self) -> usize {
+        self.shape.iter().product()
+    }
+}
+
+fn file_error(path: &Path, reason: String) -> DataError {
+    DataError::File {
+        path: path.to_path_buf(),
+        reason,
+    }
+}
+
+fn io_error(path: &Path) -> impl FnOnce(std::io::Error) -> DataError + '_ {
+    move |error| DataError::Io {
+        path: path.to_path_buf(),
+        error,
+    }
+}
+
+/// Writes a shard row by row, never holding more than one chunk's
+/// checksum state: into a temporary sibling, renamed over `path` by
+/// [`ShardWriter::finish`] (only a regular file or a new path is replaced).
+pub struct ShardWriter {
+    path: PathBuf,
+    tmp: PathBuf,
+    out: BufWriter<File>,
+    columns: Vec<ShardColumn>,
+    header_len: u64,
+    rows: u64,
+    chunk_rows: u32,
+    in_chunk: u32,
+    chunk_hash: u64,
+    hashes: Vec<u64>,
+    record: Vec<u8>,
+}
+
+impl ShardWriter {
+    /// Starts a shard of these columns at `path`, checksummed every
+    /// `chunk_rows` rows.
+    pub fn create(
+        path: impl AsRef<Path>,
+        columns: Vec<ShardColumn>,
+        chunk_rows: u32,
+    ) -> Result<Self, DataError> {
+        let path = path.as_ref().to_path_buf();
+        if chunk_rows == 0 {
+            return Err(file_error(
+                &path,
+                "rows per chunk must be at least 1".into(),
+            ));
+        }
+        if let Ok(m) = std::fs::symlink_metadata(&path) {
+            if !m.is_file() {
+                return Err(file_error(
+                    &path,
+                    "a shard is written only to a regular file or a new path".into(),
+                ));
+            }
+        }
+        let name = path
+            .file_name()
+            .map_or_else(|| "shard".to_string(), |n| n.to_string_lossy().into_owned());
+        let tmp = path.with_file_name(format!(".{name}.tmp-{}", std::process::id()));
+        let file = File::create(&tmp).map_err(io_error(&tmp))?;
+        let mut w = ShardWriter {
+            path,
+            tmp,
+            out: BufWriter::with_capacity(1 << 20, file),
+            columns,
+            header_len: 0,
+            rows: 0,
+            chunk_rows,
+            in_chunk: 0,
+            chunk_hash: FNV_START,
+            hashes: Vec::new(),
+            record: Vec::new(),
+        };
+        let header = w.header();
+        w.header_len = header.len() as u64;
+        w.write(&header)?;
+        Ok(w)
+    }
+
+    /// The header as it stands (rows so far), checksum included.
+    fn header(&self) -> Vec<u8> {
+        let mut h = Vec::new();
+        h.extend_from_slice(&MAGIC);
+        h.extend_from_slice(&VERSION.to_le_bytes());
+        h.extend_from_slice(&0u32.to_le_bytes()); // patched below
+        h.extend_from_slice(&self.rows.to_le_bytes());
+        h.extend_from_slice(&self.chunk_rows.to_le_bytes());
+        h.extend_from_slice(&(self.columns.len() as u32).to_le_bytes());
+        let string = |h: &mut Vec<u8>, s: &str| {
+            h.extend_from_slice(&(s.len() as u32).to_le_bytes());
+            h.extend_from_slice(s.as_bytes());
+        };
+        for c in &self.columns {
+            string(&mut h, &c.name);
+            h.push(u8::from(c.classes.is_some()));
+            h.extend_from_slice(&c.classes.unwrap_or(0).to_le_bytes());
+            h.extend_from_slice(&(c.shape.len() as u32).to_le_bytes());
+            for &d in &c.shape {
+                h.extend_from_slice(&(d as u64).to_le_bytes());
+            }
+            let names = c.names.as_deref().unwrap_or(&[]);
+            h.extend_from_slice(&(names.len() as u32).to_le_bytes());
+            for n in names {
+                string(&mut h, n);
+            }
+        }
+        let len = (h.len() + 8) as u32;
+        h[12..16].copy_from_slice(&len.to_le_bytes());
+        let sum = fnv(FNV_START, &h);
+        h.extend_from_slice(&sum.to_le_bytes());
+        h
+    }
+
+    fn write(&mut self, bytes: &[u8]) -> Result<(), DataError> {
+        self.out.write_all(bytes).map_err(io_error(&self.tmp))
+    }
+
+    /// Appends every row of `data`, whose columns must be the shard's
+    /// (names, shapes and kinds, in order).
+    pub fn push(&mut self, data: &Dataset) -> Result<(), DataError> {
+        let layout: Vec<ShardColumn> = data.columns().iter().map(ShardColumn::of).collect();
+        let same = layout.len() == self.columns.len()
+            && layout.iter().zip(&self.columns).all(|(a, b)| {
+                a.name == b.name && a.shape == b.shape && a.classes.is_some() == b.classes.is_some()
+            });
+        if !same {
+            return Err(file_error(
+                &self.path,
+                format!(
+                    "rows with columns {:?} do not fit the shard's {:?}",
+                    layout.iter().map(|c| &c.name).collect::<Vec<_>>(),
+                    self.columns.iter().map(|c| &c.name).collect::<Vec<_>>()
+                ),
+            ));
+        }
+        for r in 0..data.len() {
+            self.record.clear();
+            for c in data.columns() {
+                let w = c.width();
+                match c.values() {
+                    Values::F32(v) => v[r * w..(r + 1) * w]
+                        .iter()
+                        .for_each(|x| self.record.extend_from_slice(&x.to_le_bytes())),
+                    Values::Classes { values, .. } => values[r * w..(r + 1) * w]
+                        .iter()
+                        .for_each(|x| self.record.extend_from_slice(&x.to_le_bytes())),
+                }
+            }
+            let record = std::mem::take(&mut self.record);
+            self.chunk_hash = fnv(self.chunk_hash, &record);
+            let written = self.write(&record);
+            self.record = record;
+            written?;
+            self.rows += 1;
+            self.in_chunk += 1;
+            if self.in_chunk == self.chunk_rows {
+                self.hashes.push(self.chunk_hash);
+                self.chunk_hash = FNV_START;
+                self.in_chunk = 0;
+            }
+        }
+        Ok(())
+    }
+
+    /// Sets class column `j`'s class count (known once every row has been
+    /// seen); [`ShardWriter::finish`] writes it into the header.
+    pub fn set_classes(&mut self, j: usize, count: u32) {
+        if let Some(c) = self.columns.get_mut(j).filter(|c| c.classes.is_some()) {
+            c.classes = Some(count);
+        }
+    }
+
+    /// Writes the checksums and the final header, then moves the shard into
+    /// place; the rows written.
+    pub fn finish(mut self) -> Result<u64, DataError> {
+        if self.in_chunk > 0 {
+            self.hashes.push(self.chunk_hash);
+        }
+        let table: Vec<u8> = self.hashes.iter().flat_map(|h| h.to_le_bytes()).collect();
+        self.write(&table)?;
+        self.write(&fnv(FNV_START, &table).to_le_bytes())?;
+        let header = self.header();
+        let tmp = self.tmp.clone();
+        let done = (|| {
+            let mut f = self.out.into_inner().map_err(|e| e.into_error())?;
+            f.seek(SeekFrom::Start(0))?;
+            f.write_all(&header)?;
+            f.sync_all()?;
+            std::fs::rename(&tmp, &self.path)
+        })();
+        if let Err(error) = done {
+            let _ = std::fs::remove_file(&tmp);
+            return Err(DataError::Io {
+                path: self.path,
+                error,
+            });
+        }
+        Ok(self.rows)
+    }
+}
+
+/// Writes `data` as a shard at `path`.
+pub fn write_shard(
+    path: impl AsRef<Path>,
+    data: &Dataset,
+    chunk_rows: u32,
+) -> Result<u64, DataError> {
+    let columns = data.columns().iter().map(ShardColumn::of).collect();
+    let mut w = ShardWriter::create(path, columns, chunk_rows)?;
+    w.push(data)?;
+    w.finish()
+}
+
+/// An open shard: its validated header and chunk checksums.
+#[derive(Debug, Clone)]
+pub struct Shard {
+    path: PathBuf,
+    columns: Vec<ShardColumn>,
+    rows: u64,
+    chunk_rows: u32,
+    header_len: u64,
+    record: usize,
+    hashes: Vec<u64>,
+    len: u64,
+    modified: Option<SystemTime>,
+}
+
+/// Reads a header field by field, reporting where it ends early.
+struct Cursor<'a> {
+    bytes: &'a [u8],
+    at: usize,
+}
+
+impl Cursor<'_> {
+    fn take(&mut self, n: usize, what: &str) -> Result<&[u8], String> {
+        let s = self.bytes.get(self.at..self.at + n).ok_or_else(|| {
+            format!(
+                "header ends at byte offset {} inside the {what}",
+                self.bytes.len()
+            )
+        })?;
+        self.at += n;
+        Ok(s)
+    }
+    fn u32(&mut self, what: &str) -> Result<u32, String> {
+        Ok(u32::from_le_bytes(
+            self.take(4, what)?.try_into().unwrap_or_default(),
+        ))
+    }
+    fn u64(&mut self, what: &str) -> Result<u64, String> {
+        Ok(u64::from_le_bytes(
+            self.take(8, what)?.try_into().unwrap_or_default(),
+        ))
+    }
+    fn string(&mut self, what: &str) -> Result<String, String> {
+        let at = self.at;
+        let n = self.u32(what)? as usize;
+        String::from_utf8(self.take(n, what)?.to_vec())
+            .map_err(|_| format!("the {what} at byte offset {at} is not UTF-8"))
+    }
+}
+
+impl Shard {
+    /// Opens and validates a shard: magic, version, header checksum, and a
+    /// length that matches the header and the chunk table's checksum.
+    pub fn open(path: impl AsRef<Path>) -> Result<Shard, DataError> {
+        let path = path.as_ref().to_path_buf();
+        let mut f = File::open(&path).map_err(io_error(&path))?;
+        let meta = f.metadata().map_err(io_error(&path))?;
+        let bad = |reason: String| file_error(&path, format!("invalid shard: {reason}"));
+        let mut fixed = [0u8; 16];
+        let got = read_up_to(&mut f, &mut fixed).map_err(io_error(&path))?;
+        if got < 16 || fixed[..8] != MAGIC {
+            return Err(bad(if got >= 8 && fixed[..8] != MAGIC {
+                "no NNCSHARD magic at byte offset 0".into()
+            } else {
+                format!("the file ends at byte offset {got}, inside the fixed header")
+            }));
+        }
+        let version = u32::from_le_bytes(fixed[8..12].try_into().unwrap_or_default());
+        if version != VERSION {
+            return Err(bad(format!(
+                "version {version} at byte offset 8; this nnc reads version {VERSION}"
+            )));
+        }
+        let header_len = u64::from(u32::from_le_bytes(
+            fixed[12..16].try_into().unwrap_or_default(),
+        ));
+        if header_len < 40 || header_len > meta.len() || header_len > 1 << 30 {
+            return Err(bad(format!(
+                "header length {header_len} at byte offset 12 does not fit a file of {} bytes",
+                meta.len()
+            )));
+        }
+        let mut header = vec![0u8; header_len as usize];
+        f.seek(SeekFrom::Start(0)).map_err(io_error(&path))?;
+        f.read_exact(&mut header).map_err(io_error(&path))?;
+        let body = header_len as usize - 8;
+        let sum = u64::from_le_bytes(header[body..].try_into().unwrap_or_default());
+        if fnv(FNV_START, &header[..body]) != sum {
+            return Err(bad(format!("header checksum mismatch (bytes 0..{body})")));
+        }
+        let mut c = Cursor {
+            bytes: &header[..body],
+            at: 16,
+        };
+        let rows = c.u64("row count").map_err(bad)?;
+        let chunk_rows = c.u32("rows per chunk").map_err(bad)?;
+        let ncols = c.u32("column count").map_err(bad)?;
+        if chunk_rows == 0 {
+            return Err(bad("rows per chunk is 0 at byte offset 24".into()));
+        }
+        let mut columns = Vec::new();
+        for _ in 0..ncols {
+            let name = c.string("column name").map_err(bad)?;
+            let kind = c.take(1, "column kind").map_err(bad)?[0];
+            let classes = c.u32("class count").map_err(bad)?;
+            let ndim = c.u32("dimension count").map_err(bad)?;
+            let mut shape = Vec::new();
+            for _ in 0..ndim {
+                shape.push(c.u64("dimension").map_err(bad)? as usize);
+            }
+            let count = c.u32("class name count").map_err(bad)?;
+            let mut names = Vec::new();
+            for _ in 0..count {
+                names.push(c.string("class name").map_err(bad)?);
+            }
+            columns.push(ShardColumn {
+                name,
+                shape,
+                classes: (kind == 1).then_some(classes),
+                names: (count > 0).then_some(names),
+            });
+        }
+        let record: usize = columns.iter().map(|c| c.width() * 4).sum();
+        let chunks = rows.div_ceil(u64::from(chunk_rows));
+        let expected =
+            (rows as u128) * (record as u128) + u128::from(header_len) + u128::from(chunks) * 8 + 8;
+        if u128::from(meta.len()) != expected {
+            return Err(bad(format!(
+                "the header promises {rows} rows of {record} bytes ({expected} bytes in all) but the \
+                 file {} at byte offset {}",
+                if u128::from(meta.len()) < expected { "is truncated: it ends" } else { "goes on past its end" },
+                meta.len().min(expected as u64)
+            )));
+        }
+        let table_at = header_len + rows * record as u64;
+        let mut table = vec![0u8; chunks as usize * 8 + 8];
+        f.seek(SeekFrom::Start(table_at)).map_err(io_error(&path))?;
+        f.read_exact(&mut table).map_err(io_error(&path))?;
+        let (table, sum) = table.split_at(chunks as usize * 8);
+        if fnv(FNV_START, table) != u64::from_le_bytes(sum.try_into().unwrap_or_default()) {
+            return Err(bad(format!(
+                "chunk checksum table at byte offset {table_at} is corrupt"
+            )));
+        }
+        Ok(Shard {
+            hashes: table
+                .chunks_exact(8)
+                .map(|b| u64::from_le_bytes(b.try_into().unwrap_or_default()))
+                .collect(),
+            path,
+            columns,
+            rows,
+            chunk_rows,
+            header_len,
+            record,
+            len: meta.len(),
+            modified: meta.modified().ok(),
+        })
+    }
+
+    /// The file.
+    pub fn path(&self) -> &Path {
+        &self.path
+    }
+
+    /// The columns.
+    pub fn columns(&self) -> &[ShardColumn] {
+        &self.columns
+    }
+
+    /// Rows in the shard.
+    pub fn rows(&self) -> u64 {
+        self.rows
+    }
+
+    /// Rows per checksummed chunk.
+    pub fn chunk_rows(&self) -> u32 {
+        self.chunk_rows
+    }
+
+    /// Fails when the file's length or modification time is no longer what
+    /// it was when the shard was opened.
+    pub fn check_unchanged(&self) -> Result<(), DataError> {
+        let meta = std::fs::metadata(&self.path).map_err(io_error(&self.path))?;
+        if meta.len() != self.len || meta.modified().ok() != self.modified {
+            return Err(file_error(
+                &self.path,
+                format!(
+                    "the shard changed while it was being read (it was {} bytes, now {}; \
+                     or its modification time moved)",
+                    self.len,
+                    meta.len()
+                ),
+            ));
+        }
+        Ok(())
+    }
+
+    /// Reads chunks `chunks` (whole chunks, each verified) into a dataset of
+    /// their rows, with `file` an open handle to the shard.
+    pub fn read_chunks(
+        &self,
+        file: &mut File,
+        chunks: std::ops::Range<u64>,
+        buf: &mut Vec<u8>,
+    ) -> Result<Dataset, DataError> {
+        self.check_unchanged()?;
+        let cr = u64::from(self.chunk_rows);
+        let first = (chunks.start * cr).min(self.rows);
+        let end = (chunks.end * cr).min(self.rows);
+        let at = self.header_len + first * self.record as u64;
+        buf.resize(((end - first) as usize) * self.record, 0);
+        file.seek(SeekFrom::Start(at))
+            .map_err(io_error(&self.path))?;
+        file.read_exact(buf).map_err(io_error(&self.path))?;
+        for (k, bytes) in buf.chunks(cr as usize * self.record).enumerate() {
+            let chunk = chunks.start + k as u64;
+            if fnv(FNV_START, bytes) != self.hashes[chunk as usize] {
+                return Err(file_error(
+                    &self.path,
+                    format!(
+                        "corrupt shard: chunk {chunk} (bytes {}..{}) does not match its checksum",
+                        self.header_len + chunk * cr * self.record as u64,
+                        self.header_len + chunk * cr * self.record as u64 + bytes.len() as u64
+                    ),
+                ));
+            }
+        }
+        self.decode(buf, (end - first) as usize)
+    }
+
+    /// Rows of records into columns.
+    fn decode(&self, buf: &[u8], rows: usize) -> Result<Dataset, DataError> {
+        let mut columns = Vec::with_capacity(self.columns.len());
+        let mut offset = 0;
+        for c in &self.columns {
+            let w = c.width();
+            let word = |r: usize, i: usize| {
+                let at = r * self.record + offset + 4 * i;
+                [buf[at], buf[at + 1], buf[at + 2], buf[at + 3]]
+            };
+            let origin = Origin::file(&self.path, format!("column `{}`", c.name));
+            let column = match c.classes {
+                None => {
+                    let mut v = Vec::with_capacity(rows * w);
+                    for r in 0..rows {
+                        v.extend((0..w).map(|i| f32::from_le_bytes(word(r, i))));
+                    }
+                    Column::f32(c.name.clone(), &c.shape, v)
+                }
+                Some(classes) => {
+                    let mut v = Vec::with_capacity(rows * w);
+                    for r in 0..rows {
+                        v.extend((0..w).map(|i| u32::from_le_bytes(word(r, i))));
+                    }
+                    let col = Column::classes(c.name.clone(), &c.shape, v, classes);
+                    match &c.names {
+                        Some(n) => col.with_class_names(n.clone()),
+                        None => col,
+                    }
+                }
+            };
+            columns.push(column.with_origin(origin));
+            offset += 4 * w;
+        }
+        Dataset::new(columns)
+    }
+
+    /// Reads the whole shard into memory, verifying every chunk.
+    pub fn load(&self) -> Result<Dataset, DataError> {
+        let mut f = File::open(&self.path).map_err(io_error(&self.path))?;
+        let chunks = self.rows.div_ceil(u64::from(self.chunk_rows));
+        self.read_chunks(&mut f, 0..chunks, &mut Vec::new())
+    }
+}
+
+/// Reads until `buf` is full or the file ends; the bytes read.
+fn read_up_to(f: &mut File, buf: &mut [u8]) -> std::io::Result<usize> {
+    let mut n = 0;
+    while n < buf.len() {
+        match f.read(&mut buf[n..])? {
+            0 => break,
+            k => n += k,
+        }
+    }
+    Ok(n)
+}
+
+#[cfg(test)]
+#[path = "shard_tests.rs"]
+mod tests;

@@ -1,0 +1,285 @@
+//! Shards round-trip, are rejected with the file and offset when truncated
+//! or corrupt, and are caught changing; streams visit every row once per
+//! epoch, reproducibly, and equal the in-memory loader when the window
+//! covers the data.
+
+use super::*;
+use crate::data::stream::{ShardStream, StreamConfig};
+use crate::data::tests::TempDir;
+use crate::data::{Loader, LoaderConfig};
+use crate::rng::Rng;
+
+/// `n` rows: a 2×3 real column, a class column with names, per-position
+/// classes of width 2.
+fn data(n: usize, seed: u64) -> Dataset {
+    let mut rng = Rng::new(seed);
+    let x: Vec<f32> = (0..n * 6).map(|_| rng.normal() as f32).collect();
+    let y: Vec<u32> = (0..n).map(|i| (i % 3) as u32).collect();
+    let t: Vec<u32> = (0..n * 2).map(|i| (i % 7) as u32).collect();
+    Dataset::new(vec![
+        Column::f32("x", &[2, 3], x),
+        Column::classes("y", &[], y, 3).with_class_names(vec!["a".into(), "b".into(), "c".into()]),
+        Column::classes("t", &[2], t, 7),
+    ])
+    .unwrap()
+}
+
+fn same(a: &Dataset, b: &Dataset) -> bool {
+    a.len() == b.len()
+        && a.columns().len() == b.columns().len()
+        && a.columns().iter().zip(b.columns()).all(|(p, q)| {
+            p.name() == q.name()
+                && p.shape() == q.shape()
+                && p.class_names() == q.class_names()
+                && match (p.values(), q.values()) {
+                    (Values::F32(u), Values::F32(v)) => u
+                        .iter()
+                        .map(|x| x.to_bits())
+                        .eq(v.iter().map(|x| x.to_bits())),
+                    (
+                        Values::Classes {
+                            values: u,
+                            classes: c,
+                            ..
+                        },
+                        Values::Classes {
+                            values: v,
+                            classes: d,
+                            ..
+                        },
+                    ) => u == v && c == d,
+                    _ => false,
+                }
+        })
+}
+
+#[test]
+fn a_shard_round_trips_every_value_and_name() {
+    let dir = TempDir::new("shard-rt");
+    let d = data(23, 1);
+    let path = dir.0.join("d.shard");
+    assert_eq!(write_shard(&path, &d, 5).unwrap(), 23);
+    let s = Shard::open(&path).unwrap();
+    assert_eq!((s.rows(), s.chunk_rows()), (23, 5));
+    assert!(same(&s.load().unwrap(), &d));
+    // Writing again replaces it atomically, leaving no temporary behind.
+    write_shard(&path, &data(4, 2), 5).unwrap();
+    assert_eq!(Shard::open(&path).unwrap().rows(), 4);
+    assert_eq!(std::fs::read_dir(&dir.0).unwrap().count(), 1);
+}
+
+#[test]
+fn truncated_corrupt_and_foreign_shards_are_rejected_with_file_and_offset() {
+    let dir = TempDir::new("shard-bad");
+    let path = dir.0.join("d.shard");
+    write_shard(&path, &data(10, 3), 4).unwrap();
+    let bytes = std::fs::read(&path).unwrap();
+    let name = path.display().to_string();
+    let err = |b: &[u8]| {
+        std::fs::write(&path, b).unwrap();
+        let e = Shard::open(&path)
+            .and_then(|s| s.load())
+            .unwrap_err()
+            .to_string();
+        assert!(e.starts_with(&name), "{e}");
+        e
+    };
+    let e = err(&bytes[..bytes.len() - 3]);
+    assert!(e.contains("is truncated: it ends at byte offset"), "{e}");
+    let e = err(&bytes[..10]);
+    assert!(e.contains("ends at byte offset 10"), "{e}");
+    let mut longer = bytes.clone();
+    longer.push(0);
+    assert!(err(&longer).contains("goes on past its end"));
+    let e = err(b"PK\x03\x04 not a shard at all");
+    assert!(e.contains("no NNCSHARD magic at byte offset 0"), "{e}");
+    let mut header = bytes.clone();
+    header[20] ^= 1; // the row count
+    assert!(err(&header).contains("header checksum mismatch"));
+    // A flipped bit in row 5 (chunk 1 of 4-row chunks) names that chunk.
+    let h = u32::from_le_bytes(bytes[12..16].try_into().unwrap()) as usize;
+    let record = 6 * 4 + 4 + 2 * 4;
+    let mut payload = bytes.clone();
+    payload[h + 5 * record + 2] ^= 0x10;
+    let e = err(&payload);
+    let want = format!("chunk 1 (bytes {}..{})", h + 4 * record, h + 8 * record);
+    assert!(e.contains(&want), "{e}");
+}
+
+#[test]
+fn a_shard_replaced_while_streaming_is_detected() {
+    let dir = TempDir::new("shard-change");
+    let path = dir.0.join("d.shard");
+    write_shard(&path, &data(40, 4), 4).unwrap();
+    let s = Shard::open(&path).unwrap();
+    s.check_unchanged().unwrap();
+    write_shard(&path, &data(41, 5), 4).unwrap();
+    let e = s.check_unchanged().unwrap_err().to_string();
+    assert!(e.contains("changed while it was being read"), "{e}");
+    let mut f = File::open(&path).unwrap();
+    assert!(s.read_chunks(&mut f, 0..1, &mut Vec::new()).is_err());
+}
+
+fn stream(paths: &[&Path], batch: usize, window: usize, seed: u64) -> ShardStream {
+    let shards = paths.iter().map(|p| Shard::open(p).unwrap()).collect();
+    let cfg = StreamConfig {
+        batch_size: batch,
+        window,
+        shuffle: true,
+        seed,
+        prefetch: 2,
+    };
+    ShardStream::new(shards, cfg).unwrap()
+}
+
+#[test]
+fn a_window_covering_the_data_streams_the_in_memory_loaders_batches() {
+    let dir = TempDir::new("shard-eq");
+    let d = data(37, 6);
+    let path = dir.0.join("d.shard");
+    write_shard(&path, &d, 8).unwrap();
+    let mut s = stream(&[&path], 5, 37, 11);
+    let cfg = LoaderConfig {
+        batch_size: 5,
+        shuffle: true,
+        drop_last: false,
+        seed: 11,
+    };
+    let mut loader = Loader::new(37, cfg).unwrap();
+    for epoch in 0..3 {
+        loop {
+            let want = loader.next_indices().map(<[usize]>::to_vec);
+            let got = s.next_batch().unwrap();
+            match (want, got) {
+                (None, None) => break,
+                (Some(w), Some(g)) => {
+                    assert_eq!(g.epoch, epoch);
+                    assert_eq!(g.indices, w, "epoch {epoch}");
+                    assert!(same(&g.data, &d.subset(&w).unwrap()));
+                }
+                (w, g) => panic!(
+                    "epoch {epoch}: loader {w:?}, stream {:?}",
+                    g.map(|b| b.indices)
+                ),
+            }
+        }
+    }
+}
+
+#[test]
+fn small_windows_over_several_shards_visit_every_row_once_reproducibly() {
+    let dir = TempDir::new("shard-win");
+    let (a, b) = (data(19, 7), data(12, 8));
+    let (pa, pb) = (dir.0.join("a.shard"), dir.0.join("b.shard"));
+    write_shard(&pa, &a, 3).unwrap();
+    write_shard(&pb, &b, 3).unwrap();
+    let all = |s: &mut ShardStream| {
+        let mut epochs = Vec::new();
+        for _ in 0..3 {
+            let mut seen = Vec::new();
+            while let Some(batch) = s.next_batch().unwrap() {
+                assert!(batch.indices.len() <= 4);
+                // Each row carries the values of its global index.
+                for (r, &i) in batch.indices.iter().enumerate() {
+                    let (src, at) = if i < 19 { (&a, i) } else { (&b, i - 19) };
+                    let want = &src.f32_values("x").unwrap()[at * 6..at * 6 + 6];
+                    let got = &batch.data.f32_values("x").unwrap()[r * 6..r * 6 + 6];
+                    assert_eq!(want, got);
+                }
+                seen.extend(batch.indices);
+            }
+            epochs.push(seen);
+        }
+        epochs
+    };
+    let first = all(&mut stream(&[&pa, &pb], 4, 5, 3));
+    for seen in &first {
+        let mut sorted = seen.clone();
+        sorted.sort_unstable();
+        assert_eq!(sorted, (0..31).collect::<Vec<_>>());
+    }
+    assert_ne!(first[0], first[1], "each epoch draws a new order");
+    assert_eq!(
+        first,
+        all(&mut stream(&[&pa, &pb], 4, 5, 3)),
+        "same seed, same order"
+    );
+    assert_ne!(first, all(&mut stream(&[&pa, &pb], 4, 5, 4)));
+}
+
+#[test]
+fn a_corrupt_chunk_stops_the_stream_with_its_error() {
+    let dir = TempDir::new("shard-stream-bad");
+    let path = dir.0.join("d.shard");
+    write_shard(&path, &data(20, 9), 4).unwrap();
+    let mut s = stream(&[&path], 4, 4, 1);
+    // Corrupt in place (same length; the time may not move on a coarse
+    // clock, so this is the checksum's catch).
+    let mut bytes = std::fs::read(&path).unwrap();
+    let h = u32::from_le_bytes(bytes[12..16].try_into().unwrap()) as usize;
+    let at = bytes.len() - 8 - 5 * 8 - 10;
+    assert!(at > h);
+    bytes[at] ^= 0xff;
+    std::fs::write(&path, &bytes).unwrap();
+    let mut result = Ok(());
+    for _ in 0..20 {
+        match s.next_batch() {
+            Ok(_) => {}
+            Err(e) => {
+                result = Err(e.to_string());
+                break;
+            }
+        }
+    }
+    let e = result.unwrap_err();
+    assert!(
+        e.contains("does not match its checksum") || e.contains("changed while"),
+        "{e}"
+    );
+}
+
+#[test]
+fn a_csv_converted_in_blocks_loads_as_read_csv_reads_it() {
+    use crate::data::convert::csv_to_shard;
+    use crate::data::csv::{read_csv, CsvOptions};
+    let dir = TempDir::new("shard-csv");
+    let csv = dir.0.join("d.csv");
+    // More rows than a block, names that first appear late, an integer
+    // class column whose largest value is in the last block.
+    let mut text = String::from("a,b,species,level\n");
+    let n = 40_000;
+    for i in 0..n {
+        let species = if i < 30_000 {
+            ["setosa", "virginica"][i % 2]
+        } else {
+            "alpha"
+        };
+        let level = if i == n - 1 { 7 } else { i % 3 };
+        text.push_str(&format!(
+            "{},{}.5,{species},{level}\n",
+            i as f32 * 0.25,
+            i % 11
+        ));
+    }
+    std::fs::write(&csv, &text).unwrap();
+    let opts = CsvOptions::new()
+        .numbers("x", 0..2)
+        .classes("species", "species")
+        .classes("level", "level");
+    let out = dir.0.join("d.shard");
+    assert_eq!(csv_to_shard(&csv, &opts, &out, 1000).unwrap(), n as u64);
+    let loaded = Shard::open(&out).unwrap().load().unwrap();
+    let direct = read_csv(&csv, &opts).unwrap();
+    assert!(same(&loaded, &direct));
+    assert_eq!(loaded.column("species").unwrap().classes_count(), Some(3));
+    assert_eq!(loaded.column("level").unwrap().classes_count(), Some(8));
+    // Errors still point at the file's line and column.
+    std::fs::write(&csv, format!("{text}1,x,setosa,0\n")).unwrap();
+    let e = csv_to_shard(&csv, &opts, &out, 1000)
+        .unwrap_err()
+        .to_string();
+    assert!(
+        e.starts_with(&format!("{}:{}:3:", csv.display(), n + 2)),
+        "{e}"
+    );
+}
