@@ -11,7 +11,7 @@ use clap::Args;
 use super::source::{self, Part, Use};
 use super::{data_args_of, load_model, AppError, DataOpts};
 use crate::data::{Batcher, Binding};
-use crate::explain::{Attribution, Baseline, Explainer, Method, Target};
+use crate::explain::{Attribution, Baseline, Explainer, Method, Quadrature, Target};
 use crate::model::{LossKind, Model};
 
 #[derive(Args)]
@@ -150,7 +150,10 @@ pub(super) fn explain<M: Model + Default>(a: &ExplainArgs) -> Result<(), AppErro
             Target::Class(c) => format!("; explaining class {}", class_name(c)),
         }
     );
-    println!("method: {}", describe_method(&method));
+    println!(
+        "method: {}",
+        describe_method(&method, explainer.quadrature())
+    );
     if let Method::IntegratedGradients { .. } = method {
         let diff = result.score - result.baseline_score;
         println!(
@@ -276,12 +279,13 @@ fn describe_prediction(kind: LossKind, r: &Attribution, name: &dyn Fn(usize) -> 
     }
 }
 
-fn describe_method(m: &Method) -> String {
+fn describe_method(m: &Method, rule: Quadrature) -> String {
     match m {
         Method::Saliency => "saliency |d score / d x|".into(),
         Method::GradientXInput => "gradient x input".into(),
         Method::IntegratedGradients { steps, baseline } => format!(
-            "integrated gradients, {steps} steps (midpoint rule) from the baseline {}",
+            "integrated gradients, {steps} steps ({} rule) from the baseline {}",
+            rule.name(),
             match baseline {
                 Baseline::Zeros => "0".to_string(),
                 Baseline::Constant(c) => c.to_string(),
