@@ -8,8 +8,8 @@ use std::sync::Arc;
 
 use clap::Args;
 
-use super::source::{self, Part, Use};
-use super::{data_args_of, load_model, AppError, DataOpts};
+use super::source::Use;
+use super::{AppError, DataOpts, WeightsArgs};
 use crate::data::{Batcher, Binding};
 use crate::explain::{Attribution, Baseline, Explainer, Method, Quadrature, Target};
 use crate::model::{LossKind, Model};
@@ -18,12 +18,8 @@ use crate::model::{LossKind, Model};
 pub(super) struct ExplainArgs {
     #[command(flatten)]
     data: DataOpts,
-    /// Weights to explain (`weights.safetensors`, or a checkpoint).
-    #[arg(long)]
-    weights: PathBuf,
-    /// PyTorch layout: 2-D weights stored as [out, in].
-    #[arg(long)]
-    transpose_linear: bool,
+    #[command(flatten)]
+    weights: WeightsArgs,
     /// Which sample of the data (0-based row).
     #[arg(long, default_value_t = 0)]
     sample: usize,
@@ -61,16 +57,8 @@ pub(super) struct ExplainArgs {
 }
 
 pub(super) fn explain<M: Model + Default>(a: &ExplainArgs) -> Result<(), AppError> {
-    let mut model = M::default();
-    let classes = load_model(&mut model, &a.weights, a.transpose_linear)?;
+    let (mut model, classes, data) = a.weights.load::<M>(&a.data, Use::Predict)?;
     let spec = model.spec();
-    let data = source::load(
-        spec,
-        &data_args_of(&a.data)?,
-        Part::Test,
-        Use::Predict,
-        &classes,
-    )?;
     if a.sample >= data.len() {
         return Err(AppError::Usage(format!(
             "--sample {}: {} has {} samples (0..{})",
