@@ -304,6 +304,40 @@ fn input_gradient_checks_its_slices_and_needs_explain() {
     assert!(e.to_string().contains("compile it with `explain`"), "{e}");
 }
 
+/// One random sample of `model`: inputs uniform in [0, 1).
+fn path_sample<M: Model + ?Sized>(model: &M, seed: u64) -> Vec<Vec<f32>> {
+    let mut rng = Rng(seed);
+    model
+        .spec()
+        .inputs
+        .iter()
+        .filter(|i| i.predict && i.kind.is_fed_as_feature())
+        .map(|i| values(i, i.per_sample, 0.0, &mut rng))
+        .collect()
+}
+
+/// Integrated gradients of `target` by `rule` in `steps` from the zero
+/// baseline.
+fn integrated<M: Model + ?Sized>(
+    model: &mut M,
+    sample: &[Vec<f32>],
+    target: Target,
+    steps: usize,
+    rule: Quadrature,
+) -> nnc::runtime::explain::Attribution {
+    let slices: Vec<&[f32]> = sample.iter().map(Vec::as_slice).collect();
+    let mut e = Explainer::new(model).unwrap().with_quadrature(rule);
+    e.explain(
+        &slices,
+        &Method::IntegratedGradients {
+            steps,
+            baseline: Baseline::Zeros,
+        },
+        target,
+    )
+    .unwrap()
+}
+
 /// Integrated gradients by `rule` on one random sample of `model` (inputs
 /// uniform in [0, 1), the zero baseline) for every class; returns the worst
 /// relative completeness error |Σ attributions − (f(x) − f(0))| / |f(x) − f(0)|.
@@ -314,17 +348,8 @@ fn completeness<M: Model + ?Sized>(
     steps: usize,
     rule: Quadrature,
 ) -> f64 {
-    let mut rng = Rng(seed);
-    let sample: Vec<Vec<f32>> = model
-        .spec()
-        .inputs
-        .iter()
-        .filter(|i| i.predict && i.kind.is_fed_as_feature())
-        .map(|i| values(i, i.per_sample, 0.0, &mut rng))
-        .collect();
-    let slices: Vec<&[f32]> = sample.iter().map(Vec::as_slice).collect();
+    let sample = path_sample(model, seed);
     let classes = model.spec().loss.scores;
-    let mut e = Explainer::new(model).unwrap().with_quadrature(rule);
     let mut worst = 0.0f64;
     let targets: Vec<Target> = if every_class {
         (0..classes).map(Target::Class).collect()
@@ -332,16 +357,7 @@ fn completeness<M: Model + ?Sized>(
         vec![Target::Predicted]
     };
     for target in targets {
-        let a = e
-            .explain(
-                &slices,
-                &Method::IntegratedGradients {
-                    steps,
-                    baseline: Baseline::Zeros,
-                },
-                target,
-            )
-            .unwrap();
+        let a = integrated(model, &sample, target, steps, rule);
         let diff = f64::from(a.score) - f64::from(a.baseline_score);
         let err = (a.total() - diff).abs() / diff.abs().max(1e-6);
         assert!(
@@ -401,16 +417,33 @@ fn integrated_gradients_are_complete_within_one_percent_at_64_steps() {
     }
 }
 
-/// The table in docs/runtime.md: the worst completeness error of every rule
-/// at 16–128 steps on every model. Slow (every rule, step count, seed and
-/// class):
+/// The tables in docs/runtime.md: the worst completeness error of every
+/// rule at 16–128 steps on every model (seeds 1–3), and how far the
+/// attributions of the predicted score are from a reference (the midpoint
+/// rule at 4096 steps), `‖a − a_ref‖₂ / ‖a_ref‖₂`, the worst over seeds
+/// 1–3. Slow (every rule, step count, seed and class):
 /// `cargo test -p nnc --test explain quadrature_table -- --ignored --nocapture`.
 #[test]
 #[ignore]
 fn quadrature_table() {
     let steps = [16, 32, 64, 128];
-    println!("| model | rule | 16 | 32 | 64 | 128 |\n|---|---|---|---|---|---|");
+    let header = "| model | rule | 16 | 32 | 64 | 128 |\n|---|---|---|---|---|---|";
+    let mut values = String::new();
+    println!("Completeness error\n\n{header}");
     for (model, name) in &mut explained_models() {
+        let references: Vec<(Vec<Vec<f32>>, Vec<f32>)> = (1..=3)
+            .map(|seed| {
+                let sample = path_sample(&**model, seed);
+                let r = integrated(
+                    &mut **model,
+                    &sample,
+                    Target::Predicted,
+                    4096,
+                    Quadrature::Midpoint,
+                );
+                (sample, r.values.concat())
+            })
+            .collect();
         for rule in Quadrature::ALL {
             let cells: Vec<String> = steps
                 .iter()
@@ -422,8 +455,38 @@ fn quadrature_table() {
                 })
                 .collect();
             println!("| {name} | {} | {} |", rule.name(), cells.join(" | "));
+            let cells: Vec<String> = steps
+                .iter()
+                .map(|&n| {
+                    let worst = references
+                        .iter()
+                        .map(|(sample, reference)| {
+                            let a = integrated(&mut **model, sample, Target::Predicted, n, rule);
+                            rel_l2(&a.values.concat(), reference)
+                        })
+                        .fold(0.0, f64::max);
+                    format!("{:.3}%", 100.0 * worst)
+                })
+                .collect();
+            values.push_str(&format!(
+                "| {name} | {} | {} |\n",
+                rule.name(),
+                cells.join(" | ")
+            ));
         }
     }
+    println!("\nAttribution error (predicted score, against midpoint at 4096 steps)\n\n{header}\n{values}");
+}
+
+/// `‖a − b‖₂ / ‖b‖₂`.
+fn rel_l2(a: &[f32], b: &[f32]) -> f64 {
+    let diff: f64 = a
+        .iter()
+        .zip(b)
+        .map(|(&x, &y)| (f64::from(x) - f64::from(y)).powi(2))
+        .sum();
+    let norm: f64 = b.iter().map(|&y| f64::from(y).powi(2)).sum();
+    (diff / norm.max(1e-30)).sqrt()
 }
 
 /// Synthetic 28 × 28 images of 4 classes: faint noise plus a bright 7 × 7

@@ -20,16 +20,19 @@ pub enum Quadrature {
     /// Gauss–Legendre nodes and weights on `[0, 1]` (Captum's default,
     /// `gausslegend`): exact for polynomials of degree `2·steps − 1`, and
     /// its nodes crowd towards both ends of the path.
-    #[default]
     GaussLegendre,
-    /// Adaptive trapezoid: half the steps equally spaced including both
-    /// ends, the other half, `max_batch` at a time, at the midpoints of the
-    /// segments whose trapezoid misses the score's change across them
-    /// (`|(b − a)·(h(a) + h(b))/2 − (s(b) − s(a))|`, `h = ∂s/∂α`, both
-    /// known at every evaluated point) by the most; then the trapezoid
-    /// rule on the points so placed. It finds the kinks a ReLU puts in the
-    /// path gradient and keeps every point's gradient until the weights
-    /// are known (`steps` gradients of one sample).
+    /// Adaptive, for gradients with kinks (ReLU): an eighth of the steps
+    /// equally spaced including both ends, the rest, `max_batch` at a time,
+    /// at the midpoints of the segments `[a, b]` over which the attributions'
+    /// integrand changes most, `(b − a)·Σᵢ |(xᵢ − x′ᵢ)·(gᵢ(b) − gᵢ(a))|`.
+    /// Each segment's length is then split between the gradients at its
+    /// two ends at the kink `c` the scores place in it, `s(b) − s(a) = (c −
+    /// a)·h(a) + (b − c)·h(b)` (`h = ∂s/∂α`, clamped to the segment): exact
+    /// for every value when the gradient is constant on both sides of one
+    /// kink (a piecewise-linear network), the trapezoid rule when the slope
+    /// is linear. It keeps every point's gradient until the weights are
+    /// known (`steps` gradients of one sample).
+    #[default]
     Adaptive,
 }
 
