@@ -8,13 +8,15 @@
 //! before training starts; [`bind::Batcher`] copies a batch of samples into
 //! buffers allocated once, so the training loop allocates nothing per
 //! batch. Readers: [`csv`] (with a column mapping), [`idx`] (MNIST and its
-//! relatives), and in-memory vectors ([`Column::f32`], [`Column::classes`]).
+//! relatives), and in-memory vectors ([`Column::f32`], [`Column::classes`]);
+//! [`synthetic`] generates the data of the examples that need no download.
 
 pub mod bind;
 pub mod csv;
 mod dataset;
 pub mod idx;
 mod loader;
+pub mod synthetic;
 
 use std::path::{Path, PathBuf};
 
