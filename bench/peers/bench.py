@@ -31,13 +31,14 @@ import sys
 import time
 import traceback
 
+from training import EPS, LR, jax_dense, jax_train, torch_train
+
 FRAMEWORKS = ["jax", "torch-eager", "torch-compile", "tf-function", "tf-xla", "keras-fit", "onnxruntime",
               "onnxruntime-int8"]
 BATCH = {"W1": 128, "W2": 512, "W3": 128,
          # W4: transformer training (transformer.py); W5: inference (inference.py)
          "W4": 64, "W4L": 32, "W5-MLP-1": 1, "W5-MLP-256": 256, "W5-LeNet-1": 1, "W5-LeNet-256": 256}
 HIDDEN = {"W1": 128, "W2": 2048}
-LR, EPS = 1e-3, 1e-8
 
 
 def parse_args():
@@ -153,13 +154,6 @@ def bench_jax(args, data):
     xs = [jnp.asarray(x.reshape(bs, 1, 28, 28) if conv else x) for x, _ in bat]
     ys = [jnp.asarray(y) for _, y in bat]
 
-    def dense(key, fan_in, fan_out):
-        # PyTorch's default init: U(-1/sqrt(fan_in), 1/sqrt(fan_in)).
-        k1, k2 = jax.random.split(key)
-        lim = 1.0 / fan_in ** 0.5
-        return {"w": jax.random.uniform(k1, (fan_in, fan_out), jnp.float32, -lim, lim),
-                "b": jax.random.uniform(k2, (fan_out,), jnp.float32, -lim, lim)}
-
     def conv_p(key, cin, cout, k):
         k1, k2 = jax.random.split(key)
         lim = 1.0 / (cin * k * k) ** 0.5
@@ -170,9 +164,9 @@ def bench_jax(args, data):
         ks = jax.random.split(key, 5)
         if not conv:
             h = HIDDEN[wl]
-            return [dense(ks[0], 784, h), dense(ks[1], h, h), dense(ks[2], h, 10)]
+            return [jax_dense(ks[0], 784, h), jax_dense(ks[1], h, h), jax_dense(ks[2], h, 10)]
         return [conv_p(ks[0], 1, 6, 5), conv_p(ks[1], 6, 16, 5),
-                dense(ks[2], 400, 120), dense(ks[3], 120, 84), dense(ks[4], 84, 10)]
+                jax_dense(ks[2], 400, 120), jax_dense(ks[3], 120, 84), jax_dense(ks[4], 84, 10)]
 
     def conv2d(x, p, pad):
         y = jax.lax.conv_general_dilated(x, p["w"], (1, 1), [(pad, pad), (pad, pad)],
@@ -195,30 +189,7 @@ def bench_jax(args, data):
     def loss_fn(params, x, y):
         return optax.softmax_cross_entropy_with_integer_labels(forward(params, x), y).mean()
 
-    opt = optax.adam(LR, eps=EPS)
-
-    @jax.jit
-    def train_step(params, opt_state, x, y):
-        loss, grads = jax.value_and_grad(loss_fn)(params, x, y)
-        updates, opt_state = opt.update(grads, opt_state, params)
-        return optax.apply_updates(params, updates), opt_state, loss
-
-    state = {}
-
-    def build():
-        state["params"] = init(jax.random.PRNGKey(0))
-        state["opt"] = opt.init(state["params"])
-
-        def step(b):
-            state["params"], state["opt"], loss = train_step(state["params"], state["opt"], xs[b], ys[b])
-            return loss
-
-        return step, lambda l: float(l.block_until_ready())
-
-    m = measure(args, build, len(bat))
-    m.update(version=f"jax {jax.__version__}, optax {optax.__version__}", backend="xla-cpu",
-             notes=f"jax.jit(value_and_grad + optax.adam); NCHW conv; XLA_FLAGS={os.environ.get('XLA_FLAGS', '')}")
-    return m
+    return jax_train(args, measure, init, loss_fn, lambda b: (xs[b], ys[b]), len(bat), "; NCHW conv")
 
 
 # ------------------------------------------------------------------------ PyTorch
@@ -246,40 +217,11 @@ def bench_torch(args, data, compiled):
             nn.Conv2d(6, 16, 5), nn.ReLU(), nn.MaxPool2d(2), nn.Flatten(),
             nn.Linear(400, 120), nn.ReLU(), nn.Linear(120, 84), nn.ReLU(), nn.Linear(84, 10))
 
-    notes = "eager, Adam(foreach)"
+    def loss_fn(model, x, y):
+        return F.cross_entropy(model(x), y)
 
-    def build():
-        nonlocal notes
-        torch.manual_seed(0)
-        model = make_model()
-        opt = torch.optim.Adam(model.parameters(), lr=LR, eps=EPS)
-
-        def loss_of(x, y):
-            return F.cross_entropy(model(x), y)
-
-        def opt_step():
-            opt.step()
-
-        if compiled:
-            # Forward+loss compiled (backward via AOTAutograd), and the Adam
-            # step compiled too, as in PyTorch's "compiling the optimizer" recipe.
-            loss_of = torch.compile(loss_of)
-            opt_step = torch.compile(opt_step)
-            notes = "torch.compile(inductor) of forward+loss (AOTAutograd backward) and of opt.step()"
-
-        def step(b):
-            opt.zero_grad(set_to_none=True)
-            loss = loss_of(xs[b], ys[b])
-            loss.backward()
-            opt_step()
-            return loss.detach()
-
-        return step, lambda l: float(l)
-
-    m = measure(args, build, len(bat))
-    m.update(version=f"torch {torch.__version__}", backend=f"cpu ({torch.backends.cpu.get_cpu_capability()})",
-             notes=f"{notes}; torch.get_num_threads()={torch.get_num_threads()}")
-    return m
+    return torch_train(args, measure, make_model, loss_fn, lambda b: (xs[b], ys[b]), len(bat), compiled,
+                       "eager, Adam(foreach)")
 
 
 # --------------------------------------------------------------------- TensorFlow

@@ -20,13 +20,14 @@ order, as the MNIST workloads cycle the training images.
 
 import numpy as np
 
+from training import jax_dense, jax_train, torch_train
+
 # name -> (batch, sequence, width, heads, blocks, feed-forward width, vocabulary)
 CONFIGS = {
     "W4": (64, 16, 64, 4, 2, 256, 10),
     "W4L": (32, 128, 256, 8, 4, 1024, 10),
 }
 NB = 32
-LR, EPS = 1e-3, 1e-8
 
 
 def sequences(workload):
@@ -81,55 +82,20 @@ def bench_torch(args, measure, compiled):
         def forward(self, tokens):
             return self.out(self.ln(self.blocks(self.emb(tokens) + self.pos)))
 
-    notes = "eager, F.scaled_dot_product_attention, Adam(foreach)"
+    def loss_fn(model, x, y):
+        return F.cross_entropy(model(x).reshape(-1, vocab), y.reshape(-1))
 
-    def build():
-        nonlocal notes
-        torch.manual_seed(0)
-        model = Encoder()
-        opt = torch.optim.Adam(model.parameters(), lr=LR, eps=EPS)
-
-        def loss_of(x, y):
-            return F.cross_entropy(model(x).reshape(-1, vocab), y.reshape(-1))
-
-        def opt_step():
-            opt.step()
-
-        if compiled:
-            loss_of = torch.compile(loss_of)
-            opt_step = torch.compile(opt_step)
-            notes = "torch.compile(inductor) of forward+loss (AOTAutograd backward) and of opt.step()"
-
-        def step(b):
-            opt.zero_grad(set_to_none=True)
-            loss = loss_of(*data[b])
-            loss.backward()
-            opt_step()
-            return loss.detach()
-
-        return step, lambda l: float(l)
-
-    m = measure(args, build, NB)
-    m.update(version=f"torch {torch.__version__}", backend=f"cpu ({torch.backends.cpu.get_cpu_capability()})",
-             notes=f"{notes}; torch.get_num_threads()={torch.get_num_threads()}")
-    return m
+    return torch_train(args, measure, Encoder, loss_fn, lambda b: data[b], NB, compiled,
+                       "eager, F.scaled_dot_product_attention, Adam(foreach)")
 
 
 def bench_jax(args, measure):
-    import os
-
     import jax
     import jax.numpy as jnp
     import optax
 
     bs, t, d, h, blocks, ff, vocab = CONFIGS[args.workload]
     data = [(jnp.asarray(x, jnp.int32), jnp.asarray(y, jnp.int32)) for x, y in sequences(args.workload)]
-
-    def dense(key, fan_in, fan_out):
-        k1, k2 = jax.random.split(key)
-        lim = 1.0 / fan_in ** 0.5
-        return {"w": jax.random.uniform(k1, (fan_in, fan_out), jnp.float32, -lim, lim),
-                "b": jax.random.uniform(k2, (fan_out,), jnp.float32, -lim, lim)}
 
     def norm():
         return {"g": jnp.ones((d,), jnp.float32), "b": jnp.zeros((d,), jnp.float32)}
@@ -138,12 +104,12 @@ def bench_jax(args, measure):
         keys = iter(jax.random.split(key, 3 + 6 * blocks))
         p = {"emb": jax.random.normal(next(keys), (vocab, d), jnp.float32),
              "pos": 0.02 * jax.random.normal(next(keys), (t, d), jnp.float32),
-             "ln": norm(), "out": dense(next(keys), d, vocab), "blocks": []}
+             "ln": norm(), "out": jax_dense(next(keys), d, vocab), "blocks": []}
         for _ in range(blocks):
             p["blocks"].append({"ln1": norm(), "ln2": norm(),
-                                "q": dense(next(keys), d, d), "k": dense(next(keys), d, d),
-                                "v": dense(next(keys), d, d), "o": dense(next(keys), d, d),
-                                "f1": dense(next(keys), d, ff), "f2": dense(next(keys), ff, d)})
+                                "q": jax_dense(next(keys), d, d), "k": jax_dense(next(keys), d, d),
+                                "v": jax_dense(next(keys), d, d), "o": jax_dense(next(keys), d, d),
+                                "f1": jax_dense(next(keys), d, ff), "f2": jax_dense(next(keys), ff, d)})
         return p
 
     def lin(p, x):
@@ -169,28 +135,4 @@ def bench_jax(args, measure):
     def loss_fn(p, x, y):
         return optax.softmax_cross_entropy_with_integer_labels(forward(p, x), y).mean()
 
-    opt = optax.adam(LR, eps=EPS)
-
-    @jax.jit
-    def train_step(p, s, x, y):
-        loss, g = jax.value_and_grad(loss_fn)(p, x, y)
-        u, s = opt.update(g, s, p)
-        return optax.apply_updates(p, u), s, loss
-
-    state = {}
-
-    def build():
-        state["p"] = init(jax.random.PRNGKey(0))
-        state["s"] = opt.init(state["p"])
-
-        def step(b):
-            state["p"], state["s"], loss = train_step(state["p"], state["s"], *data[b])
-            return loss
-
-        return step, lambda l: float(l.block_until_ready())
-
-    m = measure(args, build, NB)
-    m.update(version=f"jax {jax.__version__}, optax {optax.__version__}", backend="xla-cpu",
-             notes=f"jax.jit(value_and_grad + optax.adam), jax.nn.dot_product_attention; "
-                   f"XLA_FLAGS={os.environ.get('XLA_FLAGS', '')}")
-    return m
+    return jax_train(args, measure, init, loss_fn, lambda b: data[b], NB, ", jax.nn.dot_product_attention")

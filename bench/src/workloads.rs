@@ -4,6 +4,7 @@
 
 use crate::{repo, Args};
 use anyhow::{bail, Context};
+use nnc::runtime::data::synthetic::reversed_sequences;
 use nnc::runtime::rng::Rng;
 use nnc::runtime::Trainer;
 use nnc::runtime::{Batch, Model, ModelSpec};
@@ -224,16 +225,9 @@ fn sequences(w: &Workload) -> anyhow::Result<Data> {
         .map(|i| i.per_sample)
         .context("the model has no input")?;
     let n = SEQUENCE_BATCHES * w.batch();
-    let mut rng = Rng::new(0);
-    let mut inputs = Vec::with_capacity(n * t);
-    let mut labels = Vec::with_capacity(n * t);
-    for _ in 0..n {
-        let digits: Vec<u32> = (0..t).map(|_| rng.next_u32() % 10).collect();
-        inputs.extend(digits.iter().map(|&d| d as f32));
-        labels.extend(digits.iter().rev());
-    }
+    let (tokens, labels) = reversed_sequences(&mut Rng::new(0), n, t, 10);
     Ok(Data {
-        values: Values::Owned(inputs, labels),
+        values: Values::Owned(tokens.iter().map(|&d| d as f32).collect(), labels),
         input_width: t,
         label_width: t,
     })

@@ -7,81 +7,14 @@
 //! Programs are built (`--debug`) in the cache `train_cli.rs` uses, under
 //! the workspace's target directory.
 
-use std::path::{Path, PathBuf};
-use std::process::{Command, Output};
-
-fn temp_dir(name: &str) -> PathBuf {
-    let dir = Path::new(env!("CARGO_TARGET_TMPDIR")).join(format!("explain-cli-{name}"));
-    let _ = std::fs::remove_dir_all(&dir);
-    std::fs::create_dir_all(&dir).expect("temp dir");
-    dir
-}
-
-fn nnc(dir: &Path, args: &[&str]) -> Output {
-    let tmp = Path::new(env!("CARGO_TARGET_TMPDIR"));
-    let target = tmp.parent().expect("target/tmp is in the target directory");
-    Command::new(env!("CARGO_BIN_EXE_nnc"))
-        .args(args)
-        .current_dir(dir)
-        .env("NO_COLOR", "1")
-        .env("NNC_CACHE_DIR", tmp.join("nnc-train-cache"))
-        .env("NNC_TARGET_DIR", target)
-        .output()
-        .expect("nnc runs")
-}
-
-#[track_caller]
-fn ok(o: &Output) -> String {
-    let out = String::from_utf8_lossy(&o.stdout).into_owned();
-    let err = String::from_utf8_lossy(&o.stderr);
-    assert_eq!(o.status.code(), Some(0), "stdout:\n{out}\nstderr:\n{err}");
-    out
-}
-
-/// A small generator for the data files.
-struct Lcg(u64);
-
-impl Lcg {
-    fn next(&mut self) -> f32 {
-        self.0 = self
-            .0
-            .wrapping_mul(6364136223846793005)
-            .wrapping_add(1442695040888963407);
-        ((self.0 >> 33) as f64 / (1u64 << 31) as f64) as f32
-    }
-}
+mod support;
+use support::cli::{nnc, ok, pairs, temp_dir, Lcg};
 
 #[test]
 fn a_tabular_sample_gets_a_ranked_table_of_named_features() {
     let dir = temp_dir("tabular");
     // The class is which of `a` and `b` is larger; `noise` is not used.
-    let mut csv = String::from("a,b,noise,kind\n");
-    let mut rng = Lcg(11);
-    for _ in 0..300 {
-        let (a, b, n) = (rng.next(), rng.next(), rng.next());
-        let kind = if a > b { "big_a" } else { "big_b" };
-        csv.push_str(&format!("{a},{b},{n},{kind}\n"));
-    }
-    std::fs::write(dir.join("pairs.csv"), csv).unwrap();
-    std::fs::write(
-        dir.join("pairs.nn"),
-        r#"network Pairs {
-    input  x: f32[batch, 3];
-    label  kind: class[batch] of 2;
-    output logits = dense(dense(x, 16, activation: relu), 2);
-    loss cross_entropy(logits, kind);
-}
-train Pairs {
-    data: csv("pairs.csv", label: kind);
-    validation: 0.2;
-    optimizer: adam(lr: 1e-2);
-    batch: 16;
-    epochs: 30;
-    seed: 3;
-}
-"#,
-    )
-    .unwrap();
+    pairs(&dir, 11, 30);
     ok(&nnc(&dir, &["train", "pairs.nn", "--debug", "--quiet"]));
     let out = ok(&nnc(
         &dir,

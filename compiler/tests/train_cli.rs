@@ -8,91 +8,21 @@
 //! runs, so the runtime is compiled once.
 
 use std::path::{Path, PathBuf};
-use std::process::{Command, Output};
+use std::process::Command;
+
+mod support;
+use support::cli::{command, nnc, ok, pairs, temp_dir, text};
+
+/// `pairs.csv` and `pairs.nn` (40 epochs).
+fn classification(dir: &Path) {
+    pairs(dir, 7, 40);
+}
 
 fn root() -> PathBuf {
     Path::new(env!("CARGO_MANIFEST_DIR"))
         .parent()
         .expect("the compiler crate lives in the workspace")
         .to_path_buf()
-}
-
-/// A fresh directory for one test.
-fn temp_dir(name: &str) -> PathBuf {
-    let dir = Path::new(env!("CARGO_TARGET_TMPDIR")).join(format!("train-cli-{name}"));
-    let _ = std::fs::remove_dir_all(&dir);
-    std::fs::create_dir_all(&dir).expect("temp dir");
-    dir
-}
-
-/// `nnc ARGS` in `dir`, its programs built in the shared test cache.
-fn nnc(dir: &Path, args: &[&str]) -> Output {
-    let tmp = Path::new(env!("CARGO_TARGET_TMPDIR"));
-    let cache = tmp.join("nnc-train-cache");
-    // The workspace's own target directory: the runtime's dependencies are
-    // already built there, with the same profile, by the test build.
-    let target = tmp.parent().expect("target/tmp is in the target directory");
-    Command::new(env!("CARGO_BIN_EXE_nnc"))
-        .args(args)
-        .current_dir(dir)
-        .env("NO_COLOR", "1")
-        .env("NNC_CACHE_DIR", &cache)
-        .env("NNC_TARGET_DIR", target)
-        .output()
-        .expect("nnc runs")
-}
-
-fn text(o: &Output) -> (String, String) {
-    (
-        String::from_utf8_lossy(&o.stdout).into_owned(),
-        String::from_utf8_lossy(&o.stderr).into_owned(),
-    )
-}
-
-#[track_caller]
-fn ok(o: &Output) -> String {
-    let (out, err) = text(o);
-    assert_eq!(o.status.code(), Some(0), "stdout:\n{out}\nstderr:\n{err}");
-    out
-}
-
-/// A classification CSV: class = which of two features is larger, plus a
-/// distractor column; and a model for it naming its data.
-fn classification(dir: &Path) {
-    let mut csv = String::from("a,b,noise,kind\n");
-    let mut s = 7u64;
-    let mut next = || {
-        s = s
-            .wrapping_mul(6364136223846793005)
-            .wrapping_add(1442695040888963407);
-        ((s >> 33) as f64 / (1u64 << 31) as f64) as f32
-    };
-    for _ in 0..300 {
-        let (a, b, n) = (next(), next(), next());
-        let kind = if a > b { "big_a" } else { "big_b" };
-        csv.push_str(&format!("{a},{b},{n},{kind}\n"));
-    }
-    std::fs::write(dir.join("pairs.csv"), csv).unwrap();
-    std::fs::write(
-        dir.join("pairs.nn"),
-        r#"network Pairs {
-    input  x: f32[batch, 3];
-    label  kind: class[batch] of 2;
-    output logits = dense(dense(x, 16, activation: relu), 2);
-    loss cross_entropy(logits, kind);
-}
-
-train Pairs {
-    data: csv("pairs.csv", label: kind);
-    validation: 0.2;
-    optimizer: adam(lr: 1e-2);
-    batch: 16;
-    epochs: 40;
-    seed: 3;
-}
-"#,
-    )
-    .unwrap();
 }
 
 #[test]
@@ -455,13 +385,7 @@ fn help_says_what_nnc_does_and_lists_its_commands() {
 /// `nnc ARGS` in `dir` as a child in its own process group, not waited for.
 fn spawn(dir: &Path, args: &[&str]) -> std::process::Child {
     use std::os::unix::process::CommandExt;
-    let tmp = Path::new(env!("CARGO_TARGET_TMPDIR"));
-    Command::new(env!("CARGO_BIN_EXE_nnc"))
-        .args(args)
-        .current_dir(dir)
-        .env("NO_COLOR", "1")
-        .env("NNC_CACHE_DIR", tmp.join("nnc-train-cache"))
-        .env("NNC_TARGET_DIR", tmp.parent().expect("target dir"))
+    command(dir, args)
         .stdout(std::process::Stdio::piped())
         .stderr(std::process::Stdio::piped())
         .process_group(0)

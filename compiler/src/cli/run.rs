@@ -44,6 +44,32 @@ pub struct DataArgs {
     pub columns: Vec<String>,
 }
 
+/// The weights `eval`, `predict` and `explain` run with.
+#[derive(Args, Clone, Debug, Default)]
+pub struct WeightsArgs {
+    /// The weights (default: runs/NETWORK/weights.safetensors).
+    #[arg(long)]
+    pub weights: Option<PathBuf>,
+}
+
+impl WeightsArgs {
+    /// The program's arguments for `command` with these weights: given,
+    /// or the default run's.
+    fn command(&self, command: &str, network: &str) -> anyhow::Result<Vec<OsString>> {
+        let w = self
+            .weights
+            .clone()
+            .unwrap_or_else(|| default_out(network).join("weights.safetensors"));
+        if !w.exists() {
+            anyhow::bail!(
+                "weights file {} does not exist (train first with `nnc train`, or pass --weights)",
+                w.display()
+            );
+        }
+        Ok(vec![command.into(), "--weights".into(), w.into_os_string()])
+    }
+}
+
 /// `nnc train`.
 #[derive(Args, Debug)]
 pub struct TrainArgs {
@@ -94,9 +120,8 @@ pub struct EvalArgs {
     pub model: ModelArgs,
     #[command(flatten)]
     pub data: DataArgs,
-    /// The weights (default: runs/NETWORK/weights.safetensors).
-    #[arg(long)]
-    pub weights: Option<PathBuf>,
+    #[command(flatten)]
+    pub weights: WeightsArgs,
 }
 
 /// `nnc predict`.
@@ -106,9 +131,8 @@ pub struct PredictArgs {
     pub model: ModelArgs,
     #[command(flatten)]
     pub data: DataArgs,
-    /// The weights (default: runs/NETWORK/weights.safetensors).
-    #[arg(long)]
-    pub weights: Option<PathBuf>,
+    #[command(flatten)]
+    pub weights: WeightsArgs,
     /// Where the predictions go (`-`, the default, for standard output).
     #[arg(short, long, default_value = "-")]
     pub output: PathBuf,
@@ -121,9 +145,8 @@ pub struct ExplainArgs {
     pub model: ModelArgs,
     #[command(flatten)]
     pub data: DataArgs,
-    /// The weights (default: runs/NETWORK/weights.safetensors).
-    #[arg(long)]
-    pub weights: Option<PathBuf>,
+    #[command(flatten)]
+    pub weights: WeightsArgs,
     /// Which sample of the data (0-based row).
     #[arg(long, default_value_t = 0)]
     pub sample: usize,
@@ -487,25 +510,10 @@ pub fn train(a: &TrainArgs) -> Result<ExitCode, Failure> {
     Ok(run(&p.exe, &args)?)
 }
 
-/// The weights a command reads: given, or the default run's.
-fn weights(given: &Option<PathBuf>, network: &str) -> anyhow::Result<PathBuf> {
-    let w = given
-        .clone()
-        .unwrap_or_else(|| default_out(network).join("weights.safetensors"));
-    if !w.exists() {
-        anyhow::bail!(
-            "weights file {} does not exist (train first with `nnc train`, or pass --weights)",
-            w.display()
-        );
-    }
-    Ok(w)
-}
-
 /// `nnc eval`.
 pub fn eval(a: &EvalArgs) -> Result<ExitCode, Failure> {
     let p = program(&a.model)?;
-    let w = weights(&a.weights, &p.network)?;
-    let mut args: Vec<OsString> = vec!["eval".into(), "--weights".into(), w.into_os_string()];
+    let mut args = a.weights.command("eval", &p.network)?;
     // Without --data: the block's test data, else its data.
     let block = p.config.test.as_ref().or(p.config.data.as_ref());
     args.extend(data_flags(&p, &a.data, block, "evaluation data")?);
@@ -515,8 +523,7 @@ pub fn eval(a: &EvalArgs) -> Result<ExitCode, Failure> {
 /// `nnc predict`.
 pub fn predict(a: &PredictArgs) -> Result<ExitCode, Failure> {
     let p = program(&a.model)?;
-    let w = weights(&a.weights, &p.network)?;
-    let mut args: Vec<OsString> = vec!["predict".into(), "--weights".into(), w.into_os_string()];
+    let mut args = a.weights.command("predict", &p.network)?;
     // The block's mapping (its label column is skipped when present).
     args.extend(data_flags(&p, &a.data, p.config.data.as_ref(), "data")?);
     args.push("--output".into());
@@ -528,8 +535,7 @@ pub fn predict(a: &PredictArgs) -> Result<ExitCode, Failure> {
 /// one sample of the data.
 pub fn explain(a: &ExplainArgs) -> Result<ExitCode, Failure> {
     let p = program_with(&a.model, true)?;
-    let w = weights(&a.weights, &p.network)?;
-    let mut args: Vec<OsString> = vec!["explain".into(), "--weights".into(), w.into_os_string()];
+    let mut args = a.weights.command("explain", &p.network)?;
     // Without --data: the block's test data, else its data.
     let block = p.config.test.as_ref().or(p.config.data.as_ref());
     args.extend(data_flags(&p, &a.data, block, "data")?);

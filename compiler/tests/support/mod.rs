@@ -11,6 +11,8 @@ use nnc_compiler::Span;
 use proptest::test_runner::Config as ProptestConfig;
 use std::collections::HashMap;
 
+pub mod cli;
+
 /// The bar every gradient rule must clear (relative error of [`gradcheck`]).
 pub const TOLERANCE: f64 = 1e-6;
 

@@ -16,6 +16,7 @@
 
 use anyhow::Context;
 use clap::Parser;
+use nnc::runtime::data::synthetic::reversed_sequences;
 use nnc::runtime::data::{Column, Dataset};
 use nnc::runtime::rng::Rng;
 use nnc::runtime::{evaluate, fit, FitOptions, TrainData};
@@ -49,15 +50,7 @@ struct Args {
 
 /// `n` random digit sequences (`tokens`) and their reversals (`target`).
 fn sequences(rng: &mut Rng, n: usize) -> anyhow::Result<Dataset> {
-    let mut x = Vec::with_capacity(n * LEN);
-    let mut y = vec![0u32; n * LEN];
-    for s in 0..n {
-        for i in 0..LEN {
-            let d = rng.below(u64::from(DIGITS)) as u32;
-            x.push(d);
-            y[s * LEN + LEN - 1 - i] = d;
-        }
-    }
+    let (x, y) = reversed_sequences(rng, n, LEN, DIGITS);
     Ok(Dataset::new(vec![
         Column::classes("tokens", &[LEN], x, DIGITS),
         Column::classes("target", &[LEN], y, DIGITS),

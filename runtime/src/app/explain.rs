@@ -8,22 +8,18 @@ use std::sync::Arc;
 
 use clap::Args;
 
-use super::source::{self, Part, Use};
-use super::{data_args_of, load_model, AppError, DataOpts};
+use super::source::Use;
+use super::{AppError, DataOpts, WeightsArgs};
 use crate::data::{Batcher, Binding};
-use crate::explain::{Attribution, Baseline, Explainer, Method, Target};
+use crate::explain::{Attribution, Baseline, Explainer, Method, Quadrature, Target};
 use crate::model::{LossKind, Model};
 
 #[derive(Args)]
 pub(super) struct ExplainArgs {
     #[command(flatten)]
     data: DataOpts,
-    /// Weights to explain (`weights.safetensors`, or a checkpoint).
-    #[arg(long)]
-    weights: PathBuf,
-    /// PyTorch layout: 2-D weights stored as [out, in].
-    #[arg(long)]
-    transpose_linear: bool,
+    #[command(flatten)]
+    weights: WeightsArgs,
     /// Which sample of the data (0-based row).
     #[arg(long, default_value_t = 0)]
     sample: usize,
@@ -61,16 +57,8 @@ pub(super) struct ExplainArgs {
 }
 
 pub(super) fn explain<M: Model + Default>(a: &ExplainArgs) -> Result<(), AppError> {
-    let mut model = M::default();
-    let classes = load_model(&mut model, &a.weights, a.transpose_linear)?;
+    let (mut model, classes, data) = a.weights.load::<M>(&a.data, Use::Predict)?;
     let spec = model.spec();
-    let data = source::load(
-        spec,
-        &data_args_of(&a.data)?,
-        Part::Test,
-        Use::Predict,
-        &classes,
-    )?;
     if a.sample >= data.len() {
         return Err(AppError::Usage(format!(
             "--sample {}: {} has {} samples (0..{})",
@@ -150,7 +138,10 @@ pub(super) fn explain<M: Model + Default>(a: &ExplainArgs) -> Result<(), AppErro
             Target::Class(c) => format!("; explaining class {}", class_name(c)),
         }
     );
-    println!("method: {}", describe_method(&method));
+    println!(
+        "method: {}",
+        describe_method(&method, explainer.quadrature())
+    );
     if let Method::IntegratedGradients { .. } = method {
         let diff = result.score - result.baseline_score;
         println!(
@@ -276,12 +267,13 @@ fn describe_prediction(kind: LossKind, r: &Attribution, name: &dyn Fn(usize) -> 
     }
 }
 
-fn describe_method(m: &Method) -> String {
+fn describe_method(m: &Method, rule: Quadrature) -> String {
     match m {
         Method::Saliency => "saliency |d score / d x|".into(),
         Method::GradientXInput => "gradient x input".into(),
         Method::IntegratedGradients { steps, baseline } => format!(
-            "integrated gradients, {steps} steps (midpoint rule) from the baseline {}",
+            "integrated gradients, {steps} steps ({} rule) from the baseline {}",
+            rule.name(),
             match baseline {
                 Baseline::Zeros => "0".to_string(),
                 Baseline::Constant(c) => c.to_string(),

@@ -36,7 +36,7 @@ use std::sync::Arc;
 use clap::{Args, Parser, Subcommand};
 
 use crate::checkpoint::{load_weights, save_weights_with, CheckpointError, LoadOptions};
-use crate::data::DataError;
+use crate::data::{DataError, Dataset};
 use crate::model::{BatchSpec, Model};
 use crate::train::{
     evaluate, fit, split_validation, FitError, FitOptions, StopFlag, TrainData, BEST_CHECKPOINT,
@@ -173,11 +173,10 @@ struct TrainArgs {
     quiet: bool,
 }
 
+/// The weights `eval`, `predict` and `explain` run.
 #[derive(Args)]
-struct EvalArgs {
-    #[command(flatten)]
-    data: DataOpts,
-    /// Weights to evaluate (`weights.safetensors`, or a checkpoint).
+struct WeightsArgs {
+    /// Weights to run (`weights.safetensors`, or a checkpoint).
     #[arg(long)]
     weights: PathBuf,
     /// PyTorch layout: 2-D weights stored as [out, in].
@@ -185,16 +184,45 @@ struct EvalArgs {
     transpose_linear: bool,
 }
 
+/// The class names a weights file carries, by input name.
+type Classes = BTreeMap<String, Arc<[String]>>;
+
+impl WeightsArgs {
+    /// The program's model with these weights, the class names they carry,
+    /// and the test part of `data` read for `usage` (its classes numbered
+    /// as in training).
+    fn load<M: Model + Default>(
+        &self,
+        data: &DataOpts,
+        usage: Use,
+    ) -> Result<(M, Classes, Dataset), AppError> {
+        let mut model = M::default();
+        let classes = load_model(&mut model, &self.weights, self.transpose_linear)?;
+        let set = source::load(
+            model.spec(),
+            &data_args_of(data)?,
+            Part::Test,
+            usage,
+            &classes,
+        )?;
+        Ok((model, classes, set))
+    }
+}
+
+#[derive(Args)]
+struct EvalArgs {
+    #[command(flatten)]
+    data: DataOpts,
+    #[command(flatten)]
+    weights: WeightsArgs,
+}
+
 #[derive(Args)]
 struct PredictArgs {
     #[command(flatten)]
     data: DataOpts,
-    /// Weights to run (`weights.safetensors`, or a checkpoint).
-    #[arg(long)]
-    weights: PathBuf,
-    /// PyTorch layout: 2-D weights stored as [out, in].
-    #[arg(long)]
-    transpose_linear: bool,
+    #[command(flatten)]
+    weights: WeightsArgs,
     /// Where the predictions go (`-` for standard output).
     #[arg(short = 'o', long = "output", default_value = "-")]
     output: PathBuf,
@@ -407,7 +435,7 @@ fn load_model<M: Model>(
     model: &mut M,
     path: &Path,
     transpose_linear: bool,
-) -> Result<BTreeMap<String, Arc<[String]>>, AppError> {
+) -> Result<Classes, AppError> {
     let opts = LoadOptions {
         transpose_linear,
         ..LoadOptions::default()
@@ -426,16 +454,8 @@ fn load_model<M: Model>(
 }
 
 fn eval<M: Model + Default>(a: &EvalArgs) -> Result<(), AppError> {
-    let mut model = M::default();
-    let classes = load_model(&mut model, &a.weights, a.transpose_linear)?;
+    let (mut model, classes, data) = a.weights.load::<M>(&a.data, Use::Labelled)?;
     let spec = model.spec();
-    let data = source::load(
-        spec,
-        &data_args_of(&a.data)?,
-        Part::Test,
-        Use::Labelled,
-        &classes,
-    )?;
     let e = evaluate(&mut model, &data)?;
     println!(
         "{} on {} ({} samples):",
@@ -448,16 +468,8 @@ fn eval<M: Model + Default>(a: &EvalArgs) -> Result<(), AppError> {
 }
 
 fn predict<M: Model + Default>(a: &PredictArgs) -> Result<(), AppError> {
-    let mut model = M::default();
-    let classes = load_model(&mut model, &a.weights, a.transpose_linear)?;
+    let (mut model, classes, data) = a.weights.load::<M>(&a.data, Use::Predict)?;
     let spec = model.spec();
-    let data = source::load(
-        spec,
-        &data_args_of(&a.data)?,
-        Part::Test,
-        Use::Predict,
-        &classes,
-    )?;
     let (text, rows) = if spec.loss.kind == crate::model::LossKind::Other {
         let outputs = crate::train::predict(&mut model, &data)?;
         (report::outputs_csv(&outputs), data.len())

@@ -8,7 +8,8 @@
 //! before training starts; [`bind::Batcher`] copies a batch of samples into
 //! buffers allocated once, so the training loop allocates nothing per
 //! batch. Readers: [`csv`] (with a column mapping), [`idx`] (MNIST and its
-//! relatives), and in-memory vectors ([`Column::f32`], [`Column::classes`]).
+//! relatives), and in-memory vectors ([`Column::f32`], [`Column::classes`]);
+//! [`synthetic`] generates the data of the examples that need no download.
 
 pub mod augment;
 pub mod bind;
@@ -19,6 +20,7 @@ pub mod idx;
 mod loader;
 pub mod shard;
 pub mod stream;
+pub mod synthetic;
 
 use std::path::{Path, PathBuf};
 

@@ -1,5 +1,6 @@
 //! The attribution methods on a model whose gradient is known in closed
-//! form: scores `[Σ w·x², Σ x]` of one input of four values.
+//! form: scores `[Σ w·x², Σ x]` of one input of four values (or, with
+//! ReLU kinks, `[Σ w·relu(x − ½), Σ x]`).
 
 use super::*;
 use crate::model::tests::empty_spec;
@@ -26,8 +27,11 @@ fn spec() -> &'static ModelSpec {
     })
 }
 
-/// Scores `[Σ w·x², Σ x]`, batch of up to 3.
-struct Quadratic;
+/// Scores `[Σ w·x², Σ x]` (`[Σ w·relu(x − ½), Σ x]` when `relu`), batch
+/// of up to 3.
+struct Quadratic {
+    relu: bool,
+}
 
 impl Model for Quadratic {
     fn spec(&self) -> &'static ModelSpec {
@@ -87,10 +91,18 @@ impl Model for Quadratic {
         for r in 0..b {
             let x = &inputs[0][r * 4..r * 4 + 4];
             let c = &cotangent[r * 2..r * 2 + 2];
-            scores[r * 2] = x.iter().zip(W).map(|(x, w)| w * x * x).sum();
             scores[r * 2 + 1] = x.iter().sum();
-            for i in 0..4 {
-                grads[0][r * 4 + i] = c[0] * 2.0 * W[i] * x[i] + c[1];
+            if self.relu {
+                scores[r * 2] = x.iter().zip(W).map(|(x, w)| w * (x - 0.5).max(0.0)).sum();
+                for i in 0..4 {
+                    let on = if x[i] > 0.5 { 1.0 } else { 0.0 };
+                    grads[0][r * 4 + i] = c[0] * W[i] * on + c[1];
+                }
+            } else {
+                scores[r * 2] = x.iter().zip(W).map(|(x, w)| w * x * x).sum();
+                for i in 0..4 {
+                    grads[0][r * 4 + i] = c[0] * 2.0 * W[i] * x[i] + c[1];
+                }
             }
         }
         Ok(b)
@@ -100,7 +112,7 @@ impl Model for Quadratic {
 const X: [f32; 4] = [1.0, 2.0, -1.0, 0.5];
 
 fn explain(method: Method, target: Target) -> Attribution {
-    let mut model = Quadratic;
+    let mut model = Quadratic { relu: false };
     let mut e = Explainer::new(&mut model).unwrap();
     e.explain(&[&X], &method, target).unwrap()
 }
@@ -145,6 +157,49 @@ fn integrated_gradients_are_complete_and_exact_on_a_quadratic() {
 }
 
 #[test]
+fn every_rule_is_exact_on_a_quadratic_and_the_adaptive_one_at_relu_kinks() {
+    // IG of w·relu(x − ½) from 0 is w·relu(x − ½): along α·X the gradient
+    // of value i steps from 0 to w at α = ½/Xᵢ (¼ and ½ here).
+    let ig = |relu: bool, rule: Quadrature, steps: usize| {
+        let mut model = Quadratic { relu };
+        let mut e = Explainer::new(&mut model).unwrap().with_quadrature(rule);
+        let method = Method::IntegratedGradients {
+            steps,
+            baseline: Baseline::Zeros,
+        };
+        e.explain(&[&X], &method, Target::Class(0)).unwrap()
+    };
+    let worst = |a: &Attribution, want: &dyn Fn(usize) -> f32| {
+        (0..4)
+            .map(|i| (a.values[0][i] - want(i)).abs())
+            .fold(0.0f32, f32::max)
+    };
+    let square = |i: usize| W[i] * X[i] * X[i];
+    let kinked = |i: usize| W[i] * (X[i] - 0.5).max(0.0);
+    for rule in Quadrature::ALL {
+        for steps in [4, 5, 7, 9] {
+            let a = ig(false, rule, steps);
+            assert!(
+                worst(&a, &square) < 1e-5,
+                "{rule:?} {steps}: {:?}",
+                a.values
+            );
+        }
+    }
+    // 0 and 1 first, then midpoints where the gradient changes (½, then
+    // ¼ and ¾, ...): no segment holds two kinks, and each segment's kink is
+    // found from the scores. The midpoint rule misses by up to a step's
+    // share of each jump.
+    for steps in [4, 6, 8, 16] {
+        let a = ig(true, Quadrature::Adaptive, steps);
+        assert!(worst(&a, &kinked) < 1e-5, "{steps}: {:?}", a.values);
+        assert!(a.delta.abs() < 1e-5, "{}", a.delta);
+    }
+    let m = ig(true, Quadrature::Midpoint, 7);
+    assert!(worst(&m, &kinked) > 1e-2, "{:?}", m.values);
+}
+
+#[test]
 fn smoothgrad_is_seeded_and_near_the_gradient() {
     let m = |seed| Method::SmoothGrad {
         samples: 200,
@@ -163,7 +218,7 @@ fn smoothgrad_is_seeded_and_near_the_gradient() {
 
 #[test]
 fn mistakes_are_errors() {
-    let mut model = Quadratic;
+    let mut model = Quadratic { relu: false };
     let mut e = Explainer::new(&mut model).unwrap();
     assert!(matches!(
         e.explain(&[&X], &Method::Saliency, Target::Class(2)),
