@@ -306,9 +306,11 @@ fn predict(w: &Workload, data: &Data, batch: usize, args: &Args) -> anyhow::Resu
     let mut model = w.model(batch);
     let widths: Vec<usize> = w.spec.outputs.iter().map(|o| o.per_sample).collect();
     let mut buffers: Vec<Vec<f32>> = widths.iter().map(|&n| vec![0.0; n * batch]).collect();
+    // The output slices are gathered once: a call allocates nothing, as a
+    // user's serving loop would not.
+    let mut outs: Vec<&mut [f32]> = buffers.iter_mut().map(Vec::as_mut_slice).collect();
     let mut call = |i: usize| -> anyhow::Result<()> {
         let (x, _) = data.batch(i, batch);
-        let mut outs: Vec<&mut [f32]> = buffers.iter_mut().map(Vec::as_mut_slice).collect();
         model.predict(&[x], &mut outs)?;
         Ok(())
     };
