@@ -138,6 +138,9 @@ pub fn lower(file: &ast::File) -> Result<Module, CompileError> {
                 if let Some(d) = stages::check_config(&t) {
                     errors.push(d);
                 }
+                if let Some(d) = stages::check_names(&t, |n| seen.get(n).copied()) {
+                    errors.push(d);
+                }
                 trains.push(t);
             }
             Err(mut ds) => errors.append(&mut ds),

@@ -43,33 +43,60 @@ pub fn stage_name(net: &str, s: usize) -> String {
     format!("{net}Stage{s}")
 }
 
-/// What a pipelined `train` block cannot have yet: L1/L2 penalties, which
-/// a non-last stage would add once per micro-batch (its objective is summed
-/// over micro-batches, not averaged). An error at the first stage's name.
+/// What a pipelined `train` block cannot have yet, an error at the first
+/// stage's name: L1/L2 penalties, which a non-last stage would add once per
+/// micro-batch (its objective is summed over micro-batches, not averaged);
+/// a compiled-in teacher, whose frozen weights are not placed on stages;
+/// clipping by the global norm and coupled weight decay, which the
+/// pipeline driver refuses (the norm spans every stage's rank); and
+/// augmentation, which the pipeline driver does not apply.
 pub fn check_config(cfg: &TrainConfig) -> Option<Diagnostic> {
     let (_, span) = cfg.stages.first()?;
-    if cfg.teacher.is_some() {
-        // The teacher's frozen weights would have to be placed on the
-        // stages that read them.
-        return Some(
-            Diagnostic::new(
-                ErrorKind::Invalid,
-                *span,
-                "`stages:` cannot be combined with `teacher:` yet".to_string(),
-            )
-            .with_label("pipeline stages of a student with a teacher")
-            .with_help("drop the teacher, or the stages"),
-        );
-    }
     let r = cfg.regularization;
-    (r.l1 != 0.0 || r.l2 != 0.0).then(|| {
+    let spec = &cfg.spec;
+    let refused = [
+        ("`l1:` or `l2:`", r.l1 != 0.0 || r.l2 != 0.0),
+        ("`teacher:`", cfg.teacher.is_some()),
+        ("`clip_norm:`", spec.clip_norm.is_some()),
+        ("`weight_decay:` (with this optimizer)", spec.weight_decay != 0.0),
+        ("`augment:`", spec.augment != nnc_spec::AugmentSpec::NONE),
+    ];
+    let (what, _) = refused.iter().find(|(_, on)| *on)?;
+    Some(
         Diagnostic::new(
             ErrorKind::Invalid,
             *span,
-            "`stages:` cannot be combined with `l1:` or `l2:` yet".to_string(),
+            format!("`stages:` cannot be combined with {what} yet"),
         )
-        .with_label("pipeline stages with a penalty")
-        .with_help("drop the penalty, or the stages")
+        .with_label("pipeline stages with a setting the pipeline does not handle")
+        .with_help("drop that setting, or the stages"),
+    )
+}
+
+/// The stage networks' names must not be taken by a network of the file:
+/// generated code would define the same struct twice. An error at the
+/// first stage's name, with a note at the network that has the name.
+pub fn check_names(
+    cfg: &TrainConfig,
+    network_at: impl Fn(&str) -> Option<Span>,
+) -> Option<Diagnostic> {
+    let (_, span) = cfg.stages.first()?;
+    (0..=cfg.stages.len()).find_map(|s| {
+        let name = stage_name(&cfg.network, s);
+        let taken = network_at(&name)?;
+        Some(
+            Diagnostic::new(
+                ErrorKind::DuplicateName,
+                *span,
+                format!(
+                    "`stages:` names stage {s} of `{}` `{name}`, which another network already is",
+                    cfg.network
+                ),
+            )
+            .with_label("the pipeline's stage networks are named `<Name>Stage<s>`")
+            .with_note(taken, format!("network `{name}`"))
+            .with_help("rename that network"),
+        )
     })
 }
 

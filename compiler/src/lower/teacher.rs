@@ -182,7 +182,23 @@ fn splice(student: &Network, teacher: &Network, t: &TeacherSource) -> Result<Net
                     .with_note(node.span, format!("the teacher's input `{name}`"))
                     .with_note(mine.span, format!("the student's input `{name}`")));
                 }
-                smap[&mine.node.index()]
+                match smap.get(&mine.node.index()) {
+                    Some(&n) => n,
+                    // The student's `teacher` input is what the teacher's
+                    // logits replace: it cannot also feed them.
+                    None => {
+                        return Err(Diagnostic::new(
+                            ErrorKind::Invalid,
+                            t.span,
+                            format!(
+                                "teacher `{}` reads the input `{name}`, which its own logits replace in the student",
+                                t.network
+                            ),
+                        )
+                        .with_label("a teacher cannot read the student's `teacher` input")
+                        .with_note(node.span, format!("the teacher's input `{name}`")));
+                    }
+                }
             }
             Op::Leaf(LeafOp::Label { name, .. }) => {
                 return Err(Diagnostic::new(

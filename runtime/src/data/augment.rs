@@ -180,8 +180,9 @@ pub fn add_noise(values: &mut [f32], rng: &mut Rng, std: f32) {
 /// How one feature slot of a batch is augmented.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 enum Kind {
-    /// Token ids: never changed.
-    Tokens,
+    /// Token ids, and values only the loss reads (regression or binary
+    /// targets, a distillation teacher's logits fed as data): never changed.
+    Untouched,
     /// Real values without image geometry: noise only.
     Real,
     /// An image: the geometric transforms, then noise.
@@ -212,10 +213,13 @@ impl Augmenter {
             .binding()
             .feature_feeds()
             .map(|(column, input)| {
-                let real = model.inputs[input].kind == InputKind::Features;
+                // A target is a real-valued input too, but noise on it
+                // would change what the model is asked to fit.
+                let spec_input = &model.inputs[input];
+                let real = spec_input.kind == InputKind::Features && spec_input.predict;
                 let shape = columns[column].shape();
                 match (real, Image::of_shape(shape)) {
-                    (false, _) => Kind::Tokens,
+                    (false, _) => Kind::Untouched,
                     (true, Some(g)) if spec.is_image() => Kind::Image(g),
                     (true, _) => Kind::Real,
                 }
@@ -265,7 +269,7 @@ impl Augmenter {
             for (k, kind) in self.kinds.iter().enumerate() {
                 let values = batcher.feature_row_mut(k, r);
                 match *kind {
-                    Kind::Tokens => {}
+                    Kind::Untouched => {}
                     Kind::Real => {
                         if self.spec.noise > 0.0 {
                             add_noise(values, &mut rng, self.spec.noise);

@@ -364,3 +364,36 @@ fn image_augmentation_needs_an_image_and_tabular_noise_does_not() {
     a.apply(&mut batcher, &[0, 1], 1, 0);
     assert!(batcher.features(0).iter().all(|v| *v != 0.0));
 }
+
+/// Noise reaches what the model predicts from, never what its loss
+/// compares with: a regression target (or a distillation teacher's logits
+/// fed as data) is a real-valued input that `predict` does not read.
+#[test]
+fn noise_never_reaches_a_target_only_the_loss_reads() {
+    let model: &'static ModelSpec = Box::leak(Box::new(ModelSpec {
+        inputs: Cow::Owned(vec![
+            input("x", 3, InputKind::Features),
+            InputSpec {
+                predict: false,
+                ..input("target", 1, InputKind::Features)
+            },
+        ]),
+        ..crate::model::tests::empty_spec()
+    }));
+    let data = Dataset::new(vec![
+        Column::f32("x", &[3], vec![0.0; 6]),
+        Column::f32("target", &[1], vec![2.0, 3.0]),
+    ])
+    .unwrap();
+    let binding = Binding::for_training(model, &data, "training set").unwrap();
+    let mut batcher = Batcher::new(binding, 2);
+    let noise = AugmentSpec {
+        noise: 0.5,
+        ..AugmentSpec::NONE
+    };
+    let mut a = Augmenter::new(noise, model, &batcher, &data).unwrap();
+    batcher.gather(&data, &[0, 1]).unwrap();
+    a.apply(&mut batcher, &[0, 1], 1, 0);
+    assert!(batcher.features(0).iter().all(|v| *v != 0.0), "x is noised");
+    assert_eq!(batcher.features(1), &[2.0, 3.0], "the target is not");
+}

@@ -77,6 +77,23 @@ impl ShardColumn {
     }
 }
 
+/// Bytes per row: `None` without columns, for a column of zero values per
+/// row, or when the size overflows.
+fn record_bytes(columns: &[ShardColumn]) -> Option<usize> {
+    let mut record = 0usize;
+    for c in columns {
+        let width = c
+            .shape
+            .iter()
+            .try_fold(1usize, |acc, &d| acc.checked_mul(d))?;
+        if width == 0 {
+            return None;
+        }
+        record = record.checked_add(width.checked_mul(4)?)?;
+    }
+    (record > 0).then_some(record)
+}
+
 fn file_error(path: &Path, reason: String) -> DataError {
     DataError::File {
         path: path.to_path_buf(),
@@ -121,6 +138,12 @@ impl ShardWriter {
             return Err(file_error(
                 &path,
                 "rows per chunk must be at least 1".into(),
+            ));
+        }
+        if record_bytes(&columns).is_none() {
+            return Err(file_error(
+                &path,
+                "a shard needs at least one column, each with at least one value per row".into(),
             ));
         }
         if let Ok(m) = std::fs::symlink_metadata(&path) {
@@ -410,7 +433,16 @@ impl Shard {
                 names: (count > 0).then_some(names),
             });
         }
-        let record: usize = columns.iter().map(|c| c.width() * 4).sum();
+        // A record of zero bytes would make every row the same nothing
+        // (and chunking by bytes impossible); sizes come from the file,
+        // so their products are checked.
+        let record = record_bytes(&columns).ok_or_else(|| {
+            bad(if columns.is_empty() {
+                "a shard without columns".to_string()
+            } else {
+                "a column of zero values per row, or a row too large to address".to_string()
+            })
+        })?;
         let chunks = rows.div_ceil(u64::from(chunk_rows));
         let expected =
             (rows as u128) * (record as u128) + u128::from(header_len) + u128::from(chunks) * 8 + 8;

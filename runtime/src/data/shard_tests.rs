@@ -283,3 +283,25 @@ fn a_csv_converted_in_blocks_loads_as_read_csv_reads_it() {
         "{e}"
     );
 }
+
+/// A shard must hold something per row: without columns (or with a column
+/// of zero values) rows could not be chunked by bytes, and reading one back
+/// would divide by a zero record size.
+#[test]
+fn a_shard_without_columns_is_refused() {
+    let dir = TempDir::new("shard-empty");
+    let path = dir.0.join("d.shard");
+    let e = write_shard(&path, &Dataset::default(), 4)
+        .unwrap_err()
+        .to_string();
+    assert!(e.contains("at least one column"), "{e}");
+    assert!(!path.exists());
+    let columns = vec![ShardColumn {
+        name: "x".into(),
+        shape: vec![0],
+        classes: None,
+        names: None,
+    }];
+    assert!(ShardWriter::create(&path, columns, 4).is_err());
+    assert!(std::fs::read_dir(&dir.0).unwrap().next().is_none(), "no temporary left");
+}
