@@ -58,7 +58,10 @@ pub fn check_config(cfg: &TrainConfig) -> Option<Diagnostic> {
         ("`l1:` or `l2:`", r.l1 != 0.0 || r.l2 != 0.0),
         ("`teacher:`", cfg.teacher.is_some()),
         ("`clip_norm:`", spec.clip_norm.is_some()),
-        ("`weight_decay:` (with this optimizer)", spec.weight_decay != 0.0),
+        (
+            "`weight_decay:` (with this optimizer)",
+            spec.weight_decay != 0.0,
+        ),
         ("`augment:`", spec.augment != nnc_spec::AugmentSpec::NONE),
     ];
     let (what, _) = refused.iter().find(|(_, on)| *on)?;

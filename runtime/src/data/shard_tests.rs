@@ -303,5 +303,8 @@ fn a_shard_without_columns_is_refused() {
         names: None,
     }];
     assert!(ShardWriter::create(&path, columns, 4).is_err());
-    assert!(std::fs::read_dir(&dir.0).unwrap().next().is_none(), "no temporary left");
+    assert!(
+        std::fs::read_dir(&dir.0).unwrap().next().is_none(),
+        "no temporary left"
+    );
 }
