@@ -115,6 +115,8 @@ pub struct ShardWriter {
     path: PathBuf,
     tmp: PathBuf,
     out: BufWriter<File>,
+    /// Whether `finish` renamed the temporary file into place.
+    renamed: bool,
     columns: Vec<ShardColumn>,
     header_len: u64,
     rows: u64,
@@ -163,6 +165,7 @@ impl ShardWriter {
             path,
             tmp,
             out: BufWriter::with_capacity(1 << 20, file),
+            renamed: false,
             columns,
             header_len: 0,
             rows: 0,
@@ -282,21 +285,34 @@ impl ShardWriter {
         self.write(&fnv(FNV_START, &table).to_le_bytes())?;
         let header = self.header();
         let tmp = self.tmp.clone();
+        let out = &mut self.out;
         let done = (|| {
-            let mut f = self.out.into_inner().map_err(|e| e.into_error())?;
+            out.flush()?;
+            let f = out.get_mut();
             f.seek(SeekFrom::Start(0))?;
             f.write_all(&header)?;
             f.sync_all()?;
             std::fs::rename(&tmp, &self.path)
         })();
         if let Err(error) = done {
-            let _ = std::fs::remove_file(&tmp);
             return Err(DataError::Io {
-                path: self.path,
+                path: self.path.clone(),
                 error,
             });
         }
+        self.renamed = true;
         Ok(self.rows)
+    }
+}
+
+impl Drop for ShardWriter {
+    /// A writer dropped before [`ShardWriter::finish`] moved the shard into
+    /// place (an error midway, or never finished) removes its temporary
+    /// file: nothing half-written is left beside the output.
+    fn drop(&mut self) {
+        if !self.renamed {
+            let _ = std::fs::remove_file(&self.tmp);
+        }
     }
 }
 

@@ -308,3 +308,31 @@ fn a_shard_without_columns_is_refused() {
         "no temporary left"
     );
 }
+
+/// A write that fails midway, or a writer never finished, leaves nothing
+/// beside the output: its temporary file goes with the writer.
+#[test]
+fn a_failed_or_unfinished_write_leaves_no_temporary_file() {
+    let dir = TempDir::new("shard-tmp");
+    let path = dir.0.join("d.shard");
+    let d = data(10, 3);
+    let columns: Vec<ShardColumn> = d.columns().iter().map(ShardColumn::of).collect();
+    let mut w = ShardWriter::create(&path, columns.clone(), 4).unwrap();
+    w.push(&d).unwrap();
+    let other = Dataset::new(vec![Column::f32("z", &[2], vec![0.0; 4])]).unwrap();
+    assert!(w.push(&other).is_err(), "rows of another layout");
+    drop(w);
+    assert!(
+        std::fs::read_dir(&dir.0).unwrap().next().is_none(),
+        "nothing left"
+    );
+    // Finished, the shard is in place and nothing else is.
+    let mut w = ShardWriter::create(&path, columns, 4).unwrap();
+    w.push(&d).unwrap();
+    assert_eq!(w.finish().unwrap(), 10);
+    let names: Vec<_> = std::fs::read_dir(&dir.0)
+        .unwrap()
+        .map(|e| e.unwrap().file_name())
+        .collect();
+    assert_eq!(names, ["d.shard"]);
+}

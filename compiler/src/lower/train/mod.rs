@@ -384,6 +384,23 @@ pub static SETTINGS: &[Setting] = &[
         },
     },
     Setting {
+        key: "early_stop",
+        apply: |v, cfg, errors| {
+            let what = "a positive whole number of epochs";
+            if let Some(n) = integer(v, "early_stop", 1, what, errors) {
+                cfg.spec.early_stop = Some(n);
+            }
+        },
+    },
+    Setting {
+        key: "augment",
+        apply: |v, cfg, errors| {
+            if let Some(a) = augment::augment(v, errors) {
+                cfg.spec.augment = a;
+            }
+        },
+    },
+    Setting {
         key: "data",
         apply: |v, cfg, errors| {
             if let Some(d) = data::source(v, "data", errors) {
@@ -433,23 +450,6 @@ pub static SETTINGS: &[Setting] = &[
                     ExprKind::Name(n) => cfg.stages.push((n.name.clone(), n.span)),
                     _ => errors.push(expected(e, "stages", what)),
                 }
-            }
-        },
-    },
-    Setting {
-        key: "early_stop",
-        apply: |v, cfg, errors| {
-            let what = "a positive whole number of epochs";
-            if let Some(n) = integer(v, "early_stop", 1, what, errors) {
-                cfg.spec.early_stop = Some(n);
-            }
-        },
-    },
-    Setting {
-        key: "augment",
-        apply: |v, cfg, errors| {
-            if let Some(a) = augment::augment(v, errors) {
-                cfg.spec.augment = a;
             }
         },
     },
