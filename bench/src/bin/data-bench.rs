@@ -28,6 +28,18 @@ fn peak_rss_mib() -> Option<f64> {
     Some(kib / 1024.0)
 }
 
+/// CPU seconds this process has used (user + system, Linux), if known: on
+/// a shared machine, MB per CPU second is the speed on one core.
+fn cpu_seconds() -> Option<f64> {
+    let stat = std::fs::read_to_string("/proc/self/stat").ok()?;
+    // Fields after the command name (which may hold spaces) end with `)`.
+    let rest = stat.rsplit_once(')')?.1;
+    let f: Vec<&str> = rest.split_whitespace().collect();
+    let ticks: f64 = f.get(11)?.parse::<f64>().ok()? + f.get(12)?.parse::<f64>().ok()?;
+    // Clock ticks: USER_HZ, 100 on Linux.
+    Some(ticks / 100.0)
+}
+
 fn rss() -> String {
     peak_rss_mib().map_or_else(|| "unknown".into(), |m| format!("{m:.1} MiB"))
 }
@@ -65,11 +77,19 @@ fn gen(mb: u64, out: &Path) -> Result<()> {
 
 fn convert(input: &Path, output: &Path) -> Result<()> {
     let bytes = std::fs::metadata(input)?.len() as f64;
-    let started = Instant::now();
+    let (started, cpu0) = (Instant::now(), cpu_seconds());
     let rows = csv_to_shard(input, &CsvOptions::new(), output, DEFAULT_CHUNK_ROWS)?;
     let s = started.elapsed().as_secs_f64();
+    let cpu = match (cpu0, cpu_seconds()) {
+        (Some(a), Some(b)) if b > a => format!(
+            "; {:.2} CPU s = {:.1} MB per CPU second",
+            b - a,
+            bytes / 1e6 / (b - a)
+        ),
+        _ => String::new(),
+    };
     println!(
-        "convert: {rows} rows, {:.1} MB in {s:.2} s = {:.1} MB/s (two passes over the CSV: classes, then rows); peak RSS {}",
+        "convert: {rows} rows, {:.1} MB in {s:.2} s = {:.1} MB/s{cpu}; peak RSS {}",
         bytes / 1e6,
         bytes / 1e6 / s,
         rss()

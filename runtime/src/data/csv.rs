@@ -225,19 +225,7 @@ pub fn read_csv(path: impl AsRef<Path>, opts: &CsvOptions) -> Result<Dataset, Da
         path: path.to_path_buf(),
         error,
     })?;
-    let mut out = None;
-    read(
-        BufReader::new(file),
-        path,
-        opts,
-        Source::File,
-        usize::MAX,
-        &mut |d| {
-            out = Some(d);
-            Ok(())
-        },
-    )?;
-    Ok(out.unwrap_or_default())
+    read_whole(BufReader::new(file), path, opts, Source::File)
 }
 
 /// Reads a CSV file in blocks of `rows` rows, handing each to `sink` as a
@@ -251,7 +239,17 @@ pub fn read_csv_blocks(
     rows: usize,
     sink: &mut dyn FnMut(Dataset) -> Result<(), DataError>,
 ) -> Result<(), DataError> {
-    let path = path.as_ref();
+    read_blocks(path.as_ref(), opts, rows, Fields::All, sink)
+}
+
+/// [`read_csv_blocks`], parsing only `fields`.
+pub(super) fn read_blocks(
+    path: &Path,
+    opts: &CsvOptions,
+    rows: usize,
+    fields: Fields,
+    sink: &mut dyn FnMut(Dataset) -> Result<(), DataError>,
+) -> Result<(), DataError> {
     let file = File::open(path).map_err(|error| DataError::Io {
         path: path.to_path_buf(),
         error,
@@ -262,25 +260,41 @@ pub fn read_csv_blocks(
         opts,
         Source::File,
         rows.max(1),
+        fields,
         sink,
     )
 }
 
 /// Parses CSV text; `path` names it in errors.
 pub fn parse_csv(text: &str, path: &Path, opts: &CsvOptions) -> Result<Dataset, DataError> {
+    read_whole(text.as_bytes(), path, opts, Source::Text(text))
+}
+
+/// The whole input as one block.
+fn read_whole(
+    reader: impl Read,
+    path: &Path,
+    opts: &CsvOptions,
+    src: Source<'_>,
+) -> Result<Dataset, DataError> {
     let mut out = None;
-    read(
-        text.as_bytes(),
-        path,
-        opts,
-        Source::Text(text),
-        usize::MAX,
-        &mut |d| {
-            out = Some(d);
-            Ok(())
-        },
-    )?;
+    let mut keep = |d| {
+        out = Some(d);
+        Ok(())
+    };
+    read(reader, path, opts, src, usize::MAX, Fields::All, &mut keep)?;
     Ok(out.unwrap_or_default())
+}
+
+/// Which fields a read parses.
+#[derive(Clone, Copy, PartialEq, Eq)]
+pub(super) enum Fields {
+    /// Every mapped field.
+    All,
+    /// Only class fields: number columns are checked for their width but
+    /// neither parsed nor returned (the first pass of a conversion, which
+    /// only needs the class names).
+    ClassesOnly,
 }
 
 fn read(
@@ -289,6 +303,7 @@ fn read(
     opts: &CsvOptions,
     src: Source<'_>,
     block: usize,
+    fields: Fields,
     sink: &mut dyn FnMut(Dataset) -> Result<(), DataError>,
 ) -> Result<(), DataError> {
     let newlines = Rc::new(RefCell::new(Newlines::default()));
@@ -296,12 +311,13 @@ fn read(
         .has_headers(false)
         .flexible(true)
         .delimiter(opts.delimiter)
-        .trim(::csv::Trim::All)
         .from_reader(Counting {
             inner: reader,
             offset: 0,
             newlines: newlines.clone(),
         });
+    // Fields are trimmed here, not by the csv crate: its `Trim::All`
+    // builds a new record for every row.
     // The csv crate's line numbers skip blank lines, and a record's start
     // offset includes the blank lines before it; the reader's offset after
     // the record is past its terminator, and the newlines before that
@@ -333,7 +349,7 @@ fn read(
     let width = record.len();
     let first: Vec<String> = record
         .iter()
-        .map(|f| String::from_utf8_lossy(f).into_owned())
+        .map(|f| String::from_utf8_lossy(f.trim_ascii()).into_owned())
         .collect();
     let mapping = opts.mapping();
     let by_name = mapping
@@ -371,17 +387,27 @@ fn read(
                 format!("row has {} fields, expected {width}", record.len()),
             ));
         }
+        let utf8 = |c: usize, bytes| {
+            std::str::from_utf8(bytes).map_err(|_| at(line, Some(c), "field is not UTF-8".into()))
+        };
         for (k, r) in resolved.iter().enumerate() {
-            for &c in &r.cols {
-                let text = std::str::from_utf8(&record[c])
-                    .map_err(|_| at(line, Some(c), "field is not UTF-8".into()))?;
-                match r.map.read {
-                    ReadAs::Skip => {}
-                    ReadAs::Numbers => {
-                        let v = number(text).map_err(|e| at(line, Some(c), e))?;
-                        numbers[k].push(v);
+            match r.map.read {
+                ReadAs::Skip => {}
+                ReadAs::Numbers if fields == Fields::ClassesOnly => {}
+                ReadAs::Numbers => {
+                    let out = &mut numbers[k];
+                    for &c in &r.cols {
+                        let bytes = record[c].trim_ascii();
+                        let v = match fast_number(bytes) {
+                            Some(v) => v,
+                            None => number(utf8(c, bytes)?).map_err(|e| at(line, Some(c), e))?,
+                        };
+                        out.push(v);
                     }
-                    ReadAs::Classes | ReadAs::ClassesNamed(_) => {
+                }
+                ReadAs::Classes | ReadAs::ClassesNamed(_) => {
+                    for &c in &r.cols {
+                        let text = utf8(c, record[c].trim_ascii())?;
                         if text.is_empty() {
                             return Err(at(line, Some(c), "empty class".into()));
                         }
@@ -399,6 +425,7 @@ fn read(
         src,
         has_header,
         first: &first,
+        fields,
     };
     let columns =
         |resolved: &[Resolved],
@@ -419,12 +446,18 @@ fn read(
         )?;
         if lines.len() >= block {
             total += lines.len();
+            let sizes: Vec<usize> = numbers.iter().map(Vec::len).collect();
             sink(columns(
                 &resolved,
                 &mut numbers,
                 &mut raw,
                 std::mem::take(&mut lines),
             )?)?;
+            // The next block is as large: no regrowing from empty.
+            for (n, size) in numbers.iter_mut().zip(sizes) {
+                n.reserve(size);
+            }
+            lines.reserve(block);
         }
     }
     if total + lines.len() == 0 {
@@ -548,6 +581,41 @@ fn number(text: &str) -> Result<f32, String> {
     }
 }
 
+/// Powers of ten exact in `f32` (5^10 < 2^24).
+const POW10: [f32; 11] = [1e0, 1e1, 1e2, 1e3, 1e4, 1e5, 1e6, 1e7, 1e8, 1e9, 1e10];
+
+/// The common case of [`number`] without its generality: `[+-]digits[.digits]`
+/// whose digits, read as an integer `m` with `f` of them after the point,
+/// satisfy `m <= 2^24` and `f <= 10`. Then `m` and `10^f` are exact in
+/// `f32` and one correctly rounded division gives the correctly rounded
+/// value, the same bits as `str::parse` (Clinger's fast path). `None`
+/// sends anything else (exponents, long mantissas, non-numbers) to
+/// [`number`].
+fn fast_number(bytes: &[u8]) -> Option<f32> {
+    let (negative, digits) = match bytes {
+        [b'-', rest @ ..] => (true, rest),
+        [b'+', rest @ ..] => (false, rest),
+        _ => (false, bytes),
+    };
+    let (mut m, mut frac, mut seen, mut point) = (0u32, 0usize, false, false);
+    for &b in digits {
+        match b {
+            b'0'..=b'9' => {
+                m = m.checked_mul(10)?.checked_add(u32::from(b - b'0'))?;
+                frac += usize::from(point);
+                seen = true;
+            }
+            b'.' if !point => point = true,
+            _ => return None,
+        }
+    }
+    if !seen || m > 1 << 24 || frac >= POW10.len() {
+        return None;
+    }
+    let v = m as f32 / POW10[frac];
+    Some(if negative { -v } else { v })
+}
+
 /// Where the CSV text is, to find a bad field's column on the error path.
 #[derive(Clone, Copy)]
 enum Source<'a> {
@@ -634,10 +702,14 @@ impl<R: Read> Read for Counting<R> {
     fn read(&mut self, buf: &mut [u8]) -> std::io::Result<usize> {
         let n = self.inner.read(buf)?;
         let mut nl = self.newlines.borrow_mut();
-        for (i, _) in buf[..n].iter().enumerate().filter(|(_, &b)| b == b'\n') {
+        for i in memchr::memchr_iter(b'\n', &buf[..n]) {
             nl.pending.push_back(self.offset + i as u64);
         }
         self.offset += n as u64;
         Ok(n)
     }
 }
+
+#[cfg(test)]
+#[path = "csv_tests.rs"]
+mod tests;

@@ -18,6 +18,7 @@ pub(super) fn block_columns(
         src,
         has_header,
         first,
+        fields,
     } = *ctx;
     let lines: Arc<[u32]> = lines.into();
     let mut data = Dataset::default();
@@ -37,6 +38,7 @@ pub(super) fn block_columns(
         let shape = [r.cols.len()];
         let column = match &r.map.read {
             ReadAs::Skip => continue,
+            ReadAs::Numbers if fields == Fields::ClassesOnly => continue,
             ReadAs::Numbers => Column::f32(&r.map.name, &shape, std::mem::take(&mut numbers[k])),
             ReadAs::Classes | ReadAs::ClassesNamed(_) => {
                 let given = match &r.map.read {
@@ -69,6 +71,7 @@ pub(super) struct BlockContext<'a> {
     pub(super) src: Source<'a>,
     pub(super) has_header: bool,
     pub(super) first: &'a [String],
+    pub(super) fields: Fields,
 }
 
 /// A class index written as an integer, also `3.0`.

@@ -284,6 +284,38 @@ fn a_csv_converted_in_blocks_loads_as_read_csv_reads_it() {
     );
 }
 
+/// Integer classes convert in one pass; a class column whose names appear
+/// only after the first block sends the conversion back for its names, and
+/// no temporary file of the abandoned pass is left behind.
+#[test]
+fn a_csv_conversion_falls_back_to_two_passes_only_for_class_names() {
+    use crate::data::convert::csv_to_shard;
+    use crate::data::csv::{read_csv, CsvOptions};
+    let dir = TempDir::new("shard-csv-passes");
+    let csv = dir.0.join("d.csv");
+    let out = dir.0.join("d.shard");
+    let n = 20_000;
+    let mut ints = String::new();
+    let mut names = String::from("x,y,label\n");
+    for i in 0..n {
+        ints.push_str(&format!("{}, {:.3} ,{}\n", i % 97, i as f32 / 7.0, i % 4));
+        let label = if i < 18_000 { "b" } else { "a" };
+        names.push_str(&format!("{},-{}.25,{label}\n", i % 5, i % 13));
+    }
+    for text in [ints, names] {
+        std::fs::write(&csv, &text).unwrap();
+        let opts = CsvOptions::new();
+        assert_eq!(csv_to_shard(&csv, &opts, &out, 500).unwrap(), n as u64);
+        let loaded = Shard::open(&out).unwrap().load().unwrap();
+        assert!(same(&loaded, &read_csv(&csv, &opts).unwrap()));
+        let left: Vec<_> = std::fs::read_dir(&dir.0)
+            .unwrap()
+            .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
+            .collect();
+        assert_eq!(left.len(), 2, "{left:?}");
+    }
+}
+
 /// A shard must hold something per row: without columns (or with a column
 /// of zero values) rows could not be chunked by bytes, and reading one back
 /// would divide by a zero record size.
