@@ -7,8 +7,7 @@
 use std::ops::Range;
 
 use crate::data::{
-    Augmenter, Batcher, Binding, DataError, Dataset, Loader, LoaderConfig, LoaderState,
-    ShardStream,
+    Augmenter, Batcher, Binding, DataError, Dataset, Loader, LoaderConfig, LoaderState, ShardStream,
 };
 use crate::model::ModelSpec;
 
@@ -130,7 +129,10 @@ impl<'a> Batches<'a> {
                 // Values on disk are checked as they arrive, as a dataset's
                 // are before training: classes within the model's, finite
                 // numbers (the shard reader), whole token ids.
-                let checked = Binding::for_training(spec, &batch.data, "training set")?;
+                let checked = match Binding::for_training(spec, &batch.data, "training set") {
+                    Ok(b) => b,
+                    Err(e) => return Err(locate(spec, &batch.data, &batch.indices, e)),
+                };
                 if checked != *binding {
                     return Err(DataError::Invalid(
                         "a streamed batch binds to the model differently from the shards' columns"
@@ -146,5 +148,35 @@ impl<'a> Batches<'a> {
                 Ok(Some(rows))
             }
         }
+    }
+}
+
+/// A streamed batch's binding error, said of the sample it is about: the
+/// first row that fails alone, by its index in the shards (a batch's rows
+/// are numbered within the batch, which means nothing to the user).
+fn locate(spec: &ModelSpec, data: &Dataset, indices: &[usize], e: DataError) -> DataError {
+    let alone = (0..data.len()).find_map(|r| {
+        let one = data.subset(&[r]).ok()?;
+        Binding::for_training(spec, &one, "training set")
+            .err()
+            .map(|e| (r, e))
+    });
+    match alone {
+        Some((
+            r,
+            DataError::Mismatch {
+                what,
+                model,
+                reason,
+            },
+        )) => DataError::Mismatch {
+            what: format!(
+                "{what} (sample {} of the shards, counting from 0)",
+                indices[r]
+            ),
+            model,
+            reason: reason.replace(", row 1 of ", " of "),
+        },
+        _ => e,
     }
 }
