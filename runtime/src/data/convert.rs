@@ -154,13 +154,19 @@ pub fn idx_to_shard(
             break;
         }
         let mut columns =
-            vec![Column::f32("image", &shape, std::mem::take(&mut features)).with_origin(origin(&img))];
+            vec![Column::f32("image", &shape, std::mem::take(&mut features))
+                .with_origin(origin(&img))];
         if let Some(l) = &lab {
             let top = classes.iter().copied().max().unwrap_or(0);
             max = max.max(top);
             columns.push(
-                Column::classes("label", &[], std::mem::take(&mut classes), top.saturating_add(1))
-                    .with_origin(origin(l)),
+                Column::classes(
+                    "label",
+                    &[],
+                    std::mem::take(&mut classes),
+                    top.saturating_add(1),
+                )
+                .with_origin(origin(l)),
             );
         }
         let block = Dataset::new(columns)?;
@@ -179,7 +185,11 @@ pub fn idx_to_shard(
         });
     };
     if lab.is_some() {
-        let count = if digits && max <= 9 { 10 } else { max.saturating_add(1) };
+        let count = if digits && max <= 9 {
+            10
+        } else {
+            max.saturating_add(1)
+        };
         writer.set_classes(1, count);
     }
     writer.finish()

@@ -43,7 +43,10 @@ impl IdxReader {
         let mut reader = BufReader::with_capacity(1 << 20, file);
         let gzip = reader.fill_buf().map_err(io)?.starts_with(&[0x1f, 0x8b]);
         let input: Box<dyn Read + Send> = if gzip {
-            Box::new(BufReader::with_capacity(1 << 20, MultiGzDecoder::new(reader)))
+            Box::new(BufReader::with_capacity(
+                1 << 20,
+                MultiGzDecoder::new(reader),
+            ))
         } else {
             Box::new(reader)
         };
@@ -181,27 +184,25 @@ impl IdxReader {
         let mut buf = std::mem::take(&mut self.buf);
         buf.resize(n * self.row_bytes, 0);
         let filled = self.fill(&mut buf, "the values");
-        let ok = filled.map(|()| {
-            match self.kind {
-                0x08 if scale_u8 => out.extend(buf.iter().map(|&b| f32::from(b) / 255.0)),
-                0x08 => out.extend(buf.iter().map(|&b| f32::from(b))),
-                0x09 => out.extend(buf.iter().map(|&b| f32::from(b as i8))),
-                0x0B => out.extend(
-                    buf.chunks_exact(2)
-                        .map(|c| f32::from(i16::from_be_bytes([c[0], c[1]]))),
-                ),
-                0x0C => out.extend(
-                    buf.chunks_exact(4)
-                        .map(|c| i32::from_be_bytes([c[0], c[1], c[2], c[3]]) as f32),
-                ),
-                0x0D => out.extend(
-                    buf.chunks_exact(4)
-                        .map(|c| f32::from_be_bytes([c[0], c[1], c[2], c[3]])),
-                ),
-                _ => out.extend(buf.chunks_exact(8).map(|c| {
-                    f64::from_be_bytes([c[0], c[1], c[2], c[3], c[4], c[5], c[6], c[7]]) as f32
-                })),
-            }
+        let ok = filled.map(|()| match self.kind {
+            0x08 if scale_u8 => out.extend(buf.iter().map(|&b| f32::from(b) / 255.0)),
+            0x08 => out.extend(buf.iter().map(|&b| f32::from(b))),
+            0x09 => out.extend(buf.iter().map(|&b| f32::from(b as i8))),
+            0x0B => out.extend(
+                buf.chunks_exact(2)
+                    .map(|c| f32::from(i16::from_be_bytes([c[0], c[1]]))),
+            ),
+            0x0C => out.extend(
+                buf.chunks_exact(4)
+                    .map(|c| i32::from_be_bytes([c[0], c[1], c[2], c[3]]) as f32),
+            ),
+            0x0D => out.extend(
+                buf.chunks_exact(4)
+                    .map(|c| f32::from_be_bytes([c[0], c[1], c[2], c[3]])),
+            ),
+            _ => out.extend(buf.chunks_exact(8).map(|c| {
+                f64::from_be_bytes([c[0], c[1], c[2], c[3], c[4], c[5], c[6], c[7]]) as f32
+            })),
         });
         self.buf = buf;
         ok?;

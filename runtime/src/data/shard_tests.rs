@@ -375,7 +375,10 @@ fn idx_converts_to_a_shard_equal_to_the_in_memory_reader() {
     let e = idx_to_shard(&img, Some(&raw), dir.0.join("x.shard"), 4)
         .unwrap_err()
         .to_string();
-    assert!(e.contains("labels.idx") && e.contains("byte offset 12"), "{e}");
+    assert!(
+        e.contains("labels.idx") && e.contains("byte offset 12"),
+        "{e}"
+    );
     bytes.extend([5, 6]);
     std::fs::write(&raw, &bytes).unwrap();
     let e = idx_to_shard(&img, Some(&raw), dir.0.join("x.shard"), 4)

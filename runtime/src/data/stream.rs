@@ -514,7 +514,13 @@ fn read_ahead(
                     Ok(d) => d,
                     Err(e) => return fail(e),
                 };
-                if !send(epoch, epoch_rng, bases[k] + (at * cr) as usize, data, &mut rng) {
+                if !send(
+                    epoch,
+                    epoch_rng,
+                    bases[k] + (at * cr) as usize,
+                    data,
+                    &mut rng,
+                ) {
                     return;
                 }
                 at += step;
