@@ -31,6 +31,10 @@ enum Command {
     /// Explain one prediction: attributions of a sample's inputs (a PNG heat
     /// map for an image, a ranked feature table for tabular data).
     Explain(cli::run::ExplainArgs),
+    /// Data sets: `nnc data convert IN... -o OUT` writes CSV or IDX files as
+    /// a shard that training streams from disk.
+    #[command(subcommand)]
+    Data(cli::data::DataCommand),
     /// Check a model: print each parameter, the totals and FLOPs, or the errors.
     Check {
         /// The .nn file.
@@ -173,6 +177,7 @@ fn run(cli: Cli) -> anyhow::Result<ExitCode> {
         Command::Eval(a) => launched(cli::run::eval(&a)),
         Command::Predict(a) => launched(cli::run::predict(&a)),
         Command::Explain(a) => launched(cli::run::explain(&a)),
+        Command::Data(c) => cli::data::run(&c),
         Command::Check { file } => {
             let source = load(&file)?;
             let module = match nnc_compiler::check_source(&source) {

@@ -61,5 +61,5 @@ pub use model::{
 };
 pub use train::{
     evaluate, fit, fit_with, predict, EarlyStopping, EpochMetrics, Eval, FitError, FitOptions,
-    History, Metrics, TrainData, Trainer,
+    History, Metrics, TrainData, TrainSet, Trainer,
 };

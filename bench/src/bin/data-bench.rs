@@ -7,6 +7,12 @@
 //! data-bench convert IN.csv OUT.shard    conversion MB/s and peak RSS
 //! data-bench stream SHARD [WINDOW]       one shuffled epoch in batches of 128: rows/s, peak RSS
 //! data-bench memory SHARD                the same data loaded whole: peak RSS
+//! data-bench gen-shard MB OUT.shard      synthetic shard written directly (784 reals, a class)
+//! data-bench fit W1|W3 SHARD EPOCHS [WINDOW]
+//!                                        training samples/s in memory and streamed, alternated
+//!                                        in one process (warm page cache): the ratio
+//! data-bench fit-rss W1|W3 SHARD [WINDOW] [STEPS]
+//!                                        streamed training only: peak RSS
 //! ```
 
 use std::io::Write;
@@ -17,8 +23,138 @@ use anyhow::{bail, Context, Result};
 use nnc::runtime::data::convert::csv_to_shard;
 use nnc::runtime::data::csv::CsvOptions;
 use nnc::runtime::data::shard::{Shard, DEFAULT_CHUNK_ROWS};
+use nnc::runtime::data::shard::{ShardColumn, ShardWriter};
 use nnc::runtime::data::stream::{ShardStream, StreamConfig};
+use nnc::runtime::data::{Column, Dataset, ShardSet};
+use nnc::runtime::parallel::Strategy;
 use nnc::runtime::rng::Rng;
+use nnc::runtime::{fit, BatchSpec, FitOptions, Model, TrainData};
+
+mod w1 {
+    nnc::include_model!("mnist_mlp");
+}
+mod w3 {
+    nnc::include_model!("lenet");
+}
+
+/// The workload's model at batch 128.
+fn model(id: &str) -> Result<Box<dyn Model>> {
+    Ok(match id {
+        "W1" => Box::new(w1::MnistMlp::new(128)),
+        "W3" => Box::new(w3::LeNet::new(128)),
+        _ => bail!("workload {id}: W1 or W3"),
+    })
+}
+
+fn options(epochs: u64, steps: Option<u64>) -> FitOptions {
+    FitOptions {
+        epochs: Some(epochs),
+        batch: Some(BatchSpec::Size(128)),
+        threads: Some(1),
+        parallel: Strategy::Data { shards: None },
+        max_steps: steps,
+        ..FitOptions::quiet()
+    }
+}
+
+/// A synthetic MNIST-like shard of about `mb` MB, written row block by row
+/// block.
+fn gen_shard(mb: u64, out: &Path) -> Result<()> {
+    let rows = (mb * 1_000_000 / (785 * 4)).max(1) as usize;
+    let columns = vec![
+        ShardColumn {
+            name: "features".into(),
+            shape: vec![784],
+            classes: None,
+            names: None,
+        },
+        ShardColumn {
+            name: "label".into(),
+            shape: vec![],
+            classes: Some(10),
+            names: None,
+        },
+    ];
+    let mut w = ShardWriter::create(out, columns, DEFAULT_CHUNK_ROWS)?;
+    let mut rng = Rng::new(1);
+    let mut done = 0;
+    while done < rows {
+        let n = (rows - done).min(4096);
+        let x: Vec<f32> = (0..n * 784)
+            .map(|_| {
+                let v = rng.next_f32();
+                if v < 0.8 {
+                    0.0
+                } else {
+                    v
+                }
+            })
+            .collect();
+        let y: Vec<u32> = (0..n).map(|_| rng.below(10) as u32).collect();
+        w.push(&Dataset::new(vec![
+            Column::f32("features", &[784], x),
+            Column::classes("label", &[], y, 10),
+        ])?)?;
+        done += n;
+    }
+    w.finish()?;
+    println!(
+        "{}: {rows} rows, {:.1} MB",
+        out.display(),
+        rows as f64 * 3140.0 / 1e6
+    );
+    Ok(())
+}
+
+/// Samples per second of `epochs` epochs on `data`.
+fn throughput(id: &str, data: &TrainData<'_>, epochs: u64) -> Result<f64> {
+    let mut m = model(id)?;
+    let started = Instant::now();
+    let h = fit(m.as_mut(), data, &options(epochs, None))?;
+    Ok(h.samples as f64 / started.elapsed().as_secs_f64())
+}
+
+fn fit_compare(id: &str, path: &Path, epochs: u64, window: usize) -> Result<()> {
+    let set = ShardSet::open([path])?.with_window(window);
+    let data = Shard::open(path)?.load()?;
+    // Warm-up (page cache, allocator), then memory and stream alternated
+    // three times each, so drift on a loaded machine hits both alike.
+    throughput(id, &TrainData::streamed(&set), 1)?;
+    let (mut mem, mut streamed) = (Vec::new(), Vec::new());
+    for _ in 0..3 {
+        mem.push(throughput(id, &TrainData::new(&data), epochs)?);
+        streamed.push(throughput(id, &TrainData::streamed(&set), epochs)?);
+    }
+    let median = |v: &mut Vec<f64>| {
+        v.sort_by(f64::total_cmp);
+        v[v.len() / 2]
+    };
+    let (m, s) = (median(&mut mem), median(&mut streamed));
+    println!(
+        "fit {id}: {} rows x {epochs} epochs, batch 128, 1 thread; in memory {m:.0} samples/s, \
+         streamed (window {window}) {s:.0} samples/s: streaming costs {:+.1}% (medians of 3)",
+        data.len(),
+        (1.0 - s / m) * 100.0
+    );
+    Ok(())
+}
+
+fn fit_rss(id: &str, path: &Path, window: usize, steps: Option<u64>) -> Result<()> {
+    let set = ShardSet::open([path])?.with_window(window);
+    let mut m = model(id)?;
+    let started = Instant::now();
+    let h = fit(m.as_mut(), &TrainData::streamed(&set), &options(1, steps))?;
+    println!(
+        "fit-rss {id}: {} rows on disk ({:.0} MB), {} samples trained streamed (window {window}) \
+         in {:.1} s; peak RSS {}",
+        set.rows(),
+        set.rows() as f64 * 3140.0 / 1e6,
+        h.samples,
+        started.elapsed().as_secs_f64(),
+        rss()
+    );
+    Ok(())
+}
 
 /// Peak resident memory of this process in MiB (Linux), if known.
 fn peak_rss_mib() -> Option<f64> {
@@ -144,6 +280,26 @@ fn main() -> Result<()> {
         ["stream", p] => stream(Path::new(p), 8192),
         ["stream", p, w] => stream(Path::new(p), w.parse().context("WINDOW")?),
         ["memory", p] => memory(Path::new(p)),
-        _ => bail!("usage: data-bench gen MB OUT.csv | convert IN.csv OUT.shard | stream SHARD [WINDOW] | memory SHARD"),
+        ["gen-shard", mb, out] => gen_shard(mb.parse().context("MB")?, Path::new(out)),
+        ["fit", w, p, e] => fit_compare(w, Path::new(p), e.parse().context("EPOCHS")?, 16384),
+        ["fit", w, p, e, win] => fit_compare(
+            w,
+            Path::new(p),
+            e.parse().context("EPOCHS")?,
+            win.parse().context("WINDOW")?,
+        ),
+        ["fit-rss", w, p] => fit_rss(w, Path::new(p), 16384, None),
+        ["fit-rss", w, p, win] => fit_rss(w, Path::new(p), win.parse().context("WINDOW")?, None),
+        ["fit-rss", w, p, win, steps] => fit_rss(
+            w,
+            Path::new(p),
+            win.parse().context("WINDOW")?,
+            Some(steps.parse().context("STEPS")?),
+        ),
+        _ => bail!(
+            "usage: data-bench gen MB OUT.csv | convert IN.csv OUT.shard | stream SHARD [WINDOW] \
+             | memory SHARD | gen-shard MB OUT.shard | fit W1|W3 SHARD EPOCHS [WINDOW] \
+             | fit-rss W1|W3 SHARD [WINDOW] [STEPS]"
+        ),
     }
 }

@@ -416,7 +416,7 @@ fn data_flags(
 /// Runs the program with `args`, passing its exit status through. Ctrl-C
 /// reaches the program (it stops after its current step and saves); nnc
 /// itself waits for it.
-fn run(exe: &Path, args: &[OsString]) -> anyhow::Result<ExitCode> {
+pub(super) fn run(exe: &Path, args: &[OsString]) -> anyhow::Result<ExitCode> {
     let status = Command::new(exe)
         .args(args)
         .status()

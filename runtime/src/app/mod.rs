@@ -22,6 +22,7 @@
 //! Behind the `app` feature (plotting and argument parsing are not for
 //! every user of the runtime).
 
+pub mod convert;
 mod explain;
 mod heatmap;
 mod plot;

@@ -1,5 +1,6 @@
-//! Converting a CSV file to a shard ([`super::shard`]) without holding it:
-//! blocks of rows are parsed and appended as they come.
+//! Converting a CSV file, or IDX files, to a shard ([`super::shard`])
+//! without holding them: blocks of rows are parsed and appended as they
+//! come.
 //!
 //! Class columns are numbered as [`super::csv::read_csv`] numbers them, so
 //! a shard loads to the same dataset: names in sorted order (a first pass,
@@ -12,6 +13,8 @@ use std::path::Path;
 use std::sync::Arc;
 
 use super::csv::{read_blocks, CsvOptions, Fields, Mapping, ReadAs};
+use super::dataset::{Column, Dataset, Origin};
+use super::idx_stream::IdxReader;
 use super::shard::{ShardColumn, ShardWriter};
 use super::DataError;
 
@@ -153,4 +156,99 @@ fn write_rows(
         writer.set_classes(j, count);
     }
     writer.finish().map(Some)
+}
+
+/// Converts an IDX file of samples (and, optionally, one of class labels)
+/// to the shard `output`, a block of rows at a time; the rows written. The
+/// shard holds what [`super::idx::load_pair`] loads: column `image` (u8
+/// scaled to `[0, 1]`, other types unscaled, shape the dimensions after
+/// the first) and column `label` (classes: the largest plus one, at least
+/// 10 for u8 labels that are all digits).
+pub fn idx_to_shard(
+    images: impl AsRef<Path>,
+    labels: Option<&Path>,
+    output: impl AsRef<Path>,
+    chunk_rows: u32,
+) -> Result<u64, DataError> {
+    let mut img = IdxReader::open(images.as_ref())?;
+    if img.dims().len() < 2 {
+        return Err(DataError::File {
+            path: img.path().to_path_buf(),
+            reason: format!(
+                "expected samples [n, ...], found dimensions {:?}",
+                img.dims()
+            ),
+        });
+    }
+    let mut lab = labels.map(IdxReader::open).transpose()?;
+    if let Some(l) = &lab {
+        if l.dims().len() != 1 || l.rows() != img.rows() {
+            return Err(DataError::File {
+                path: l.path().to_path_buf(),
+                reason: format!(
+                    "expected {} labels [n] for the samples of {}, found {} {:?}",
+                    img.rows(),
+                    img.path().display(),
+                    l.type_name(),
+                    l.dims()
+                ),
+            });
+        }
+    }
+    let shape = img.dims()[1..].to_vec();
+    let digits = lab.as_ref().is_some_and(|l| l.type_name() == "u8");
+    let origin = |r: &IdxReader| Origin::file(r.path(), "");
+    let (mut features, mut classes) = (Vec::new(), Vec::new());
+    let mut writer: Option<ShardWriter> = None;
+    let mut max = 0u32;
+    loop {
+        features.clear();
+        classes.clear();
+        let n = img.read_f32(BLOCK_ROWS, true, &mut features)?;
+        if let Some(l) = &mut lab {
+            l.read_labels(BLOCK_ROWS, &mut classes)?;
+        }
+        if n == 0 {
+            break;
+        }
+        let mut columns =
+            vec![Column::f32("image", &shape, std::mem::take(&mut features))
+                .with_origin(origin(&img))];
+        if let Some(l) = &lab {
+            let top = classes.iter().copied().max().unwrap_or(0);
+            max = max.max(top);
+            columns.push(
+                Column::classes(
+                    "label",
+                    &[],
+                    std::mem::take(&mut classes),
+                    top.saturating_add(1),
+                )
+                .with_origin(origin(l)),
+            );
+        }
+        let block = Dataset::new(columns)?;
+        if writer.is_none() {
+            let layout = block.columns().iter().map(ShardColumn::of).collect();
+            writer = Some(ShardWriter::create(output.as_ref(), layout, chunk_rows)?);
+        }
+        if let Some(w) = &mut writer {
+            w.push(&block)?;
+        }
+    }
+    let Some(mut writer) = writer else {
+        return Err(DataError::File {
+            path: img.path().to_path_buf(),
+            reason: "no samples".into(),
+        });
+    };
+    if lab.is_some() {
+        let count = if digits && max <= 9 {
+            10
+        } else {
+            max.saturating_add(1)
+        };
+        writer.set_classes(1, count);
+    }
+    writer.finish()
 }

@@ -17,6 +17,7 @@ pub mod convert;
 pub mod csv;
 mod dataset;
 pub mod idx;
+pub mod idx_stream;
 mod loader;
 pub mod shard;
 pub mod stream;
@@ -30,6 +31,7 @@ pub use augment::Augmenter;
 pub use bind::{Batcher, Binding};
 pub use dataset::{Column, CsvFields, Dataset, Origin, SplitMode, Values};
 pub use loader::{Loader, LoaderConfig, LoaderState};
+pub use stream::{ShardSet, ShardStream, StreamConfig};
 
 /// Why data could not be read or served. File errors name the file; CSV
 /// errors point at `file:line:column`.

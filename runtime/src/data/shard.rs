@@ -606,9 +606,14 @@ impl Shard {
 
     /// Reads the whole shard into memory, verifying every chunk.
     pub fn load(&self) -> Result<Dataset, DataError> {
+        self.load_with(&mut Vec::new())
+    }
+
+    /// [`Shard::load`] reading through `buf` (kept to be reused).
+    pub fn load_with(&self, buf: &mut Vec<u8>) -> Result<Dataset, DataError> {
         let mut f = File::open(&self.path).map_err(io_error(&self.path))?;
         let chunks = self.rows.div_ceil(u64::from(self.chunk_rows));
-        self.read_chunks(&mut f, 0..chunks, &mut Vec::new())
+        self.read_chunks(&mut f, 0..chunks, buf)
     }
 }
 

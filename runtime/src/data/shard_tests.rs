@@ -368,3 +368,54 @@ fn a_failed_or_unfinished_write_leaves_no_temporary_file() {
         .collect();
     assert_eq!(names, ["d.shard"]);
 }
+
+/// The bundled MNIST's training files (gzip) converted in blocks load to
+/// exactly what the in-memory IDX reader gives; a truncated or too long
+/// IDX file is rejected with its byte offset.
+#[test]
+fn idx_converts_to_a_shard_equal_to_the_in_memory_reader() {
+    use crate::data::convert::idx_to_shard;
+    let dir = TempDir::new("shard-idx");
+    let mnist = Path::new(env!("CARGO_MANIFEST_DIR")).join("../data/mnist-10k");
+    let find = |stem: &str| {
+        let gz = mnist.join(format!("{stem}.gz"));
+        if gz.exists() {
+            gz
+        } else {
+            mnist.join(stem)
+        }
+    };
+    let (images, labels) = (
+        find("t10k-images-idx3-ubyte"),
+        find("t10k-labels-idx1-ubyte"),
+    );
+    let out = dir.0.join("t10k.shard");
+    let rows = idx_to_shard(&images, Some(&labels), &out, 1000).unwrap();
+    let want = crate::data::idx::load_pair(&images, &labels).unwrap();
+    assert_eq!(rows as usize, want.len());
+    assert!(same(&Shard::open(&out).unwrap().load().unwrap(), &want));
+
+    // Raw IDX, cut short or extended, names the byte offset.
+    let raw = dir.0.join("labels.idx");
+    let mut bytes = vec![0, 0, 8, 1, 0, 0, 0, 5];
+    bytes.extend([1, 2, 3, 4]);
+    std::fs::write(&raw, &bytes).unwrap();
+    let img = dir.0.join("img.idx");
+    let mut ib = vec![0, 0, 8, 2, 0, 0, 0, 5, 0, 0, 0, 2];
+    ib.extend([7u8; 10]);
+    std::fs::write(&img, &ib).unwrap();
+    let e = idx_to_shard(&img, Some(&raw), dir.0.join("x.shard"), 4)
+        .unwrap_err()
+        .to_string();
+    assert!(
+        e.contains("labels.idx") && e.contains("byte offset 12"),
+        "{e}"
+    );
+    bytes.extend([5, 6]);
+    std::fs::write(&raw, &bytes).unwrap();
+    let e = idx_to_shard(&img, Some(&raw), dir.0.join("x.shard"), 4)
+        .unwrap_err()
+        .to_string();
+    assert!(e.contains("past byte offset 13"), "{e}");
+    assert!(!dir.0.join("x.shard").exists());
+}

@@ -10,9 +10,20 @@
 //! shuffles. Batches are cut from that sequence (a batch may span two
 //! windows); the last batch of an epoch may be short.
 //!
-//! With one shard and a window covering it, the order is exactly the
-//! in-memory loader's for the same seed, so streamed training is
-//! bit-identical to in-memory training.
+//! A window that covers the whole data (`window >= rows`, over any number
+//! of shards) is one window of every row, shards in the order given, with
+//! no shard shuffle: the order is then exactly the in-memory
+//! [`super::Loader`]'s for the same seed, so streamed training is
+//! bit-identical to in-memory training (`fit` over a [`ShardSet`] and over
+//! the same rows loaded whole). A smaller window trades shuffle quality for
+//! memory and gives another, equally reproducible, order.
+//!
+//! # Position (checkpoints)
+//! [`ShardStream::state`] is a [`LoaderState`]: epoch, rows served in it
+//! and the generator's state at the epoch's start; [`ShardStream::resume`]
+//! replays that epoch's windows and continues at the position, so a
+//! streamed run resumes bit for bit (and, with a covering window, a
+//! checkpoint of a streamed run resumes in memory and vice versa).
 //!
 //! # Memory and overlap
 //! A reader thread reads and verifies the next windows while the caller
@@ -24,10 +35,17 @@ use std::sync::mpsc::{sync_channel, Receiver, SyncSender};
 use std::sync::Arc;
 use std::thread::JoinHandle;
 
-use super::dataset::{Column, Dataset, Values};
+use std::path::Path;
+
+use super::dataset::{Column, Dataset, Origin, Values};
+use super::loader::LoaderState;
 use super::shard::Shard;
 use super::DataError;
 use crate::rng::Rng;
+
+/// Rows shuffled together when a [`ShardSet`] is not told otherwise: about
+/// 50 MB of MNIST-sized rows, a few windows in memory at once.
+pub const DEFAULT_WINDOW: usize = 16 * 1024;
 
 /// How batches are streamed.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -47,6 +65,8 @@ pub struct StreamConfig {
 /// A window of rows read by the background thread.
 struct Window {
     epoch: u64,
+    /// The generator's state at the start of the window's epoch.
+    epoch_rng: [u64; 4],
     /// Global index of the window's first row (shards numbered in the
     /// order given, rows after those of earlier shards).
     base: usize,
@@ -74,6 +94,10 @@ pub struct ShardStream {
     current: Option<Window>,
     pos: usize,
     epoch: u64,
+    /// Rows of this epoch already served.
+    served: usize,
+    /// The generator's state at the start of this epoch.
+    epoch_rng: [u64; 4],
     batch_size: usize,
     rows: usize,
 }
@@ -82,6 +106,49 @@ impl ShardStream {
     /// Starts streaming `shards` (opened, so already validated), which must
     /// share one column layout.
     pub fn new(shards: Vec<Shard>, cfg: StreamConfig) -> Result<Self, DataError> {
+        let rng = Rng::new(cfg.seed);
+        Self::start(shards, cfg, 0, rng)
+    }
+
+    /// Continues a stream of the same shards and configuration from
+    /// `state` (taken by [`ShardStream::state`]): the epoch's windows are
+    /// read again from its generator state and the rows already served
+    /// skipped.
+    pub fn resume(
+        shards: Vec<Shard>,
+        cfg: StreamConfig,
+        state: &LoaderState,
+    ) -> Result<Self, DataError> {
+        let rows: u64 = shards.iter().map(Shard::rows).sum();
+        if state.samples as u64 != rows || state.position > state.samples {
+            return Err(DataError::Invalid(format!(
+                "loader state is for {} samples at position {}, the shards hold {rows}",
+                state.samples, state.position
+            )));
+        }
+        let rng = Rng::from_state(state.epoch_rng)
+            .map_err(|e| DataError::Invalid(format!("loader state: {e}")))?;
+        let mut s = Self::start(shards, cfg, state.epoch, rng)?;
+        s.epoch = state.epoch;
+        s.epoch_rng = state.epoch_rng;
+        let mut skip = state.position;
+        while skip > 0 {
+            s.refill()?;
+            let Some(w) = &s.current else { break };
+            let take = skip.min(w.order.len() - s.pos);
+            s.pos += take;
+            s.served += take;
+            skip -= take;
+        }
+        Ok(s)
+    }
+
+    fn start(
+        shards: Vec<Shard>,
+        cfg: StreamConfig,
+        epoch: u64,
+        rng: Rng,
+    ) -> Result<Self, DataError> {
         let Some(first) = shards.first() else {
             return Err(DataError::Invalid("no shard to stream".into()));
         };
@@ -100,19 +167,37 @@ impl ShardStream {
         }
         let (tx, rx) = sync_channel(cfg.prefetch.max(1));
         let shards = Arc::new(shards);
+        let epoch_rng = rng.state();
         let reader = std::thread::Builder::new()
             .name("nnc-shard-reader".into())
-            .spawn(move || read_ahead(&shards, cfg, &tx))
+            .spawn(move || read_ahead(&shards, cfg, epoch, rng, &tx))
             .map_err(|e| DataError::Invalid(format!("cannot start the shard reader: {e}")))?;
         Ok(ShardStream {
             rx: Some(rx),
             reader: Some(reader),
             current: None,
             pos: 0,
-            epoch: 0,
+            epoch,
+            served: 0,
+            epoch_rng,
             batch_size: cfg.batch_size,
             rows: rows as usize,
         })
+    }
+
+    /// Batches in one epoch (the last may be short).
+    pub fn batches_per_epoch(&self) -> usize {
+        self.rows.div_ceil(self.batch_size)
+    }
+
+    /// The stream's position, for checkpoints (see the module docs).
+    pub fn state(&self) -> LoaderState {
+        LoaderState {
+            epoch: self.epoch,
+            position: self.served,
+            epoch_rng: self.epoch_rng,
+            samples: self.rows,
+        }
     }
 
     /// Rows per epoch.
@@ -157,6 +242,7 @@ impl ShardStream {
             if w.epoch != self.epoch {
                 break;
             }
+            self.epoch_rng = w.epoch_rng;
             let take = (self.batch_size - indices.len()).min(w.order.len() - self.pos);
             let local = &w.order[self.pos..self.pos + take];
             indices.extend(local.iter().map(|&r| w.base + r));
@@ -165,8 +251,15 @@ impl ShardStream {
         }
         if indices.is_empty() {
             self.epoch += 1;
+            self.served = 0;
+            // The window that ended this epoch is the next one's first: it
+            // carries that epoch's generator state.
+            if let Some(w) = &self.current {
+                self.epoch_rng = w.epoch_rng;
+            }
             return Ok(None);
         }
+        self.served += indices.len();
         Ok(Some(StreamBatch {
             epoch: self.epoch,
             indices,
@@ -185,10 +278,167 @@ impl Drop for ShardStream {
     }
 }
 
-/// The reader thread: windows of every epoch until the stream is dropped or
-/// a read fails (the error is sent, then the thread ends).
-fn read_ahead(shards: &[Shard], cfg: StreamConfig, tx: &SyncSender<Result<Window, DataError>>) {
-    let mut rng = Rng::new(cfg.seed);
+/// A training set on disk: shards of one column layout, which `fit`
+/// streams ([`crate::train::TrainData::streamed`]) a window at a time.
+#[derive(Debug, Clone)]
+pub struct ShardSet {
+    shards: Vec<Shard>,
+    /// The columns with no rows: what binding a model and sizing an
+    /// augmenter read.
+    schema: Dataset,
+    rows: usize,
+    window: usize,
+    prefetch: usize,
+}
+
+impl ShardSet {
+    /// Opens and validates the shards at `paths`, in that order; a
+    /// directory stands for its `*.shard` files in name order.
+    pub fn open<P: AsRef<Path>>(paths: impl IntoIterator<Item = P>) -> Result<Self, DataError> {
+        let mut shards = Vec::new();
+        for p in paths {
+            let p = p.as_ref();
+            if p.is_dir() {
+                let io = |error| DataError::Io {
+                    path: p.to_path_buf(),
+                    error,
+                };
+                let mut files = Vec::new();
+                for entry in std::fs::read_dir(p).map_err(io)? {
+                    let path = entry.map_err(io)?.path();
+                    if path.extension().is_some_and(|e| e == "shard") && path.is_file() {
+                        files.push(path);
+                    }
+                }
+                files.sort();
+                if files.is_empty() {
+                    return Err(DataError::File {
+                        path: p.to_path_buf(),
+                        reason: "the directory holds no *.shard file".into(),
+                    });
+                }
+                for f in files {
+                    shards.push(Shard::open(f)?);
+                }
+            } else {
+                shards.push(Shard::open(p)?);
+            }
+        }
+        Self::from_shards(shards)
+    }
+
+    /// A set of opened shards, which must share one column layout.
+    pub fn from_shards(shards: Vec<Shard>) -> Result<Self, DataError> {
+        let Some(first) = shards.first() else {
+            return Err(DataError::Invalid("no shard to stream".into()));
+        };
+        if let Some(s) = shards.iter().find(|s| s.columns() != first.columns()) {
+            return Err(DataError::Invalid(format!(
+                "{} has other columns than {}",
+                s.path().display(),
+                first.path().display()
+            )));
+        }
+        let mut columns = Vec::new();
+        for c in first.columns() {
+            let column = match c.classes {
+                None => Column::f32(c.name.clone(), &c.shape, Vec::new()),
+                Some(k) => {
+                    let col = Column::classes(c.name.clone(), &c.shape, Vec::new(), k);
+                    match &c.names {
+                        Some(n) => col.with_class_names(n.clone()),
+                        None => col,
+                    }
+                }
+            };
+            let origin = Origin::file(first.path(), format!("column `{}`", c.name));
+            columns.push(column.with_origin(origin));
+        }
+        let rows = shards.iter().map(|s| s.rows() as usize).sum();
+        Ok(ShardSet {
+            schema: Dataset::new(columns)?,
+            shards,
+            rows,
+            window: DEFAULT_WINDOW,
+            prefetch: 2,
+        })
+    }
+
+    /// Shuffles `rows` rows together (see the module docs for the order; a
+    /// window of at least [`ShardSet::rows`] gives the in-memory order).
+    pub fn with_window(self, rows: usize) -> Self {
+        ShardSet {
+            window: rows.max(1),
+            ..self
+        }
+    }
+
+    /// Reads `windows` windows ahead of the one in use (at least 1).
+    pub fn with_prefetch(self, windows: usize) -> Self {
+        ShardSet {
+            prefetch: windows.max(1),
+            ..self
+        }
+    }
+
+    /// Rows in all shards.
+    pub fn rows(&self) -> usize {
+        self.rows
+    }
+
+    /// Rows shuffled together.
+    pub fn window(&self) -> usize {
+        self.window
+    }
+
+    /// The shards, in order.
+    pub fn shards(&self) -> &[Shard] {
+        &self.shards
+    }
+
+    /// The columns (names, shapes, classes) with no rows.
+    pub fn schema(&self) -> &Dataset {
+        &self.schema
+    }
+
+    /// The stream's configuration for batches of `batch_size`.
+    pub fn config(&self, batch_size: usize, shuffle: bool, seed: u64) -> StreamConfig {
+        StreamConfig {
+            batch_size,
+            window: self.window,
+            shuffle,
+            seed,
+            prefetch: self.prefetch,
+        }
+    }
+
+    /// Streams the set in batches of `batch_size` from the start, or from
+    /// `state` (see [`ShardStream::resume`]).
+    pub fn stream(
+        &self,
+        batch_size: usize,
+        shuffle: bool,
+        seed: u64,
+        state: Option<&LoaderState>,
+    ) -> Result<ShardStream, DataError> {
+        let cfg = self.config(batch_size, shuffle, seed);
+        match state {
+            None => ShardStream::new(self.shards.clone(), cfg),
+            Some(s) => ShardStream::resume(self.shards.clone(), cfg, s),
+        }
+    }
+}
+
+/// The reader thread: windows of every epoch from `first_epoch` on, `rng`
+/// the generator at its start, until the stream is dropped or a read fails
+/// (the error is sent, then the thread ends).
+fn read_ahead(
+    shards: &[Shard],
+    cfg: StreamConfig,
+    first_epoch: u64,
+    mut rng: Rng,
+    tx: &SyncSender<Result<Window, DataError>>,
+) {
     let bases: Vec<usize> = shards
         .iter()
         .scan(0usize, |acc, s| {
@@ -197,8 +447,48 @@ fn read_ahead(shards: &[Shard], cfg: StreamConfig, tx: &SyncSender<Result<Window
             Some(b)
         })
         .collect();
+    let total: usize = shards.iter().map(|s| s.rows() as usize).sum();
     let mut buf = Vec::new();
-    for epoch in 0.. {
+    // Sends a window of `data` (global rows from `base`); false once the
+    // stream is gone.
+    let send = |epoch: u64, epoch_rng: [u64; 4], base: usize, data: Dataset, rng: &mut Rng| {
+        let mut local: Vec<usize> = (0..data.len()).collect();
+        if cfg.shuffle {
+            rng.shuffle(&mut local);
+        }
+        let window = Window {
+            epoch,
+            epoch_rng,
+            base,
+            data,
+            order: local,
+        };
+        tx.send(Ok(window)).is_ok()
+    };
+    let fail = |e: DataError| {
+        let _ = tx.send(Err(e));
+    };
+    for epoch in first_epoch.. {
+        let epoch_rng = rng.state();
+        if cfg.window >= total {
+            // One window of every row, shards in the order given: the
+            // in-memory loader's order (see the module docs).
+            let mut parts = Vec::with_capacity(shards.len());
+            for shard in shards {
+                match shard.load_with(&mut buf) {
+                    Ok(d) => parts.push(d),
+                    Err(e) => return fail(e),
+                }
+            }
+            let data = match concat(parts) {
+                Ok(d) => d,
+                Err(e) => return fail(e),
+            };
+            if !send(epoch, epoch_rng, 0, data, &mut rng) {
+                return;
+            }
+            continue;
+        }
         let mut order: Vec<usize> = (0..shards.len()).collect();
         if cfg.shuffle && shards.len() > 1 {
             rng.shuffle(&mut order);
@@ -211,11 +501,10 @@ fn read_ahead(shards: &[Shard], cfg: StreamConfig, tx: &SyncSender<Result<Window
             let mut file = match File::open(shard.path()) {
                 Ok(f) => f,
                 Err(error) => {
-                    let _ = tx.send(Err(DataError::Io {
+                    return fail(DataError::Io {
                         path: shard.path().to_path_buf(),
                         error,
-                    }));
-                    return;
+                    })
                 }
             };
             let mut at = 0;
@@ -223,22 +512,15 @@ fn read_ahead(shards: &[Shard], cfg: StreamConfig, tx: &SyncSender<Result<Window
                 let range = at..(at + step).min(chunks);
                 let data = match shard.read_chunks(&mut file, range, &mut buf) {
                     Ok(d) => d,
-                    Err(e) => {
-                        let _ = tx.send(Err(e));
-                        return;
-                    }
+                    Err(e) => return fail(e),
                 };
-                let mut local: Vec<usize> = (0..data.len()).collect();
-                if cfg.shuffle {
-                    rng.shuffle(&mut local);
-                }
-                let window = Window {
+                if !send(
                     epoch,
-                    base: bases[k] + (at * cr) as usize,
+                    epoch_rng,
+                    bases[k] + (at * cr) as usize,
                     data,
-                    order: local,
-                };
-                if tx.send(Ok(window)).is_err() {
+                    &mut rng,
+                ) {
                     return;
                 }
                 at += step;

@@ -6,12 +6,13 @@ use std::sync::Arc;
 use std::time::Instant;
 
 use crate::collective::{fnv1a, hash_f32, Collective, Local, Value};
-use crate::data::{Augmenter, Batcher, Binding, Loader, LoaderConfig};
+use crate::data::{Augmenter, Batcher, Binding, LoaderConfig};
 use crate::model::{BatchSpec, Model};
 
 use super::eval::Evaluator;
 use super::progress::{format_epoch, progress_bar};
 use super::resume::{self, Saver};
+use super::source::Batches;
 use super::state::RunState;
 use super::step::{batch_size, Trainer};
 use super::{log, EpochMetrics, FitError, FitOptions, History, StopFlag, TrainData};
@@ -121,7 +122,7 @@ fn fit_on_current_pool<M: Model + ?Sized>(
         ("resuming", Value::Count(u64::from(opts.resume.is_some()))),
     ])?;
     resume::check_buffers(model)?;
-    let binding = Binding::for_training(spec, data.train, "training set")?;
+    let binding = Binding::for_training(spec, data.train.columns(), "training set")?;
     let mut evaluator = match data.validation {
         Some(v) => Some(Evaluator::new(model, v, "validation set", false)?),
         None => None,
@@ -133,14 +134,15 @@ fn fit_on_current_pool<M: Model + ?Sized>(
     // A batch larger than the data is the whole data: no step could use
     // more rows, so no buffer is sized for them.
     let batch = batch_size(train.batch, n)?.min(n);
-    let mut loader = Loader::new(
-        n,
+    let mut loader = Batches::new(
+        data.train,
         LoaderConfig {
             batch_size: batch,
             shuffle: train.batch != BatchSpec::Full,
             drop_last: false,
             seed: train.seed.wrapping_add(SHUFFLE_STREAM),
         },
+        &binding,
     )?;
     let total_steps = train
         .epochs
@@ -184,7 +186,7 @@ fn fit_on_current_pool<M: Model + ?Sized>(
     // Each sample is augmented by its own (seed, epoch, index) draws, so
     // every rank can augment just its rows.
     let mut augmenter = (!train.augment.is_none())
-        .then(|| Augmenter::new(train.augment, spec, &batcher, data.train))
+        .then(|| Augmenter::new(train.augment, spec, &batcher, data.train.columns()))
         .transpose()?;
     let show_progress =
         lead && opts.progress && std::io::IsTerminal::is_terminal(&std::io::stderr());
@@ -224,17 +226,21 @@ fn fit_on_current_pool<M: Model + ?Sized>(
                     stopped_early: false,
                 });
             }
-            let Some(indices) = loader.next_indices() else {
-                break;
+            let next = loader.next(
+                spec,
+                &mut batcher,
+                |rows| trainer.rank_rows(rows),
+                augmenter.as_mut().map(|a| (a, train.seed)),
+            );
+            let rows = match next {
+                Ok(Some(rows)) => rows,
+                Ok(None) => break,
+                Err(e) => {
+                    bar.finish_and_clear();
+                    return Err(e.into());
+                }
             };
-            // Every rank draws the same global batch and copies its own rows.
-            let rows = indices.len();
-            let mine = &indices[trainer.rank_rows(rows)];
-            batcher.gather(data.train, mine)?;
-            if let Some(a) = &mut augmenter {
-                a.apply(&mut batcher, mine, train.seed, epoch);
-            }
-            let own = mine.len();
+            let own = batcher.rows();
             let loss = batcher
                 .with_batch(0..own, |b| trainer.step_rank(model, b, rows, comm))
                 .map_err(|e| match e {

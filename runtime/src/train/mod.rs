@@ -58,6 +58,7 @@ pub mod metrics;
 mod options;
 mod progress;
 mod resume;
+mod source;
 mod state;
 mod step;
 
@@ -76,7 +77,7 @@ use crate::schedule::ScheduleError;
 pub use eval::{evaluate, predict, predict_scores, Eval, Prediction, Scores};
 pub use fit::{fit, fit_with};
 pub use metrics::{Confusion, Metrics};
-pub use options::{split_validation, EarlyStopping, FitOptions, StopFlag, TrainData};
+pub use options::{split_validation, EarlyStopping, FitOptions, StopFlag, TrainData, TrainSet};
 pub use resume::{BEST_CHECKPOINT, LAST_CHECKPOINT};
 pub use step::{batch_size, Trainer};
 

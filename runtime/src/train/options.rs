@@ -4,7 +4,7 @@ use std::path::PathBuf;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 
-use crate::data::{Dataset, SplitMode};
+use crate::data::{Dataset, ShardSet, SplitMode};
 use crate::model::{AugmentSpec, BatchSpec, ScheduleSpec, TrainSpec};
 use crate::optim::OptimizerConfig;
 use crate::parallel::Strategy;
@@ -17,16 +17,60 @@ use super::FitError;
 #[derive(Debug, Clone, Copy)]
 pub struct TrainData<'a> {
     /// Samples the model is trained on.
-    pub train: &'a Dataset,
+    pub train: TrainSet<'a>,
     /// Samples the model is measured on after every epoch.
     pub validation: Option<&'a Dataset>,
+}
+
+/// Where the training samples are: in memory, or in shards on disk that
+/// `fit` streams a window at a time, so its memory does not grow with the
+/// data. With a window covering the data the two train bit for bit alike
+/// (see [`crate::data::stream`]).
+#[derive(Debug, Clone, Copy)]
+pub enum TrainSet<'a> {
+    /// A dataset in memory.
+    Memory(&'a Dataset),
+    /// Shards read during training.
+    Shards(&'a ShardSet),
+}
+
+impl TrainSet<'_> {
+    /// Samples in the set.
+    pub fn len(&self) -> usize {
+        match self {
+            TrainSet::Memory(d) => d.len(),
+            TrainSet::Shards(s) => s.rows(),
+        }
+    }
+
+    /// Whether the set has no samples.
+    pub fn is_empty(&self) -> bool {
+        self.len() == 0
+    }
+
+    /// The set's columns (with its rows, in memory; with none, on disk):
+    /// what binds to a model.
+    pub fn columns(&self) -> &Dataset {
+        match self {
+            TrainSet::Memory(d) => d,
+            TrainSet::Shards(s) => s.schema(),
+        }
+    }
 }
 
 impl<'a> TrainData<'a> {
     /// Training data without validation.
     pub fn new(train: &'a Dataset) -> Self {
         TrainData {
-            train,
+            train: TrainSet::Memory(train),
+            validation: None,
+        }
+    }
+
+    /// Training data streamed from shards, without validation.
+    pub fn streamed(train: &'a ShardSet) -> Self {
+        TrainData {
+            train: TrainSet::Shards(train),
             validation: None,
         }
     }

@@ -4,11 +4,11 @@
 use std::path::{Path, PathBuf};
 
 use crate::checkpoint::{self, CheckpointError, CheckpointMeta};
-use crate::data::Loader;
 use crate::model::{Model, ModelSpec};
 use crate::optim::Optimizer;
 use crate::params::ParamSpec;
 
+use super::source::Batches;
 use super::state::RunState;
 use super::{log, FitError, FitOptions};
 
@@ -75,7 +75,7 @@ pub(super) fn resume<M: Model + ?Sized>(
     path: &Path,
     batch: usize,
     optimizer: &mut dyn Optimizer,
-    loader: &mut Loader,
+    loader: &mut Batches<'_>,
 ) -> Result<RunState, FitError> {
     let spec = model.spec();
     let fail = |reason: String| FitError::Resume {
@@ -197,7 +197,7 @@ impl Saver<'_> {
         &self,
         model: &M,
         optimizer: &dyn Optimizer,
-        loader: &Loader,
+        loader: &Batches<'_>,
         run: &RunState,
     ) -> Result<(), FitError> {
         self.save(LAST_CHECKPOINT, model, optimizer, loader, run)
@@ -208,7 +208,7 @@ impl Saver<'_> {
         file: &str,
         model: &M,
         optimizer: &dyn Optimizer,
-        loader: &Loader,
+        loader: &Batches<'_>,
         run: &RunState,
     ) -> Result<(), FitError> {
         let Some(dir) = self.dir else {

@@ -1,0 +1,71 @@
+//! `nnc data convert` end to end: a CSV file and the bundled MNIST's IDX
+//! files become shards; a bad field is reported at `file:line:col`, a
+//! truncated IDX file at its byte offset, and the output is never an input
+//! or anything but a regular file. The conversion program is built
+//! (`--debug`) in the cache the other command-line tests share.
+
+use std::path::Path;
+
+mod support;
+use support::cli::{nnc, ok, temp_dir, text};
+
+fn is_shard(path: &Path) -> bool {
+    std::fs::read(path).is_ok_and(|b| b.starts_with(b"NNCSHARD"))
+}
+
+#[test]
+fn csv_and_idx_files_convert_to_shards() {
+    let dir = temp_dir("convert");
+    std::fs::write(dir.join("d.csv"), "a,b,label\n1,2,x\n3,4,y\n5,6,x\n").unwrap();
+    let out = ok(&nnc(
+        &dir,
+        &["data", "convert", "d.csv", "-o", "d.shard", "--debug"],
+    ));
+    assert!(out.contains("wrote 3 rows to d.shard"), "{out}");
+    assert!(is_shard(&dir.join("d.shard")));
+
+    let mnist = Path::new(env!("CARGO_MANIFEST_DIR")).join("../data/mnist-10k");
+    let images = mnist.join("t10k-images-idx3-ubyte.gz");
+    let labels = mnist.join("t10k-labels-idx1-ubyte.gz");
+    let (i, l) = (images.to_str().unwrap(), labels.to_str().unwrap());
+    let out = ok(&nnc(
+        &dir,
+        &["data", "convert", i, l, "-o", "t10k.shard", "--debug"],
+    ));
+    assert!(out.contains("wrote 2000 rows to t10k.shard"), "{out}");
+    assert!(is_shard(&dir.join("t10k.shard")));
+}
+
+#[test]
+fn mistakes_name_the_file_and_the_place() {
+    let dir = temp_dir("mistakes");
+    let fails = |args: &[&str]| {
+        let o = nnc(&dir, args);
+        let (_, err) = text(&o);
+        assert_ne!(o.status.code(), Some(0), "{args:?} succeeded");
+        err
+    };
+    std::fs::write(dir.join("bad.csv"), "a,b,label\n1,2,x\n3,zz,y\n").unwrap();
+    let err = fails(&["data", "convert", "bad.csv", "-o", "o.shard", "--debug"]);
+    assert!(err.contains("bad.csv:3:3"), "{err}");
+    assert!(!dir.join("o.shard").exists());
+
+    std::fs::write(
+        dir.join("img.idx"),
+        [0, 0, 8, 2, 0, 0, 0, 3, 0, 0, 0, 2, 1, 2, 3],
+    )
+    .unwrap();
+    let err = fails(&["data", "convert", "img.idx", "-o", "o.shard", "--debug"]);
+    assert!(
+        err.contains("img.idx") && err.contains("byte offset 15"),
+        "{err}"
+    );
+
+    let err = fails(&["data", "convert", "bad.csv", "-o", "bad.csv"]);
+    assert!(err.contains("the output is an input"), "{err}");
+    std::fs::create_dir_all(dir.join("sub")).unwrap();
+    let err = fails(&["data", "convert", "bad.csv", "-o", "sub"]);
+    assert!(err.contains("only to a regular file"), "{err}");
+    let err = fails(&["data", "convert", "missing.csv", "-o", "o.shard"]);
+    assert!(err.contains("missing.csv: no such file"), "{err}");
+}
