@@ -158,9 +158,13 @@ pub fn place_params(
 ) -> Result<(), SplitError> {
     let pspec = part.spec();
     for p in pspec.params.iter() {
-        let q = spec.params.iter().find(|q| q.name == p.name).ok_or_else(|| {
-            SplitError::Layout(format!("parameter `{}` is not in `{}`", p.name, spec.name))
-        })?;
+        let q = spec
+            .params
+            .iter()
+            .find(|q| q.name == p.name)
+            .ok_or_else(|| {
+                SplitError::Layout(format!("parameter `{}` is not in `{}`", p.name, spec.name))
+            })?;
         let src = part.params();
         runs(q, p, rank, ranks, |w, d| whole[w].copy_from_slice(&src[d]))?;
     }
@@ -227,9 +231,17 @@ impl<'m, 'c> SplitLayers<'m, 'c> {
         // layout stops every rank with the same error naming it), then
         // what each rank checks on its own.
         let tail_name = tail.spec().name.to_string();
-        let base = tail_name.strip_suffix("Tail").unwrap_or(&tail_name).to_string();
+        let base = tail_name
+            .strip_suffix("Tail")
+            .unwrap_or(&tail_name)
+            .to_string();
         let mut layout = Vec::new();
-        for spec in shards.first().map(|s| s.spec()).into_iter().chain([tail.spec()]) {
+        for spec in shards
+            .first()
+            .map(|s| s.spec())
+            .into_iter()
+            .chain([tail.spec()])
+        {
             for p in spec.params.iter() {
                 layout.extend_from_slice(p.name.as_bytes());
                 for d in p.shape.iter() {
@@ -258,7 +270,9 @@ impl<'m, 'c> SplitLayers<'m, 'c> {
             return Err(SplitError::Layout("no shard".into()));
         }
         if !tail_name.ends_with("Tail") {
-            return Err(SplitError::Layout(format!("`{tail_name}` is not a split tail")));
+            return Err(SplitError::Layout(format!(
+                "`{tail_name}` is not a split tail"
+            )));
         }
         for s in &shards {
             if s.spec().name != format!("{base}Shard") {
@@ -304,7 +318,10 @@ impl<'m, 'c> SplitLayers<'m, 'c> {
 
     /// The local shards' models, in rank order (this rank's alone on MPI).
     pub fn shards(&self) -> Vec<&dyn Model> {
-        self.shards.iter().map(|s| &*s.model as &dyn Model).collect()
+        self.shards
+            .iter()
+            .map(|s| &*s.model as &dyn Model)
+            .collect()
     }
 
     /// The tail's model.

@@ -131,11 +131,17 @@ fn error(span: Span, msg: String, label: &str) -> Diagnostic {
 fn dense(net: &Network, layer: &SplitLayer) -> Result<Dense, Diagnostic> {
     let g = &net.graph;
     let b = &layer.binding;
-    if !g.ids().any(|id| g.node(id).name.as_deref() == Some(b.as_str())) {
+    if !g
+        .ids()
+        .any(|id| g.node(id).name.as_deref() == Some(b.as_str()))
+    {
         let mut d = Diagnostic::new(
             ErrorKind::UnknownName,
             layer.span,
-            format!("`split:` names `{b}`, which network `{}` does not bind", net.name),
+            format!(
+                "`split:` names `{b}`, which network `{}` does not bind",
+                net.name
+            ),
         )
         .with_label("no such binding");
         let names = g.ids().filter_map(|id| g.node(id).name.as_deref());
@@ -252,11 +258,7 @@ pub fn split(net: &Network, cfg: &TrainConfig) -> Result<Option<Split>, Vec<Diag
             "not fed by the columns layer",
         )]);
     }
-    let path: BTreeSet<usize> = g
-        .ancestors(&[lhs])
-        .intersection(&below)
-        .copied()
-        .collect();
+    let path: BTreeSet<usize> = g.ancestors(&[lhs]).intersection(&below).copied().collect();
     for &i in &path {
         let id = NodeId::new(i);
         let node = g.node(id);
@@ -319,14 +321,17 @@ pub fn split(net: &Network, cfg: &TrainConfig) -> Result<Option<Split>, Vec<Diag
         .ids()
         .find(|&id| g.node(id).name.as_deref() == Some(partial.as_str()))
         .map(|id| g.node(id).span)
-        .or_else(|| net.inputs.iter().find(|i| i.name == partial).map(|i| i.span))
+        .or_else(|| {
+            net.inputs
+                .iter()
+                .find(|i| i.name == partial)
+                .map(|i| i.span)
+        })
     {
         return Err(vec![Diagnostic::new(
             ErrorKind::DuplicateName,
             b.span,
-            format!(
-                "the split names its partial sum `{partial}`, which the network already binds"
-            ),
+            format!("the split names its partial sum `{partial}`, which the network already binds"),
         )
         .with_label("name of the partial sum taken")
         .with_note(clash, "bound here")]);

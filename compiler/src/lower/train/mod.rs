@@ -462,7 +462,8 @@ pub static SETTINGS: &[Setting] = &[
                 ExprKind::List(items) => items.iter().collect(),
                 _ => vec![v],
             };
-            let what = "a list of `columns(BINDING)` and `rows(BINDING)` (`[columns(h1), rows(h2)]`)";
+            let what =
+                "a list of `columns(BINDING)` and `rows(BINDING)` (`[columns(h1), rows(h2)]`)";
             if items.is_empty() {
                 errors.push(expected(v, "split", what));
             }

@@ -116,10 +116,8 @@ fn run(args: &Args, comm: &dyn Collective) -> anyhow::Result<()> {
     let mut losses = Vec::with_capacity(args.steps);
     let began = Instant::now();
     if args.whole {
-        let mut opt = nnc::runtime::optim::build(
-            &whole.spec().train.optimizer,
-            whole.spec().param_count,
-        )?;
+        let mut opt =
+            nnc::runtime::optim::build(&whole.spec().train.optimizer, whole.spec().param_count)?;
         for step in 0..args.steps {
             let (x, y) = batch(step);
             let loss = Model::train_step(
