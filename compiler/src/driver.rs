@@ -135,6 +135,7 @@ pub fn generate_tokens(
             items.extend(codegen::int8(source, &input, &rt)?.items);
         }
         items.extend(stage_networks(source, net, &config, &rt, opts)?);
+        items.extend(split_networks(source, net, &config, &rt, opts)?);
     }
     Ok(items)
 }
@@ -175,6 +176,52 @@ fn stage_networks(
         passes::pipeline(opts.opt_level, &opts.disabled_passes).run(&mut tg)?;
         let input = Input {
             net: stage,
+            config: &cfg,
+            train: &tg,
+            inference: None,
+            explain: None,
+        };
+        items.extend(codegen::network(source, &input, rt, &opts)?);
+    }
+    Ok(items)
+}
+
+/// The split networks of a network with split layers (`split:` in its
+/// `train` block, [`lower::split`]): `<Name>Shard`, one rank's slices up to
+/// the partial sum, and `<Name>Tail`, the rest from that sum, with the
+/// gradient with respect to it (`train_step_backprop`). Nothing for a
+/// network without split layers.
+fn split_networks(
+    source: &SourceFile,
+    net: &Network,
+    config: &TrainConfig,
+    rt: &TokenStream,
+    opts: &Options,
+) -> Result<TokenStream, CompileError> {
+    let mut items = TokenStream::new();
+    let Some(split) = lower::split::split(net, config).map_err(CompileError::from)? else {
+        return Ok(items);
+    };
+    // The parts are trained by the split driver, never explained.
+    let opts = Options {
+        explain: false,
+        ..opts.clone()
+    };
+    let mut cfg = config.clone();
+    cfg.split.clear();
+    for (part, inputs) in [
+        (&split.shard, Vec::new()),
+        (&split.tail, vec![split.partial.clone()]),
+    ] {
+        cfg.network.clone_from(&part.name);
+        let grad = GradOptions {
+            regularization: cfg.regularization,
+            inputs,
+        };
+        let mut tg = autodiff::training_graph(part, &grad)?;
+        passes::pipeline(opts.opt_level, &opts.disabled_passes).run(&mut tg)?;
+        let input = Input {
+            net: part,
             config: &cfg,
             train: &tg,
             inference: None,

@@ -21,7 +21,8 @@
 //!   [`rng`];
 //! - [`data`] loading, [`checkpoint`] files, and the training loop:
 //!   [`train`] (`fit`, `evaluate`), [`parallel`] (data-parallel shards and
-//!   intra-op splits), [`collective`] (gradients summed across processes).
+//!   intra-op splits), [`collective`] (gradients summed across processes),
+//!   [`pipeline`] stages and [`split`] layers (model parallelism).
 
 #![warn(missing_docs)]
 
@@ -46,6 +47,7 @@ pub mod pipeline;
 pub mod quant;
 pub mod rng;
 pub mod schedule;
+pub mod split;
 pub mod train;
 
 /// The kernel families generated code names by module

@@ -17,8 +17,8 @@ pub use network::{
 };
 pub use train::{
     AdagradConfig, AdamConfig, AugmentSpec, BatchSpec, DataFormat, DataSource, OptimizerConfig,
-    Regularization, RmspropConfig, ScheduleSpec, SgdConfig, TeacherSource, TrainConfig, TrainSpec,
-    Validation,
+    Regularization, RmspropConfig, ScheduleSpec, SgdConfig, SplitKind, SplitLayer, TeacherSource,
+    TrainConfig, TrainSpec, Validation,
 };
 pub use training::{GradOptions, TrainingGraph};
 

@@ -35,6 +35,38 @@ pub struct TrainConfig {
     /// the last, in order, with their spans; empty for one stage. Checked
     /// against the network's graph by `lower::stages`.
     pub stages: Vec<(String, Span)>,
+    /// Split layers (`split: [columns(h1), rows(h2)]`): the dense layers
+    /// whose weights are cut across ranks, in order; empty for none.
+    /// Checked against the network's graph by `lower::split`.
+    pub split: Vec<SplitLayer>,
+    /// How many ranks the split layers are cut for (`split_ranks:`,
+    /// default 2): the slices' shapes are static, so fixed at compile time.
+    pub split_ranks: usize,
+}
+
+/// How a split layer's dense weight `[in, out]` is cut across ranks
+/// (Megatron-LM's tensor parallelism).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum SplitKind {
+    /// `columns(h)`: rank `r` holds `weight[:, cols_r]` and `bias[cols_r]`
+    /// and computes its slice of the layer's output.
+    Columns,
+    /// `rows(h)`: rank `r` holds `weight[rows_r, :]`, reads its slice of the
+    /// input, and the partial products are summed over ranks (all-reduce)
+    /// before the bias.
+    Rows,
+}
+
+/// One entry of `split:`: a binding whose `dense` layer is split.
+#[derive(Clone, Debug, PartialEq)]
+pub struct SplitLayer {
+    /// The binding (`h1`), whose layer's parameters are `h1.weight` and
+    /// `h1.bias`.
+    pub binding: String,
+    /// Columns or rows.
+    pub kind: SplitKind,
+    /// The entry (`columns(h1)`).
+    pub span: Span,
 }
 
 /// A `teacher:` setting: another network of the same file, run in its
@@ -112,6 +144,8 @@ impl TrainConfig {
             test: None,
             teacher: None,
             stages: Vec::new(),
+            split: Vec::new(),
+            split_ranks: 2,
         }
     }
 }

@@ -17,6 +17,7 @@ mod inference;
 mod init;
 mod layers;
 mod loss_kind;
+pub mod split;
 pub mod stages;
 mod teacher;
 mod train;
@@ -139,6 +140,19 @@ pub fn lower(file: &ast::File) -> Result<Module, CompileError> {
                     errors.push(d);
                 }
                 if let Some(d) = stages::check_names(&t, |n| seen.get(n).copied()) {
+                    errors.push(d);
+                }
+                // `split:` must name a valid split pair; its shard and
+                // tail are built again where needed.
+                if let Some(net) = networks.iter().find(|n| n.name == t.network) {
+                    if let Err(mut ds) = split::split(net, &t) {
+                        errors.append(&mut ds);
+                    }
+                }
+                if let Some(d) = split::check_config(&t) {
+                    errors.push(d);
+                }
+                if let Some(d) = split::check_names(&t, |n| seen.get(n).copied()) {
                     errors.push(d);
                 }
                 trains.push(t);

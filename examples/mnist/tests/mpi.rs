@@ -410,3 +410,100 @@ fn pipeline_ranks_that_disagree_or_die_stop_the_job_naming_the_rank() {
     );
     let _ = std::fs::remove_dir_all(&dir);
 }
+
+// Split layers (issue #24): `mnist-split`, the MNIST MLP with `h1` split by
+// columns and `h2` by rows, one shard per rank.
+
+/// `mnist-split` alone (both shards in one process, or `--whole`).
+fn split_alone() -> Command {
+    Command::new(env!("CARGO_BIN_EXE_mnist-split"))
+}
+
+#[test]
+fn two_split_ranks_equal_one_process_bit_for_bit_and_the_whole_network_closely() {
+    let dir = scratch("split");
+    let args = |prefix: &str| {
+        vec![
+            "--batch".to_string(),
+            "128".into(),
+            "--steps".into(),
+            "10".into(),
+            "--out".into(),
+            dir.join(prefix).display().to_string(),
+        ]
+    };
+    let mut whole = split_alone();
+    whole.args(args("whole")).arg("--whole");
+    ok(whole, &dir, "whole");
+    let mut one = split_alone();
+    one.args(args("one"));
+    ok(one, &dir, "one-process");
+    let mut two = mpirun_exe(2, env!("CARGO_BIN_EXE_mnist-split"));
+    two.args(args("two"));
+    let o = run(two, &dir, "two-ranks");
+    assert!(o.success, "2-rank split failed:\n{}", o.output);
+    assert!(
+        o.output.contains("65536 bytes a step into the all-reduce"),
+        "no report (128 samples × h2's 128 partial sums):\n{}",
+        o.output
+    );
+    for what in ["losses", "params"] {
+        let (a, b) = (
+            bits(&dir.join(format!("one.{what}"))),
+            bits(&dir.join(format!("two.{what}"))),
+        );
+        assert_eq!(a.len(), b.len());
+        assert!(
+            a.iter().zip(&b).all(|(x, y)| x.to_bits() == y.to_bits()),
+            "{what}: 2 ranks differ from both shards on one process"
+        );
+    }
+    let (wl, sl) = (
+        bits(&dir.join("whole.losses")),
+        bits(&dir.join("two.losses")),
+    );
+    assert_eq!(wl.len(), 10);
+    for (step, (a, b)) in wl.iter().zip(&sl).enumerate() {
+        assert!(
+            (a - b).abs() <= 1e-5 * a.abs(),
+            "step {step}: loss {a} vs {b}"
+        );
+    }
+    assert!(wl[9] < wl[0], "training did not move: {wl:?}");
+    let (w, p) = (
+        bits(&dir.join("whole.params")),
+        bits(&dir.join("two.params")),
+    );
+    assert_eq!(w.len(), p.len());
+    let d = w
+        .iter()
+        .zip(&p)
+        .fold(0.0f32, |m, (a, b)| m.max((a - b).abs()));
+    // Adam moves a parameter by about lr = 1e-3 a step whatever its
+    // gradient's size: rounding shows at that scale at most.
+    assert!(
+        d <= 1e-4,
+        "parameters differ from the whole network's by {d}"
+    );
+    let _ = std::fs::remove_dir_all(&dir);
+}
+
+#[test]
+fn split_ranks_with_another_layout_stop_the_job_naming_the_rank() {
+    let dir = scratch("split-disagree");
+    let mut cmd = mpirun_exe(2, env!("CARGO_BIN_EXE_mnist-split"));
+    cmd.args(["--steps", "2", "--test-last-rank-ranks", "4"]);
+    let o = run(cmd, &dir, "disagree");
+    assert!(
+        !o.success,
+        "ranks with different split layouts trained:\n{}",
+        o.output
+    );
+    assert!(
+        o.output
+            .contains("ranks disagree: rank 1 has split ranks 4 (rank 0: 2)"),
+        "{}",
+        o.output
+    );
+    let _ = std::fs::remove_dir_all(&dir);
+}

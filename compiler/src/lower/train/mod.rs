@@ -16,7 +16,7 @@ pub use schedules::{ScheduleDef, SCHEDULES};
 
 use super::args::{self, found, literal, suggest, whole_literal, written, Slot, TRAIN};
 use crate::diagnostic::{Diagnostic, ErrorKind, Span};
-use crate::ir::{BatchSpec, OptimizerConfig, TrainConfig};
+use crate::ir::{BatchSpec, OptimizerConfig, SplitKind, SplitLayer, TrainConfig};
 use crate::syntax::ast::{Arg, Expr, ExprKind, TrainDef};
 
 /// A hyper-parameter of an optimizer or schedule: its name, its default
@@ -449,6 +449,61 @@ pub static SETTINGS: &[Setting] = &[
                 match &e.kind {
                     ExprKind::Name(n) => cfg.stages.push((n.name.clone(), n.span)),
                     _ => errors.push(expected(e, "stages", what)),
+                }
+            }
+        },
+    },
+    Setting {
+        key: "split",
+        apply: |v, cfg, errors| {
+            // `split: [columns(h1), rows(h2)];`: names only, checked
+            // against the network's graph once it is lowered.
+            let items: Vec<&Expr> = match &v.kind {
+                ExprKind::List(items) => items.iter().collect(),
+                _ => vec![v],
+            };
+            let what =
+                "a list of `columns(BINDING)` and `rows(BINDING)` (`[columns(h1), rows(h2)]`)";
+            if items.is_empty() {
+                errors.push(expected(v, "split", what));
+            }
+            for e in items {
+                let layer = match &e.kind {
+                    ExprKind::Call { func, args } => {
+                        let kind = match func.name.as_str() {
+                            "columns" => Some(SplitKind::Columns),
+                            "rows" => Some(SplitKind::Rows),
+                            _ => None,
+                        };
+                        match (kind, args.as_slice()) {
+                            (Some(kind), [Arg { name: None, value }]) => match &value.kind {
+                                ExprKind::Name(n) => Some(SplitLayer {
+                                    binding: n.name.clone(),
+                                    kind,
+                                    span: e.span,
+                                }),
+                                _ => None,
+                            },
+                            _ => None,
+                        }
+                    }
+                    _ => None,
+                };
+                match layer {
+                    Some(l) => cfg.split.push(l),
+                    None => errors.push(expected(e, "split", what)),
+                }
+            }
+        },
+    },
+    Setting {
+        key: "split_ranks",
+        apply: |v, cfg, errors| {
+            let what = "a whole number of ranks, at least 2";
+            if let Some(n) = integer(v, "split_ranks", 2, what, errors) {
+                match usize::try_from(n) {
+                    Ok(n) if n <= 1 << 20 => cfg.split_ranks = n,
+                    _ => errors.push(expected(v, "split_ranks", "at most 1048576 ranks")),
                 }
             }
         },

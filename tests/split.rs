@@ -1,0 +1,178 @@
+//! Split layers (`split:`, issue #24) on one process: the shard and tail
+//! networks the compiler generates for `examples/models/mnist_split.nn`
+//! (`h1` split by columns, `h2` by rows, 2 ranks), trained by the split
+//! driver (`nnc_runtime::split`) with both ranks' shards local, against the
+//! unsplit network trained with the same optimizer: the same losses and
+//! parameters after 10 Adam steps, to float precision (the row split sums
+//! `h2`'s product in two halves, so not bit for bit). The same driver on
+//! two MPI ranks is checked by the MNIST example's `tests/mpi.rs`.
+
+use nnc::runtime::collective::Local;
+use nnc::runtime::split::{place_params, slice_params, SplitError, SplitLayers};
+use nnc::runtime::{Batch, Model};
+
+mod support;
+use support::Rng;
+
+mod mnist_split {
+    nnc::include_model!("mnist_split");
+}
+use mnist_split::{MnistSplit, MnistSplitShard, MnistSplitTail};
+
+/// Random images and labels for `steps` batches of `batch`.
+fn data(batch: usize, steps: usize) -> (Vec<Vec<f32>>, Vec<Vec<u32>>) {
+    let mut rng = Rng::new(11);
+    let images = (0..steps)
+        .map(|_| rng.uniform_f32(batch * 784, 0.0, 1.0))
+        .collect();
+    let labels = (0..steps)
+        .map(|_| (0..batch).map(|_| rng.below(10) as u32).collect())
+        .collect();
+    (images, labels)
+}
+
+#[test]
+fn the_shard_holds_slices_and_the_tail_the_rest() {
+    let shard = MnistSplitShard::new(4);
+    let tail = MnistSplitTail::new(4);
+    let shapes = |m: &dyn Model| -> Vec<(String, Vec<usize>)> {
+        m.spec()
+            .params
+            .iter()
+            .map(|p| (p.name.to_string(), p.shape.to_vec()))
+            .collect()
+    };
+    assert_eq!(
+        shapes(&shard),
+        vec![
+            ("h1.weight".to_string(), vec![784, 64]),
+            ("h1.bias".into(), vec![64]),
+            ("h2.weight".into(), vec![64, 128]),
+        ]
+    );
+    assert_eq!(
+        shapes(&tail),
+        vec![
+            ("h2.bias".to_string(), vec![128]),
+            ("logits.weight".into(), vec![128, 10]),
+            ("logits.bias".into(), vec![10]),
+        ]
+    );
+    assert_eq!(tail.backprop_inputs(), &["h2_partial"]);
+}
+
+#[test]
+fn slicing_and_placing_the_parameters_round_trip() {
+    let mut whole = MnistSplit::new(4);
+    whole.init_params(3).unwrap();
+    let spec = whole.spec();
+    let mut out = vec![0.0f32; spec.param_count];
+    for r in 0..2 {
+        let mut shard = MnistSplitShard::new(4);
+        slice_params(&whole, &mut shard, r, 2).unwrap();
+        // Rank r's columns of h1.weight: row 5, column 64r + 7.
+        let w = spec.params.iter().find(|p| p.name == "h1.weight").unwrap();
+        assert_eq!(
+            shard.params()[5 * 64 + 7],
+            whole.params()[w.offset + 5 * 128 + 64 * r + 7]
+        );
+        place_params(spec, &shard, r, 2, &mut out).unwrap();
+    }
+    let mut tail = MnistSplitTail::new(4);
+    slice_params(&whole, &mut tail, 0, 2).unwrap();
+    place_params(spec, &tail, 0, 2, &mut out).unwrap();
+    assert!(
+        out.iter()
+            .zip(whole.params())
+            .all(|(a, b)| a.to_bits() == b.to_bits()),
+        "the slices do not assemble the network"
+    );
+}
+
+#[test]
+fn two_shards_equal_the_whole_network_after_10_adam_steps() {
+    let (batch, steps) = (64, 10);
+    let (images, labels) = data(batch, steps);
+    let mut whole = MnistSplit::new(batch);
+    whole.init_params(42).unwrap();
+    let initial = whole.params().to_vec();
+    let train = &whole.spec().train;
+    let lr = train.lr;
+    let mut opt = nnc::runtime::optim::build(&train.optimizer, whole.spec().param_count).unwrap();
+    let mut shards = [MnistSplitShard::new(batch), MnistSplitShard::new(batch)];
+    let mut tail = MnistSplitTail::new(batch);
+    for (r, s) in shards.iter_mut().enumerate() {
+        slice_params(&whole, s, r, 2).unwrap();
+    }
+    slice_params(&whole, &mut tail, 0, 2).unwrap();
+
+    let mut whole_losses = Vec::new();
+    for (x, y) in images.iter().zip(&labels) {
+        let loss = Model::train_step(
+            &mut whole,
+            &Batch {
+                inputs: &[x],
+                labels: &[y],
+            },
+        )
+        .unwrap();
+        let grads = whole.grads().to_vec();
+        opt.step(whole.params_mut(), &grads, lr).unwrap();
+        whole_losses.push(loss);
+    }
+
+    let [s0, s1] = &mut shards;
+    let local: Vec<&mut dyn Model> = vec![s0, s1];
+    let mut split = SplitLayers::new(local, &mut tail, 2, &Local).unwrap();
+    let mut split_losses = Vec::new();
+    for (x, y) in images.iter().zip(&labels) {
+        split_losses.push(
+            split
+                .step(&[("image", x)], &[("digit", y)], batch, lr)
+                .unwrap(),
+        );
+    }
+    assert_eq!(split.bytes_per_step(batch), (batch * 128 * 4) as u64);
+    let spec = whole.spec();
+    let mut params = vec![0.0f32; spec.param_count];
+    for (r, s) in split.shards().into_iter().enumerate() {
+        place_params(spec, s, r, 2, &mut params).unwrap();
+    }
+    place_params(spec, split.tail(), 0, 2, &mut params).unwrap();
+
+    for (step, (a, b)) in whole_losses.iter().zip(&split_losses).enumerate() {
+        assert!(
+            (a - b).abs() <= 1e-5 * a.abs(),
+            "step {step}: loss {a} vs {b}"
+        );
+    }
+    // Adam moves every parameter by about lr (1e-3) a step whatever its
+    // gradient's size, so a rounding difference shows at that scale at most.
+    let d = whole
+        .params()
+        .iter()
+        .zip(&params)
+        .fold(0.0f32, |m, (x, y)| m.max((x - y).abs()));
+    assert!(d <= 1e-4, "parameters differ by {d}");
+    // And training moved them (Adam, lr 1e-3, 10 steps): the comparison is
+    // not vacuous. (Random labels: the loss need not fall.)
+    let moved = initial
+        .iter()
+        .zip(whole.params())
+        .fold(0.0f32, |m, (x, y)| m.max((x - y).abs()));
+    assert!(moved > 5e-3, "parameters moved by {moved} only");
+}
+
+#[test]
+fn a_missing_shard_is_a_layout_error() {
+    let mut s0 = MnistSplitShard::new(8);
+    let mut tail = MnistSplitTail::new(8);
+    let err = SplitLayers::new(vec![&mut s0], &mut tail, 2, &Local)
+        .err()
+        .expect("one shard of two");
+    assert!(matches!(err, SplitError::Layout(_)), "{err}");
+    assert!(
+        err.to_string().contains("one process holds every shard"),
+        "{err}"
+    );
+}
