@@ -118,8 +118,23 @@ pub fn generate_tokens(
     module: &Module,
     opts: &Options,
 ) -> Result<TokenStream, CompileError> {
+    Ok(generate_all(source, module, opts)?.0)
+}
+
+/// Per network (with `--quantize int8`): its name and its int8 plan's
+/// report, one line per step (which run int8, which stay f32).
+pub type Int8Reports = Vec<(String, Vec<String>)>;
+
+/// The generated items and, when `opts.quantize` is set, every network's
+/// int8 plan report: one optimisation of each network serves both.
+fn generate_all(
+    source: &SourceFile,
+    module: &Module,
+    opts: &Options,
+) -> Result<(TokenStream, Int8Reports), CompileError> {
     let rt = codegen::runtime_path(opts)?;
     let mut items = TokenStream::new();
+    let mut reports = Vec::new();
     for net in &module.networks {
         let config = module.train_config(&net.name);
         let graphs = optimize_both(net, &config, opts)?;
@@ -132,12 +147,14 @@ pub fn generate_tokens(
         };
         items.extend(codegen::network(source, &input, &rt, opts)?);
         if opts.quantize.is_some() {
-            items.extend(codegen::int8(source, &input, &rt)?.items);
+            let plan = codegen::int8(source, &input, &rt)?;
+            items.extend(plan.items);
+            reports.push((net.name.clone(), plan.report));
         }
         items.extend(stage_networks(source, net, &config, &rt, opts)?);
         items.extend(split_networks(source, net, &config, &rt, opts)?);
     }
-    Ok(items)
+    Ok((items, reports))
 }
 
 /// The stage networks of a pipelined network (`stages:` in its `train`
@@ -232,31 +249,6 @@ fn split_networks(
     Ok(items)
 }
 
-/// The int8 inference plan of every network of a checked module, one
-/// report line per step (which run int8, which stay f32): what `nnc compile
-/// --quantize int8` prints.
-pub fn int8_report(
-    source: &SourceFile,
-    module: &Module,
-    opts: &Options,
-) -> Result<Vec<(String, Vec<String>)>, CompileError> {
-    let rt = codegen::runtime_path(opts)?;
-    let mut out = Vec::new();
-    for net in &module.networks {
-        let config = module.train_config(&net.name);
-        let graphs = optimize_both(net, &config, opts)?;
-        let input = Input {
-            net,
-            config: &config,
-            train: &graphs.train,
-            inference: graphs.inference.as_ref(),
-            explain: None,
-        };
-        out.push((net.name.clone(), codegen::int8(source, &input, &rt)?.report));
-    }
-    Ok(out)
-}
-
 /// Generates the Rust source for every network of a checked module,
 /// formatted, with an `@generated` header.
 pub fn generate(
@@ -264,8 +256,19 @@ pub fn generate(
     module: &Module,
     opts: &Options,
 ) -> Result<String, CompileError> {
-    let items = generate_tokens(source, module, opts)?;
-    codegen::format(source, items)
+    Ok(generate_with_int8_report(source, module, opts)?.0)
+}
+
+/// [`generate`], with every network's int8 plan report when
+/// `opts.quantize` is set (what `nnc compile --quantize int8` prints;
+/// empty otherwise).
+pub fn generate_with_int8_report(
+    source: &SourceFile,
+    module: &Module,
+    opts: &Options,
+) -> Result<(String, Int8Reports), CompileError> {
+    let (items, reports) = generate_all(source, module, opts)?;
+    Ok((codegen::format(source, items)?, reports))
 }
 
 /// The whole pipeline on one source file: its generated Rust source.

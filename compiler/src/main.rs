@@ -237,7 +237,7 @@ fn run(cli: Cli) -> anyhow::Result<ExitCode> {
                 Ok(m) => m,
                 Err(e) => return Ok(fail(&source, &e.diagnostics)),
             };
-            let code = match driver::generate(&source, &module, &opts) {
+            let (code, reports) = match driver::generate_with_int8_report(&source, &module, &opts) {
                 Ok(c) => c,
                 Err(e) => return Ok(fail(&source, &e.diagnostics)),
             };
@@ -245,16 +245,10 @@ fn run(cli: Cli) -> anyhow::Result<ExitCode> {
             if output.is_some() || !(stats || explain_fusion) {
                 cli::output::write(output.as_deref(), &file, &code)?;
             }
-            if opts.quantize.is_some() {
-                let reports = match driver::int8_report(&source, &module, &opts) {
-                    Ok(r) => r,
-                    Err(e) => return Ok(fail(&source, &e.diagnostics)),
-                };
-                for (net, lines) in reports {
-                    eprintln!("int8 plan of `{net}`:");
-                    for l in lines {
-                        eprintln!("  {l}");
-                    }
+            for (net, lines) in reports {
+                eprintln!("int8 plan of `{net}`:");
+                for l in lines {
+                    eprintln!("  {l}");
                 }
             }
             if explain_fusion {

@@ -8,38 +8,19 @@
 
 use std::os::unix::fs::FileTypeExt;
 use std::path::{Path, PathBuf};
-use std::process::{Command, Output};
+use std::process::Command;
 
-fn mnist() -> PathBuf {
-    Path::new(env!("CARGO_MANIFEST_DIR")).join("../examples/models/mnist_mlp.nn")
-}
-
-/// Runs `nnc` in `dir` with colour off.
-fn nnc_in(dir: &Path, args: &[&str]) -> Output {
-    Command::new(env!("CARGO_BIN_EXE_nnc"))
-        .args(args)
-        .current_dir(dir)
-        .env("NO_COLOR", "1")
-        .output()
-        .expect("nnc runs")
-}
-
-fn stderr(o: &Output) -> String {
-    String::from_utf8_lossy(&o.stderr).into_owned()
-}
+mod support;
+use support::cli::{nnc, stderr, with_model};
 
 /// A fresh directory holding a copy of the MNIST model as `m.nn`.
 fn workdir(name: &str) -> PathBuf {
-    let dir = std::env::temp_dir().join(format!("nnc-out-{}-{name}", std::process::id()));
-    let _ = std::fs::remove_dir_all(&dir);
-    std::fs::create_dir_all(&dir).expect("temp dir");
-    std::fs::copy(mnist(), dir.join("m.nn")).expect("copy the model");
-    dir
+    with_model(name, "mnist_mlp")
 }
 
 /// The code `nnc compile m.nn` prints.
 fn expected_code(dir: &Path) -> Vec<u8> {
-    let out = nnc_in(dir, &["compile", "m.nn"]);
+    let out = nnc(dir, &["compile", "m.nn"]);
     assert!(out.status.success(), "{}", stderr(&out));
     assert!(out.stdout.starts_with(b"// @generated"));
     out.stdout
@@ -54,7 +35,7 @@ fn regular_files_and_symlinks_get_the_code_and_links_stay_links() {
     let dir = workdir("regular");
     let code = expected_code(&dir);
     std::fs::write(dir.join("out.rs"), "stale contents").unwrap();
-    let out = nnc_in(&dir, &["compile", "m.nn", "-o", "out.rs"]);
+    let out = nnc(&dir, &["compile", "m.nn", "-o", "out.rs"]);
     assert!(out.status.success(), "{}", stderr(&out));
     assert_eq!(std::fs::read(dir.join("out.rs")).unwrap(), code);
     // A link to a file, and a dangling link: the targets get the code.
@@ -62,7 +43,7 @@ fn regular_files_and_symlinks_get_the_code_and_links_stay_links() {
     std::os::unix::fs::symlink("target.rs", dir.join("link.rs")).unwrap();
     std::os::unix::fs::symlink("later.rs", dir.join("dangling.rs")).unwrap();
     for (link, target) in [("link.rs", "target.rs"), ("dangling.rs", "later.rs")] {
-        let out = nnc_in(&dir, &["compile", "m.nn", "-o", link]);
+        let out = nnc(&dir, &["compile", "m.nn", "-o", link]);
         assert!(out.status.success(), "{}", stderr(&out));
         let m = std::fs::symlink_metadata(dir.join(link)).unwrap();
         assert!(m.file_type().is_symlink(), "{link} was replaced by a file");
@@ -81,17 +62,17 @@ fn regular_files_and_symlinks_get_the_code_and_links_stay_links() {
 fn dash_is_standard_output() {
     let dir = workdir("dash");
     let code = expected_code(&dir);
-    let out = nnc_in(&dir, &["compile", "m.nn", "-o", "-"]);
+    let out = nnc(&dir, &["compile", "m.nn", "-o", "-"]);
     assert!(out.status.success(), "{}", stderr(&out));
     assert_eq!(out.stdout, code);
-    let out = nnc_in(&dir, &["graph", "m.nn", "-o", "-"]);
+    let out = nnc(&dir, &["graph", "m.nn", "-o", "-"]);
     assert!(out.status.success(), "{}", stderr(&out));
     assert!(String::from_utf8_lossy(&out.stdout).starts_with("digraph"));
     assert!(!dir.join("-").exists(), "a file named `-` was written");
     // `/dev/stdout` is a link to a pipe here, which no path names: written
     // in place (it was once looked up as a path, and not found).
     if Path::new("/dev/stdout").exists() {
-        let out = nnc_in(&dir, &["compile", "m.nn", "-o", "/dev/stdout"]);
+        let out = nnc(&dir, &["compile", "m.nn", "-o", "/dev/stdout"]);
         assert!(out.status.success(), "{}", stderr(&out));
         assert_eq!(out.stdout, code);
     }
@@ -111,7 +92,7 @@ fn the_model_file_is_never_overwritten() {
         ["compile", "alias.rs", "-o", "hard.rs"],
         ["graph", "m.nn", "-o", "m.nn"],
     ] {
-        let out = nnc_in(&dir, &args);
+        let out = nnc(&dir, &args);
         assert_eq!(out.status.code(), Some(2), "{args:?} was accepted");
         assert!(
             stderr(&out).contains("is the input file"),
@@ -127,13 +108,13 @@ fn the_model_file_is_never_overwritten() {
 fn devices_are_written_in_place_and_a_full_one_is_a_clean_error() {
     let dir = workdir("devices");
     for cmd in ["compile", "graph"] {
-        let out = nnc_in(&dir, &[cmd, "m.nn", "-o", "/dev/null"]);
+        let out = nnc(&dir, &[cmd, "m.nn", "-o", "/dev/null"]);
         assert!(out.status.success(), "{}", stderr(&out));
         assert!(is_char_device(Path::new("/dev/null")), "/dev/null replaced");
     }
     if Path::new("/dev/full").exists() {
         // Earlier, `-o` read the old output first: /dev/full never ends.
-        let out = nnc_in(&dir, &["compile", "m.nn", "-o", "/dev/full"]);
+        let out = nnc(&dir, &["compile", "m.nn", "-o", "/dev/full"]);
         assert_eq!(out.status.code(), Some(2));
         let err = stderr(&out);
         assert!(err.contains("cannot write /dev/full"), "{err}");
@@ -154,7 +135,7 @@ fn devices_are_written_in_place_and_a_full_one_is_a_clean_error() {
             .status()
             .is_ok_and(|s| s.success());
     if made {
-        let out = nnc_in(&dir, &["compile", "m.nn", "-o", "null-node"]);
+        let out = nnc(&dir, &["compile", "m.nn", "-o", "null-node"]);
         assert!(out.status.success(), "{}", stderr(&out));
         assert!(is_char_device(&node), "the device node was replaced");
     } else {
@@ -177,7 +158,7 @@ fn a_fifo_is_written_to_its_reader() {
         let fifo = fifo.clone();
         std::thread::spawn(move || std::fs::read(fifo).expect("read the FIFO"))
     };
-    let out = nnc_in(&dir, &["compile", "m.nn", "-o", "pipe"]);
+    let out = nnc(&dir, &["compile", "m.nn", "-o", "pipe"]);
     assert!(out.status.success(), "{}", stderr(&out));
     assert_eq!(reader.join().unwrap(), code);
     let m = std::fs::symlink_metadata(&fifo).unwrap();
@@ -194,11 +175,11 @@ fn assert_once(text: &str, cause: &str) {
 fn error_chains_print_their_cause_once() {
     let dir = workdir("chains");
     // The command line: an unreadable model, an unwritable output.
-    let out = nnc_in(&dir, &["check", "missing.nn"]);
+    let out = nnc(&dir, &["check", "missing.nn"]);
     assert_eq!(out.status.code(), Some(2));
     assert_once(&stderr(&out), "No such file or directory");
     assert_once(&stderr(&out), "missing.nn");
-    let out = nnc_in(&dir, &["compile", "m.nn", "-o", "no/such/dir/out.rs"]);
+    let out = nnc(&dir, &["compile", "m.nn", "-o", "no/such/dir/out.rs"]);
     assert_eq!(out.status.code(), Some(2));
     assert_once(&stderr(&out), "No such file or directory");
     assert_once(&stderr(&out), "no/such/dir/out.rs");

@@ -4,40 +4,20 @@
 //! a diagnostic at that op and nothing is written. (The generated plan runs
 //! in tests/int8.rs at the workspace root.)
 
-use std::path::{Path, PathBuf};
-use std::process::{Command, Output};
+use std::path::PathBuf;
 
-fn model(name: &str) -> PathBuf {
-    Path::new(env!("CARGO_MANIFEST_DIR")).join(format!("../examples/models/{name}.nn"))
-}
-
-/// Runs `nnc` in `dir` with colour off.
-fn nnc_in(dir: &Path, args: &[&str]) -> Output {
-    Command::new(env!("CARGO_BIN_EXE_nnc"))
-        .args(args)
-        .current_dir(dir)
-        .env("NO_COLOR", "1")
-        .output()
-        .expect("nnc runs")
-}
-
-fn stderr(o: &Output) -> String {
-    String::from_utf8_lossy(&o.stderr).into_owned()
-}
+mod support;
+use support::cli::{nnc, stderr, with_model};
 
 /// A fresh directory holding a copy of example model `name` as `m.nn`.
 fn workdir(name: &str) -> PathBuf {
-    let dir = std::env::temp_dir().join(format!("nnc-int8-cli-{}-{name}", std::process::id()));
-    let _ = std::fs::remove_dir_all(&dir);
-    std::fs::create_dir_all(&dir).expect("temp dir");
-    std::fs::copy(model(name), dir.join("m.nn")).expect("copy the model");
-    dir
+    with_model(name, name)
 }
 
 #[test]
 fn lenet_plan_is_generated_and_reported_step_by_step() {
     let dir = workdir("lenet");
-    let out = nnc_in(
+    let out = nnc(
         &dir,
         &["compile", "m.nn", "--quantize", "int8", "-o", "m.rs"],
     );
@@ -49,9 +29,9 @@ fn lenet_plan_is_generated_and_reported_step_by_step() {
         [
             "int8 plan of `LeNet`:",
             "  m.nn:8:10: int8 conv2d c1.weight + c1.bias + relu",
-            "  m.nn:9:10: f32 max_pool2d(kernel: 2, stride: 2, padding: 0) (no int8 kernel: stays f32)",
+            "  m.nn:9:10: int8 max_pool2d(kernel: 2, stride: 2, padding: 0) (on the bytes of its input)",
             "  m.nn:10:10: int8 conv2d c2.weight + c2.bias + relu",
-            "  m.nn:11:10: f32 max_pool2d(kernel: 2, stride: 2, padding: 0) (no int8 kernel: stays f32)",
+            "  m.nn:11:10: int8 max_pool2d(kernel: 2, stride: 2, padding: 0) (on the bytes of its input)",
             "  m.nn:12:10: int8 dense h1.weight + h1.bias + relu",
             "  m.nn:13:10: int8 dense h2.weight + h2.bias + relu",
             "  m.nn:14:14: int8 dense logits.weight + logits.bias",
@@ -72,7 +52,7 @@ fn lenet_plan_is_generated_and_reported_step_by_step() {
         assert!(code.contains(want), "generated code lacks `{want}`");
     }
     // Without the flag: no plan, no report.
-    let out = nnc_in(&dir, &["compile", "m.nn", "-o", "plain.rs"]);
+    let out = nnc(&dir, &["compile", "m.nn", "-o", "plain.rs"]);
     assert_eq!(out.status.code(), Some(0), "{}", stderr(&out));
     assert_eq!(stderr(&out), "");
     let code = std::fs::read_to_string(dir.join("plain.rs")).expect("plain.rs written");
@@ -83,7 +63,7 @@ fn lenet_plan_is_generated_and_reported_step_by_step() {
 #[test]
 fn an_op_without_an_int8_step_is_refused_at_the_op() {
     let dir = workdir("mnist_bn_dropout");
-    let out = nnc_in(
+    let out = nnc(
         &dir,
         &["compile", "m.nn", "--quantize", "int8", "-o", "m.rs"],
     );

@@ -36,6 +36,52 @@ struct Builder<'a> {
     value: HashMap<usize, usize>,
     steps: Vec<TokenStream>,
     report: Vec<String>,
+    /// Max poolings' report lines (index) and their text should they run on
+    /// bytes.
+    pool_lines: Vec<(usize, String)>,
+    /// Per step: its kind, input and output value (for [`byte_poolings`]).
+    kinds: Vec<(Kind, usize, usize)>,
+}
+
+/// What a step is, as far as byte pooling cares.
+#[derive(Clone, Copy, PartialEq)]
+enum Kind {
+    Int8,
+    MaxPool,
+    Other,
+}
+
+/// Per step: whether the runtime runs it as a max pooling on the bytes of
+/// its input. The rule of `nnc_runtime::quant::plan`'s layout
+/// (`runtime/src/quant/plan/layout.rs`; the two must agree: the runtime's
+/// `Plan::describe` and this report say the same of LeNet, checked in
+/// `compiler/tests/int8_cli.rs` and `runtime/src/quant/tests/pool.rs`): a pooling
+/// reads bytes when its input is written by an int8 step or a byte pooling,
+/// is not the output, and is read only by int8 steps and max poolings.
+fn byte_poolings(kinds: &[(Kind, usize, usize)], values: usize, output: usize) -> Vec<bool> {
+    let mut readers = vec![0usize; values];
+    let mut bytes_ok = vec![true; values];
+    for &(k, x, _) in kinds {
+        readers[x] += 1;
+        if k == Kind::Other {
+            bytes_ok[x] = false;
+        }
+    }
+    bytes_ok[output] = false;
+    let mut u8_only = vec![false; values];
+    let mut on_bytes = vec![false; kinds.len()];
+    for (i, &(k, x, y)) in kinds.iter().enumerate() {
+        let writes_bytes = match k {
+            Kind::Int8 => true,
+            Kind::MaxPool => {
+                on_bytes[i] = u8_only[x];
+                on_bytes[i]
+            }
+            Kind::Other => false,
+        };
+        u8_only[y] = writes_bytes && bytes_ok[y] && readers[y] > 0;
+    }
+    on_bytes
 }
 
 /// Elements per sample of a `[batch, ...]` tensor, if it is one.
@@ -149,6 +195,8 @@ pub fn int8(
         value: HashMap::new(),
         steps: Vec::new(),
         report: Vec::new(),
+        pool_lines: Vec::new(),
+        kinds: Vec::new(),
     };
     let mut input_value = None;
     let mut fused = BTreeSet::new();
@@ -280,6 +328,7 @@ pub fn int8(
                     line.push_str(" + relu");
                 }
                 b.report.push(line);
+                b.kinds.push((Kind::Int8, x, y));
             }
             (op, Int8::F32 | Int8::Epilogue) => {
                 let x = b.operand_value(id, &err)?;
@@ -325,6 +374,19 @@ pub fn int8(
                 b.steps.push(step_t);
                 b.report
                     .push(format!("{at}: f32 {op} (no int8 kernel: stays f32)"));
+                let kind = if matches!(op, Op::Conv(ConvOp::MaxPool2d(_))) {
+                    Kind::MaxPool
+                } else {
+                    Kind::Other
+                };
+                b.kinds.push((kind, x, y));
+                // A byte pooling's line says so (rewritten below).
+                if kind == Kind::MaxPool {
+                    b.pool_lines.push((
+                        b.report.len() - 1,
+                        format!("{at}: int8 {op} (on the bytes of its input)"),
+                    ));
+                }
             }
             (op, Int8::None) => {
                 return Err(err(format!(
@@ -342,6 +404,17 @@ pub fn int8(
             "int8 inference: the output is not computed per sample".into(),
         )
     })?;
+    let on_bytes = byte_poolings(&b.kinds, b.values.len(), output_value);
+    let mut pool_step = b
+        .kinds
+        .iter()
+        .zip(on_bytes)
+        .filter(|(k, _)| k.0 == Kind::MaxPool);
+    for (line, text) in std::mem::take(&mut b.pool_lines) {
+        if pool_step.next().is_some_and(|(_, bytes)| bytes) {
+            b.report[line] = text;
+        }
+    }
     let name = format_ident!("{}", net.name);
     let spec = format_ident!("{}_SPEC", screaming(&net.name));
     let values = b.values.iter().map(|&v| usize_lit(v));

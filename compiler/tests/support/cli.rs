@@ -14,6 +14,20 @@ pub fn temp_dir(name: &str) -> PathBuf {
     dir
 }
 
+/// A fresh directory (as [`temp_dir`]) holding a copy of example model
+/// `examples/models/MODEL.nn` as `m.nn`.
+pub fn with_model(name: &str, model: &str) -> PathBuf {
+    let dir = temp_dir(name);
+    let src = Path::new(env!("CARGO_MANIFEST_DIR")).join(format!("../examples/models/{model}.nn"));
+    std::fs::copy(src, dir.join("m.nn")).expect("copy the model");
+    dir
+}
+
+/// Standard error of a run.
+pub fn stderr(o: &Output) -> String {
+    String::from_utf8_lossy(&o.stderr).into_owned()
+}
+
 /// `nnc ARGS` in `dir`, its programs built in the shared test cache.
 pub fn command(dir: &Path, args: &[&str]) -> Command {
     let tmp = Path::new(env!("CARGO_TARGET_TMPDIR"));

@@ -81,10 +81,24 @@ fn check_geometry(g: &Conv2d) -> Result<(), QuantError> {
 }
 
 /// Bytes of scratch [`conv2d`] needs: one group's patch matrix,
-/// `OH · OW · C/groups · KH · KW`.
+/// `OH · OW · C/groups · KH · KW`, and one group's input with its padding,
+/// `C/groups · (H + 2·PH) · (W + 2·PW)`.
+/// (Each with [`SLACK`] bytes more.)
 pub fn conv_scratch_len(g: &Conv2d) -> usize {
+    patches_len(g) + padded_len(g)
+}
+
+/// Bytes past the end of the patches and the padded input that
+/// [`im2row_padded`]'s 8-byte moves may touch.
+const SLACK: usize = 8;
+
+fn patches_len(g: &Conv2d) -> usize {
     let (oh, ow) = g.out_hw();
-    oh * ow * g.k()
+    oh * ow * g.k() + SLACK
+}
+
+fn padded_len(g: &Conv2d) -> usize {
+    g.cg() * (g.h + 2 * g.padding[0]) * (g.w + 2 * g.padding[1]) + SLACK
 }
 
 /// The patch matrix of one group of one sample: `x` is its `[C/groups, H,
@@ -96,27 +110,96 @@ pub fn conv_scratch_len(g: &Conv2d) -> usize {
 /// If `x` or `rows` is shorter than that.
 pub fn im2row(g: &Conv2d, x: &[u8], zero_point: u8, rows: &mut [u8]) {
     let (oh, ow) = g.out_hw();
-    let (h, w, k) = (g.h, g.w, g.k());
+    assert!(rows.len() >= oh * ow * g.k(), "im2row: rows too short");
+    let mut padded = vec![0; padded_len(g)];
+    im2row_padded(g, x, zero_point, &mut padded, rows);
+}
+
+/// [`im2row`] through `padded` (at least `C/groups · (H + 2·PH) · (W +
+/// 2·PW)` bytes): the input is first copied inside a border of zero
+/// points, so every tap reads in bounds and a kernel row (dilation 1) is
+/// one run of `KW` bytes: no per-tap edge tests. With [`SLACK`] bytes
+/// more in both buffers, kernel rows of up to 8 bytes move as one 8-byte
+/// load and store each.
+fn im2row_padded(g: &Conv2d, x: &[u8], zero_point: u8, padded: &mut [u8], rows: &mut [u8]) {
+    let (oh, ow) = g.out_hw();
+    let (h, w, k, cg) = (g.h, g.w, g.k(), g.cg());
     let ([sh, sw], [ph, pw], [dh, dw]) = (g.stride, g.padding, g.dilation);
-    let x = &x[..g.cg() * h * w];
-    let rows = &mut rows[..oh * ow * k];
-    for (pix, row) in rows.chunks_exact_mut(k.max(1)).enumerate() {
-        let (oy, ox) = (pix / ow, pix % ow);
-        // Taps kj in kx_lo..kx_hi read inside the row; the same for every
-        // channel and kernel row of this pixel.
-        let kx_valid = |kj: usize| (ox * sw + kj * dw).checked_sub(pw).filter(|&ix| ix < w);
-        for (c_taps, xc) in row.chunks_exact_mut(g.kh * g.kw).zip(x.chunks_exact(h * w)) {
-            for (ki, dst) in c_taps.chunks_exact_mut(g.kw).enumerate() {
-                let Some(iy) = (oy * sh + ki * dh).checked_sub(ph).filter(|&iy| iy < h) else {
-                    dst.fill(zero_point);
-                    continue;
-                };
-                let xr = &xc[iy * w..][..w];
-                for (kj, d) in dst.iter_mut().enumerate() {
-                    *d = kx_valid(kj).map_or(zero_point, |ix| xr[ix]);
+    let (hp, wp) = (h + 2 * ph, w + 2 * pw);
+    let plane = hp * wp;
+    let (npad, nrows) = (cg * plane, oh * ow * k);
+    let x = &x[..cg * h * w];
+    if ph > 0 || pw > 0 {
+        padded[..npad].fill(zero_point);
+    }
+    for (pc, xc) in padded[..npad]
+        .chunks_exact_mut(plane)
+        .zip(x.chunks_exact(h * w))
+    {
+        for (prow, xr) in pc[ph * wp..].chunks_exact_mut(wp).zip(xc.chunks_exact(w)) {
+            prow[pw..pw + w].copy_from_slice(xr);
+        }
+    }
+    let (kh, kw) = (g.kh, g.kw);
+    let wide = dw == 1
+        && (1..=8).contains(&kw)
+        && padded.len() >= npad + SLACK
+        && rows.len() >= nrows + SLACK;
+    if wide {
+        // In increasing order: the bytes a store writes past its kernel row
+        // are overwritten by the next store (or land in the slack).
+        for pix in 0..oh * ow {
+            let (oy, ox) = (pix / ow, pix % ow);
+            let origin = oy * sh * wp + ox * sw;
+            let mut d = pix * k;
+            for c in 0..cg {
+                let mut src = c * plane + origin;
+                for _ in 0..kh {
+                    let v: [u8; 8] = padded[src..src + 8].try_into().expect("8 bytes");
+                    rows[d..d + 8].copy_from_slice(&v);
+                    d += kw;
+                    src += dh * wp;
                 }
             }
         }
+        return;
+    }
+    let padded = &padded[..npad];
+    for (pix, row) in rows[..nrows].chunks_exact_mut(k.max(1)).enumerate() {
+        let (oy, ox) = (pix / ow, pix % ow);
+        let origin = oy * sh * wp + ox * sw;
+        for (c, c_taps) in row.chunks_exact_mut(kh * kw).enumerate() {
+            for (ki, dst) in c_taps.chunks_exact_mut(kw).enumerate() {
+                let src = &padded[c * plane + origin + ki * dh * wp..];
+                if dw == 1 {
+                    copy_small(dst, &src[..kw]);
+                } else {
+                    for (kj, d) in dst.iter_mut().enumerate() {
+                        *d = src[kj * dw];
+                    }
+                }
+            }
+        }
+    }
+}
+
+/// `dst.copy_from_slice(src)` for the few bytes of one kernel row: the
+/// common widths as fixed-size copies (a copy of variable length is a
+/// `memcpy` call, several times the cost of moving 3 or 5 bytes).
+#[inline(always)]
+fn copy_small(dst: &mut [u8], src: &[u8]) {
+    fn fixed<const N: usize>(dst: &mut [u8], src: &[u8]) {
+        let (d, s): (&mut [u8; N], &[u8; N]) = (
+            dst.try_into().expect("same length"),
+            src.try_into().expect("same length"),
+        );
+        *d = *s;
+    }
+    match dst.len() {
+        3 => fixed::<3>(dst, src),
+        5 => fixed::<5>(dst, src),
+        7 => fixed::<7>(dst, src),
+        _ => dst.copy_from_slice(src),
     }
 }
 
@@ -184,7 +267,7 @@ pub(super) fn conv2d_with(
         }
     }
     let scratch_len = conv_scratch_len(g);
-    check_operand("conv2d scratch", scratch.len(), ohw, k, k)?;
+    check_operand("conv2d scratch", scratch.len(), 1, scratch_len, scratch_len)?;
     // The bias covers all groups; each group's product checks its share.
     if let Some(b) = out.bias().filter(|b| b.len() != g.o) {
         return Err(QuantError::Length {
@@ -196,13 +279,19 @@ pub(super) fn conv2d_with(
     for wg in &w.groups {
         check_weights(wg, None)?;
     }
-    let patches = &mut scratch[..scratch_len];
+    let (patches, padded) = scratch[..scratch_len].split_at_mut(patches_len(g));
     // Output pixel i of channel j of a group's plane is at i + j · OH·OW.
     let sink = out.sink(1, ohw);
     let threads = max_threads(par);
     for n in 0..batch {
         for (gi, wg) in w.groups.iter().enumerate() {
-            im2row(g, &x[g.in_range(n, gi)], x_quant.zero_point(), patches);
+            im2row_padded(
+                g,
+                &x[g.in_range(n, gi)],
+                x_quant.zero_point(),
+                padded,
+                patches,
+            );
             let p = Problem {
                 m: ohw,
                 a: patches,

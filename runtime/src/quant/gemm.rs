@@ -166,8 +166,8 @@ pub(super) fn check_weights(w: &PackedWeights, bias: Option<&[f32]>) -> Result<(
 /// into row (or channel) ranges over the rayon pool; the result is
 /// bit-identical for any thread count (integer sums are exact and each
 /// output element goes through the same f32 epilogue). The kernel family
-/// is detected once: AVX-VNNI, else AVX2, else portable Rust; all give the
-/// same bits.
+/// is detected once: AVX-VNNI, else AVX512-VNNI, else AVX2, else portable
+/// Rust; all give the same bits.
 ///
 /// Fails, before touching anything, if an operand is too short or its
 /// leading dimension too small, the bias does not have `n` values, or the
@@ -184,11 +184,14 @@ pub fn qgemm(
 }
 
 /// The kernel family [`qgemm`] and [`conv2d`](super::conv2d) run on this
-/// CPU: `"avx-vnni"`, `"avx2"` or `"portable"` (for benchmark reports).
+/// CPU: `"avx-vnni"`, `"avx512-vnni"`, `"avx2"` or `"portable"` (for
+/// benchmark reports).
 pub fn kernel_family() -> &'static str {
     match Isa::detect() {
         #[cfg(target_arch = "x86_64")]
         Isa::AvxVnni => "avx-vnni",
+        #[cfg(target_arch = "x86_64")]
+        Isa::Avx512Vnni => "avx512-vnni",
         #[cfg(target_arch = "x86_64")]
         Isa::Avx2 => "avx2",
         Isa::Portable => "portable",

@@ -35,6 +35,10 @@ pub(super) enum Isa {
     /// x86_64 AVX2 plus AVX-VNNI (`vpdpbusd` on `ymm` registers).
     #[cfg(target_arch = "x86_64")]
     AvxVnni,
+    /// x86_64 AVX2 plus AVX512-VNNI and AVX512VL (`vpdpbusd`, EVEX-encoded,
+    /// on `ymm` registers).
+    #[cfg(target_arch = "x86_64")]
+    Avx512Vnni,
 }
 
 impl Isa {
@@ -46,6 +50,10 @@ impl Isa {
             if is_x86_feature_detected!("avx2") {
                 return if avx2::has_avx_vnni() {
                     Isa::AvxVnni
+                } else if is_x86_feature_detected!("avx512vnni")
+                    && is_x86_feature_detected!("avx512vl")
+                {
+                    Isa::Avx512Vnni
                 } else {
                     Isa::Avx2
                 };
@@ -61,6 +69,7 @@ impl Isa {
         #[cfg(target_arch = "x86_64")]
         match Isa::detect() {
             Isa::AvxVnni => v.extend([Isa::Avx2, Isa::AvxVnni]),
+            Isa::Avx512Vnni => v.extend([Isa::Avx2, Isa::Avx512Vnni]),
             Isa::Avx2 => v.push(Isa::Avx2),
             Isa::Portable => {}
         }
@@ -79,9 +88,11 @@ pub(super) unsafe fn serial(isa: Isa, p: &Problem<'_>, rows: Range<usize>, panel
     unsafe {
         match isa {
             #[cfg(target_arch = "x86_64")]
-            Isa::Avx2 => avx2::serial::<false>(p, rows, panels),
+            Isa::Avx2 => avx2::serial::<{ avx2::NO_VNNI }>(p, rows, panels),
             #[cfg(target_arch = "x86_64")]
-            Isa::AvxVnni => avx2::serial::<true>(p, rows, panels),
+            Isa::AvxVnni => avx2::serial::<{ avx2::VEX }>(p, rows, panels),
+            #[cfg(target_arch = "x86_64")]
+            Isa::Avx512Vnni => avx2::serial::<{ avx2::EVEX }>(p, rows, panels),
             Isa::Portable => blocks::<Portable>(p, rows, panels),
         }
     }

@@ -83,6 +83,7 @@ mod gemm;
 mod kernel;
 mod packed;
 pub mod plan;
+mod pool;
 mod scheme;
 #[cfg(test)]
 mod tests;
@@ -92,6 +93,7 @@ pub use conv::{conv2d, conv_scratch_len, im2row, PackedConv};
 pub use gemm::{kernel_family, qgemm, Epilogue, Output, QMatRef};
 pub use packed::PackedWeights;
 pub use plan::{Int8Model, Plan, PlanError, Step};
+pub use pool::max_pool2d_u8;
 pub use scheme::{dequantize_u8, quantize_u8, ActQuant, MinMax};
 pub use weights::{QuantWeights, WeightLayout};
 

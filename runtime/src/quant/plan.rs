@@ -22,7 +22,10 @@ use crate::params::ParamSpec;
 use thiserror::Error;
 
 mod file;
+mod layout;
 mod run;
+
+use layout::Layout;
 
 pub use file::QUANT_FORMAT;
 
@@ -229,9 +232,11 @@ impl Plan {
 
     /// One line per step: which kernel runs it (`int8` or `f32`).
     pub fn describe(&self) -> Vec<String> {
+        let layout = Layout::new(self);
         self.steps
             .iter()
-            .map(|s| {
+            .zip(&layout.u8_pool)
+            .map(|(s, &on_bytes)| {
                 let (kind, what) = match s {
                     Step::Dense { weight, relu, .. } => {
                         ("int8", format!("dense {weight}{}", relu_tag(*relu)))
@@ -240,6 +245,7 @@ impl Plan {
                         ("int8", format!("conv2d {weight}{}", relu_tag(*relu)))
                     }
                     Step::Relu { .. } => ("f32", "relu".into()),
+                    Step::MaxPool { .. } if on_bytes => ("int8", "max_pool2d".into()),
                     Step::MaxPool { .. } => ("f32", "max_pool2d".into()),
                     Step::AvgPool { .. } => ("f32", "avg_pool2d".into()),
                     Step::Softmax { .. } => ("f32", "softmax".into()),
@@ -249,13 +255,18 @@ impl Plan {
             .collect()
     }
 
-    /// The values some int8 step reads (they get an activation scale).
+    /// The values with an activation quantization of their own (calibrated
+    /// and saved): those an int8 step reads or that are held as bytes only,
+    /// except byte poolings' outputs, which share their input's.
     fn quantized_inputs(&self) -> Vec<usize> {
+        let layout = Layout::new(self);
         let mut v: Vec<usize> = self
             .steps
             .iter()
             .filter(|s| s.is_int8())
             .map(Step::input)
+            .chain((0..self.values.len()).filter(|&v| layout.u8_only[v]))
+            .filter(|&v| !layout.is_alias(v))
             .collect();
         v.sort_unstable();
         v.dedup();
@@ -313,6 +324,7 @@ pub struct Int8Model {
     layers: Vec<Option<Layer>>,
     /// The activation quantization of each value an int8 step reads.
     acts: BTreeMap<usize, ActQuant>,
+    layout: Layout,
     bufs: run::Buffers,
 }
 
@@ -380,12 +392,30 @@ impl Int8Model {
                 _ => None,
             });
         }
-        Ok(Int8Model {
+        Ok(Int8Model::assemble(plan, layers, acts))
+    }
+
+    /// The model of a checked plan, its layers and the activation
+    /// quantization of [`Plan::quantized_inputs`]: byte poolings' outputs
+    /// get their input's.
+    fn assemble(
+        plan: Plan,
+        layers: Vec<Option<Layer>>,
+        mut acts: BTreeMap<usize, ActQuant>,
+    ) -> Self {
+        let layout = Layout::new(&plan);
+        for &(y, x) in &layout.aliases {
+            if let Some(&a) = acts.get(&x) {
+                acts.insert(y, a);
+            }
+        }
+        Int8Model {
             plan,
             layers,
             acts,
+            layout,
             bufs: run::Buffers::default(),
-        })
+        }
     }
 
     /// The plan this model runs.
@@ -406,9 +436,10 @@ impl Int8Model {
             plan,
             layers,
             acts,
+            layout,
             bufs,
         } = self;
-        bufs.forward_int8(plan, layers, acts, input, out, b)
+        bufs.forward_int8(plan, layers, acts, layout, input, out, b)
     }
 }
 

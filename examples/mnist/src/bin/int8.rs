@@ -38,6 +38,8 @@ const BATCH: usize = 256;
 
 /// Timed rounds of the speed comparison.
 const ROUNDS: usize = 7;
+/// The least duration of one timed round (f32 side), in seconds.
+const ROUND_SECS: f64 = 0.2;
 
 /// On-CPU seconds of the calling thread (Linux's schedstat), or wall-clock
 /// seconds where that is not reported, of one call of `f`.
@@ -86,6 +88,8 @@ struct Report {
     max_diff: f32,
     f32_secs: f64,
     int8_secs: f64,
+    /// Batches per timed round (passes × test batches).
+    batches: usize,
 }
 
 /// Measures one trained model against its int8 form (`quantize` from
@@ -125,17 +129,30 @@ fn measure<M: Model>(
     let whole = &x[..x.len() / (BATCH * per) * BATCH * per];
     let (mut f32_times, mut int8_times) = (Vec::new(), Vec::new());
     let mut out = vec![0.0; BATCH * classes];
+    // Passes over the test batches per round, so that a round lasts at
+    // least ROUND_SECS: the kernel accounts a running thread's on-CPU time
+    // in scheduler ticks (milliseconds), too coarse for one pass.
+    let mut passes = 1;
     one.install(|| -> anyhow::Result<()> {
+        let t = Instant::now();
+        for chunk in whole.chunks(BATCH * per) {
+            Model::predict(model, &[chunk], &mut [&mut out[..]])?;
+        }
+        passes = (ROUND_SECS / t.elapsed().as_secs_f64().max(1e-6)).ceil() as usize;
         for _ in 0..ROUNDS {
             f32_times.push(cpu_secs(&mut || {
-                for chunk in whole.chunks(BATCH * per) {
-                    Model::predict(model, &[chunk], &mut [&mut out[..]])?;
+                for _ in 0..passes {
+                    for chunk in whole.chunks(BATCH * per) {
+                        Model::predict(model, &[chunk], &mut [&mut out[..]])?;
+                    }
                 }
                 Ok(())
             })?);
             int8_times.push(cpu_secs(&mut || {
-                for chunk in whole.chunks(BATCH * per) {
-                    q.predict(chunk, &mut out, BATCH)?;
+                for _ in 0..passes {
+                    for chunk in whole.chunks(BATCH * per) {
+                        q.predict(chunk, &mut out, BATCH)?;
+                    }
                 }
                 Ok(())
             })?);
@@ -164,6 +181,7 @@ fn measure<M: Model>(
         max_diff,
         f32_secs,
         int8_secs,
+        batches: passes * whole.len() / (BATCH * per),
     })
 }
 
@@ -180,8 +198,8 @@ fn main() -> anyhow::Result<()> {
     let train = TrainData::new(&mnist.train);
     println!("int8 post-training quantization on {} ({} train, {} test digits; calibration: {CALIBRATION} train digits; inference batch {BATCH}; int8 kernels: {})",
         data.display(), mnist.train.len(), mnist.test.len(), nnc::runtime::quant::kernel_family());
-    println!("| model | f32 acc | int8 acc | Δ points | f32 file | int8 file | ratio | max |Δp| | int8 speed-up (1 thread) |");
-    println!("|---|---|---|---|---|---|---|---|---|");
+    println!("| model | f32 acc | int8 acc | Δ points | f32 file | int8 file | ratio | max |Δp| | int8 speed-up (1 thread) | f32 / int8 µs per batch |");
+    println!("|---|---|---|---|---|---|---|---|---|---|");
     let mut mlp = mlp::MnistMlp::try_new(BATCH)?;
     fit(&mut mlp, &train, &opts)?;
     let r = measure(
@@ -210,7 +228,7 @@ fn main() -> anyhow::Result<()> {
 
 fn row(name: &str, r: &Report) {
     println!(
-        "| {name} | {:.2}% | {:.2}% | {:+.2} | {} B | {} B | {:.3}x | {:.4} | {:.2}x |",
+        "| {name} | {:.2}% | {:.2}% | {:+.2} | {} B | {} B | {:.3}x | {:.4} | {:.2}x | {:.0} / {:.0} |",
         100.0 * r.f32_acc,
         100.0 * r.int8_acc,
         100.0 * (r.int8_acc - r.f32_acc),
@@ -218,6 +236,8 @@ fn row(name: &str, r: &Report) {
         r.int8_bytes,
         r.int8_bytes as f64 / r.f32_bytes as f64,
         r.max_diff,
-        r.f32_secs / r.int8_secs
+        r.f32_secs / r.int8_secs,
+        r.f32_secs / r.batches as f64 * 1e6,
+        r.int8_secs / r.batches as f64 * 1e6,
     );
 }

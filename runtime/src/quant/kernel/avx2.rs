@@ -12,7 +12,10 @@
 //! `vpdpbusd` is written as inline assembly: the AVX-VNNI intrinsics and
 //! target feature were stabilised after Rust 1.85, our minimum version, and
 //! the assembler accepts the instruction in any function (the CPU is
-//! checked at run time, [`has_avx_vnni`]).
+//! checked at run time, [`has_avx_vnni`]). CPUs with AVX512-VNNI and
+//! AVX512VL but not AVX-VNNI (AMD Zen 4, Intel Ice Lake to Sapphire
+//! Rapids server parts) run the same instruction on the same `ymm`
+//! registers in its EVEX encoding ([`EVEX`]).
 
 use std::arch::asm;
 use std::arch::x86_64::*;
@@ -23,6 +26,13 @@ use super::{blocks, tail_quad, Problem, Tile, KQ, MAX_MR, NR, QUAD_BYTES};
 /// Whether the CPU has AVX-VNNI (CPUID leaf 7, sub-leaf 1, EAX bit 4).
 /// Callers check AVX2 first, which also establishes that the OS saves the
 /// `ymm` registers.
+/// The multiply step of a family: `vpmaddubsw` + `vpmaddwd` (AVX2).
+pub(super) const NO_VNNI: u8 = 0;
+/// `vpdpbusd`, VEX-encoded (AVX-VNNI).
+pub(super) const VEX: u8 = 1;
+/// `vpdpbusd`, EVEX-encoded on `ymm` registers (AVX512-VNNI + AVX512VL).
+pub(super) const EVEX: u8 = 2;
+
 pub(super) fn has_avx_vnni() -> bool {
     // SAFETY: CPUID exists on every x86_64 CPU, and leaf 7 on every CPU
     // with AVX2, the only callers (newer Rust declares the function safe).
@@ -38,7 +48,7 @@ pub(super) fn has_avx_vnni() -> bool {
 /// As for [`super::serial`]; the CPU must support AVX2 (and AVX-VNNI with
 /// `VNNI`).
 #[target_feature(enable = "avx2")]
-pub(super) unsafe fn serial<const VNNI: bool>(
+pub(super) unsafe fn serial<const VNNI: u8>(
     p: &Problem<'_>,
     rows: Range<usize>,
     panels: Range<usize>,
@@ -48,15 +58,15 @@ pub(super) unsafe fn serial<const VNNI: bool>(
 }
 
 /// The AVX2 (`VNNI == false`) or AVX-VNNI microkernel.
-struct Family<const VNNI: bool>;
+struct Family<const VNNI: u8>;
 
-impl<const VNNI: bool> Tile for Family<VNNI> {
+impl<const VNNI: u8> Tile for Family<VNNI> {
     // AVX2: 4 rows × 2 registers of channels are 8 accumulators, beside 2
     // weight registers, the broadcast activations, the 1s and a temporary
     // in the 16 `ymm` registers; the multiply ports bound the kernel, so
     // taller tiles would only spill. VNNI: no 1s and no temporary, and 12
     // accumulators cover `vpdpbusd`'s latency (5 cycles at 2 per cycle).
-    const MR: usize = if VNNI { 6 } else { 4 };
+    const MR: usize = if VNNI != NO_VNNI { 6 } else { 4 };
 
     // Out of line, so that the tile is a leaf function that keeps its row
     // pointers and accumulators in registers (inlined into the loop nest,
@@ -77,14 +87,14 @@ impl<const VNNI: bool> Tile for Family<VNNI> {
         // With VNNI, short tiles split the depth over several accumulator
         // sets (`CH`), or `vpdpbusd`'s latency would bound them.
         unsafe {
-            match (mr, VNNI) {
-                (1, false) => tile::<1, false, 1>(k, rows, panel, acc),
-                (2, false) => tile::<2, false, 1>(k, rows, panel, acc),
-                (_, false) => tile::<4, false, 1>(k, rows, panel, acc),
-                (1, true) => tile::<1, true, 4>(k, rows, panel, acc),
-                (2, true) => tile::<2, true, 2>(k, rows, panel, acc),
-                (3 | 4, true) => tile::<4, true, 1>(k, rows, panel, acc),
-                _ => tile::<6, true, 1>(k, rows, panel, acc),
+            match (mr, VNNI != NO_VNNI) {
+                (1, false) => tile::<1, VNNI, 1>(k, rows, panel, acc),
+                (2, false) => tile::<2, VNNI, 1>(k, rows, panel, acc),
+                (_, false) => tile::<4, VNNI, 1>(k, rows, panel, acc),
+                (1, true) => tile::<1, VNNI, 4>(k, rows, panel, acc),
+                (2, true) => tile::<2, VNNI, 2>(k, rows, panel, acc),
+                (3 | 4, true) => tile::<4, VNNI, 1>(k, rows, panel, acc),
+                _ => tile::<6, VNNI, 1>(k, rows, panel, acc),
             }
         }
     }
@@ -93,22 +103,36 @@ impl<const VNNI: bool> Tile for Family<VNNI> {
 /// `acc += Σ_t a[4c + t] · b[4c + t]` in each i32 lane `c`, by AVX-VNNI's
 /// `vpdpbusd` (u8 `a` × i8 `b`, no intermediate saturation).
 ///
+/// `ENC` picks the encoding ([`VEX`] or [`EVEX`]).
+///
 /// # Safety
-/// The CPU must support AVX-VNNI.
+/// The CPU must support AVX-VNNI (`VEX`), or AVX512-VNNI and AVX512VL
+/// (`EVEX`).
 #[target_feature(enable = "avx2")]
 #[inline]
-unsafe fn dpbusd(acc: __m256i, a: __m256i, b: __m256i) -> __m256i {
+unsafe fn dpbusd<const ENC: u8>(acc: __m256i, a: __m256i, b: __m256i) -> __m256i {
     let mut acc = acc;
-    // SAFETY: the caller vouches for AVX-VNNI; the instruction only reads
-    // and writes these registers.
+    // SAFETY: the caller vouches for the extension; the instruction only
+    // reads and writes these registers (`ymm_reg` allocates ymm0–15, which
+    // both encodings address).
     unsafe {
-        asm!(
-            "{{vex}} vpdpbusd {acc}, {a}, {b}",
-            acc = inout(ymm_reg) acc,
-            a = in(ymm_reg) a,
-            b = in(ymm_reg) b,
-            options(pure, nomem, nostack, preserves_flags),
-        );
+        if ENC == EVEX {
+            asm!(
+                "{{evex}} vpdpbusd {acc}, {a}, {b}",
+                acc = inout(ymm_reg) acc,
+                a = in(ymm_reg) a,
+                b = in(ymm_reg) b,
+                options(pure, nomem, nostack, preserves_flags),
+            );
+        } else {
+            asm!(
+                "{{vex}} vpdpbusd {acc}, {a}, {b}",
+                acc = inout(ymm_reg) acc,
+                a = in(ymm_reg) a,
+                b = in(ymm_reg) b,
+                options(pure, nomem, nostack, preserves_flags),
+            );
+        }
     }
     acc
 }
@@ -121,7 +145,7 @@ unsafe fn dpbusd(acc: __m256i, a: __m256i, b: __m256i) -> __m256i {
 /// The CPU must support AVX2 (and AVX-VNNI with `VNNI`).
 #[target_feature(enable = "avx2")]
 #[inline]
-unsafe fn quad<const R: usize, const VNNI: bool>(
+unsafe fn quad<const R: usize, const VNNI: u8>(
     acc: &mut [[__m256i; 2]; R],
     a: [__m256i; R],
     b0: __m256i,
@@ -129,11 +153,11 @@ unsafe fn quad<const R: usize, const VNNI: bool>(
     ones: __m256i,
 ) {
     for (row, a) in acc.iter_mut().zip(a) {
-        if VNNI {
-            // SAFETY: the caller vouches for AVX-VNNI.
+        if VNNI != NO_VNNI {
+            // SAFETY: the caller vouches for the extension.
             unsafe {
-                row[0] = dpbusd(row[0], a, b0);
-                row[1] = dpbusd(row[1], a, b1);
+                row[0] = dpbusd::<VNNI>(row[0], a, b0);
+                row[1] = dpbusd::<VNNI>(row[1], a, b1);
             }
         } else {
             // Lane 2c of the i16 products is a0·w0 + a1·w1 of channel c,
@@ -155,7 +179,7 @@ unsafe fn quad<const R: usize, const VNNI: bool>(
 /// As for [`Tile::tile`]; the CPU must support AVX2 (and AVX-VNNI with
 /// `VNNI`).
 #[target_feature(enable = "avx2")]
-unsafe fn tile<const R: usize, const VNNI: bool, const CH: usize>(
+unsafe fn tile<const R: usize, const VNNI: u8, const CH: usize>(
     k: usize,
     rows: &[*const u8; MAX_MR],
     panel: *const i8,

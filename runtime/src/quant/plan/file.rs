@@ -19,8 +19,9 @@ use crate::checkpoint::{write_output, CheckpointError};
 use crate::params::ParamSpec;
 use crate::quant::{ActQuant, QuantWeights, WeightLayout};
 
-/// The `nnc.format` of a quantized weights file.
-pub const QUANT_FORMAT: &str = "nnc-int8-1";
+/// The `nnc.format` of a quantized weights file (2: a convolution's
+/// output pooled on bytes has a scale of its own, shared by the pooling).
+pub const QUANT_FORMAT: &str = "nnc-int8-2";
 
 /// Raw little-endian bytes of one tensor.
 struct Raw {
@@ -95,7 +96,8 @@ impl Int8Model {
                 t.insert(b.to_string(), f32s(vec![bias.len()], bias));
             }
         }
-        for (v, a) in &self.acts {
+        for v in self.plan.quantized_inputs() {
+            let a = self.acts[&v];
             t.insert(format!("act.{v}.scale"), f32s(vec![1], &[a.scale()]));
             let zp = Raw {
                 dtype: Dtype::U8,
@@ -213,12 +215,7 @@ impl Int8Model {
             let a = ActQuant::new(scale, zp).map_err(|e| Corrupt::File(format!("act.{v}: {e}")))?;
             acts.insert(v, a);
         }
-        Ok(Int8Model {
-            plan,
-            layers,
-            acts,
-            bufs: Default::default(),
-        })
+        Ok(Int8Model::assemble(plan, layers, acts))
     }
 }
 

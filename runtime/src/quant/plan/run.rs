@@ -3,12 +3,13 @@
 
 use std::collections::BTreeMap;
 
-use super::{Layer, Packed, Plan, PlanError, Step};
+use super::{Layer, Layout, Packed, Plan, PlanError, Step};
 use crate::gemm::Parallelism;
 use crate::kernels::conv;
 use crate::kernels::{matmul, softmax};
 use crate::quant::{
-    conv2d, conv_scratch_len, qgemm, quantize_u8, ActQuant, Epilogue, MinMax, Output, QMatRef,
+    conv2d, conv_scratch_len, dequantize_u8, max_pool2d_u8, qgemm, quantize_u8, ActQuant, Epilogue,
+    MinMax, Output, QMatRef,
 };
 
 /// The buffers a run works in: one f32 and one u8 tensor per value (each
@@ -96,12 +97,14 @@ impl Buffers {
         self.f[plan.output][..plan.values[plan.output] * b].to_vec()
     }
 
-    /// The int8 forward pass.
+    /// The int8 forward pass (`layout` derived from `plan`).
+    #[allow(clippy::too_many_arguments)]
     pub(super) fn forward_int8(
         &mut self,
         plan: &Plan,
         layers: &[Option<Layer>],
         acts: &BTreeMap<usize, ActQuant>,
+        layout: &Layout,
         input: &[f32],
         out: &mut [f32],
         b: usize,
@@ -118,21 +121,36 @@ impl Buffers {
         for &v in acts.keys() {
             grow(&mut self.q[v], plan.values[v] * b);
         }
-        let direct = direct_u8(plan);
         let len = |v: usize| plan.values[v] * b;
+        let act = |v: usize| {
+            acts.get(&v)
+                .copied()
+                .ok_or_else(|| PlanError::Plan(format!("value {v} has no activation scale")))
+        };
         let par = Parallelism::Rayon(0);
         self.f[plan.input][..ni].copy_from_slice(input);
-        for (s, layer) in plan.steps.iter().zip(layers) {
+        for ((s, layer), &on_bytes) in plan.steps.iter().zip(layers).zip(&layout.u8_pool) {
             let (x, y) = (s.input(), s.out());
             let Some(layer) = layer else {
                 let mut o = std::mem::take(&mut self.f[y]);
-                f32_step(s, &self.f[x][..len(x)], &mut o[..len(y)], b);
+                match s {
+                    Step::MaxPool { pool, .. } if on_bytes => {
+                        let mut qo = std::mem::take(&mut self.q[y]);
+                        grow(&mut qo, len(y));
+                        max_pool2d_u8(pool, b, &mut qo[..len(y)], &self.q[x][..len(x)]);
+                        if !layout.u8_only[y] {
+                            dequantize_u8(act(x)?, &qo[..len(y)], &mut o[..len(y)]);
+                        }
+                        self.q[y] = qo;
+                    }
+                    _ => f32_step(s, &self.f[x][..len(x)], &mut o[..len(y)], b),
+                }
                 self.f[y] = o;
                 continue;
             };
-            let act = acts[&x];
-            if !direct[x] {
-                quantize_u8(act, &self.f[x][..len(x)], &mut self.q[x][..len(x)]);
+            let xa = act(x)?;
+            if !layout.u8_only[x] {
+                quantize_u8(xa, &self.f[x][..len(x)], &mut self.q[x][..len(x)]);
             }
             let relu = matches!(
                 s,
@@ -146,8 +164,8 @@ impl Buffers {
                 std::mem::take(&mut self.f[y]),
                 std::mem::take(&mut self.q[y]),
             );
-            let sink = if direct[y] {
-                Output::U8(&mut qo[..len(y)], ep, acts[&y])
+            let sink = if layout.u8_only[y] {
+                Output::U8(&mut qo[..len(y)], ep, act(y)?)
             } else {
                 Output::F32(&mut fo[..len(y)], ep)
             };
@@ -155,12 +173,12 @@ impl Buffers {
             let r = match &layer.packed {
                 Packed::Dense(w) => {
                     let k = plan.values[x];
-                    qgemm(par, b, QMatRef::new(xq, k, act), w, sink, w.outputs())
+                    qgemm(par, b, QMatRef::new(xq, k, xa), w, sink, w.outputs())
                 }
                 Packed::Conv(w) => {
                     let g = w.geometry();
                     grow(&mut self.qscratch, conv_scratch_len(g));
-                    conv2d(par, g, b, xq, act, w, sink, &mut self.qscratch)
+                    conv2d(par, g, b, xq, xa, w, sink, &mut self.qscratch)
                 }
             };
             self.f[y] = fo;
@@ -170,20 +188,6 @@ impl Buffers {
         out.copy_from_slice(&self.f[plan.output][..no]);
         Ok(())
     }
-}
-
-/// Which values live only as u8: written by an int8 step and read only by
-/// int8 steps (and not the output), so the producer's epilogue writes the
-/// consumer's u8 input directly.
-fn direct_u8(plan: &Plan) -> Vec<bool> {
-    let mut direct = vec![false; plan.values.len()];
-    for s in plan.steps.iter().filter(|s| s.is_int8()) {
-        direct[s.out()] = s.out() != plan.output;
-    }
-    for s in plan.steps.iter().filter(|s| !s.is_int8()) {
-        direct[s.input()] = false;
-    }
-    direct
 }
 
 /// Adds the bias (one per channel; a channel is `inner` consecutive

@@ -11,6 +11,7 @@ mod conv;
 mod gemm;
 mod math;
 mod plan;
+mod pool;
 
 /// `len` random bytes.
 fn bytes(rng: &mut Rng, len: usize) -> Vec<u8> {

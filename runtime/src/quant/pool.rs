@@ -1,0 +1,64 @@
+//! Max pooling on u8 activations: the bytes of one quantization are
+//! ordered as the values they stand for, so pooling them equals pooling
+//! the f32 values and quantizing (see `plan/layout.rs`).
+
+use crate::kernels::conv::Pool2d;
+
+/// `y = max_pool2d(x)` over `b` samples of NCHW bytes, windows clipped to
+/// the input (padding never wins, as the f32 kernel's `−∞`).
+///
+/// A window entirely in the padding (none is: padding is at most half the
+/// window) gives byte 0, as the f32 kernel's `−∞` quantizes to.
+///
+/// # Panics
+/// If the slices do not fit the pooling at batch `b` (a checked plan
+/// sizes them).
+pub fn max_pool2d_u8(p: &Pool2d, b: usize, y: &mut [u8], x: &[u8]) {
+    let (oh, ow) = p.out_hw();
+    let hw = p.h * p.w;
+    assert!(
+        x.len() == b * p.c * hw && y.len() == b * p.c * oh * ow,
+        "nnc internal error: byte pooling slices do not fit {p:?} at batch {b}"
+    );
+    let planes = x
+        .chunks_exact(hw.max(1))
+        .zip(y.chunks_exact_mut((oh * ow).max(1)));
+    if p.kernel == [2, 2] && p.stride == [2, 2] && p.padding == [0, 0] {
+        // The common 2×2/stride-2 pooling: two input rows per output row,
+        // a loop LLVM vectorises.
+        for (xp, yp) in planes {
+            for (oy, yr) in yp.chunks_exact_mut(ow).enumerate() {
+                let r0 = &xp[2 * oy * p.w..][..2 * ow];
+                let r1 = &xp[(2 * oy + 1) * p.w..][..2 * ow];
+                for ((v, a), c) in yr
+                    .iter_mut()
+                    .zip(r0.chunks_exact(2))
+                    .zip(r1.chunks_exact(2))
+                {
+                    *v = a[0].max(a[1]).max(c[0].max(c[1]));
+                }
+            }
+        }
+        return;
+    }
+    let ([kh, kw], [sh, sw], [ph, pw]) = (p.kernel, p.stride, p.padding);
+    let clip = |o: usize, k: usize, s: usize, pad: usize, n: usize| {
+        let lo = (o * s).saturating_sub(pad).min(n);
+        let hi = (o * s + k).saturating_sub(pad).min(n);
+        lo..hi
+    };
+    for (xp, yp) in planes {
+        for oy in 0..oh {
+            let rows = clip(oy, kh, sh, ph, p.h);
+            for ox in 0..ow {
+                let cols = clip(ox, kw, sw, pw, p.w);
+                let m = rows
+                    .clone()
+                    .flat_map(|iy| xp[iy * p.w..][cols.clone()].iter().copied())
+                    .max()
+                    .unwrap_or(0);
+                yp[oy * ow + ox] = m;
+            }
+        }
+    }
+}
