@@ -252,16 +252,16 @@ fn one_f_one_b_equals_gpipe_bit_for_bit_and_holds_fewer_activations() {
     assert_eq!(bits(&p1), bits(&p2), "parameters");
     assert!(l1[0] > l1[3], "training did not move: {l1:?}");
     // Same bubble, (S − 1)/(M + S − 1) = 3/11; same traffic: h1, h2, h3
-    // forward and back, (128 + 96 + 64) floats a sample each way.
+    // forward and back, (16 + 768 + 32) floats a sample each way.
     assert_eq!(r1.bubble, 3.0 / 11.0);
     assert_eq!(r1.bubble, r2.bubble);
-    assert_eq!(r1.bytes_per_step, (2 * batch * (128 + 96 + 64) * 4) as u64);
+    assert_eq!(r1.bytes_per_step, (2 * batch * (16 + 768 + 32) * 4) as u64);
     assert_eq!(r1.bytes_per_step, r2.bytes_per_step);
     assert_eq!(r1.state_bytes, r2.state_bytes);
     // GPipe holds every micro-batch's incoming activation on stages 1 and
     // 2 (and stage 3's gradients back) at its peak; 1F1B at most a few per
     // stage. 8 samples a micro-batch.
-    let per_micro = (8 * (128 + 96) * 4) as u64;
+    let per_micro = (8 * (16 + 768) * 4) as u64;
     assert!(r2.peak_stash_bytes >= micro as u64 * per_micro, "{r2:?}");
     assert!(
         r1.peak_stash_bytes < r2.peak_stash_bytes / 2,

@@ -172,8 +172,9 @@ pub struct Pipeline<'m, 'c> {
 
 impl<'m, 'c> Pipeline<'m, 'c> {
     /// Sets up rank `comm.rank()`'s part of a pipeline of `count` stages:
-    /// `local` is every stage (in order) on a single process, or stage
-    /// `rank` when there is one rank per stage. Checks on every rank that
+    /// `local` is every stage (in order) on a single process, or, on `R`
+    /// ranks, the `count / R` consecutive stages from `rank × count / R`
+    /// (stage `rank` when there is one rank per stage). Checks on every rank that
     /// all ranks run the same pipeline (network, stage count, micro-batches,
     /// activation widths between neighbours), naming the first rank that
     /// differs. Runs the default schedule, 1F1B.
@@ -201,13 +202,14 @@ impl<'m, 'c> Pipeline<'m, 'c> {
                 "{count} stage(s): a pipeline has at least 2"
             )));
         }
+        // Each rank holds the same number of consecutive stages.
         let first = match size {
-            1 if local.len() == count => 0,
-            n if n == count && local.len() == 1 => rank,
+            n if n <= count && count % n == 0 && local.len() == count / n => rank * local.len(),
             _ => {
                 return Err(PipelineError::Layout(format!(
                     "{} stage(s) on rank {rank} of {size}, for a pipeline of {count}: one \
-                     process holds every stage, or each of {count} ranks one",
+                     process holds every stage, or each rank the same number of \
+                     consecutive stages",
                     local.len()
                 )))
             }
@@ -245,8 +247,8 @@ impl<'m, 'c> Pipeline<'m, 'c> {
         ])?;
         if size > 1 {
             // Neighbours agree on the activation between them.
-            let st = &stages[0];
-            let mine = [st.in_width as u64, st.out_width as u64];
+            let (head, tail) = (&stages[0], &stages[stages.len() - 1]);
+            let mine = [head.in_width as u64, tail.out_width as u64];
             let mut all = vec![0u64; 2 * size];
             comm.all_gather_u64(&mine, &mut all)?;
             for r in 1..size {
@@ -407,6 +409,11 @@ impl<'m, 'c> Pipeline<'m, 'c> {
         }
     }
 
+    /// The rank holding stage `s` (each rank holds as many as this one).
+    fn rank_of(&self, s: usize) -> usize {
+        s / self.stages.len()
+    }
+
     /// Bytes of activations and gradients the local stages hold.
     fn held_bytes(&self) -> u64 {
         let held: usize = self
@@ -439,7 +446,7 @@ impl<'m, 'c> Pipeline<'m, 'c> {
                 let r = ranges[m].clone();
                 if remote_prev && self.stages[i].act_in[m].is_empty() {
                     let mut act = vec![0.0f32; r.len() * self.stages[i].in_width];
-                    self.comm.recv(s - 1, &mut act)?;
+                    self.comm.recv(self.rank_of(s - 1), &mut act)?;
                     self.stages[i].act_in[m] = act;
                 }
                 if s == last {
@@ -458,10 +465,11 @@ impl<'m, 'c> Pipeline<'m, 'c> {
                         run.report.bytes_sent_by_rank += 4 * out.len() as u64;
                         if let Some(Action::Backward(k)) = after {
                             let mut g = vec![0.0f32; ranges[k].len() * self.stages[i].out_width];
-                            self.comm.exchange(s + 1, &out, s + 1, &mut g)?;
+                            let peer = self.rank_of(s + 1);
+                            self.comm.exchange(peer, &out, peer, &mut g)?;
                             self.stages[i].g_out[k] = g;
                         } else {
-                            self.comm.send(s + 1, &out)?;
+                            self.comm.send(self.rank_of(s + 1), &out)?;
                         }
                     }
                 }
@@ -472,7 +480,7 @@ impl<'m, 'c> Pipeline<'m, 'c> {
                     let mut g = std::mem::take(&mut self.stages[i].g_out[m]);
                     if g.is_empty() {
                         g = vec![0.0f32; r.len() * self.stages[i].out_width];
-                        self.comm.recv(s + 1, &mut g)?;
+                        self.comm.recv(self.rank_of(s + 1), &mut g)?;
                     }
                     g
                 } else {
@@ -511,10 +519,11 @@ impl<'m, 'c> Pipeline<'m, 'c> {
         let gin = std::mem::take(&mut self.stages[i].grad_in[m]);
         if let Some(Action::Forward(k)) = after {
             let mut act = vec![0.0f32; run.ranges[k].len() * self.stages[i].in_width];
-            self.comm.exchange(s - 1, &gin, s - 1, &mut act)?;
+            let peer = self.rank_of(s - 1);
+            self.comm.exchange(peer, &gin, peer, &mut act)?;
             self.stages[i].act_in[k] = act;
         } else {
-            self.comm.send(s - 1, &gin)?;
+            self.comm.send(self.rank_of(s - 1), &gin)?;
         }
         Ok(())
     }

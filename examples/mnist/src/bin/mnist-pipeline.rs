@@ -172,6 +172,14 @@ fn run(args: &Args, comm: &dyn PointToPoint) -> anyhow::Result<()> {
             opt.step(whole.params_mut(), &grads, lr)?;
             losses.push(loss);
         }
+        // As the pipeline's report counts a rank's: parameters, the model's
+        // gradients, the step's gradient (here the copy), optimizer state.
+        let opt_len: usize = opt.state().tensors.iter().map(|(_, t)| t.len()).sum();
+        let n = whole.params().len() + 2 * whole.grads().len() + opt_len;
+        println!(
+            "whole network: parameters + gradients + optimizer state {} bytes",
+            4 * n
+        );
         // The whole network's parameters, laid out as each stage's.
         out_params = stages
             .iter()
@@ -196,7 +204,7 @@ fn run(args: &Args, comm: &dyn PointToPoint) -> anyhow::Result<()> {
         let local: Vec<&mut dyn Model> = stages
             .iter_mut()
             .enumerate()
-            .filter(|(s, _)| size == 1 || *s == rank)
+            .filter(|(s, _)| s * size / count == rank)
             .map(|(_, m)| &mut **m as &mut dyn Model)
             .collect();
         let mut pipe = Pipeline::with_schedule(local, count, micro, args.schedule, comm)?;
