@@ -335,16 +335,20 @@ fn two_pipeline_ranks_equal_one_process_bit_for_bit_and_the_whole_network_closel
         "no report (4 micro-batches, 2 stages: 1/5 idle; 128 × 128 floats each way):\n{}",
         o.output
     );
+    // GPipe on 2 ranks, with messages too large for MPI to buffer (64 KB).
+    let mut gpipe = mpirun_exe(2, env!("CARGO_BIN_EXE_mnist-pipeline"));
+    gpipe.args(args("gpipe")).args(["--schedule", "gpipe"]);
+    ok(gpipe, &dir, "two-ranks-gpipe");
     for what in ["losses", "stage0", "stage1"] {
-        let (a, b) = (
-            bits(&dir.join(format!("one.{what}"))),
-            bits(&dir.join(format!("two.{what}"))),
-        );
-        assert_eq!(a.len(), b.len());
-        assert!(
-            a.iter().zip(&b).all(|(x, y)| x.to_bits() == y.to_bits()),
-            "{what}: 2 ranks differ from the same pipeline on one process"
-        );
+        let a = bits(&dir.join(format!("one.{what}")));
+        for other in ["two", "gpipe"] {
+            let b = bits(&dir.join(format!("{other}.{what}")));
+            assert_eq!(a.len(), b.len());
+            assert!(
+                a.iter().zip(&b).all(|(x, y)| x.to_bits() == y.to_bits()),
+                "{what}: 2 ranks ({other}) differ from the same pipeline on one process"
+            );
+        }
     }
     let (wl, pl) = (
         bits(&dir.join("whole.losses")),

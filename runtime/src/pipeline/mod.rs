@@ -455,7 +455,9 @@ impl<'m, 'c> Pipeline<'m, 'c> {
                     let l = self.stages[i].backward(s, m, r, run.inputs, run.labels, None, w)?;
                     run.loss += w * l;
                     self.stages[i].act_in[m] = Vec::new();
-                    self.pass_back(i, m, after, run)?;
+                    if self.schedule == Schedule::OneFOneB {
+                        self.pass_back(i, m, after, run)?;
+                    }
                 } else {
                     let out = self.stages[i].forward(s, m, r, run.inputs)?;
                     run.report.bytes_per_step += 4 * out.len() as u64;
@@ -474,6 +476,7 @@ impl<'m, 'c> Pipeline<'m, 'c> {
                     }
                 }
             }
+            Action::Backward(m) if s == last => self.pass_back(i, m, after, run)?,
             Action::Backward(m) => {
                 let r = ranges[m].clone();
                 let g = if remote_next {

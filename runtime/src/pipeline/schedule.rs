@@ -52,7 +52,7 @@ impl std::str::FromStr for Schedule {
 
 /// One action of a stage: the forward or the backward of a micro-batch.
 /// On the last stage a forward is forward and backward at once (the loss
-/// is there), and it has no separate backward.
+/// is there), and a backward only passes the gradient back (GPipe).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Action {
     /// Forward of micro-batch `m`.
@@ -64,10 +64,12 @@ pub enum Action {
 /// Stage `s`'s actions, of `stages`, over `micro` micro-batches.
 pub fn plan(schedule: Schedule, s: usize, stages: usize, micro: usize) -> Vec<Action> {
     use Action::{Backward as B, Forward as F};
-    if s + 1 == stages {
-        return (0..micro).map(F).collect();
-    }
     match schedule {
+        // The last stage passes each gradient back at once under 1F1B (its
+        // predecessor is waiting for it), after every forward under GPipe
+        // (its predecessor is still sending forwards: a blocking send each
+        // way would deadlock once messages are too large to be buffered).
+        Schedule::OneFOneB if s + 1 == stages => (0..micro).map(F).collect(),
         Schedule::GPipe => (0..micro).map(F).chain((0..micro).map(B)).collect(),
         Schedule::OneFOneB => {
             let warm = (stages - 1 - s).min(micro);
