@@ -1,8 +1,8 @@
 //! `examples/models/mnist_pipeline.nn` (the MNIST MLP cut after `h1`), or
 //! with `--stages 4` `mnist_pipeline4.nn` (cut after `h1`, `h2`, `h3`),
 //! trained by the pipeline driver (`nnc::runtime::pipeline`): under
-//! `mpirun -np 2` (or 4) one stage per rank, started alone every stage in
-//! this process, or with `--whole` the unstaged network on whole batches
+//! `mpirun -np 2` (or 4) one stage per rank (4 stages on 2 ranks: two
+//! each), started alone every stage in this process, or with `--whole` the unstaged network on whole batches
 //! (the reference). Trains `--steps` Adam steps on the first batches of the
 //! bundled MNIST subset in order, prints the pipeline's report (bubble,
 //! bytes per step, time per step), and with `--out P` writes the losses
