@@ -9,7 +9,7 @@
 //! `tests/mpi.rs`.
 
 use nnc::runtime::collective::Local;
-use nnc::runtime::pipeline::{micro_ranges, Pipeline, PipelineError};
+use nnc::runtime::pipeline::{micro_ranges, Pipeline, PipelineError, Schedule};
 use nnc::runtime::{Batch, Model, StepError};
 
 mod support;
@@ -19,6 +19,13 @@ mod mnist_pipeline {
     nnc::include_model!("mnist_pipeline");
 }
 use mnist_pipeline::{MnistPipeline, MnistPipelineStage0, MnistPipelineStage1};
+mod mnist_pipeline4 {
+    nnc::include_model!("mnist_pipeline4");
+}
+use mnist_pipeline4::{
+    MnistPipeline4, MnistPipeline4Stage0, MnistPipeline4Stage1, MnistPipeline4Stage2,
+    MnistPipeline4Stage3,
+};
 
 /// Copies `whole`'s parameters into the stage's, by name.
 fn copy_params(whole: &dyn Model, stage: &mut dyn Model) {
@@ -99,7 +106,9 @@ fn train_both(batch: usize, micro: usize, steps: usize) -> (Run, Run) {
 
     let mut pipe_losses = Vec::new();
     let pipe_params = {
-        let mut pipe = Pipeline::new(vec![&mut s0, &mut s1], 2, micro, &Local).unwrap();
+        let mut pipe =
+            Pipeline::with_schedule(vec![&mut s0, &mut s1], 2, micro, Schedule::GPipe, &Local)
+                .unwrap();
         for (x, y) in images.iter().zip(&labels) {
             let loss = pipe
                 .step(&[("image", x)], &[("digit", y)], batch, lr)
@@ -194,4 +203,101 @@ fn only_stage_networks_have_train_step_backprop() {
     assert!(matches!(err, StepError::NotGenerated { .. }), "{err}");
     let s1 = MnistPipelineStage1::new(4);
     assert_eq!(s1.backprop_inputs(), &["h1"]);
+}
+
+/// Trains the four stages of `mnist_pipeline4.nn` on one process for
+/// `steps` Adam steps under `schedule`; returns the losses, the stages'
+/// parameters laid out as the whole network's, and the last report.
+fn train_four(
+    batch: usize,
+    micro: usize,
+    steps: usize,
+    schedule: Schedule,
+) -> (Vec<f32>, Vec<f32>, nnc::runtime::pipeline::PipelineReport) {
+    let (images, labels) = data(batch, steps);
+    let mut whole = MnistPipeline4::new(batch);
+    whole.init_params(42).unwrap();
+    let lr = whole.spec().train.lr;
+    let (mut s0, mut s1, mut s2, mut s3) = (
+        MnistPipeline4Stage0::new(batch),
+        MnistPipeline4Stage1::new(batch),
+        MnistPipeline4Stage2::new(batch),
+        MnistPipeline4Stage3::new(batch),
+    );
+    let mut stages: [&mut dyn Model; 4] = [&mut s0, &mut s1, &mut s2, &mut s3];
+    for s in stages.iter_mut() {
+        copy_params(&whole, &mut **s);
+    }
+    let mut pipe = Pipeline::with_schedule(stages.into(), 4, micro, schedule, &Local).unwrap();
+    let losses = images
+        .iter()
+        .zip(&labels)
+        .map(|(x, y)| {
+            pipe.step(&[("image", x)], &[("digit", y)], batch, lr)
+                .unwrap()
+                .unwrap()
+        })
+        .collect();
+    let params = gather_params(&whole, &pipe.models());
+    (losses, params, pipe.report())
+}
+
+#[test]
+fn one_f_one_b_equals_gpipe_bit_for_bit_and_holds_fewer_activations() {
+    let (batch, micro) = (64, 8);
+    let (l1, p1, r1) = train_four(batch, micro, 4, Schedule::OneFOneB);
+    let (l2, p2, r2) = train_four(batch, micro, 4, Schedule::GPipe);
+    let bits = |v: &[f32]| v.iter().map(|x| x.to_bits()).collect::<Vec<_>>();
+    assert_eq!(bits(&l1), bits(&l2), "losses");
+    assert_eq!(bits(&p1), bits(&p2), "parameters");
+    // (Random labels: 4 steps need not lower the loss; the whole-network
+    // comparison below checks that the four stages train.)
+    assert!(l1.iter().all(|l| l.is_finite()), "{l1:?}");
+    // Same bubble, (S − 1)/(M + S − 1) = 3/11; same traffic: h1, h2, h3
+    // forward and back, (16 + 768 + 32) floats a sample each way.
+    assert_eq!(r1.bubble, 3.0 / 11.0);
+    assert_eq!(r1.bubble, r2.bubble);
+    assert_eq!(r1.bytes_per_step, (2 * batch * (16 + 768 + 32) * 4) as u64);
+    assert_eq!(r1.bytes_per_step, r2.bytes_per_step);
+    assert_eq!(r1.state_bytes, r2.state_bytes);
+    // GPipe holds every micro-batch's incoming activation on stages 1 and
+    // 2 (and stage 3's gradients back) at its peak; 1F1B at most a few per
+    // stage. 8 samples a micro-batch.
+    let per_micro = (8 * (16 + 768) * 4) as u64;
+    assert!(r2.peak_stash_bytes >= micro as u64 * per_micro, "{r2:?}");
+    assert!(
+        r1.peak_stash_bytes < r2.peak_stash_bytes / 2,
+        "{r1:?} vs {r2:?}"
+    );
+}
+
+#[test]
+fn four_stages_equal_the_whole_network_after_10_adam_steps() {
+    let (batch, micro, steps) = (48, 5, 10);
+    let (pl, pp, _) = train_four(batch, micro, steps, Schedule::OneFOneB);
+    let (images, labels) = data(batch, steps);
+    let mut whole = MnistPipeline4::new(batch);
+    whole.init_params(42).unwrap();
+    let train = &whole.spec().train;
+    let mut opt = nnc::runtime::optim::build(&train.optimizer, whole.spec().param_count).unwrap();
+    let lr = train.lr;
+    for (step, (x, y)) in images.iter().zip(&labels).enumerate() {
+        let loss = Model::train_step(
+            &mut whole,
+            &Batch {
+                inputs: &[x],
+                labels: &[y],
+            },
+        )
+        .unwrap();
+        let grads = whole.grads().to_vec();
+        opt.step(whole.params_mut(), &grads, lr).unwrap();
+        assert!(
+            (loss - pl[step]).abs() <= 1e-5 * loss.abs(),
+            "step {step}: loss {loss} vs {}",
+            pl[step]
+        );
+    }
+    let d = max_diff(whole.params(), &pp);
+    assert!(d <= 1e-4, "parameters differ by {d}");
 }

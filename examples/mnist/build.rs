@@ -15,6 +15,7 @@ fn main() {
         ("../models/mnist_bn_dropout.nn", &Options::default()),
         ("../models/mnist_pipeline.nn", &Options::default()),
         ("../models/mnist_split.nn", &Options::default()),
+        ("../models/mnist_pipeline4.nn", &Options::default()),
     ] {
         if let Err(e) = nnc_compiler::build::compile_with(model, opts) {
             panic!("{e}");

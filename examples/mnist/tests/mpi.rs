@@ -335,16 +335,20 @@ fn two_pipeline_ranks_equal_one_process_bit_for_bit_and_the_whole_network_closel
         "no report (4 micro-batches, 2 stages: 1/5 idle; 128 × 128 floats each way):\n{}",
         o.output
     );
+    // GPipe on 2 ranks, with messages too large for MPI to buffer (64 KB).
+    let mut gpipe = mpirun_exe(2, env!("CARGO_BIN_EXE_mnist-pipeline"));
+    gpipe.args(args("gpipe")).args(["--schedule", "gpipe"]);
+    ok(gpipe, &dir, "two-ranks-gpipe");
     for what in ["losses", "stage0", "stage1"] {
-        let (a, b) = (
-            bits(&dir.join(format!("one.{what}"))),
-            bits(&dir.join(format!("two.{what}"))),
-        );
-        assert_eq!(a.len(), b.len());
-        assert!(
-            a.iter().zip(&b).all(|(x, y)| x.to_bits() == y.to_bits()),
-            "{what}: 2 ranks differ from the same pipeline on one process"
-        );
+        let a = bits(&dir.join(format!("one.{what}")));
+        for other in ["two", "gpipe"] {
+            let b = bits(&dir.join(format!("{other}.{what}")));
+            assert_eq!(a.len(), b.len());
+            assert!(
+                a.iter().zip(&b).all(|(x, y)| x.to_bits() == y.to_bits()),
+                "{what}: 2 ranks ({other}) differ from the same pipeline on one process"
+            );
+        }
     }
     let (wl, pl) = (
         bits(&dir.join("whole.losses")),
@@ -373,6 +377,89 @@ fn two_pipeline_ranks_equal_one_process_bit_for_bit_and_the_whole_network_closel
             d <= 1e-4,
             "{stage}: parameters differ from the whole network's by {d}"
         );
+    }
+    let _ = std::fs::remove_dir_all(&dir);
+}
+
+#[test]
+fn four_stages_on_4_and_2_ranks_equal_one_process_bit_for_bit_under_a_memory_cap() {
+    // `mnist_pipeline4.nn`, cut after h1, h2 and h3: one stage per rank on
+    // 4 ranks (oversubscribed on a 2-core machine) under 1F1B and GPipe,
+    // and two stages per rank on 2 ranks, each equal to the same four
+    // stages on one process bit for bit.
+    let dir = scratch("pipeline4");
+    let args = |prefix: &str| {
+        vec![
+            "--stages".to_string(),
+            "4".into(),
+            "--batch".into(),
+            "64".into(),
+            "--micro".into(),
+            "6".into(),
+            "--steps".into(),
+            "3".into(),
+            "--out".into(),
+            dir.join(prefix).display().to_string(),
+        ]
+    };
+    let mut one = pipeline_alone();
+    one.args(args("one"));
+    ok(one, &dir, "one-process");
+    let exe = env!("CARGO_BIN_EXE_mnist-pipeline");
+    let mut four = mpirun_exe(4, exe);
+    four.args(args("four"));
+    let o = run(four, &dir, "four-ranks");
+    assert!(o.success, "4-rank pipeline failed:\n{}", o.output);
+    // (S − 1)/(M + S − 1) = 3/9 idle.
+    assert!(
+        o.output
+            .contains("rank 3: 4 stages, 6 micro-batches, 1f1b, bubble 33.3%"),
+        "no report:\n{}",
+        o.output
+    );
+    let mut gpipe = mpirun_exe(4, exe);
+    gpipe.args(args("gpipe")).args(["--schedule", "gpipe"]);
+    let o = run(gpipe, &dir, "four-ranks-gpipe");
+    assert!(o.success, "4-rank GPipe failed:\n{}", o.output);
+    // Two stages a rank on 2 ranks; the memory cap: the network's
+    // parameters, gradients and Adam state exceed it on one process, each
+    // rank's (its two stages') stay under it.
+    let mut whole = pipeline_alone();
+    whole.args(args("whole")).arg("--whole");
+    let w = run(whole, &dir, "whole");
+    assert!(w.success, "whole network failed:\n{}", w.output);
+    let mut two = mpirun_exe(2, exe);
+    two.args(args("two"));
+    let o = run(two, &dir, "two-ranks");
+    assert!(o.success, "2 ranks of 2 stages failed:\n{}", o.output);
+    let state = |text: &str, who: &str| -> u64 {
+        let line = text
+            .lines()
+            .find(|l| l.starts_with(who))
+            .unwrap_or_else(|| panic!("no `{who}` line in:\n{text}"));
+        let after = line.split("optimizer state ").nth(1).unwrap();
+        after.split(' ').next().unwrap().parse().unwrap()
+    };
+    let one_process = state(&w.output, "whole network:");
+    let cap = one_process * 55 / 100;
+    assert!(one_process > cap);
+    for rank in ["rank 0:", "rank 1:"] {
+        let bytes = state(&o.output, rank);
+        assert!(
+            bytes <= cap,
+            "{rank} holds {bytes} bytes of state, over the cap of {cap} (one process: {one_process})"
+        );
+    }
+    for what in ["losses", "stage0", "stage1", "stage2", "stage3"] {
+        let one = bits(&dir.join(format!("one.{what}")));
+        assert!(!one.is_empty());
+        for other in ["four", "gpipe", "two"] {
+            let b = bits(&dir.join(format!("{other}.{what}")));
+            assert!(
+                one.len() == b.len() && one.iter().zip(&b).all(|(x, y)| x.to_bits() == y.to_bits()),
+                "{what}: {other} differs from the same pipeline on one process"
+            );
+        }
     }
     let _ = std::fs::remove_dir_all(&dir);
 }

@@ -6,9 +6,11 @@
 //! process, which then holds every stage).
 //!
 //! One training step cuts the global batch into micro-batches and runs a
-//! GPipe schedule: every micro-batch forward through the stages, then every
-//! micro-batch backward. A stage keeps only its *incoming* activation of
-//! each micro-batch; its backward recomputes its forward
+//! [`Schedule`]: 1F1B (the default: a few forwards, then one forward and
+//! one backward in turn) or GPipe (every micro-batch forward through the
+//! stages, then every micro-batch backward). A stage keeps only its
+//! *incoming* activation of each micro-batch in flight; its backward
+//! recomputes its forward
 //! (`train_step_backprop` is a whole training step of the stage network:
 //! GPipe's re-materialisation). The last stage runs forward and backward
 //! of a micro-batch at once and weighs its loss by the micro-batch's share
@@ -23,11 +25,15 @@
 
 #[cfg(feature = "mpi")]
 mod mpi;
+mod schedule;
+mod stage;
+
+pub use schedule::{plan, Action, Schedule};
 
 use crate::collective::{fnv1a, Collective, CollectiveError, Local, Value};
-use crate::model::{Batch, Model, StepError};
-use crate::optim::{OptimError, Optimizer};
-use nnc_spec::InputKind;
+use crate::model::{Model, StepError};
+use crate::optim::OptimError;
+use stage::Stage;
 use thiserror::Error;
 
 /// Why a pipeline could not be set up or step.
@@ -84,6 +90,20 @@ pub trait PointToPoint: Collective {
     fn send(&self, to: usize, data: &[f32]) -> Result<(), PipelineError>;
     /// Receives exactly `data.len()` values from rank `from`.
     fn recv(&self, from: usize, data: &mut [f32]) -> Result<(), PipelineError>;
+    /// Sends `data` to rank `to` and receives `into` from rank `from` with
+    /// both in flight at once (so two neighbours that send each other a
+    /// message at the same point of their schedules do not wait for each
+    /// other: 1F1B's steady state). By default the send, then the receive.
+    fn exchange(
+        &self,
+        to: usize,
+        data: &[f32],
+        from: usize,
+        into: &mut [f32],
+    ) -> Result<(), PipelineError> {
+        self.send(to, data)?;
+        self.recv(from, into)
+    }
 }
 
 /// One process holds every stage: nothing is ever sent.
@@ -111,9 +131,11 @@ pub struct PipelineReport {
     pub stages: usize,
     /// Micro-batches per step.
     pub micro_batches: usize,
+    /// The schedule that ran.
+    pub schedule: Schedule,
     /// The schedule's bubble: the fraction of a stage's time slots idle in
-    /// one step, `(S − 1) / (M + S − 1)` for GPipe with `S` stages and `M`
-    /// micro-batches of equal cost.
+    /// one step, `(S − 1) / (M + S − 1)` for GPipe and 1F1B alike with `S`
+    /// stages and `M` micro-batches of equal cost.
     pub bubble: f64,
     /// Bytes this rank's stages passed on across stage boundaries in the
     /// last step: the activations of its non-last stages, forward, and the
@@ -122,31 +144,20 @@ pub struct PipelineReport {
     pub bytes_per_step: u64,
     /// Of those, the bytes sent to other ranks (none on one process).
     pub bytes_sent_by_rank: u64,
-}
-
-/// One local stage: its model, optimizer and buffers.
-struct Stage<'m> {
-    model: &'m mut dyn Model,
-    optimizer: Box<dyn Optimizer>,
-    /// The gradient of the whole batch, summed over micro-batches.
-    acc: Vec<f32>,
-    /// Each micro-batch's incoming activation (not for stage 0).
-    act_in: Vec<Vec<f32>>,
-    /// Each micro-batch's gradient w.r.t. the incoming activation, kept by
-    /// the last stage until the backward phase sends it.
-    grad_in: Vec<Vec<f32>>,
-    /// Values per sample of the incoming activation (0 for stage 0) and of
-    /// the outgoing one (0 for the last stage).
-    in_width: usize,
-    out_width: usize,
-    /// Index among the features of the incoming activation and of the
-    /// cotangent input `g_<out>`.
-    in_at: Option<usize>,
-    g_at: Option<usize>,
+    /// The most bytes of activations and activation gradients this rank's
+    /// stages held at once between actions of the last step (incoming
+    /// activations awaiting their backward, gradients awaiting their
+    /// send or use): GPipe holds every micro-batch's, 1F1B at most
+    /// `S − s` on stage `s`.
+    pub peak_stash_bytes: u64,
+    /// Bytes of this rank's parameters, gradients (the model's and the
+    /// step's sum) and optimizer state: what splitting the network into
+    /// stages divides.
+    pub state_bytes: u64,
 }
 
 /// A pipelined training run on this rank: its stages (every stage on one
-/// process, one stage per rank otherwise), GPipe schedule over
+/// process, one stage per rank otherwise), a [`Schedule`] over
 /// `micro_batches` micro-batches.
 pub struct Pipeline<'m, 'c> {
     comm: &'c dyn PointToPoint,
@@ -155,20 +166,34 @@ pub struct Pipeline<'m, 'c> {
     first: usize,
     count: usize,
     micro: usize,
+    schedule: Schedule,
     report: PipelineReport,
 }
 
 impl<'m, 'c> Pipeline<'m, 'c> {
     /// Sets up rank `comm.rank()`'s part of a pipeline of `count` stages:
-    /// `local` is every stage (in order) on a single process, or stage
-    /// `rank` when there is one rank per stage. Checks on every rank that
+    /// `local` is every stage (in order) on a single process, or, on `R`
+    /// ranks, the `count / R` consecutive stages from `rank × count / R`
+    /// (stage `rank` when there is one rank per stage). Checks on every rank that
     /// all ranks run the same pipeline (network, stage count, micro-batches,
     /// activation widths between neighbours), naming the first rank that
-    /// differs.
+    /// differs. Runs the default schedule, 1F1B.
     pub fn new(
         local: Vec<&'m mut dyn Model>,
         count: usize,
         micro_batches: usize,
+        comm: &'c dyn PointToPoint,
+    ) -> Result<Self, PipelineError> {
+        Self::with_schedule(local, count, micro_batches, Schedule::default(), comm)
+    }
+
+    /// [`Pipeline::new`] with the given schedule (which the ranks must
+    /// agree on too).
+    pub fn with_schedule(
+        local: Vec<&'m mut dyn Model>,
+        count: usize,
+        micro_batches: usize,
+        schedule: Schedule,
         comm: &'c dyn PointToPoint,
     ) -> Result<Self, PipelineError> {
         let (rank, size) = (comm.rank(), comm.size());
@@ -177,13 +202,14 @@ impl<'m, 'c> Pipeline<'m, 'c> {
                 "{count} stage(s): a pipeline has at least 2"
             )));
         }
+        // Each rank holds the same number of consecutive stages.
         let first = match size {
-            1 if local.len() == count => 0,
-            n if n == count && local.len() == 1 => rank,
+            n if n <= count && count % n == 0 && local.len() == count / n => rank * local.len(),
             _ => {
                 return Err(PipelineError::Layout(format!(
                     "{} stage(s) on rank {rank} of {size}, for a pipeline of {count}: one \
-                     process holds every stage, or each of {count} ranks one",
+                     process holds every stage, or each rank the same number of \
+                     consecutive stages",
                     local.len()
                 )))
             }
@@ -217,11 +243,12 @@ impl<'m, 'c> Pipeline<'m, 'c> {
             ("pipelined network", Value::Hash(fnv1a(family.bytes()))),
             ("stage count", Value::Count(count as u64)),
             ("micro-batches", Value::Count(micro_batches as u64)),
+            ("schedule", Value::Count(schedule.id())),
         ])?;
         if size > 1 {
             // Neighbours agree on the activation between them.
-            let st = &stages[0];
-            let mine = [st.in_width as u64, st.out_width as u64];
+            let (head, tail) = (&stages[0], &stages[stages.len() - 1]);
+            let mine = [head.in_width as u64, tail.out_width as u64];
             let mut all = vec![0u64; 2 * size];
             comm.all_gather_u64(&mine, &mut all)?;
             for r in 1..size {
@@ -238,23 +265,40 @@ impl<'m, 'c> Pipeline<'m, 'c> {
             }
         }
         let bubble = (count - 1) as f64 / (micro_batches + count - 1) as f64;
+        let state_bytes = stages
+            .iter()
+            .map(|st| {
+                let opt: usize = st
+                    .optimizer
+                    .state()
+                    .tensors
+                    .iter()
+                    .map(|(_, t)| t.len())
+                    .sum();
+                4 * (st.model.params().len() + st.model.grads().len() + st.acc.len() + opt) as u64
+            })
+            .sum();
         Ok(Pipeline {
             comm,
             stages,
             first,
             count,
             micro: micro_batches,
+            schedule,
             report: PipelineReport {
                 stages: count,
                 micro_batches,
+                schedule,
                 bubble,
                 bytes_per_step: 0,
                 bytes_sent_by_rank: 0,
+                peak_stash_bytes: 0,
+                state_bytes,
             },
         })
     }
 
-    /// The cost of the last step (bubble, bytes).
+    /// The cost of the last step (bubble, bytes, memory).
     pub fn report(&self) -> PipelineReport {
         self.report
     }
@@ -274,9 +318,9 @@ impl<'m, 'c> Pipeline<'m, 'c> {
 
     /// One training step on a global batch of `batch` samples: every rank
     /// passes the same batch (`inputs` and `labels` by name, whole-batch
-    /// slices; each stage reads what it declares), the GPipe schedule runs,
-    /// and every local stage takes one optimizer step at rate `lr`. Returns
-    /// the batch's mean loss on the rank holding the last stage, `None`
+    /// slices; each stage reads what it declares), the schedule runs, and
+    /// every local stage takes one optimizer step at rate `lr`. Returns the
+    /// batch's mean loss on the rank holding the last stage, `None`
     /// elsewhere.
     pub fn step(
         &mut self,
@@ -286,73 +330,57 @@ impl<'m, 'c> Pipeline<'m, 'c> {
         lr: f32,
     ) -> Result<Option<f32>, PipelineError> {
         let ranges = micro_ranges(batch, self.micro);
-        let mut report = self.report;
-        report.bytes_per_step = 0;
-        report.bytes_sent_by_rank = 0;
-        let last = self.count - 1;
-        let mut loss = None;
+        let mut run = Run {
+            ranges: &ranges,
+            inputs,
+            labels,
+            batch,
+            loss: 0.0,
+            report: PipelineReport {
+                bytes_per_step: 0,
+                bytes_sent_by_rank: 0,
+                peak_stash_bytes: 0,
+                ..self.report
+            },
+        };
         for st in &mut self.stages {
             st.acc.iter_mut().for_each(|g| *g = 0.0);
-            st.act_in.resize(ranges.len(), Vec::new());
-            st.grad_in.resize(ranges.len(), Vec::new());
-        }
-        // Forward: stage by stage, every micro-batch.
-        for i in 0..self.stages.len() {
-            let s = self.first + i;
-            let mut total = 0.0f32;
-            for (m, r) in ranges.iter().enumerate() {
-                let b = r.len();
-                if s > 0 {
-                    let width = self.stages[i].in_width;
-                    let mut act = std::mem::take(&mut self.stages[i].act_in[m]);
-                    act.resize(b * width, 0.0);
-                    if i == 0 {
-                        self.comm.recv(s - 1, &mut act)?;
-                    }
-                    // (a local previous stage wrote it already)
-                    self.stages[i].act_in[m] = act;
-                }
-                if s == last {
-                    let w = b as f32 / batch as f32;
-                    let l = self.stages[i].backward(s, m, r.clone(), inputs, labels, None, w)?;
-                    total += w * l;
-                } else {
-                    let out = self.stages[i].forward(s, m, r.clone(), inputs)?;
-                    report.bytes_per_step += 4 * out.len() as u64;
-                    if i + 1 < self.stages.len() {
-                        self.stages[i + 1].act_in[m] = out;
-                    } else {
-                        self.comm.send(s + 1, &out)?;
-                        report.bytes_sent_by_rank += 4 * out.len() as u64;
-                    }
-                }
-            }
-            if s == last {
-                loss = Some(total);
+            for buf in [&mut st.act_in, &mut st.grad_in, &mut st.g_out] {
+                buf.clear();
+                buf.resize(ranges.len(), Vec::new());
             }
         }
-        // Backward: stage by stage from the last, every micro-batch.
-        for i in (0..self.stages.len()).rev() {
-            let s = self.first + i;
-            for (m, r) in ranges.iter().enumerate() {
-                if s != last {
-                    let width = self.stages[i].out_width;
-                    let mut g = vec![0.0f32; r.len() * width];
-                    if i + 1 < self.stages.len() {
-                        g.copy_from_slice(&self.stages[i + 1].grad_in[m]);
-                    } else {
-                        self.comm.recv(s + 1, &mut g)?;
+        // Each local stage walks its plan; a stage whose next action waits
+        // for another local stage's output yields to it (one process
+        // holding every stage runs them interleaved as ranks would). A
+        // remote neighbour's message is waited for where it is needed.
+        let plans: Vec<Vec<Action>> = (0..self.stages.len())
+            .map(|i| plan(self.schedule, self.first + i, self.count, ranges.len()))
+            .collect();
+        let mut next = vec![0usize; plans.len()];
+        loop {
+            let mut progressed = false;
+            for i in 0..plans.len() {
+                while let Some(&action) = plans[i].get(next[i]) {
+                    if !self.ready(i, action) {
+                        break;
                     }
-                    self.stages[i].backward(s, m, r.clone(), inputs, labels, Some(&g), 1.0)?;
+                    let after = plans[i].get(next[i] + 1).copied();
+                    self.act(i, action, after, &mut run)?;
+                    next[i] += 1;
+                    progressed = true;
+                    let held = self.held_bytes();
+                    run.report.peak_stash_bytes = run.report.peak_stash_bytes.max(held);
                 }
-                if s > 0 {
-                    let gin = &self.stages[i].grad_in[m];
-                    report.bytes_per_step += 4 * gin.len() as u64;
-                    if i == 0 {
-                        self.comm.send(s - 1, gin)?;
-                        report.bytes_sent_by_rank += 4 * gin.len() as u64;
-                    }
-                }
+            }
+            if next.iter().zip(&plans).all(|(k, p)| *k == p.len()) {
+                break;
+            }
+            if !progressed {
+                return Err(PipelineError::Layout(format!(
+                    "the {} schedule stalled (a bug)",
+                    self.schedule.name()
+                )));
             }
         }
         for st in &mut self.stages {
@@ -364,185 +392,155 @@ impl<'m, 'c> Pipeline<'m, 'c> {
             } = st;
             optimizer.step(model.params_mut(), acc, lr)?;
         }
-        self.report = report;
-        Ok(loss)
+        self.report = run.report;
+        let holds_last = self.first + self.stages.len() == self.count;
+        Ok(holds_last.then_some(run.loss))
+    }
+
+    /// Can local stage `i` run `action` now? Not if it needs the output of
+    /// a local stage that has not produced it yet (a remote neighbour's
+    /// message is waited for instead).
+    fn ready(&self, i: usize, action: Action) -> bool {
+        match action {
+            Action::Forward(m) => i == 0 || !self.stages[i].act_in[m].is_empty(),
+            Action::Backward(m) => {
+                i + 1 == self.stages.len() || !self.stages[i + 1].grad_in[m].is_empty()
+            }
+        }
+    }
+
+    /// The rank holding stage `s` (each rank holds as many as this one).
+    fn rank_of(&self, s: usize) -> usize {
+        s / self.stages.len()
+    }
+
+    /// Bytes of activations and gradients the local stages hold.
+    fn held_bytes(&self) -> u64 {
+        let held: usize = self
+            .stages
+            .iter()
+            .flat_map(|st| st.act_in.iter().chain(&st.grad_in).chain(&st.g_out))
+            .map(Vec::len)
+            .sum();
+        4 * held as u64
+    }
+
+    /// Local stage `i` runs `action`, receiving what it needs from a remote
+    /// neighbour first and passing on what it produced; `after` is its next
+    /// action, whose message from the same neighbour is exchanged together
+    /// with this one's (1F1B's neighbours send each other at once).
+    fn act(
+        &mut self,
+        i: usize,
+        action: Action,
+        after: Option<Action>,
+        run: &mut Run<'_, '_>,
+    ) -> Result<(), PipelineError> {
+        let s = self.first + i;
+        let last = self.count - 1;
+        let remote_prev = i == 0 && s > 0;
+        let remote_next = i + 1 == self.stages.len() && s < last;
+        let ranges = run.ranges;
+        match action {
+            Action::Forward(m) => {
+                let r = ranges[m].clone();
+                if remote_prev && self.stages[i].act_in[m].is_empty() {
+                    let mut act = vec![0.0f32; r.len() * self.stages[i].in_width];
+                    self.comm.recv(self.rank_of(s - 1), &mut act)?;
+                    self.stages[i].act_in[m] = act;
+                }
+                if s == last {
+                    // The loss is here: forward and backward at once.
+                    let w = r.len() as f32 / run.batch as f32;
+                    let l = self.stages[i].backward(s, m, r, run.inputs, run.labels, None, w)?;
+                    run.loss += w * l;
+                    self.stages[i].act_in[m] = Vec::new();
+                    if self.schedule == Schedule::OneFOneB {
+                        self.pass_back(i, m, after, run)?;
+                    }
+                } else {
+                    let out = self.stages[i].forward(s, m, r, run.inputs)?;
+                    run.report.bytes_per_step += 4 * out.len() as u64;
+                    if !remote_next {
+                        self.stages[i + 1].act_in[m] = out;
+                    } else {
+                        run.report.bytes_sent_by_rank += 4 * out.len() as u64;
+                        if let Some(Action::Backward(k)) = after {
+                            let mut g = vec![0.0f32; ranges[k].len() * self.stages[i].out_width];
+                            let peer = self.rank_of(s + 1);
+                            self.comm.exchange(peer, &out, peer, &mut g)?;
+                            self.stages[i].g_out[k] = g;
+                        } else {
+                            self.comm.send(self.rank_of(s + 1), &out)?;
+                        }
+                    }
+                }
+            }
+            Action::Backward(m) if s == last => self.pass_back(i, m, after, run)?,
+            Action::Backward(m) => {
+                let r = ranges[m].clone();
+                let g = if remote_next {
+                    let mut g = std::mem::take(&mut self.stages[i].g_out[m]);
+                    if g.is_empty() {
+                        g = vec![0.0f32; r.len() * self.stages[i].out_width];
+                        self.comm.recv(self.rank_of(s + 1), &mut g)?;
+                    }
+                    g
+                } else {
+                    std::mem::take(&mut self.stages[i + 1].grad_in[m])
+                };
+                self.stages[i].backward(s, m, r, run.inputs, run.labels, Some(&g), 1.0)?;
+                self.stages[i].act_in[m] = Vec::new();
+                self.pass_back(i, m, after, run)?;
+            }
+        }
+        Ok(())
+    }
+
+    /// After micro-batch `m`'s backward on local stage `i`: counts the
+    /// incoming activation's gradient and, when the previous stage is on
+    /// another rank, sends it (exchanged with the next micro-batch's
+    /// activation if `after` is that forward). A local previous stage
+    /// takes it from `grad_in` itself.
+    fn pass_back(
+        &mut self,
+        i: usize,
+        m: usize,
+        after: Option<Action>,
+        run: &mut Run<'_, '_>,
+    ) -> Result<(), PipelineError> {
+        let s = self.first + i;
+        if s == 0 {
+            return Ok(());
+        }
+        let bytes = 4 * self.stages[i].grad_in[m].len() as u64;
+        run.report.bytes_per_step += bytes;
+        if i > 0 {
+            return Ok(());
+        }
+        run.report.bytes_sent_by_rank += bytes;
+        let gin = std::mem::take(&mut self.stages[i].grad_in[m]);
+        if let Some(Action::Forward(k)) = after {
+            let mut act = vec![0.0f32; run.ranges[k].len() * self.stages[i].in_width];
+            let peer = self.rank_of(s - 1);
+            self.comm.exchange(peer, &gin, peer, &mut act)?;
+            self.stages[i].act_in[k] = act;
+        } else {
+            self.comm.send(self.rank_of(s - 1), &gin)?;
+        }
+        Ok(())
     }
 }
 
-impl<'m> Stage<'m> {
-    fn new(model: &'m mut dyn Model, s: usize, count: usize) -> Result<Self, PipelineError> {
-        let spec = model.spec();
-        let train = &spec.train;
-        if train.clip_norm.is_some() {
-            return Err(PipelineError::Unsupported("clip_norm"));
-        }
-        if train.weight_decay != 0.0 {
-            return Err(PipelineError::Unsupported("weight_decay"));
-        }
-        let features: Vec<_> = spec
-            .inputs
-            .iter()
-            .filter(|i| i.kind == InputKind::Features)
-            .collect();
-        let layout = |what: String| PipelineError::Layout(format!("stage {s}: {what}"));
-        let (in_at, in_width) = if s > 0 {
-            let name = model
-                .backprop_inputs()
-                .first()
-                .ok_or_else(|| layout(format!("`{}` has no incoming activation", spec.name)))?;
-            let at = features
-                .iter()
-                .position(|i| i.name == *name)
-                .ok_or_else(|| layout(format!("no input `{name}`")))?;
-            (Some(at), features[at].per_sample)
-        } else {
-            (None, 0)
-        };
-        let (g_at, out_width) = if s + 1 < count {
-            let out = spec
-                .outputs
-                .first()
-                .ok_or_else(|| layout(format!("`{}` has no outgoing activation", spec.name)))?;
-            let g = format!("g_{}", out.name);
-            let at = features
-                .iter()
-                .position(|i| i.name == g)
-                .ok_or_else(|| layout(format!("no cotangent input `{g}`")))?;
-            (Some(at), out.per_sample)
-        } else {
-            (None, 0)
-        };
-        let optimizer = crate::optim::build(&train.optimizer, spec.param_count)?;
-        Ok(Stage {
-            acc: vec![0.0; spec.param_count],
-            optimizer,
-            act_in: Vec::new(),
-            grad_in: Vec::new(),
-            in_width,
-            out_width,
-            in_at,
-            g_at,
-            model,
-        })
-    }
-
-    /// The stage's features for micro-batch `m` (rows `r` of the batch):
-    /// the incoming activation, data inputs by name, the cotangent `g`.
-    fn features<'a>(
-        &'a self,
-        m: usize,
-        r: &std::ops::Range<usize>,
-        inputs: &[(&str, &'a [f32])],
-        g: Option<&'a [f32]>,
-        predict_only: bool,
-    ) -> Result<Vec<&'a [f32]>, PipelineError> {
-        let spec = self.model.spec();
-        let mut out = Vec::new();
-        for (k, i) in spec
-            .inputs
-            .iter()
-            .filter(|i| i.kind == InputKind::Features)
-            .enumerate()
-        {
-            if predict_only && !i.predict {
-                continue;
-            }
-            if Some(k) == self.in_at {
-                out.push(&self.act_in[m][..]);
-            } else if Some(k) == self.g_at {
-                out.push(g.unwrap_or(&[]));
-            } else {
-                let (_, data) = inputs
-                    .iter()
-                    .find(|(n, _)| *n == i.name)
-                    .ok_or_else(|| PipelineError::MissingInput(i.name.to_string()))?;
-                let w = i.per_sample;
-                out.push(&data[r.start * w..r.end * w]);
-            }
-        }
-        Ok(out)
-    }
-
-    /// Micro-batch `m`'s outgoing activation (a non-last stage's forward).
-    fn forward(
-        &mut self,
-        s: usize,
-        m: usize,
-        r: std::ops::Range<usize>,
-        inputs: &[(&str, &[f32])],
-    ) -> Result<Vec<f32>, PipelineError> {
-        let mut out = vec![0.0f32; r.len() * self.out_width];
-        let feats = self.features(m, &r, inputs, None, true)?;
-        // `predict` needs `&mut self.model` while `feats` borrows the
-        // stashed activation: move it out for the call.
-        let feats: Vec<Vec<f32>> = feats.into_iter().map(<[f32]>::to_vec).collect();
-        let refs: Vec<&[f32]> = feats.iter().map(Vec::as_slice).collect();
-        self.model
-            .predict(&refs, &mut [&mut out])
-            .map_err(|source| PipelineError::Step { stage: s, source })?;
-        Ok(out)
-    }
-
-    /// Micro-batch `m`'s backward (for the last stage, forward and
-    /// backward): adds `weight ×` its parameter gradient to the stage's
-    /// sum and keeps `weight ×` the incoming activation's gradient for the
-    /// previous stage. `g` is the outgoing activation's gradient (none for
-    /// the last stage). Returns the stage's objective (the last stage's
-    /// micro-batch mean loss).
-    #[allow(clippy::too_many_arguments)]
-    fn backward(
-        &mut self,
-        s: usize,
-        m: usize,
-        r: std::ops::Range<usize>,
-        inputs: &[(&str, &[f32])],
-        labels: &[(&str, &[u32])],
-        g: Option<&[f32]>,
-        weight: f32,
-    ) -> Result<f32, PipelineError> {
-        let spec = self.model.spec();
-        let mut labs: Vec<&[u32]> = Vec::new();
-        for i in spec
-            .inputs
-            .iter()
-            .filter(|i| matches!(i.kind, InputKind::Labels { .. }))
-        {
-            let (_, data) = labels
-                .iter()
-                .find(|(n, _)| *n == i.name)
-                .ok_or_else(|| PipelineError::MissingInput(i.name.to_string()))?;
-            let w = i.per_sample;
-            labs.push(&data[r.start * w..r.end * w]);
-        }
-        let mut gin = std::mem::take(&mut self.grad_in[m]);
-        gin.resize(r.len() * self.in_width, 0.0);
-        let feats = self.features(m, &r, inputs, g, false)?;
-        let feats: Vec<Vec<f32>> = feats.into_iter().map(<[f32]>::to_vec).collect();
-        let refs: Vec<&[f32]> = feats.iter().map(Vec::as_slice).collect();
-        let batch = Batch {
-            inputs: &refs,
-            labels: &labs,
-        };
-        let step = |e| PipelineError::Step {
-            stage: s,
-            source: e,
-        };
-        let loss = if s == 0 {
-            self.model.train_step(&batch).map_err(step)?
-        } else {
-            self.model
-                .train_step_backprop(&batch, &mut [&mut gin])
-                .map_err(step)?
-        };
-        if weight != 1.0 {
-            gin.iter_mut().for_each(|v| *v *= weight);
-        }
-        for (a, &d) in self.acc.iter_mut().zip(self.model.grads()) {
-            *a += weight * d;
-        }
-        self.grad_in[m] = gin;
-        Ok(loss)
-    }
+/// One step's batch and running totals, shared by its actions.
+struct Run<'a, 'b> {
+    ranges: &'a [std::ops::Range<usize>],
+    inputs: &'a [(&'b str, &'b [f32])],
+    labels: &'a [(&'b str, &'b [u32])],
+    batch: usize,
+    /// The batch's mean loss so far (last stage).
+    loss: f32,
+    report: PipelineReport,
 }
 
 /// The rows of each of `micro` micro-batches of a batch of `batch`

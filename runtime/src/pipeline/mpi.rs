@@ -79,6 +79,30 @@ impl PointToPoint for Mpi {
         Ok(())
     }
 
+    fn exchange(
+        &self,
+        to: usize,
+        data: &[f32],
+        from: usize,
+        into: &mut [f32],
+    ) -> Result<(), PipelineError> {
+        check("to", to, self, data.len())?;
+        check("from", from, self, into.len())?;
+        let world = SimpleCommunicator::world();
+        mpi::request::scope(|scope| {
+            let sent = world
+                .process_at_rank(to as i32)
+                .immediate_send_with_tag(scope, data, PIPE_TAG);
+            let got = world
+                .process_at_rank(from as i32)
+                .immediate_receive_into_with_tag(scope, into, PIPE_TAG);
+            // Both are in flight; the order of the waits does not matter.
+            self.wait_p2p(got, "receive from", from);
+            self.wait_p2p(sent, "send to", to);
+        });
+        Ok(())
+    }
+
     fn recv(&self, from: usize, data: &mut [f32]) -> Result<(), PipelineError> {
         check("from", from, self, data.len())?;
         let world = SimpleCommunicator::world();

@@ -1,8 +1,9 @@
-//! `examples/models/mnist_pipeline.nn` (the MNIST MLP cut after `h1`)
+//! `examples/models/mnist_pipeline.nn` (the MNIST MLP cut after `h1`), or
+//! with `--stages 4` `mnist_pipeline4.nn` (cut after `h1`, `h2`, `h3`),
 //! trained by the pipeline driver (`nnc::runtime::pipeline`): under
-//! `mpirun -np 2` one stage per rank, started alone both stages in this
-//! process, or with `--whole` the unstaged network on whole batches (the
-//! reference). Trains `--steps` Adam steps on the first batches of the
+//! `mpirun -np 2` (or 4) one stage per rank (4 stages on 2 ranks: two
+//! each), started alone every stage in this process, or with `--whole` the unstaged network on whole batches
+//! (the reference). Trains `--steps` Adam steps on the first batches of the
 //! bundled MNIST subset in order, prints the pipeline's report (bubble,
 //! bytes per step, time per step), and with `--out P` writes the losses
 //! (`P.losses`) and each stage's parameters (`P.stage<s>`) as f32 bit
@@ -15,7 +16,7 @@ use anyhow::{bail, Context};
 use clap::Parser;
 use nnc::runtime::collective::{Collective, Local, Mpi};
 use nnc::runtime::data::{load_mnist, Values};
-use nnc::runtime::pipeline::{Pipeline, PointToPoint};
+use nnc::runtime::pipeline::{Pipeline, PointToPoint, Schedule};
 use nnc::runtime::{Batch, Model};
 use std::path::PathBuf;
 use std::process::ExitCode;
@@ -24,9 +25,36 @@ use std::time::Instant;
 mod net {
     nnc::include_model!("mnist_pipeline");
 }
-use net::{MnistPipeline, MnistPipelineStage0, MnistPipelineStage1};
+mod net4 {
+    nnc::include_model!("mnist_pipeline4");
+}
 
-/// Pipeline-parallel training of the MNIST MLP in two stages.
+/// The unstaged network and its stages, for a global batch of `b`.
+type Models = (Box<dyn Model>, Vec<Box<dyn Model>>);
+
+fn models(stages: usize, b: usize) -> anyhow::Result<Models> {
+    Ok(match stages {
+        2 => (
+            Box::new(net::MnistPipeline::try_new(b)?),
+            vec![
+                Box::new(net::MnistPipelineStage0::try_new(b)?),
+                Box::new(net::MnistPipelineStage1::try_new(b)?),
+            ],
+        ),
+        4 => (
+            Box::new(net4::MnistPipeline4::try_new(b)?),
+            vec![
+                Box::new(net4::MnistPipeline4Stage0::try_new(b)?),
+                Box::new(net4::MnistPipeline4Stage1::try_new(b)?),
+                Box::new(net4::MnistPipeline4Stage2::try_new(b)?),
+                Box::new(net4::MnistPipeline4Stage3::try_new(b)?),
+            ],
+        ),
+        n => bail!("--stages {n}: 2 or 4"),
+    })
+}
+
+/// Pipeline-parallel training of the MNIST MLP in two or four stages.
 #[derive(Parser)]
 struct Args {
     /// Global batch size.
@@ -35,6 +63,12 @@ struct Args {
     /// Micro-batches per step.
     #[arg(long, default_value_t = 4)]
     micro: usize,
+    /// Pipeline stages: 2 (`mnist_pipeline.nn`) or 4 (`mnist_pipeline4.nn`).
+    #[arg(long, default_value_t = 2)]
+    stages: usize,
+    /// Schedule: 1f1b or gpipe.
+    #[arg(long, default_value = "1f1b")]
+    schedule: Schedule,
     /// Adam steps.
     #[arg(long, default_value_t = 10)]
     steps: usize,
@@ -107,11 +141,9 @@ fn run(args: &Args, comm: &dyn PointToPoint) -> anyhow::Result<()> {
     }
     // Every rank starts from the same parameters: the whole network's
     // initialisation, copied into the stages by name.
-    let mut whole = MnistPipeline::try_new(b)?;
+    let (mut whole, mut stages) = models(args.stages, b)?;
     whole.init_params(whole.spec().train.seed)?;
-    let mut s0 = MnistPipelineStage0::try_new(b)?;
-    let mut s1 = MnistPipelineStage1::try_new(b)?;
-    for stage in [&mut s0 as &mut dyn Model, &mut s1] {
+    for stage in &mut stages {
         for p in stage.spec().params.iter() {
             let from = whole.spec().params.iter().find(|q| q.name == p.name);
             let Some(from) = from else {
@@ -132,19 +164,24 @@ fn run(args: &Args, comm: &dyn PointToPoint) -> anyhow::Result<()> {
                 &images[step * b * 784..][..b * 784],
                 &labels[step * b..][..b],
             );
-            let loss = Model::train_step(
-                &mut whole,
-                &Batch {
-                    inputs: &[x],
-                    labels: &[y],
-                },
-            )?;
+            let loss = whole.train_step(&Batch {
+                inputs: &[x],
+                labels: &[y],
+            })?;
             let grads = whole.grads().to_vec();
             opt.step(whole.params_mut(), &grads, lr)?;
             losses.push(loss);
         }
+        // As the pipeline's report counts a rank's: parameters, the model's
+        // gradients, the step's gradient (here the copy), optimizer state.
+        let opt_len: usize = opt.state().tensors.iter().map(|(_, t)| t.len()).sum();
+        let n = whole.params().len() + 2 * whole.grads().len() + opt_len;
+        println!(
+            "whole network: parameters + gradients + optimizer state {} bytes",
+            4 * n
+        );
         // The whole network's parameters, laid out as each stage's.
-        out_params = [&s0 as &dyn Model, &s1]
+        out_params = stages
             .iter()
             .enumerate()
             .map(|(s, stage)| {
@@ -163,12 +200,14 @@ fn run(args: &Args, comm: &dyn PointToPoint) -> anyhow::Result<()> {
         if rank + 1 == size && size > 1 {
             micro = args.test_last_rank_micro.unwrap_or(micro);
         }
-        let local: Vec<&mut dyn Model> = match (size, rank) {
-            (1, _) => vec![&mut s0, &mut s1],
-            (_, 0) => vec![&mut s0],
-            _ => vec![&mut s1],
-        };
-        let mut pipe = Pipeline::new(local, 2, micro, comm)?;
+        let count = stages.len();
+        let local: Vec<&mut dyn Model> = stages
+            .iter_mut()
+            .enumerate()
+            .filter(|(s, _)| s * size / count == rank)
+            .map(|(_, m)| &mut **m as &mut dyn Model)
+            .collect();
+        let mut pipe = Pipeline::with_schedule(local, count, micro, args.schedule, comm)?;
         if args.test_die_rank == Some(rank) {
             std::process::exit(3);
         }
@@ -184,13 +223,17 @@ fn run(args: &Args, comm: &dyn PointToPoint) -> anyhow::Result<()> {
         let r = pipe.report();
         let secs = began.elapsed().as_secs_f64();
         println!(
-            "rank {rank}: {} stages, {} micro-batches, bubble {:.1}%, {} bytes a step across \
-             stage boundaries, {} sent by this rank, {:.2} ms a step",
+            "rank {rank}: {} stages, {} micro-batches, {}, bubble {:.1}%, {} bytes a step across \
+             stage boundaries, {} sent by this rank, peak activations held {} bytes, parameters \
+             + gradients + optimizer state {} bytes, {:.2} ms a step",
             r.stages,
             r.micro_batches,
+            r.schedule.name(),
             100.0 * r.bubble,
             r.bytes_per_step,
             r.bytes_sent_by_rank,
+            r.peak_stash_bytes,
+            r.state_bytes,
             1e3 * secs / args.steps as f64
         );
         let first = pipe.first_stage();
