@@ -164,7 +164,8 @@ fn with_tables<R>(f: impl FnOnce(&mut Tables) -> R) -> R {
     })
 }
 
-/// Forward: see [`super::conv2d`]; slices already checked.
+/// Forward: see [`super::conv2d_then`]; slices already checked.
+#[allow(clippy::too_many_arguments)]
 pub(super) fn conv2d(
     g: &Conv2d,
     p: &Plan,
@@ -173,6 +174,7 @@ pub(super) fn conv2d(
     x: &[f32],
     w: &[f32],
     scratch: &mut [f32],
+    epilogue: &dyn Fn(usize, &mut [f32]),
 ) {
     let (xp, rest) = scratch.split_at_mut(p.xp_len(g));
     let cbuf = &mut rest[..p.og * p.q];
@@ -187,6 +189,8 @@ pub(super) fn conv2d(
                 let (xs, ys) = (&x[g.in_range(n, gi)], &mut y[g.out_range(n, gi)]);
                 padded.product(wg, t, xs, xp, cbuf, ys);
             }
+            let per = g.o * p.oh * p.ow;
+            epilogue(n * per, &mut y[n * per..][..per]);
         }
     });
 }
