@@ -482,6 +482,22 @@ impl Fusion {
         // element already in `out`.
         let product = self.epilogue_product(root).or(self.in_place_input(root));
         let out_shape = &tg.graph.ty(root).shape;
+        // A loop whose broadcast inputs are all blocks of one length runs
+        // block by block, each block's index computed once (`ib`), not a
+        // division per element. Not in a matrix product's epilogue: its
+        // segments are tile rows, not whole blocks.
+        let mut inners =
+            inputs
+                .iter()
+                .filter_map(|&x| match access(&tg.graph.ty(x).shape, out_shape) {
+                    Some(Access::Block { inner, .. }) => Some(inner),
+                    _ => None,
+                });
+        let first = inners.next();
+        let matmul_epilogue = self
+            .epilogue_product(root)
+            .is_some_and(|p| matches!(tg.graph.node(p).op, Op::Matmul(_)));
+        let block = first.filter(|&f| inners.all(|x| x == f) && !matmul_epilogue);
         let expr = self.expr(
             tg,
             root,
@@ -491,6 +507,7 @@ impl Fusion {
                 rt,
                 target,
                 product,
+                block,
             },
         );
         let guards = inputs.iter().enumerate().filter_map(|(j, &x)| {
@@ -500,8 +517,52 @@ impl Fusion {
                 .then(|| quote!(let #name = &#name[..out.len()];))
         });
         let guards: Vec<TokenStream> = guards.collect();
+        let uses_i = super::kernels::mentions(&expr, "i");
+        if let Some(inner) = block {
+            let inner = proc_macro2::Literal::usize_suffixed(inner);
+            let index = uses_i.then(|| quote!(let i = ib * #inner + j;));
+            let (head, first) = match self.epilogue_product(root) {
+                Some(_) => (
+                    quote!(for (r, row) in seg.chunks_mut(#inner).enumerate()),
+                    quote!(let ib = i0 / #inner + r;),
+                ),
+                None => (
+                    quote!(for (ib, row) in out.chunks_mut(#inner).enumerate()),
+                    quote!(),
+                ),
+            };
+            let (inner_head, j) = if uses_i {
+                (quote!(for (j, o) in row.iter_mut().enumerate()), quote!())
+            } else {
+                (quote!(for o in row.iter_mut()), quote!())
+            };
+            let body = quote! {
+                #head {
+                    #first
+                    #inner_head {
+                        #j
+                        #index
+                        *o = #expr;
+                    }
+                }
+            };
+            let Some(product) = self.epilogue_product(root) else {
+                return Some(quote! {
+                    #(#guards)*
+                    #body
+                });
+            };
+            return Some(self.conv_call(
+                tg,
+                product,
+                rt,
+                target,
+                guards,
+                quote!(|i0, seg| { #body }),
+            ));
+        }
         let Some(product) = self.epilogue_product(root) else {
-            let head = if super::kernels::mentions(&expr, "i") {
+            let head = if uses_i {
                 quote!(for (i, o) in out.iter_mut().enumerate())
             } else {
                 quote!(for o in out.iter_mut())
@@ -513,7 +574,6 @@ impl Fusion {
                 }
             });
         };
-        let uses_i = super::kernels::mentions(&expr, "i");
         let epilogue = if uses_i {
             quote! {
                 |i0, seg| {
@@ -532,21 +592,10 @@ impl Fusion {
                 }
             }
         };
-        let ops = tg.graph.operands(product);
-        if let Op::Conv(op) = &tg.graph.node(product).op {
-            let logical: Vec<_> = ops.iter().map(|&o| tg.graph.ty(o).clone()).collect();
-            let k = Kernel {
-                inputs: &logical,
-                out: tg.graph.ty(product),
-                rt,
-                transposed: &[],
-            };
-            let call = target.conv_epilogue(op, &k, epilogue);
-            return Some(quote! {
-                #(#guards)*
-                #call
-            });
+        if let Op::Conv(_) = &tg.graph.node(product).op {
+            return Some(self.conv_call(tg, product, rt, target, guards, epilogue));
         }
+        let ops = tg.graph.operands(product);
         let (a, b) = (
             tg.graph.ty(ops[0]).shape.dims(),
             tg.graph.ty(ops[1]).shape.dims(),
@@ -568,6 +617,34 @@ impl Fusion {
         })
     }
 
+    /// The call of a convolution `product` with `epilogue`, after `guards`.
+    fn conv_call(
+        &self,
+        tg: &TrainingGraph,
+        product: NodeId,
+        rt: &TokenStream,
+        target: &dyn Target,
+        guards: Vec<TokenStream>,
+        epilogue: TokenStream,
+    ) -> TokenStream {
+        let Op::Conv(op) = &tg.graph.node(product).op else {
+            return quote!(unreachable!("nnc internal error: not a convolution"););
+        };
+        let ops = tg.graph.operands(product);
+        let logical: Vec<_> = ops.iter().map(|&o| tg.graph.ty(o).clone()).collect();
+        let k = Kernel {
+            inputs: &logical,
+            out: tg.graph.ty(product),
+            rt,
+            transposed: &[],
+        };
+        let call = target.conv_epilogue(op, &k, epilogue);
+        quote! {
+            #(#guards)*
+            #call
+        }
+    }
+
     /// Why each node stays its own kernel, for `--explain-fusion`.
     pub fn explain(&self) -> impl Iterator<Item = &(usize, String)> {
         self.refusals.iter().chain(&self.matmul_refusals)
@@ -580,6 +657,7 @@ impl Fusion {
             rt,
             target,
             product,
+            block,
         } = *l;
         let operand = |o: NodeId| -> TokenStream {
             if self.into.contains_key(&o.index()) {
@@ -595,6 +673,10 @@ impl Fusion {
                 Some(Access::Suffix(n)) => {
                     let n = proc_macro2::Literal::usize_suffixed(n);
                     quote!(#x[i % #n])
+                }
+                Some(Access::Block { n, inner }) if block == Some(inner) => {
+                    let n = proc_macro2::Literal::usize_suffixed(n);
+                    quote!(#x[ib % #n])
                 }
                 Some(Access::Block { n, inner }) => {
                     let n = proc_macro2::Literal::usize_suffixed(n);
@@ -631,4 +713,6 @@ struct Loop<'a> {
     rt: &'a TokenStream,
     target: &'a dyn Target,
     product: Option<NodeId>,
+    /// The block length a block-by-block loop runs over (its index `ib`).
+    block: Option<usize>,
 }
