@@ -531,16 +531,15 @@ impl Fusion {
                     quote!(),
                 ),
             };
-            let (inner_head, j) = if uses_i {
-                (quote!(for (j, o) in row.iter_mut().enumerate()), quote!())
+            let inner_head = if uses_i {
+                quote!(for (j, o) in row.iter_mut().enumerate())
             } else {
-                (quote!(for o in row.iter_mut()), quote!())
+                quote!(for o in row.iter_mut())
             };
             let body = quote! {
                 #head {
                     #first
                     #inner_head {
-                        #j
                         #index
                         *o = #expr;
                     }
