@@ -45,7 +45,7 @@ fn check_conv(g: Conv2d, b: usize, seed: u64) {
     // The column-matrix path, which stride-1 layers skip on AVX2 CPUs.
     scratch.fill(f32::NAN);
     y.fill(f32::NAN);
-    conv::columns::conv2d(&g, b, &mut y, &x, &w, &mut scratch);
+    conv::columns::conv2d(&g, b, &mut y, &x, &w, &mut scratch, &|_, _| {});
     close(&y, &y_want, &format!("im2col conv2d {g:?} batch {b}"));
     dx.fill(f32::NAN);
     conv::columns::conv2d_grad_input(&g, b, &mut dx, &dy, &w, &mut scratch);

@@ -5,15 +5,16 @@
 //! such a loop runs the loop as its epilogue (bias add and activation in
 //! the forward pass, the activation-gradient mask in the backward pass),
 //! on each block of the product while it is in cache; the product's value
-//! is never stored on its own. A loop whose same-shaped input is read by
+//! is never stored on its own. A forward convolution does the same, on
+//! each sample's output (its per-channel bias add and activation). A loop whose same-shaped input is read by
 //! nothing else runs in place: it writes its result over that input
 //! (the memory planner gives both one buffer). Every refusal carries a reason
 //! (`nnc compile --explain-fusion`), as XLA's `FusionDecision` does.
 
 use super::target::{Product, Target};
-use crate::graph::{NodeId, Shape};
+use crate::graph::{Dim, NodeId, Shape};
 use crate::ir::TrainingGraph;
-use crate::ops::{Kernel, Op};
+use crate::ops::{ConvOp, Kernel, Op};
 use proc_macro2::TokenStream;
 use quote::{format_ident, quote};
 use std::collections::{BTreeMap, BTreeSet, HashSet};
@@ -34,6 +35,18 @@ enum Access {
     Scalar,
     /// A trailing block of the output's shape (a bias row): `x[i % n]`.
     Suffix(usize),
+    /// A block of the output's middle dimensions, constant over its last
+    /// `inner` elements (a per-channel bias `[C, 1, 1]` over
+    /// `[batch, C, H, W]`): `x[(i / inner) % n]`. Without it, a
+    /// convolution's bias add ran the general broadcasting kernel and its
+    /// activation a second pass over the output.
+    Block {
+        /// Elements of the input.
+        n: usize,
+        /// Output elements per input element (the trailing dimensions the
+        /// input has as 1).
+        inner: usize,
+    },
 }
 
 fn access(input: &Shape, out: &Shape) -> Option<Access> {
@@ -44,9 +57,26 @@ fn access(input: &Shape, out: &Shape) -> Option<Access> {
         return Some(Access::Scalar);
     }
     let (i, o) = (input.dims(), out.dims());
-    let trailing = i.len() <= o.len() && o[o.len() - i.len()..] == *i;
+    if i.len() > o.len() || input.has_batch() {
+        return None;
+    }
     let n = input.fixed_numel()?;
-    (trailing && !input.has_batch()).then_some(Access::Suffix(n))
+    let o = &o[o.len() - i.len()..];
+    if o == i {
+        return Some(Access::Suffix(n));
+    }
+    // Trailing 1s of the input broadcast over the output's last dimensions;
+    // the rest must match the output's dimensions there.
+    let ones = i.iter().rev().take_while(|&&d| d == Dim::Fixed(1)).count();
+    let core = i.len() - ones;
+    if ones == 0 || i[..core] != o[..core] {
+        return None;
+    }
+    let inner = o[core..].iter().try_fold(1usize, |acc, d| match d {
+        Dim::Fixed(k) => acc.checked_mul(*k),
+        Dim::Batch => None,
+    })?;
+    Some(Access::Block { n, inner })
 }
 
 /// A node's operands, each once, in order.
@@ -62,6 +92,12 @@ fn distinct_operands(tg: &TrainingGraph, id: NodeId) -> Vec<NodeId> {
 
 fn elementwise(op: &Op) -> bool {
     matches!(op, Op::Unary(_) | Op::Binary(_))
+}
+
+/// A forward convolution: like a matrix product, it can run its reading
+/// loop as an epilogue (on each sample's output while it is in cache).
+fn conv(op: &Op) -> bool {
+    matches!(op, Op::Conv(ConvOp::Conv2d(_)))
 }
 
 /// The fusion decisions for a training graph.
@@ -254,15 +290,17 @@ impl Fusion {
     ) {
         let g = &tg.graph;
         for id in g.ids() {
-            if !matches!(g.node(id).op, Op::Matmul(_)) {
+            let is_conv = conv(&g.node(id).op);
+            if !matches!(g.node(id).op, Op::Matmul(_)) && !is_conv {
                 continue;
             }
             let users = g.users(id);
             let reader = users.first().map(|&u| self.owner(u));
             let reason = if roots.contains(&id) {
                 Some("its value is read after the step (loss, gradient or output)".to_string())
-            } else if g.ty(id).shape.rank() != 2
-                || g.operands(id).iter().any(|&o| g.ty(o).shape.rank() != 2)
+            } else if !is_conv
+                && (g.ty(id).shape.rank() != 2
+                    || g.operands(id).iter().any(|&o| g.ty(o).shape.rank() != 2))
             {
                 Some(
                     "it is a batched product; epilogues are fused into single matrix products"
@@ -315,6 +353,15 @@ impl Fusion {
                 )),
             }
         }
+    }
+
+    /// Elements of scratch space the kernel of `id` needs: its op's, or,
+    /// for a loop running as a convolution's epilogue, the convolution's.
+    pub fn scratch(&self, tg: &TrainingGraph, id: NodeId) -> usize {
+        let node = self.epilogue_product(id).unwrap_or(id);
+        let operands = tg.graph.operands(node);
+        let types: Vec<_> = operands.iter().map(|&o| tg.graph.ty(o)).collect();
+        tg.graph.node(node).op.scratch(&types)
     }
 
     /// The product a loop root computes first, if it runs as an epilogue.
@@ -435,6 +482,22 @@ impl Fusion {
         // element already in `out`.
         let product = self.epilogue_product(root).or(self.in_place_input(root));
         let out_shape = &tg.graph.ty(root).shape;
+        // A loop whose broadcast inputs are all blocks of one length runs
+        // block by block, each block's index computed once (`ib`), not a
+        // division per element. Not in a matrix product's epilogue: its
+        // segments are tile rows, not whole blocks.
+        let mut inners =
+            inputs
+                .iter()
+                .filter_map(|&x| match access(&tg.graph.ty(x).shape, out_shape) {
+                    Some(Access::Block { inner, .. }) => Some(inner),
+                    _ => None,
+                });
+        let first = inners.next();
+        let matmul_epilogue = self
+            .epilogue_product(root)
+            .is_some_and(|p| matches!(tg.graph.node(p).op, Op::Matmul(_)));
+        let block = first.filter(|&f| inners.all(|x| x == f) && !matmul_epilogue);
         let expr = self.expr(
             tg,
             root,
@@ -444,6 +507,7 @@ impl Fusion {
                 rt,
                 target,
                 product,
+                block,
             },
         );
         let guards = inputs.iter().enumerate().filter_map(|(j, &x)| {
@@ -453,8 +517,51 @@ impl Fusion {
                 .then(|| quote!(let #name = &#name[..out.len()];))
         });
         let guards: Vec<TokenStream> = guards.collect();
+        let uses_i = super::kernels::mentions(&expr, "i");
+        if let Some(inner) = block {
+            let inner = proc_macro2::Literal::usize_suffixed(inner);
+            let index = uses_i.then(|| quote!(let i = ib * #inner + j;));
+            let (head, first) = match self.epilogue_product(root) {
+                Some(_) => (
+                    quote!(for (r, row) in seg.chunks_mut(#inner).enumerate()),
+                    quote!(let ib = i0 / #inner + r;),
+                ),
+                None => (
+                    quote!(for (ib, row) in out.chunks_mut(#inner).enumerate()),
+                    quote!(),
+                ),
+            };
+            let inner_head = if uses_i {
+                quote!(for (j, o) in row.iter_mut().enumerate())
+            } else {
+                quote!(for o in row.iter_mut())
+            };
+            let body = quote! {
+                #head {
+                    #first
+                    #inner_head {
+                        #index
+                        *o = #expr;
+                    }
+                }
+            };
+            let Some(product) = self.epilogue_product(root) else {
+                return Some(quote! {
+                    #(#guards)*
+                    #body
+                });
+            };
+            return Some(self.conv_call(
+                tg,
+                product,
+                rt,
+                target,
+                guards,
+                quote!(|i0, seg| { #body }),
+            ));
+        }
         let Some(product) = self.epilogue_product(root) else {
-            let head = if super::kernels::mentions(&expr, "i") {
+            let head = if uses_i {
                 quote!(for (i, o) in out.iter_mut().enumerate())
             } else {
                 quote!(for o in out.iter_mut())
@@ -466,22 +573,6 @@ impl Fusion {
                 }
             });
         };
-        let ops = tg.graph.operands(product);
-        let (a, b) = (
-            tg.graph.ty(ops[0]).shape.dims(),
-            tg.graph.ty(ops[1]).shape.dims(),
-        );
-        let ta = self.folded_transposes.contains_key(&ops[0].index());
-        let tb = self.folded_transposes.contains_key(&ops[1].index());
-        let p = Product {
-            rt,
-            m: Kernel::dim(a[0]),
-            k: Kernel::dim(a[1]),
-            n: Kernel::dim(b[1]),
-            ta,
-            tb,
-        };
-        let uses_i = super::kernels::mentions(&expr, "i");
         let epilogue = if uses_i {
             quote! {
                 |i0, seg| {
@@ -500,11 +591,57 @@ impl Fusion {
                 }
             }
         };
+        if let Op::Conv(_) = &tg.graph.node(product).op {
+            return Some(self.conv_call(tg, product, rt, target, guards, epilogue));
+        }
+        let ops = tg.graph.operands(product);
+        let (a, b) = (
+            tg.graph.ty(ops[0]).shape.dims(),
+            tg.graph.ty(ops[1]).shape.dims(),
+        );
+        let ta = self.folded_transposes.contains_key(&ops[0].index());
+        let tb = self.folded_transposes.contains_key(&ops[1].index());
+        let p = Product {
+            rt,
+            m: Kernel::dim(a[0]),
+            k: Kernel::dim(a[1]),
+            n: Kernel::dim(b[1]),
+            ta,
+            tb,
+        };
         let call = target.matmul_epilogue(&p, epilogue);
         Some(quote! {
             #(#guards)*
             #call
         })
+    }
+
+    /// The call of a convolution `product` with `epilogue`, after `guards`.
+    fn conv_call(
+        &self,
+        tg: &TrainingGraph,
+        product: NodeId,
+        rt: &TokenStream,
+        target: &dyn Target,
+        guards: Vec<TokenStream>,
+        epilogue: TokenStream,
+    ) -> TokenStream {
+        let Op::Conv(op) = &tg.graph.node(product).op else {
+            return quote!(unreachable!("nnc internal error: not a convolution"););
+        };
+        let ops = tg.graph.operands(product);
+        let logical: Vec<_> = ops.iter().map(|&o| tg.graph.ty(o).clone()).collect();
+        let k = Kernel {
+            inputs: &logical,
+            out: tg.graph.ty(product),
+            rt,
+            transposed: &[],
+        };
+        let call = target.conv_epilogue(op, &k, epilogue);
+        quote! {
+            #(#guards)*
+            #call
+        }
     }
 
     /// Why each node stays its own kernel, for `--explain-fusion`.
@@ -519,6 +656,7 @@ impl Fusion {
             rt,
             target,
             product,
+            block,
         } = *l;
         let operand = |o: NodeId| -> TokenStream {
             if self.into.contains_key(&o.index()) {
@@ -534,6 +672,15 @@ impl Fusion {
                 Some(Access::Suffix(n)) => {
                     let n = proc_macro2::Literal::usize_suffixed(n);
                     quote!(#x[i % #n])
+                }
+                Some(Access::Block { n, inner }) if block == Some(inner) => {
+                    let n = proc_macro2::Literal::usize_suffixed(n);
+                    quote!(#x[ib % #n])
+                }
+                Some(Access::Block { n, inner }) => {
+                    let n = proc_macro2::Literal::usize_suffixed(n);
+                    let inner = proc_macro2::Literal::usize_suffixed(inner);
+                    quote!(#x[(i / #inner) % #n])
                 }
                 _ => quote!(#x[i]),
             }
@@ -565,4 +712,6 @@ struct Loop<'a> {
     rt: &'a TokenStream,
     target: &'a dyn Target,
     product: Option<NodeId>,
+    /// The block length a block-by-block loop runs over (its index `ib`).
+    block: Option<usize>,
 }

@@ -102,8 +102,7 @@ pub(super) fn kernels(
         else {
             continue;
         };
-        let scratch = (node.op.scratch(&logical.iter().collect::<Vec<_>>()) > 0)
-            .then(|| quote!(scratch: &mut [f32]));
+        let scratch = (fusion.scratch(tg, id) > 0).then(|| quote!(scratch: &mut [f32]));
         let name = kernel_name(tg, id, prefix);
         let key = keyed(&node.op).then(|| quote!(key: #rt::model::StepKey,));
         let b = if mentions(&body, "b") {

@@ -259,9 +259,8 @@ impl Layout {
             let Some(&at) = step.get(&id.index()) else {
                 continue;
             };
-            let operands: Vec<_> = tg.graph.operands(id);
-            let types: Vec<_> = operands.iter().map(|&o| tg.graph.ty(o)).collect();
-            let size = tg.graph.node(id).op.scratch(&types);
+            // A loop running as a convolution's epilogue has its scratch.
+            let size = fusion.scratch(tg, id);
             if size > 0 {
                 buffers.push(Buffer {
                     id: SCRATCH_ID + id.index(),

@@ -16,7 +16,7 @@
 //! (and `scratch`, `key` where the op asks for them).
 
 use crate::graph::Dim;
-use crate::ops::{BinaryOp, Kernel, Op, UnaryOp};
+use crate::ops::{BinaryOp, ConvOp, Kernel, Op, UnaryOp};
 use proc_macro2::TokenStream;
 use quote::quote;
 
@@ -37,6 +37,14 @@ pub trait Target: std::fmt::Debug + Send + Sync {
     /// a closure `|i0, seg| { ... }` that rewrites `seg`, the block that
     /// starts at element `i0` of `out`, in place.
     fn matmul_epilogue(&self, p: &Product, epilogue: TokenStream) -> TokenStream;
+
+    /// A convolution (`op`, a forward `conv2d`, over `k`'s operands `x0`
+    /// and `x1`, with `scratch`) whose finished samples are handed to
+    /// `epilogue`, a closure like [`Target::matmul_epilogue`]'s. The
+    /// runtime's kernel unless a target writes its own.
+    fn conv_epilogue(&self, op: &ConvOp, k: &Kernel<'_>, epilogue: TokenStream) -> TokenStream {
+        op.emit_then(k, epilogue)
+    }
 }
 
 /// A matrix product's dimensions (as `usize` expressions, see

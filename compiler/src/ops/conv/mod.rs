@@ -349,6 +349,26 @@ impl ConvOp {
     }
 }
 
+impl ConvOp {
+    /// The codegen face of a forward convolution whose finished samples
+    /// run `epilogue` (`|i0, seg| …`, the fused bias add and activation):
+    /// `nnc_runtime::conv::conv2d_then`. Other ops have no epilogue form.
+    pub fn emit_then(&self, k: &Kernel<'_>, epilogue: TokenStream) -> TokenStream {
+        let rt = k.rt;
+        let types: Vec<&TensorType> = k.inputs.iter().collect();
+        let (ConvOp::Conv2d(_), Ok(g)) = (self, self.conv_geom(&types)) else {
+            return quote!(unreachable!("nnc internal error: conv2d epilogue shapes"););
+        };
+        let scratch = if self.scratch(&types) > 0 {
+            quote!(scratch)
+        } else {
+            quote!(&mut [])
+        };
+        let geom = g.emit(rt);
+        quote!(#rt::conv::conv2d_then(#geom, b, out, x0, x1, #scratch, #epilogue);)
+    }
+}
+
 impl fmt::Display for ConvOp {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         let conv = |f: &mut fmt::Formatter<'_>, name: &str, p: &ConvParams| {

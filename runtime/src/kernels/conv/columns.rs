@@ -100,10 +100,19 @@ fn gemm(m: usize, n: usize, k: usize, a: MatRef<'_>, b: MatRef<'_>, beta: f32, c
 }
 
 /// [`super::conv2d`] through a column matrix.
-pub fn conv2d(g: &Conv2d, b: usize, y: &mut [f32], x: &[f32], w: &[f32], scratch: &mut [f32]) {
+pub fn conv2d(
+    g: &Conv2d,
+    b: usize,
+    y: &mut [f32],
+    x: &[f32],
+    w: &[f32],
+    scratch: &mut [f32],
+    epilogue: &dyn Fn(usize, &mut [f32]),
+) {
     check(g, b, x.len(), w.len(), y.len(), scratch.len());
     let (oh, ow) = g.out_hw();
     let (og, k, ohw) = (g.og(), g.k(), oh * ow);
+    let per = g.o * ohw;
     for n in 0..b {
         for gi in 0..g.groups {
             let xs = &x[g.in_range(n, gi)];
@@ -124,6 +133,7 @@ pub fn conv2d(g: &Conv2d, b: usize, y: &mut [f32], x: &[f32], w: &[f32], scratch
                 );
             }
         }
+        epilogue(n * per, &mut y[n * per..][..per]);
     }
 }
 

@@ -94,9 +94,14 @@ impl Padded {
         }
     }
 
-    /// Copies the images of `src` (`[_, h, w]`) into `dst`, zeroed first.
-    fn pad(&self, src: &[f32], dst: &mut [f32]) {
-        dst.fill(0.0);
+    /// Copies the images of `src` (`[_, h, w]`) into `dst`, zeroed first
+    /// when `zero`. Every call of one geometry writes the same interior, so
+    /// the border stays zero from the first call of a kernel on: zeroing
+    /// the whole buffer for every sample was 6% of LeNet's step.
+    fn pad(&self, src: &[f32], dst: &mut [f32], zero: bool) {
+        if zero {
+            dst.fill(0.0);
+        }
         for (s, d) in src
             .chunks_exact(self.h * self.w)
             .zip(dst.chunks_exact_mut(self.hp * self.wp))
@@ -111,7 +116,9 @@ impl Padded {
     /// compute it: pads `src` into `padded`, multiplies `a` (rows at
     /// `a_rows`) by it (each B row at a tap's offset `b_rows`) into `cbuf`
     /// over padded-width rows, and keeps each row's first `width` columns
-    /// in the dense `dst`: `dst = compact(A @ pad(src))`.
+    /// in the dense `dst`: `dst = compact(A @ pad(src))`. `first`: the
+    /// kernel's first product, which zeroes `padded` (see [`Self::pad`]).
+    #[allow(clippy::too_many_arguments)]
     fn product(
         &self,
         a: &[f32],
@@ -120,8 +127,9 @@ impl Padded {
         padded: &mut [f32],
         cbuf: &mut [f32],
         dst: &mut [f32],
+        first: bool,
     ) {
-        self.pad(src, padded);
+        self.pad(src, padded, first);
         let operands = Indexed {
             a,
             a_rows: &t.a,
@@ -164,7 +172,8 @@ fn with_tables<R>(f: impl FnOnce(&mut Tables) -> R) -> R {
     })
 }
 
-/// Forward: see [`super::conv2d`]; slices already checked.
+/// Forward: see [`super::conv2d_then`]; slices already checked.
+#[allow(clippy::too_many_arguments)]
 pub(super) fn conv2d(
     g: &Conv2d,
     p: &Plan,
@@ -173,6 +182,7 @@ pub(super) fn conv2d(
     x: &[f32],
     w: &[f32],
     scratch: &mut [f32],
+    epilogue: &dyn Fn(usize, &mut [f32]),
 ) {
     let (xp, rest) = scratch.split_at_mut(p.xp_len(g));
     let cbuf = &mut rest[..p.og * p.q];
@@ -185,8 +195,10 @@ pub(super) fn conv2d(
             for gi in 0..g.groups {
                 let wg = &w[gi * p.og * p.taps..][..p.og * p.taps];
                 let (xs, ys) = (&x[g.in_range(n, gi)], &mut y[g.out_range(n, gi)]);
-                padded.product(wg, t, xs, xp, cbuf, ys);
+                padded.product(wg, t, xs, xp, cbuf, ys, n == 0 && gi == 0);
             }
+            let per = g.o * p.oh * p.ow;
+            epilogue(n * per, &mut y[n * per..][..per]);
         }
     });
 }
@@ -227,7 +239,7 @@ pub(super) fn conv2d_grad_input(
             }
             for n in 0..b {
                 let (dys, dxs) = (&dy[g.out_range(n, gi)], &mut dx[g.in_range(n, gi)]);
-                padded.product(wt, t, dys, dyp, dxbuf, dxs);
+                padded.product(wt, t, dys, dyp, dxbuf, dxs, n == 0 && gi == 0);
             }
         }
     });
@@ -259,11 +271,15 @@ pub(super) fn conv2d_grad_weight(
         for gi in 0..g.groups {
             for n in 0..b {
                 let xs = &x[g.in_range(n, gi)];
-                padded.pad(xs, xp);
+                let first = n == 0 && gi == 0;
+                padded.pad(xs, xp, first);
                 // panel[(blk · q + oy·Wp + ox) · 16 + o % 16] = dY[o, oy, ox],
-                // zero in the dropped columns and past the last channel.
+                // zero in the dropped columns and past the last channel
+                // (written by no sample, so zeroed once).
                 let dys = &dy[g.out_range(n, gi)];
-                panel.fill(0.0);
+                if first {
+                    panel.fill(0.0);
+                }
                 for (o, src) in dys.chunks_exact(ohw).enumerate() {
                     let (blk, lane) = (o / INDEXED_BLOCK, o % INDEXED_BLOCK);
                     let base = blk * p.q;
@@ -327,7 +343,7 @@ fn grad_weight_by_channels(
             let dwg = &mut dw[gi * p.og * p.taps..][..p.og * p.taps];
             for n in 0..b {
                 let xs = &x[g.in_range(n, gi)];
-                padded.pad(xs, xp);
+                padded.pad(xs, xp, n == 0 && gi == 0);
                 let dys = &dy[g.out_range(n, gi)];
                 for (src, dst) in dys.chunks_exact(ohw).zip(dyq.chunks_exact_mut(p.q)) {
                     for (row, out) in src.chunks_exact(p.ow).zip(dst.chunks_exact_mut(p.wp)) {

@@ -77,10 +77,27 @@ fn check(g: &Conv2d, b: usize, x: usize, wt: usize, y: usize, scratch: usize) {
 /// `y[b, O, OH, OW] = conv2d(x[b, C, H, W], w[O, C/groups, KH, KW])`
 /// (cross-correlation, as in every framework).
 pub fn conv2d(g: &Conv2d, b: usize, y: &mut [f32], x: &[f32], w: &[f32], scratch: &mut [f32]) {
+    conv2d_then(g, b, y, x, w, scratch, |_, _| {});
+}
+
+/// [`conv2d`], then `epilogue(i, sample)` over each sample's finished
+/// output, where `sample` is `y[i..][..O·OH·OW]`: the loop generated code
+/// fuses a convolution's bias add and activation into, run while the
+/// sample's output is still in cache (one pass over the output instead of
+/// a broadcasting add and an activation, each over the whole batch).
+pub fn conv2d_then(
+    g: &Conv2d,
+    b: usize,
+    y: &mut [f32],
+    x: &[f32],
+    w: &[f32],
+    scratch: &mut [f32],
+    epilogue: impl Fn(usize, &mut [f32]),
+) {
     check(g, b, x.len(), w.len(), y.len(), scratch.len());
     match implicit_plan(g) {
-        Some(p) => implicit::conv2d(g, &p, b, y, x, w, scratch),
-        None => columns::conv2d(g, b, y, x, w, scratch),
+        Some(p) => implicit::conv2d(g, &p, b, y, x, w, scratch, &epilogue),
+        None => columns::conv2d(g, b, y, x, w, scratch, &epilogue),
     }
 }
 
