@@ -4,7 +4,7 @@
 //! [`check_source`], the build-script API, the `nnc` binary, `nnc check`'s
 //! report and the `network!` macro — all come through here.
 
-use crate::codegen::{self, Input, Options, Stats};
+use crate::codegen::{self, Emit, Input, Options, Stats};
 use crate::diagnostic::{CompileError, Diagnostic, ErrorKind, SourceFile, Span};
 use crate::ir::{GradOptions, Module, Network, OptLevel, TrainConfig, TrainingGraph};
 use crate::passes::Pass;
@@ -118,8 +118,25 @@ pub fn generate_tokens(
     module: &Module,
     opts: &Options,
 ) -> Result<TokenStream, CompileError> {
-    let rt = codegen::runtime_path(opts)?;
     let mut items = TokenStream::new();
+    generate_each(source, module, opts, &mut Emit::tokens(), |tokens, _| {
+        items.extend(tokens);
+        Ok(())
+    })?;
+    Ok(items)
+}
+
+/// Generates every network of a checked module, handing each group of
+/// items (a network, its int8 plan, each pipeline stage) to `take` with
+/// `emit`, which holds the texts of their placeholders in text mode.
+fn generate_each(
+    source: &SourceFile,
+    module: &Module,
+    opts: &Options,
+    emit: &mut Emit,
+    mut take: impl FnMut(TokenStream, &mut Emit) -> Result<(), CompileError>,
+) -> Result<(), CompileError> {
+    let rt = codegen::runtime_path(opts)?;
     for net in &module.networks {
         let config = module.train_config(&net.name);
         let graphs = optimize_both(net, &config, opts)?;
@@ -130,29 +147,39 @@ pub fn generate_tokens(
             inference: graphs.inference.as_ref(),
             explain: graphs.explain.as_ref(),
         };
-        items.extend(codegen::network(source, &input, &rt, opts)?);
-        if opts.quantize.is_some() {
-            items.extend(codegen::int8(source, &input, &rt)?.items);
+        let items = codegen::network_with(source, &input, &rt, opts, emit)?;
+        let int8 = match opts.quantize {
+            Some(_) => Some(codegen::int8(source, &input, &rt)?.items),
+            None => None,
+        };
+        // The graphs go before the items are formatted: a big model's
+        // graphs are hundreds of megabytes.
+        drop(graphs);
+        take(items, emit)?;
+        if let Some(items) = int8 {
+            take(items, emit)?;
         }
-        items.extend(stage_networks(source, net, &config, &rt, opts)?);
+        stage_networks(source, net, &config, &rt, opts, emit, &mut take)?;
     }
-    Ok(items)
+    Ok(())
 }
 
 /// The stage networks of a pipelined network (`stages:` in its `train`
 /// block, [`lower::stages`]), `<Name>Stage<s>`, each generated like any
 /// network, with the gradient with respect to its incoming activation
-/// (`train_step_backprop`). Nothing for a network without stages.
+/// (`train_step_backprop`), and handed to `take`. Nothing for a network
+/// without stages.
 fn stage_networks(
     source: &SourceFile,
     net: &Network,
     config: &TrainConfig,
     rt: &TokenStream,
     opts: &Options,
-) -> Result<TokenStream, CompileError> {
-    let mut items = TokenStream::new();
+    emit: &mut Emit,
+    take: &mut impl FnMut(TokenStream, &mut Emit) -> Result<(), CompileError>,
+) -> Result<(), CompileError> {
     if config.stages.is_empty() {
-        return Ok(items);
+        return Ok(());
     }
     let stages = lower::stages::split(net, &config.stages).map_err(CompileError::from)?;
     // Stages are trained by the pipeline driver, never explained.
@@ -180,9 +207,11 @@ fn stage_networks(
             inference: None,
             explain: None,
         };
-        items.extend(codegen::network(source, &input, rt, &opts)?);
+        let items = codegen::network_with(source, &input, rt, &opts, emit)?;
+        drop(tg);
+        take(items, emit)?;
     }
-    Ok(items)
+    Ok(())
 }
 
 /// The int8 inference plan of every network of a checked module, one
@@ -217,8 +246,14 @@ pub fn generate(
     module: &Module,
     opts: &Options,
 ) -> Result<String, CompileError> {
-    let items = generate_tokens(source, module, opts)?;
-    codegen::format(source, items)
+    // Each network formatted as it is generated, its kernels and calls
+    // already text (`codegen::Emit`): a big model is never alive whole as
+    // tokens.
+    let mut out = codegen::header(source);
+    generate_each(source, module, opts, &mut Emit::text(), |items, emit| {
+        codegen::format_into(&mut out, items, emit)
+    })?;
+    Ok(out)
 }
 
 /// The whole pipeline on one source file: its generated Rust source.
