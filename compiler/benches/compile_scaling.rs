@@ -115,9 +115,13 @@ fn stages(kind: &str, nodes: usize) -> Result<(), String> {
         inference: None,
         explain: None,
     };
-    let items = codegen::network(&source, &input, &rt, &opts).map_err(err)?;
+    // As `nnc compile` does: kernels and calls formatted as they are
+    // generated (counted in `codegen`), the rest formatted after.
+    let mut emit = codegen::Emit::text();
+    let items = codegen::network_with(&source, &input, &rt, &opts, &mut emit).map_err(err)?;
     report("codegen", &mut t);
-    let code = codegen::format(&source, items).map_err(err)?;
+    let mut code = codegen::header(&source);
+    codegen::format_into(&mut code, items, &mut emit).map_err(err)?;
     report("format", &mut t);
     eprintln!("output {} bytes", code.len());
     if let Some(path) = std::env::var_os("NNC_SCALING_OUT") {

@@ -4,7 +4,7 @@
 //! [`check_source`], the build-script API, the `nnc` binary, `nnc check`'s
 //! report and the `network!` macro — all come through here.
 
-use crate::codegen::{self, Input, Options, Stats};
+use crate::codegen::{self, Emit, Input, Options, Stats};
 use crate::diagnostic::{CompileError, Diagnostic, ErrorKind, SourceFile, Span};
 use crate::ir::{GradOptions, Module, Network, OptLevel, TrainConfig, TrainingGraph};
 use crate::passes::Pass;
@@ -118,23 +118,39 @@ pub fn generate_tokens(
     module: &Module,
     opts: &Options,
 ) -> Result<TokenStream, CompileError> {
-    Ok(generate_all(source, module, opts)?.0)
+    let mut items = TokenStream::new();
+    generate_each(
+        source,
+        module,
+        opts,
+        &mut Emit::tokens(),
+        &mut Vec::new(),
+        |tokens, _| {
+            items.extend(tokens);
+            Ok(())
+        },
+    )?;
+    Ok(items)
 }
 
 /// Per network (with `--quantize int8`): its name and its int8 plan's
 /// report, one line per step (which run int8, which stay f32).
 pub type Int8Reports = Vec<(String, Vec<String>)>;
 
-/// The generated items and, when `opts.quantize` is set, every network's
-/// int8 plan report: one optimisation of each network serves both.
-fn generate_all(
+/// Generates every network of a checked module, handing each group of
+/// items (a network, its int8 plan, each pipeline stage, each split part)
+/// to `take` with `emit`, which holds the texts of their placeholders in
+/// text mode. With `opts.quantize` set, every network's int8 plan report
+/// goes to `reports`: one optimisation of each network serves both.
+fn generate_each(
     source: &SourceFile,
     module: &Module,
     opts: &Options,
-) -> Result<(TokenStream, Int8Reports), CompileError> {
+    emit: &mut Emit,
+    reports: &mut Int8Reports,
+    mut take: impl FnMut(TokenStream, &mut Emit) -> Result<(), CompileError>,
+) -> Result<(), CompileError> {
     let rt = codegen::runtime_path(opts)?;
-    let mut items = TokenStream::new();
-    let mut reports = Vec::new();
     for net in &module.networks {
         let config = module.train_config(&net.name);
         let graphs = optimize_both(net, &config, opts)?;
@@ -145,32 +161,44 @@ fn generate_all(
             inference: graphs.inference.as_ref(),
             explain: graphs.explain.as_ref(),
         };
-        items.extend(codegen::network(source, &input, &rt, opts)?);
-        if opts.quantize.is_some() {
-            let plan = codegen::int8(source, &input, &rt)?;
-            items.extend(plan.items);
-            reports.push((net.name.clone(), plan.report));
+        let items = codegen::network_with(source, &input, &rt, opts, emit)?;
+        let int8 = match opts.quantize {
+            Some(_) => {
+                let plan = codegen::int8(source, &input, &rt)?;
+                reports.push((net.name.clone(), plan.report));
+                Some(plan.items)
+            }
+            None => None,
+        };
+        // The graphs go before the items are formatted: a big model's
+        // graphs are hundreds of megabytes.
+        drop(graphs);
+        take(items, emit)?;
+        if let Some(items) = int8 {
+            take(items, emit)?;
         }
-        items.extend(stage_networks(source, net, &config, &rt, opts)?);
-        items.extend(split_networks(source, net, &config, &rt, opts)?);
+        stage_networks(source, net, &config, &rt, opts, emit, &mut take)?;
+        split_networks(source, net, &config, &rt, opts, emit, &mut take)?;
     }
-    Ok((items, reports))
+    Ok(())
 }
 
 /// The stage networks of a pipelined network (`stages:` in its `train`
 /// block, [`lower::stages`]), `<Name>Stage<s>`, each generated like any
 /// network, with the gradient with respect to its incoming activation
-/// (`train_step_backprop`). Nothing for a network without stages.
+/// (`train_step_backprop`), and handed to `take`. Nothing for a network
+/// without stages.
 fn stage_networks(
     source: &SourceFile,
     net: &Network,
     config: &TrainConfig,
     rt: &TokenStream,
     opts: &Options,
-) -> Result<TokenStream, CompileError> {
-    let mut items = TokenStream::new();
+    emit: &mut Emit,
+    take: &mut impl FnMut(TokenStream, &mut Emit) -> Result<(), CompileError>,
+) -> Result<(), CompileError> {
     if config.stages.is_empty() {
-        return Ok(items);
+        return Ok(());
     }
     let stages = lower::stages::split(net, &config.stages).map_err(CompileError::from)?;
     // Stages are trained by the pipeline driver, never explained.
@@ -198,9 +226,11 @@ fn stage_networks(
             inference: None,
             explain: None,
         };
-        items.extend(codegen::network(source, &input, rt, &opts)?);
+        let items = codegen::network_with(source, &input, rt, &opts, emit)?;
+        drop(tg);
+        take(items, emit)?;
     }
-    Ok(items)
+    Ok(())
 }
 
 /// The split networks of a network with split layers (`split:` in its
@@ -208,16 +238,18 @@ fn stage_networks(
 /// the partial sum, and `<Name>Tail`, the rest from that sum, with the
 /// gradient with respect to it (`train_step_backprop`). Nothing for a
 /// network without split layers.
+#[allow(clippy::too_many_arguments)]
 fn split_networks(
     source: &SourceFile,
     net: &Network,
     config: &TrainConfig,
     rt: &TokenStream,
     opts: &Options,
-) -> Result<TokenStream, CompileError> {
-    let mut items = TokenStream::new();
+    emit: &mut Emit,
+    take: &mut impl FnMut(TokenStream, &mut Emit) -> Result<(), CompileError>,
+) -> Result<(), CompileError> {
     let Some(split) = lower::split::split(net, config).map_err(CompileError::from)? else {
-        return Ok(items);
+        return Ok(());
     };
     // The parts are trained by the split driver, never explained.
     let opts = Options {
@@ -244,9 +276,11 @@ fn split_networks(
             inference: None,
             explain: None,
         };
-        items.extend(codegen::network(source, &input, rt, &opts)?);
+        let items = codegen::network_with(source, &input, rt, &opts, emit)?;
+        drop(tg);
+        take(items, emit)?;
     }
-    Ok(items)
+    Ok(())
 }
 
 /// Generates the Rust source for every network of a checked module,
@@ -267,8 +301,20 @@ pub fn generate_with_int8_report(
     module: &Module,
     opts: &Options,
 ) -> Result<(String, Int8Reports), CompileError> {
-    let (items, reports) = generate_all(source, module, opts)?;
-    Ok((codegen::format(source, items)?, reports))
+    // Each network formatted as it is generated, its kernels and calls
+    // already text (`codegen::Emit`): a big model is never alive whole as
+    // tokens.
+    let mut out = codegen::header(source);
+    let mut reports = Vec::new();
+    generate_each(
+        source,
+        module,
+        opts,
+        &mut Emit::text(),
+        &mut reports,
+        |items, emit| codegen::format_into(&mut out, items, emit),
+    )?;
+    Ok((out, reports))
 }
 
 /// The whole pipeline on one source file: its generated Rust source.

@@ -6,6 +6,7 @@
 //! the largest of them), reads the parameters and never writes them, and
 //! allocates nothing after the first call.
 
+use super::emit::Emit;
 use super::fuse::Fusion;
 use super::kernels::{calls, kernels, mentions, prelude};
 use super::layout::Layout;
@@ -46,6 +47,7 @@ pub(super) fn explain(
     rt: &TokenStream,
     target: &dyn Target,
     opts: &Options,
+    emit: &mut Emit,
 ) -> Result<Explain, CompileError> {
     let Names {
         ty,
@@ -64,8 +66,30 @@ pub(super) fn explain(
     };
     let planned = opts.opt_level >= OptLevel::O2;
     let (layout, _) = Layout::new(xtg, &schedule, &targets, planned, &fusion, false)?;
-    let kernel_items = kernels(source, xtg, rt, target, &[&schedule], &fusion, "x");
-    let call_list = calls(source, xtg, &layout, &schedule, rt, &fusion, "x");
+    let mut run = emit.members();
+    let names = kernels(
+        source,
+        xtg,
+        rt,
+        target,
+        &[&schedule],
+        &fusion,
+        "x",
+        &mut run,
+    )?;
+    let kernel_items = run.finish();
+    let mut run = emit.statements();
+    calls(
+        source,
+        xtg,
+        &layout,
+        &schedule,
+        rt,
+        &fusion,
+        ("x", &names),
+        &mut run,
+    )?;
+    let call_list = run.finish();
     let per_sample = xtg.graph.ty(scores).shape.fixed_numel().unwrap_or(0);
     // `b` alone for one score a sample: `1usize * b` is a clippy warning
     // in the user's crate.
@@ -144,7 +168,7 @@ pub(super) fn explain(
                 found: cotangent.len(),
             });
         }
-        #(#call_list)*
+        #call_list
         #copies
         if !scores.is_empty() {
             let src = &#score_src;

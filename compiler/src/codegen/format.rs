@@ -12,18 +12,71 @@
 //! associated item printed inside a copy of its block's header is the same
 //! text as in the whole block.
 
+use super::emit::{self, Emit};
 use proc_macro2::{Delimiter, Group, TokenStream, TokenTree};
+use quote::quote;
 use std::iter::Peekable;
 
 /// Formats `items` (a generated file's items) onto `out`, each line
-/// through [`push_line`].
-pub(super) fn items(items: TokenStream, out: &mut String) -> syn::Result<()> {
+/// through [`push_text`]; a placeholder ([`super::emit`]) becomes the text
+/// `emit` holds for it.
+pub(super) fn items(items: TokenStream, out: &mut String, emit: &mut Emit) -> syn::Result<()> {
     each_item(items.into_iter(), top_level, |piece| match piece {
         Piece::Item(file) => {
             push_text(out, &prettyplease::unparse(&file));
             Ok(())
         }
-        Piece::Impl { header, body } => impl_block(&header, body, out),
+        Piece::Impl { header, body } => impl_block(&header, body, out, emit),
+    })
+}
+
+/// The wrapper [`member`] and [`statement`] print a piece in: the text of
+/// an associated item or a statement depends only on its indentation,
+/// which is the same inside any `impl` block and associated function, so
+/// printing it inside the shortest ones (rather than copies of the real
+/// header and signature) gives the same text for less parsing.
+const WRAP_IMPL: &str = "impl __Nnc {\n";
+const WRAP_FN: &str = "    fn __nnc() {\n";
+
+/// The text of one associated item of an `impl` block, as [`push_text`]
+/// writes it.
+pub(super) fn member(tokens: TokenStream) -> syn::Result<String> {
+    let file: syn::File = syn::parse2(quote!(impl __Nnc { #tokens }))?;
+    let text = prettyplease::unparse(&file);
+    drop(file);
+    let inner = text
+        .strip_prefix(WRAP_IMPL)
+        .and_then(|t| t.strip_suffix("}\n"))
+        .ok_or_else(|| layout(WRAP_IMPL))?;
+    let mut out = String::with_capacity(inner.len());
+    push_text(&mut out, inner);
+    Ok(out)
+}
+
+/// The text of one statement of an associated function's body, as
+/// [`push_text`] writes it.
+pub(super) fn statement(tokens: TokenStream) -> syn::Result<String> {
+    let file: syn::File = syn::parse2(quote!(impl __Nnc { fn __nnc() { #tokens } }))?;
+    let text = prettyplease::unparse(&file);
+    drop(file);
+    let inner = text
+        .strip_prefix(WRAP_IMPL)
+        .and_then(|t| t.strip_prefix(WRAP_FN))
+        .and_then(|t| t.strip_suffix("}\n"))
+        .and_then(|t| t.strip_suffix("    }\n"))
+        .ok_or_else(|| layout(WRAP_IMPL))?;
+    let mut out = String::with_capacity(inner.len());
+    push_text(&mut out, inner);
+    Ok(out)
+}
+
+/// The text placeholder `n` stands for.
+fn placed(emit: &mut Emit, n: usize) -> syn::Result<String> {
+    emit.take(n).ok_or_else(|| {
+        syn::Error::new(
+            proc_macro2::Span::call_site(),
+            format!("generated text {n} is missing or placed twice"),
+        )
     })
 }
 
@@ -73,7 +126,12 @@ fn wrap(header: &TokenStream, inner: TokenStream) -> TokenStream {
 /// Prints an `impl` block: its header, then each associated item printed
 /// inside a copy of the header with that header and the closing brace cut
 /// off again, then the closing brace.
-fn impl_block(header: &TokenStream, body: Group, out: &mut String) -> syn::Result<()> {
+fn impl_block(
+    header: &TokenStream,
+    body: Group,
+    out: &mut String,
+    emit: &mut Emit,
+) -> syn::Result<()> {
     let empty = prettyplease::unparse(&syn::parse2(wrap(header, TokenStream::new()))?);
     // `impl X {}` printed; a non-empty block opens with the same text, a
     // line break after its `{`.
@@ -90,7 +148,7 @@ fn impl_block(header: &TokenStream, body: Group, out: &mut String) -> syn::Resul
     drop(body);
     each_item(
         stream.into_iter(),
-        |tokens| member(header, tokens),
+        |tokens| member_of(header, tokens),
         |m| match m {
             Member::Parsed(file) => {
                 let text = prettyplease::unparse(&file);
@@ -99,7 +157,11 @@ fn impl_block(header: &TokenStream, body: Group, out: &mut String) -> syn::Resul
                 push_text(out, inner.ok_or_else(|| layout(&open))?);
                 Ok(())
             }
-            Member::Fn { sig, body } => fn_by_statement(header, &open, &sig, body, out),
+            Member::Fn { sig, body } => fn_by_statement(header, &open, &sig, body, out, emit),
+            Member::Text(n) => {
+                out.push_str(&placed(emit, n)?);
+                Ok(())
+            }
         },
     )?;
     push_text(out, "}\n");
@@ -112,22 +174,26 @@ fn impl_block(header: &TokenStream, body: Group, out: &mut String) -> syn::Resul
 const SPLIT_TOKENS: usize = 64;
 
 /// An associated item of an `impl` block: parsed inside a copy of the
-/// block's header, or a long function kept as tokens to be printed
-/// statement by statement.
+/// block's header, a long function (or one with placeholders) kept as
+/// tokens to be printed statement by statement, or a placeholder.
 enum Member {
     Parsed(syn::File),
     Fn { sig: TokenStream, body: Group },
+    Text(usize),
 }
 
-fn member(header: &TokenStream, tokens: &[TokenTree]) -> syn::Result<Member> {
+fn member_of(header: &TokenStream, tokens: &[TokenTree]) -> syn::Result<Member> {
+    if let Some(n) = emit::placeholder(tokens) {
+        return Ok(Member::Text(n));
+    }
     if let Some((TokenTree::Group(body), sig)) = tokens.split_last() {
         let is_fn = sig
             .iter()
             .any(|t| matches!(t, TokenTree::Ident(i) if i == "fn"));
-        if is_fn
-            && body.delimiter() == Delimiter::Brace
-            && body.stream().into_iter().count() >= SPLIT_TOKENS
-        {
+        if is_fn && body.delimiter() == Delimiter::Brace && {
+            let stream = body.stream();
+            emit::has_placeholder(&stream) || stream.into_iter().count() >= SPLIT_TOKENS
+        } {
             let sig: TokenStream = sig.iter().cloned().collect();
             syn::parse2::<syn::File>(wrap(header, wrap(&sig, TokenStream::new())))?;
             return Ok(Member::Fn {
@@ -149,11 +215,11 @@ fn fn_by_statement(
     sig: &TokenStream,
     body: Group,
     out: &mut String,
+    emit: &mut Emit,
 ) -> syn::Result<()> {
     const MARK: &str = "__nnc_format_mark;";
-    let full = |stmts: TokenStream| wrap(header, wrap(sig, stmts));
     let marked: TokenStream = MARK.parse().map_err(|_| layout(open))?;
-    let text = prettyplease::unparse(&syn::parse2(full(marked))?);
+    let text = prettyplease::unparse(&syn::parse2(wrap(header, wrap(sig, marked)))?);
     let inner = text
         .strip_prefix(open)
         .and_then(|t| t.strip_suffix("}\n"))
@@ -167,17 +233,15 @@ fn fn_by_statement(
     drop(body);
     each_item(
         stream.into_iter(),
-        |tokens| syn::parse2::<syn::File>(full(tokens.iter().cloned().collect())),
-        |file| {
-            let text = prettyplease::unparse(&file);
-            drop(file);
-            let stmt = text
-                .strip_prefix(open)
-                .and_then(|t| t.strip_prefix(fn_open))
-                .and_then(|t| t.strip_suffix("}\n"))
-                .and_then(|t| t.strip_suffix(fn_close))
-                .ok_or_else(|| layout(open))?;
-            push_text(out, stmt);
+        |tokens| match emit::placeholder(tokens) {
+            Some(n) => Ok(Err(n)),
+            None => statement(tokens.iter().cloned().collect()).map(Ok),
+        },
+        |stmt| {
+            match stmt {
+                Ok(text) => out.push_str(&text),
+                Err(n) => out.push_str(&placed(emit, n)?),
+            }
             Ok(())
         },
     )?;
@@ -319,7 +383,7 @@ mod tests {
         let mut want = String::new();
         push_text(&mut want, &prettyplease::unparse(&whole));
         let mut got = String::new();
-        super::items(items, &mut got).unwrap();
+        super::items(items, &mut got, &mut Emit::tokens()).unwrap();
         assert_eq!(got, want);
         assert!(got.contains("        // node 3"), "{got}");
     }

@@ -4,35 +4,27 @@
 //! associated functions of the network's struct (`Self::k5_add`), so two
 //! networks in one module never collide.
 
+use super::emit::Run;
 use super::fuse::Fusion;
 use super::layout::{Layout, Loc};
 use super::target::Target;
 use super::{usize_lit, var};
-use crate::diagnostic::SourceFile;
+use crate::diagnostic::{CompileError, SourceFile};
 use crate::graph::{DType, NodeId};
 use crate::ir::TrainingGraph;
 use crate::ops::{Kernel, LeafOp, NormOp, Op};
 use proc_macro2::{Ident, TokenStream};
 use quote::{format_ident, quote};
-use std::collections::BTreeSet;
+use std::collections::{BTreeSet, HashMap};
 
-/// Every identifier a token stream mentions.
-fn idents(ts: &TokenStream, out: &mut BTreeSet<String>) {
-    for t in ts.clone() {
-        match t {
-            proc_macro2::TokenTree::Ident(i) => {
-                out.insert(i.to_string());
-            }
-            proc_macro2::TokenTree::Group(g) => idents(&g.stream(), out),
-            _ => {}
-        }
-    }
-}
-
+/// Whether a token stream mentions the identifier `name` (stopping at
+/// the first mention).
 pub(super) fn mentions(ts: &TokenStream, name: &str) -> bool {
-    let mut set = BTreeSet::new();
-    idents(ts, &mut set);
-    set.contains(name)
+    ts.clone().into_iter().any(|t| match t {
+        proc_macro2::TokenTree::Ident(i) => i == name,
+        proc_macro2::TokenTree::Group(g) => mentions(&g.stream(), name),
+        _ => false,
+    })
 }
 
 /// An entry point's body behind the workspace reservation and the batch
@@ -59,7 +51,16 @@ pub(super) fn prelude(check: TokenStream, body: TokenStream) -> TokenStream {
     }
 }
 
-/// One function per kernel node used by any entry point.
+/// The function each kernel node's calls name: that of the first node
+/// whose kernel is the same code.
+#[derive(Debug, Default)]
+pub(super) struct KernelNames(HashMap<usize, Ident>);
+
+/// One function per distinct kernel among the nodes any entry point uses,
+/// each pushed to `run`. Nodes whose kernels are the same code (a stack of
+/// identical layers) share the first one's function, whose comment lists
+/// them; each call still names its own node.
+#[allow(clippy::too_many_arguments)]
 pub(super) fn kernels(
     source: &SourceFile,
     tg: &TrainingGraph,
@@ -68,62 +69,38 @@ pub(super) fn kernels(
     schedules: &[&Vec<NodeId>],
     fusion: &Fusion,
     prefix: &str,
-) -> TokenStream {
+    run: &mut Run<'_>,
+) -> Result<KernelNames, CompileError> {
     let used: BTreeSet<usize> = schedules
         .iter()
         .flat_map(|s| s.iter().map(|n| n.index()))
         .collect();
-    let mut out = TokenStream::new();
+    // First the groups of nodes with the same code, keyed by its text (the
+    // tokens are dropped: only one kernel's tokens are alive at a time);
+    // then each group's function, generated again from its first node.
+    let mut groups: Vec<Vec<NodeId>> = Vec::new();
+    let mut by_code: HashMap<String, usize> = HashMap::new();
     for id in tg.graph.ids().filter(|id| used.contains(&id.index())) {
-        let node = tg.graph.node(id);
-        if fusion.is_member(id) {
+        let Some(f) = kernel_fn(tg, id, rt, target, fusion) else {
             continue;
+        };
+        let key = format!("{}{}", f.many.is_some(), f.code);
+        match by_code.get(&key) {
+            Some(&g) => groups[g].push(id),
+            None => {
+                by_code.insert(key, groups.len());
+                groups.push(vec![id]);
+            }
         }
-        let operands = fusion.inputs(tg, id);
-        let inputs: Vec<_> = operands.iter().map(|&o| tg.graph.ty(o).clone()).collect();
-        // The op sees its operands' logical types (a folded transpose's,
-        // not its source's) and which of them arrive transposed.
-        let logical: Vec<_> = tg
-            .graph
-            .operands(id)
-            .iter()
-            .map(|&o| tg.graph.ty(o).clone())
-            .collect();
-        let transposed = fusion.transposed(tg, id);
-        let k = Kernel {
-            inputs: &logical,
-            out: &node.ty,
-            rt,
-            transposed: &transposed,
-        };
-        let Some(body) = fusion
-            .emit(tg, id, rt, target)
-            .or_else(|| target.kernel(&node.op, &k))
-        else {
+    }
+    drop(by_code);
+    let mut names = KernelNames::default();
+    for group in groups {
+        let id = group[0];
+        let Some(KernelFn { many, code }) = kernel_fn(tg, id, rt, target, fusion) else {
             continue;
         };
-        let scratch = (fusion.scratch(tg, id) > 0).then(|| quote!(scratch: &mut [f32]));
         let name = kernel_name(tg, id, prefix);
-        let key = keyed(&node.op).then(|| quote!(key: #rt::model::StepKey,));
-        let b = if mentions(&body, "b") {
-            quote!(b)
-        } else {
-            quote!(_b)
-        };
-        // Labels arrive as `u32`; everything else (token ids fed with the
-        // float inputs included) lives in `f32` buffers.
-        let args = inputs
-            .iter()
-            .zip(&operands)
-            .enumerate()
-            .map(|(i, (t, &o))| {
-                let x = format_ident!("x{}", i);
-                let label = matches!(tg.graph.node(o).op, Op::Leaf(LeafOp::Label { .. }));
-                match t.dtype {
-                    DType::Class { .. } if label => quote!(#x: &[u32]),
-                    _ => quote!(#x: &[f32]),
-                }
-            });
         let mut doc = describe(source, tg, id);
         let members = fusion.members(id);
         if !members.is_empty() {
@@ -146,19 +123,120 @@ pub(super) fn kernels(
                 tg.graph.node(*m).op
             ));
         }
-        // Fused loops take one slice per input; that is their natural shape.
-        let arity = inputs.len() + 2 + usize::from(scratch.is_some()) + usize::from(key.is_some());
-        let many = (arity > 7).then(|| quote!(#[allow(clippy::too_many_arguments)]));
-        out.extend(quote! {
+        doc.push_str(&shared(&group[1..]));
+        run.push(quote! {
             #[doc = #doc]
             #[inline]
             #many
-            fn #name(#b: usize, #key #(#args,)* out: &mut [f32], #scratch) {
-                #body
+            fn #name #code
+        })?;
+        for n in group {
+            names.0.insert(n.index(), name.clone());
+        }
+    }
+    Ok(names)
+}
+
+/// What a shared kernel's comment says of the other nodes it computes.
+fn shared(others: &[NodeId]) -> String {
+    const LISTED: usize = 3;
+    let Some((last, _)) = others.split_last() else {
+        return String::new();
+    };
+    let listed: Vec<String> = others
+        .iter()
+        .take(LISTED)
+        .map(|n| n.index().to_string())
+        .collect();
+    let list = if others.len() > LISTED {
+        format!("{} and {} more", listed.join(", "), others.len() - LISTED)
+    } else if others.len() > 1 {
+        format!(
+            "{} and {}",
+            listed[..listed.len() - 1].join(", "),
+            last.index()
+        )
+    } else {
+        listed[0].clone()
+    };
+    let s = if others.len() > 1 { "s" } else { "" };
+    format!("; also the kernel of node{s} {list} (the same code)")
+}
+
+/// A kernel node's function but for its name and comment: the parameter
+/// list and the body its op (or fused loop) is written as; `None` for a
+/// node without a kernel.
+fn kernel_fn(
+    tg: &TrainingGraph,
+    id: NodeId,
+    rt: &TokenStream,
+    target: &dyn Target,
+    fusion: &Fusion,
+) -> Option<KernelFn> {
+    let node = tg.graph.node(id);
+    if fusion.is_member(id) {
+        return None;
+    }
+    let operands = fusion.inputs(tg, id);
+    let inputs: Vec<_> = operands.iter().map(|&o| tg.graph.ty(o).clone()).collect();
+    // The op sees its operands' logical types (a folded transpose's,
+    // not its source's) and which of them arrive transposed.
+    let logical: Vec<_> = tg
+        .graph
+        .operands(id)
+        .iter()
+        .map(|&o| tg.graph.ty(o).clone())
+        .collect();
+    let transposed = fusion.transposed(tg, id);
+    let k = Kernel {
+        inputs: &logical,
+        out: &node.ty,
+        rt,
+        transposed: &transposed,
+    };
+    let body = fusion
+        .emit(tg, id, rt, target)
+        .or_else(|| target.kernel(&node.op, &k))?;
+    let scratch = (fusion.scratch(tg, id) > 0).then(|| quote!(scratch: &mut [f32]));
+    let key = keyed(&node.op).then(|| quote!(key: #rt::model::StepKey,));
+    let b = if mentions(&body, "b") {
+        quote!(b)
+    } else {
+        quote!(_b)
+    };
+    // Labels arrive as `u32`; everything else (token ids fed with the
+    // float inputs included) lives in `f32` buffers.
+    let args = inputs
+        .iter()
+        .zip(&operands)
+        .enumerate()
+        .map(|(i, (t, &o))| {
+            let x = format_ident!("x{}", i);
+            let label = matches!(tg.graph.node(o).op, Op::Leaf(LeafOp::Label { .. }));
+            match t.dtype {
+                DType::Class { .. } if label => quote!(#x: &[u32]),
+                _ => quote!(#x: &[f32]),
             }
         });
-    }
-    out
+    // Fused loops take one slice per input; that is their natural shape.
+    let arity = inputs.len() + 2 + usize::from(scratch.is_some()) + usize::from(key.is_some());
+    let many = (arity > 7).then(|| quote!(#[allow(clippy::too_many_arguments)]));
+    Some(KernelFn {
+        many,
+        code: quote! {
+            (#b: usize, #key #(#args,)* out: &mut [f32], #scratch) {
+                #body
+            }
+        },
+    })
+}
+
+/// A kernel's function but for its name and comment.
+struct KernelFn {
+    /// The `allow` of a long parameter list.
+    many: Option<TokenStream>,
+    /// The parameter list and the body.
+    code: TokenStream,
 }
 
 fn kernel_name(tg: &TrainingGraph, id: NodeId, prefix: &str) -> Ident {
@@ -209,9 +287,11 @@ fn keyed(op: &Op) -> bool {
     matches!(op, Op::Norm(NormOp::Dropout { training: true, .. }))
 }
 
-/// The kernel calls of one entry point, in schedule order. Kernel names
-/// start with `prefix` (`k` for the training graph, `i` for the inference
-/// graph of a modal network).
+/// The kernel calls of one entry point, in schedule order, pushed to
+/// `run`: each to the function `names` gives its node (kernel names start
+/// with `prefix`, `k` for the training graph, `i` for the inference graph
+/// of a modal network).
+#[allow(clippy::too_many_arguments)]
 pub(super) fn calls(
     source: &SourceFile,
     tg: &TrainingGraph,
@@ -219,15 +299,19 @@ pub(super) fn calls(
     schedule: &[NodeId],
     rt: &TokenStream,
     fusion: &Fusion,
-    prefix: &str,
-) -> Vec<TokenStream> {
-    let mut out = Vec::new();
+    (prefix, names): (&str, &KernelNames),
+    run: &mut Run<'_>,
+) -> Result<(), CompileError> {
     for &id in schedule {
         let node = tg.graph.node(id);
         if matches!(node.op, Op::Leaf(_)) || fusion.is_member(id) {
             continue;
         }
-        let name = kernel_name(tg, id, prefix);
+        let name = names
+            .0
+            .get(&id.index())
+            .cloned()
+            .unwrap_or_else(|| kernel_name(tg, id, prefix));
         let operands = fusion.inputs(tg, id);
         let mut ws_ranges = Vec::new();
         let mut args = Vec::new();
@@ -316,12 +400,12 @@ pub(super) fn calls(
                 Self::#name(b, #(#args,)* out);
             }
         };
-        out.push(quote! {
+        run.push(quote! {
             #[doc = #comment]
             {
                 #call
             }
-        });
+        })?;
     }
-    out
+    Ok(())
 }

@@ -5,7 +5,9 @@
 
 use std::collections::BTreeSet;
 
-use super::kernels::{calls, kernels, mentions, prelude};
+use super::emit::Emit;
+use super::fuse::Fusion;
+use super::kernels::{calls, kernels, mentions, prelude, KernelNames};
 use super::layout::{Layout, Loc};
 use super::modal::Modal;
 use super::stats::fusion_for;
@@ -33,6 +35,19 @@ pub fn network(
     input: &Input<'_>,
     rt: &TokenStream,
     opts: &Options,
+) -> Result<TokenStream, CompileError> {
+    network_with(source, input, rt, opts, &mut Emit::tokens())
+}
+
+/// [`network`], its kernels and kernel calls going to `emit`: in text mode
+/// they are formatted as they are generated, and the items returned hold
+/// placeholders for them ([`super::format_into`] puts the text back).
+pub fn network_with(
+    source: &SourceFile,
+    input: &Input<'_>,
+    rt: &TokenStream,
+    opts: &Options,
+    emit: &mut Emit,
 ) -> Result<TokenStream, CompileError> {
     let Input {
         net,
@@ -138,9 +153,24 @@ pub fn network(
     let spec_name = format_ident!("{}_SPEC", spec::screaming(&net.name));
     let state_name = format_ident!("{}_STATE", spec::screaming(&net.name));
     let target = &*opts.target;
-    let kernels = if modal {
-        let mut k = kernels(source, tg, rt, target, &[&train], &fusion, "k");
-        k.extend(kernels(
+    let mut run = emit.members();
+    let train_scheduled: Vec<&Vec<NodeId>> = if modal {
+        vec![&train]
+    } else {
+        vec![&train, &loss, &predict, &scoring]
+    };
+    let knames = kernels(
+        source,
+        tg,
+        rt,
+        target,
+        &train_scheduled,
+        &fusion,
+        "k",
+        &mut run,
+    )?;
+    let inames = if modal {
+        Some(kernels(
             source,
             itg,
             rt,
@@ -148,20 +178,15 @@ pub fn network(
             &[&loss, &predict, &scoring],
             &ifusion,
             "i",
-        ));
-        k
+            &mut run,
+        )?)
     } else {
-        kernels(
-            source,
-            tg,
-            rt,
-            target,
-            &[&train, &loss, &predict, &scoring],
-            &fusion,
-            "k",
-        )
+        None
     };
-
+    let kernels = run.finish();
+    // The other entry points of a network that is not modal call the
+    // training graph's kernels.
+    let inames = inames.as_ref().unwrap_or(&knames);
     let features: Vec<&InputDecl> = net
         .inputs
         .iter()
@@ -183,18 +208,36 @@ pub fn network(
         .collect();
     let onames: Vec<Ident> = net.outputs.iter().map(|o| var(&o.name)).collect();
 
-    let train_calls = calls(source, tg, &layout, &train, rt, &fusion, "k");
-    let loss_calls = calls(source, itg, &loss_layout, &loss, rt, &ifusion, iprefix);
-    let predict_calls = calls(
-        source,
+    // Each entry point's kernel calls: one run of statements (formatted
+    // as they are generated in text mode).
+    let entry_calls = |emit: &mut Emit,
+                       graph: &TrainingGraph,
+                       layout: &Layout,
+                       schedule: &[NodeId],
+                       fused: &Fusion,
+                       names: (&str, &KernelNames)| {
+        let mut run = emit.statements();
+        calls(source, graph, layout, schedule, rt, fused, names, &mut run)?;
+        Ok::<_, CompileError>(run.finish())
+    };
+    let train_calls = entry_calls(emit, tg, &layout, &train, &fusion, ("k", &knames))?;
+    let loss_calls = entry_calls(emit, itg, &loss_layout, &loss, &ifusion, (iprefix, inames))?;
+    let predict_calls = entry_calls(
+        emit,
         itg,
         &predict_layout,
         &predict,
-        rt,
         &ifusion,
-        iprefix,
-    );
-    let score_calls = calls(source, itg, &score_layout, &scoring, rt, &ifusion, iprefix);
+        (iprefix, inames),
+    )?;
+    let score_calls = entry_calls(
+        emit,
+        itg,
+        &score_layout,
+        &scoring,
+        &ifusion,
+        (iprefix, inames),
+    )?;
     let grad_copies: TokenStream = tg
         .params
         .iter()
@@ -270,6 +313,7 @@ pub fn network(
             rt,
             target,
             opts,
+            emit,
         )?),
         None => None,
     };
@@ -326,7 +370,13 @@ pub fn network(
                     spec: &spec_name,
                     features: &fnames,
                     labels: &lnames,
-                    body: quote!(#(#train_calls)* #grad_copies),
+                    // Its own copy of the calls: a placeholder's text is
+                    // placed once.
+                    body: {
+                        let calls =
+                            entry_calls(emit, tg, &layout, &train, &fusion, ("k", &knames))?;
+                        quote!(#calls #grad_copies)
+                    },
                     loss_at: loss_at.clone(),
                     check: check_shard.clone(),
                 },
@@ -334,7 +384,7 @@ pub fn network(
             ));
         }
         let body = quote! {
-            #(#train_calls)*
+            #train_calls
             #grad_copies
             #stat_block
             ::core::result::Result::Ok(#loss_at[0])
@@ -381,7 +431,7 @@ pub fn network(
     let loss_with_scores = prelude(
         check_labels,
         ws_if_used(quote! {
-            #(#loss_calls)*
+            #loss_calls
             #score_copy
             ::core::result::Result::Ok(#loss_only_at[0])
         }),
@@ -389,7 +439,7 @@ pub fn network(
     let predict_body = prelude(
         check_inputs.clone(),
         ws_if_used(quote! {
-            #(#predict_calls)*
+            #predict_calls
             #out_copies
             ::core::result::Result::Ok(b)
         }),
@@ -400,7 +450,7 @@ pub fn network(
             prelude(
                 check_inputs,
                 ws_if_used(quote! {
-                    #(#score_calls)*
+                    #score_calls
                     #copy
                     ::core::result::Result::Ok(b)
                 }),
