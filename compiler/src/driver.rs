@@ -238,7 +238,6 @@ fn stage_networks(
 /// the partial sum, and `<Name>Tail`, the rest from that sum, with the
 /// gradient with respect to it (`train_step_backprop`). Nothing for a
 /// network without split layers.
-#[allow(clippy::too_many_arguments)]
 fn split_networks(
     source: &SourceFile,
     net: &Network,
