@@ -95,6 +95,11 @@ fn runs(
     ranks: usize,
     mut f: impl FnMut(std::ops::Range<usize>, std::ops::Range<usize>),
 ) -> Result<(), SplitError> {
+    if rank >= ranks {
+        return Err(SplitError::Layout(format!(
+            "rank {rank} of {ranks}: a split network runs on exactly {ranks} ranks (`split_ranks:`)"
+        )));
+    }
     match slicing(q, p, ranks) {
         Some(Slicing::Whole) => f(q.range(), p.range()),
         Some(Slicing::Axis(a)) => {

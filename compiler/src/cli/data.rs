@@ -70,8 +70,12 @@ pub fn run(command: &DataCommand) -> anyhow::Result<ExitCode> {
     }
     let exe = Cache::locate()?.build_data_tool(a.debug)?;
     let mut args: Vec<OsString> = vec![
-        "--output".into(),
-        a.output.clone().into(),
+        // One argument, so that a path starting with `-` stays a path.
+        {
+            let mut o = OsString::from("--output=");
+            o.push(&a.output);
+            o
+        },
         "--chunk-rows".into(),
         a.chunk_rows.to_string().into(),
         "--".into(),

@@ -206,7 +206,7 @@ pub fn idx_to_shard(
         classes.clear();
         let n = img.read_f32(BLOCK_ROWS, true, &mut features)?;
         if let Some(l) = &mut lab {
-            l.read_labels(BLOCK_ROWS, &mut classes)?;
+            l.read_labels(n, &mut classes)?;
         }
         if n == 0 {
             break;

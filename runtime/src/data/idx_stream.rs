@@ -13,6 +13,10 @@ use flate2::read::MultiGzDecoder;
 
 use super::DataError;
 
+/// The most bytes of values [`IdxReader::read_f32`] reads at once (but
+/// always at least one row).
+const BLOCK_BYTES: usize = 16 << 20;
+
 /// An IDX file being read row by row (a row: the values under the first
 /// dimension).
 pub struct IdxReader {
@@ -166,6 +170,20 @@ impl IdxReader {
         Ok(())
     }
 
+    /// Reads exactly `len` bytes into `buf`, growing it a megabyte at a
+    /// time as the data arrives: a corrupt header that claims terabytes
+    /// fails as truncated instead of allocating them.
+    fn fill_growing(&mut self, buf: &mut Vec<u8>, len: usize, what: &str) -> Result<(), DataError> {
+        buf.clear();
+        while buf.len() < len {
+            let start = buf.len();
+            let end = len.min(start + (1 << 20));
+            buf.resize(end, 0);
+            self.fill(&mut buf[start..end], what)?;
+        }
+        Ok(())
+    }
+
     /// The next (up to) `rows` rows as `f32`, appended to `out`
     /// (u8 scaled by 1/255 when `scale_u8`, other types unscaled; `i32`
     /// and `f64` may round); the rows read, 0 at the end of the file, where
@@ -176,14 +194,17 @@ impl IdxReader {
         scale_u8: bool,
         out: &mut Vec<f32>,
     ) -> Result<usize, DataError> {
-        let n = rows.min(self.rows() - self.read);
+        // At most a block of bytes at a time (at least one row), whatever
+        // `rows` asks: the caller reads the labels for the rows it got.
+        let n = rows
+            .min(self.rows() - self.read)
+            .min((BLOCK_BYTES / self.row_bytes).max(1));
         if n == 0 {
             self.expect_end()?;
             return Ok(0);
         }
         let mut buf = std::mem::take(&mut self.buf);
-        buf.resize(n * self.row_bytes, 0);
-        let filled = self.fill(&mut buf, "the values");
+        let filled = self.fill_growing(&mut buf, n * self.row_bytes, "the values");
         let ok = filled.map(|()| match self.kind {
             0x08 if scale_u8 => out.extend(buf.iter().map(|&b| f32::from(b) / 255.0)),
             0x08 => out.extend(buf.iter().map(|&b| f32::from(b))),
@@ -226,9 +247,8 @@ impl IdxReader {
             return Ok(0);
         }
         let mut buf = std::mem::take(&mut self.buf);
-        buf.resize(n * self.elem, 0);
-        let filled = self.fill(&mut buf, "the labels");
-        let at = self.offset - buf.len() as u64;
+        let at = self.offset;
+        let filled = self.fill_growing(&mut buf, n * self.elem, "the labels");
         let decoded = filled.and_then(|()| {
             for (k, c) in buf.chunks_exact(self.elem).enumerate() {
                 let v: i64 = match self.kind {

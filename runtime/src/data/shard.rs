@@ -160,7 +160,15 @@ impl ShardWriter {
             .file_name()
             .map_or_else(|| "shard".to_string(), |n| n.to_string_lossy().into_owned());
         let tmp = path.with_file_name(format!(".{name}.tmp-{}", std::process::id()));
-        let file = File::create(&tmp).map_err(io_error(&tmp))?;
+        // A fresh file, never an existing one nor a link's target: a stale
+        // temporary of a killed run is removed (the link itself, not what it
+        // points to), and one planted again in between makes this fail.
+        let _ = std::fs::remove_file(&tmp);
+        let file = std::fs::OpenOptions::new()
+            .write(true)
+            .create_new(true)
+            .open(&tmp)
+            .map_err(io_error(&tmp))?;
         let mut w = ShardWriter {
             path,
             tmp,

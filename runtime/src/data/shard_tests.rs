@@ -419,3 +419,40 @@ fn idx_converts_to_a_shard_equal_to_the_in_memory_reader() {
     assert!(e.contains("past byte offset 13"), "{e}");
     assert!(!dir.0.join("x.shard").exists());
 }
+
+/// A header that claims terabytes of values fails as truncated without
+/// allocating them, and a labels file cut short far past its header names
+/// the offset where it ends (no arithmetic underflow on the way).
+#[test]
+fn idx_headers_that_lie_fail_as_truncated() {
+    use crate::data::convert::idx_to_shard;
+    let dir = TempDir::new("shard-idx-lie");
+    // i32 values, dimensions [4096, 2^28]: 4 TiB claimed, no data.
+    let img = dir.0.join("huge.idx");
+    std::fs::write(&img, [0, 0, 0x0C, 2, 0, 0, 16, 0, 16, 0, 0, 0]).unwrap();
+    let e = idx_to_shard(&img, None, dir.0.join("x.shard"), 4)
+        .unwrap_err()
+        .to_string();
+    assert!(
+        e.contains("truncated") && e.contains("byte offset 12"),
+        "{e}"
+    );
+
+    // 6000 images of 2 bytes, 6000 labels claimed, 100 present.
+    let img = dir.0.join("img.idx");
+    let mut ib = vec![0, 0, 8, 2, 0, 0, 0x17, 0x70, 0, 0, 0, 2];
+    ib.extend(vec![7u8; 12_000]);
+    std::fs::write(&img, &ib).unwrap();
+    let raw = dir.0.join("labels.idx");
+    let mut lb = vec![0, 0, 8, 1, 0, 0, 0x17, 0x70];
+    lb.extend(vec![1u8; 100]);
+    std::fs::write(&raw, &lb).unwrap();
+    let e = idx_to_shard(&img, Some(&raw), dir.0.join("x.shard"), 4)
+        .unwrap_err()
+        .to_string();
+    assert!(
+        e.contains("labels.idx") && e.contains("byte offset 108"),
+        "{e}"
+    );
+    assert!(!dir.0.join("x.shard").exists());
+}

@@ -83,7 +83,7 @@ fn check_geometry(g: &Conv2d) -> Result<(), QuantError> {
 /// Bytes of scratch [`conv2d`] needs: one group's patch matrix,
 /// `OH · OW · C/groups · KH · KW`, and one group's input with its padding,
 /// `C/groups · (H + 2·PH) · (W + 2·PW)`.
-/// (Each with [`SLACK`] bytes more.)
+/// (Each with 8 bytes more: the slack of the patch copy's 8-byte moves.)
 pub fn conv_scratch_len(g: &Conv2d) -> usize {
     patches_len(g) + padded_len(g)
 }

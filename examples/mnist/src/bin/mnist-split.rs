@@ -96,7 +96,7 @@ fn run(args: &Args, comm: &dyn Collective) -> anyhow::Result<()> {
         bail!("MNIST columns of unexpected types");
     };
     let b = args.batch;
-    if b == 0 || args.steps * b > labels.len() {
+    if b == 0 || args.steps.checked_mul(b).is_none_or(|n| n > labels.len()) {
         bail!(
             "--steps × --batch must be between 1 and {} samples",
             labels.len()
