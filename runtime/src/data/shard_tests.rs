@@ -107,6 +107,50 @@ fn truncated_corrupt_and_foreign_shards_are_rejected_with_file_and_offset() {
 }
 
 #[test]
+fn a_version_1_shard_is_refused_with_the_way_out() {
+    let dir = TempDir::new("shard-v1");
+    let path = dir.0.join("d.shard");
+    write_shard(&path, &data(3, 1), 4).unwrap();
+    let mut bytes = std::fs::read(&path).unwrap();
+    bytes[8..12].copy_from_slice(&1u32.to_le_bytes());
+    std::fs::write(&path, &bytes).unwrap();
+    let e = Shard::open(&path).unwrap_err().to_string();
+    assert!(
+        e.contains("version 1 at byte offset 8; this nnc reads version 2"),
+        "{e}"
+    );
+    assert!(e.contains("nnc data convert"), "{e}");
+}
+
+#[test]
+fn the_checksum_fed_in_pieces_equals_it_at_once_and_sees_every_bit() {
+    let mut rng = Rng::new(7);
+    let bytes: Vec<u8> = (0..203).map(|_| (rng.next_u64() >> 56) as u8).collect();
+    for len in [0, 1, 7, 8, 31, 32, 33, 64, 100, 203] {
+        let whole = checksum(&bytes[..len]);
+        for split in [0, 1, 5, 31, 32, 40] {
+            for step in [1, 3, 8, 32, 1000] {
+                let mut c = Checksum::new();
+                c.update(&bytes[..split.min(len)]);
+                for piece in bytes[split.min(len)..len].chunks(step) {
+                    c.update(piece);
+                }
+                assert_eq!(c.finish(), whole, "len {len} split {split} step {step}");
+            }
+        }
+        // Every single flipped bit changes the checksum.
+        let mut flipped = bytes[..len].to_vec();
+        for i in 0..len * 8 {
+            flipped[i / 8] ^= 1 << (i % 8);
+            assert_ne!(checksum(&flipped), whole, "len {len} bit {i}");
+            flipped[i / 8] ^= 1 << (i % 8);
+        }
+    }
+    // Trailing zeros are not lost in the padding: the length is hashed.
+    assert_ne!(checksum(&[0; 5]), checksum(&[0; 6]));
+}
+
+#[test]
 fn a_shard_replaced_while_streaming_is_detected() {
     let dir = TempDir::new("shard-change");
     let path = dir.0.join("d.shard");
