@@ -664,7 +664,7 @@ impl Shard {
     }
 
     /// Rows of records into columns.
-    fn decode(&self, buf: &[u8], rows: usize) -> Result<Dataset, DataError> {
+    pub(super) fn decode(&self, buf: &[u8], rows: usize) -> Result<Dataset, DataError> {
         let mut columns = Vec::with_capacity(self.columns.len());
         let mut offset = 0;
         for c in &self.columns {

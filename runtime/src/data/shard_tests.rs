@@ -165,6 +165,16 @@ fn a_shard_replaced_while_streaming_is_detected() {
 }
 
 fn stream(paths: &[&Path], batch: usize, window: usize, seed: u64) -> ShardStream {
+    stream_for(paths, batch, window, seed, None)
+}
+
+fn stream_for(
+    paths: &[&Path],
+    batch: usize,
+    window: usize,
+    seed: u64,
+    epochs: Option<u64>,
+) -> ShardStream {
     let shards = paths.iter().map(|p| Shard::open(p).unwrap()).collect();
     let cfg = StreamConfig {
         batch_size: batch,
@@ -172,8 +182,43 @@ fn stream(paths: &[&Path], batch: usize, window: usize, seed: u64) -> ShardStrea
         shuffle: true,
         seed,
         prefetch: 2,
+        epochs,
     };
     ShardStream::new(shards, cfg).unwrap()
+}
+
+/// A stream told the epoch count serves exactly the unbounded stream's
+/// batches for those epochs, then nothing, and ends at the same state (the
+/// next epoch's generator), so a finished run's checkpoint can go on.
+#[test]
+fn a_stream_told_its_epochs_ends_after_them_at_the_unbounded_state() {
+    let dir = TempDir::new("shard-epochs");
+    let path = dir.0.join("d.shard");
+    write_shard(&path, &data(37, 6), 4).unwrap();
+    for window in [8, 37] {
+        let mut bounded = stream_for(&[&path], 5, window, 3, Some(2));
+        let mut open = stream(&[&path], 5, window, 3);
+        for _ in 0..2 {
+            loop {
+                let b = open.next_batch().unwrap();
+                let a = bounded
+                    .next_batch()
+                    .unwrap_or_else(|e| panic!("window {window} epoch {}: {e}", open.epoch()));
+                assert_eq!(
+                    a.as_ref().map(|x| &x.indices),
+                    b.as_ref().map(|x| &x.indices)
+                );
+                if a.is_none() {
+                    break;
+                }
+            }
+        }
+        assert_eq!(bounded.state(), open.state(), "window {window}");
+        assert_eq!(bounded.epoch(), 2);
+        assert!(bounded.next_batch().unwrap().is_none());
+        assert!(bounded.next_batch().unwrap().is_none());
+        assert_eq!(bounded.state(), open.state(), "window {window}");
+    }
 }
 
 #[test]
