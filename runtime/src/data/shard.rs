@@ -638,6 +638,18 @@ impl Shard {
         chunks: std::ops::Range<u64>,
         buf: &mut Vec<u8>,
     ) -> Result<Dataset, DataError> {
+        self.read_chunks_reusing(file, chunks, buf, Vec::new())
+    }
+
+    /// [`Shard::read_chunks`] decoding into `spare`'s buffers (a used
+    /// window's values, column by column) where they fit.
+    pub(super) fn read_chunks_reusing(
+        &self,
+        file: &mut File,
+        chunks: std::ops::Range<u64>,
+        buf: &mut Vec<u8>,
+        spare: Vec<Values>,
+    ) -> Result<Dataset, DataError> {
         self.check_unchanged()?;
         let cr = u64::from(self.chunk_rows);
         let first = (chunks.start * cr).min(self.rows);
@@ -660,14 +672,25 @@ impl Shard {
                 ));
             }
         }
-        self.decode(buf, (end - first) as usize)
+        self.decode(buf, (end - first) as usize, spare)
     }
 
-    /// Rows of records into columns.
-    pub(super) fn decode(&self, buf: &[u8], rows: usize) -> Result<Dataset, DataError> {
+    /// Rows of records into columns, reusing `spare`'s buffers.
+    pub(super) fn decode(
+        &self,
+        buf: &[u8],
+        rows: usize,
+        spare: Vec<Values>,
+    ) -> Result<Dataset, DataError> {
         let mut columns = Vec::with_capacity(self.columns.len());
         let mut offset = 0;
+        let mut spare = spare.into_iter();
         for c in &self.columns {
+            let (mut reals, mut classes_buf) = match spare.next() {
+                Some(Values::F32(v)) => (v, Vec::new()),
+                Some(Values::Classes { values, .. }) => (Vec::new(), values),
+                None => (Vec::new(), Vec::new()),
+            };
             let w = c.width();
             // Each row's bytes of this column as one slice, converted by an
             // exact-size loop the compiler turns into a plain copy (a
@@ -681,18 +704,22 @@ impl Shard {
             let origin = Origin::file(&self.path, format!("column `{}`", c.name));
             let column = match c.classes {
                 None => {
-                    let mut v = Vec::with_capacity(rows * w);
+                    let v = &mut reals;
+                    v.clear();
+                    v.reserve(rows * w);
                     for cell in cells {
                         v.extend(cell.chunks_exact(4).map(|b| f32::from_le_bytes(four(b))));
                     }
-                    Column::f32(c.name.clone(), &c.shape, v)
+                    Column::f32(c.name.clone(), &c.shape, reals)
                 }
                 Some(classes) => {
-                    let mut v = Vec::with_capacity(rows * w);
+                    let v = &mut classes_buf;
+                    v.clear();
+                    v.reserve(rows * w);
                     for cell in cells {
                         v.extend(cell.chunks_exact(4).map(|b| u32::from_le_bytes(four(b))));
                     }
-                    let col = Column::classes(c.name.clone(), &c.shape, v, classes);
+                    let col = Column::classes(c.name.clone(), &c.shape, classes_buf, classes);
                     match &c.names {
                         Some(n) => col.with_class_names(n.clone()),
                         None => col,

@@ -96,6 +96,10 @@ pub struct StreamBatch {
 /// Batches from shards, epoch after epoch, read ahead by a thread.
 pub struct ShardStream {
     rx: Option<Receiver<Result<Window, DataError>>>,
+    /// Used windows' data back to the reader, which decodes the next
+    /// windows into their buffers instead of freshly allocated (and
+    /// page-faulted) ones.
+    recycle: SyncSender<Arc<Dataset>>,
     reader: Option<JoinHandle<()>>,
     current: Option<Window>,
     pos: usize,
@@ -173,14 +177,16 @@ impl ShardStream {
             ));
         }
         let (tx, rx) = sync_channel(cfg.prefetch.max(1));
+        let (recycle, recycled) = sync_channel(cfg.prefetch.max(1) + 2);
         let shards = Arc::new(shards);
         let epoch_rng = rng.state();
         let reader = std::thread::Builder::new()
             .name("nnc-shard-reader".into())
-            .spawn(move || read_ahead(&shards, cfg, epoch, rng, &tx))
+            .spawn(move || read_ahead(&shards, cfg, epoch, rng, &tx, &recycled))
             .map_err(|e| DataError::Invalid(format!("cannot start the shard reader: {e}")))?;
         Ok(ShardStream {
             rx: Some(rx),
+            recycle,
             reader: Some(reader),
             current: None,
             pos: 0,
@@ -242,6 +248,10 @@ impl ShardStream {
             }
             Err(_) => return Err(DataError::Invalid("the shard reader stopped".into())),
         };
+        if let Some(used) = self.current.take() {
+            // Dropped instead when the reader has enough spares.
+            let _ = self.recycle.try_send(used.data);
+        }
         self.current = Some(w);
         self.pos = 0;
         Ok(())
@@ -468,6 +478,7 @@ fn read_ahead(
     first_epoch: u64,
     mut rng: Rng,
     tx: &SyncSender<Result<Window, DataError>>,
+    recycled: &Receiver<Arc<Dataset>>,
 ) {
     let bases: Vec<usize> = shards
         .iter()
@@ -506,7 +517,7 @@ fn read_ahead(
             // An end marker without rows: it carries the generator's state
             // at the start of the epoch after the last, which the stream's
             // checkpoint state needs.
-            let marker = match shards[0].decode(&[], 0) {
+            let marker = match shards[0].decode(&[], 0, Vec::new()) {
                 Ok(d) => Arc::new(d),
                 Err(e) => return fail(e),
             };
@@ -558,7 +569,13 @@ fn read_ahead(
             let mut at = 0;
             while at < chunks {
                 let range = at..(at + step).min(chunks);
-                let data = match shard.read_chunks(&mut file, range, &mut buf) {
+                let spare = recycled
+                    .try_recv()
+                    .ok()
+                    .and_then(|d| Arc::try_unwrap(d).ok())
+                    .map(Dataset::into_values)
+                    .unwrap_or_default();
+                let data = match shard.read_chunks_reusing(&mut file, range, &mut buf, spare) {
                     Ok(d) => d,
                     Err(e) => return fail(e),
                 };
