@@ -241,6 +241,7 @@ fn stream(path: &Path, window: usize) -> Result<()> {
         shuffle: true,
         seed: 1,
         prefetch: 2,
+        epochs: Some(1),
     };
     let started = Instant::now();
     let mut s = ShardStream::new(vec![shard], cfg)?;

@@ -358,6 +358,14 @@ pub struct Dataset {
     columns: Vec<Column>,
 }
 
+impl Dataset {
+    /// The columns' values, to reuse their buffers (a streamed window's,
+    /// so the next window is decoded into memory already mapped).
+    pub(crate) fn into_values(self) -> Vec<Values> {
+        self.columns.into_iter().map(|c| c.values).collect()
+    }
+}
+
 /// How [`Dataset::split`] chooses the validation samples.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum SplitMode {

@@ -107,6 +107,50 @@ fn truncated_corrupt_and_foreign_shards_are_rejected_with_file_and_offset() {
 }
 
 #[test]
+fn a_version_1_shard_is_refused_with_the_way_out() {
+    let dir = TempDir::new("shard-v1");
+    let path = dir.0.join("d.shard");
+    write_shard(&path, &data(3, 1), 4).unwrap();
+    let mut bytes = std::fs::read(&path).unwrap();
+    bytes[8..12].copy_from_slice(&1u32.to_le_bytes());
+    std::fs::write(&path, &bytes).unwrap();
+    let e = Shard::open(&path).unwrap_err().to_string();
+    assert!(
+        e.contains("version 1 at byte offset 8; this nnc reads version 2"),
+        "{e}"
+    );
+    assert!(e.contains("nnc data convert"), "{e}");
+}
+
+#[test]
+fn the_checksum_fed_in_pieces_equals_it_at_once_and_sees_every_bit() {
+    let mut rng = Rng::new(7);
+    let bytes: Vec<u8> = (0..203).map(|_| (rng.next_u64() >> 56) as u8).collect();
+    for len in [0, 1, 7, 8, 31, 32, 33, 64, 100, 203] {
+        let whole = checksum(&bytes[..len]);
+        for split in [0, 1, 5, 31, 32, 40] {
+            for step in [1, 3, 8, 32, 1000] {
+                let mut c = Checksum::new();
+                c.update(&bytes[..split.min(len)]);
+                for piece in bytes[split.min(len)..len].chunks(step) {
+                    c.update(piece);
+                }
+                assert_eq!(c.finish(), whole, "len {len} split {split} step {step}");
+            }
+        }
+        // Every single flipped bit changes the checksum.
+        let mut flipped = bytes[..len].to_vec();
+        for i in 0..len * 8 {
+            flipped[i / 8] ^= 1 << (i % 8);
+            assert_ne!(checksum(&flipped), whole, "len {len} bit {i}");
+            flipped[i / 8] ^= 1 << (i % 8);
+        }
+    }
+    // Trailing zeros are not lost in the padding: the length is hashed.
+    assert_ne!(checksum(&[0; 5]), checksum(&[0; 6]));
+}
+
+#[test]
 fn a_shard_replaced_while_streaming_is_detected() {
     let dir = TempDir::new("shard-change");
     let path = dir.0.join("d.shard");
@@ -121,6 +165,16 @@ fn a_shard_replaced_while_streaming_is_detected() {
 }
 
 fn stream(paths: &[&Path], batch: usize, window: usize, seed: u64) -> ShardStream {
+    stream_for(paths, batch, window, seed, None)
+}
+
+fn stream_for(
+    paths: &[&Path],
+    batch: usize,
+    window: usize,
+    seed: u64,
+    epochs: Option<u64>,
+) -> ShardStream {
     let shards = paths.iter().map(|p| Shard::open(p).unwrap()).collect();
     let cfg = StreamConfig {
         batch_size: batch,
@@ -128,8 +182,43 @@ fn stream(paths: &[&Path], batch: usize, window: usize, seed: u64) -> ShardStrea
         shuffle: true,
         seed,
         prefetch: 2,
+        epochs,
     };
     ShardStream::new(shards, cfg).unwrap()
+}
+
+/// A stream told the epoch count serves exactly the unbounded stream's
+/// batches for those epochs, then nothing, and ends at the same state (the
+/// next epoch's generator), so a finished run's checkpoint can go on.
+#[test]
+fn a_stream_told_its_epochs_ends_after_them_at_the_unbounded_state() {
+    let dir = TempDir::new("shard-epochs");
+    let path = dir.0.join("d.shard");
+    write_shard(&path, &data(37, 6), 4).unwrap();
+    for window in [8, 37] {
+        let mut bounded = stream_for(&[&path], 5, window, 3, Some(2));
+        let mut open = stream(&[&path], 5, window, 3);
+        for _ in 0..2 {
+            loop {
+                let b = open.next_batch().unwrap();
+                let a = bounded
+                    .next_batch()
+                    .unwrap_or_else(|e| panic!("window {window} epoch {}: {e}", open.epoch()));
+                assert_eq!(
+                    a.as_ref().map(|x| &x.indices),
+                    b.as_ref().map(|x| &x.indices)
+                );
+                if a.is_none() {
+                    break;
+                }
+            }
+        }
+        assert_eq!(bounded.state(), open.state(), "window {window}");
+        assert_eq!(bounded.epoch(), 2);
+        assert!(bounded.next_batch().unwrap().is_none());
+        assert!(bounded.next_batch().unwrap().is_none());
+        assert_eq!(bounded.state(), open.state(), "window {window}");
+    }
 }
 
 #[test]

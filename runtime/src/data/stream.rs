@@ -60,6 +60,10 @@ pub struct StreamConfig {
     pub seed: u64,
     /// Windows read ahead.
     pub prefetch: usize,
+    /// Epochs the run trains (`None`: until the stream is dropped); the
+    /// reader reads nothing past the last, so no window is read for an
+    /// epoch that never comes.
+    pub epochs: Option<u64>,
 }
 
 /// A window of rows read by the background thread.
@@ -70,7 +74,9 @@ struct Window {
     /// Global index of the window's first row (shards numbered in the
     /// order given, rows after those of earlier shards).
     base: usize,
-    data: Dataset,
+    /// Shared, so a window covering the data is read once and served
+    /// every epoch.
+    data: Arc<Dataset>,
     /// Local rows in visiting order.
     order: Vec<usize>,
 }
@@ -90,6 +96,10 @@ pub struct StreamBatch {
 /// Batches from shards, epoch after epoch, read ahead by a thread.
 pub struct ShardStream {
     rx: Option<Receiver<Result<Window, DataError>>>,
+    /// Used windows' data back to the reader, which decodes the next
+    /// windows into their buffers instead of freshly allocated (and
+    /// page-faulted) ones.
+    recycle: SyncSender<Arc<Dataset>>,
     reader: Option<JoinHandle<()>>,
     current: Option<Window>,
     pos: usize,
@@ -100,6 +110,7 @@ pub struct ShardStream {
     epoch_rng: [u64; 4],
     batch_size: usize,
     rows: usize,
+    epochs: Option<u64>,
 }
 
 impl ShardStream {
@@ -166,14 +177,16 @@ impl ShardStream {
             ));
         }
         let (tx, rx) = sync_channel(cfg.prefetch.max(1));
+        let (recycle, recycled) = sync_channel(cfg.prefetch.max(1) + 2);
         let shards = Arc::new(shards);
         let epoch_rng = rng.state();
         let reader = std::thread::Builder::new()
             .name("nnc-shard-reader".into())
-            .spawn(move || read_ahead(&shards, cfg, epoch, rng, &tx))
+            .spawn(move || read_ahead(&shards, cfg, epoch, rng, &tx, &recycled))
             .map_err(|e| DataError::Invalid(format!("cannot start the shard reader: {e}")))?;
         Ok(ShardStream {
             rx: Some(rx),
+            recycle,
             reader: Some(reader),
             current: None,
             pos: 0,
@@ -182,6 +195,7 @@ impl ShardStream {
             epoch_rng,
             batch_size: cfg.batch_size,
             rows: rows as usize,
+            epochs: cfg.epochs,
         })
     }
 
@@ -210,12 +224,13 @@ impl ShardStream {
         self.epoch
     }
 
-    /// The next window, if the current one is used up.
+    /// The next window, if the current one is used up (a window of a later
+    /// epoch waits for it, even the rowless end marker).
     fn refill(&mut self) -> Result<(), DataError> {
         if self
             .current
             .as_ref()
-            .is_some_and(|w| self.pos < w.order.len())
+            .is_some_and(|w| self.pos < w.order.len() || w.epoch != self.epoch)
         {
             return Ok(());
         }
@@ -223,9 +238,20 @@ impl ShardStream {
             .rx
             .as_ref()
             .ok_or_else(|| DataError::Invalid("stream closed".into()))?;
-        let w = rx
-            .recv()
-            .map_err(|_| DataError::Invalid("the shard reader stopped".into()))??;
+        let w = match rx.recv() {
+            Ok(w) => w?,
+            // The reader ends after the last epoch's end marker: past it
+            // there is nothing more to serve.
+            Err(_) if self.epochs.is_some_and(|e| self.epoch >= e) => {
+                self.current = None;
+                return Ok(());
+            }
+            Err(_) => return Err(DataError::Invalid("the shard reader stopped".into())),
+        };
+        if let Some(used) = self.current.take() {
+            // Dropped instead when the reader has enough spares.
+            let _ = self.recycle.try_send(used.data);
+        }
         self.current = Some(w);
         self.pos = 0;
         Ok(())
@@ -250,6 +276,10 @@ impl ShardStream {
             self.pos += take;
         }
         if indices.is_empty() {
+            if self.current.is_none() {
+                // Past the end marker of the last epoch.
+                return Ok(None);
+            }
             self.epoch += 1;
             self.served = 0;
             // The window that ended this epoch is the next one's first: it
@@ -401,27 +431,37 @@ impl ShardSet {
         &self.schema
     }
 
-    /// The stream's configuration for batches of `batch_size`.
-    pub fn config(&self, batch_size: usize, shuffle: bool, seed: u64) -> StreamConfig {
+    /// The stream's configuration for batches of `batch_size`, over
+    /// `epochs` epochs (`None`: until dropped).
+    pub fn config(
+        &self,
+        batch_size: usize,
+        shuffle: bool,
+        seed: u64,
+        epochs: Option<u64>,
+    ) -> StreamConfig {
         StreamConfig {
             batch_size,
             window: self.window,
             shuffle,
             seed,
             prefetch: self.prefetch,
+            epochs,
         }
     }
 
     /// Streams the set in batches of `batch_size` from the start, or from
-    /// `state` (see [`ShardStream::resume`]).
+    /// `state` (see [`ShardStream::resume`]), over `epochs` epochs in all
+    /// (`None`: until dropped).
     pub fn stream(
         &self,
         batch_size: usize,
         shuffle: bool,
         seed: u64,
+        epochs: Option<u64>,
         state: Option<&LoaderState>,
     ) -> Result<ShardStream, DataError> {
-        let cfg = self.config(batch_size, shuffle, seed);
+        let cfg = self.config(batch_size, shuffle, seed, epochs);
         match state {
             None => ShardStream::new(self.shards.clone(), cfg),
             Some(s) => ShardStream::resume(self.shards.clone(), cfg, s),
@@ -438,6 +478,7 @@ fn read_ahead(
     first_epoch: u64,
     mut rng: Rng,
     tx: &SyncSender<Result<Window, DataError>>,
+    recycled: &Receiver<Arc<Dataset>>,
 ) {
     let bases: Vec<usize> = shards
         .iter()
@@ -451,7 +492,7 @@ fn read_ahead(
     let mut buf = Vec::new();
     // Sends a window of `data` (global rows from `base`); false once the
     // stream is gone.
-    let send = |epoch: u64, epoch_rng: [u64; 4], base: usize, data: Dataset, rng: &mut Rng| {
+    let send = |epoch: u64, epoch_rng: [u64; 4], base: usize, data: Arc<Dataset>, rng: &mut Rng| {
         let mut local: Vec<usize> = (0..data.len()).collect();
         if cfg.shuffle {
             rng.shuffle(&mut local);
@@ -468,21 +509,39 @@ fn read_ahead(
     let fail = |e: DataError| {
         let _ = tx.send(Err(e));
     };
+    // The whole data, once read, when one window covers it.
+    let mut whole: Option<Arc<Dataset>> = None;
     for epoch in first_epoch.. {
         let epoch_rng = rng.state();
+        if cfg.epochs.is_some_and(|e| epoch >= e) {
+            // An end marker without rows: it carries the generator's state
+            // at the start of the epoch after the last, which the stream's
+            // checkpoint state needs.
+            let marker = match shards[0].decode(&[], 0, Vec::new()) {
+                Ok(d) => Arc::new(d),
+                Err(e) => return fail(e),
+            };
+            let _ = send(epoch, epoch_rng, 0, marker, &mut rng);
+            return;
+        }
         if cfg.window >= total {
             // One window of every row, shards in the order given: the
             // in-memory loader's order (see the module docs).
-            let mut parts = Vec::with_capacity(shards.len());
-            for shard in shards {
-                match shard.load_with(&mut buf) {
-                    Ok(d) => parts.push(d),
-                    Err(e) => return fail(e),
+            let data = match &whole {
+                Some(d) => Arc::clone(d),
+                None => {
+                    let mut parts = Vec::with_capacity(shards.len());
+                    for shard in shards {
+                        match shard.load_with(&mut buf) {
+                            Ok(d) => parts.push(d),
+                            Err(e) => return fail(e),
+                        }
+                    }
+                    match concat(parts) {
+                        Ok(d) => Arc::clone(whole.insert(Arc::new(d))),
+                        Err(e) => return fail(e),
+                    }
                 }
-            }
-            let data = match concat(parts) {
-                Ok(d) => d,
-                Err(e) => return fail(e),
             };
             if !send(epoch, epoch_rng, 0, data, &mut rng) {
                 return;
@@ -510,7 +569,13 @@ fn read_ahead(
             let mut at = 0;
             while at < chunks {
                 let range = at..(at + step).min(chunks);
-                let data = match shard.read_chunks(&mut file, range, &mut buf) {
+                let spare = recycled
+                    .try_recv()
+                    .ok()
+                    .and_then(|d| Arc::try_unwrap(d).ok())
+                    .map(Dataset::into_values)
+                    .unwrap_or_default();
+                let data = match shard.read_chunks_reusing(&mut file, range, &mut buf, spare) {
                     Ok(d) => d,
                     Err(e) => return fail(e),
                 };
@@ -518,7 +583,7 @@ fn read_ahead(
                     epoch,
                     epoch_rng,
                     bases[k] + (at * cr) as usize,
-                    data,
+                    Arc::new(data),
                     &mut rng,
                 ) {
                     return;

@@ -142,6 +142,7 @@ fn fit_on_current_pool<M: Model + ?Sized>(
             drop_last: false,
             seed: train.seed.wrapping_add(SHUFFLE_STREAM),
         },
+        train.epochs,
         &binding,
     )?;
     let total_steps = train

@@ -28,6 +28,8 @@ pub(super) enum Batches<'a> {
         set: &'a crate::data::ShardSet,
         /// The stream's configuration.
         cfg: LoaderConfig,
+        /// Epochs the run trains: the stream reads no further.
+        epochs: u64,
         /// The stream.
         stream: ShardStream,
         /// The binding made from the set's columns, which every batch's
@@ -41,6 +43,7 @@ impl<'a> Batches<'a> {
     pub(super) fn new(
         set: TrainSet<'a>,
         cfg: LoaderConfig,
+        epochs: u64,
         binding: &Binding,
     ) -> Result<Self, DataError> {
         Ok(match set {
@@ -51,7 +54,8 @@ impl<'a> Batches<'a> {
             TrainSet::Shards(set) => Batches::Stream {
                 set,
                 cfg,
-                stream: set.stream(cfg.batch_size, cfg.shuffle, cfg.seed, None)?,
+                epochs,
+                stream: set.stream(cfg.batch_size, cfg.shuffle, cfg.seed, Some(epochs), None)?,
                 binding: binding.clone(),
             },
         })
@@ -86,9 +90,19 @@ impl<'a> Batches<'a> {
         match self {
             Batches::Memory { loader, .. } => loader.restore(state),
             Batches::Stream {
-                set, cfg, stream, ..
+                set,
+                cfg,
+                epochs,
+                stream,
+                ..
             } => {
-                *stream = set.stream(cfg.batch_size, cfg.shuffle, cfg.seed, Some(state))?;
+                *stream = set.stream(
+                    cfg.batch_size,
+                    cfg.shuffle,
+                    cfg.seed,
+                    Some(*epochs),
+                    Some(state),
+                )?;
                 Ok(())
             }
         }
