@@ -441,6 +441,7 @@ fn encode_training(
         md.insert("nnc.loader.position".into(), l.position.to_string());
         md.insert("nnc.loader.samples".into(), l.samples.to_string());
         md.insert("nnc.loader.rng".into(), words(&l.epoch_rng));
+        md.insert("nnc.loader.order".into(), l.order.to_string());
     }
     // Names and shapes of the optimizer tensors, kept alive for `tensors`.
     let opt_tensors: &[(String, Vec<f32>)] = optimizer.map_or(&[], |o| &o.tensors);
@@ -580,6 +581,11 @@ pub fn load_training(
             epoch: num("nnc.loader.epoch")?,
             position: num("nnc.loader.position")? as usize,
             samples: num("nnc.loader.samples")? as usize,
+            // Absent in checkpoints from before streaming: the whole data's.
+            order: match get("nnc.loader.order") {
+                None => 0,
+                Some(_) => num("nnc.loader.order")?,
+            },
             epoch_rng,
         }),
     };

@@ -34,6 +34,7 @@ fn meta() -> CheckpointMeta {
             position: 40,
             epoch_rng: [5, 6, 7, u64::MAX - 1],
             samples: 100,
+            order: 0x9e37_79b9_7f4a_7c15,
         }),
         extra: [("lr".to_string(), "0.001".to_string())].into(),
     }

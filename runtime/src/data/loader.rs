@@ -35,6 +35,13 @@ pub struct LoaderState {
     pub epoch_rng: [u64; 4],
     /// Dataset size the state belongs to (checked on restore).
     pub samples: usize,
+    /// The order `position` counts in: 0 for the whole data shuffled as
+    /// one (the in-memory loader, and a stream whose window covers the
+    /// data), otherwise a fingerprint of a stream's windows (window,
+    /// chunking and rows of each shard). Restoring into another order is
+    /// refused: the rest of the epoch would repeat some samples and skip
+    /// others.
+    pub order: u64,
 }
 
 /// Serves batches of sample indices, epoch after epoch.
@@ -146,12 +153,20 @@ impl Loader {
             position: self.pos,
             epoch_rng: self.epoch_rng,
             samples: self.n,
+            order: 0,
         }
     }
 
     /// Continues from a snapshot taken by [`Loader::state`] of a loader with
     /// the same configuration; on error `self` is unchanged.
     pub fn restore(&mut self, state: &LoaderState) -> Result<(), DataError> {
+        if state.order != 0 {
+            return Err(DataError::Invalid(format!(
+                "loader state is a position in a shard stream's windowed order (order {:#x}), \
+                 not in the whole data's: resume from the same shards with the same window",
+                state.order
+            )));
+        }
         if state.samples != self.n {
             return Err(DataError::Invalid(format!(
                 "loader state is for {} samples, dataset has {}",

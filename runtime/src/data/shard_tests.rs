@@ -545,3 +545,62 @@ fn idx_headers_that_lie_fail_as_truncated() {
     );
     assert!(!dir.0.join("x.shard").exists());
 }
+
+/// A position is only meaningful in the order it was taken in: a windowed
+/// stream's state resumes a stream with the same window and is refused by
+/// the in-memory loader and by a stream with another window (which would
+/// repeat some samples and skip others); a covering window's state is the
+/// in-memory loader's order and restores there.
+#[test]
+fn a_position_resumes_only_in_the_order_it_was_taken_in() {
+    let dir = TempDir::new("shard-order");
+    let path = dir.0.join("d.shard");
+    write_shard(&path, &data(37, 6), 4).unwrap();
+    let open = || vec![Shard::open(&path).unwrap()];
+    let cfg = |window| StreamConfig {
+        batch_size: 5,
+        window,
+        shuffle: true,
+        seed: 3,
+        prefetch: 2,
+        epochs: None,
+    };
+    let loader = || {
+        let cfg = LoaderConfig {
+            batch_size: 5,
+            shuffle: true,
+            drop_last: false,
+            seed: 3,
+        };
+        Loader::new(37, cfg).unwrap()
+    };
+    let mut s = stream(&[&path], 5, 8, 3);
+    s.next_batch().unwrap();
+    s.next_batch().unwrap();
+    let windowed = s.state();
+    assert_ne!(windowed.order, 0);
+    let e = loader().restore(&windowed).unwrap_err().to_string();
+    assert!(e.contains("window"), "{e}");
+    let e = ShardStream::resume(open(), cfg(16), &windowed)
+        .err()
+        .expect("another window must be refused")
+        .to_string();
+    assert!(e.contains("another order"), "{e}");
+    let mut again = ShardStream::resume(open(), cfg(8), &windowed).unwrap();
+    assert_eq!(
+        again.next_batch().unwrap().map(|b| b.indices),
+        s.next_batch().unwrap().map(|b| b.indices)
+    );
+
+    let mut covering = stream(&[&path], 5, 37, 3);
+    covering.next_batch().unwrap();
+    let whole = covering.state();
+    assert_eq!(whole.order, 0);
+    let mut l = loader();
+    l.restore(&whole).unwrap();
+    assert_eq!(
+        l.next_indices().map(<[usize]>::to_vec),
+        covering.next_batch().unwrap().map(|b| b.indices)
+    );
+    assert!(ShardStream::resume(open(), cfg(8), &whole).is_err());
+}

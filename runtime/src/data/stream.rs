@@ -111,6 +111,8 @@ pub struct ShardStream {
     batch_size: usize,
     rows: usize,
     epochs: Option<u64>,
+    /// The order's fingerprint (see [`order_of`]).
+    order: u64,
 }
 
 impl ShardStream {
@@ -140,6 +142,14 @@ impl ShardStream {
         let rng = Rng::from_state(state.epoch_rng)
             .map_err(|e| DataError::Invalid(format!("loader state: {e}")))?;
         let mut s = Self::start(shards, cfg, state.epoch, rng)?;
+        if s.order != state.order {
+            return Err(DataError::Invalid(format!(
+                "loader state is a position in another order ({}) than this stream's ({}): \
+                 resume with the shards and window it was written with",
+                describe_order(state.order),
+                describe_order(s.order)
+            )));
+        }
         s.epoch = state.epoch;
         s.epoch_rng = state.epoch_rng;
         let mut skip = state.position;
@@ -176,6 +186,7 @@ impl ShardStream {
                 "streaming needs rows and a batch size of at least 1".into(),
             ));
         }
+        let order = order_of(&shards, &cfg, rows);
         let (tx, rx) = sync_channel(cfg.prefetch.max(1));
         let (recycle, recycled) = sync_channel(cfg.prefetch.max(1) + 2);
         let shards = Arc::new(shards);
@@ -196,6 +207,7 @@ impl ShardStream {
             batch_size: cfg.batch_size,
             rows: rows as usize,
             epochs: cfg.epochs,
+            order,
         })
     }
 
@@ -211,6 +223,7 @@ impl ShardStream {
             position: self.served,
             epoch_rng: self.epoch_rng,
             samples: self.rows,
+            order: self.order,
         }
     }
 
@@ -591,6 +604,35 @@ fn read_ahead(
                 at += step;
             }
         }
+    }
+}
+
+/// The fingerprint of the order a stream visits rows in ([`LoaderState`]'s
+/// `order`): 0 when one window covers the data (the in-memory loader's
+/// order), else a hash of what decides the windows (never 0).
+fn order_of(shards: &[Shard], cfg: &StreamConfig, rows: u64) -> u64 {
+    if cfg.window as u64 >= rows {
+        return 0;
+    }
+    let mut h: u64 = 0xcbf2_9ce4_8422_2325;
+    let mut mix = |v: u64| {
+        h = (h ^ v).wrapping_mul(0x0000_0100_0000_01b3);
+        h ^= h >> 29;
+    };
+    mix(cfg.window as u64);
+    mix(u64::from(cfg.shuffle));
+    for s in shards {
+        mix(s.rows());
+        mix(u64::from(s.chunk_rows()));
+    }
+    h | 1
+}
+
+fn describe_order(order: u64) -> String {
+    if order == 0 {
+        "the whole data's".into()
+    } else {
+        format!("windowed, {order:#x}")
     }
 }
 
