@@ -6,28 +6,13 @@
 //! level, with `input_gradient` and with an int8 plan. And kernels that
 //! are the same code are one function, which each call names.
 
+mod support;
+
 use nnc_compiler::codegen::{self, Options, Quantize};
 use nnc_compiler::driver::{generate, generate_tokens};
 use nnc_compiler::ir::OptLevel;
 use nnc_compiler::{check_source, SourceFile};
-
-/// Every model with a `.nn` file, relative to the compiler crate.
-fn models() -> Vec<String> {
-    let mut out = Vec::new();
-    for dir in ["../examples/models", "tests/models", "../tests/models"] {
-        let full = format!("{}/{dir}", env!("CARGO_MANIFEST_DIR"));
-        let mut files: Vec<String> = std::fs::read_dir(&full)
-            .unwrap()
-            .filter_map(|e| e.ok())
-            .map(|e| e.file_name().to_string_lossy().into_owned())
-            .filter(|n| n.ends_with(".nn"))
-            .map(|n| format!("{full}/{n}"))
-            .collect();
-        files.sort();
-        out.extend(files);
-    }
-    out
-}
+use support::all_models;
 
 #[test]
 fn text_as_generated_equals_the_formatted_token_stream() {
@@ -51,7 +36,7 @@ fn text_as_generated_equals_the_formatted_token_stream() {
         },
     ];
     let mut compared = 0;
-    for path in models() {
+    for path in all_models() {
         let text = std::fs::read_to_string(&path).unwrap();
         let source = SourceFile::new(path.as_str(), text.as_str());
         let module = check_source(&source).unwrap_or_else(|e| panic!("{path}: {e:?}"));

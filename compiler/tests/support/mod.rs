@@ -13,6 +13,26 @@ use std::collections::HashMap;
 
 pub mod cli;
 
+/// Every model with a `.nn` file in the repository (the examples', the
+/// compiler's test models and the end-to-end tests'), as absolute paths in
+/// a fixed order: the listing the whole-pipeline checks walk.
+pub fn all_models() -> Vec<String> {
+    let mut out = Vec::new();
+    for dir in ["../examples/models", "tests/models", "../tests/models"] {
+        let full = format!("{}/{dir}", env!("CARGO_MANIFEST_DIR"));
+        let mut files: Vec<String> = std::fs::read_dir(&full)
+            .unwrap_or_else(|e| panic!("{full}: {e}"))
+            .filter_map(Result::ok)
+            .map(|e| e.file_name().to_string_lossy().into_owned())
+            .filter(|n| n.ends_with(".nn"))
+            .map(|n| format!("{full}/{n}"))
+            .collect();
+        files.sort();
+        out.extend(files);
+    }
+    out
+}
+
 /// The bar every gradient rule must clear (relative error of [`gradcheck`]).
 pub const TOLERANCE: f64 = 1e-6;
 
