@@ -13,12 +13,14 @@ fn main() {
     };
     // The second code-generation target (plain-loop matrix products), for
     // the models whose products cover every GEMM path: shared and batched
-    // right operands, folded transposes, matmul epilogues.
+    // right operands, folded transposes, matmul epilogues; and LeNet, whose
+    // fused convolutions go through the target's own conv2d kernel and the
+    // default whole-output epilogue.
     let naive = nnc_compiler::codegen::Options {
         target: std::sync::Arc::new(nnc_compiler::codegen::target::NaiveProducts),
         ..Default::default()
     };
-    const NAIVE: &[&str] = &["mnist_mlp", "every_op", "transformer", "seq_ops"];
+    const NAIVE: &[&str] = &["mnist_mlp", "every_op", "transformer", "seq_ops", "lenet"];
     // Generated with `input_gradient` (the explain option, #26): every
     // example and end-to-end model with a float input, and the transformer
     // (token ids only: attributed through its embeddings).

@@ -65,6 +65,9 @@ mod transformer_naive {
 mod seq_ops_naive {
     nnc::include_model!("seq_ops_naive");
 }
+mod lenet_naive {
+    nnc::include_model!("lenet_naive");
+}
 
 /// Runs the generated model and the interpreter on the same random batch
 /// and parameters; returns (what, relative error) for every compared value.
@@ -270,6 +273,9 @@ fn the_naive_products_target_equals_the_interpreter() {
     assert_close(compare(&mut tf, "examples/models/transformer.nn", 4, 1));
     let mut seq = seq_ops_naive::SeqOps::new(5);
     assert_close(compare(&mut seq, "compiler/tests/models/seq_ops.nn", 5, 1));
+    // Fused convolutions: the target's own conv2d, then the epilogue.
+    let mut lenet = lenet_naive::LeNet::new(3);
+    assert_close(compare(&mut lenet, "examples/models/lenet.nn", 3, 1));
 }
 
 #[test]

@@ -40,10 +40,22 @@ pub trait Target: std::fmt::Debug + Send + Sync {
 
     /// A convolution (`op`, a forward `conv2d`, over `k`'s operands `x0`
     /// and `x1`, with `scratch`) whose finished samples are handed to
-    /// `epilogue`, a closure like [`Target::matmul_epilogue`]'s. The
-    /// runtime's kernel unless a target writes its own.
+    /// `epilogue`, a closure like [`Target::matmul_epilogue`]'s.
+    ///
+    /// By default this target's own `conv2d` kernel ([`Target::kernel`])
+    /// writes the whole output, then the epilogue rewrites it as one block:
+    /// a target that writes its own convolution keeps it on fused nodes.
+    /// [`RustRuntime`] hands finished samples to the epilogue while they are
+    /// in cache instead.
     fn conv_epilogue(&self, op: &ConvOp, k: &Kernel<'_>, epilogue: TokenStream) -> TokenStream {
-        op.emit_then(k, epilogue)
+        let conv = self
+            .kernel(&Op::Conv(op.clone()), k)
+            .unwrap_or_else(|| quote!(unreachable!("nnc internal error: conv2d has no kernel");));
+        quote! {
+            { #conv }
+            let epilogue: &dyn Fn(usize, &mut [f32]) = &#epilogue;
+            epilogue(0, &mut out[..]);
+        }
     }
 }
 
@@ -95,6 +107,10 @@ impl Target for RustRuntime {
         quote! {
             #rt::kernels::matmul_then(out, x0, x1, #m, #k, #n, #ta, #tb, #epilogue);
         }
+    }
+
+    fn conv_epilogue(&self, op: &ConvOp, k: &Kernel<'_>, epilogue: TokenStream) -> TokenStream {
+        op.emit_then(k, epilogue)
     }
 }
 
