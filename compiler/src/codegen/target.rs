@@ -49,7 +49,7 @@ pub trait Target: std::fmt::Debug + Send + Sync {
     /// in cache instead.
     fn conv_epilogue(&self, op: &ConvOp, k: &Kernel<'_>, epilogue: TokenStream) -> TokenStream {
         let conv = self
-            .kernel(&Op::Conv(op.clone()), k)
+            .kernel(&Op::Conv(*op), k)
             .unwrap_or_else(|| quote!(unreachable!("nnc internal error: conv2d has no kernel");));
         quote! {
             { #conv }
