@@ -13,7 +13,7 @@ use nnc::runtime::pipeline::{micro_ranges, Pipeline, PipelineError, Schedule};
 use nnc::runtime::{Batch, Model, StepError};
 
 mod support;
-use support::Rng;
+use support::{assert_same_slices, Rng, TempDir};
 
 mod mnist_pipeline {
     nnc::include_model!("mnist_pipeline");
@@ -300,4 +300,142 @@ fn four_stages_equal_the_whole_network_after_10_adam_steps() {
     }
     let d = max_diff(whole.params(), &pp);
     assert!(d <= 1e-4, "parameters differ by {d}");
+}
+
+/// Trains the two stages of `mnist_pipeline.nn` on one process over the
+/// batches given, starting from `whole`'s parameters or, with `resume`,
+/// from that sliced checkpoint (the stages then start from their
+/// generated defaults, which the checkpoint must replace); saves into
+/// `save`. Returns the losses and the stages' parameters laid out as the
+/// whole network's.
+fn train_stages(
+    whole: &MnistPipeline,
+    (batch, micro): (usize, usize),
+    (images, labels): (&[Vec<f32>], &[Vec<u32>]),
+    resume: Option<&std::path::Path>,
+    save: &std::path::Path,
+) -> (Vec<f32>, Vec<f32>) {
+    let mut s0 = MnistPipelineStage0::new(batch);
+    let mut s1 = MnistPipelineStage1::new(batch);
+    if resume.is_none() {
+        copy_params(whole, &mut s0);
+        copy_params(whole, &mut s1);
+    }
+    let lr = whole.spec().train.lr;
+    let mut pipe = Pipeline::new(vec![&mut s0, &mut s1], 2, micro, &Local).unwrap();
+    if let Some(dir) = resume {
+        pipe.load_checkpoint(dir).unwrap();
+    }
+    let losses = images
+        .iter()
+        .zip(labels)
+        .map(|(x, y)| {
+            pipe.step(&[("image", x)], &[("digit", y)], batch, lr)
+                .unwrap()
+                .unwrap()
+        })
+        .collect();
+    pipe.save_checkpoint(save).unwrap();
+    (losses, gather_params(whole, &pipe.models()))
+}
+
+#[test]
+fn a_sliced_checkpoint_resumes_bit_for_bit_and_merges_into_the_whole_network() {
+    use nnc::runtime::checkpoint::{load_training, load_weights, sliced, LoadOptions};
+    let shape = (32, 4);
+    let (images, labels) = data(shape.0, 10);
+    let mut whole = MnistPipeline::new(shape.0);
+    whole.init_params(42).unwrap();
+    let tmp = TempDir::new("pipeline-ckpt");
+    let (straight, half, resumed) = (
+        tmp.0.join("straight"),
+        tmp.0.join("half"),
+        tmp.0.join("resumed"),
+    );
+    // 10 steps straight; 5, saved, then 5 more from the slices.
+    let (l10, p10) = train_stages(&whole, shape, (&images, &labels), None, &straight);
+    let (mut l, _) = train_stages(&whole, shape, (&images[..5], &labels[..5]), None, &half);
+    let (l5, p5) = train_stages(
+        &whole,
+        shape,
+        (&images[5..], &labels[5..]),
+        Some(&half),
+        &resumed,
+    );
+    l.extend(l5);
+    let bits = |v: &[f32]| v.iter().map(|x| x.to_bits()).collect::<Vec<_>>();
+    assert_eq!(bits(&l), bits(&l10), "losses");
+    assert_eq!(bits(&p5), bits(&p10), "parameters");
+    // The optimizer state too: both runs saved the same slices.
+    let files = ["stage-0.safetensors", "stage-1.safetensors"];
+    assert_same_slices(&straight, &resumed, &files);
+    let m = sliced::read_manifest(&straight).unwrap();
+    assert_eq!((m.step, m.layout), (10, sliced::Layout::Stages(2)));
+
+    // Merged: the whole network's ordinary checkpoint, the stages'
+    // parameters bit for bit, loadable as `nnc eval` and `fit` load.
+    let merged = tmp.0.join("merged.safetensors");
+    sliced::merge(&straight, whole.spec(), &merged).unwrap();
+    let mut fresh = MnistPipeline::new(shape.0);
+    load_weights(&mut fresh, &merged, &LoadOptions::default()).unwrap();
+    assert_eq!(bits(fresh.params()), bits(&p10));
+    let spec = whole.spec();
+    let mut buf = vec![0.0; spec.param_count];
+    let hash = format!("{:016x}", spec.hash);
+    let got = load_training(&merged, &spec.params, &mut buf, Some(&hash)).unwrap();
+    assert_eq!(got.meta.step, 10);
+    let opt = got.optimizer.unwrap();
+    assert_eq!((opt.kind.as_str(), opt.step), ("adam", 10));
+    // And split again: the same slices.
+    let again = tmp.0.join("again");
+    let (s0, s1) = (MnistPipelineStage0::new(1), MnistPipelineStage1::new(1));
+    sliced::split(
+        &merged,
+        spec,
+        sliced::Layout::Stages(2),
+        &[vec![s0.spec()], vec![s1.spec()]],
+        &again,
+    )
+    .unwrap();
+    assert_same_slices(&straight, &again, &files);
+}
+
+#[test]
+fn a_sliced_checkpoint_of_another_layout_or_with_a_missing_slice_is_refused() {
+    use nnc::runtime::checkpoint::sliced;
+    let tmp = TempDir::new("pipeline-ckpt-bad");
+    let dir = tmp.0.join("ckpt");
+    let (images, labels) = data(8, 1);
+    let mut whole = MnistPipeline::new(8);
+    whole.init_params(1).unwrap();
+    train_stages(&whole, (8, 2), (&images, &labels), None, &dir);
+    // The four-stage network's pipeline refuses the two-stage checkpoint.
+    let (mut a, mut b, mut c, mut d) = (
+        MnistPipeline4Stage0::new(8),
+        MnistPipeline4Stage1::new(8),
+        MnistPipeline4Stage2::new(8),
+        MnistPipeline4Stage3::new(8),
+    );
+    let local: Vec<&mut dyn Model> = vec![&mut a, &mut b, &mut c, &mut d];
+    let mut pipe = Pipeline::new(local, 4, 2, &Local).unwrap();
+    let err = pipe.load_checkpoint(&dir).unwrap_err().to_string();
+    assert!(err.contains("manifest.txt"), "{err}");
+    assert!(
+        err.contains("`MnistPipeline` as 2 pipeline stages"),
+        "{err}"
+    );
+    // Nor can it save over it.
+    let err = pipe.save_checkpoint(&dir).unwrap_err().to_string();
+    assert!(err.contains("manifest.txt"), "{err}");
+    drop(pipe);
+    // A missing slice: the error names the file.
+    std::fs::remove_file(dir.join("stage-1.safetensors")).unwrap();
+    let (mut s0, mut s1) = (MnistPipelineStage0::new(8), MnistPipelineStage1::new(8));
+    let mut pipe = Pipeline::new(vec![&mut s0, &mut s1], 2, 2, &Local).unwrap();
+    let err = pipe.load_checkpoint(&dir).unwrap_err().to_string();
+    assert!(err.contains("stage-1.safetensors"), "{err}");
+    let err = sliced::merge(&dir, whole.spec(), &tmp.0.join("m.safetensors"))
+        .unwrap_err()
+        .to_string();
+    assert!(err.contains("stage-1.safetensors"), "{err}");
 }

@@ -12,7 +12,7 @@ use nnc::runtime::split::{place_params, slice_params, SplitError, SplitLayers};
 use nnc::runtime::{Batch, Model};
 
 mod support;
-use support::Rng;
+use support::{assert_same_slices, Rng, TempDir};
 
 mod mnist_split {
     nnc::include_model!("mnist_split");
@@ -175,4 +175,120 @@ fn a_missing_shard_is_a_layout_error() {
         err.to_string().contains("one process holds every shard"),
         "{err}"
     );
+}
+
+/// Trains both shards and the tail on one process over the batches given,
+/// from `whole`'s initialisation or, with `resume`, from that sliced
+/// checkpoint (the parts then start from their generated defaults); saves
+/// into `save`. Returns the losses and the parameters assembled as the
+/// whole network's.
+fn train_split(
+    whole: &MnistSplit,
+    batch: usize,
+    (images, labels): (&[Vec<f32>], &[Vec<u32>]),
+    resume: Option<&std::path::Path>,
+    save: &std::path::Path,
+) -> (Vec<f32>, Vec<f32>) {
+    let mut shards = [MnistSplitShard::new(batch), MnistSplitShard::new(batch)];
+    let mut tail = MnistSplitTail::new(batch);
+    if resume.is_none() {
+        for (r, s) in shards.iter_mut().enumerate() {
+            slice_params(whole, s, r, 2).unwrap();
+        }
+        slice_params(whole, &mut tail, 0, 2).unwrap();
+    }
+    let lr = whole.spec().train.lr;
+    let [s0, s1] = &mut shards;
+    let mut split = SplitLayers::new(vec![s0, s1], &mut tail, 2, &Local).unwrap();
+    if let Some(dir) = resume {
+        split.load_checkpoint(dir).unwrap();
+    }
+    let losses = images
+        .iter()
+        .zip(labels)
+        .map(|(x, y)| {
+            split
+                .step(&[("image", x)], &[("digit", y)], batch, lr)
+                .unwrap()
+        })
+        .collect();
+    split.save_checkpoint(save).unwrap();
+    let spec = whole.spec();
+    let mut params = vec![0.0f32; spec.param_count];
+    for (r, s) in split.shards().into_iter().enumerate() {
+        place_params(spec, s, r, 2, &mut params).unwrap();
+    }
+    place_params(spec, split.tail(), 0, 2, &mut params).unwrap();
+    (losses, params)
+}
+
+#[test]
+fn a_sliced_checkpoint_resumes_bit_for_bit_and_merges_into_the_whole_network() {
+    use nnc::runtime::checkpoint::{load_training, load_weights, sliced, LoadOptions};
+    let batch = 32;
+    let (images, labels) = data(batch, 10);
+    let mut whole = MnistSplit::new(batch);
+    whole.init_params(42).unwrap();
+    let tmp = TempDir::new("split-ckpt");
+    let (straight, half, resumed) = (
+        tmp.0.join("straight"),
+        tmp.0.join("half"),
+        tmp.0.join("resumed"),
+    );
+    let (l10, p10) = train_split(&whole, batch, (&images, &labels), None, &straight);
+    let (mut l, _) = train_split(&whole, batch, (&images[..5], &labels[..5]), None, &half);
+    let (l5, p5) = train_split(
+        &whole,
+        batch,
+        (&images[5..], &labels[5..]),
+        Some(&half),
+        &resumed,
+    );
+    l.extend(l5);
+    let bits = |v: &[f32]| v.iter().map(|x| x.to_bits()).collect::<Vec<_>>();
+    assert_eq!(bits(&l), bits(&l10), "losses");
+    assert_eq!(bits(&p5), bits(&p10), "parameters");
+    let files = ["shard-0.safetensors", "shard-1.safetensors"];
+    assert_same_slices(&straight, &resumed, &files);
+
+    // Merged: the unsplit network's ordinary checkpoint, holding the
+    // slices' parameters assembled bit for bit.
+    let merged = tmp.0.join("merged.safetensors");
+    sliced::merge(&straight, whole.spec(), &merged).unwrap();
+    let mut fresh = MnistSplit::new(batch);
+    load_weights(&mut fresh, &merged, &LoadOptions::default()).unwrap();
+    assert_eq!(bits(fresh.params()), bits(&p10));
+    let spec = whole.spec();
+    let mut buf = vec![0.0; spec.param_count];
+    let hash = format!("{:016x}", spec.hash);
+    let got = load_training(&merged, &spec.params, &mut buf, Some(&hash)).unwrap();
+    let opt = got.optimizer.unwrap();
+    assert_eq!(
+        (opt.kind.as_str(), opt.step, got.meta.step),
+        ("adam", 10, 10)
+    );
+    // Split again for the same layout: the same slices.
+    let again = tmp.0.join("again");
+    let (shard, tail) = (MnistSplitShard::new(1), MnistSplitTail::new(1));
+    let parts = vec![vec![shard.spec(), tail.spec()]; 2];
+    sliced::split(&merged, spec, sliced::Layout::Split(2), &parts, &again).unwrap();
+    assert_same_slices(&straight, &again, &files);
+    // A damaged slice is refused, naming it.
+    let file = straight.join("shard-1.safetensors");
+    let mut bytes = std::fs::read(&file).unwrap();
+    let n = bytes.len();
+    bytes[n - 1] ^= 1;
+    std::fs::write(&file, bytes).unwrap();
+    let mut shards = [MnistSplitShard::new(batch), MnistSplitShard::new(batch)];
+    let mut tail = MnistSplitTail::new(batch);
+    let [s0, s1] = &mut shards;
+    let mut split = SplitLayers::new(vec![s0, s1], &mut tail, 2, &Local).unwrap();
+    let before = split.shards()[0].params().to_vec();
+    let err = split.load_checkpoint(&straight).unwrap_err().to_string();
+    assert!(
+        err.contains("shard-1.safetensors: corrupt checkpoint"),
+        "{err}"
+    );
+    // Nothing was loaded: shard 0, whose slice is fine, is unchanged.
+    assert_eq!(bits(split.shards()[0].params()), bits(&before));
 }

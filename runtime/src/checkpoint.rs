@@ -36,6 +36,7 @@ pub const FORMAT_VERSION: &str = "1";
 
 const OPTIM_PREFIX: &str = "optimizer.";
 
+pub mod sliced;
 mod weights;
 pub use weights::{load_frozen, load_weights, save_weights, save_weights_with, LoadOptions};
 

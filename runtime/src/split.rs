@@ -23,6 +23,9 @@
 //! (`a + b = b + a`). Against the unsplit network the results agree to
 //! float precision only: the row split adds `B`'s product in two halves.
 
+use std::path::Path;
+
+use crate::checkpoint::sliced::{self, check_optimizer, Layout, Manifest, Part as SlicePart};
 use crate::collective::{fnv1a, Collective, CollectiveError, Value};
 use crate::model::{Batch, Model, StepError};
 use crate::optim::{OptimError, Optimizer};
@@ -53,6 +56,9 @@ pub enum SplitError {
     /// A `train` setting the split driver does not implement yet.
     #[error("split-layer training does not support {0} yet")]
     Unsupported(&'static str),
+    /// A sliced checkpoint could not be written or read.
+    #[error(transparent)]
+    Checkpoint(#[from] crate::checkpoint::CheckpointError),
     /// The batch does not provide an input.
     #[error("no data for input `{0}` of the split network")]
     MissingInput(String),
@@ -88,7 +94,7 @@ fn slicing(whole: &nnc_spec::ParamSpec, p: &nnc_spec::ParamSpec, ranks: usize) -
 
 /// Calls `f(whole_range, part_range)` for each contiguous run of `part`'s
 /// parameter `p` (rank `rank` of `ranks`) inside `whole`'s `q`.
-fn runs(
+pub(crate) fn runs(
     q: &nnc_spec::ParamSpec,
     p: &nnc_spec::ParamSpec,
     rank: usize,
@@ -216,6 +222,11 @@ pub struct SplitLayers<'m, 'c> {
     scratch: Vec<f32>,
     /// The gradient with respect to the sum.
     grad: Vec<f32>,
+    /// The split network's name (`MnistSplit`), ranks, and the rank of
+    /// the first local shard.
+    network: String,
+    ranks: usize,
+    first: usize,
 }
 
 impl<'m, 'c> SplitLayers<'m, 'c> {
@@ -318,6 +329,9 @@ impl<'m, 'c> SplitLayers<'m, 'c> {
             sum: Vec::new(),
             scratch: Vec::new(),
             grad: Vec::new(),
+            network: base,
+            ranks,
+            first: if size > 1 { rank } else { 0 },
         })
     }
 
@@ -425,6 +439,99 @@ impl<'m, 'c> SplitLayers<'m, 'c> {
         }
         self.tail.step(lr)?;
         Ok(loss)
+    }
+}
+
+impl SplitLayers<'_, '_> {
+    /// The layout this run's checkpoints have.
+    pub fn checkpoint_layout(&self) -> Layout {
+        Layout::Split(self.ranks)
+    }
+
+    /// Saves the run into the sliced checkpoint directory `dir`, on every
+    /// rank: each local shard's slice (`shard-<r>.safetensors`: the
+    /// shard's slices and the tail, parameters and optimizer state,
+    /// written atomically), then, once every rank has written, rank 0's
+    /// manifest with every slice's hash.
+    pub fn save_checkpoint(&self, dir: &Path) -> Result<(), SplitError> {
+        let layout = self.checkpoint_layout();
+        sliced::prepare_dir(dir, &self.network, layout)?;
+        let tail_state = self.tail.optimizer.state();
+        let tail = SlicePart {
+            spec: self.tail.model.spec(),
+            params: self.tail.model.params(),
+            optimizer: &tail_state,
+        };
+        let mut hashes = Vec::with_capacity(self.shards.len());
+        for (k, shard) in self.shards.iter().enumerate() {
+            let state = shard.optimizer.state();
+            let part = SlicePart {
+                spec: shard.model.spec(),
+                params: shard.model.params(),
+                optimizer: &state,
+            };
+            hashes.push(sliced::write_slice(
+                dir,
+                &self.network,
+                layout,
+                self.first + k,
+                &[part, tail],
+            )?);
+        }
+        let mut all = vec![0u64; self.ranks];
+        self.comm.all_gather_u64(&hashes, &mut all)?;
+        if self.comm.rank() == 0 {
+            sliced::write_manifest(
+                dir,
+                &Manifest {
+                    network: self.network.clone(),
+                    layout,
+                    step: tail_state.step,
+                    optimizer: tail_state.kind.clone(),
+                    hashes: all,
+                },
+            )?;
+        }
+        // No rank reads the checkpoint before its manifest exists.
+        self.comm.barrier()?;
+        Ok(())
+    }
+
+    /// Resumes from the sliced checkpoint in `dir`, on every rank: its
+    /// manifest must be this network split over as many ranks, and each
+    /// local shard's slice written by these shard and tail models; all is
+    /// checked before anything changes. The tail is read from the first
+    /// local shard's slice.
+    pub fn load_checkpoint(&mut self, dir: &Path) -> Result<(), SplitError> {
+        let m = sliced::read_manifest(dir)?;
+        m.expect(dir, &self.network, self.checkpoint_layout())?;
+        let mut loaded = Vec::with_capacity(self.shards.len());
+        for (k, shard) in self.shards.iter().enumerate() {
+            let r = self.first + k;
+            let specs = [shard.model.spec(), self.tail.model.spec()];
+            let parts = sliced::read_slice(dir, &m, r, &specs)?;
+            check_optimizer(dir, &m, r, &shard.optimizer.state(), &parts[0].optimizer)?;
+            check_optimizer(
+                dir,
+                &m,
+                r,
+                &self.tail.optimizer.state(),
+                &parts[1].optimizer,
+            )?;
+            loaded.push(parts);
+        }
+        let mut tail = None;
+        for (shard, mut parts) in self.shards.iter_mut().zip(loaded) {
+            let t = parts.pop().expect("the tail");
+            let s = parts.pop().expect("the shard");
+            shard.optimizer.load_state(&s.optimizer)?;
+            shard.model.params_mut().copy_from_slice(&s.params);
+            tail.get_or_insert(t);
+        }
+        let t = tail.expect("at least one shard");
+        self.tail.optimizer.load_state(&t.optimizer)?;
+        self.tail.model.params_mut().copy_from_slice(&t.params);
+        Ok(())
     }
 }
 

@@ -31,3 +31,45 @@ pub fn assert_close_grads(whole: (f32, &[f32]), sharded: (f32, &[f32])) {
         "max gradient difference {err} (scale {scale})"
     );
 }
+
+/// A fresh directory under the system's temporary one, removed on drop.
+pub struct TempDir(pub std::path::PathBuf);
+
+impl TempDir {
+    pub fn new(tag: &str) -> Self {
+        let dir = std::env::temp_dir().join(format!("nnc-{tag}-{}", std::process::id()));
+        let _ = std::fs::remove_dir_all(&dir);
+        std::fs::create_dir_all(&dir).unwrap();
+        TempDir(dir)
+    }
+}
+
+impl Drop for TempDir {
+    fn drop(&mut self) {
+        let _ = std::fs::remove_dir_all(&self.0);
+    }
+}
+
+/// Every tensor and metadata entry of every file of two sliced
+/// checkpoints are the same, bit for bit (the files' bytes differ: the
+/// header's key order is not fixed).
+pub fn assert_same_slices(a: &std::path::Path, b: &std::path::Path, files: &[&str]) {
+    use nnc::runtime::checkpoint::load_tensors;
+    let bits = |ts: Vec<nnc::runtime::checkpoint::Tensor>| {
+        ts.into_iter()
+            .map(|t| {
+                (
+                    t.name,
+                    t.shape,
+                    t.data.iter().map(|v| v.to_bits()).collect(),
+                )
+            })
+            .collect::<Vec<(String, Vec<usize>, Vec<u32>)>>()
+    };
+    for f in files {
+        let (ta, ma) = load_tensors(a.join(f)).unwrap();
+        let (tb, mb) = load_tensors(b.join(f)).unwrap();
+        assert_eq!(ma, mb, "{f}: metadata");
+        assert_eq!(bits(ta), bits(tb), "{f}: tensors");
+    }
+}

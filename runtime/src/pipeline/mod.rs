@@ -23,6 +23,7 @@
 //! micro-batch sums); against the unstaged network on the whole batch they
 //! agree to float precision (the batch's sums are split by micro-batch).
 
+mod checkpoint;
 #[cfg(feature = "mpi")]
 mod mpi;
 mod schedule;
@@ -71,6 +72,9 @@ pub enum PipelineError {
     /// The batch does not provide a stage's input.
     #[error("no data for input `{0}` of the pipeline")]
     MissingInput(String),
+    /// A sliced checkpoint could not be written or read.
+    #[error(transparent)]
+    Checkpoint(#[from] crate::checkpoint::CheckpointError),
     /// A point-to-point message could not be sent or received.
     #[error("message {what} rank {peer}: {why}")]
     Message {
@@ -168,6 +172,8 @@ pub struct Pipeline<'m, 'c> {
     micro: usize,
     schedule: Schedule,
     report: PipelineReport,
+    /// The pipelined network's name (`MnistPipeline` of `MnistPipelineStage0`).
+    family: String,
 }
 
 impl<'m, 'c> Pipeline<'m, 'c> {
@@ -285,6 +291,7 @@ impl<'m, 'c> Pipeline<'m, 'c> {
             count,
             micro: micro_batches,
             schedule,
+            family,
             report: PipelineReport {
                 stages: count,
                 micro_batches,
