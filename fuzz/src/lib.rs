@@ -13,6 +13,7 @@ use nnc_compiler::driver;
 use nnc_compiler::ir::OptLevel;
 use nnc_compiler::{check_source, report, CompileError, ErrorKind, SourceFile};
 use std::path::PathBuf;
+use std::sync::OnceLock;
 
 /// The name inputs are checked under; diagnostics must cite it.
 pub const SOURCE_NAME: &str = "fuzz.nn";
@@ -81,6 +82,17 @@ pub fn diagnostics(source: &SourceFile, e: &CompileError) {
     }
     let rendered = source.render(&e.diagnostics, false);
     assert!(rendered.contains(SOURCE_NAME), "{rendered}");
+}
+
+/// Whether the readers' targets (`csv`, `idx`, `checkpoint`) read each
+/// input through a scratch file, as `nnc train` reads a path, instead of
+/// from memory: `NNC_FUZZ_FILES=1`. From memory by default: a file per
+/// execution cost most of these targets' time, and the file readers only
+/// open the file and call the in-memory ones (the runtime's tests check
+/// that both read alike, `runtime/src/data/tests.rs`, `checkpoint/tests.rs`).
+pub fn through_files() -> bool {
+    static FILES: OnceLock<bool> = OnceLock::new();
+    *FILES.get_or_init(|| std::env::var_os("NNC_FUZZ_FILES").is_some_and(|v| v == "1"))
 }
 
 /// A scratch file private to this process, for readers that take a path
