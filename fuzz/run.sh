@@ -13,7 +13,8 @@
 # into target/tools when missing. Works on stable Rust: no sanitizer (the
 # code is safe Rust; libFuzzer still catches panics, hangs, stack
 # overflows and large allocations), and then cargo-fuzz passes no
-# unstable flag.
+# unstable flag. The readers' targets read from memory; NNC_FUZZ_FILES=1
+# makes them write each input to a file and read that (slower).
 set -euo pipefail
 cd "$(dirname "$0")"
 FUZZ_DIR=$(pwd)
@@ -27,7 +28,7 @@ while [ $# -gt 0 ]; do
         --known) known=true; shift ;;
         --time) limit=(-max_total_time="$2"); shift 2 ;;
         --runs) limit=(-runs="$2"); shift 2 ;;
-        -h|--help) sed -n '2,15p' "$0"; exit 0 ;;
+        -h|--help) sed -n '2,17p' "$0"; exit 0 ;;
         *) targets+=("$1"); shift ;;
     esac
 done
@@ -45,9 +46,11 @@ else
 fi
 
 BUILD=(--sanitizer none --debug-assertions)
-# The targets' scratch files (readers that take a path) stay in here.
+# The targets' scratch files (the readers through files, NNC_FUZZ_FILES=1)
+# stay in here, and go when the script ends.
 export TMPDIR="$FUZZ_DIR/target/tmp"
 mkdir -p "$TMPDIR"
+trap 'rm -f "$TMPDIR"/nnc-fuzz-*' EXIT
 
 if [ ${#targets[@]} -eq 0 ]; then
     mapfile -t targets < <("${FUZZ[@]}" list)

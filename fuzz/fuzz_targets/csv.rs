@@ -1,7 +1,9 @@
 //! The CSV reader (`nnc_runtime::data::csv`) under every header mode,
 //! delimiter and column mapping: on success every number is finite, every
 //! class is below the class count and every column has one row per
-//! sample; on failure the error names the file.
+//! sample; on failure the error names the file. Any bytes as a file's
+//! contents from memory (`parse_csv_bytes`; through a file with
+//! `NNC_FUZZ_FILES=1`), or UTF-8 text (`parse_csv`).
 
 #![no_main]
 
@@ -84,11 +86,14 @@ fuzz_target!(|data: &[u8]| {
         return;
     };
     let rest = u.take_rest();
-    if from_file {
+    if from_file && nnc_fuzz::through_files() {
         // Any bytes, through the file reader (which re-reads the file for
         // error context).
         let path = nnc_fuzz::scratch_file("csv", rest);
         check(csv::read_csv(&path, &opts));
+    } else if from_file {
+        // The same bytes as the file reader reads them, from memory.
+        check(csv::parse_csv_bytes(rest, Path::new("fuzz.csv"), &opts));
     } else if let Ok(text) = std::str::from_utf8(rest) {
         check(csv::parse_csv(text, Path::new("fuzz.csv"), &opts));
     }

@@ -1,7 +1,8 @@
 //! The IDX reader (`nnc_runtime::data::idx`): raw bytes, the same bytes
 //! gzipped (a valid stream around any content), and image/label pairs. On
 //! success the values number the product of the dimensions and a pair has
-//! one label per sample, each below the class count.
+//! one label per sample, each below the class count. From memory
+//! (`read_idx_from`, `pair`); through files with `NNC_FUZZ_FILES=1`.
 
 #![no_main]
 
@@ -11,7 +12,7 @@ use libfuzzer_sys::fuzz_target;
 use nnc_runtime::data::idx::{self, IdxArray};
 use nnc_runtime::data::{DataError, Values};
 use std::io::Write;
-use std::path::Path;
+use std::path::{Path, PathBuf};
 
 fn check(result: Result<IdxArray, DataError>) {
     match result {
@@ -35,18 +36,22 @@ fuzz_target!(|data: &[u8]| {
         return;
     };
     let path = Path::new("fuzz.idx");
+    let files = nnc_fuzz::through_files();
+    // As read from a file: gunzipped when it starts with gzip's magic.
+    let read = |tag: &str, bytes: &[u8]| {
+        if files {
+            let file = nnc_fuzz::scratch_file(tag, bytes);
+            let read = idx::read_idx(&file);
+            (read, file)
+        } else {
+            let file = PathBuf::from(format!("{tag}.idx"));
+            (idx::read_idx_from(bytes, &file), file)
+        }
+    };
     match mode % 4 {
-        // As read from a file: gunzipped when it starts with gzip's magic.
-        0 => {
-            let file = nnc_fuzz::scratch_file("idx", rest);
-            check(idx::read_idx(&file));
-        }
+        0 => check(read("idx", rest).0),
         1 => check(idx::parse_idx(rest, path, false)),
-        2 => {
-            let gz = gzip(rest);
-            let file = nnc_fuzz::scratch_file("idx", &gz);
-            check(idx::read_idx(&file));
-        }
+        2 => check(read("idx", &gzip(rest)).0),
         // A pair: the first byte after the mode splits images from labels.
         _ => {
             let Some((&cut, rest)) = rest.split_first() else {
@@ -54,9 +59,12 @@ fuzz_target!(|data: &[u8]| {
             };
             let cut = (cut as usize * 4).min(rest.len());
             let (images, labels) = rest.split_at(cut);
-            let images = nnc_fuzz::scratch_file("images", images);
-            let labels = nnc_fuzz::scratch_file("labels", labels);
-            if let Ok(ds) = idx::load_pair(&images, &labels) {
+            let (images, images_path) = read("images", images);
+            let (labels, labels_path) = read("labels", labels);
+            let (Ok(images), Ok(labels)) = (images, labels) else {
+                return;
+            };
+            if let Ok(ds) = idx::pair(images, &images_path, labels, &labels_path) {
                 let label = ds.column("label").expect("a label column");
                 let Values::Classes {
                     values, classes, ..

@@ -13,6 +13,7 @@ use nnc_compiler::driver;
 use nnc_compiler::ir::OptLevel;
 use nnc_compiler::{check_source, report, CompileError, ErrorKind, SourceFile};
 use std::path::PathBuf;
+use std::sync::OnceLock;
 
 /// The name inputs are checked under; diagnostics must cite it.
 pub const SOURCE_NAME: &str = "fuzz.nn";
@@ -21,6 +22,14 @@ pub const SOURCE_NAME: &str = "fuzz.nn";
 /// -O{opt}` do, and checks the invariants: errors are well-formed
 /// diagnostics; a model that checks also differentiates, summarises and
 /// compiles, and the Rust it compiles to parses.
+///
+/// One input in [`FORMAT_EVERY`] (by a hash of its text, so a crash
+/// reproduces) is compiled to formatted text as `nnc compile` writes it,
+/// and the text is parsed again; the others stop at the token stream
+/// (`driver::generate_tokens`, what `network!` expands to), parsed as a
+/// Rust file by `syn`. Formatting and parsing the text again took over
+/// half of an execution (`perf`, docs/reliability.md), and the formatter
+/// has its own tests (`compiler/tests/generate.rs`, the snapshots).
 pub fn frontend(text: &str, opt: OptLevel) {
     let source = SourceFile::new(SOURCE_NAME, text);
     let module = match check_source(&source) {
@@ -45,14 +54,35 @@ pub fn frontend(text: &str, opt: OptLevel) {
         opt_level: opt,
         ..Options::default()
     };
-    match driver::generate(&source, &module, &opts) {
-        Ok(code) => {
-            if let Err(e) = syn::parse_file(&code) {
-                panic!("generated code does not parse: {e}\n{code}");
+    if fnv1a(text.as_bytes()) % FORMAT_EVERY == 0 {
+        match driver::generate(&source, &module, &opts) {
+            Ok(code) => {
+                if let Err(e) = syn::parse_file(&code) {
+                    panic!("generated code does not parse: {e}\n{code}");
+                }
             }
+            Err(e) => diagnostics(&source, &e),
         }
-        Err(e) => diagnostics(&source, &e),
+    } else {
+        match driver::generate_tokens(&source, &module, &opts) {
+            Ok(tokens) => {
+                if let Err(e) = syn::parse2::<syn::File>(tokens.clone()) {
+                    panic!("generated code does not parse: {e}\n{tokens}");
+                }
+            }
+            Err(e) => diagnostics(&source, &e),
+        }
     }
+}
+
+/// One input in this many goes through formatting ([`frontend`]).
+pub const FORMAT_EVERY: u64 = 8;
+
+/// FNV-1a (64 bit): which inputs [`frontend`] formats.
+fn fnv1a(bytes: &[u8]) -> u64 {
+    bytes.iter().fold(0xcbf2_9ce4_8422_2325, |h, &b| {
+        (h ^ u64::from(b)).wrapping_mul(0x0100_0000_01b3)
+    })
 }
 
 /// The invariants of a failed compilation: at least one diagnostic, each
@@ -81,6 +111,17 @@ pub fn diagnostics(source: &SourceFile, e: &CompileError) {
     }
     let rendered = source.render(&e.diagnostics, false);
     assert!(rendered.contains(SOURCE_NAME), "{rendered}");
+}
+
+/// Whether the readers' targets (`csv`, `idx`, `checkpoint`) read each
+/// input through a scratch file, as `nnc train` reads a path, instead of
+/// from memory: `NNC_FUZZ_FILES=1`. From memory by default: a file per
+/// execution cost most of these targets' time, and the file readers only
+/// open the file and call the in-memory ones (the runtime's tests check
+/// that both read alike, `runtime/src/data/tests.rs`, `checkpoint/tests.rs`).
+pub fn through_files() -> bool {
+    static FILES: OnceLock<bool> = OnceLock::new();
+    *FILES.get_or_init(|| std::env::var_os("NNC_FUZZ_FILES").is_some_and(|v| v == "1"))
 }
 
 /// A scratch file private to this process, for readers that take a path

@@ -259,14 +259,20 @@ pub fn load_tensors(
     path: impl AsRef<Path>,
 ) -> Result<(Vec<Tensor>, BTreeMap<String, String>), CheckpointError> {
     let path = path.as_ref();
-    let bytes = std::fs::read(path).map_err(|error| CheckpointError::Io {
-        path: path.to_path_buf(),
-        error,
-    })?;
-    decode(&bytes, path)
+    parse_tensors(&read_file(path)?, path)
 }
 
-fn decode(
+/// The whole file at `path`.
+fn read_file(path: &Path) -> Result<Vec<u8>, CheckpointError> {
+    std::fs::read(path).map_err(|error| CheckpointError::Io {
+        path: path.to_path_buf(),
+        error,
+    })
+}
+
+/// [`load_tensors`] of a file's bytes held in memory; `path` names it in
+/// errors. The fuzz target's entry point: no file per input.
+pub fn parse_tensors(
     bytes: &[u8],
     path: &Path,
 ) -> Result<(Vec<Tensor>, BTreeMap<String, String>), CheckpointError> {
@@ -489,9 +495,24 @@ pub fn load_training(
     model_hash: Option<&str>,
 ) -> Result<LoadedTraining, CheckpointError> {
     let path = path.as_ref();
+    // The layout first: a wrong model is the caller's error, whatever the file.
     crate::params::validate_layout(specs, params.len())
         .map_err(|e| CheckpointError::Invalid(e.to_string()))?;
-    let (tensors, md) = load_tensors(path)?;
+    parse_training(&read_file(path)?, path, specs, params, model_hash)
+}
+
+/// [`load_training`] of a file's bytes held in memory; `path` names it in
+/// errors. The fuzz target's entry point: no file per input.
+pub fn parse_training(
+    bytes: &[u8],
+    path: &Path,
+    specs: &[ParamSpec],
+    params: &mut [f32],
+    model_hash: Option<&str>,
+) -> Result<LoadedTraining, CheckpointError> {
+    crate::params::validate_layout(specs, params.len())
+        .map_err(|e| CheckpointError::Invalid(e.to_string()))?;
+    let (tensors, md) = parse_tensors(bytes, path)?;
     let corrupt = |reason: String| CheckpointError::Corrupt {
         path: path.to_path_buf(),
         reason,

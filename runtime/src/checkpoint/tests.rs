@@ -63,6 +63,10 @@ fn training_checkpoint_round_trips() {
     assert_eq!(loaded, params());
     assert_eq!(got.meta, meta());
     assert_eq!(got.optimizer, Some(adam_state()));
+    let mut memory = vec![0.0; 8];
+    let bytes = std::fs::read(&path).unwrap();
+    let same = parse_training(&bytes, &path, SPECS, &mut memory, Some("abc123")).unwrap();
+    assert_eq!((same, memory), (got.clone(), loaded.clone()));
     // The state loads into a fresh optimizer.
     let mut fresh = Adam::new(8, AdamConfig::default()).unwrap();
     fresh.load_state(got.optimizer.as_ref().unwrap()).unwrap();
@@ -137,6 +141,13 @@ fn load_err(dir: &TempDir, name: &str, bytes: &[u8]) -> CheckpointError {
     std::fs::write(&path, bytes).unwrap();
     let mut buf = vec![9.0; 8];
     let e = load_training(&path, SPECS, &mut buf, None).unwrap_err();
+    assert_eq!(buf, vec![9.0; 8], "a failed load wrote into the parameters");
+    let memory = parse_training(bytes, &path, SPECS, &mut buf, None).unwrap_err();
+    assert_eq!(
+        memory.to_string(),
+        e.to_string(),
+        "in memory and from the file"
+    );
     assert_eq!(buf, vec![9.0; 8], "a failed load wrote into the parameters");
     assert!(
         e.to_string().contains(name),

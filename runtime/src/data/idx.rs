@@ -94,8 +94,22 @@ pub fn read_idx(path: impl AsRef<Path>) -> Result<IdxArray, DataError> {
         error,
     };
     let file = File::open(path).map_err(io)?;
-    let mut reader = BufReader::new(file);
-    let gz = reader.fill_buf().map_err(io)?.starts_with(&[0x1f, 0x8b]);
+    read_idx_from(BufReader::new(file), path)
+}
+
+/// Parses IDX from a buffered reader as [`read_idx`] reads a file:
+/// gunzipped when it starts with `1f 8b`; `path` names it in errors. The
+/// fuzz target reads bytes in memory through it (no file per input).
+pub fn read_idx_from(mut reader: impl BufRead, path: &Path) -> Result<IdxArray, DataError> {
+    let gz = match reader.fill_buf() {
+        Ok(buf) => buf.starts_with(&[0x1f, 0x8b]),
+        Err(error) => {
+            return Err(DataError::Io {
+                path: path.to_path_buf(),
+                error,
+            })
+        }
+    };
     if gz {
         parse_idx(MultiGzDecoder::new(reader), path, true)
     } else {
@@ -110,8 +124,17 @@ pub fn read_idx(path: impl AsRef<Path>) -> Result<IdxArray, DataError> {
 /// largest label plus one, at least 10 for u8 labels that are all digits,
 /// so an MNIST subset missing a digit still has ten classes).
 pub fn load_pair(images: &Path, labels: &Path) -> Result<Dataset, DataError> {
-    let img = read_idx(images)?;
-    let lab = read_idx(labels)?;
+    pair(read_idx(images)?, images, read_idx(labels)?, labels)
+}
+
+/// [`load_pair`] of two arrays already read, from the files `images` and
+/// `labels` (named in errors and in the columns' origins).
+pub fn pair(
+    img: IdxArray,
+    images: &Path,
+    lab: IdxArray,
+    labels: &Path,
+) -> Result<Dataset, DataError> {
     let file_err = |path: &Path, reason: String| DataError::File {
         path: path.to_path_buf(),
         reason,

@@ -57,6 +57,8 @@ fn idx_err(dir: &TempDir, name: &str, bytes: &[u8]) -> String {
     std::fs::write(&p, bytes).unwrap();
     let e = read_idx(&p).unwrap_err();
     let msg = e.to_string();
+    let memory = read_idx_from(bytes, &p).unwrap_err().to_string();
+    assert_eq!(memory, msg, "in memory and from the file");
     assert!(msg.contains(name), "error does not name the file: {msg}");
     msg
 }
@@ -114,8 +116,9 @@ fn idx_round_trips_every_type_raw_and_gzip() {
         let bytes = encode_idx(t, &[2, 3], &payload);
         for (name, content) in [("raw", bytes.clone()), ("gz", gzip(&bytes))] {
             let p = dir.0.join(format!("t{t}.{name}"));
-            std::fs::write(&p, content).unwrap();
+            std::fs::write(&p, &content).unwrap();
             let a = read_idx(&p).unwrap();
+            assert_eq!(read_idx_from(&content[..], &p).unwrap(), a);
             assert_eq!(a.dims, vec![2, 3]);
             assert_eq!(a.data, want);
         }
@@ -222,8 +225,29 @@ fn mnist_mismatched_counts_are_rejected() {
 
 // ------------------------------------------------------------------ CSV
 
+/// `text` parsed in memory, after checking that the file reader agrees
+/// with it (values, and errors at the same line and column).
 fn csv(text: &str, opts: &CsvOptions) -> Result<Dataset, DataError> {
-    parse_csv(text, Path::new("data.csv"), opts)
+    let dir = TempDir::new("csvfile");
+    let p = dir.0.join("data.csv");
+    std::fs::write(&p, text).unwrap();
+    let (memory, file) = (
+        parse_csv(text, Path::new("data.csv"), opts),
+        read_csv(&p, opts),
+    );
+    match (&memory, file) {
+        (Ok(m), Ok(f)) => assert!(m
+            .columns()
+            .iter()
+            .map(|c| c.values())
+            .eq(f.columns().iter().map(|c| c.values()))),
+        (Err(m), Err(f)) => assert_eq!(
+            m.to_string(),
+            f.to_string().replace(&format!("{}/", dir.0.display()), "")
+        ),
+        (m, f) => panic!("in memory {m:?}, from a file {f:?}"),
+    }
+    memory
 }
 
 fn numbers(d: &Dataset, name: &str) -> Vec<f32> {
