@@ -13,7 +13,7 @@ use nnc::runtime::pipeline::{micro_ranges, Pipeline, PipelineError, Schedule};
 use nnc::runtime::{Batch, Model, StepError};
 
 mod support;
-use support::Rng;
+use support::{assert_matches_whole, mnist_batches, train_whole};
 
 mod mnist_pipeline {
     nnc::include_model!("mnist_pipeline");
@@ -62,14 +62,7 @@ fn gather_params(whole: &dyn Model, stages: &[&dyn Model]) -> Vec<f32> {
 
 /// Random images and labels for `steps` batches of `batch`.
 fn data(batch: usize, steps: usize) -> (Vec<Vec<f32>>, Vec<Vec<u32>>) {
-    let mut rng = Rng::new(7);
-    let images = (0..steps)
-        .map(|_| rng.uniform_f32(batch * 784, 0.0, 1.0))
-        .collect();
-    let labels = (0..steps)
-        .map(|_| (0..batch).map(|_| rng.below(10) as u32).collect())
-        .collect();
-    (images, labels)
+    mnist_batches(7, batch, steps)
 }
 
 /// A run's losses and final parameters.
@@ -81,28 +74,12 @@ fn train_both(batch: usize, micro: usize, steps: usize) -> (Run, Run) {
     let (images, labels) = data(batch, steps);
     let mut whole = MnistPipeline::new(batch);
     whole.init_params(42).unwrap();
-    let train = &whole.spec().train;
-    let mut opt = nnc::runtime::optim::build(&train.optimizer, whole.spec().param_count).unwrap();
-    let lr = train.lr;
+    let lr = whole.spec().train.lr;
     let mut s0 = MnistPipelineStage0::new(batch);
     let mut s1 = MnistPipelineStage1::new(batch);
     copy_params(&whole, &mut s0);
     copy_params(&whole, &mut s1);
-
-    let mut whole_losses = Vec::new();
-    for (x, y) in images.iter().zip(&labels) {
-        let loss = Model::train_step(
-            &mut whole,
-            &Batch {
-                inputs: &[x],
-                labels: &[y],
-            },
-        )
-        .unwrap();
-        let grads = whole.grads().to_vec();
-        opt.step(whole.params_mut(), &grads, lr).unwrap();
-        whole_losses.push(loss);
-    }
+    let whole_losses = train_whole(&mut whole, &images, &labels);
 
     let mut pipe_losses = Vec::new();
     let pipe_params = {
@@ -130,30 +107,14 @@ fn train_both(batch: usize, micro: usize, steps: usize) -> (Run, Run) {
     )
 }
 
-/// Largest difference between two parameter vectors.
-fn max_diff(a: &[f32], b: &[f32]) -> f32 {
-    a.iter()
-        .zip(b)
-        .fold(0.0f32, |m, (x, y)| m.max((x - y).abs()))
-}
-
 #[test]
 fn two_stages_equal_the_whole_network_after_10_adam_steps() {
     for (batch, micro) in [(64, 4), (50, 3), (32, 1)] {
         let ((wl, wp), (pl, pp)) = train_both(batch, micro, 10);
-        for (step, (a, b)) in wl.iter().zip(&pl).enumerate() {
-            assert!(
-                (a - b).abs() <= 1e-5 * a.abs(),
-                "batch {batch}, {micro} micro-batches, step {step}: loss {a} vs {b}"
-            );
-        }
-        // Adam moves every parameter by about lr (1e-3) a step whatever
-        // its gradient's size, so a rounding difference in a near-zero
-        // gradient shows at that scale at most.
-        let d = max_diff(&wp, &pp);
-        assert!(
-            d <= 1e-4,
-            "batch {batch}, {micro} micro-batches: parameters differ by {d}"
+        assert_matches_whole(
+            &format!("batch {batch}, {micro} micro-batches"),
+            (&wl, &wp),
+            (&pl, &pp),
         );
         // And training moved them: the comparison is not vacuous.
         assert!(wl[0] > wl[9], "losses {wl:?}");
@@ -278,26 +239,6 @@ fn four_stages_equal_the_whole_network_after_10_adam_steps() {
     let (images, labels) = data(batch, steps);
     let mut whole = MnistPipeline4::new(batch);
     whole.init_params(42).unwrap();
-    let train = &whole.spec().train;
-    let mut opt = nnc::runtime::optim::build(&train.optimizer, whole.spec().param_count).unwrap();
-    let lr = train.lr;
-    for (step, (x, y)) in images.iter().zip(&labels).enumerate() {
-        let loss = Model::train_step(
-            &mut whole,
-            &Batch {
-                inputs: &[x],
-                labels: &[y],
-            },
-        )
-        .unwrap();
-        let grads = whole.grads().to_vec();
-        opt.step(whole.params_mut(), &grads, lr).unwrap();
-        assert!(
-            (loss - pl[step]).abs() <= 1e-5 * loss.abs(),
-            "step {step}: loss {loss} vs {}",
-            pl[step]
-        );
-    }
-    let d = max_diff(whole.params(), &pp);
-    assert!(d <= 1e-4, "parameters differ by {d}");
+    let wl = train_whole(&mut whole, &images, &labels);
+    assert_matches_whole("4 stages", (&wl, whole.params()), (&pl, &pp));
 }
