@@ -8,7 +8,7 @@
 //! driver on two MPI ranks is checked by the MNIST example's
 //! `tests/mpi.rs`.
 
-use nnc::runtime::collective::Local;
+use nnc::runtime::collective::{Collective, Local, Threads};
 use nnc::runtime::pipeline::{micro_ranges, Pipeline, PipelineError, Schedule};
 use nnc::runtime::{Batch, Model, StepError};
 
@@ -241,4 +241,125 @@ fn four_stages_equal_the_whole_network_after_10_adam_steps() {
     whole.init_params(42).unwrap();
     let wl = train_whole(&mut whole, &images, &labels);
     assert_matches_whole("4 stages", (&wl, whole.params()), (&pl, &pp));
+}
+
+/// Trains 2 replicas of the two stages of `mnist_pipeline.nn` for `steps`
+/// Adam steps as threads of this process: on 2 × 2 ranks (`chains`: each
+/// replica's two stages on two ranks) or 2 × 1 (each replica holding both
+/// stages). Returns replica 0's losses and parameters (laid out as the
+/// whole network's); checks every replica ends with the same.
+fn train_replicas(batch: usize, micro: usize, steps: usize, chains: bool) -> (Vec<f32>, Vec<f32>) {
+    let (images, labels) = data(batch, steps);
+    let per = if chains { 2 } else { 1 };
+    // Thread (replica k, pipeline rank p): chain k's rank p, stage group
+    // p's rank k.
+    let mut chain_groups: Vec<Vec<Threads>> = (0..2).map(|_| Threads::group(per)).collect();
+    let mut stage_groups: Vec<Vec<Threads>> = (0..per).map(|_| Threads::group(2)).collect();
+    let mut ranks = Vec::new();
+    for k in (0..2).rev() {
+        for p in (0..per).rev() {
+            let chain = chain_groups[k].pop().unwrap();
+            let group = stage_groups[p].pop().unwrap();
+            ranks.push((chain, group));
+        }
+    }
+    let results: Vec<(usize, Vec<f32>, Vec<(String, Vec<f32>)>)> = std::thread::scope(|s| {
+        let hs: Vec<_> = ranks
+            .into_iter()
+            .map(|(chain, group)| {
+                let (images, labels) = (&images, &labels);
+                s.spawn(move || {
+                    let mut whole = MnistPipeline::new(batch);
+                    whole.init_params(42).unwrap();
+                    let lr = whole.spec().train.lr;
+                    let mut s0 = MnistPipelineStage0::new(batch);
+                    let mut s1 = MnistPipelineStage1::new(batch);
+                    copy_params(&whole, &mut s0);
+                    copy_params(&whole, &mut s1);
+                    let local: Vec<&mut dyn Model> = match (per, chain.rank()) {
+                        (1, _) => vec![&mut s0, &mut s1],
+                        (_, 0) => vec![&mut s0],
+                        _ => vec![&mut s1],
+                    };
+                    let chain_ref: &dyn nnc::runtime::pipeline::PointToPoint = if per == 1 {
+                        &Local
+                    } else {
+                        &chain
+                    };
+                    let mut pipe =
+                        Pipeline::replicated(local, 2, micro, Schedule::OneFOneB, chain_ref, &group)
+                            .unwrap();
+                    let losses: Vec<f32> = images
+                        .iter()
+                        .zip(labels)
+                        .filter_map(|(x, y)| {
+                            pipe.step(&[("image", x)], &[("digit", y)], batch, lr)
+                                .unwrap()
+                        })
+                        .collect();
+                    let r = pipe.report();
+                    assert_eq!(r.replicas, 2);
+                    assert!(r.bytes_all_reduced > 0);
+                    let params = pipe
+                        .models()
+                        .iter()
+                        .map(|m| (m.spec().name.to_string(), m.params().to_vec()))
+                        .collect();
+                    (group.rank(), losses, params)
+                })
+            })
+            .collect();
+        hs.into_iter().map(|h| h.join().unwrap()).collect()
+    });
+    let mut whole = MnistPipeline::new(batch);
+    let mut losses = Vec::new();
+    let mut by_replica: Vec<Vec<(String, Vec<f32>)>> = vec![Vec::new(); 2];
+    for (k, l, p) in results {
+        if !l.is_empty() {
+            if losses.is_empty() {
+                losses = l;
+            } else {
+                assert_eq!(bits(&losses), bits(&l), "the replicas' losses differ");
+            }
+        }
+        by_replica[k].extend(p);
+    }
+    for r in &mut by_replica {
+        r.sort_by(|a, b| a.0.cmp(&b.0));
+    }
+    for ((n0, p0), (n1, p1)) in by_replica[0].iter().zip(&by_replica[1]) {
+        assert_eq!(n0, n1);
+        assert_eq!(bits(p0), bits(p1), "{n0}: the replicas' parameters differ");
+    }
+    let mut s0 = MnistPipelineStage0::new(batch);
+    let mut s1 = MnistPipelineStage1::new(batch);
+    for (name, p) in &by_replica[0] {
+        let m: &mut dyn Model = if name.ends_with("Stage0") {
+            &mut s0
+        } else {
+            &mut s1
+        };
+        m.params_mut().copy_from_slice(p);
+    }
+    whole.init_params(42).unwrap();
+    (losses, gather_params(&whole, &[&s0, &s1]))
+}
+
+fn bits(v: &[f32]) -> Vec<u32> {
+    v.iter().map(|x| x.to_bits()).collect()
+}
+
+#[test]
+fn two_replicas_of_a_pipeline_on_2_x_2_ranks_equal_2_x_1_bit_for_bit_and_the_whole_network() {
+    let (batch, micro, steps) = (64, 2, 10);
+    let (l4, p4) = train_replicas(batch, micro, steps, true);
+    let (l2, p2) = train_replicas(batch, micro, steps, false);
+    assert_eq!(bits(&l4), bits(&l2), "losses");
+    assert_eq!(bits(&p4), bits(&p2), "parameters");
+    let (images, labels) = data(batch, steps);
+    let mut whole = MnistPipeline::new(batch);
+    whole.init_params(42).unwrap();
+    let wl = train_whole(&mut whole, &images, &labels);
+    assert_matches_whole("2 replicas × 2 stages", (&wl, whole.params()), (&l4, &p4));
+    assert!(wl[0] > wl[steps - 1], "losses {wl:?}");
 }

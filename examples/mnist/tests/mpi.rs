@@ -462,6 +462,38 @@ fn four_stages_on_4_and_2_ranks_equal_one_process_bit_for_bit_under_a_memory_cap
 }
 
 #[test]
+fn two_replicas_of_two_stages_equal_two_threads_bit_for_bit() {
+    // Hybrid data × pipeline parallelism, 2 × 2 ranks: each replica's two
+    // stages on two ranks, each on half of every batch in 2 micro-batches,
+    // each stage's gradients all-reduced across the 2 replicas; equal bit
+    // for bit to the 2 replicas as threads of one process (each sums its
+    // micro-batches in order, the all-reduce adds two sums: exact in
+    // either order), and to the whole network within float precision.
+    let c = launch_and_compare(
+        PIPELINE,
+        "hybrid",
+        &[
+            "--replicas", "2", "--batch", "128", "--micro", "2", "--steps", "10",
+        ],
+        &["stage0", "stage1"],
+        &[("hybrid", 4, &[])],
+    );
+    // Stage 0 all-reduces h1's 784 × 128 + 128 parameters' gradients and
+    // the loss, stage 1 h2's and the logits' 128 × 128 + 128 + 128 × 10
+    // + 10: 4 bytes each.
+    let o = &c.ranked[0].output;
+    for (rank, bytes) in [(0, 401_924), (1, 71_212), (2, 401_924), (3, 71_212)] {
+        let line = format!("2 replica(s), {bytes} bytes all-reduced a step");
+        assert!(
+            o.lines()
+                .any(|l| l.starts_with(&format!("rank {rank}:")) && l.contains(&line)),
+            "no report of rank {rank} with `{line}`:\n{o}"
+        );
+    }
+    let _ = std::fs::remove_dir_all(&c.dir);
+}
+
+#[test]
 fn pipeline_ranks_that_disagree_or_die_stop_the_job_naming_the_rank() {
     let dir = scratch("pipeline-faults");
     let exe = PIPELINE;
