@@ -243,6 +243,65 @@ fn four_stages_equal_the_whole_network_after_10_adam_steps() {
     assert_matches_whole("4 stages", (&wl, whole.params()), (&pl, &pp));
 }
 
+mod mnist_pipeline_h2 {
+    nnc::include_model!("mnist_pipeline_h2");
+}
+
+#[test]
+fn every_stage_carries_the_same_layout_hash_and_another_cut_another() {
+    let (s0, s1) = (MnistPipelineStage0::new(4), MnistPipelineStage1::new(4));
+    let h = s0.layout_hash();
+    assert_ne!(h, 0, "a stage without a layout hash");
+    assert_eq!(s1.layout_hash(), h);
+    assert_eq!(MnistPipeline::new(4).layout_hash(), 0, "not a stage");
+    assert_ne!(MnistPipeline4Stage0::new(4).layout_hash(), h);
+    let other = mnist_pipeline_h2::MnistPipelineStage1::new(4);
+    assert_ne!(other.layout_hash(), h);
+    // One process given stages of two layouts refuses them.
+    let mut s0 = MnistPipelineStage0::new(4);
+    let mut other = mnist_pipeline_h2::MnistPipelineStage1::new(4);
+    let err = Pipeline::new(vec![&mut s0, &mut other], 2, 2, &Local)
+        .err()
+        .expect("stages of two layouts");
+    assert!(
+        err.to_string().contains("differently compiled pipelines"),
+        "{err}"
+    );
+}
+
+#[test]
+fn a_rank_with_another_stage_layout_stops_every_rank_naming_it() {
+    // Two ranks as threads: rank 1 holds stage 1 of the same network cut
+    // after h2 instead of h1. Its name and its incoming activation's width
+    // (128) are the original's; the layout hash differs.
+    let errors: Vec<String> = std::thread::scope(|s| {
+        let hs: Vec<_> = Threads::group(2)
+            .into_iter()
+            .map(|comm| {
+                s.spawn(move || {
+                    let mut s0 = MnistPipelineStage0::new(8);
+                    let mut other = mnist_pipeline_h2::MnistPipelineStage1::new(8);
+                    let local: Vec<&mut dyn Model> = match comm.rank() {
+                        0 => vec![&mut s0],
+                        _ => vec![&mut other],
+                    };
+                    match Pipeline::new(local, 2, 2, &comm) {
+                        Ok(_) => String::new(),
+                        Err(e) => e.to_string(),
+                    }
+                })
+            })
+            .collect();
+        hs.into_iter().map(|h| h.join().unwrap()).collect()
+    });
+    for (rank, e) in errors.iter().enumerate() {
+        assert!(
+            e.starts_with("ranks disagree: rank 1 has stage layout hash "),
+            "rank {rank}: {e}"
+        );
+    }
+}
+
 /// Trains 2 replicas of the two stages of `mnist_pipeline.nn` for `steps`
 /// Adam steps as threads of this process: on 2 × 2 ranks (`chains`: each
 /// replica's two stages on two ranks) or 2 × 1 (each replica holding both

@@ -197,9 +197,10 @@ impl<'m, 'c> Pipeline<'m, 'c> {
     /// `local` is every stage (in order) on a single process, or, on `R`
     /// ranks, the `count / R` consecutive stages from `rank × count / R`
     /// (stage `rank` when there is one rank per stage). Checks on every rank that
-    /// all ranks run the same pipeline (network, stage count, micro-batches,
-    /// activation widths between neighbours), naming the first rank that
-    /// differs. Runs the default schedule, 1F1B.
+    /// all ranks run the same pipeline (network, the layout hash of every
+    /// stage's parameters and graph, [`Model::layout_hash`], stage count,
+    /// micro-batches, activation widths between neighbours), naming the
+    /// first rank that differs. Runs the default schedule, 1F1B.
     pub fn new(
         local: Vec<&'m mut dyn Model>,
         count: usize,
@@ -283,9 +284,22 @@ impl<'m, 'c> Pipeline<'m, 'c> {
             stages.push(stage);
         }
         let family = family.unwrap_or_default();
-        // The same pipeline everywhere: network, stages, micro-batches.
+        // Every stage of one pipeline carries the hash of the same layout.
+        let layout = stages[0].model.layout_hash();
+        if let Some(st) = stages.iter().find(|st| st.model.layout_hash() != layout) {
+            return Err(PipelineError::Layout(format!(
+                "`{}` and `{}` are stages of differently compiled pipelines (layout hashes \
+                 {layout:016x} and {:016x})",
+                stages[0].model.spec().name,
+                st.model.spec().name,
+                st.model.layout_hash()
+            )));
+        }
+        // The same pipeline everywhere: network, its layout (every stage's
+        // parameters and graph), stages, micro-batches.
         comm.check_agreement(&[
             ("pipelined network", Value::Hash(fnv1a(family.bytes()))),
+            ("stage layout hash", Value::Hash(layout)),
             ("stage count", Value::Count(count as u64)),
             ("micro-batches", Value::Count(micro_batches as u64)),
             ("schedule", Value::Count(schedule.id())),
@@ -313,6 +327,7 @@ impl<'m, 'c> Pipeline<'m, 'c> {
             // The same stages in every replica, and the same start.
             replicas.check_agreement(&[
                 ("pipelined network", Value::Hash(fnv1a(family.bytes()))),
+                ("stage layout hash", Value::Hash(layout)),
                 ("first stage", Value::Count(first as u64)),
                 ("stages held", Value::Count(stages.len() as u64)),
                 ("micro-batches", Value::Count(micro_batches as u64)),
