@@ -340,14 +340,17 @@ fn train_replicas(batch: usize, micro: usize, steps: usize, chains: bool) -> (Ve
                         (_, 0) => vec![&mut s0],
                         _ => vec![&mut s1],
                     };
-                    let chain_ref: &dyn nnc::runtime::pipeline::PointToPoint = if per == 1 {
-                        &Local
-                    } else {
-                        &chain
-                    };
-                    let mut pipe =
-                        Pipeline::replicated(local, 2, micro, Schedule::OneFOneB, chain_ref, &group)
-                            .unwrap();
+                    let chain_ref: &dyn nnc::runtime::pipeline::PointToPoint =
+                        if per == 1 { &Local } else { &chain };
+                    let mut pipe = Pipeline::replicated(
+                        local,
+                        2,
+                        micro,
+                        Schedule::OneFOneB,
+                        chain_ref,
+                        &group,
+                    )
+                    .unwrap();
                     let losses: Vec<f32> = images
                         .iter()
                         .zip(labels)

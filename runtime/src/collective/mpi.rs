@@ -392,14 +392,7 @@ impl Mpi {
 
     /// Prints why collective `seq` is abandoned, naming the `silent`
     /// ranks (those of which `why` holds), and aborts the job.
-    fn give_up(
-        &self,
-        what: &str,
-        seq: u64,
-        waited: Duration,
-        silent: &[usize],
-        why: &str,
-    ) -> ! {
+    fn give_up(&self, what: &str, seq: u64, waited: Duration, silent: &[usize], why: &str) -> ! {
         let list: Vec<String> = silent
             .iter()
             .map(|&r| self.job_ranks[r].to_string())
@@ -488,12 +481,8 @@ impl Collective for Mpi {
         scratch.copy_from_slice(buf);
         let world = self.comm();
         mpi::request::scope(|scope| {
-            let op = world.immediate_all_reduce_into(
-                scope,
-                &scratch[..],
-                buf,
-                SystemOperation::sum(),
-            );
+            let op =
+                world.immediate_all_reduce_into(scope, &scratch[..], buf, SystemOperation::sum());
             self.watch(scope, "all-reduce", &seq, arrivals, op);
         });
         self.check_arrivals("all-reduce", seq, &arrivals[..self.size]);
@@ -531,8 +520,7 @@ impl Collective for Mpi {
         // as a barrier, and scoped like the other collectives.
         let (one, mut sum) = (1u64, 0u64);
         mpi::request::scope(|scope| {
-            let op =
-                world.immediate_all_reduce_into(scope, &one, &mut sum, SystemOperation::sum());
+            let op = world.immediate_all_reduce_into(scope, &one, &mut sum, SystemOperation::sum());
             self.watch(scope, "barrier", &seq, arrivals, op);
         });
         self.check_arrivals("barrier", seq, &arrivals[..self.size]);

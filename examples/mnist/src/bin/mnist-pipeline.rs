@@ -17,9 +17,7 @@ use clap::Parser;
 use nnc::runtime::collective::{Collective, Local, Threads};
 use nnc::runtime::pipeline::{peak_rss_bytes, Pipeline, PointToPoint, Schedule};
 use nnc::runtime::Model;
-use nnc_example_mnist::distributed::{
-    finish, launch, load, train_whole, Batches, RunArgs, World,
-};
+use nnc_example_mnist::distributed::{finish, launch, load, train_whole, Batches, RunArgs, World};
 use std::process::ExitCode;
 use std::time::Instant;
 
