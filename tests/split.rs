@@ -19,6 +19,11 @@ mod mnist_split {
 }
 use mnist_split::{MnistSplit, MnistSplitShard, MnistSplitTail};
 
+/// Random images and labels for `steps` batches of `batch`.
+fn data(batch: usize, steps: usize) -> (Vec<Vec<f32>>, Vec<Vec<u32>>) {
+    mnist_batches(11, batch, steps)
+}
+
 #[test]
 fn the_shard_holds_slices_and_the_tail_the_rest() {
     let shard = MnistSplitShard::new(4);
@@ -80,7 +85,7 @@ fn slicing_and_placing_the_parameters_round_trip() {
 #[test]
 fn two_shards_equal_the_whole_network_after_10_adam_steps() {
     let (batch, steps) = (64, 10);
-    let (images, labels) = mnist_batches(11, batch, steps);
+    let (images, labels) = data(batch, steps);
     let mut whole = MnistSplit::new(batch);
     whole.init_params(42).unwrap();
     let initial = whole.params().to_vec();
