@@ -302,6 +302,10 @@ fn a_rank_with_another_stage_layout_stops_every_rank_naming_it() {
     }
 }
 
+/// What one thread rank of [`train_replicas`] trained: its replica, its
+/// losses (on the last stage) and its stages' parameters by name.
+type Replica = (usize, Vec<f32>, Vec<(String, Vec<f32>)>);
+
 /// Trains 2 replicas of the two stages of `mnist_pipeline.nn` for `steps`
 /// Adam steps as threads of this process: on 2 × 2 ranks (`chains`: each
 /// replica's two stages on two ranks) or 2 × 1 (each replica holding both
@@ -322,7 +326,7 @@ fn train_replicas(batch: usize, micro: usize, steps: usize, chains: bool) -> (Ve
             ranks.push((chain, group));
         }
     }
-    let results: Vec<(usize, Vec<f32>, Vec<(String, Vec<f32>)>)> = std::thread::scope(|s| {
+    let results: Vec<Replica> = std::thread::scope(|s| {
         let hs: Vec<_> = ranks
             .into_iter()
             .map(|(chain, group)| {
