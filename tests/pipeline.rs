@@ -8,12 +8,12 @@
 //! driver on two MPI ranks is checked by the MNIST example's
 //! `tests/mpi.rs`.
 
-use nnc::runtime::collective::Local;
+use nnc::runtime::collective::{Collective, Local, Threads};
 use nnc::runtime::pipeline::{micro_ranges, Pipeline, PipelineError, Schedule};
 use nnc::runtime::{Batch, Model, StepError};
 
 mod support;
-use support::{assert_same_slices, Rng, TempDir};
+use support::{assert_matches_whole, assert_same_slices, mnist_batches, train_whole, Rng, TempDir};
 
 mod mnist_pipeline {
     nnc::include_model!("mnist_pipeline");
@@ -62,14 +62,7 @@ fn gather_params(whole: &dyn Model, stages: &[&dyn Model]) -> Vec<f32> {
 
 /// Random images and labels for `steps` batches of `batch`.
 fn data(batch: usize, steps: usize) -> (Vec<Vec<f32>>, Vec<Vec<u32>>) {
-    let mut rng = Rng::new(7);
-    let images = (0..steps)
-        .map(|_| rng.uniform_f32(batch * 784, 0.0, 1.0))
-        .collect();
-    let labels = (0..steps)
-        .map(|_| (0..batch).map(|_| rng.below(10) as u32).collect())
-        .collect();
-    (images, labels)
+    mnist_batches(7, batch, steps)
 }
 
 /// A run's losses and final parameters.
@@ -81,28 +74,12 @@ fn train_both(batch: usize, micro: usize, steps: usize) -> (Run, Run) {
     let (images, labels) = data(batch, steps);
     let mut whole = MnistPipeline::new(batch);
     whole.init_params(42).unwrap();
-    let train = &whole.spec().train;
-    let mut opt = nnc::runtime::optim::build(&train.optimizer, whole.spec().param_count).unwrap();
-    let lr = train.lr;
+    let lr = whole.spec().train.lr;
     let mut s0 = MnistPipelineStage0::new(batch);
     let mut s1 = MnistPipelineStage1::new(batch);
     copy_params(&whole, &mut s0);
     copy_params(&whole, &mut s1);
-
-    let mut whole_losses = Vec::new();
-    for (x, y) in images.iter().zip(&labels) {
-        let loss = Model::train_step(
-            &mut whole,
-            &Batch {
-                inputs: &[x],
-                labels: &[y],
-            },
-        )
-        .unwrap();
-        let grads = whole.grads().to_vec();
-        opt.step(whole.params_mut(), &grads, lr).unwrap();
-        whole_losses.push(loss);
-    }
+    let whole_losses = train_whole(&mut whole, &images, &labels);
 
     let mut pipe_losses = Vec::new();
     let pipe_params = {
@@ -130,30 +107,14 @@ fn train_both(batch: usize, micro: usize, steps: usize) -> (Run, Run) {
     )
 }
 
-/// Largest difference between two parameter vectors.
-fn max_diff(a: &[f32], b: &[f32]) -> f32 {
-    a.iter()
-        .zip(b)
-        .fold(0.0f32, |m, (x, y)| m.max((x - y).abs()))
-}
-
 #[test]
 fn two_stages_equal_the_whole_network_after_10_adam_steps() {
     for (batch, micro) in [(64, 4), (50, 3), (32, 1)] {
         let ((wl, wp), (pl, pp)) = train_both(batch, micro, 10);
-        for (step, (a, b)) in wl.iter().zip(&pl).enumerate() {
-            assert!(
-                (a - b).abs() <= 1e-5 * a.abs(),
-                "batch {batch}, {micro} micro-batches, step {step}: loss {a} vs {b}"
-            );
-        }
-        // Adam moves every parameter by about lr (1e-3) a step whatever
-        // its gradient's size, so a rounding difference in a near-zero
-        // gradient shows at that scale at most.
-        let d = max_diff(&wp, &pp);
-        assert!(
-            d <= 1e-4,
-            "batch {batch}, {micro} micro-batches: parameters differ by {d}"
+        assert_matches_whole(
+            &format!("batch {batch}, {micro} micro-batches"),
+            (&wl, &wp),
+            (&pl, &pp),
         );
         // And training moved them: the comparison is not vacuous.
         assert!(wl[0] > wl[9], "losses {wl:?}");
@@ -278,28 +239,195 @@ fn four_stages_equal_the_whole_network_after_10_adam_steps() {
     let (images, labels) = data(batch, steps);
     let mut whole = MnistPipeline4::new(batch);
     whole.init_params(42).unwrap();
-    let train = &whole.spec().train;
-    let mut opt = nnc::runtime::optim::build(&train.optimizer, whole.spec().param_count).unwrap();
-    let lr = train.lr;
-    for (step, (x, y)) in images.iter().zip(&labels).enumerate() {
-        let loss = Model::train_step(
-            &mut whole,
-            &Batch {
-                inputs: &[x],
-                labels: &[y],
-            },
-        )
-        .unwrap();
-        let grads = whole.grads().to_vec();
-        opt.step(whole.params_mut(), &grads, lr).unwrap();
+    let wl = train_whole(&mut whole, &images, &labels);
+    assert_matches_whole("4 stages", (&wl, whole.params()), (&pl, &pp));
+}
+
+mod mnist_pipeline_h2 {
+    nnc::include_model!("mnist_pipeline_h2");
+}
+
+#[test]
+fn every_stage_carries_the_same_layout_hash_and_another_cut_another() {
+    let (s0, s1) = (MnistPipelineStage0::new(4), MnistPipelineStage1::new(4));
+    let h = s0.layout_hash();
+    assert_ne!(h, 0, "a stage without a layout hash");
+    assert_eq!(s1.layout_hash(), h);
+    assert_eq!(MnistPipeline::new(4).layout_hash(), 0, "not a stage");
+    assert_ne!(MnistPipeline4Stage0::new(4).layout_hash(), h);
+    let other = mnist_pipeline_h2::MnistPipelineStage1::new(4);
+    assert_ne!(other.layout_hash(), h);
+    // One process given stages of two layouts refuses them.
+    let mut s0 = MnistPipelineStage0::new(4);
+    let mut other = mnist_pipeline_h2::MnistPipelineStage1::new(4);
+    let err = Pipeline::new(vec![&mut s0, &mut other], 2, 2, &Local)
+        .err()
+        .expect("stages of two layouts");
+    assert!(
+        err.to_string().contains("differently compiled pipelines"),
+        "{err}"
+    );
+}
+
+#[test]
+fn a_rank_with_another_stage_layout_stops_every_rank_naming_it() {
+    // Two ranks as threads: rank 1 holds stage 1 of the same network cut
+    // after h2 instead of h1. Its name and its incoming activation's width
+    // (128) are the original's; the layout hash differs.
+    let errors: Vec<String> = std::thread::scope(|s| {
+        let hs: Vec<_> = Threads::group(2)
+            .into_iter()
+            .map(|comm| {
+                s.spawn(move || {
+                    let mut s0 = MnistPipelineStage0::new(8);
+                    let mut other = mnist_pipeline_h2::MnistPipelineStage1::new(8);
+                    let local: Vec<&mut dyn Model> = match comm.rank() {
+                        0 => vec![&mut s0],
+                        _ => vec![&mut other],
+                    };
+                    match Pipeline::new(local, 2, 2, &comm) {
+                        Ok(_) => String::new(),
+                        Err(e) => e.to_string(),
+                    }
+                })
+            })
+            .collect();
+        hs.into_iter().map(|h| h.join().unwrap()).collect()
+    });
+    for (rank, e) in errors.iter().enumerate() {
         assert!(
-            (loss - pl[step]).abs() <= 1e-5 * loss.abs(),
-            "step {step}: loss {loss} vs {}",
-            pl[step]
+            e.starts_with("ranks disagree: rank 1 has stage layout hash "),
+            "rank {rank}: {e}"
         );
     }
-    let d = max_diff(whole.params(), &pp);
-    assert!(d <= 1e-4, "parameters differ by {d}");
+}
+
+/// What one thread rank of [`train_replicas`] trained: its replica, its
+/// losses (on the last stage) and its stages' parameters by name.
+type Replica = (usize, Vec<f32>, Vec<(String, Vec<f32>)>);
+
+/// Trains 2 replicas of the two stages of `mnist_pipeline.nn` for `steps`
+/// Adam steps as threads of this process: on 2 × 2 ranks (`chains`: each
+/// replica's two stages on two ranks) or 2 × 1 (each replica holding both
+/// stages). Returns replica 0's losses and parameters (laid out as the
+/// whole network's); checks every replica ends with the same.
+fn train_replicas(batch: usize, micro: usize, steps: usize, chains: bool) -> (Vec<f32>, Vec<f32>) {
+    let (images, labels) = data(batch, steps);
+    let per = if chains { 2 } else { 1 };
+    // Thread (replica k, pipeline rank p): chain k's rank p, stage group
+    // p's rank k.
+    let mut chain_groups: Vec<Vec<Threads>> = (0..2).map(|_| Threads::group(per)).collect();
+    let mut stage_groups: Vec<Vec<Threads>> = (0..per).map(|_| Threads::group(2)).collect();
+    let mut ranks = Vec::new();
+    for k in (0..2).rev() {
+        for p in (0..per).rev() {
+            let chain = chain_groups[k].pop().unwrap();
+            let group = stage_groups[p].pop().unwrap();
+            ranks.push((chain, group));
+        }
+    }
+    let results: Vec<Replica> = std::thread::scope(|s| {
+        let hs: Vec<_> = ranks
+            .into_iter()
+            .map(|(chain, group)| {
+                let (images, labels) = (&images, &labels);
+                s.spawn(move || {
+                    let mut whole = MnistPipeline::new(batch);
+                    whole.init_params(42).unwrap();
+                    let lr = whole.spec().train.lr;
+                    let mut s0 = MnistPipelineStage0::new(batch);
+                    let mut s1 = MnistPipelineStage1::new(batch);
+                    copy_params(&whole, &mut s0);
+                    copy_params(&whole, &mut s1);
+                    let local: Vec<&mut dyn Model> = match (per, chain.rank()) {
+                        (1, _) => vec![&mut s0, &mut s1],
+                        (_, 0) => vec![&mut s0],
+                        _ => vec![&mut s1],
+                    };
+                    let chain_ref: &dyn nnc::runtime::pipeline::PointToPoint =
+                        if per == 1 { &Local } else { &chain };
+                    let mut pipe = Pipeline::replicated(
+                        local,
+                        2,
+                        micro,
+                        Schedule::OneFOneB,
+                        chain_ref,
+                        &group,
+                    )
+                    .unwrap();
+                    let losses: Vec<f32> = images
+                        .iter()
+                        .zip(labels)
+                        .filter_map(|(x, y)| {
+                            pipe.step(&[("image", x)], &[("digit", y)], batch, lr)
+                                .unwrap()
+                        })
+                        .collect();
+                    let r = pipe.report();
+                    assert_eq!(r.replicas, 2);
+                    assert!(r.bytes_all_reduced > 0);
+                    let params = pipe
+                        .models()
+                        .iter()
+                        .map(|m| (m.spec().name.to_string(), m.params().to_vec()))
+                        .collect();
+                    (group.rank(), losses, params)
+                })
+            })
+            .collect();
+        hs.into_iter().map(|h| h.join().unwrap()).collect()
+    });
+    let mut whole = MnistPipeline::new(batch);
+    let mut losses = Vec::new();
+    let mut by_replica: Vec<Vec<(String, Vec<f32>)>> = vec![Vec::new(); 2];
+    for (k, l, p) in results {
+        if !l.is_empty() {
+            if losses.is_empty() {
+                losses = l;
+            } else {
+                assert_eq!(bits(&losses), bits(&l), "the replicas' losses differ");
+            }
+        }
+        by_replica[k].extend(p);
+    }
+    for r in &mut by_replica {
+        r.sort_by(|a, b| a.0.cmp(&b.0));
+    }
+    for ((n0, p0), (n1, p1)) in by_replica[0].iter().zip(&by_replica[1]) {
+        assert_eq!(n0, n1);
+        assert_eq!(bits(p0), bits(p1), "{n0}: the replicas' parameters differ");
+    }
+    let mut s0 = MnistPipelineStage0::new(batch);
+    let mut s1 = MnistPipelineStage1::new(batch);
+    for (name, p) in &by_replica[0] {
+        let m: &mut dyn Model = if name.ends_with("Stage0") {
+            &mut s0
+        } else {
+            &mut s1
+        };
+        m.params_mut().copy_from_slice(p);
+    }
+    whole.init_params(42).unwrap();
+    (losses, gather_params(&whole, &[&s0, &s1]))
+}
+
+fn bits(v: &[f32]) -> Vec<u32> {
+    v.iter().map(|x| x.to_bits()).collect()
+}
+
+#[test]
+fn two_replicas_of_a_pipeline_on_2_x_2_ranks_equal_2_x_1_bit_for_bit_and_the_whole_network() {
+    let (batch, micro, steps) = (64, 2, 10);
+    let (l4, p4) = train_replicas(batch, micro, steps, true);
+    let (l2, p2) = train_replicas(batch, micro, steps, false);
+    assert_eq!(bits(&l4), bits(&l2), "losses");
+    assert_eq!(bits(&p4), bits(&p2), "parameters");
+    let (images, labels) = data(batch, steps);
+    let mut whole = MnistPipeline::new(batch);
+    whole.init_params(42).unwrap();
+    let wl = train_whole(&mut whole, &images, &labels);
+    assert_matches_whole("2 replicas × 2 stages", (&wl, whole.params()), (&l4, &p4));
+    assert!(wl[0] > wl[steps - 1], "losses {wl:?}");
 }
 
 /// Trains the two stages of `mnist_pipeline.nn` on one process over the

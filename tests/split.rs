@@ -9,10 +9,10 @@
 
 use nnc::runtime::collective::Local;
 use nnc::runtime::split::{place_params, slice_params, SplitError, SplitLayers};
-use nnc::runtime::{Batch, Model};
+use nnc::runtime::Model;
 
 mod support;
-use support::{assert_same_slices, Rng, TempDir};
+use support::{assert_matches_whole, assert_same_slices, mnist_batches, train_whole, Rng, TempDir};
 
 mod mnist_split {
     nnc::include_model!("mnist_split");
@@ -21,14 +21,7 @@ use mnist_split::{MnistSplit, MnistSplitShard, MnistSplitTail};
 
 /// Random images and labels for `steps` batches of `batch`.
 fn data(batch: usize, steps: usize) -> (Vec<Vec<f32>>, Vec<Vec<u32>>) {
-    let mut rng = Rng::new(11);
-    let images = (0..steps)
-        .map(|_| rng.uniform_f32(batch * 784, 0.0, 1.0))
-        .collect();
-    let labels = (0..steps)
-        .map(|_| (0..batch).map(|_| rng.below(10) as u32).collect())
-        .collect();
-    (images, labels)
+    mnist_batches(11, batch, steps)
 }
 
 #[test]
@@ -96,9 +89,7 @@ fn two_shards_equal_the_whole_network_after_10_adam_steps() {
     let mut whole = MnistSplit::new(batch);
     whole.init_params(42).unwrap();
     let initial = whole.params().to_vec();
-    let train = &whole.spec().train;
-    let lr = train.lr;
-    let mut opt = nnc::runtime::optim::build(&train.optimizer, whole.spec().param_count).unwrap();
+    let lr = whole.spec().train.lr;
     let mut shards = [MnistSplitShard::new(batch), MnistSplitShard::new(batch)];
     let mut tail = MnistSplitTail::new(batch);
     for (r, s) in shards.iter_mut().enumerate() {
@@ -106,20 +97,7 @@ fn two_shards_equal_the_whole_network_after_10_adam_steps() {
     }
     slice_params(&whole, &mut tail, 0, 2).unwrap();
 
-    let mut whole_losses = Vec::new();
-    for (x, y) in images.iter().zip(&labels) {
-        let loss = Model::train_step(
-            &mut whole,
-            &Batch {
-                inputs: &[x],
-                labels: &[y],
-            },
-        )
-        .unwrap();
-        let grads = whole.grads().to_vec();
-        opt.step(whole.params_mut(), &grads, lr).unwrap();
-        whole_losses.push(loss);
-    }
+    let whole_losses = train_whole(&mut whole, &images, &labels);
 
     let [s0, s1] = &mut shards;
     let local: Vec<&mut dyn Model> = vec![s0, s1];
@@ -140,20 +118,11 @@ fn two_shards_equal_the_whole_network_after_10_adam_steps() {
     }
     place_params(spec, split.tail(), 0, 2, &mut params).unwrap();
 
-    for (step, (a, b)) in whole_losses.iter().zip(&split_losses).enumerate() {
-        assert!(
-            (a - b).abs() <= 1e-5 * a.abs(),
-            "step {step}: loss {a} vs {b}"
-        );
-    }
-    // Adam moves every parameter by about lr (1e-3) a step whatever its
-    // gradient's size, so a rounding difference shows at that scale at most.
-    let d = whole
-        .params()
-        .iter()
-        .zip(&params)
-        .fold(0.0f32, |m, (x, y)| m.max((x - y).abs()));
-    assert!(d <= 1e-4, "parameters differ by {d}");
+    assert_matches_whole(
+        "2 shards",
+        (&whole_losses, whole.params()),
+        (&split_losses, &params),
+    );
     // And training moved them (Adam, lr 1e-3, 10 steps): the comparison is
     // not vacuous. (Random labels: the loss need not fall.)
     let moved = initial

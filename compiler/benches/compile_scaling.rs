@@ -114,6 +114,7 @@ fn stages(kind: &str, nodes: usize) -> Result<(), String> {
         train: &tg,
         inference: None,
         explain: None,
+        layout: None,
     };
     // As `nnc compile` does: kernels and calls formatted as they are
     // generated (counted in `codegen`), the rest formatted after.

@@ -160,6 +160,7 @@ fn generate_each(
             train: &graphs.train,
             inference: graphs.inference.as_ref(),
             explain: graphs.explain.as_ref(),
+            layout: None,
         };
         let items = codegen::network_with(source, &input, &rt, opts, emit)?;
         let int8 = match opts.quantize {
@@ -206,6 +207,13 @@ fn stage_networks(
         explain: false,
         ..opts.clone()
     };
+    // What every rank of the pipeline must share: the network, the stage
+    // count and each stage's parameters and graph (their model hashes).
+    let mut layout = format!("{:016x} {}", codegen::model_hash(net), stages.len());
+    for stage in &stages {
+        layout.push_str(&format!(" {:016x}", codegen::model_hash(stage)));
+    }
+    let layout = nnc_spec::hash::fnv1a(layout.bytes());
     let mut cfg = config.clone();
     cfg.stages.clear();
     for (s, stage) in stages.iter().enumerate() {
@@ -225,6 +233,7 @@ fn stage_networks(
             train: &tg,
             inference: None,
             explain: None,
+            layout: Some(layout),
         };
         let items = codegen::network_with(source, &input, rt, &opts, emit)?;
         drop(tg);
@@ -274,6 +283,7 @@ fn split_networks(
             train: &tg,
             inference: None,
             explain: None,
+            layout: None,
         };
         let items = codegen::network_with(source, &input, rt, &opts, emit)?;
         drop(tg);

@@ -280,6 +280,15 @@ pub trait Model: Send + Sync {
         })
     }
 
+    /// For a pipeline stage (see [`crate::pipeline`]), a hash of the whole
+    /// pipeline's layout, the same in every stage: the network, the stage
+    /// count and each stage's parameters and graph. The ranks of a
+    /// pipeline compare it at start-up, so a rank built from another model
+    /// or another cut stops the job. 0 for other models.
+    fn layout_hash(&self) -> u64 {
+        0
+    }
+
     /// The inputs whose gradient [`Model::train_step_backprop`] writes, by
     /// name: a pipeline stage's incoming activation (see
     /// [`crate::pipeline`]); empty for other models.

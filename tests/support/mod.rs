@@ -73,3 +73,69 @@ pub fn assert_same_slices(a: &std::path::Path, b: &std::path::Path, files: &[&st
         assert_eq!(bits(ta), bits(tb), "{f}: tensors");
     }
 }
+
+/// Random MNIST-shaped data: `steps` batches of `batch` images (784
+/// values in [0, 1)) and digit labels, drawn from `seed`.
+pub fn mnist_batches(seed: u64, batch: usize, steps: usize) -> (Vec<Vec<f32>>, Vec<Vec<u32>>) {
+    let mut rng = Rng::new(seed);
+    let images = (0..steps)
+        .map(|_| rng.uniform_f32(batch * 784, 0.0, 1.0))
+        .collect();
+    let labels = (0..steps)
+        .map(|_| (0..batch).map(|_| rng.below(10) as u32).collect())
+        .collect();
+    (images, labels)
+}
+
+/// Trains `whole` (initialised) one step of its own optimizer per batch,
+/// on whole batches: the reference model-parallel runs are compared with.
+/// Returns the losses.
+pub fn train_whole(
+    whole: &mut dyn nnc::runtime::Model,
+    images: &[Vec<f32>],
+    labels: &[Vec<u32>],
+) -> Vec<f32> {
+    let train = &whole.spec().train;
+    let lr = train.lr;
+    let mut opt = nnc::runtime::optim::build(&train.optimizer, whole.spec().param_count).unwrap();
+    images
+        .iter()
+        .zip(labels)
+        .map(|(x, y)| {
+            let loss = whole
+                .train_step(&nnc::runtime::Batch {
+                    inputs: &[x],
+                    labels: &[y],
+                })
+                .unwrap();
+            let grads = whole.grads().to_vec();
+            opt.step(whole.params_mut(), &grads, lr).unwrap();
+            loss
+        })
+        .collect()
+}
+
+/// A model-parallel run (pipeline stages, split layers) against the whole
+/// network trained on whole batches, each as (losses, parameters laid out
+/// as the whole network's): the same to float precision, not bit for bit
+/// (the batch's sums are split by micro-batch or by rank). The losses
+/// agree within 1e-5 relative, the parameters within 1e-4 absolute: Adam
+/// moves every parameter by about lr (1e-3) a step whatever its gradient's
+/// size, so a rounding difference in a near-zero gradient shows at that
+/// scale at most.
+pub fn assert_matches_whole(what: &str, whole: (&[f32], &[f32]), parallel: (&[f32], &[f32])) {
+    let ((wl, wp), (pl, pp)) = (whole, parallel);
+    assert_eq!(wl.len(), pl.len(), "{what}: steps");
+    for (step, (a, b)) in wl.iter().zip(pl).enumerate() {
+        assert!(
+            (a - b).abs() <= 1e-5 * a.abs(),
+            "{what}, step {step}: loss {a} vs {b}"
+        );
+    }
+    assert_eq!(wp.len(), pp.len(), "{what}: parameters");
+    let d = wp
+        .iter()
+        .zip(pp)
+        .fold(0.0f32, |m, (x, y)| m.max((x - y).abs()));
+    assert!(d <= 1e-4, "{what}: parameters differ by {d}");
+}

@@ -43,7 +43,7 @@ use std::sync::Arc;
 pub use emit::Emit;
 pub use int8::{int8, Int8Plan};
 pub use network::{network, network_with};
-pub use spec::screaming;
+pub use spec::{model_hash, screaming};
 pub use stats::{explain_fusion, stats, Stats};
 pub use target::{RustRuntime, Target};
 
@@ -106,6 +106,10 @@ pub struct Input<'a> {
     /// With [`Options::explain`], the optimised explanation graph
     /// (`autodiff::input_gradient_graph`) `input_gradient` is generated from.
     pub explain: Option<&'a TrainingGraph>,
+    /// For a pipeline stage, the hash of the whole pipeline's layout (the
+    /// network and every stage), which the generated `Model::layout_hash`
+    /// returns so that ranks compare it at start-up; `None` otherwise.
+    pub layout: Option<u64>,
 }
 
 /// The runtime path of `opts` as tokens, or the error for a path that is

@@ -55,6 +55,7 @@ pub fn network_with(
         train: tg,
         inference,
         explain: xtg,
+        layout: layout_hash,
     } = *input;
     // A modal network (dropout, batch norm) is compiled twice: the training
     // graph for `train_step`, the inference graph (every modal op in its
@@ -486,6 +487,14 @@ pub fn network_with(
     if let Some(bp) = backprop {
         explain_methods.extend(bp.methods);
         explain_trait.extend(bp.trait_methods);
+    }
+    if let Some(h) = layout_hash {
+        let h = proc_macro2::Literal::u64_suffixed(h);
+        explain_trait.extend(quote! {
+            fn layout_hash(&self) -> u64 {
+                #h
+            }
+        });
     }
     let trait_methods = {
         let m = modal_items.trait_methods;

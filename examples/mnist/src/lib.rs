@@ -22,6 +22,9 @@ use std::path::PathBuf;
 use std::process::ExitCode;
 use std::time::Instant;
 
+#[cfg(feature = "mpi")]
+pub mod distributed;
+
 // Each model in its own module: generated kernels are free functions.
 mod mlp {
     nnc::include_model!("mnist_mlp");

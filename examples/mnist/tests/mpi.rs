@@ -288,15 +288,11 @@ fn ranks_with_different_models_stop_with_the_cause() {
     let _ = std::fs::remove_dir_all(&dir);
 }
 
-// Pipeline stages (issue #24): `mnist-pipeline`, the MNIST MLP cut after
-// `h1` into two stages, one per rank.
+// Model parallelism (issue #24): `mnist-pipeline`, the MNIST MLP cut into
+// stages, and `mnist-split`, its split layers, each run alone and under
+// `mpirun`, and compared.
 
-/// `mnist-pipeline` alone (both stages in one process, or `--whole`).
-fn pipeline_alone() -> Command {
-    Command::new(env!("CARGO_BIN_EXE_mnist-pipeline"))
-}
-
-/// A file of f32 bit patterns, one a line, as `mnist-pipeline --out` writes.
+/// A file of f32 bit patterns, one a line, as the drivers' `--out` writes.
 fn bits(path: &Path) -> Vec<f32> {
     std::fs::read_to_string(path)
         .unwrap_or_else(|e| panic!("{}: {e}", path.display()))
@@ -305,80 +301,113 @@ fn bits(path: &Path) -> Vec<f32> {
         .collect()
 }
 
-#[test]
-fn two_pipeline_ranks_equal_one_process_bit_for_bit_and_the_whole_network_closely() {
-    let dir = scratch("pipeline");
-    let args = |prefix: &str| {
-        vec![
-            "--batch".to_string(),
-            "128".into(),
-            "--micro".into(),
-            "4".into(),
-            "--steps".into(),
-            "10".into(),
-            "--out".into(),
-            dir.join(prefix).display().to_string(),
-        ]
+/// What [`launch_and_compare`] ran: its directory, the whole network's
+/// outcome and each ranked run's, in order.
+struct Compared {
+    dir: PathBuf,
+    whole: Outcome,
+    ranked: Vec<Outcome>,
+}
+
+/// Runs the driver `exe` (`mnist-pipeline` or `mnist-split`) with `args`
+/// three ways, each writing its results under its tag (`--out DIR/TAG`):
+/// alone with `--whole` (`whole`, the reference), alone (`one`), and under
+/// `mpirun` for each `(tag, ranks, extra flags)` of `ranked`. Asserts that
+/// every run succeeds, that each ranked run's losses and `files` equal
+/// `one`'s bit for bit, and that they equal the whole network's to float
+/// precision: the losses within 1e-5 relative (and falling), the
+/// parameters within 1e-4 absolute (Adam moves a parameter by about
+/// lr = 1e-3 a step whatever its gradient's size: rounding shows at that
+/// scale at most).
+fn launch_and_compare(
+    exe: &str,
+    name: &str,
+    args: &[&str],
+    files: &[&str],
+    ranked: &[(&str, usize, &[&str])],
+) -> Compared {
+    let dir = scratch(name);
+    let with = |mut cmd: Command, tag: &str| {
+        cmd.args(args).arg("--out").arg(dir.join(tag));
+        cmd
     };
-    let mut whole = pipeline_alone();
-    whole.args(args("whole")).arg("--whole");
-    ok(whole, &dir, "whole");
-    let mut one = pipeline_alone();
-    one.args(args("one"));
-    ok(one, &dir, "one-process");
-    let mut two = mpirun_exe(2, env!("CARGO_BIN_EXE_mnist-pipeline"));
-    two.args(args("two"));
-    let o = run(two, &dir, "two-ranks");
-    assert!(o.success, "2-rank pipeline failed:\n{}", o.output);
-    assert!(
-        o.output.contains("bubble 20.0%") && o.output.contains("65536 sent by this rank"),
-        "no report (4 micro-batches, 2 stages: 1/5 idle; 128 × 128 floats each way):\n{}",
-        o.output
-    );
-    // GPipe on 2 ranks, with messages too large for MPI to buffer (64 KB).
-    let mut gpipe = mpirun_exe(2, env!("CARGO_BIN_EXE_mnist-pipeline"));
-    gpipe.args(args("gpipe")).args(["--schedule", "gpipe"]);
-    ok(gpipe, &dir, "two-ranks-gpipe");
-    for what in ["losses", "stage0", "stage1"] {
-        let a = bits(&dir.join(format!("one.{what}")));
-        for other in ["two", "gpipe"] {
-            let b = bits(&dir.join(format!("{other}.{what}")));
-            assert_eq!(a.len(), b.len());
+    let mut whole = with(Command::new(exe), "whole");
+    whole.arg("--whole");
+    let whole = run(whole, &dir, "whole");
+    assert!(whole.success, "the whole network failed:\n{}", whole.output);
+    ok(with(Command::new(exe), "one"), &dir, "one");
+    let mut outcomes = Vec::new();
+    for &(tag, ranks, extra) in ranked {
+        let mut cmd = with(mpirun_exe(ranks, exe), tag);
+        cmd.args(extra);
+        let o = run(cmd, &dir, tag);
+        assert!(o.success, "{tag} ({ranks} ranks) failed:\n{}", o.output);
+        outcomes.push(o);
+    }
+    for what in std::iter::once(&"losses").chain(files) {
+        let one = bits(&dir.join(format!("one.{what}")));
+        assert!(!one.is_empty(), "one.{what} is empty");
+        for &(tag, ..) in ranked {
+            let b = bits(&dir.join(format!("{tag}.{what}")));
             assert!(
-                a.iter().zip(&b).all(|(x, y)| x.to_bits() == y.to_bits()),
-                "{what}: 2 ranks ({other}) differ from the same pipeline on one process"
+                one.len() == b.len() && one.iter().zip(&b).all(|(x, y)| x.to_bits() == y.to_bits()),
+                "{what}: {tag} differs from the same run on one process"
             );
         }
     }
-    let (wl, pl) = (
+    let (wl, l) = (
         bits(&dir.join("whole.losses")),
-        bits(&dir.join("two.losses")),
+        bits(&dir.join("one.losses")),
     );
-    assert_eq!(wl.len(), 10);
-    for (step, (a, b)) in wl.iter().zip(&pl).enumerate() {
+    assert_eq!(wl.len(), l.len());
+    for (step, (a, b)) in wl.iter().zip(&l).enumerate() {
         assert!(
             (a - b).abs() <= 1e-5 * a.abs(),
             "step {step}: loss {a} vs {b}"
         );
     }
-    assert!(wl[9] < wl[0], "training did not move: {wl:?}");
-    for stage in ["stage0", "stage1"] {
+    assert!(wl[wl.len() - 1] < wl[0], "training did not move: {wl:?}");
+    for what in files {
         let (w, p) = (
-            bits(&dir.join(format!("whole.{stage}"))),
-            bits(&dir.join(format!("two.{stage}"))),
+            bits(&dir.join(format!("whole.{what}"))),
+            bits(&dir.join(format!("one.{what}"))),
         );
+        assert_eq!(w.len(), p.len());
         let d = w
             .iter()
             .zip(&p)
             .fold(0.0f32, |m, (a, b)| m.max((a - b).abs()));
-        // Adam moves a parameter by about lr = 1e-3 a step whatever its
-        // gradient's size: rounding shows at that scale at most.
         assert!(
             d <= 1e-4,
-            "{stage}: parameters differ from the whole network's by {d}"
+            "{what}: parameters differ from the whole network's by {d}"
         );
     }
-    let _ = std::fs::remove_dir_all(&dir);
+    Compared {
+        dir,
+        whole,
+        ranked: outcomes,
+    }
+}
+
+const PIPELINE: &str = env!("CARGO_BIN_EXE_mnist-pipeline");
+
+#[test]
+fn two_pipeline_ranks_equal_one_process_bit_for_bit_and_the_whole_network_closely() {
+    // GPipe on 2 ranks too, with messages too large for MPI to buffer
+    // (64 KB).
+    let c = launch_and_compare(
+        PIPELINE,
+        "pipeline",
+        &["--batch", "128", "--micro", "4", "--steps", "10"],
+        &["stage0", "stage1"],
+        &[("two", 2, &[]), ("gpipe", 2, &["--schedule", "gpipe"])],
+    );
+    let o = &c.ranked[0].output;
+    assert!(
+        o.contains("bubble 20.0%") && o.contains("65536 sent by this rank"),
+        "no report (4 micro-batches, 2 stages: 1/5 idle; 128 × 128 floats each way):\n{o}"
+    );
+    let _ = std::fs::remove_dir_all(&c.dir);
 }
 
 #[test]
@@ -387,51 +416,30 @@ fn four_stages_on_4_and_2_ranks_equal_one_process_bit_for_bit_under_a_memory_cap
     // 4 ranks (oversubscribed on a 2-core machine) under 1F1B and GPipe,
     // and two stages per rank on 2 ranks, each equal to the same four
     // stages on one process bit for bit.
-    let dir = scratch("pipeline4");
-    let args = |prefix: &str| {
-        vec![
-            "--stages".to_string(),
-            "4".into(),
-            "--batch".into(),
-            "64".into(),
-            "--micro".into(),
-            "6".into(),
-            "--steps".into(),
-            "3".into(),
-            "--out".into(),
-            dir.join(prefix).display().to_string(),
-        ]
-    };
-    let mut one = pipeline_alone();
-    one.args(args("one"));
-    ok(one, &dir, "one-process");
-    let exe = env!("CARGO_BIN_EXE_mnist-pipeline");
-    let mut four = mpirun_exe(4, exe);
-    four.args(args("four"));
-    let o = run(four, &dir, "four-ranks");
-    assert!(o.success, "4-rank pipeline failed:\n{}", o.output);
+    let c = launch_and_compare(
+        PIPELINE,
+        "pipeline4",
+        &[
+            "--stages", "4", "--batch", "64", "--micro", "6", "--steps", "3",
+        ],
+        &["stage0", "stage1", "stage2", "stage3"],
+        &[
+            ("four", 4, &[]),
+            ("gpipe", 4, &["--schedule", "gpipe"]),
+            ("two", 2, &[]),
+        ],
+    );
     // (S − 1)/(M + S − 1) = 3/9 idle.
     assert!(
-        o.output
+        c.ranked[0]
+            .output
             .contains("rank 3: 4 stages, 6 micro-batches, 1f1b, bubble 33.3%"),
         "no report:\n{}",
-        o.output
+        c.ranked[0].output
     );
-    let mut gpipe = mpirun_exe(4, exe);
-    gpipe.args(args("gpipe")).args(["--schedule", "gpipe"]);
-    let o = run(gpipe, &dir, "four-ranks-gpipe");
-    assert!(o.success, "4-rank GPipe failed:\n{}", o.output);
-    // Two stages a rank on 2 ranks; the memory cap: the network's
-    // parameters, gradients and Adam state exceed it on one process, each
-    // rank's (its two stages') stay under it.
-    let mut whole = pipeline_alone();
-    whole.args(args("whole")).arg("--whole");
-    let w = run(whole, &dir, "whole");
-    assert!(w.success, "whole network failed:\n{}", w.output);
-    let mut two = mpirun_exe(2, exe);
-    two.args(args("two"));
-    let o = run(two, &dir, "two-ranks");
-    assert!(o.success, "2 ranks of 2 stages failed:\n{}", o.output);
+    // The memory cap: the network's parameters, gradients and Adam state
+    // exceed it on one process, each rank's (its two stages') on 2 ranks
+    // stay under it.
     let state = |text: &str, who: &str| -> u64 {
         let line = text
             .lines()
@@ -440,34 +448,62 @@ fn four_stages_on_4_and_2_ranks_equal_one_process_bit_for_bit_under_a_memory_cap
         let after = line.split("optimizer state ").nth(1).unwrap();
         after.split(' ').next().unwrap().parse().unwrap()
     };
-    let one_process = state(&w.output, "whole network:");
+    let one_process = state(&c.whole.output, "whole network:");
     let cap = one_process * 55 / 100;
     assert!(one_process > cap);
     for rank in ["rank 0:", "rank 1:"] {
-        let bytes = state(&o.output, rank);
+        let bytes = state(&c.ranked[2].output, rank);
         assert!(
             bytes <= cap,
             "{rank} holds {bytes} bytes of state, over the cap of {cap} (one process: {one_process})"
         );
     }
-    for what in ["losses", "stage0", "stage1", "stage2", "stage3"] {
-        let one = bits(&dir.join(format!("one.{what}")));
-        assert!(!one.is_empty());
-        for other in ["four", "gpipe", "two"] {
-            let b = bits(&dir.join(format!("{other}.{what}")));
-            assert!(
-                one.len() == b.len() && one.iter().zip(&b).all(|(x, y)| x.to_bits() == y.to_bits()),
-                "{what}: {other} differs from the same pipeline on one process"
-            );
-        }
+    let _ = std::fs::remove_dir_all(&c.dir);
+}
+
+#[test]
+fn two_replicas_of_two_stages_equal_two_threads_bit_for_bit() {
+    // Hybrid data × pipeline parallelism, 2 × 2 ranks: each replica's two
+    // stages on two ranks, each on half of every batch in 2 micro-batches,
+    // each stage's gradients all-reduced across the 2 replicas; equal bit
+    // for bit to the 2 replicas as threads of one process (each sums its
+    // micro-batches in order, the all-reduce adds two sums: exact in
+    // either order), and to the whole network within float precision.
+    let c = launch_and_compare(
+        PIPELINE,
+        "hybrid",
+        &[
+            "--replicas",
+            "2",
+            "--batch",
+            "128",
+            "--micro",
+            "2",
+            "--steps",
+            "10",
+        ],
+        &["stage0", "stage1"],
+        &[("hybrid", 4, &[])],
+    );
+    // Stage 0 all-reduces h1's 784 × 128 + 128 parameters' gradients and
+    // the loss, stage 1 h2's and the logits' 128 × 128 + 128 + 128 × 10
+    // + 10: 4 bytes each.
+    let o = &c.ranked[0].output;
+    for (rank, bytes) in [(0, 401_924), (1, 71_212), (2, 401_924), (3, 71_212)] {
+        let line = format!("2 replica(s), {bytes} bytes all-reduced a step");
+        assert!(
+            o.lines()
+                .any(|l| l.starts_with(&format!("rank {rank}:")) && l.contains(&line)),
+            "no report of rank {rank} with `{line}`:\n{o}"
+        );
     }
-    let _ = std::fs::remove_dir_all(&dir);
+    let _ = std::fs::remove_dir_all(&c.dir);
 }
 
 #[test]
 fn pipeline_ranks_that_disagree_or_die_stop_the_job_naming_the_rank() {
     let dir = scratch("pipeline-faults");
-    let exe = env!("CARGO_BIN_EXE_mnist-pipeline");
+    let exe = PIPELINE;
     let mut cmd = mpirun_exe(2, exe);
     cmd.args(["--steps", "2", "--test-last-rank-micro", "3"]);
     let o = run(cmd, &dir, "disagree");
@@ -498,81 +534,23 @@ fn pipeline_ranks_that_disagree_or_die_stop_the_job_naming_the_rank() {
     let _ = std::fs::remove_dir_all(&dir);
 }
 
-// Split layers (issue #24): `mnist-split`, the MNIST MLP with `h1` split by
-// columns and `h2` by rows, one shard per rank.
-
-/// `mnist-split` alone (both shards in one process, or `--whole`).
-fn split_alone() -> Command {
-    Command::new(env!("CARGO_BIN_EXE_mnist-split"))
-}
-
 #[test]
 fn two_split_ranks_equal_one_process_bit_for_bit_and_the_whole_network_closely() {
-    let dir = scratch("split");
-    let args = |prefix: &str| {
-        vec![
-            "--batch".to_string(),
-            "128".into(),
-            "--steps".into(),
-            "10".into(),
-            "--out".into(),
-            dir.join(prefix).display().to_string(),
-        ]
-    };
-    let mut whole = split_alone();
-    whole.args(args("whole")).arg("--whole");
-    ok(whole, &dir, "whole");
-    let mut one = split_alone();
-    one.args(args("one"));
-    ok(one, &dir, "one-process");
-    let mut two = mpirun_exe(2, env!("CARGO_BIN_EXE_mnist-split"));
-    two.args(args("two"));
-    let o = run(two, &dir, "two-ranks");
-    assert!(o.success, "2-rank split failed:\n{}", o.output);
+    let c = launch_and_compare(
+        env!("CARGO_BIN_EXE_mnist-split"),
+        "split",
+        &["--batch", "128", "--steps", "10"],
+        &["params"],
+        &[("two", 2, &[])],
+    );
     assert!(
-        o.output.contains("65536 bytes a step into the all-reduce"),
+        c.ranked[0]
+            .output
+            .contains("65536 bytes a step into the all-reduce"),
         "no report (128 samples × h2's 128 partial sums):\n{}",
-        o.output
+        c.ranked[0].output
     );
-    for what in ["losses", "params"] {
-        let (a, b) = (
-            bits(&dir.join(format!("one.{what}"))),
-            bits(&dir.join(format!("two.{what}"))),
-        );
-        assert_eq!(a.len(), b.len());
-        assert!(
-            a.iter().zip(&b).all(|(x, y)| x.to_bits() == y.to_bits()),
-            "{what}: 2 ranks differ from both shards on one process"
-        );
-    }
-    let (wl, sl) = (
-        bits(&dir.join("whole.losses")),
-        bits(&dir.join("two.losses")),
-    );
-    assert_eq!(wl.len(), 10);
-    for (step, (a, b)) in wl.iter().zip(&sl).enumerate() {
-        assert!(
-            (a - b).abs() <= 1e-5 * a.abs(),
-            "step {step}: loss {a} vs {b}"
-        );
-    }
-    assert!(wl[9] < wl[0], "training did not move: {wl:?}");
-    let (w, p) = (
-        bits(&dir.join("whole.params")),
-        bits(&dir.join("two.params")),
-    );
-    assert_eq!(w.len(), p.len());
-    let d = w
-        .iter()
-        .zip(&p)
-        .fold(0.0f32, |m, (a, b)| m.max((a - b).abs()));
-    // Adam moves a parameter by about lr = 1e-3 a step whatever its
-    // gradient's size: rounding shows at that scale at most.
-    assert!(
-        d <= 1e-4,
-        "parameters differ from the whole network's by {d}"
-    );
-    let _ = std::fs::remove_dir_all(&dir);
+    let _ = std::fs::remove_dir_all(&c.dir);
 }
 
 #[test]

@@ -18,20 +18,33 @@
 //! on every stage, are those of the whole batch's mean loss. Each rank holds
 //! its stage's parameters, gradients and optimizer state only.
 //!
+//! Hybrid data × pipeline parallelism ([`Pipeline::replicated`]): the
+//! pipeline replicated `K` times, each replica on its share of the global
+//! batch, the stages' gradients all-reduced within each stage's group of
+//! ranks (one per replica) before the optimizer step; with MPI the job is
+//! split into both kinds of group (`Mpi::split`).
+//!
 //! Numerics: one process running every stage computes the same values as
 //! the ranks of a pipeline bit for bit (same kernels, same order of the
 //! micro-batch sums); against the unstaged network on the whole batch they
 //! agree to float precision (the batch's sums are split by micro-batch).
+//! Two replicas equal two replicas run as threads of one process
+//! ([`crate::collective::Threads`]) bit for bit: each sums its own
+//! micro-batches in order and the all-reduce adds the two sums, which is
+//! exact in either order; with more replicas the order of MPI's sum is the
+//! library's.
 
 mod checkpoint;
 #[cfg(feature = "mpi")]
 mod mpi;
+mod report;
 mod schedule;
 mod stage;
 
+pub use report::{peak_rss_bytes, PipelineReport};
 pub use schedule::{plan, Action, Schedule};
 
-use crate::collective::{fnv1a, Collective, CollectiveError, Local, Value};
+use crate::collective::{fnv1a, Collective, CollectiveError, Local, Threads, Value};
 use crate::model::{Model, StepError};
 use crate::optim::OptimError;
 use stage::Stage;
@@ -128,36 +141,39 @@ impl PointToPoint for Local {
     }
 }
 
-/// What a run of the schedule costs, per step.
-#[derive(Debug, Clone, Copy, PartialEq)]
-pub struct PipelineReport {
-    /// Stages of the pipeline.
-    pub stages: usize,
-    /// Micro-batches per step.
-    pub micro_batches: usize,
-    /// The schedule that ran.
-    pub schedule: Schedule,
-    /// The schedule's bubble: the fraction of a stage's time slots idle in
-    /// one step, `(S − 1) / (M + S − 1)` for GPipe and 1F1B alike with `S`
-    /// stages and `M` micro-batches of equal cost.
-    pub bubble: f64,
-    /// Bytes this rank's stages passed on across stage boundaries in the
-    /// last step: the activations of its non-last stages, forward, and the
-    /// incoming-activation gradients of its non-first stages, back (summed
-    /// over ranks: every boundary's traffic, once).
-    pub bytes_per_step: u64,
-    /// Of those, the bytes sent to other ranks (none on one process).
-    pub bytes_sent_by_rank: u64,
-    /// The most bytes of activations and activation gradients this rank's
-    /// stages held at once between actions of the last step (incoming
-    /// activations awaiting their backward, gradients awaiting their
-    /// send or use): GPipe holds every micro-batch's, 1F1B at most
-    /// `S − s` on stage `s`.
-    pub peak_stash_bytes: u64,
-    /// Bytes of this rank's parameters, gradients (the model's and the
-    /// step's sum) and optimizer state: what splitting the network into
-    /// stages divides.
-    pub state_bytes: u64,
+/// Ranks that are threads of one process exchange messages through shared
+/// memory (tests, and one-process references of multi-rank layouts).
+impl PointToPoint for Threads {
+    fn send(&self, to: usize, data: &[f32]) -> Result<(), PipelineError> {
+        if to >= self.size() || to == self.rank() {
+            return Err(PipelineError::Message {
+                what: "to",
+                peer: to,
+                why: format!("no such peer in a group of {}", self.size()),
+            });
+        }
+        self.post(to, data);
+        Ok(())
+    }
+    fn recv(&self, from: usize, data: &mut [f32]) -> Result<(), PipelineError> {
+        if from >= self.size() || from == self.rank() {
+            return Err(PipelineError::Message {
+                what: "from",
+                peer: from,
+                why: format!("no such peer in a group of {}", self.size()),
+            });
+        }
+        let got = self.take(from);
+        if got.len() != data.len() {
+            return Err(PipelineError::Message {
+                what: "from",
+                peer: from,
+                why: format!("{} values, {} expected", got.len(), data.len()),
+            });
+        }
+        data.copy_from_slice(&got);
+        Ok(())
+    }
 }
 
 /// A pipelined training run on this rank: its stages (every stage on one
@@ -165,6 +181,12 @@ pub struct PipelineReport {
 /// `micro_batches` micro-batches.
 pub struct Pipeline<'m, 'c> {
     comm: &'c dyn PointToPoint,
+    /// The ranks holding this rank's stages in every replica of the
+    /// pipeline (hybrid data × pipeline parallelism; [`Local`] without).
+    replicas: &'c dyn Collective,
+    /// The local stages' gradients and the loss, all-reduced across
+    /// replicas once a step (empty without replicas).
+    reduce: Vec<f32>,
     stages: Vec<Stage<'m>>,
     /// Index of this rank's first stage.
     first: usize,
@@ -181,9 +203,10 @@ impl<'m, 'c> Pipeline<'m, 'c> {
     /// `local` is every stage (in order) on a single process, or, on `R`
     /// ranks, the `count / R` consecutive stages from `rank × count / R`
     /// (stage `rank` when there is one rank per stage). Checks on every rank that
-    /// all ranks run the same pipeline (network, stage count, micro-batches,
-    /// activation widths between neighbours), naming the first rank that
-    /// differs. Runs the default schedule, 1F1B.
+    /// all ranks run the same pipeline (network, the layout hash of every
+    /// stage's parameters and graph, [`Model::layout_hash`], stage count,
+    /// micro-batches, activation widths between neighbours), naming the
+    /// first rank that differs. Runs the default schedule, 1F1B.
     pub fn new(
         local: Vec<&'m mut dyn Model>,
         count: usize,
@@ -201,6 +224,29 @@ impl<'m, 'c> Pipeline<'m, 'c> {
         micro_batches: usize,
         schedule: Schedule,
         comm: &'c dyn PointToPoint,
+    ) -> Result<Self, PipelineError> {
+        Self::replicated(local, count, micro_batches, schedule, comm, &Local)
+    }
+
+    /// One replica's part of a pipeline replicated `replicas.size()` times
+    /// (hybrid data × pipeline parallelism, e.g. 2 × 2 ranks): `comm` is
+    /// this replica's ranks, the chain its activations and gradients pass
+    /// along, laid out as for [`Pipeline::with_schedule`]; `replicas` is
+    /// the group of ranks holding this rank's stages in every replica (one
+    /// per replica, in replica order). Replica `k` of `K` trains on the
+    /// `k`-th contiguous share of every global batch
+    /// ([`micro_ranges`]`(batch, K)`), in `micro_batches` micro-batches of
+    /// it; one all-reduce within `replicas` a step sums the stages'
+    /// gradients (and the loss) before every replica takes the same
+    /// optimizer step. The replicas start from replica 0's parameters
+    /// (broadcast). Both groups check that their ranks agree.
+    pub fn replicated(
+        local: Vec<&'m mut dyn Model>,
+        count: usize,
+        micro_batches: usize,
+        schedule: Schedule,
+        comm: &'c dyn PointToPoint,
+        replicas: &'c dyn Collective,
     ) -> Result<Self, PipelineError> {
         let (rank, size) = (comm.rank(), comm.size());
         if count < 2 {
@@ -244,9 +290,22 @@ impl<'m, 'c> Pipeline<'m, 'c> {
             stages.push(stage);
         }
         let family = family.unwrap_or_default();
-        // The same pipeline everywhere: network, stages, micro-batches.
+        // Every stage of one pipeline carries the hash of the same layout.
+        let layout = stages[0].model.layout_hash();
+        if let Some(st) = stages.iter().find(|st| st.model.layout_hash() != layout) {
+            return Err(PipelineError::Layout(format!(
+                "`{}` and `{}` are stages of differently compiled pipelines (layout hashes \
+                 {layout:016x} and {:016x})",
+                stages[0].model.spec().name,
+                st.model.spec().name,
+                st.model.layout_hash()
+            )));
+        }
+        // The same pipeline everywhere: network, its layout (every stage's
+        // parameters and graph), stages, micro-batches.
         comm.check_agreement(&[
             ("pipelined network", Value::Hash(fnv1a(family.bytes()))),
+            ("stage layout hash", Value::Hash(layout)),
             ("stage count", Value::Count(count as u64)),
             ("micro-batches", Value::Count(micro_batches as u64)),
             ("schedule", Value::Count(schedule.id())),
@@ -261,15 +320,33 @@ impl<'m, 'c> Pipeline<'m, 'c> {
                 let (sent, got) = (all[2 * (r - 1) + 1], all[2 * r]);
                 if sent != got {
                     return Err(PipelineError::Disagree {
-                        rank: r,
+                        rank: comm.job_rank(r),
                         what: format!(
                             "its stage takes {got} values a sample, rank {} sends {sent}",
-                            r - 1
+                            comm.job_rank(r - 1)
                         ),
                     });
                 }
             }
         }
+        let reduce = if replicas.size() > 1 {
+            // The same stages in every replica, and the same start.
+            replicas.check_agreement(&[
+                ("pipelined network", Value::Hash(fnv1a(family.bytes()))),
+                ("stage layout hash", Value::Hash(layout)),
+                ("first stage", Value::Count(first as u64)),
+                ("stages held", Value::Count(stages.len() as u64)),
+                ("micro-batches", Value::Count(micro_batches as u64)),
+                ("schedule", Value::Count(schedule.id())),
+            ])?;
+            for st in &mut stages {
+                replicas.broadcast(st.model.params_mut(), 0)?;
+            }
+            let n: usize = stages.iter().map(|st| st.acc.len()).sum();
+            vec![0.0; n + 1]
+        } else {
+            Vec::new()
+        };
         let bubble = (count - 1) as f64 / (micro_batches + count - 1) as f64;
         let state_bytes = stages
             .iter()
@@ -286,6 +363,8 @@ impl<'m, 'c> Pipeline<'m, 'c> {
             .sum();
         Ok(Pipeline {
             comm,
+            replicas,
+            reduce,
             stages,
             first,
             count,
@@ -301,13 +380,20 @@ impl<'m, 'c> Pipeline<'m, 'c> {
                 bytes_sent_by_rank: 0,
                 peak_stash_bytes: 0,
                 state_bytes,
+                replicas: replicas.size(),
+                bytes_all_reduced: 0,
+                peak_rss_bytes: None,
             },
         })
     }
 
-    /// The cost of the last step (bubble, bytes, memory).
+    /// The cost of the last step (bubble, bytes, memory), with the
+    /// process's peak resident set so far.
     pub fn report(&self) -> PipelineReport {
-        self.report
+        PipelineReport {
+            peak_rss_bytes: peak_rss_bytes(),
+            ..self.report
+        }
     }
 
     /// The local stages' models, in stage order.
@@ -336,7 +422,18 @@ impl<'m, 'c> Pipeline<'m, 'c> {
         batch: usize,
         lr: f32,
     ) -> Result<Option<f32>, PipelineError> {
-        let ranges = micro_ranges(batch, self.micro);
+        // This replica's share of the batch, cut into micro-batches.
+        let (k, replicas) = (self.replicas.rank(), self.replicas.size());
+        if batch < replicas {
+            return Err(PipelineError::Layout(format!(
+                "a batch of {batch} cannot be shared by {replicas} replicas"
+            )));
+        }
+        let share = micro_ranges(batch, replicas)[k].clone();
+        let ranges: Vec<_> = micro_ranges(share.len(), self.micro)
+            .into_iter()
+            .map(|r| share.start + r.start..share.start + r.end)
+            .collect();
         let mut run = Run {
             ranges: &ranges,
             inputs,
@@ -347,6 +444,7 @@ impl<'m, 'c> Pipeline<'m, 'c> {
                 bytes_per_step: 0,
                 bytes_sent_by_rank: 0,
                 peak_stash_bytes: 0,
+                bytes_all_reduced: 0,
                 ..self.report
             },
         };
@@ -389,6 +487,25 @@ impl<'m, 'c> Pipeline<'m, 'c> {
                     self.schedule.name()
                 )));
             }
+        }
+        if !self.reduce.is_empty() {
+            // Every replica's gradients (weighted by its share of the
+            // global batch) and loss, summed: the whole batch's.
+            let mut at = 0;
+            for st in &self.stages {
+                self.reduce[at..at + st.acc.len()].copy_from_slice(&st.acc);
+                at += st.acc.len();
+            }
+            self.reduce[at] = run.loss;
+            self.replicas.all_reduce_sum(&mut self.reduce)?;
+            at = 0;
+            for st in &mut self.stages {
+                let n = st.acc.len();
+                st.acc.copy_from_slice(&self.reduce[at..at + n]);
+                at += n;
+            }
+            run.loss = self.reduce[at];
+            run.report.bytes_all_reduced = 4 * self.reduce.len() as u64;
         }
         for st in &mut self.stages {
             let Stage {

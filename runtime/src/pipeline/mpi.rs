@@ -7,7 +7,7 @@ use super::{PipelineError, PointToPoint};
 use crate::collective::{Collective, Mpi, TIMEOUT_ENV};
 use mpi::point_to_point::{Destination, Source};
 use mpi::request::{LocalScope, Request};
-use mpi::topology::{Communicator, SimpleCommunicator};
+use mpi::topology::Communicator;
 use std::time::{Duration, Instant};
 
 /// Tag of the pipeline's messages (the collectives' watchdog uses its own).
@@ -36,15 +36,15 @@ impl Mpi {
             }
             let waited = began.elapsed();
             if waited > self.timeout() {
+                let (me, peer) = (self.job_rank(self.rank()), self.job_rank(peer));
                 eprintln!(
-                    "error on rank {}: pipeline {what} rank {peer} waited {:.1} s, more than the \
+                    "error on rank {me}: pipeline {what} rank {peer} waited {:.1} s, more than the \
                      {:.1} s allowed ({TIMEOUT_ENV}): rank {peer} never matched it (dead, \
                      stopped, hung or far behind?); aborting the job",
-                    self.rank(),
                     waited.as_secs_f64(),
                     self.timeout().as_secs_f64()
                 );
-                SimpleCommunicator::world().abort(TIMEOUT_STATUS);
+                Mpi::abort_job(TIMEOUT_STATUS);
             }
             if waited < Duration::from_millis(50) {
                 std::thread::yield_now();
@@ -69,7 +69,8 @@ fn check(what: &'static str, peer: usize, me: &Mpi, len: usize) -> Result<(), Pi
 impl PointToPoint for Mpi {
     fn send(&self, to: usize, data: &[f32]) -> Result<(), PipelineError> {
         check("to", to, self, data.len())?;
-        let world = SimpleCommunicator::world();
+        let _serial = self.lock();
+        let world = self.comm();
         mpi::request::scope(|scope| {
             let op = world
                 .process_at_rank(to as i32)
@@ -88,7 +89,8 @@ impl PointToPoint for Mpi {
     ) -> Result<(), PipelineError> {
         check("to", to, self, data.len())?;
         check("from", from, self, into.len())?;
-        let world = SimpleCommunicator::world();
+        let _serial = self.lock();
+        let world = self.comm();
         mpi::request::scope(|scope| {
             let sent = world
                 .process_at_rank(to as i32)
@@ -105,7 +107,8 @@ impl PointToPoint for Mpi {
 
     fn recv(&self, from: usize, data: &mut [f32]) -> Result<(), PipelineError> {
         check("from", from, self, data.len())?;
-        let world = SimpleCommunicator::world();
+        let _serial = self.lock();
+        let world = self.comm();
         mpi::request::scope(|scope| {
             let op = world
                 .process_at_rank(from as i32)

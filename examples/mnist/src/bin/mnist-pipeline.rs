@@ -12,13 +12,12 @@
 
 #![deny(warnings)]
 
-use anyhow::{bail, Context};
+use anyhow::bail;
 use clap::Parser;
-use nnc::runtime::collective::{Collective, Local, Mpi};
-use nnc::runtime::data::{load_mnist, Values};
-use nnc::runtime::pipeline::{Pipeline, PointToPoint, Schedule};
-use nnc::runtime::{Batch, Model};
-use std::path::PathBuf;
+use nnc::runtime::collective::{Collective, Local, Threads};
+use nnc::runtime::pipeline::{peak_rss_bytes, Pipeline, PointToPoint, Schedule};
+use nnc::runtime::Model;
+use nnc_example_mnist::distributed::{finish, launch, load, train_whole, Batches, RunArgs, World};
 use std::process::ExitCode;
 use std::time::Instant;
 
@@ -57,10 +56,9 @@ fn models(stages: usize, b: usize) -> anyhow::Result<Models> {
 /// Pipeline-parallel training of the MNIST MLP in two or four stages.
 #[derive(Parser)]
 struct Args {
-    /// Global batch size.
-    #[arg(long, default_value_t = 128)]
-    batch: usize,
-    /// Micro-batches per step.
+    #[command(flatten)]
+    run: RunArgs,
+    /// Micro-batches per step (of each replica's share of the batch).
     #[arg(long, default_value_t = 4)]
     micro: usize,
     /// Pipeline stages: 2 (`mnist_pipeline.nn`) or 4 (`mnist_pipeline4.nn`).
@@ -69,15 +67,10 @@ struct Args {
     /// Schedule: 1f1b or gpipe.
     #[arg(long, default_value = "1f1b")]
     schedule: Schedule,
-    /// Adam steps.
-    #[arg(long, default_value_t = 10)]
-    steps: usize,
-    /// Train the unstaged network on whole batches instead.
-    #[arg(long)]
-    whole: bool,
-    /// Write losses and parameters under this path prefix.
-    #[arg(long)]
-    out: Option<PathBuf>,
+    /// Replicas of the pipeline (hybrid data × pipeline parallelism): the
+    /// ranks form this many groups, each a whole pipeline.
+    #[arg(long, default_value_t = 1)]
+    replicas: usize,
     /// Test hook: the last rank uses this many micro-batches instead.
     #[arg(long, hide = true)]
     test_last_rank_micro: Option<usize>,
@@ -88,60 +81,70 @@ struct Args {
 
 fn main() -> ExitCode {
     let args = Args::parse();
-    let result = if Mpi::launched() {
-        match Mpi::init() {
-            Ok(mpi) => run(&args, &mpi).map_err(|e| (e, mpi.size() > 1, Some(mpi))),
-            Err(e) => Err((e.into(), false, None)),
-        }
-    } else {
-        run(&args, &Local).map_err(|e| (e, false, None))
-    };
-    match result {
-        Ok(()) => ExitCode::SUCCESS,
-        Err((e, true, Some(mpi))) => {
-            eprintln!("error on rank {}: {e:#}", mpi.rank());
-            mpi.abort(1)
-        }
-        Err((e, _, _)) => {
-            eprintln!("error: {e:#}");
-            ExitCode::FAILURE
-        }
-    }
+    launch(|world| run(&args, world))
 }
 
-/// Writes `values` as f32 bit patterns, one a line.
-fn write_bits(path: PathBuf, values: &[f32]) -> anyhow::Result<()> {
-    let text: String = values
-        .iter()
-        .map(|v| format!("{:08x}\n", v.to_bits()))
-        .collect();
-    std::fs::write(&path, text).with_context(|| format!("writing {}", path.display()))
+/// What one rank of one replica trained: the losses (on the rank holding
+/// the last stage) and its stages' parameters by stage index.
+type Trained = (Vec<f32>, Vec<(usize, Vec<f32>)>);
+
+fn run(args: &Args, world: &World) -> anyhow::Result<()> {
+    let train = load()?;
+    let data = Batches::new(&train, &args.run)?;
+    let k = args.replicas;
+    if k == 0 {
+        bail!("--replicas must be at least 1");
+    }
+    if args.run.whole {
+        let (losses, params) = train_whole_network(args, &data)?;
+        return write(args, &losses, &params);
+    }
+    let (losses, params) = match (world.mpi(), k) {
+        (_, 1) => train_replica(args, &data, world.comm(), &Local, world.comm().rank())?,
+        (Some(mpi), k) => {
+            // Replica `w / P` of the job's `W = K · P` ranks, pipeline rank
+            // `w % P`: one group by replica (its chain), one by stage.
+            let (w, size) = (mpi.rank(), mpi.size());
+            if size % k != 0 {
+                bail!("{size} ranks do not form {k} replicas");
+            }
+            let per = size / k;
+            let chain = mpi.split(w / per, w)?;
+            let group = mpi.split(w % per, w)?;
+            let trained = train_replica(args, &data, &chain, &group, w)?;
+            if group.rank() != 0 {
+                // The replicas hold the same parameters; replica 0 writes.
+                return Ok(());
+            }
+            trained
+        }
+        (None, k) => {
+            // Alone: the replicas as threads, each holding every stage.
+            let data = &data;
+            let results: Vec<anyhow::Result<Trained>> = std::thread::scope(|s| {
+                let handles: Vec<_> = Threads::group(k)
+                    .into_iter()
+                    .map(|group| {
+                        s.spawn(move || train_replica(args, data, &Local, &group, group.rank()))
+                    })
+                    .collect();
+                handles
+                    .into_iter()
+                    .map(|h| h.join().unwrap_or_else(|_| bail!("a replica panicked")))
+                    .collect()
+            });
+            let mut all = results.into_iter().collect::<anyhow::Result<Vec<_>>>()?;
+            all.swap_remove(0)
+        }
+    };
+    write(args, &losses, &params)
 }
 
-fn run(args: &Args, comm: &dyn PointToPoint) -> anyhow::Result<()> {
-    let (rank, size) = (comm.rank(), comm.size());
-    let dir = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../../data/mnist-10k");
-    let mnist =
-        load_mnist(&dir).with_context(|| format!("loading MNIST from {}", dir.display()))?;
-    let (Some(images), Some(labels)) = (mnist.train.column("image"), mnist.train.column("label"))
-    else {
-        bail!("MNIST without image and label columns");
-    };
-    let (Values::F32(images), Values::Classes { values: labels, .. }) =
-        (images.values(), labels.values())
-    else {
-        bail!("MNIST columns of unexpected types");
-    };
-    let b = args.batch;
-    if b == 0 || args.steps * b > labels.len() {
-        bail!(
-            "--steps × --batch must be between 1 and {} samples",
-            labels.len()
-        );
-    }
-    // Every rank starts from the same parameters: the whole network's
-    // initialisation, copied into the stages by name.
-    let (mut whole, mut stages) = models(args.stages, b)?;
+/// The unstaged network and its stages, every stage initialised with the
+/// network's initialisation (by parameter name): every rank and replica
+/// starts from the same parameters.
+fn initialised(args: &Args) -> anyhow::Result<Models> {
+    let (mut whole, mut stages) = models(args.stages, args.run.batch)?;
     whole.init_params(whole.spec().train.seed)?;
     for stage in &mut stages {
         for p in stage.spec().params.iter() {
@@ -152,115 +155,116 @@ fn run(args: &Args, comm: &dyn PointToPoint) -> anyhow::Result<()> {
             stage.params_mut()[p.range()].copy_from_slice(&whole.params()[from.range()]);
         }
     }
-    let lr = whole.spec().train.lr;
-    let mut losses = Vec::with_capacity(args.steps);
+    Ok((whole, stages))
+}
+
+/// The reference: the unstaged network on whole batches; its parameters
+/// laid out as each stage's.
+fn train_whole_network(args: &Args, data: &Batches<'_>) -> anyhow::Result<Trained> {
+    let (mut whole, stages) = initialised(args)?;
     let began = Instant::now();
-    let out_params: Vec<(usize, Vec<f32>)>;
-    if args.whole {
-        let train = &whole.spec().train;
-        let mut opt = nnc::runtime::optim::build(&train.optimizer, whole.spec().param_count)?;
-        for step in 0..args.steps {
-            let (x, y) = (
-                &images[step * b * 784..][..b * 784],
-                &labels[step * b..][..b],
-            );
-            let loss = whole.train_step(&Batch {
-                inputs: &[x],
-                labels: &[y],
-            })?;
-            let grads = whole.grads().to_vec();
-            opt.step(whole.params_mut(), &grads, lr)?;
+    let (losses, opt) = train_whole(&mut *whole, data, args.run.steps)?;
+    // As the pipeline's report counts a rank's: parameters, the model's
+    // gradients, the step's gradient (here the copy), optimizer state.
+    let opt_len: usize = opt.state().tensors.iter().map(|(_, t)| t.len()).sum();
+    let n = whole.params().len() + 2 * whole.grads().len() + opt_len;
+    println!(
+        "whole network: parameters + gradients + optimizer state {} bytes, peak RSS {} kB, \
+         {:.2} ms a step",
+        4 * n,
+        peak_rss_bytes().map_or(0, |b| b / 1024),
+        1e3 * began.elapsed().as_secs_f64() / args.run.steps as f64
+    );
+    let params = stages
+        .iter()
+        .enumerate()
+        .map(|(s, stage)| {
+            let mut v = vec![0.0; stage.spec().param_count];
+            for p in stage.spec().params.iter() {
+                let from = whole.spec().params.iter().find(|q| q.name == p.name);
+                if let Some(from) = from {
+                    v[p.range()].copy_from_slice(&whole.params()[from.range()]);
+                }
+            }
+            (s, v)
+        })
+        .collect();
+    Ok((losses, params))
+}
+
+/// Trains this rank's stages of one replica: `comm` is the replica's chain
+/// of ranks, `replicas` this rank's stage group across replicas, `job_rank`
+/// the rank the report names.
+fn train_replica(
+    args: &Args,
+    data: &Batches<'_>,
+    comm: &dyn PointToPoint,
+    replicas: &dyn Collective,
+    job_rank: usize,
+) -> anyhow::Result<Trained> {
+    let (rank, size) = (comm.rank(), comm.size());
+    let (b, steps) = (args.run.batch, args.run.steps);
+    let (whole, mut stages) = initialised(args)?;
+    let lr = whole.spec().train.lr;
+    let mut micro = args.micro;
+    if rank + 1 == size && size > 1 {
+        micro = args.test_last_rank_micro.unwrap_or(micro);
+    }
+    let count = stages.len();
+    let local: Vec<&mut dyn Model> = stages
+        .iter_mut()
+        .enumerate()
+        .filter(|(s, _)| s * size / count == rank)
+        .map(|(_, m)| &mut **m as &mut dyn Model)
+        .collect();
+    let mut pipe = Pipeline::replicated(local, count, micro, args.schedule, comm, replicas)?;
+    if args.test_die_rank == Some(job_rank) {
+        std::process::exit(3);
+    }
+    let began = Instant::now();
+    let mut losses = Vec::with_capacity(steps);
+    for step in 0..steps {
+        let (x, y) = data.get(step);
+        if let Some(loss) = pipe.step(&[("image", x)], &[("digit", y)], b, lr)? {
             losses.push(loss);
         }
-        // As the pipeline's report counts a rank's: parameters, the model's
-        // gradients, the step's gradient (here the copy), optimizer state.
-        let opt_len: usize = opt.state().tensors.iter().map(|(_, t)| t.len()).sum();
-        let n = whole.params().len() + 2 * whole.grads().len() + opt_len;
-        println!(
-            "whole network: parameters + gradients + optimizer state {} bytes",
-            4 * n
-        );
-        // The whole network's parameters, laid out as each stage's.
-        out_params = stages
-            .iter()
-            .enumerate()
-            .map(|(s, stage)| {
-                let mut v = vec![0.0; stage.spec().param_count];
-                for p in stage.spec().params.iter() {
-                    let from = whole.spec().params.iter().find(|q| q.name == p.name);
-                    if let Some(from) = from {
-                        v[p.range()].copy_from_slice(&whole.params()[from.range()]);
-                    }
-                }
-                (s, v)
-            })
-            .collect();
-    } else {
-        let mut micro = args.micro;
-        if rank + 1 == size && size > 1 {
-            micro = args.test_last_rank_micro.unwrap_or(micro);
-        }
-        let count = stages.len();
-        let local: Vec<&mut dyn Model> = stages
-            .iter_mut()
-            .enumerate()
-            .filter(|(s, _)| s * size / count == rank)
-            .map(|(_, m)| &mut **m as &mut dyn Model)
-            .collect();
-        let mut pipe = Pipeline::with_schedule(local, count, micro, args.schedule, comm)?;
-        if args.test_die_rank == Some(rank) {
-            std::process::exit(3);
-        }
-        for step in 0..args.steps {
-            let (x, y) = (
-                &images[step * b * 784..][..b * 784],
-                &labels[step * b..][..b],
-            );
-            if let Some(loss) = pipe.step(&[("image", x)], &[("digit", y)], b, lr)? {
-                losses.push(loss);
-            }
-        }
-        let r = pipe.report();
-        let secs = began.elapsed().as_secs_f64();
-        println!(
-            "rank {rank}: {} stages, {} micro-batches, {}, bubble {:.1}%, {} bytes a step across \
-             stage boundaries, {} sent by this rank, peak activations held {} bytes, parameters \
-             + gradients + optimizer state {} bytes, {:.2} ms a step",
-            r.stages,
-            r.micro_batches,
-            r.schedule.name(),
-            100.0 * r.bubble,
-            r.bytes_per_step,
-            r.bytes_sent_by_rank,
-            r.peak_stash_bytes,
-            r.state_bytes,
-            1e3 * secs / args.steps as f64
-        );
-        let first = pipe.first_stage();
-        out_params = pipe
-            .models()
-            .iter()
-            .enumerate()
-            .map(|(i, m)| (first + i, m.params().to_vec()))
-            .collect();
     }
-    if args.whole {
-        println!(
-            "whole network: {:.2} ms a step",
-            1e3 * began.elapsed().as_secs_f64() / args.steps as f64
-        );
-    }
-    if let Some(loss) = losses.last() {
-        println!("loss after {} steps: {loss}", args.steps);
-    }
-    if let Some(out) = &args.out {
-        let prefix = out.display();
-        if !losses.is_empty() {
-            write_bits(PathBuf::from(format!("{prefix}.losses")), &losses)?;
-        }
-        for (s, params) in out_params {
-            write_bits(PathBuf::from(format!("{prefix}.stage{s}")), &params)?;
-        }
-    }
-    Ok(())
+    let r = pipe.report();
+    let secs = began.elapsed().as_secs_f64();
+    println!(
+        "rank {job_rank}: {} stages, {} micro-batches, {}, bubble {:.1}%, {} bytes a step across \
+         stage boundaries, {} sent by this rank, peak activations held {} bytes, parameters \
+         + gradients + optimizer state {} bytes, {} replica(s), {} bytes all-reduced a step, \
+         peak RSS {} kB, {:.2} ms a step",
+        r.stages,
+        r.micro_batches,
+        r.schedule.name(),
+        100.0 * r.bubble,
+        r.bytes_per_step,
+        r.bytes_sent_by_rank,
+        r.peak_stash_bytes,
+        r.state_bytes,
+        r.replicas,
+        r.bytes_all_reduced,
+        r.peak_rss_bytes.map_or(0, |b| b / 1024),
+        1e3 * secs / steps as f64
+    );
+    let first = pipe.first_stage();
+    let params = pipe
+        .models()
+        .iter()
+        .enumerate()
+        .map(|(i, m)| (first + i, m.params().to_vec()))
+        .collect();
+    Ok((losses, params))
+}
+
+/// Writes the run's results (`--out`): the losses and each stage's
+/// parameters (`P.stage<s>`).
+fn write(args: &Args, losses: &[f32], params: &[(usize, Vec<f32>)]) -> anyhow::Result<()> {
+    let files: Vec<(String, &[f32])> = params
+        .iter()
+        .map(|(s, p)| (format!("stage{s}"), &p[..]))
+        .collect();
+    finish(&args.run, losses, &files)
 }

@@ -32,7 +32,7 @@ use std::path::{Path, PathBuf};
 
 use nnc_spec::ModelSpec;
 
-use super::{decode, encode, write_file_atomic, CheckpointError, Tensor, TensorRef};
+use super::{encode, parse_tensors, write_file_atomic, CheckpointError, Tensor, TensorRef};
 use crate::optim::OptimizerState;
 
 mod convert;
@@ -391,7 +391,7 @@ fn read_slice_file(dir: &Path, m: &Manifest, index: usize) -> Result<Slice, Chec
             ),
         });
     }
-    let (tensors, md) = decode(&bytes, &path)?;
+    let (tensors, md) = parse_tensors(&bytes, &path)?;
     let corrupt = |reason: String| CheckpointError::Corrupt {
         path: path.clone(),
         reason,

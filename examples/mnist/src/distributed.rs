@@ -1,0 +1,188 @@
+//! What the test-only model-parallel drivers share (`mnist-pipeline`,
+//! `mnist-split`; built only with feature `mpi`): joining the MPI job or
+//! running alone, their common flags, the bundled MNIST subset as a
+//! sequence of batches, the reference run of the whole network, and the
+//! results `tests/mpi.rs` compares (losses and parameters as f32 bit
+//! patterns, one a line).
+
+use anyhow::{bail, Context};
+use nnc::runtime::collective::{Local, Mpi};
+use nnc::runtime::data::{load_mnist, Dataset, Values};
+use nnc::runtime::optim::Optimizer;
+use nnc::runtime::pipeline::PointToPoint;
+use nnc::runtime::{Batch, Model};
+use std::path::PathBuf;
+use std::process::ExitCode;
+
+/// The processes of a run: the MPI job when started by an MPI launcher,
+/// else this process alone.
+pub enum World {
+    /// Started plainly.
+    Alone(Local),
+    /// A rank of an MPI job.
+    Mpi(Mpi),
+}
+
+impl World {
+    /// Every rank of the run, for collectives and point-to-point messages.
+    pub fn comm(&self) -> &dyn PointToPoint {
+        match self {
+            World::Alone(l) => l,
+            World::Mpi(m) => m,
+        }
+    }
+
+    /// The MPI job, when there is one (to split it into groups).
+    pub fn mpi(&self) -> Option<&Mpi> {
+        match self {
+            World::Alone(_) => None,
+            World::Mpi(m) => Some(m),
+        }
+    }
+}
+
+/// Joins the run's processes, runs `job` and turns its outcome into the
+/// exit status; an error on one of several ranks aborts the whole job, so
+/// no rank waits for this one forever.
+pub fn launch(job: impl FnOnce(&World) -> anyhow::Result<()>) -> ExitCode {
+    let world = if Mpi::launched() {
+        match Mpi::init() {
+            Ok(m) => World::Mpi(m),
+            Err(e) => {
+                eprintln!("error: {e}");
+                return ExitCode::FAILURE;
+            }
+        }
+    } else {
+        World::Alone(Local)
+    };
+    match job(&world) {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) if world.comm().size() > 1 => {
+            eprintln!("error on rank {}: {e:#}", world.comm().rank());
+            world.comm().abort(1)
+        }
+        Err(e) => {
+            eprintln!("error: {e:#}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+/// The flags both drivers take.
+#[derive(clap::Args)]
+pub struct RunArgs {
+    /// Global batch size.
+    #[arg(long, default_value_t = 128)]
+    pub batch: usize,
+    /// Adam steps.
+    #[arg(long, default_value_t = 10)]
+    pub steps: usize,
+    /// Train the whole (unstaged, unsplit) network instead: the reference.
+    #[arg(long)]
+    pub whole: bool,
+    /// Write losses and parameters under this path prefix.
+    #[arg(long)]
+    pub out: Option<PathBuf>,
+}
+
+/// The bundled MNIST subset's training set (`data/mnist-10k`).
+pub fn load() -> anyhow::Result<Dataset> {
+    let dir = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../../data/mnist-10k");
+    let mnist =
+        load_mnist(&dir).with_context(|| format!("loading MNIST from {}", dir.display()))?;
+    Ok(mnist.train)
+}
+
+/// The first `steps` batches of `batch` samples of a data set, in order.
+pub struct Batches<'d> {
+    images: &'d [f32],
+    labels: &'d [u32],
+    batch: usize,
+}
+
+impl<'d> Batches<'d> {
+    /// `args.steps` batches of `args.batch` samples of `train`, checked to
+    /// be there.
+    pub fn new(train: &'d Dataset, args: &RunArgs) -> anyhow::Result<Self> {
+        let (Some(images), Some(labels)) = (train.column("image"), train.column("label")) else {
+            bail!("MNIST without image and label columns");
+        };
+        let (Values::F32(images), Values::Classes { values: labels, .. }) =
+            (images.values(), labels.values())
+        else {
+            bail!("MNIST columns of unexpected types");
+        };
+        let b = args.batch;
+        if b == 0 || args.steps.checked_mul(b).is_none_or(|n| n > labels.len()) {
+            bail!(
+                "--steps × --batch must be between 1 and {} samples",
+                labels.len()
+            );
+        }
+        Ok(Batches {
+            images,
+            labels,
+            batch: b,
+        })
+    }
+
+    /// Batch `step`'s images and labels.
+    pub fn get(&self, step: usize) -> (&'d [f32], &'d [u32]) {
+        let b = self.batch;
+        (
+            &self.images[step * b * 784..][..b * 784],
+            &self.labels[step * b..][..b],
+        )
+    }
+}
+
+/// Trains `model` (initialised) `steps` steps of its optimizer on whole
+/// batches: the reference the drivers are compared with. Returns the
+/// losses and the optimizer (whose state the memory report counts).
+pub fn train_whole(
+    model: &mut dyn Model,
+    data: &Batches<'_>,
+    steps: usize,
+) -> anyhow::Result<(Vec<f32>, Box<dyn Optimizer>)> {
+    let train = &model.spec().train;
+    let lr = train.lr;
+    let mut opt = nnc::runtime::optim::build(&train.optimizer, model.spec().param_count)?;
+    let mut losses = Vec::with_capacity(steps);
+    for step in 0..steps {
+        let (x, y) = data.get(step);
+        let loss = model.train_step(&Batch {
+            inputs: &[x],
+            labels: &[y],
+        })?;
+        let grads = model.grads().to_vec();
+        opt.step(model.params_mut(), &grads, lr)?;
+        losses.push(loss);
+    }
+    Ok((losses, opt))
+}
+
+/// Prints the last loss and, with `--out P`, writes the losses to
+/// `P.losses` (when there are any) and each `(name, values)` to `P.name`.
+pub fn finish(args: &RunArgs, losses: &[f32], params: &[(String, &[f32])]) -> anyhow::Result<()> {
+    if let Some(loss) = losses.last() {
+        println!("loss after {} steps: {loss}", args.steps);
+    }
+    let Some(out) = &args.out else {
+        return Ok(());
+    };
+    let prefix = out.display();
+    let mut files = params.to_vec();
+    if !losses.is_empty() {
+        files.push(("losses".into(), losses));
+    }
+    for (name, values) in files {
+        let path = PathBuf::from(format!("{prefix}.{name}"));
+        let text: String = values
+            .iter()
+            .map(|v| format!("{:08x}\n", v.to_bits()))
+            .collect();
+        std::fs::write(&path, text).with_context(|| format!("writing {}", path.display()))?;
+    }
+    Ok(())
+}
