@@ -83,12 +83,12 @@ pub(super) fn row_mark(i: usize) -> String {
 
 /// The text of `item`, a top-level item in which array `i` holds only
 /// [`row_mark`]`(i)`, with each mark's line replaced by the elements
-/// `rows[i]` yields, each printed on its own and dropped (issue 22: a big
+/// `rows[i]` yields, printed [`ROWS_AT_ONCE`] at a time (issue 22: a big
 /// model's `ModelSpec` has a row per parameter, and as one syntax tree it
 /// was the largest thing alive while formatting). Only for arrays of
 /// enough elements that printed in place they break, one element a line:
 /// an element's text then depends only on its indentation and on whether
-/// it is the last (which prints its comma as a break's), and each one is
+/// it is the last (which prints its comma as a break's), and each piece is
 /// printed in the same place of a nest of arrays indented as deep.
 pub(super) fn item_with_rows<'a>(
     item: TokenStream,
@@ -111,9 +111,12 @@ pub(super) fn item_with_rows<'a>(
             return Err(layout("static"));
         }
         push_text(&mut out, &rest[..line_start]);
-        let n = elements.len();
-        for (k, element) in elements.enumerate() {
-            push_text(&mut out, &element_text(element, indent, k + 1 == n)?);
+        let mut left = elements.len();
+        let mut elements = elements.peekable();
+        while elements.peek().is_some() {
+            let chunk: Vec<TokenStream> = elements.by_ref().take(ROWS_AT_ONCE).collect();
+            left -= chunk.len();
+            push_text(&mut out, &elements_text(chunk, indent, left == 0)?);
         }
         rest = &rest[line_end + 2..];
     }
@@ -121,18 +124,25 @@ pub(super) fn item_with_rows<'a>(
     Ok(out)
 }
 
-/// An array element's lines, printed `indent` deep: next to a mark, inside
-/// arrays nested `indent / 4` deep (each broken by a mark of its own).
-fn element_text(element: TokenStream, indent: usize, last: bool) -> syn::Result<String> {
+/// How many elements [`item_with_rows`] prints in one piece: fewer
+/// pieces to parse, and still one small tree alive at a time.
+const ROWS_AT_ONCE: usize = 64;
+
+/// The lines of consecutive array elements, printed `indent` deep: inside
+/// arrays nested `indent / 4` deep, next to a mark that breaks them all.
+/// The mark goes after them, or, when they end the array (`last`), before
+/// them, so each element is followed by what follows it in place.
+fn elements_text(elements: Vec<TokenStream>, indent: usize, last: bool) -> syn::Result<String> {
     let mark = row_mark(0);
     let m = proc_macro2::Ident::new(&mark, proc_macro2::Span::call_site());
     let mut array = if last {
-        quote!([#m, #element])
+        quote!([#m, #(#elements),*])
     } else {
-        quote!([#element, #m])
+        quote!([#(#elements,)* #m])
     };
+    drop(elements);
     for _ in 1..indent / 4 {
-        array = quote!([#array, #m]);
+        array = quote!([#array]);
     }
     let text = prettyplease::unparse(&syn::parse2(quote!(const _: () = #array;))?);
     let (pad, mark_line) = (" ".repeat(indent), format!("{}{mark},", " ".repeat(indent)));
