@@ -95,3 +95,30 @@ fn identical_kernels_are_one_function() {
         assert!(code.contains(&format!("`h{i}` = `relu`")), "h{i}");
     }
 }
+
+/// A parameter table long enough to be written a row at a time
+/// (`ModelSpec` of a deep stack) is the text of formatting it whole, also
+/// with a short runtime path (rows that would fit several to a line).
+#[test]
+fn a_long_parameter_table_written_by_row_equals_the_whole() {
+    let mut text = String::from(
+        "network Deep {\n  input x: f32[batch, 4];\n  label y: class[batch] of 4;\n  h0 = x;\n",
+    );
+    for i in 1..=70 {
+        text.push_str(&format!("  h{i} = relu(dense(h{}, 4));\n", i - 1));
+    }
+    text.push_str("  loss cross_entropy(h70, y);\n}\n");
+    let source = SourceFile::new("deep.nn", text.as_str());
+    let module = check_source(&source).unwrap();
+    for runtime in ["::nnc::runtime", "r"] {
+        let opts = Options {
+            runtime: runtime.to_string(),
+            ..Options::default()
+        };
+        let tokens = generate_tokens(&source, &module, &opts).unwrap();
+        let whole = codegen::format(&source, tokens).unwrap();
+        let text = generate(&source, &module, &opts).unwrap();
+        assert!(whole == text, "with runtime `{runtime}`: the texts differ");
+        assert!(text.contains("name: ::std::borrow::Cow::Borrowed(\"h70.bias\")"));
+    }
+}

@@ -64,6 +64,24 @@ impl Emit {
         }
     }
 
+    /// Whether runs are formatted as they are produced.
+    pub(super) fn is_text(&self) -> bool {
+        self.texts.is_some()
+    }
+
+    /// A top-level item already formatted (text mode only: in token mode
+    /// the text is not wanted, and this returns nothing): the placeholder
+    /// item that stands for it.
+    pub(super) fn item(&mut self, text: String) -> TokenStream {
+        let Some(texts) = &mut self.texts else {
+            return TokenStream::new();
+        };
+        let n = Literal::usize_unsuffixed(texts.len());
+        texts.push(Some(text));
+        let name = Ident::new(PLACEHOLDER, Span::call_site());
+        quote!(#name!(#n);)
+    }
+
     /// Takes text `n` (once): what the placeholder `n` stands for.
     pub(super) fn take(&mut self, n: usize) -> Option<String> {
         self.texts.as_mut()?.get_mut(n)?.take()

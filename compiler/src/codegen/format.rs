@@ -27,6 +27,10 @@ pub(super) fn items(items: TokenStream, out: &mut String, emit: &mut Emit) -> sy
             Ok(())
         }
         Piece::Impl { header, body } => impl_block(&header, body, out, emit),
+        Piece::Text(n) => {
+            out.push_str(&placed(emit, n)?);
+            Ok(())
+        }
     })
 }
 
@@ -70,6 +74,91 @@ pub(super) fn statement(tokens: TokenStream) -> syn::Result<String> {
     Ok(out)
 }
 
+/// The identifier that stands for the elements of array `i` of an item
+/// given to [`item_with_rows`]: long enough that every array holding it
+/// breaks, one element a line, as an array of many elements does.
+pub(super) fn row_mark(i: usize) -> String {
+    format!("__nnc_rows_{i}_{}", "x".repeat(100))
+}
+
+/// The text of `item`, a top-level item in which array `i` holds only
+/// [`row_mark`]`(i)`, with each mark's line replaced by the elements
+/// `rows[i]` yields, printed [`ROWS_AT_ONCE`] at a time (issue 22: a big
+/// model's `ModelSpec` has a row per parameter, and as one syntax tree it
+/// was the largest thing alive while formatting). Only for arrays of
+/// enough elements that printed in place they break, one element a line:
+/// an element's text then depends only on its indentation and on whether
+/// it is the last (which prints its comma as a break's), and each piece is
+/// printed in the same place of a nest of arrays indented as deep.
+pub(super) fn item_with_rows<'a>(
+    item: TokenStream,
+    rows: Vec<Box<dyn ExactSizeIterator<Item = TokenStream> + 'a>>,
+) -> syn::Result<String> {
+    let text = prettyplease::unparse(&syn::parse2(item)?);
+    let mut out = String::new();
+    let mut rest: &str = &text;
+    for (i, elements) in rows.into_iter().enumerate() {
+        let mark = row_mark(i);
+        let at = rest.find(&mark).ok_or_else(|| layout("static"))?;
+        let line_start = rest[..at].rfind('\n').map_or(0, |p| p + 1);
+        let indent = at - line_start;
+        let line_end = at + mark.len();
+        if rest[line_start..at].bytes().any(|b| b != b' ')
+            || !rest[line_end..].starts_with(",\n")
+            || indent < 4
+            || indent % 4 != 0
+        {
+            return Err(layout("static"));
+        }
+        push_text(&mut out, &rest[..line_start]);
+        let mut left = elements.len();
+        let mut elements = elements.peekable();
+        while elements.peek().is_some() {
+            let chunk: Vec<TokenStream> = elements.by_ref().take(ROWS_AT_ONCE).collect();
+            left -= chunk.len();
+            push_text(&mut out, &elements_text(chunk, indent, left == 0)?);
+        }
+        rest = &rest[line_end + 2..];
+    }
+    push_text(&mut out, rest);
+    Ok(out)
+}
+
+/// How many elements [`item_with_rows`] prints in one piece: fewer
+/// pieces to parse, and still one small tree alive at a time.
+const ROWS_AT_ONCE: usize = 64;
+
+/// The lines of consecutive array elements, printed `indent` deep: inside
+/// arrays nested `indent / 4` deep, next to a mark that breaks them all.
+/// The mark goes after them, or, when they end the array (`last`), before
+/// them, so each element is followed by what follows it in place.
+fn elements_text(elements: Vec<TokenStream>, indent: usize, last: bool) -> syn::Result<String> {
+    let mark = row_mark(0);
+    let m = proc_macro2::Ident::new(&mark, proc_macro2::Span::call_site());
+    let mut array = if last {
+        quote!([#m, #(#elements),*])
+    } else {
+        quote!([#(#elements,)* #m])
+    };
+    drop(elements);
+    for _ in 1..indent / 4 {
+        array = quote!([#array]);
+    }
+    let text = prettyplease::unparse(&syn::parse2(quote!(const _: () = #array;))?);
+    let (pad, mark_line) = (" ".repeat(indent), format!("{}{mark},", " ".repeat(indent)));
+    let mut out = String::new();
+    for line in text.lines() {
+        if line.starts_with(&pad) && line != mark_line {
+            out.push_str(line);
+            out.push('\n');
+        }
+    }
+    if out.is_empty() {
+        return Err(layout("static"));
+    }
+    Ok(out)
+}
+
 /// The text placeholder `n` stands for.
 fn placed(emit: &mut Emit, n: usize) -> syn::Result<String> {
     emit.take(n).ok_or_else(|| {
@@ -84,12 +173,16 @@ fn placed(emit: &mut Emit, n: usize) -> syn::Result<String> {
 enum Piece {
     Item(syn::File),
     Impl { header: TokenStream, body: Group },
+    Text(usize),
 }
 
 /// `tokens` as a top-level item: an `impl` block (attributes, then `impl`,
 /// …, then its brace group) whose header parses is kept as tokens, any
 /// other item is parsed.
 fn top_level(tokens: &[TokenTree]) -> syn::Result<Piece> {
+    if let Some(n) = emit::placeholder(tokens) {
+        return Ok(Piece::Text(n));
+    }
     if let Some((TokenTree::Group(body), head)) = tokens.split_last() {
         if body.delimiter() == Delimiter::Brace && starts_impl(head) && !body.stream().is_empty() {
             let header: TokenStream = head.iter().cloned().collect();

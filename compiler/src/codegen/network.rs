@@ -148,7 +148,17 @@ pub fn network_with(
         kind: net.loss_decl.kind,
         scores: scores.map_or(0, |s| itg.graph.ty(s).shape.fixed_numel().unwrap_or(0)),
     };
-    let spec = spec::model_spec(source, net, cfg, tg, &layout, loss_spec, &predict_flags, rt)?;
+    let spec = spec::model_spec(
+        source,
+        net,
+        cfg,
+        tg,
+        &layout,
+        loss_spec,
+        &predict_flags,
+        rt,
+        emit,
+    )?;
 
     let ty = format_ident!("{}", net.name);
     let spec_name = format_ident!("{}_SPEC", spec::screaming(&net.name));

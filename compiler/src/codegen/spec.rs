@@ -4,14 +4,16 @@
 use std::borrow::Cow;
 
 use super::codegen_error;
+use super::emit::Emit;
+use super::format;
 use super::layout::Layout;
-use crate::diagnostic::{CompileError, SourceFile};
+use crate::diagnostic::{CompileError, Diagnostic, ErrorKind, SourceFile};
 use crate::graph::DType;
 use crate::ir::{InputKind, Network, TrainConfig, TrainingGraph};
 use nnc_spec::model::InputKind as SpecInputKind;
 use nnc_spec::tokens::ToRust;
 use nnc_spec::{InputSpec, LossSpec, ModelSpec, OutputSpec, ParamSpec};
-use proc_macro2::TokenStream;
+use proc_macro2::{Delimiter, Group, Ident, Spacing, Span, TokenStream, TokenTree};
 use quote::{format_ident, quote};
 
 pub use crate::ir::screaming;
@@ -46,7 +48,9 @@ pub fn model_hash(net: &Network) -> u64 {
 
 /// The `static NAME_SPEC: ModelSpec` item: the contract's value, built
 /// here and written out by `nnc_spec::tokens`. `loss` says what the loss
-/// compares; `predict[i]` whether input `i` is read by `predict`.
+/// compares; `predict[i]` whether input `i` is read by `predict`. In text
+/// mode a long parameter table is formatted a row at a time, and the item
+/// is `emit`'s placeholder for its text.
 #[allow(clippy::too_many_arguments)]
 pub fn model_spec(
     source: &SourceFile,
@@ -57,6 +61,7 @@ pub fn model_spec(
     loss: LossSpec,
     predict: &[bool],
     rt: &TokenStream,
+    emit: &mut Emit,
 ) -> Result<TokenStream, CompileError> {
     let name = format_ident!("{}_SPEC", screaming(&net.name));
     let mut params = Vec::new();
@@ -106,6 +111,19 @@ pub fn model_spec(
             per_sample: tg.graph.ty(*node).shape.fixed_numel().unwrap_or(0),
         })
         .collect();
+    // In text mode, a long parameter table is written a row at a time
+    // (`format::item_with_rows`): the value holds marks for its rows.
+    let by_row = emit.is_text() && params.len() >= BY_ROW;
+    let (params, rows) = if by_row {
+        (Vec::new(), params)
+    } else {
+        (params, Vec::new())
+    };
+    let (inits, init_rows) = if by_row {
+        (Vec::new(), inits)
+    } else {
+        (inits, Vec::new())
+    };
     let spec = ModelSpec {
         name: Cow::Owned(net.name.clone()),
         source: Cow::Owned(source.name.clone()),
@@ -118,10 +136,83 @@ pub fn model_spec(
         loss,
         train: cfg.spec,
     };
-    let value = spec.to_rust(rt);
+    let mut value = spec.to_rust(rt);
+    if by_row {
+        value = mark_rows(value, &["params", "inits"]);
+    }
     let doc = format!(" What the runtime needs to know about `{}`.", net.name);
-    Ok(quote! {
+    let item = quote! {
         #[doc = #doc]
         pub static #name: #rt::ModelSpec = #value;
-    })
+    };
+    if !by_row {
+        return Ok(item);
+    }
+    let text = format::item_with_rows(
+        item,
+        vec![
+            Box::new(rows.iter().map(|r| r.to_rust(rt))),
+            Box::new(init_rows.iter().map(|r| r.to_rust(rt))),
+        ],
+    )
+    .map_err(|e| {
+        CompileError::from(Diagnostic::new(
+            ErrorKind::Internal,
+            Default::default(),
+            format!("generated code does not parse: {e}"),
+        ))
+    })?;
+    Ok(emit.item(text))
+}
+
+/// Parameter tables at least this long are written a row at a time: far
+/// more than prints on one line, so that printed whole the table breaks
+/// one row a line, as `format::item_with_rows` needs.
+const BY_ROW: usize = 64;
+
+/// `value`, a struct literal whose fields `fields` are each an empty
+/// array behind a call (`Cow::Borrowed(&[])`), with field `i`'s array
+/// holding `format::row_mark(i)`.
+fn mark_rows(value: TokenStream, fields: &[&str]) -> TokenStream {
+    value
+        .into_iter()
+        .map(|t| match t {
+            TokenTree::Group(g) if g.delimiter() == Delimiter::Brace => {
+                let mut field = None;
+                let mut tokens: Vec<TokenTree> = g.stream().into_iter().collect();
+                for k in 0..tokens.len() {
+                    match &tokens[k] {
+                        TokenTree::Ident(i)
+                            if matches!(tokens.get(k + 1),
+                            Some(TokenTree::Punct(p)) if p.as_char() == ':'
+                                && p.spacing() == Spacing::Alone) =>
+                        {
+                            field = fields.iter().position(|f| i == f);
+                        }
+                        TokenTree::Group(call) if call.delimiter() == Delimiter::Parenthesis => {
+                            if let Some(f) = field.take() {
+                                let mark = Ident::new(&format::row_mark(f), Span::call_site());
+                                let inner = call.stream().into_iter().map(|t| match t {
+                                    TokenTree::Group(a) if a.delimiter() == Delimiter::Bracket => {
+                                        TokenTree::Group(Group::new(
+                                            Delimiter::Bracket,
+                                            quote!(#mark),
+                                        ))
+                                    }
+                                    t => t,
+                                });
+                                tokens[k] = TokenTree::Group(Group::new(
+                                    Delimiter::Parenthesis,
+                                    inner.collect(),
+                                ));
+                            }
+                        }
+                        _ => {}
+                    }
+                }
+                TokenTree::Group(Group::new(Delimiter::Brace, tokens.into_iter().collect()))
+            }
+            t => t,
+        })
+        .collect()
 }
