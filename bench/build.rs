@@ -4,6 +4,9 @@ fn main() {
     for model in [
         "../examples/models/mnist_mlp.nn",
         "models/mlp_wide.nn",
+        "models/mlp_wide_512.nn",
+        "models/mlp_wide_1024.nn",
+        "models/mlp_wide_4096.nn",
         "../examples/models/lenet.nn",
         "../examples/models/transformer.nn",
         "models/transformer_large.nn",

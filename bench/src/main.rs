@@ -20,6 +20,7 @@ use table::{machine, print_table, read_peers, Row};
 use workloads::{child, workload, Task, Workload};
 
 mod ceiling;
+mod scaling;
 mod table;
 mod workloads;
 
@@ -59,8 +60,24 @@ pub struct Args {
     /// Skip timing the build of the generated code (it runs cargo).
     #[arg(long)]
     no_build_time: bool,
+    /// Run W2's scaling series instead of the table: widths 512–4096 at
+    /// batch 512 and batches 32–2048 at width 2048, each point's share of
+    /// the ceiling, written as CSV, markdown and an SVG plot into
+    /// `--scaling-out` (`--threads`, `--seconds`, `--repeat` apply).
+    #[arg(long)]
+    scaling: bool,
+    /// Where `--scaling` writes `w2_scaling.{csv,md,svg}` (a relative path
+    /// is taken from the repository root).
+    #[arg(long, default_value = "bench/scaling")]
+    scaling_out: PathBuf,
+    /// Internal: the hidden width of a `--child scaling` point.
+    #[arg(long, hide = true, default_value_t = 2048)]
+    width: usize,
+    /// Internal: the batch of a `--child scaling` point.
+    #[arg(long, hide = true, default_value_t = 512)]
+    batch: usize,
     /// Internal: run one measurement of this workload (or of the ceiling,
-    /// `ceiling`) and print it as JSON.
+    /// `ceiling`, or of a scaling point, `scaling`) and print it as JSON.
     #[arg(long, hide = true)]
     child: Option<String>,
 }
@@ -75,11 +92,23 @@ fn main() -> anyhow::Result<()> {
         let threads = *args.threads.first().unwrap_or(&1);
         let result = if id == CEILING {
             ceiling_child(threads, &args)
+        } else if id == "scaling" {
+            workloads::scaling_child(args.width, args.batch, threads, &args)?
         } else {
             child(workload(id)?, threads, &args)?
         };
         println!("{result}");
         return Ok(());
+    }
+    if args.scaling {
+        // Relative to the repository, like every other path here, not to
+        // wherever cargo was started.
+        let out = if args.scaling_out.is_relative() {
+            repo().join(&args.scaling_out)
+        } else {
+            args.scaling_out.clone()
+        };
+        return scaling::run(&args, &out);
     }
     let mut workloads = Vec::new();
     for id in &args.workloads {

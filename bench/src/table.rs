@@ -303,12 +303,18 @@ pub fn print_table(
 /// FLOPs per sample of what the workload runs: a training step (forward
 /// and backward), or the forward pass alone for inference.
 fn flops_per_sample(w: &Workload) -> anyhow::Result<f64> {
-    let path = repo().join(w.source);
+    flops_per_sample_of(w.source, matches!(w.task, Task::Predict { .. }))
+}
+
+/// FLOPs per sample of the model at `source` (relative to the repository
+/// root): its forward pass if `forward_only`, else a training step.
+pub fn flops_per_sample_of(source: &str, forward_only: bool) -> anyhow::Result<f64> {
+    let path = repo().join(source);
     let text = std::fs::read_to_string(&path)?;
-    let src = nnc_compiler::SourceFile::new(w.source, text);
+    let src = nnc_compiler::SourceFile::new(source, text);
     let module = nnc_compiler::check_source(&src).map_err(|e| anyhow::anyhow!("{e:?}"))?;
     let net = &module.networks[0];
-    if let Task::Predict { .. } = w.task {
+    if forward_only {
         let tg = nnc_compiler::driver::training_graph(&module, net)
             .map_err(|e| anyhow::anyhow!("{e:?}"))?;
         return Ok(tg.flops_per_sample().0 as f64);

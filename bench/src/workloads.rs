@@ -18,6 +18,16 @@ mod w1 {
 mod w2 {
     nnc::include_model!("mlp_wide");
 }
+// W2 at the other widths of the scaling series (`--scaling`).
+mod w2_512 {
+    nnc::include_model!("mlp_wide_512");
+}
+mod w2_1024 {
+    nnc::include_model!("mlp_wide_1024");
+}
+mod w2_4096 {
+    nnc::include_model!("mlp_wide_4096");
+}
 mod w3 {
     nnc::include_model!("lenet");
 }
@@ -82,6 +92,31 @@ impl Workload {
             _ => Box::new(w3::LeNet::new(batch)),
         }
     }
+}
+
+/// W2's model with hidden layers of `width` (512, 1024, 2048 or 4096) for
+/// batches of up to `batch`, and its source (for its FLOPs): the scaling
+/// series' models.
+pub fn wide_mlp(width: usize, batch: usize) -> anyhow::Result<(Box<dyn Model>, &'static str)> {
+    Ok(match width {
+        512 => (
+            Box::new(w2_512::MlpWide512::new(batch)),
+            "bench/models/mlp_wide_512.nn",
+        ),
+        1024 => (
+            Box::new(w2_1024::MlpWide1024::new(batch)),
+            "bench/models/mlp_wide_1024.nn",
+        ),
+        2048 => (
+            Box::new(w2::MlpWide::new(batch)),
+            "bench/models/mlp_wide.nn",
+        ),
+        4096 => (
+            Box::new(w2_4096::MlpWide4096::new(batch)),
+            "bench/models/mlp_wide_4096.nn",
+        ),
+        _ => bail!("no wide MLP of width {width} (512, 1024, 2048 or 4096)"),
+    })
 }
 
 /// Every workload, in table order.
@@ -256,8 +291,21 @@ pub fn child(w: &Workload, threads: usize, args: &Args) -> anyhow::Result<Value>
 /// backward, Adam) through the `Trainer` `fit` uses.
 fn train(w: &Workload, data: &Data, args: &Args) -> anyhow::Result<Value> {
     let batch = w.batch();
+    let warmup = if args.quick { 2 } else { 20 };
+    train_model(w.id, || w.model(batch), batch, warmup, data, args)
+}
+
+/// [`train`] of the model `make` builds, at `batch`, after `warmup` steps.
+fn train_model(
+    id: &str,
+    make: impl FnOnce() -> Box<dyn Model>,
+    batch: usize,
+    warmup: usize,
+    data: &Data,
+    args: &Args,
+) -> anyhow::Result<Value> {
     let start = Instant::now();
-    let mut model = w.model(batch);
+    let mut model = make();
     let mut trainer = Trainer::single(&*model, batch, u64::MAX, args.parallel)?;
     let mut step = |i: usize, model: &mut Box<dyn Model>| -> anyhow::Result<f32> {
         let (x, y) = data.batch(i, batch);
@@ -270,7 +318,6 @@ fn train(w: &Workload, data: &Data, args: &Args) -> anyhow::Result<Value> {
     };
     let first_loss = step(0, &mut model)?;
     let first_step_s = start.elapsed().as_secs_f64();
-    let warmup = if args.quick { 2 } else { 20 };
     for i in 1..=warmup {
         step(i, &mut model)?;
     }
@@ -285,7 +332,7 @@ fn train(w: &Workload, data: &Data, args: &Args) -> anyhow::Result<Value> {
     }
     let elapsed = timed.elapsed().as_secs_f64();
     if !loss.is_finite() {
-        bail!("{}: training diverged (loss {loss})", w.id);
+        bail!("{id}: training diverged (loss {loss})");
     }
     Ok(json!({
         "samples_per_s": (steps * batch) as f64 / elapsed,
@@ -295,6 +342,39 @@ fn train(w: &Workload, data: &Data, args: &Args) -> anyhow::Result<Value> {
         "final_loss": loss,
         "mode": format!("{:?}", trainer.mode()),
     }))
+}
+
+/// Runs in the child: one point of the scaling series, W2's MLP at hidden
+/// width `width` and batch `batch` on `threads` threads. Warm-up is 3
+/// steps (a step at width 4096 or batch 2048 takes most of a second).
+pub fn scaling_child(
+    width: usize,
+    batch: usize,
+    threads: usize,
+    args: &Args,
+) -> anyhow::Result<Value> {
+    let data = mnist()?;
+    let (x, _) = data.all();
+    if x.len() / 784 < batch {
+        bail!(
+            "batch {batch} is more than the {} MNIST images",
+            x.len() / 784
+        );
+    }
+    let pool = rayon::ThreadPoolBuilder::new()
+        .num_threads(threads)
+        .build()?;
+    let warmup = if args.quick { 1 } else { 3 };
+    let id = format!("W2 width {width} batch {batch}");
+    let mut out = pool.install(|| {
+        let (model, _) = wide_mlp(width, batch)?;
+        train_model(&id, || model, batch, warmup, &data, args)
+    })?;
+    out["width"] = json!(width);
+    out["batch"] = json!(batch);
+    out["threads"] = json!(threads);
+    out["peak_rss_mb"] = json!(peak_rss_mb());
+    Ok(out)
 }
 
 /// Model construction and the first call, warm-up, then timed `predict`

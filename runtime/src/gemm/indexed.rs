@@ -25,6 +25,28 @@ pub(crate) struct Indexed<'a> {
     pub b_rows: &'a [usize],
     /// Distance between consecutive 16-column blocks of B.
     pub b_block: usize,
+    /// Which depth steps a 16-column block of C needs, given its first
+    /// column (`None`: all `k`). The steps left out must multiply zeros in
+    /// B: a convolution's padded border, whose taps some output rows never
+    /// reach with a non-zero. Skipping them leaves every sum bit for bit
+    /// as it was (a zero product added to a sum started at +0 changes
+    /// nothing).
+    pub depth: Option<&'a dyn Fn(usize) -> std::ops::Range<usize>>,
+}
+
+impl Indexed<'_> {
+    /// The depth steps of the block starting at column `j0`, within `0..k`.
+    pub(crate) fn depth_of(&self, j0: usize) -> std::ops::Range<usize> {
+        let k = self.b_rows.len();
+        match self.depth {
+            Some(f) => {
+                let r = f(j0);
+                let hi = r.end.min(k);
+                r.start.min(hi)..hi
+            }
+            None => 0..k,
+        }
+    }
 }
 
 /// `C[m, n] = A @ B + beta * C` (row stride `ldc`) for [`Indexed`] operands,
@@ -95,7 +117,12 @@ pub(crate) fn indexed_generic(n: usize, x: &Indexed<'_>, beta: f32, c: &mut [f32
     for (i, &ar) in x.a_rows.iter().enumerate() {
         let a = &x.a[ar..][..x.b_rows.len()];
         for (j, out) in c[i * ldc..][..n].iter_mut().enumerate() {
-            let sum: f32 = a.iter().enumerate().map(|(p, &v)| v * b_at(p, j)).sum();
+            let depth = x.depth_of(j / INDEXED_BLOCK * INDEXED_BLOCK);
+            let sum: f32 = a[depth.clone()]
+                .iter()
+                .zip(depth)
+                .map(|(&v, p)| v * b_at(p, j))
+                .sum();
             *out = if beta == 0.0 { sum } else { sum + beta * *out };
         }
     }

@@ -453,9 +453,10 @@ pub(crate) mod counting {
     }
 }
 
-/// The indexed product (implicit im2col) on random row tables: the AVX2
-/// kernel (where the CPU has it) and the plain loops against f64 sums;
-/// C beyond `n` columns untouched, NaN in C ignored when `beta == 0`.
+/// The indexed product (implicit im2col) on random row tables, with and
+/// without per-block depth ranges: the AVX2 kernel (where the CPU has it)
+/// and the plain loops against f64 sums; C beyond `n` columns untouched,
+/// NaN in C ignored when `beta == 0`.
 #[test]
 fn indexed_product_matches_naive() {
     let mut rng = Rng::new(11);
@@ -469,12 +470,27 @@ fn indexed_product_matches_naive() {
         let b_block = INDEXED_BLOCK + rng.below(20) as usize;
         let a = random(&mut rng, 30 + k);
         let b = random(&mut rng, (blocks - 1) * b_block + 30 + INDEXED_BLOCK);
+        // Every other case, each block its own depth range (some empty,
+        // some past `k`, which `depth_of` clips).
+        let ranges: Vec<(usize, usize)> = (0..blocks)
+            .map(|_| {
+                let lo = rng.below(k as u64 + 2) as usize;
+                (lo, lo + rng.below(k as u64 + 2) as usize)
+            })
+            .collect();
+        let by_block = |j0: usize| {
+            let (lo, hi) = ranges[j0 / INDEXED_BLOCK];
+            lo..hi
+        };
+        let depth: Option<&dyn Fn(usize) -> std::ops::Range<usize>> =
+            if case % 2 == 1 { Some(&by_block) } else { None };
         let x = Indexed {
             a: &a,
             a_rows: &a_rows,
             b: &b,
             b_rows: &b_rows,
             b_block,
+            depth,
         };
         let ldc = n + rng.below(3) as usize;
         let beta = [0.0, 1.0, 0.5][case % 3];
@@ -493,7 +509,11 @@ fn indexed_product_matches_naive() {
         for i in 0..m {
             for j in 0..n {
                 let mut sum = 0f64;
-                for p in 0..k {
+                let (lo, hi) = match depth {
+                    Some(_) => ranges[j / INDEXED_BLOCK],
+                    None => (0, k),
+                };
+                for p in lo.min(k)..hi.min(k) {
                     let bv = b[(j / INDEXED_BLOCK) * b_block + b_rows[p] + j % INDEXED_BLOCK];
                     sum += f64::from(a[a_rows[i] + p]) * f64::from(bv);
                 }

@@ -98,17 +98,23 @@ pub(in crate::gemm) unsafe fn indexed(
     c: &mut [f32],
     ldc: usize,
 ) {
-    let (m, k) = (x.a_rows.len(), x.b_rows.len());
+    let m = x.a_rows.len();
     for j0 in (0..n).step_by(NR) {
         // SAFETY: block j0 / 16 lies inside `b` (caller's contract).
         let b = unsafe { x.b.as_ptr().add(j0 / NR * x.b_block) };
-        let b_rows = x.b_rows.as_ptr();
+        // Only this block's depth steps: A rows and the row table start
+        // at `lo` (`depth_of` keeps the range within `0..k`).
+        let depth = x.depth_of(j0);
+        let (lo, k) = (depth.start, depth.len());
+        // SAFETY: lo <= b_rows.len().
+        let b_rows = unsafe { x.b_rows.as_ptr().add(lo) };
         for i0 in (0..m).step_by(MR) {
             let mr = MR.min(m - i0);
             // Rows past `mr` repeat the last one: read, never stored.
             let row = |r: usize| {
-                // SAFETY: a_rows[i] + k <= a.len() for every row i.
-                unsafe { x.a.as_ptr().add(x.a_rows[i0 + r.min(mr - 1)]) }
+                // SAFETY: a_rows[i] + b_rows.len() <= a.len() for every
+                // row i, and lo + k <= b_rows.len().
+                unsafe { x.a.as_ptr().add(x.a_rows[i0 + r.min(mr - 1)] + lo) }
             };
             let t = Tile {
                 kc: k,
