@@ -134,7 +134,7 @@ impl<'a> Sink<'a> {
                     Kind::U8(out, inv, zp) => {
                         let y = self.real(pp, &v);
                         let q: [u8; NR] = std::array::from_fn(|c| quantize_one(y[c], inv, zp));
-                        write(out.add(at), self.cs, &q, nr)
+                        write_bytes(out.add(at), self.cs, &q, nr)
                     }
                 }
             }
@@ -170,6 +170,40 @@ unsafe fn write<T: Copy>(dst: *mut T, cs: usize, vals: &[T; NR], nr: usize) {
             for (c, &v) in vals.iter().enumerate().take(nr) {
                 *dst.add(c * cs) = v;
             }
+        }
+    }
+}
+
+/// [`write`] for bytes: a contiguous partial row (a channels-last tensor
+/// with fewer than 16 channels) as two overlapping fixed-size stores, the
+/// same bytes written twice where they overlap, instead of one store per
+/// byte.
+///
+/// # Safety
+/// As for [`write`].
+#[inline(always)]
+unsafe fn write_bytes(dst: *mut u8, cs: usize, vals: &[u8; NR], nr: usize) {
+    /// Bytes `0..N` and `nr − N..nr` of `vals` (`N ≤ nr ≤ 2N`).
+    ///
+    /// # Safety
+    /// `dst..dst + nr` must be writable.
+    #[inline(always)]
+    unsafe fn two<const N: usize>(dst: *mut u8, vals: &[u8; NR], nr: usize) {
+        let head: [u8; N] = vals[..N].try_into().expect("N ≤ nr");
+        let tail: [u8; N] = vals[nr - N..nr].try_into().expect("N ≤ nr");
+        // SAFETY: both stores lie in dst..dst + nr.
+        unsafe {
+            dst.cast::<[u8; N]>().write_unaligned(head);
+            dst.add(nr - N).cast::<[u8; N]>().write_unaligned(tail);
+        }
+    }
+    // SAFETY (all arms): forwarded contract.
+    unsafe {
+        match (cs, nr) {
+            (1, 8..NR) => two::<8>(dst, vals, nr),
+            (1, 4..8) => two::<4>(dst, vals, nr),
+            (1, 2..4) => two::<2>(dst, vals, nr),
+            _ => write(dst, cs, vals, nr),
         }
     }
 }
