@@ -80,6 +80,30 @@ pub fn max_pool2d_u8_channels_last(p: &Pool2d, b: usize, y: &mut [u8], x: &[u8])
     if c == 0 || hwc == 0 || ohwc == 0 {
         return;
     }
+    if p.kernel == [2, 2] && p.stride == [2, 2] && p.padding == [0, 0] {
+        // The common 2×2/stride-2 pooling: two input pixels of two input
+        // rows per output pixel, no window clipping.
+        let row = p.w * c;
+        for (xs, ys) in x.chunks_exact(hwc).zip(y.chunks_exact_mut(ohwc)) {
+            for (oy, yr) in ys.chunks_exact_mut(ow * c).enumerate() {
+                let r0 = &xs[2 * oy * row..][..2 * ow * c];
+                let r1 = &xs[(2 * oy + 1) * row..][..2 * ow * c];
+                for ((yp, a), b) in yr
+                    .chunks_exact_mut(c)
+                    .zip(r0.chunks_exact(2 * c))
+                    .zip(r1.chunks_exact(2 * c))
+                {
+                    let ((a0, a1), (b0, b1)) = (a.split_at(c), b.split_at(c));
+                    for ((((v, &a0), &a1), &b0), &b1) in
+                        yp.iter_mut().zip(a0).zip(a1).zip(b0).zip(b1)
+                    {
+                        *v = a0.max(a1).max(b0.max(b1));
+                    }
+                }
+            }
+        }
+        return;
+    }
     let ([kh, kw], [sh, sw], [ph, pw]) = (p.kernel, p.stride, p.padding);
     let clip = |o: usize, k: usize, s: usize, pad: usize, n: usize| {
         let lo = (o * s).saturating_sub(pad).min(n);
