@@ -192,17 +192,25 @@ fn im2row_padded(g: &Conv2d, x: &[u8], zero_point: u8, padded: &mut [u8], rows: 
     if wide {
         // In increasing order: the bytes a store writes past its kernel row
         // are overwritten by the next store (or land in the slack).
-        for pix in 0..oh * ow {
-            let (oy, ox) = (pix / ow, pix % ow);
-            let origin = oy * sh * wp + ox * sw;
-            let mut d = pix * k;
-            for c in 0..cg {
-                let mut src = c * plane + origin;
-                for _ in 0..kh {
-                    let v: [u8; 8] = padded[src..src + 8].try_into().expect("8 bytes");
-                    rows[d..d + 8].copy_from_slice(&v);
-                    d += kw;
-                    src += dh * wp;
+        let (src0, dst0) = (padded.as_ptr(), rows.as_mut_ptr());
+        let mut d = 0;
+        for oy in 0..oh {
+            for ox in 0..ow {
+                let origin = oy * sh * wp + ox * sw;
+                for c in 0..cg {
+                    let mut src = c * plane + origin;
+                    for _ in 0..kh {
+                        // SAFETY: `src` is a kernel row's first tap inside
+                        // the padded input, so src + 8 ≤ npad + SLACK ≤
+                        // padded.len(); d + kw ≤ nrows, so d + 8 ≤ nrows +
+                        // SLACK ≤ rows.len() (checked for `wide`).
+                        unsafe {
+                            let v = src0.add(src).cast::<[u8; 8]>().read_unaligned();
+                            dst0.add(d).cast::<[u8; 8]>().write_unaligned(v);
+                        }
+                        d += kw;
+                        src += dh * wp;
+                    }
                 }
             }
         }
