@@ -7,6 +7,13 @@
 //! The patch matrix is `[OH · OW, C/groups · KH · KW]` (output pixels ×
 //! taps), the transpose of the f32 kernels' column matrix: the GEMM's
 //! per-column weight scales then are the per-output-channel scales.
+//!
+//! Between int8 steps the bytes may be held channels-last (NHWC,
+//! [`Channels::Last`]): then the GEMM's rows of output channels are stored
+//! whole (one contiguous store per pixel instead of one byte per channel
+//! plane), and a kernel row of the next convolution's patch is one run of
+//! `KW · C/groups` bytes instead of `C/groups` runs of `KW` bytes. The
+//! weights are packed with their taps in the matching `(kh, kw, c)` order.
 
 use super::gemm::{check_operand, check_weights, max_threads, run, Problem};
 use super::kernel::Isa;
@@ -14,12 +21,26 @@ use super::{ActQuant, Output, PackedWeights, QuantError, QuantWeights, WeightLay
 use crate::gemm::Parallelism;
 use nnc_spec::Conv2d;
 
+/// Where a tensor of u8 activations keeps its channels, per sample:
+/// `[C, H, W]` (`First`, NCHW, the f32 kernels' layout) or `[H, W, C]`
+/// (`Last`, NHWC).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum Channels {
+    /// NCHW.
+    #[default]
+    First,
+    /// NHWC.
+    Last,
+}
+
 /// A convolution's quantized weights packed for [`conv2d`]: one
 /// [`PackedWeights`] per group (its `O / groups` output channels by
-/// `C/groups · KH · KW` taps), built once.
+/// `C/groups · KH · KW` taps, in the order of the input layout the weights
+/// were packed for), built once.
 #[derive(Debug, Clone, PartialEq)]
 pub struct PackedConv {
     geometry: Conv2d,
+    input: Channels,
     groups: Vec<PackedWeights>,
 }
 
@@ -29,6 +50,12 @@ impl PackedConv {
     /// geometry is inconsistent or the weights are not `[O, C/groups · KH ·
     /// KW]`.
     pub fn new(g: &Conv2d, q: &QuantWeights) -> Result<Self, QuantError> {
+        PackedConv::for_input(g, q, Channels::First)
+    }
+
+    /// [`PackedConv::new`] for inputs laid out as `input` says (with
+    /// [`Channels::Last`], the taps are packed in `(kh, kw, c)` order).
+    pub fn for_input(g: &Conv2d, q: &QuantWeights, input: Channels) -> Result<Self, QuantError> {
         check_geometry(g)?;
         if q.layout() != WeightLayout::OutIn || q.channels() != g.o || q.depth() != g.k() {
             return Err(QuantError::Geometry(format!(
@@ -42,13 +69,30 @@ impl PackedConv {
             )));
         }
         let og = g.og();
+        // Tap k' of a channels-last patch row is (kh, kw, c); the weights
+        // store (c, kh, kw).
+        let order: Option<Vec<usize>> = (input == Channels::Last).then(|| {
+            let (cg, kh, kw) = (g.cg(), g.kh, g.kw);
+            (0..g.k())
+                .map(|t| {
+                    let (ki, kj, c) = (t / (kw * cg), t / cg % kw, t % cg);
+                    (c * kh + ki) * kw + kj
+                })
+                .collect()
+        });
         let groups = (0..g.groups)
-            .map(|gi| PackedWeights::channels(q, gi * og..(gi + 1) * og))
+            .map(|gi| PackedWeights::pack(q, gi * og..(gi + 1) * og, order.as_deref()))
             .collect();
         Ok(PackedConv {
             geometry: *g,
+            input,
             groups,
         })
+    }
+
+    /// The input layout the weights were packed for.
+    pub fn input(&self) -> Channels {
+        self.input
     }
 
     /// Quantizes (per output channel) and packs the f32 weight
@@ -83,14 +127,14 @@ fn check_geometry(g: &Conv2d) -> Result<(), QuantError> {
 /// Bytes of scratch [`conv2d`] needs: one group's patch matrix,
 /// `OH · OW · C/groups · KH · KW`, and one group's input with its padding,
 /// `C/groups · (H + 2·PH) · (W + 2·PW)`.
-/// (Each with 8 bytes more: the slack of the patch copy's 8-byte moves.)
+/// (Each with 16 bytes more: the slack of the patch copy's wide moves.)
 pub fn conv_scratch_len(g: &Conv2d) -> usize {
     patches_len(g) + padded_len(g)
 }
 
 /// Bytes past the end of the patches and the padded input that
-/// [`im2row_padded`]'s 8-byte moves may touch.
-const SLACK: usize = 8;
+/// [`im2row_padded`]'s 8- and 16-byte moves may touch.
+const SLACK: usize = 16;
 
 fn patches_len(g: &Conv2d) -> usize {
     let (oh, ow) = g.out_hw();
@@ -148,17 +192,25 @@ fn im2row_padded(g: &Conv2d, x: &[u8], zero_point: u8, padded: &mut [u8], rows: 
     if wide {
         // In increasing order: the bytes a store writes past its kernel row
         // are overwritten by the next store (or land in the slack).
-        for pix in 0..oh * ow {
-            let (oy, ox) = (pix / ow, pix % ow);
-            let origin = oy * sh * wp + ox * sw;
-            let mut d = pix * k;
-            for c in 0..cg {
-                let mut src = c * plane + origin;
-                for _ in 0..kh {
-                    let v: [u8; 8] = padded[src..src + 8].try_into().expect("8 bytes");
-                    rows[d..d + 8].copy_from_slice(&v);
-                    d += kw;
-                    src += dh * wp;
+        let (src0, dst0) = (padded.as_ptr(), rows.as_mut_ptr());
+        let mut d = 0;
+        for oy in 0..oh {
+            for ox in 0..ow {
+                let origin = oy * sh * wp + ox * sw;
+                for c in 0..cg {
+                    let mut src = c * plane + origin;
+                    for _ in 0..kh {
+                        // SAFETY: `src` is a kernel row's first tap inside
+                        // the padded input, so src + 8 ≤ npad + SLACK ≤
+                        // padded.len(); d + kw ≤ nrows, so d + 8 ≤ nrows +
+                        // SLACK ≤ rows.len() (checked for `wide`).
+                        unsafe {
+                            let v = src0.add(src).cast::<[u8; 8]>().read_unaligned();
+                            dst0.add(d).cast::<[u8; 8]>().write_unaligned(v);
+                        }
+                        d += kw;
+                        src += dh * wp;
+                    }
                 }
             }
         }
@@ -203,6 +255,74 @@ fn copy_small(dst: &mut [u8], src: &[u8]) {
     }
 }
 
+/// The patch matrix of group `gi` of one channels-last sample `x` (`[H, W,
+/// C]`): `rows` receives `[OH · OW, KH · KW · C/groups]` with taps in
+/// `(kh, kw, c)` order, the order [`PackedConv::for_input`] packs
+/// [`Channels::Last`] weights in. Through `padded` as [`im2row_padded`]
+/// (here `(H + 2·PH) · (W + 2·PW) · C/groups` bytes): a kernel row
+/// (dilation 1) is one run of `KW · C/groups` bytes, moved 16 bytes at a
+/// time when both buffers have [`SLACK`] bytes to spare.
+fn im2row_last(
+    g: &Conv2d,
+    x: &[u8],
+    gi: usize,
+    zero_point: u8,
+    padded: &mut [u8],
+    rows: &mut [u8],
+) {
+    let (oh, ow) = g.out_hw();
+    let (h, w, c, cg, k) = (g.h, g.w, g.c, g.cg(), g.k());
+    let ([sh, sw], [ph, pw], [dh, dw]) = (g.stride, g.padding, g.dilation);
+    let wp = w + 2 * pw;
+    let npad = (h + 2 * ph) * wp * cg;
+    if ph > 0 || pw > 0 {
+        padded[..npad].fill(zero_point);
+    }
+    for (y, xr) in x[..h * w * c].chunks_exact((w * c).max(1)).enumerate() {
+        let prow = &mut padded[((y + ph) * wp + pw) * cg..][..w * cg];
+        if cg == c {
+            prow.copy_from_slice(xr);
+        } else {
+            for (d, s) in prow.chunks_exact_mut(cg).zip(xr.chunks_exact(c)) {
+                d.copy_from_slice(&s[gi * cg..][..cg]);
+            }
+        }
+    }
+    // Dilation 1: one run per kernel row; else one per tap.
+    let (run, runs) = if dw == 1 { (g.kw * cg, 1) } else { (cg, g.kw) };
+    let wide = padded.len() >= npad + SLACK && rows.len() >= oh * ow * k + SLACK;
+    for pix in 0..oh * ow {
+        let (oy, ox) = (pix / ow, pix % ow);
+        let mut d = pix * k;
+        for ki in 0..g.kh {
+            let row = ((oy * sh + ki * dh) * wp + ox * sw) * cg;
+            for kj in 0..runs {
+                let src = row + kj * dw * cg;
+                if wide {
+                    copy_run(rows, d, padded, src, run);
+                } else {
+                    rows[d..d + run].copy_from_slice(&padded[src..src + run]);
+                }
+                d += run;
+            }
+        }
+    }
+}
+
+/// Copies `len` bytes from `src[s..]` to `dst[d..]` in 16-byte moves (a
+/// copy of variable length is a `memcpy` call): up to 15 bytes past
+/// `d + len` receive whatever follows in `src`, which the caller's next
+/// run overwrites or its slack absorbs.
+#[inline(always)]
+fn copy_run(dst: &mut [u8], d: usize, src: &[u8], s: usize, len: usize) {
+    let mut o = 0;
+    while o < len {
+        let v: [u8; 16] = src[s + o..s + o + 16].try_into().expect("16 bytes");
+        dst[d + o..d + o + 16].copy_from_slice(&v);
+        o += 16;
+    }
+}
+
 /// `y[b, O, OH, OW] = conv2d(x[b, C, H, W], w[O, C/groups, KH, KW])`
 /// (cross-correlation, as [`crate::conv::conv2d`]) on u8 activations
 /// quantized with `x_quant` and packed int8 weights, with the epilogue and
@@ -213,7 +333,9 @@ fn copy_small(dst: &mut [u8], src: &[u8]) {
 /// One sample and group at a time: [`im2row`] into `scratch` (at least
 /// [`conv_scratch_len`] bytes), then [`qgemm`](super::qgemm)'s kernels
 /// over the patches, writing NCHW planes directly. Allocation-free; `par`
-/// splits each product as in `qgemm`, bit-identically.
+/// splits each product as in `qgemm`, bit-identically. The input is read
+/// in the layout `w` was packed for ([`PackedConv::input`]; NCHW from
+/// [`PackedConv::new`]); [`conv2d_layout`] can also write NHWC.
 ///
 /// Fails, before touching anything, if the slices do not fit the geometry
 /// and batch, or the weights were packed for another geometry.
@@ -228,10 +350,29 @@ pub fn conv2d(
     out: Output<'_>,
     scratch: &mut [u8],
 ) -> Result<(), QuantError> {
-    conv2d_with(Isa::detect(), par, g, batch, x, x_quant, w, out, scratch)
+    conv2d_layout(par, g, batch, x, x_quant, w, out, Channels::First, scratch)
 }
 
-/// [`conv2d`] with an explicit kernel family (tests run every one).
+/// [`conv2d`] writing its output in layout `out_layout` (with
+/// [`Channels::Last`], `[b, OH, OW, O]`: each pixel's output channels are
+/// one contiguous store).
+#[allow(clippy::too_many_arguments)]
+pub fn conv2d_layout(
+    par: Parallelism,
+    g: &Conv2d,
+    batch: usize,
+    x: &[u8],
+    x_quant: ActQuant,
+    w: &PackedConv,
+    out: Output<'_>,
+    out_layout: Channels,
+    scratch: &mut [u8],
+) -> Result<(), QuantError> {
+    let isa = Isa::detect();
+    conv2d_with(isa, par, g, batch, x, x_quant, w, out, out_layout, scratch)
+}
+
+/// [`conv2d_layout`] with an explicit kernel family (tests run every one).
 #[allow(clippy::too_many_arguments)]
 pub(super) fn conv2d_with(
     isa: Isa,
@@ -242,6 +383,7 @@ pub(super) fn conv2d_with(
     x_quant: ActQuant,
     w: &PackedConv,
     mut out: Output<'_>,
+    out_layout: Channels,
     scratch: &mut [u8],
 ) -> Result<(), QuantError> {
     check_geometry(g)?;
@@ -280,33 +422,43 @@ pub(super) fn conv2d_with(
         check_weights(wg, None)?;
     }
     let (patches, padded) = scratch[..scratch_len].split_at_mut(patches_len(g));
-    // Output pixel i of channel j of a group's plane is at i + j · OH·OW.
-    let sink = out.sink(1, ohw);
+    // NCHW: output pixel i of channel j of a group's plane is at
+    // i + j · OH·OW. NHWC: at i · O + j.
+    let sink = match out_layout {
+        Channels::First => out.sink(1, ohw),
+        Channels::Last => out.sink(g.o, 1),
+    };
     let threads = max_threads(par);
+    let zp = x_quant.zero_point();
     for n in 0..batch {
         for (gi, wg) in w.groups.iter().enumerate() {
-            im2row_padded(
-                g,
-                &x[g.in_range(n, gi)],
-                x_quant.zero_point(),
-                padded,
-                patches,
-            );
+            match w.input {
+                Channels::First => im2row_padded(g, &x[g.in_range(n, gi)], zp, padded, patches),
+                Channels::Last => {
+                    let sample = g.c * g.h * g.w;
+                    im2row_last(g, &x[n * sample..][..sample], gi, zp, padded, patches)
+                }
+            }
+            let start = match out_layout {
+                Channels::First => g.out_range(n, gi).start,
+                Channels::Last => n * ohw * g.o + gi * og,
+            };
             let p = Problem {
                 m: ohw,
                 a: patches,
                 lda: k,
-                zp: i32::from(x_quant.zero_point()),
+                zp: i32::from(zp),
                 a_scale: x_quant.scale(),
                 w: wg,
-                // SAFETY: the group's plane starts inside the output (its
-                // length was checked) and channel gi · og inside the bias.
-                sink: unsafe { sink.shifted(g.out_range(n, gi).start, gi * og) },
+                // SAFETY: the group's first output element lies inside the
+                // output (its length was checked) and channel gi · og
+                // inside the bias.
+                sink: unsafe { sink.shifted(start, gi * og) },
             };
             // SAFETY: the patches hold OH·OW rows of k bytes; the group's
-            // OH·OW × og outputs lie in its NCHW planes, inside `out`,
-            // which this call borrows mutably; `isa` is detected (or one of
-            // `Isa::all()` in tests).
+            // OH·OW × og outputs lie in its NCHW planes (or NHWC pixels),
+            // inside `out`, which this call borrows mutably; `isa` is
+            // detected (or one of `Isa::all()` in tests).
             unsafe { run(isa, &p, threads) };
         }
     }

@@ -117,10 +117,30 @@ impl<'a> Sink<'a> {
         j0: usize,
         nr: usize,
     ) {
+        // (Computing only 8 lanes for panels of at most 8 channels was
+        // tried: LLVM vectorised it worse, more instructions per row.)
+        // SAFETY: forwarded contract.
+        unsafe { self.store_n::<NR>(pp, acc, i0, mr, j0, nr) }
+    }
+
+    /// [`Sink::store`] computing the first `N ≥ nr` lanes.
+    ///
+    /// # Safety
+    /// As for [`Sink::store`].
+    #[inline(always)]
+    unsafe fn store_n<const N: usize>(
+        &self,
+        pp: &PanelParams,
+        acc: &[[i32; NR]],
+        i0: usize,
+        mr: usize,
+        j0: usize,
+        nr: usize,
+    ) {
         for (r, row) in acc.iter().enumerate().take(mr) {
             // Exact: |acc|, |zc| and their difference stay below
             // MAX_DEPTH · 255 · 63 ≤ i32::MAX (checked by the caller).
-            let v: [i32; NR] = std::array::from_fn(|c| row[c] - pp.zc[c]);
+            let v: [i32; N] = std::array::from_fn(|c| row[c] - pp.zc[c]);
             let at = (i0 + r) * self.rs + j0 * self.cs;
             // SAFETY (all arms): the caller's contract covers every element
             // `write` touches.
@@ -133,8 +153,8 @@ impl<'a> Sink<'a> {
                     }
                     Kind::U8(out, inv, zp) => {
                         let y = self.real(pp, &v);
-                        let q: [u8; NR] = std::array::from_fn(|c| quantize_one(y[c], inv, zp));
-                        write(out.add(at), self.cs, &q, nr)
+                        let q: [u8; N] = std::array::from_fn(|c| quantize_one(y[c], inv, zp));
+                        write_bytes(out.add(at), self.cs, &q, nr)
                     }
                 }
             }
@@ -144,8 +164,8 @@ impl<'a> Sink<'a> {
     /// `v · mult + bias`, then ReLU if asked: the f32 output values (the
     /// i32 → f32 conversion rounds to nearest once beyond 2^24).
     #[inline(always)]
-    fn real(&self, pp: &PanelParams, v: &[i32; NR]) -> [f32; NR] {
-        let y: [f32; NR] = std::array::from_fn(|c| v[c] as f32 * pp.mult[c] + pp.bias[c]);
+    fn real<const N: usize>(&self, pp: &PanelParams, v: &[i32; N]) -> [f32; N] {
+        let y: [f32; N] = std::array::from_fn(|c| v[c] as f32 * pp.mult[c] + pp.bias[c]);
         if self.relu {
             y.map(|x| x.max(0.0))
         } else {
@@ -159,17 +179,52 @@ impl<'a> Sink<'a> {
 /// # Safety
 /// Those `nr` elements must be writable and not accessed by anyone else.
 #[inline(always)]
-unsafe fn write<T: Copy>(dst: *mut T, cs: usize, vals: &[T; NR], nr: usize) {
+unsafe fn write<T: Copy, const N: usize>(dst: *mut T, cs: usize, vals: &[T; N], nr: usize) {
     // SAFETY: forwarded contract.
     unsafe {
-        if cs == 1 && nr == NR {
+        if cs == 1 && nr == N {
             // A fixed-size copy: one or two vector stores (a copy of
             // variable length would become a `memcpy` call per row).
-            dst.cast::<[T; NR]>().write_unaligned(*vals);
+            dst.cast::<[T; N]>().write_unaligned(*vals);
         } else {
             for (c, &v) in vals.iter().enumerate().take(nr) {
                 *dst.add(c * cs) = v;
             }
+        }
+    }
+}
+
+/// [`write`] for bytes: a contiguous partial row (a channels-last tensor
+/// with fewer than 16 channels) as two overlapping fixed-size stores, the
+/// same bytes written twice where they overlap, instead of one store per
+/// byte.
+///
+/// # Safety
+/// As for [`write`].
+#[inline(always)]
+unsafe fn write_bytes<const N: usize>(dst: *mut u8, cs: usize, vals: &[u8; N], nr: usize) {
+    /// Bytes `0..M` and `nr − M..nr` of `vals` (`M ≤ nr ≤ 2M`).
+    ///
+    /// # Safety
+    /// `dst..dst + nr` must be writable.
+    #[inline(always)]
+    unsafe fn two<const M: usize, const N: usize>(dst: *mut u8, vals: &[u8; N], nr: usize) {
+        let head: [u8; M] = vals[..M].try_into().expect("M ≤ nr");
+        let tail: [u8; M] = vals[nr - M..nr].try_into().expect("M ≤ nr");
+        // SAFETY: both stores lie in dst..dst + nr.
+        unsafe {
+            dst.cast::<[u8; M]>().write_unaligned(head);
+            dst.add(nr - M).cast::<[u8; M]>().write_unaligned(tail);
+        }
+    }
+    // SAFETY (all arms): forwarded contract.
+    unsafe {
+        match (cs, nr) {
+            (1, nr) if nr == N => write(dst, cs, vals, nr),
+            (1, 8..) => two::<8, N>(dst, vals, nr),
+            (1, 4..8) => two::<4, N>(dst, vals, nr),
+            (1, 2..4) => two::<2, N>(dst, vals, nr),
+            _ => write(dst, cs, vals, nr),
         }
     }
 }

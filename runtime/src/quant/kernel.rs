@@ -104,8 +104,10 @@ pub(super) trait Tile {
     const MR: usize;
 
     /// Writes `Σ_k A[rows[r], k] · panel[k, j]` over depth `k` into
-    /// `acc[r][j]`, `r < mr ≤ MR`, `j < 16`; rows `mr..MAX_MR` only repeat
-    /// row `mr − 1` and may be skipped.
+    /// `acc[r][j]`, `r < mr ≤ MR`, `j < nr ≤ 16`; rows `mr..MAX_MR` only
+    /// repeat row `mr − 1` and may be skipped, and lanes `nr..16` may be
+    /// left holding anything (a panel of at most 8 channels, e.g. LeNet's
+    /// first convolution, then needs half the multiply-adds).
     ///
     /// # Safety
     /// Each row pointer must be readable for `k` bytes, the panel for
@@ -113,6 +115,7 @@ pub(super) trait Tile {
     unsafe fn tile(
         k: usize,
         mr: usize,
+        nr: usize,
         rows: &[*const u8; MAX_MR],
         panel: *const i8,
         acc: &mut [[i32; NR]; MAX_MR],
@@ -150,7 +153,7 @@ pub(super) unsafe fn blocks<T: Tile>(p: &Problem<'_>, rows: Range<usize>, panels
                 // ⌈k/4⌉ quads; this task owns the tile's outputs; the caller
                 // vouches for the CPU.
                 unsafe {
-                    T::tile(k, mr, &row_ptrs, b, &mut acc);
+                    T::tile(k, mr, nr, &row_ptrs, b, &mut acc);
                     p.sink.store(&pp, &acc[..mr], it, mr, j0, nr);
                 }
             }
@@ -189,6 +192,7 @@ impl Tile for Portable {
     unsafe fn tile(
         k: usize,
         _mr: usize,
+        _nr: usize,
         rows: &[*const u8; MAX_MR],
         panel: *const i8,
         acc: &mut [[i32; NR]; MAX_MR],

@@ -89,11 +89,11 @@ mod scheme;
 mod tests;
 mod weights;
 
-pub use conv::{conv2d, conv_scratch_len, im2row, PackedConv};
+pub use conv::{conv2d, conv2d_layout, conv_scratch_len, im2row, Channels, PackedConv};
 pub use gemm::{kernel_family, qgemm, Epilogue, Output, QMatRef};
 pub use packed::PackedWeights;
 pub use plan::{Int8Model, Plan, PlanError, Step};
-pub use pool::max_pool2d_u8;
+pub use pool::{max_pool2d_u8, max_pool2d_u8_channels_last};
 pub use scheme::{dequantize_u8, quantize_u8, ActQuant, MinMax};
 pub use weights::{QuantWeights, WeightLayout};
 

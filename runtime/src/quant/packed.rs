@@ -44,7 +44,18 @@ impl PackedWeights {
     /// Packs every output channel of `q` (a dense layer's weights, or a
     /// convolution with one group).
     pub fn new(q: &QuantWeights) -> Self {
-        Self::pack(q, 0..q.channels())
+        Self::pack(q, 0..q.channels(), None)
+    }
+
+    /// Packs every output channel of `q` with its depth reordered: depth
+    /// `k'` of the product is depth `order[k']` of `q` (so the activations
+    /// may come in another order than the weights were stored in, e.g. a
+    /// channels-last tensor flattened into a dense layer).
+    ///
+    /// # Panics
+    /// If `order` is not a permutation of `0..q.depth()`.
+    pub fn reordered(q: &QuantWeights, order: &[usize]) -> Self {
+        Self::pack(q, 0..q.channels(), Some(order))
     }
 
     /// Quantizes (per output channel, see [`QuantWeights::dense`]) and packs
@@ -64,11 +75,23 @@ impl PackedWeights {
             "channel range {channels:?} outside 0..{}",
             q.channels()
         );
-        Self::pack(q, channels)
+        Self::pack(q, channels, None)
     }
 
-    fn pack(q: &QuantWeights, channels: Range<usize>) -> Self {
+    /// Packs `channels` of `q`, depth `k'` taken from `q`'s depth
+    /// `order[k']` (the identity without an order).
+    pub(super) fn pack(q: &QuantWeights, channels: Range<usize>, order: Option<&[usize]>) -> Self {
         let (k, n) = (q.depth(), channels.len());
+        if let Some(order) = order {
+            let mut seen = vec![false; k];
+            assert!(
+                order.len() == k
+                    && order
+                        .iter()
+                        .all(|&o| o < k && !std::mem::replace(&mut seen[o], true)),
+                "depth order is not a permutation of 0..{k}"
+            );
+        }
         let quads = k.div_ceil(KQ);
         let panels = n.div_ceil(NR);
         let mut data = vec![0i8; panels * quads * QUAD_BYTES];
@@ -79,7 +102,7 @@ impl PackedWeights {
             let panel = &mut data[j / NR * quads * QUAD_BYTES..][..quads * QUAD_BYTES];
             let mut sum = 0i32;
             for kk in 0..k {
-                let v = q.get(kk, c);
+                let v = q.get(order.map_or(kk, |o| o[kk]), c);
                 panel[kk / KQ * QUAD_BYTES + j % NR * KQ + kk % KQ] = v;
                 sum += i32::from(v);
             }

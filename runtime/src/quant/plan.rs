@@ -16,7 +16,7 @@
 
 use std::collections::BTreeMap;
 
-use super::{ActQuant, MinMax, PackedConv, PackedWeights, QuantError, QuantWeights};
+use super::{ActQuant, Channels, MinMax, PackedConv, PackedWeights, QuantError, QuantWeights};
 use crate::kernels::conv::{Conv2d, Pool2d};
 use crate::params::ParamSpec;
 use thiserror::Error;
@@ -392,7 +392,7 @@ impl Int8Model {
                 _ => None,
             });
         }
-        Ok(Int8Model::assemble(plan, layers, acts))
+        Int8Model::assemble(plan, layers, acts)
     }
 
     /// The model of a checked plan, its layers and the activation
@@ -400,22 +400,27 @@ impl Int8Model {
     /// get their input's.
     fn assemble(
         plan: Plan,
-        layers: Vec<Option<Layer>>,
+        mut layers: Vec<Option<Layer>>,
         mut acts: BTreeMap<usize, ActQuant>,
-    ) -> Self {
+    ) -> Result<Self, PlanError> {
         let layout = Layout::new(&plan);
         for &(y, x) in &layout.aliases {
             if let Some(&a) = acts.get(&x) {
                 acts.insert(y, a);
             }
         }
-        Int8Model {
+        for (s, layer) in plan.steps.iter().zip(&mut layers) {
+            if let (Some(layer), Some(shape)) = (layer, layout.last[s.input()]) {
+                layer.read_channels_last(shape)?;
+            }
+        }
+        Ok(Int8Model {
             plan,
             layers,
             acts,
             layout,
             bufs: run::Buffers::default(),
-        }
+        })
     }
 
     /// The plan this model runs.
@@ -458,6 +463,35 @@ impl Layer {
             packed,
             bias: bias.map(<[f32]>::to_vec),
         })
+    }
+
+    /// Repacks the weights for an input held channels-last with per-sample
+    /// shape `[C, H, W]`: a convolution's taps in `(kh, kw, c)` order, a
+    /// dense layer's rows in the order of `[H, W, C]` flattened.
+    fn read_channels_last(&mut self, [c, h, w]: [usize; 3]) -> Result<(), PlanError> {
+        self.packed = match &self.packed {
+            Packed::Conv(p) => Packed::Conv(PackedConv::for_input(
+                p.geometry(),
+                &self.q,
+                Channels::Last,
+            )?),
+            Packed::Dense(_) => {
+                if self.q.depth() != c * h * w {
+                    return Err(PlanError::Plan(format!(
+                        "a dense layer of depth {} reads a [{c}, {h}, {w}] tensor",
+                        self.q.depth()
+                    )));
+                }
+                let order: Vec<usize> = (0..c * h * w)
+                    .map(|t| {
+                        let (pix, ci) = (t / c, t % c);
+                        ci * h * w + pix
+                    })
+                    .collect();
+                Packed::Dense(PackedWeights::reordered(&self.q, &order))
+            }
+        };
+        Ok(())
     }
 }
 

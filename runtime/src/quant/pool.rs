@@ -62,3 +62,71 @@ pub fn max_pool2d_u8(p: &Pool2d, b: usize, y: &mut [u8], x: &[u8]) {
         }
     }
 }
+
+/// [`max_pool2d_u8`] over channels-last bytes (`[b, H, W, C]` to `[b, OH,
+/// OW, C]`): each window's pixels are maxed as whole runs of `C` bytes,
+/// which LLVM vectorises across the channels.
+///
+/// # Panics
+/// As for [`max_pool2d_u8`].
+pub fn max_pool2d_u8_channels_last(p: &Pool2d, b: usize, y: &mut [u8], x: &[u8]) {
+    let (oh, ow) = p.out_hw();
+    let c = p.c;
+    let (hwc, ohwc) = (p.h * p.w * c, oh * ow * c);
+    assert!(
+        x.len() == b * hwc && y.len() == b * ohwc,
+        "nnc internal error: byte pooling slices do not fit {p:?} at batch {b}"
+    );
+    if c == 0 || hwc == 0 || ohwc == 0 {
+        return;
+    }
+    if p.kernel == [2, 2] && p.stride == [2, 2] && p.padding == [0, 0] {
+        // The common 2×2/stride-2 pooling: two input pixels of two input
+        // rows per output pixel, no window clipping.
+        let row = p.w * c;
+        for (xs, ys) in x.chunks_exact(hwc).zip(y.chunks_exact_mut(ohwc)) {
+            for (oy, yr) in ys.chunks_exact_mut(ow * c).enumerate() {
+                let r0 = &xs[2 * oy * row..][..2 * ow * c];
+                let r1 = &xs[(2 * oy + 1) * row..][..2 * ow * c];
+                for ((yp, a), b) in yr
+                    .chunks_exact_mut(c)
+                    .zip(r0.chunks_exact(2 * c))
+                    .zip(r1.chunks_exact(2 * c))
+                {
+                    let ((a0, a1), (b0, b1)) = (a.split_at(c), b.split_at(c));
+                    for ((((v, &a0), &a1), &b0), &b1) in
+                        yp.iter_mut().zip(a0).zip(a1).zip(b0).zip(b1)
+                    {
+                        *v = a0.max(a1).max(b0.max(b1));
+                    }
+                }
+            }
+        }
+        return;
+    }
+    let ([kh, kw], [sh, sw], [ph, pw]) = (p.kernel, p.stride, p.padding);
+    let clip = |o: usize, k: usize, s: usize, pad: usize, n: usize| {
+        let lo = (o * s).saturating_sub(pad).min(n);
+        let hi = (o * s + k).saturating_sub(pad).min(n);
+        lo..hi
+    };
+    for (xs, ys) in x.chunks_exact(hwc).zip(y.chunks_exact_mut(ohwc)) {
+        for (oy, yr) in ys.chunks_exact_mut(ow * c).enumerate() {
+            let rows = clip(oy, kh, sh, ph, p.h);
+            for (ox, yp) in yr.chunks_exact_mut(c).enumerate() {
+                let cols = clip(ox, kw, sw, pw, p.w);
+                // A window entirely in the padding gives 0, as in the
+                // channels-first kernel.
+                yp.fill(0);
+                for iy in rows.clone() {
+                    let xr = &xs[(iy * p.w + cols.start) * c..(iy * p.w + cols.end) * c];
+                    for px in xr.chunks_exact(c) {
+                        for (v, &a) in yp.iter_mut().zip(px) {
+                            *v = (*v).max(a);
+                        }
+                    }
+                }
+            }
+        }
+    }
+}

@@ -78,6 +78,7 @@ impl<const VNNI: u8> Tile for Family<VNNI> {
     unsafe fn tile(
         k: usize,
         mr: usize,
+        nr: usize,
         rows: &[*const u8; MAX_MR],
         panel: *const i8,
         acc: &mut [[i32; NR]; MAX_MR],
@@ -87,14 +88,20 @@ impl<const VNNI: u8> Tile for Family<VNNI> {
         // With VNNI, short tiles split the depth over several accumulator
         // sets (`CH`), or `vpdpbusd`'s latency would bound them.
         unsafe {
-            match (mr, VNNI != NO_VNNI) {
-                (1, false) => tile::<1, VNNI, 1>(k, rows, panel, acc),
-                (2, false) => tile::<2, VNNI, 1>(k, rows, panel, acc),
-                (_, false) => tile::<4, VNNI, 1>(k, rows, panel, acc),
-                (1, true) => tile::<1, VNNI, 4>(k, rows, panel, acc),
-                (2, true) => tile::<2, VNNI, 2>(k, rows, panel, acc),
-                (3 | 4, true) => tile::<4, VNNI, 1>(k, rows, panel, acc),
-                _ => tile::<6, VNNI, 1>(k, rows, panel, acc),
+            // Panels of at most 8 channels use one register of them
+            // (`W = 1`); with VNNI, two accumulator sets then keep 12
+            // `vpdpbusd` in flight.
+            match (mr, VNNI != NO_VNNI, nr <= 8) {
+                (_, false, true) => tile::<4, VNNI, 1, 1>(k, rows, panel, acc),
+                (1, false, _) => tile::<1, VNNI, 1, 2>(k, rows, panel, acc),
+                (2, false, _) => tile::<2, VNNI, 1, 2>(k, rows, panel, acc),
+                (_, false, _) => tile::<4, VNNI, 1, 2>(k, rows, panel, acc),
+                (1 | 2, true, true) => tile::<2, VNNI, 4, 1>(k, rows, panel, acc),
+                (_, true, true) => tile::<6, VNNI, 2, 1>(k, rows, panel, acc),
+                (1, true, _) => tile::<1, VNNI, 4, 2>(k, rows, panel, acc),
+                (2, true, _) => tile::<2, VNNI, 2, 2>(k, rows, panel, acc),
+                (3 | 4, true, _) => tile::<4, VNNI, 1, 2>(k, rows, panel, acc),
+                _ => tile::<6, VNNI, 1, 2>(k, rows, panel, acc),
             }
         }
     }
@@ -145,7 +152,7 @@ unsafe fn dpbusd<const ENC: u8>(acc: __m256i, a: __m256i, b: __m256i) -> __m256i
 /// The CPU must support AVX2 (and AVX-VNNI with `VNNI`).
 #[target_feature(enable = "avx2")]
 #[inline]
-unsafe fn quad<const R: usize, const VNNI: u8>(
+unsafe fn quad<const R: usize, const VNNI: u8, const W: usize>(
     acc: &mut [[__m256i; 2]; R],
     a: [__m256i; R],
     b0: __m256i,
@@ -157,29 +164,33 @@ unsafe fn quad<const R: usize, const VNNI: u8>(
             // SAFETY: the caller vouches for the extension.
             unsafe {
                 row[0] = dpbusd::<VNNI>(row[0], a, b0);
-                row[1] = dpbusd::<VNNI>(row[1], a, b1);
+                if W == 2 {
+                    row[1] = dpbusd::<VNNI>(row[1], a, b1);
+                }
             }
         } else {
             // Lane 2c of the i16 products is a0·w0 + a1·w1 of channel c,
             // lane 2c + 1 is a2·w2 + a3·w3; `vpmaddwd` with 1s sums them
             // into i32 lane c.
             let p0 = _mm256_madd_epi16(_mm256_maddubs_epi16(a, b0), ones);
-            let p1 = _mm256_madd_epi16(_mm256_maddubs_epi16(a, b1), ones);
             row[0] = _mm256_add_epi32(row[0], p0);
-            row[1] = _mm256_add_epi32(row[1], p1);
+            if W == 2 {
+                let p1 = _mm256_madd_epi16(_mm256_maddubs_epi16(a, b1), ones);
+                row[1] = _mm256_add_epi32(row[1], p1);
+            }
         }
     }
 }
 
-/// A tile of `R ≤ MAX_MR` rows, its depth-quads dealt round-robin to `CH`
-/// independent sets of accumulators (summed at the end: integer sums do
-/// not depend on the order).
+/// A tile of `R ≤ MAX_MR` rows and `8 · W` channels (`W` = 1 or 2), its
+/// depth-quads dealt round-robin to `CH` independent sets of accumulators
+/// (summed at the end: integer sums do not depend on the order).
 ///
 /// # Safety
 /// As for [`Tile::tile`]; the CPU must support AVX2 (and AVX-VNNI with
 /// `VNNI`).
 #[target_feature(enable = "avx2")]
-unsafe fn tile<const R: usize, const VNNI: u8, const CH: usize>(
+unsafe fn tile<const R: usize, const VNNI: u8, const CH: usize, const W: usize>(
     k: usize,
     rows: &[*const u8; MAX_MR],
     panel: *const i8,
@@ -203,11 +214,15 @@ unsafe fn tile<const R: usize, const VNNI: u8, const CH: usize>(
                 }
                 let b = panel.add(q * QUAD_BYTES);
                 let b0 = _mm256_loadu_si256(b.cast());
-                let b1 = _mm256_loadu_si256(b.add(32).cast());
+                let b1 = if W == 2 {
+                    _mm256_loadu_si256(b.add(32).cast())
+                } else {
+                    b0
+                };
                 for (r, v) in av.iter_mut().enumerate() {
                     *v = _mm256_set1_epi32(rows[r].add(q * KQ).cast::<i32>().read_unaligned());
                 }
-                quad::<R, VNNI>(set, av, b0, b1, ones);
+                quad::<R, VNNI, W>(set, av, b0, b1, ones);
                 q += 1;
             }
         }
@@ -219,19 +234,21 @@ unsafe fn tile<const R: usize, const VNNI: u8, const CH: usize>(
                 let bytes = tail_quad(rows[r].add(quads * KQ), rem);
                 *v = _mm256_set1_epi32(i32::from_le_bytes(bytes));
             }
-            quad::<R, VNNI>(&mut acc[0], av, b0, b1, ones);
+            quad::<R, VNNI, W>(&mut acc[0], av, b0, b1, ones);
         }
         let (first, others) = acc.split_at_mut(1);
         for set in others {
             for (row, other) in first[0].iter_mut().zip(set) {
-                for (a, b) in row.iter_mut().zip(other) {
+                for (a, b) in row.iter_mut().zip(other).take(W) {
                     *a = _mm256_add_epi32(*a, *b);
                 }
             }
         }
         for (dst, v) in out.iter_mut().zip(first[0]) {
             _mm256_storeu_si256(dst.as_mut_ptr().cast(), v[0]);
-            _mm256_storeu_si256(dst.as_mut_ptr().add(8).cast(), v[1]);
+            if W == 2 {
+                _mm256_storeu_si256(dst.as_mut_ptr().add(8).cast(), v[1]);
+            }
         }
     }
 }

@@ -215,7 +215,7 @@ impl Int8Model {
             let a = ActQuant::new(scale, zp).map_err(|e| Corrupt::File(format!("act.{v}: {e}")))?;
             acts.insert(v, a);
         }
-        Ok(Int8Model::assemble(plan, layers, acts))
+        Ok(Int8Model::assemble(plan, layers, acts)?)
     }
 }
 

@@ -9,6 +9,13 @@
 //! next one). Where something other than an int8 step or a max pooling
 //! reads the pooled value, the pooling dequantizes its bytes instead
 //! (`max` then dequantize equals dequantize then `max`).
+//!
+//! A u8-only value a convolution writes is held channels-last (NHWC, with
+//! its `[C, H, W]` recorded) when every step that reads it can read that:
+//! convolutions (their weights packed in `(kh, kw, c)` tap order), dense
+//! layers (their weights' rows permuted to the flattening of `[H, W, C]`)
+//! and byte max poolings whose output is held channels-last in turn. The
+//! epilogue then stores each pixel's channels contiguously.
 
 use super::{Plan, Step};
 
@@ -24,6 +31,8 @@ pub(super) struct Layout {
     /// holds a byte pooling of `source`, so it shares `source`'s
     /// quantization.
     pub(super) aliases: Vec<(usize, usize)>,
+    /// Per value: `Some([C, H, W])` when it is held channels-last.
+    pub(super) last: Vec<Option<[usize; 3]>>,
 }
 
 impl Layout {
@@ -59,10 +68,37 @@ impl Layout {
                 aliases.push((y, x));
             }
         }
+        // Whether every reader of a value reads channels-last bytes; the
+        // readers come later, so walk the steps backwards.
+        let mut last_ok = u8_only.clone();
+        for (i, s) in plan.steps.iter().enumerate().rev() {
+            let ok = match s {
+                Step::Conv { .. } | Step::Dense { .. } => true,
+                Step::MaxPool { .. } => u8_pool[i] && u8_only[s.out()] && last_ok[s.out()],
+                _ => false,
+            };
+            last_ok[s.input()] &= ok;
+        }
+        let mut last = vec![None; n];
+        for (i, s) in plan.steps.iter().enumerate() {
+            let y = s.out();
+            last[y] = match s {
+                Step::Conv { geometry: g, .. } if last_ok[y] => {
+                    let (oh, ow) = g.out_hw();
+                    Some([g.o, oh, ow])
+                }
+                Step::MaxPool { pool, .. } if u8_pool[i] && last[s.input()].is_some() => {
+                    let (oh, ow) = pool.out_hw();
+                    Some([pool.c, oh, ow])
+                }
+                _ => None,
+            };
+        }
         Layout {
             u8_only,
             u8_pool,
             aliases,
+            last,
         }
     }
 

@@ -8,8 +8,8 @@ use crate::gemm::Parallelism;
 use crate::kernels::conv;
 use crate::kernels::{matmul, softmax};
 use crate::quant::{
-    conv2d, conv_scratch_len, dequantize_u8, max_pool2d_u8, qgemm, quantize_u8, ActQuant, Epilogue,
-    MinMax, Output, QMatRef,
+    conv2d_layout, conv_scratch_len, dequantize_u8, max_pool2d_u8, max_pool2d_u8_channels_last,
+    qgemm, quantize_u8, ActQuant, Channels, Epilogue, MinMax, Output, QMatRef,
 };
 
 /// The buffers a run works in: one f32 and one u8 tensor per value (each
@@ -137,7 +137,12 @@ impl Buffers {
                     Step::MaxPool { pool, .. } if on_bytes => {
                         let mut qo = std::mem::take(&mut self.q[y]);
                         grow(&mut qo, len(y));
-                        max_pool2d_u8(pool, b, &mut qo[..len(y)], &self.q[x][..len(x)]);
+                        let (yq, xq) = (&mut qo[..len(y)], &self.q[x][..len(x)]);
+                        if layout.last[x].is_some() {
+                            max_pool2d_u8_channels_last(pool, b, yq, xq);
+                        } else {
+                            max_pool2d_u8(pool, b, yq, xq);
+                        }
                         if !layout.u8_only[y] {
                             dequantize_u8(act(x)?, &qo[..len(y)], &mut o[..len(y)]);
                         }
@@ -178,7 +183,12 @@ impl Buffers {
                 Packed::Conv(w) => {
                     let g = w.geometry();
                     grow(&mut self.qscratch, conv_scratch_len(g));
-                    conv2d(par, g, b, xq, xa, w, sink, &mut self.qscratch)
+                    let out_layout = match layout.last[y] {
+                        Some(_) => Channels::Last,
+                        None => Channels::First,
+                    };
+                    let scratch = &mut self.qscratch;
+                    conv2d_layout(par, g, b, xq, xa, w, sink, out_layout, scratch)
                 }
             };
             self.f[y] = fo;

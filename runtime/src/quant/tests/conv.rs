@@ -127,6 +127,7 @@ fn conv_accumulators_are_exact_and_outputs_match_f32() {
                 xq,
                 &w,
                 Output::I32(&mut yi),
+                Channels::First,
                 &mut scratch,
             )
             .unwrap();
@@ -143,6 +144,7 @@ fn conv_accumulators_are_exact_and_outputs_match_f32() {
                 xq,
                 &w,
                 Output::F32(&mut yf, ep),
+                Channels::First,
                 &mut scratch,
             )
             .unwrap();
@@ -167,6 +169,7 @@ fn conv_accumulators_are_exact_and_outputs_match_f32() {
                 xq,
                 &w,
                 Output::U8(&mut yu, ep, next),
+                Channels::First,
                 &mut scratch,
             )
             .unwrap();
@@ -197,6 +200,98 @@ fn conv_accumulators_are_exact_and_outputs_match_f32() {
                 (a - r).abs() <= 1e-4 * (1.0 + r.abs()),
                 "{g:?}: element {i}: {a} vs {r}"
             );
+        }
+    }
+}
+
+/// `[b, C, H, W]` to `[b, H, W, C]`.
+pub(super) fn to_last<T: Copy>(x: &[T], b: usize, c: usize, hw: usize) -> Vec<T> {
+    let mut y = x.to_vec();
+    for n in 0..b {
+        for ci in 0..c {
+            for p in 0..hw {
+                y[(n * hw + p) * c + ci] = x[(n * c + ci) * hw + p];
+            }
+        }
+    }
+    y
+}
+
+/// Channels-last inputs and outputs, every combination: the same exact
+/// accumulators and requantized bytes as the channels-first convolution,
+/// transposed.
+#[test]
+fn channels_last_conv_is_the_transposed_conv() {
+    let mut rng = Rng::new(22);
+    let mut geometries = GEOMETRIES.to_vec();
+    // LeNet's second layer (a 30-byte kernel row), and kernel rows of 17
+    // and 16 bytes (the 16-byte moves' edges), with more channels than a
+    // panel.
+    geometries.push((6, 14, 14, 16, 5, 5, [1, 1], [0, 0], [1, 1], 1));
+    geometries.push((17, 6, 5, 20, 3, 1, [1, 1], [1, 0], [1, 1], 1));
+    geometries.push((8, 7, 7, 6, 2, 2, [2, 1], [1, 1], [1, 1], 2));
+    for geo in &geometries {
+        let g = geometry(geo);
+        let b = 3;
+        let (oh, ow) = g.out_hw();
+        let x = bytes(&mut rng, b * g.c * g.h * g.w);
+        let xq = ActQuant::new(0.03, rng.below(256) as u8).unwrap();
+        let wf: Vec<f32> = (0..g.o * g.k())
+            .map(|_| rng.uniform_f32(-0.5, 0.5))
+            .collect();
+        let q = QuantWeights::conv(&wf, g.o).unwrap();
+        let want = reference(&g, b, &x, xq.zero_point(), &q);
+        let bias: Vec<f32> = (0..g.o).map(|_| rng.uniform_f32(-1.0, 1.0)).collect();
+        let ep = Epilogue {
+            bias: Some(&bias),
+            relu: true,
+        };
+        let next = ActQuant::from_min_max(-1.0, 3.0).unwrap();
+        let len = b * g.o * oh * ow;
+        let mut scratch = vec![0xEEu8; conv_scratch_len(&g)];
+        let mut want_u8 = vec![0u8; len];
+        let first = PackedConv::new(&g, &q).unwrap();
+        conv2d(
+            Parallelism::Sequential,
+            &g,
+            b,
+            &x,
+            xq,
+            &first,
+            Output::U8(&mut want_u8, ep, next),
+            &mut scratch,
+        )
+        .unwrap();
+        let x_last = to_last(&x, b, g.c, g.h * g.w);
+        for isa in Isa::all() {
+            for (input, out_layout) in [
+                (Channels::First, Channels::Last),
+                (Channels::Last, Channels::First),
+                (Channels::Last, Channels::Last),
+            ] {
+                let label = format!("{isa:?} {input:?} -> {out_layout:?} {g:?}");
+                let w = PackedConv::for_input(&g, &q, input).unwrap();
+                assert_eq!(w.input(), input);
+                let xin = if input == Channels::Last { &x_last } else { &x };
+                let fix = |y: Vec<i64>| match out_layout {
+                    Channels::Last => to_last(&y, b, g.o, oh * ow),
+                    Channels::First => y,
+                };
+                let par = Parallelism::Sequential;
+                let mut yi = vec![0i32; len];
+                let out = Output::I32(&mut yi);
+                conv2d_with(isa, par, &g, b, xin, xq, &w, out, out_layout, &mut scratch).unwrap();
+                let yi: Vec<i64> = yi.into_iter().map(i64::from).collect();
+                assert_eq!(yi, fix(want.clone()), "{label}");
+                let mut yu = vec![0u8; len];
+                let out = Output::U8(&mut yu, ep, next);
+                conv2d_with(isa, par, &g, b, xin, xq, &w, out, out_layout, &mut scratch).unwrap();
+                let want_u8 = match out_layout {
+                    Channels::Last => to_last(&want_u8, b, g.o, oh * ow),
+                    Channels::First => want_u8.clone(),
+                };
+                assert_eq!(yu, want_u8, "{label}");
+            }
         }
     }
 }

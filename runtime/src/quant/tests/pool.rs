@@ -4,7 +4,9 @@
 use super::bytes;
 use crate::conv::{max_pool2d, Pool2d};
 use crate::quant::plan::{Plan, Step};
-use crate::quant::{dequantize_u8, max_pool2d_u8, quantize_u8, ActQuant};
+use crate::quant::{
+    dequantize_u8, max_pool2d_u8, max_pool2d_u8_channels_last, quantize_u8, ActQuant,
+};
 use crate::rng::Rng;
 
 /// `max_pool2d_u8(q)` is `quantize(max_pool2d(dequantize(q)))`, bit for
@@ -42,6 +44,11 @@ fn byte_pooling_equals_pooling_the_values() {
         let mut want = vec![0u8; got.len()];
         quantize_u8(act, &yf, &mut want);
         assert_eq!(got, want, "{p:?}");
+        // Channels-last: the same bytes, transposed.
+        let mut last = vec![0u8; got.len()];
+        let x_last = super::conv::to_last(&x, b, 3, h * w);
+        max_pool2d_u8_channels_last(&p, b, &mut last, &x_last);
+        assert_eq!(last, super::conv::to_last(&got, b, 3, oh * ow), "{p:?}");
     }
 }
 
