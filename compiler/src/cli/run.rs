@@ -595,10 +595,17 @@ pub fn explain(a: &ExplainArgs) -> Result<ExitCode, Failure> {
     args.push(output.into_os_string());
     // The program's report goes where the int8 plan's does (standard
     // error): standard output may be carrying the generated code.
-    let status = Command::new(&p.exe)
+    let mut child = Command::new(&p.exe)
         .args(&args)
-        .stdout(std::io::stderr())
-        .status()
+        .stdout(std::process::Stdio::piped())
+        .spawn()
+        .with_context(|| format!("cannot run {}", p.exe.display()))?;
+    if let Some(mut out) = child.stdout.take() {
+        std::io::copy(&mut out, &mut std::io::stderr())
+            .with_context(|| format!("cannot read the output of {}", p.exe.display()))?;
+    }
+    let status = child
+        .wait()
         .with_context(|| format!("cannot run {}", p.exe.display()))?;
     Ok(match status.code() {
         Some(0) => ExitCode::SUCCESS,

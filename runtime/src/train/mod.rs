@@ -75,6 +75,7 @@ use crate::parallel::StepRankError;
 use crate::schedule::ScheduleError;
 
 pub use eval::{evaluate, predict, predict_scores, Eval, Prediction, Scores};
+#[cfg(feature = "app")]
 pub(crate) use eval::{feature_slot, label_slot};
 pub use fit::{fit, fit_with};
 pub use metrics::{Confusion, Metrics};
