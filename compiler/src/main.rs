@@ -78,6 +78,9 @@ enum Command {
         /// standard error.
         #[arg(long, value_enum)]
         quantize: Option<QuantizeArg>,
+        /// With --quantize int8: calibrate on data and write int8 weights.
+        #[command(flatten)]
+        calibration: cli::run::CalibrateArgs,
     },
     /// Write the graph of a network.
     Graph {
@@ -209,6 +212,7 @@ fn run(cli: Cli) -> anyhow::Result<ExitCode> {
             explain_fusion,
             explain,
             quantize,
+            calibration,
         } => {
             use nnc_compiler::passes::{OptLevel, PASS_NAMES};
             if list_passes {
@@ -270,7 +274,7 @@ fn run(cli: Cli) -> anyhow::Result<ExitCode> {
                     eprint!("{}", report::stats(&net.name, &s));
                 }
             }
-            Ok(ExitCode::SUCCESS)
+            launched(cli::run::calibrate(&file, &calibration))
         }
         Command::Graph {
             file,

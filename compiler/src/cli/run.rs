@@ -52,21 +52,40 @@ pub struct WeightsArgs {
     pub weights: Option<PathBuf>,
 }
 
+/// The default int8 weights file name, next to `weights.safetensors`.
+pub const INT8_WEIGHTS: &str = "weights.int8.safetensors";
+
 impl WeightsArgs {
     /// The program's arguments for `command` with these weights: given,
-    /// or the default run's.
-    fn command(&self, command: &str, network: &str) -> anyhow::Result<Vec<OsString>> {
+    /// or the default run's (its int8 weights with `int8`).
+    fn command(&self, command: &str, network: &str, int8: bool) -> anyhow::Result<Vec<OsString>> {
+        let file = if int8 {
+            INT8_WEIGHTS
+        } else {
+            "weights.safetensors"
+        };
         let w = self
             .weights
             .clone()
-            .unwrap_or_else(|| default_out(network).join("weights.safetensors"));
+            .unwrap_or_else(|| default_out(network).join(file));
         if !w.exists() {
+            if int8 {
+                anyhow::bail!(
+                    "int8 weights file {} does not exist (write it with `nnc compile FILE --quantize int8 \
+                     --calibrate DATA`, or pass --weights)",
+                    w.display()
+                );
+            }
             anyhow::bail!(
                 "weights file {} does not exist (train first with `nnc train`, or pass --weights)",
                 w.display()
             );
         }
-        Ok(vec![command.into(), "--weights".into(), w.into_os_string()])
+        let mut args = vec![command.into(), "--weights".into(), w.into_os_string()];
+        if int8 {
+            args.push("--int8".into());
+        }
+        Ok(args)
     }
 }
 
@@ -122,6 +141,11 @@ pub struct EvalArgs {
     pub data: DataArgs,
     #[command(flatten)]
     pub weights: WeightsArgs,
+    /// Run the int8 plan on int8 weights (default:
+    /// runs/NETWORK/weights.int8.safetensors, written by `nnc compile
+    /// --quantize int8 --calibrate DATA`).
+    #[arg(long)]
+    pub int8: bool,
 }
 
 /// `nnc predict`.
@@ -133,6 +157,10 @@ pub struct PredictArgs {
     pub data: DataArgs,
     #[command(flatten)]
     pub weights: WeightsArgs,
+    /// Run the int8 plan on int8 weights (default:
+    /// runs/NETWORK/weights.int8.safetensors).
+    #[arg(long)]
+    pub int8: bool,
     /// Where the predictions go (`-`, the default, for standard output).
     #[arg(short, long, default_value = "-")]
     pub output: PathBuf,
@@ -218,11 +246,12 @@ pub fn interrupted() -> bool {
 
 /// Compiles the model and builds its program.
 fn program(m: &ModelArgs) -> Result<Program, Failure> {
-    program_with(m, false)
+    program_with(m, false, false)
 }
 
-/// [`program`], with `input_gradient` when `explain`.
-fn program_with(m: &ModelArgs, explain: bool) -> Result<Program, Failure> {
+/// [`program`], with `input_gradient` when `explain`, with the int8 plan
+/// when `int8`.
+fn program_with(m: &ModelArgs, explain: bool, int8: bool) -> Result<Program, Failure> {
     // Ctrl-C goes to the whole process group: cargo or the model's program
     // handles it, and nnc waits for them to finish.
     let _ = ctrlc::set_handler(|| INTERRUPTED.store(true, std::sync::atomic::Ordering::SeqCst));
@@ -257,6 +286,7 @@ fn program_with(m: &ModelArgs, explain: bool) -> Result<Program, Failure> {
     let opts = nnc_compiler::codegen::Options {
         runtime: "::nnc_runtime".into(),
         explain,
+        quantize: int8.then_some(nnc_compiler::codegen::Quantize::Int8),
         ..Default::default()
     };
     // Only this network: another of the file may not even train.
@@ -285,6 +315,7 @@ fn program_with(m: &ModelArgs, explain: bool) -> Result<Program, Failure> {
             network: &net.name,
             source: &m.file,
             code: &code,
+            int8,
         },
         m.debug,
     )?;
@@ -512,8 +543,8 @@ pub fn train(a: &TrainArgs) -> Result<ExitCode, Failure> {
 
 /// `nnc eval`.
 pub fn eval(a: &EvalArgs) -> Result<ExitCode, Failure> {
-    let p = program(&a.model)?;
-    let mut args = a.weights.command("eval", &p.network)?;
+    let p = program_with(&a.model, false, a.int8)?;
+    let mut args = a.weights.command("eval", &p.network, a.int8)?;
     // Without --data: the block's test data, else its data.
     let block = p.config.test.as_ref().or(p.config.data.as_ref());
     args.extend(data_flags(&p, &a.data, block, "evaluation data")?);
@@ -522,8 +553,8 @@ pub fn eval(a: &EvalArgs) -> Result<ExitCode, Failure> {
 
 /// `nnc predict`.
 pub fn predict(a: &PredictArgs) -> Result<ExitCode, Failure> {
-    let p = program(&a.model)?;
-    let mut args = a.weights.command("predict", &p.network)?;
+    let p = program_with(&a.model, false, a.int8)?;
+    let mut args = a.weights.command("predict", &p.network, a.int8)?;
     // The block's mapping (its label column is skipped when present).
     args.extend(data_flags(&p, &a.data, p.config.data.as_ref(), "data")?);
     args.push("--output".into());
@@ -534,8 +565,8 @@ pub fn predict(a: &PredictArgs) -> Result<ExitCode, Failure> {
 /// `nnc explain`: the model's program built with `input_gradient`, run on
 /// one sample of the data.
 pub fn explain(a: &ExplainArgs) -> Result<ExitCode, Failure> {
-    let p = program_with(&a.model, true)?;
-    let mut args = a.weights.command("explain", &p.network)?;
+    let p = program_with(&a.model, true, false)?;
+    let mut args = a.weights.command("explain", &p.network, false)?;
     // Without --data: the block's test data, else its data.
     let block = p.config.test.as_ref().or(p.config.data.as_ref());
     args.extend(data_flags(&p, &a.data, block, "data")?);
@@ -559,6 +590,115 @@ pub fn explain(a: &ExplainArgs) -> Result<ExitCode, Failure> {
             args.push(flag.into());
             args.push(v.into());
         }
+    }
+    args.push("--output".into());
+    args.push(output.into_os_string());
+    // The program's report goes where the int8 plan's does (standard
+    // error): standard output may be carrying the generated code.
+    let mut child = Command::new(&p.exe)
+        .args(&args)
+        .stdout(std::process::Stdio::piped())
+        .spawn()
+        .with_context(|| format!("cannot run {}", p.exe.display()))?;
+    if let Some(mut out) = child.stdout.take() {
+        std::io::copy(&mut out, &mut std::io::stderr())
+            .with_context(|| format!("cannot read the output of {}", p.exe.display()))?;
+    }
+    let status = child
+        .wait()
+        .with_context(|| format!("cannot run {}", p.exe.display()))?;
+    Ok(match status.code() {
+        Some(0) => ExitCode::SUCCESS,
+        Some(c) => ExitCode::from(u8::try_from(c).unwrap_or(1)),
+        None => ExitCode::FAILURE,
+    })
+}
+
+/// `nnc compile --quantize int8 --calibrate DATA`: what the calibration
+/// run takes besides the model.
+#[derive(Args, Clone, Debug, Default)]
+pub struct CalibrateArgs {
+    /// Calibrate the int8 plan on this data (a CSV file, an IDX directory
+    /// or a shard; the train block's column mapping applies) and write the
+    /// int8 weights file. Needs --quantize int8.
+    #[arg(long, requires = "quantize")]
+    pub calibrate: Option<PathBuf>,
+    /// The f32 weights to quantize (default: runs/NETWORK/weights.safetensors).
+    #[arg(long, requires = "calibrate")]
+    pub weights: Option<PathBuf>,
+    /// Calibration samples, spread evenly over the data (default 300).
+    #[arg(long, requires = "calibrate")]
+    pub calibration_samples: Option<usize>,
+    /// The int8 weights file (default: weights.int8.safetensors next to
+    /// the f32 weights).
+    #[arg(long, requires = "calibrate")]
+    pub int8_output: Option<PathBuf>,
+    /// Which network to calibrate, when the file has several (default: the
+    /// one with a `train` block, else the first).
+    #[arg(long, requires = "calibrate")]
+    pub network: Option<String>,
+    /// Build the calibration program without optimisations.
+    #[arg(long, requires = "calibrate")]
+    pub debug: bool,
+    /// The CSV column of the labels (skipped when present).
+    #[arg(long, requires = "calibrate")]
+    pub label: Option<String>,
+    /// Which CSV columns feed an input: INPUT=NAME, INPUT=3, INPUT=0..30 or INPUT=a,b,c.
+    #[arg(long = "column", requires = "calibrate")]
+    pub columns: Vec<String>,
+}
+
+/// Calibrates `file`'s network (`network`, or the one `nnc train` would
+/// pick) on `a.calibrate` and writes its int8 weights: builds the model's
+/// program with its int8 plan and runs its `quantize`.
+pub fn calibrate(file: &Path, a: &CalibrateArgs) -> Result<ExitCode, Failure> {
+    let Some(data) = &a.calibrate else {
+        return Ok(ExitCode::SUCCESS);
+    };
+    // Before the (long) build: the files named on the command line.
+    for (what, path) in [
+        ("calibration data", Some(data)),
+        ("weights", a.weights.as_ref()),
+    ] {
+        if let Some(p) = path.filter(|p| !p.exists()) {
+            return Err(anyhow::anyhow!("{what} file {} does not exist", p.display()).into());
+        }
+    }
+    let model = ModelArgs {
+        file: file.to_path_buf(),
+        network: a.network.clone(),
+        debug: a.debug,
+    };
+    let p = program_with(&model, false, true)?;
+    let weights = WeightsArgs {
+        weights: a.weights.clone(),
+    };
+    let mut args = weights.command("quantize", &p.network, false)?;
+    // `DIR/NAME.safetensors` → `DIR/NAME.int8.safetensors` (the default
+    // weights give the default `eval --int8` reads).
+    let output = a.int8_output.clone().unwrap_or_else(|| {
+        let w = PathBuf::from(&args[2]);
+        let stem = w
+            .file_stem()
+            .unwrap_or_default()
+            .to_string_lossy()
+            .into_owned();
+        w.with_file_name(format!("{stem}.int8.safetensors"))
+    });
+    let cli = DataArgs {
+        data: Some(data.clone()),
+        label: a.label.clone(),
+        columns: a.columns.clone(),
+    };
+    args.extend(data_flags(
+        &p,
+        &cli,
+        p.config.data.as_ref(),
+        "calibration data",
+    )?);
+    if let Some(n) = a.calibration_samples {
+        args.push("--samples".into());
+        args.push(n.to_string().into());
     }
     args.push("--output".into());
     args.push(output.into_os_string());

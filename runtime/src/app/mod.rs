@@ -9,6 +9,7 @@
 //!               [--early-stop N] [--clip-norm X] [--resume | --overwrite]
 //! MODEL eval    --weights FILE --data FILE|DIR [...]
 //! MODEL predict --weights FILE --data FILE|DIR [...] -o FILE|-
+//! MODEL quantize --weights FILE --data FILE|DIR [...] [--samples N] -o FILE
 //! MODEL explain --weights FILE --data FILE|DIR [...] --sample I
 //!               [--method saliency|gradxinput|ig|smoothgrad] [--class C]
 //!               [--image C,H,W] [-o FILE.png]   (the model needs `explain`)
@@ -19,12 +20,16 @@
 //! the best epoch's weights as plain safetensors `weights.safetensors`
 //! (with the class names of a CSV's named classes), and `curves.svg`.
 //! Ctrl-C stops after the current step and leaves `last.safetensors`.
+//! A model compiled with `--quantize int8` has its program's `main` call
+//! [`main_int8`]: `quantize` writes int8 weights calibrated on a data file,
+//! and `eval`/`predict --int8` run them ([`int8`]).
 //! Behind the `app` feature (plotting and argument parsing are not for
 //! every user of the runtime).
 
 pub mod convert;
 mod explain;
 mod heatmap;
+mod int8;
 mod plot;
 mod report;
 pub mod source;
@@ -60,6 +65,9 @@ pub enum AppError {
     /// Weights could not be written or read.
     #[error(transparent)]
     Checkpoint(#[from] CheckpointError),
+    /// The int8 model could not be built, read, written or run.
+    #[error(transparent)]
+    Int8(#[from] crate::quant::PlanError),
     /// An output file could not be written.
     #[error("{}: {reason}", path.display())]
     Output {
@@ -87,6 +95,8 @@ enum Command {
     Predict(PredictArgs),
     /// Attributions of one sample: a heat map (image) or a ranked table.
     Explain(explain::ExplainArgs),
+    /// Int8 weights calibrated on a data file (models built with an int8 plan).
+    Quantize(int8::QuantizeArgs),
 }
 
 #[derive(Args, Clone)]
@@ -216,6 +226,9 @@ struct EvalArgs {
     data: DataOpts,
     #[command(flatten)]
     weights: WeightsArgs,
+    /// --weights is an int8 weights file (`quantize`'s): run the int8 plan.
+    #[arg(long)]
+    int8: bool,
 }
 
 #[derive(Args)]
@@ -224,6 +237,9 @@ struct PredictArgs {
     data: DataOpts,
     #[command(flatten)]
     weights: WeightsArgs,
+    /// --weights is an int8 weights file (`quantize`'s): run the int8 plan.
+    #[arg(long)]
+    int8: bool,
     /// Where the predictions go (`-` for standard output).
     #[arg(short = 'o', long = "output", default_value = "-")]
     output: PathBuf,
@@ -233,12 +249,23 @@ struct PredictArgs {
 /// `main` calls. Errors are printed on stderr and give exit status 1; a
 /// usage error gives 2.
 pub fn main<M: Model + Default>() -> ExitCode {
+    run::<M>(None)
+}
+
+/// [`main`] for a model with an int8 plan (`nnc compile --quantize int8`):
+/// `quantize`, and `eval`/`predict --int8`, run `plan`.
+pub fn main_int8<M: Model + Default>(plan: fn() -> crate::quant::Plan) -> ExitCode {
+    run::<M>(Some(plan))
+}
+
+fn run<M: Model + Default>(plan: Option<int8::PlanFn>) -> ExitCode {
     let cli = Cli::parse();
     let result = match cli.command {
         Command::Train(a) => train::<M>(&a),
-        Command::Eval(a) => eval::<M>(&a),
-        Command::Predict(a) => predict::<M>(&a),
+        Command::Eval(a) => eval::<M>(&a, plan),
+        Command::Predict(a) => predict::<M>(&a, plan),
         Command::Explain(a) => explain::explain::<M>(&a),
+        Command::Quantize(a) => int8::quantize::<M>(&a, plan),
     };
     match result {
         Ok(()) => ExitCode::SUCCESS,
@@ -441,7 +468,18 @@ fn load_model<M: Model>(
         transpose_linear,
         ..LoadOptions::default()
     };
-    let meta = load_weights(model, path, &opts)?;
+    let meta = match load_weights(model, path, &opts) {
+        Ok(meta) => meta,
+        // An int8 file read as f32 weights fails at its first I8 tensor;
+        // say what the file is instead.
+        Err(_) if int8::is_int8_file(path) => {
+            return Err(AppError::Usage(format!(
+                "{} is an int8 weights file: run it with --int8",
+                path.display()
+            )))
+        }
+        Err(e) => return Err(e.into()),
+    };
     Ok(meta
         .iter()
         .filter_map(|(k, v)| {
@@ -454,7 +492,10 @@ fn load_model<M: Model>(
         .collect())
 }
 
-fn eval<M: Model + Default>(a: &EvalArgs) -> Result<(), AppError> {
+fn eval<M: Model + Default>(a: &EvalArgs, plan: Option<int8::PlanFn>) -> Result<(), AppError> {
+    if a.int8 {
+        return int8::eval::<M>(&a.weights.weights, &a.data, plan);
+    }
     let (mut model, classes, data) = a.weights.load::<M>(&a.data, Use::Labelled)?;
     let spec = model.spec();
     let e = evaluate(&mut model, &data)?;
@@ -468,18 +509,14 @@ fn eval<M: Model + Default>(a: &EvalArgs) -> Result<(), AppError> {
     Ok(())
 }
 
-fn predict<M: Model + Default>(a: &PredictArgs) -> Result<(), AppError> {
-    let (mut model, classes, data) = a.weights.load::<M>(&a.data, Use::Predict)?;
-    let spec = model.spec();
-    let (text, rows) = if spec.loss.kind == crate::model::LossKind::Other {
-        let outputs = crate::train::predict(&mut model, &data)?;
-        (report::outputs_csv(&outputs), data.len())
+fn predict<M: Model + Default>(
+    a: &PredictArgs,
+    plan: Option<int8::PlanFn>,
+) -> Result<(), AppError> {
+    let (text, rows) = if a.int8 {
+        int8::predict::<M>(&a.weights.weights, &a.data, plan)?
     } else {
-        let scores = crate::train::predict_scores(&mut model, &data)?;
-        (
-            report::predictions_csv(spec, &scores, &classes),
-            scores.len(),
-        )
+        predict_f32::<M>(a)?
     };
     // `-` is standard output; a device or FIFO is written in place.
     nnc_spec::output::write(&a.output, text.as_bytes()).map_err(|e| AppError::Output {
@@ -491,4 +528,20 @@ fn predict<M: Model + Default>(a: &PredictArgs) -> Result<(), AppError> {
     }
     eprintln!("{rows} predictions written to {}", a.output.display());
     Ok(())
+}
+
+/// The predictions file of the f32 model, and its rows.
+fn predict_f32<M: Model + Default>(a: &PredictArgs) -> Result<(String, usize), AppError> {
+    let (mut model, classes, data) = a.weights.load::<M>(&a.data, Use::Predict)?;
+    let spec = model.spec();
+    Ok(if spec.loss.kind == crate::model::LossKind::Other {
+        let outputs = crate::train::predict(&mut model, &data)?;
+        (report::outputs_csv(&outputs), data.len())
+    } else {
+        let scores = crate::train::predict_scores(&mut model, &data)?;
+        (
+            report::predictions_csv(spec, &scores, &classes),
+            scores.len(),
+        )
+    })
 }

@@ -21,7 +21,17 @@ fn label_names<'a>(
 
 /// Loss, every metric, and the confusion matrix of a classifier.
 pub fn eval_text(e: &Eval, classes: &BTreeMap<String, Arc<[String]>>, spec: &ModelSpec) -> String {
-    let mut s = format!("  loss {:.4}\n", e.loss);
+    format!("  loss {:.4}\n{}", e.loss, metrics_text(e, classes, spec))
+}
+
+/// Every metric and the confusion matrix of a classifier, without the loss
+/// (what `eval --int8` reports: the int8 plan computes no loss).
+pub fn metrics_text(
+    e: &Eval,
+    classes: &BTreeMap<String, Arc<[String]>>,
+    spec: &ModelSpec,
+) -> String {
+    let mut s = String::new();
     for (name, v) in e.metrics.named() {
         if name.contains("accuracy") || ["precision", "recall"].contains(&name) {
             let _ = writeln!(s, "  {name} {:.2}%", 100.0 * v);

@@ -1,5 +1,6 @@
 //! Where a run's data comes from: a CSV file read with a column mapping
-//! made from the model's inputs, or an IDX directory.
+//! made from the model's inputs, an IDX directory, or a shard (`nnc data
+//! convert`'s output).
 
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
@@ -70,8 +71,22 @@ pub fn load(
     if args.path.is_dir() {
         return load_idx(&args.path, part);
     }
+    if is_shard(&args.path) {
+        // `nnc data convert`'s output: columns and classes as converted.
+        return Ok(crate::data::shard::Shard::open(&args.path)?.load()?);
+    }
     let opts = csv_mapping(spec, args, usage, classes)?;
     Ok(read_csv(&args.path, &opts)?)
+}
+
+/// Whether `path` is a shard (`nnc data convert`'s output): it starts
+/// with the shard magic.
+pub fn is_shard(path: &Path) -> bool {
+    use std::io::Read;
+    let mut magic = [0u8; 8];
+    std::fs::File::open(path)
+        .and_then(|mut f| f.read_exact(&mut magic))
+        .is_ok_and(|()| magic == crate::data::shard::MAGIC)
 }
 
 /// Whether `dir` is an IDX directory with a test pair (`t10k-*`).

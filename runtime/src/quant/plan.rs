@@ -24,6 +24,7 @@ use thiserror::Error;
 mod file;
 mod layout;
 mod run;
+mod scores;
 
 use layout::Layout;
 

@@ -130,7 +130,7 @@ impl Evaluator {
 }
 
 /// The position of spec input `input` among the label inputs.
-fn label_slot(spec: &crate::ModelSpec, input: usize) -> Option<usize> {
+pub(crate) fn label_slot(spec: &crate::ModelSpec, input: usize) -> Option<usize> {
     let is_label = |k: InputKind| matches!(k, InputKind::Labels { .. });
     is_label(spec.inputs.get(input)?.kind).then(|| {
         spec.inputs[..input]
@@ -141,7 +141,7 @@ fn label_slot(spec: &crate::ModelSpec, input: usize) -> Option<usize> {
 }
 
 /// The position of spec input `input` among the feature-fed inputs.
-fn feature_slot(spec: &crate::ModelSpec, input: usize) -> Option<usize> {
+pub(crate) fn feature_slot(spec: &crate::ModelSpec, input: usize) -> Option<usize> {
     let fed = |k: InputKind| !matches!(k, InputKind::Labels { .. });
     fed(spec.inputs.get(input)?.kind)
         .then(|| spec.inputs[..input].iter().filter(|i| fed(i.kind)).count())

@@ -75,6 +75,8 @@ use crate::parallel::StepRankError;
 use crate::schedule::ScheduleError;
 
 pub use eval::{evaluate, predict, predict_scores, Eval, Prediction, Scores};
+#[cfg(feature = "app")]
+pub(crate) use eval::{feature_slot, label_slot};
 pub use fit::{fit, fit_with};
 pub use metrics::{Confusion, Metrics};
 pub use options::{split_validation, EarlyStopping, FitOptions, StopFlag, TrainData, TrainSet};

@@ -73,6 +73,16 @@ fn weight_and_bias(s: &Step) -> Option<(&str, Option<&str>)> {
 impl Int8Model {
     /// The file's bytes (see the module docs).
     pub fn to_bytes(&self, specs: &[ParamSpec]) -> Result<Vec<u8>, PlanError> {
+        self.to_bytes_with(specs, &BTreeMap::new())
+    }
+
+    /// [`Int8Model::to_bytes`] with more metadata (the class names a
+    /// program reads back); `nnc.`-keys of this module's own win.
+    pub fn to_bytes_with(
+        &self,
+        specs: &[ParamSpec],
+        extra: &BTreeMap<String, String>,
+    ) -> Result<Vec<u8>, PlanError> {
         let mut t: BTreeMap<String, Raw> = BTreeMap::new();
         for (s, layer) in self.plan.steps.iter().zip(&self.layers) {
             let (Some((w, b)), Some(l)) = (weight_and_bias(s), layer) else {
@@ -106,19 +116,27 @@ impl Int8Model {
             };
             t.insert(format!("act.{v}.zero_point"), zp);
         }
-        let meta = [
-            ("nnc.format".to_string(), QUANT_FORMAT.to_string()),
-            ("nnc.plan".to_string(), fingerprint(&self.plan)),
-        ]
-        .into_iter()
-        .collect();
+        let mut pairs = extra.clone();
+        pairs.insert("nnc.format".to_string(), QUANT_FORMAT.to_string());
+        pairs.insert("nnc.plan".to_string(), fingerprint(&self.plan));
+        let meta = pairs.into_iter().collect();
         safetensors::tensor::serialize(t.iter().map(|(k, v)| (k.as_str(), v)), Some(meta))
             .map_err(|e| PlanError::File(CheckpointError::Invalid(e.to_string())))
     }
 
     /// Writes the quantized weights to `path`, atomically.
     pub fn save(&self, path: impl AsRef<Path>, specs: &[ParamSpec]) -> Result<(), PlanError> {
-        let bytes = self.to_bytes(specs)?;
+        self.save_with(path, specs, &BTreeMap::new())
+    }
+
+    /// [`Int8Model::save`] with more metadata ([`Int8Model::to_bytes_with`]).
+    pub fn save_with(
+        &self,
+        path: impl AsRef<Path>,
+        specs: &[ParamSpec],
+        extra: &BTreeMap<String, String>,
+    ) -> Result<(), PlanError> {
+        let bytes = self.to_bytes_with(specs, extra)?;
         Ok(write_output(path.as_ref(), &bytes)?)
     }
 

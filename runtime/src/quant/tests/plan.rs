@@ -333,3 +333,44 @@ fn conv_plan_and_plan_checks() {
     let err = q.predict(&x[..71], &mut got, b).unwrap_err();
     assert!(matches!(err, PlanError::Batch(_)), "{err}");
 }
+
+/// A plan read for its scores (`into_scores`) is the plan without its
+/// final softmax: bit for bit the model calibrated on that shorter plan,
+/// and its softmax is the whole plan's output. A file saved with more
+/// metadata loads as before.
+#[test]
+fn scores_are_the_plan_without_its_final_softmax() {
+    let mut rng = Rng::new(9);
+    let mlp = Mlp::new(&mut rng, [12, 20, 5]);
+    let x: Vec<f32> = (0..30 * 12).map(|_| rng.uniform_f32(0.0, 1.0)).collect();
+    let mut whole = Int8Model::calibrate(mlp.plan(true), &mlp.specs, &mlp.params, &x, 7).unwrap();
+    let scores = Int8Model::calibrate(mlp.plan(true), &mlp.specs, &mlp.params, &x, 7).unwrap();
+    let mut scores = scores.into_scores();
+    let mut short = Int8Model::calibrate(mlp.plan(false), &mlp.specs, &mlp.params, &x, 7).unwrap();
+    assert_eq!((scores.input_len(), scores.output_len()), (12, 5));
+    let (mut p, mut s, mut t) = (vec![0.0; 150], vec![0.0; 150], vec![0.0; 150]);
+    whole.predict(&x, &mut p, 30).unwrap();
+    scores.predict(&x, &mut s, 30).unwrap();
+    short.predict(&x, &mut t, 30).unwrap();
+    assert_eq!(s, t);
+    for (pr, sr) in p.chunks(5).zip(s.chunks(5)) {
+        let m = sr.iter().fold(f32::NEG_INFINITY, |a, &b| a.max(b));
+        let e: Vec<f64> = sr.iter().map(|&v| f64::from(v - m).exp()).collect();
+        let sum: f64 = e.iter().sum();
+        for (a, b) in pr.iter().zip(&e) {
+            assert!((f64::from(*a) - b / sum).abs() < 1e-6, "{pr:?} vs {sr:?}");
+        }
+    }
+    // A plan without a softmax is unchanged.
+    let mut again = short.into_scores();
+    again.predict(&x, &mut s, 30).unwrap();
+    assert_eq!(s, t);
+    let extra = [("nnc.classes.y".to_string(), "a\nb".to_string())]
+        .into_iter()
+        .collect();
+    let bytes = whole.to_bytes_with(&mlp.specs, &extra).unwrap();
+    let (_, header) = safetensors::SafeTensors::read_metadata(&bytes).unwrap();
+    let meta = header.metadata().clone().unwrap();
+    assert_eq!(meta["nnc.classes.y"], "a\nb");
+    assert_eq!(meta["nnc.format"], crate::quant::plan::QUANT_FORMAT);
+}
