@@ -240,8 +240,9 @@ fn stream(path: &Path, window: usize) -> Result<()> {
         window,
         shuffle: true,
         seed: 1,
-        prefetch: 2,
+        prefetch: 1,
         epochs: Some(1),
+        rank: None,
     };
     let started = Instant::now();
     let mut s = ShardStream::new(vec![shard], cfg)?;
