@@ -821,7 +821,8 @@ impl Decoder {
                 let column = match (fill, c.classes) {
                     (Filling::Reals(v), _) => Column::f32(c.name.clone(), &c.shape, v),
                     (Filling::Classes(v), classes) => {
-                        let col = Column::classes(c.name.clone(), &c.shape, v, classes.unwrap_or(0));
+                        let col =
+                            Column::classes(c.name.clone(), &c.shape, v, classes.unwrap_or(0));
                         match &c.names {
                             Some(n) => col.with_class_names(n.clone()),
                             None => col,

@@ -661,7 +661,8 @@ fn a_rank_reads_only_its_own_rows() {
         all
     };
     for window in [101, 16] {
-        let mut whole = ShardStream::new(vec![Shard::open(&path).unwrap()], cfg(window, None)).unwrap();
+        let mut whole =
+            ShardStream::new(vec![Shard::open(&path).unwrap()], cfg(window, None)).unwrap();
         let want = batches(&mut whole);
         assert_eq!(want.len(), 2 * 11);
         for ranks in 1..=3 {
@@ -674,7 +675,10 @@ fn a_rank_reads_only_its_own_rows() {
                 assert_eq!(got.len(), want.len());
                 let mut served = 0;
                 for (g, w) in got.iter().zip(&want) {
-                    assert_eq!(g.indices, w.indices, "window {window}, rank {rank} of {ranks}");
+                    assert_eq!(
+                        g.indices, w.indices,
+                        "window {window}, rank {rank} of {ranks}"
+                    );
                     assert_eq!(g.own, split(w.indices.len(), ranks, rank));
                     let own: Vec<usize> = g.own.clone().collect();
                     assert!(same(&g.data, &w.data.subset(&own).unwrap()));

@@ -57,9 +57,11 @@ use super::shard::Shard;
 use super::DataError;
 use crate::rng::Rng;
 
-/// Rows shuffled together when a [`ShardSet`] is not told otherwise: about
-/// 50 MB of MNIST-sized rows, a few windows in memory at once.
-pub const DEFAULT_WINDOW: usize = 16 * 1024;
+/// Bytes of rows shuffled together when a [`ShardSet`] is not told
+/// otherwise: 5,300 MNIST-sized rows, far more small tabular ones. A
+/// window in bytes keeps memory (about two windows) the same whatever the
+/// row size.
+pub const DEFAULT_WINDOW_BYTES: usize = 16 << 20;
 
 /// How batches are streamed.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -530,11 +532,12 @@ impl ShardSet {
             columns.push(column.with_origin(origin));
         }
         let rows = shards.iter().map(|s| s.rows() as usize).sum();
+        let window = (DEFAULT_WINDOW_BYTES / first.record_bytes()).max(1);
         Ok(ShardSet {
             schema: Dataset::new(columns)?,
             shards,
             rows,
-            window: DEFAULT_WINDOW,
+            window,
             prefetch: 1,
             read: Arc::default(),
         })
