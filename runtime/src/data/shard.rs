@@ -664,7 +664,7 @@ impl Shard {
             return Ok(0);
         }
         let cr = u64::from(self.chunk_rows);
-        let wanted = |r: u64| want.map_or(true, |w| w[(r - rows.start) as usize]);
+        let wanted = |r: u64| want.is_none_or(|w| w[(r - rows.start) as usize]);
         // Block `b`'s rows that `rows` covers.
         let span = |b: u64| (b * cr).max(rows.start)..((b + 1) * cr).min(rows.end);
         let needed = |b: u64| span(b).any(wanted);
