@@ -6,7 +6,7 @@
 
 use std::path::{Path, PathBuf};
 
-use nnc::runtime::data::shard::write_shard;
+use nnc::runtime::data::shard::{write_shard, DEFAULT_CHUNK_ROWS};
 use nnc::runtime::data::{load_mnist, Dataset, ShardSet};
 use nnc::runtime::parallel::Strategy;
 use nnc::runtime::{fit, AugmentSpec, FitOptions, History, Model, TrainData};
@@ -71,7 +71,10 @@ fn options(threads: usize, augment: Option<AugmentSpec>) -> FitOptions {
 
 /// Losses of every epoch and the parameters after training.
 fn run(data: &TrainData<'_>, opts: &FitOptions) -> (Vec<u64>, Vec<u32>) {
-    let mut model = MnistMlp::new(96);
+    let mut model = MnistMlp::new(opts.batch.map_or(96, |b| match b {
+        nnc::runtime::BatchSpec::Size(n) => n,
+        _ => 96,
+    }));
     let h: History = fit(&mut model, data, opts).unwrap();
     assert_eq!(h.samples, 3 * 1000);
     (
@@ -196,4 +199,158 @@ fn a_bad_value_on_disk_stops_training_naming_the_sample_and_the_shard() {
         e.contains("bad.shard") && e.contains("class 11, not below 10"),
         "{e}"
     );
+}
+
+/// Ranks as threads of this process: a [`Collective`] over shared memory
+/// that sums rank contributions in rank order (as MPI does for two ranks),
+/// so data-parallel training across ranks is tested without MPI.
+mod threads {
+    use nnc::runtime::collective::{Collective, CollectiveError};
+    use std::sync::{Arc, Barrier, Mutex};
+
+    struct Shared {
+        f32s: Mutex<Vec<Vec<f32>>>,
+        u64s: Mutex<Vec<Vec<u64>>>,
+        barrier: Barrier,
+    }
+
+    /// One rank's handle.
+    pub struct Rank {
+        rank: usize,
+        shared: Arc<Shared>,
+    }
+
+    /// Handles for `size` ranks.
+    pub fn group(size: usize) -> Vec<Rank> {
+        let shared = Arc::new(Shared {
+            f32s: Mutex::new(vec![Vec::new(); size]),
+            u64s: Mutex::new(vec![Vec::new(); size]),
+            barrier: Barrier::new(size),
+        });
+        (0..size)
+            .map(|rank| Rank {
+                rank,
+                shared: Arc::clone(&shared),
+            })
+            .collect()
+    }
+
+    impl Collective for Rank {
+        fn rank(&self) -> usize {
+            self.rank
+        }
+        fn size(&self) -> usize {
+            self.shared.f32s.lock().unwrap().len()
+        }
+        fn all_reduce_sum(&self, buf: &mut [f32]) -> Result<(), CollectiveError> {
+            self.shared.f32s.lock().unwrap()[self.rank] = buf.to_vec();
+            self.shared.barrier.wait();
+            {
+                let all = self.shared.f32s.lock().unwrap();
+                buf.copy_from_slice(&all[0]);
+                for other in &all[1..] {
+                    for (b, &x) in buf.iter_mut().zip(other) {
+                        *b += x;
+                    }
+                }
+            }
+            self.shared.barrier.wait();
+            Ok(())
+        }
+        fn broadcast(&self, buf: &mut [f32], root: usize) -> Result<(), CollectiveError> {
+            if self.rank == root {
+                self.shared.f32s.lock().unwrap()[root] = buf.to_vec();
+            }
+            self.shared.barrier.wait();
+            buf.copy_from_slice(&self.shared.f32s.lock().unwrap()[root]);
+            self.shared.barrier.wait();
+            Ok(())
+        }
+        fn barrier(&self) -> Result<(), CollectiveError> {
+            self.shared.barrier.wait();
+            Ok(())
+        }
+        fn all_gather_u64(&self, local: &[u64], out: &mut [u64]) -> Result<(), CollectiveError> {
+            self.shared.u64s.lock().unwrap()[self.rank] = local.to_vec();
+            self.shared.barrier.wait();
+            for (o, v) in out
+                .chunks_mut(local.len())
+                .zip(self.shared.u64s.lock().unwrap().iter())
+            {
+                o.copy_from_slice(v);
+            }
+            self.shared.barrier.wait();
+            Ok(())
+        }
+        fn abort(&self, code: i32) -> ! {
+            panic!("rank {} aborted with status {code}", self.rank)
+        }
+    }
+}
+
+/// On two ranks of a data-parallel group (threads here, through the same
+/// `fit_with` MPI uses), streamed training is bit for bit one process's, in
+/// memory with a covering window and streamed with a small one; and each
+/// rank reads from disk only its half of every batch (one row a block at
+/// MNIST's row size, so the bytes count the rows). Batches of 128 are two
+/// data-parallel shards of 64, one a rank.
+#[test]
+fn ranks_stream_only_their_own_rows_bit_for_bit() {
+    use nnc::runtime::collective::Collective;
+    let dir = TempDir::new("ranks");
+    let train = train_set();
+    let path = dir.0.join("all.shard");
+    write_shard(&path, &train, DEFAULT_CHUNK_ROWS).unwrap();
+    let record = (784 * 4 + 4) as u64;
+    let shard = nnc::runtime::data::shard::Shard::open(&path).unwrap();
+    assert_eq!(
+        (shard.chunk_rows(), shard.record_bytes() as u64),
+        (1, record)
+    );
+    let opts = FitOptions {
+        batch: Some(nnc::runtime::BatchSpec::Size(128)),
+        ..options(1, Some(AUGMENT))
+    };
+    for (window, single) in [
+        (1000, run(&TrainData::new(&train), &opts)),
+        (
+            128,
+            run(
+                &TrainData::streamed(&ShardSet::open([&path]).unwrap().with_window(128)),
+                &opts,
+            ),
+        ),
+    ] {
+        let results: Vec<_> = std::thread::scope(|s| {
+            let handles: Vec<_> = threads::group(2)
+                .into_iter()
+                .map(|comm| {
+                    let (path, opts) = (&path, &opts);
+                    s.spawn(move || {
+                        let set = ShardSet::open([path]).unwrap().with_window(window);
+                        let mut model = MnistMlp::new(128);
+                        let h = nnc::runtime::fit_with(
+                            &mut model,
+                            &TrainData::streamed(&set),
+                            opts,
+                            &comm,
+                        )
+                        .unwrap();
+                        assert_eq!(h.samples, 3 * 1000, "rank {}", comm.rank());
+                        let losses: Vec<u64> =
+                            h.epochs.iter().map(|e| e.train_loss.to_bits()).collect();
+                        let params = model.params().iter().map(|p| p.to_bits()).collect();
+                        ((losses, params), set.bytes_read())
+                    })
+                })
+                .collect();
+            handles.into_iter().map(|h| h.join().unwrap()).collect()
+        });
+        for (rank, (trained, read)) in results.into_iter().enumerate() {
+            assert_eq!(trained, single, "window {window}, rank {rank}");
+            // Seven batches of 128 rows split 64/64, the last of 104 rows
+            // 52/52: 500 rows a rank an epoch, 3 epochs.
+            assert_eq!(read, 3 * 500 * (record + 8), "window {window}, rank {rank}");
+        }
+    }
 }

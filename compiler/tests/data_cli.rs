@@ -69,3 +69,62 @@ fn mistakes_name_the_file_and_the_place() {
     let err = fails(&["data", "convert", "missing.csv", "-o", "o.shard"]);
     assert!(err.contains("missing.csv: no such file"), "{err}");
 }
+
+/// `nnc train --data` takes shards and streams them: a shard of the bundled
+/// t10k files trains MNIST's model to the same weights, bit for bit, as
+/// those files read whole (named as a training pair in a directory), and a
+/// directory of shards is the shards in name order.
+#[test]
+fn train_streams_shards_as_it_trains_the_files_they_came_from() {
+    let dir = temp_dir("train-shards");
+    let mnist = Path::new(env!("CARGO_MANIFEST_DIR")).join("../data/mnist-10k");
+    let images = mnist.join("t10k-images-idx3-ubyte.gz");
+    let labels = mnist.join("t10k-labels-idx1-ubyte.gz");
+    let (i, l) = (images.to_str().unwrap(), labels.to_str().unwrap());
+    std::fs::create_dir_all(dir.join("shards")).unwrap();
+    ok(&nnc(
+        &dir,
+        &[
+            "data",
+            "convert",
+            i,
+            l,
+            "-o",
+            "shards/t10k.shard",
+            "--debug",
+        ],
+    ));
+    std::fs::create_dir_all(dir.join("idx")).unwrap();
+    std::fs::copy(&images, dir.join("idx/train-images-idx3-ubyte.gz")).unwrap();
+    std::fs::copy(&labels, dir.join("idx/train-labels-idx1-ubyte.gz")).unwrap();
+    let model = Path::new(env!("CARGO_MANIFEST_DIR")).join("../examples/models/mnist_mlp.nn");
+    let model = model.to_str().unwrap();
+    let train = |data: &str, out: &str| {
+        ok(&nnc(
+            &dir,
+            &[
+                "train",
+                model,
+                "--debug",
+                "--epochs",
+                "1",
+                "--validation",
+                "0",
+                "--data",
+                data,
+                "--out",
+                out,
+            ],
+        ))
+    };
+    let streamed = train("shards/t10k.shard", "a");
+    assert!(
+        streamed.contains("2000 training samples from shards/t10k.shard (streamed)"),
+        "{streamed}"
+    );
+    train("idx", "b");
+    train("shards", "c");
+    let weights = |out: &str| std::fs::read(dir.join(out).join("weights.safetensors")).unwrap();
+    assert!(weights("a") == weights("b"), "streamed vs in memory");
+    assert!(weights("c") == weights("a"), "a directory of shards");
+}

@@ -13,7 +13,12 @@
 //!                                        in one process (warm page cache): the ratio
 //! data-bench fit-rss W1|W3 SHARD [WINDOW] [STEPS]
 //!                                        streamed training only: peak RSS
+//! data-bench fit-cold W1|W3 SHARD WINDOW one epoch in memory, streamed with the page cache warm
+//!                                        and streamed with it dropped (root: writes
+//!                                        /proc/sys/vm/drop_caches), alternated: the ratios
 //! ```
+//!
+//! A WINDOW of 0 is the shard set's default (16 MiB of rows).
 
 use std::io::Write;
 use std::path::Path;
@@ -114,8 +119,19 @@ fn throughput(id: &str, data: &TrainData<'_>, epochs: u64) -> Result<f64> {
     Ok(h.samples as f64 / started.elapsed().as_secs_f64())
 }
 
+/// The shards at `path`, shuffled `window` rows together (0: the default).
+fn shard_set(path: &Path, window: usize) -> Result<ShardSet> {
+    let set = ShardSet::open([path])?;
+    Ok(if window > 0 {
+        set.with_window(window)
+    } else {
+        set
+    })
+}
+
 fn fit_compare(id: &str, path: &Path, epochs: u64, window: usize) -> Result<()> {
-    let set = ShardSet::open([path])?.with_window(window);
+    let set = shard_set(path, window)?;
+    let window = set.window();
     let data = Shard::open(path)?.load()?;
     // Warm-up (page cache, allocator), then memory and stream alternated
     // three times each, so drift on a loaded machine hits both alike.
@@ -140,7 +156,8 @@ fn fit_compare(id: &str, path: &Path, epochs: u64, window: usize) -> Result<()> 
 }
 
 fn fit_rss(id: &str, path: &Path, window: usize, steps: Option<u64>) -> Result<()> {
-    let set = ShardSet::open([path])?.with_window(window);
+    let set = shard_set(path, window)?;
+    let window = set.window();
     let mut m = model(id)?;
     let started = Instant::now();
     let h = fit(m.as_mut(), &TrainData::streamed(&set), &options(1, steps))?;
@@ -152,6 +169,47 @@ fn fit_rss(id: &str, path: &Path, window: usize, steps: Option<u64>) -> Result<(
         h.samples,
         started.elapsed().as_secs_f64(),
         rss()
+    );
+    Ok(())
+}
+
+/// Drops the page cache (Linux, root): every shard byte is read from the
+/// disk again.
+fn drop_caches() -> Result<()> {
+    let synced = std::process::Command::new("sync").status();
+    if !synced.is_ok_and(|s| s.success()) {
+        bail!("sync failed");
+    }
+    std::fs::write("/proc/sys/vm/drop_caches", "1\n")
+        .context("dropping the page cache needs root (echo 1 > /proc/sys/vm/drop_caches)")
+}
+
+/// One epoch in memory, streamed warm and streamed cold (the page cache
+/// dropped first), alternated three times in one process so a loaded
+/// machine's drift hits all three alike: the medians and the costs.
+fn fit_cold(id: &str, path: &Path, window: usize) -> Result<()> {
+    let set = shard_set(path, window)?;
+    let data = Shard::open(path)?.load()?;
+    throughput(id, &TrainData::streamed(&set), 1)?;
+    let (mut mem, mut warm, mut cold) = (Vec::new(), Vec::new(), Vec::new());
+    for _ in 0..3 {
+        mem.push(throughput(id, &TrainData::new(&data), 1)?);
+        warm.push(throughput(id, &TrainData::streamed(&set), 1)?);
+        drop_caches()?;
+        cold.push(throughput(id, &TrainData::streamed(&set), 1)?);
+    }
+    let median = |v: &mut Vec<f64>| {
+        v.sort_by(f64::total_cmp);
+        v[v.len() / 2]
+    };
+    let (m, w, c) = (median(&mut mem), median(&mut warm), median(&mut cold));
+    println!(
+        "fit-cold {id}: {} rows x 1 epoch, batch 128, 1 thread, window {}; in memory {m:.0}, \
+         streamed warm {w:.0} ({:+.1}%), streamed cold {c:.0} samples/s ({:+.1}%) (medians of 3)",
+        data.len(),
+        set.window(),
+        (1.0 - w / m) * 100.0,
+        (1.0 - c / m) * 100.0
     );
     Ok(())
 }
@@ -240,8 +298,9 @@ fn stream(path: &Path, window: usize) -> Result<()> {
         window,
         shuffle: true,
         seed: 1,
-        prefetch: 2,
+        prefetch: 1,
         epochs: Some(1),
+        rank: None,
     };
     let started = Instant::now();
     let mut s = ShardStream::new(vec![shard], cfg)?;
@@ -282,14 +341,15 @@ fn main() -> Result<()> {
         ["stream", p, w] => stream(Path::new(p), w.parse().context("WINDOW")?),
         ["memory", p] => memory(Path::new(p)),
         ["gen-shard", mb, out] => gen_shard(mb.parse().context("MB")?, Path::new(out)),
-        ["fit", w, p, e] => fit_compare(w, Path::new(p), e.parse().context("EPOCHS")?, 16384),
+        ["fit", w, p, e] => fit_compare(w, Path::new(p), e.parse().context("EPOCHS")?, 0),
         ["fit", w, p, e, win] => fit_compare(
             w,
             Path::new(p),
             e.parse().context("EPOCHS")?,
             win.parse().context("WINDOW")?,
         ),
-        ["fit-rss", w, p] => fit_rss(w, Path::new(p), 16384, None),
+        ["fit-rss", w, p] => fit_rss(w, Path::new(p), 0, None),
+        ["fit-cold", w, p, win] => fit_cold(w, Path::new(p), win.parse().context("WINDOW")?),
         ["fit-rss", w, p, win] => fit_rss(w, Path::new(p), win.parse().context("WINDOW")?, None),
         ["fit-rss", w, p, win, steps] => fit_rss(
             w,
@@ -300,7 +360,7 @@ fn main() -> Result<()> {
         _ => bail!(
             "usage: data-bench gen MB OUT.csv | convert IN.csv OUT.shard | stream SHARD [WINDOW] \
              | memory SHARD | gen-shard MB OUT.shard | fit W1|W3 SHARD EPOCHS [WINDOW] \
-             | fit-rss W1|W3 SHARD [WINDOW] [STEPS]"
+             | fit-rss W1|W3 SHARD [WINDOW] [STEPS] | fit-cold W1|W3 SHARD WINDOW"
         ),
     }
 }

@@ -30,8 +30,9 @@ pub struct ConvertArgs {
     /// path; never an input, a device, a FIFO or a link's target.
     #[arg(short, long)]
     pub output: PathBuf,
-    /// Rows per checksummed chunk.
-    #[arg(long, default_value_t = 1024)]
+    /// Rows per checksummed block (0: as many as fit in 4 KiB, at least
+    /// one, so a rank that reads only its rows reads little beyond them).
+    #[arg(long, default_value_t = 0)]
     pub chunk_rows: u32,
     /// Build the conversion program unoptimised (faster to build).
     #[arg(long)]
@@ -64,9 +65,6 @@ pub fn run(command: &DataCommand) -> anyhow::Result<ExitCode> {
             "{}: the output is an input; choose another path",
             p.display()
         );
-    }
-    if a.chunk_rows == 0 {
-        bail!("--chunk-rows must be at least 1");
     }
     let exe = Cache::locate()?.build_data_tool(a.debug)?;
     let mut args: Vec<OsString> = vec![

@@ -33,7 +33,7 @@ pub struct ModelArgs {
 /// How the data is read, overriding the `train` block's.
 #[derive(Args, Clone, Debug, Default)]
 pub struct DataArgs {
-    /// A CSV file or a directory of IDX files (default: the train block's `data:`).
+    /// A CSV file, a directory of IDX files, or shards (a `.shard` file or a directory of them, streamed by `train`) (default: the train block's `data:`).
     #[arg(long)]
     pub data: Option<PathBuf>,
     /// The CSV column of the labels or targets: a header name or a 0-based index.

@@ -25,7 +25,7 @@ struct Args {
     /// path).
     #[arg(short, long)]
     output: PathBuf,
-    /// Rows per checksummed chunk.
+    /// Rows per checksummed block (0: about 4 KiB of rows a block).
     #[arg(long, default_value_t = DEFAULT_CHUNK_ROWS)]
     chunk_rows: u32,
 }

@@ -101,7 +101,7 @@ enum Command {
 
 #[derive(Args, Clone)]
 struct DataOpts {
-    /// A CSV file, or a directory of IDX files (MNIST's layout).
+    /// A CSV file, a directory of IDX files (MNIST's layout), or shards (an nnc shard file or a directory of `*.shard` files, which `train` streams from disk).
     #[arg(long)]
     data: PathBuf,
     /// The CSV column of the labels or targets: a header name or a 0-based index (default: the last).
@@ -293,7 +293,13 @@ fn train<M: Model + Default>(a: &TrainArgs) -> Result<(), AppError> {
     }
     let seed = a.seed.unwrap_or(spec.train.seed);
     let data = a.data.args(&a.data.data)?;
-    let train_all = source::load(spec, &data, Part::Train, Use::Labelled, &BTreeMap::new())?;
+    // Shards are streamed from disk; their columns (no rows) stand for the
+    // data where its class names are read.
+    let shards = source::shard_set(&a.data.data)?;
+    let train_all = match &shards {
+        Some(set) => set.schema().clone(),
+        None => source::load(spec, &data, Part::Train, Use::Labelled, &BTreeMap::new())?,
+    };
     // Later files number their classes as the training file did.
     let classes = source::class_names(&train_all);
     let (train, validation) = match (&a.validation_data, a.validation) {
@@ -308,6 +314,19 @@ fn train<M: Model + Default>(a: &TrainArgs) -> Result<(), AppError> {
             (train_all, Some(v))
         }
         (None, Some(0.0)) => (train_all, None),
+        (None, f) if shards.is_some() => {
+            // A fraction (often the train block's) cannot be held out of
+            // data that is never in memory whole: said, not silently lost.
+            if let Some(f) = f {
+                eprintln!(
+                    "note: no validation fraction ({f}) is held out of {}: shards are streamed \
+                     from disk, not split; pass --validation-data FILE (a shard, CSV or IDX \
+                     directory) to validate",
+                    a.data.data.display()
+                );
+            }
+            (train_all, None)
+        }
         (None, f) => {
             let f = f.unwrap_or(0.1);
             if !(0.0..1.0).contains(&f) {
@@ -363,20 +382,25 @@ fn train<M: Model + Default>(a: &TrainArgs) -> Result<(), AppError> {
             a.out.display()
         )));
     }
-    let data = match &validation {
-        Some(v) => TrainData::new(&train).with_validation(v),
+    let data = match &shards {
+        Some(set) => TrainData::streamed(set),
         None => TrainData::new(&train),
+    };
+    let data = match &validation {
+        Some(v) => data.with_validation(v),
+        None => data,
     };
     if !a.quiet {
         println!(
-            "{}: {} parameters; {} training{} samples from {}",
+            "{}: {} parameters; {} training{} samples from {}{}",
             spec.name,
             spec.param_count,
-            train.len(),
+            shards.as_ref().map_or(train.len(), |s| s.rows()),
             validation
                 .as_ref()
                 .map_or(String::new(), |v| format!(", {} validation", v.len())),
-            a.data.data.display()
+            a.data.data.display(),
+            if shards.is_some() { " (streamed)" } else { "" }
         );
     }
     let history = fit(&mut model, &data, &opts)?;

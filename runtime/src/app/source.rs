@@ -68,25 +68,43 @@ pub fn load(
     usage: Use,
     classes: &BTreeMap<String, Arc<[String]>>,
 ) -> Result<Dataset, AppError> {
-    if args.path.is_dir() {
-        return load_idx(&args.path, part);
-    }
-    if is_shard(&args.path) {
+    if is_shard_file(&args.path) {
         // `nnc data convert`'s output: columns and classes as converted.
         return Ok(crate::data::shard::Shard::open(&args.path)?.load()?);
+    }
+    if args.path.is_dir() {
+        return load_idx(&args.path, part);
     }
     let opts = csv_mapping(spec, args, usage, classes)?;
     Ok(read_csv(&args.path, &opts)?)
 }
 
-/// Whether `path` is a shard (`nnc data convert`'s output): it starts
-/// with the shard magic.
-pub fn is_shard(path: &Path) -> bool {
+/// Whether `path` is a file that starts as an nnc shard does.
+fn is_shard_file(path: &Path) -> bool {
     use std::io::Read;
     let mut magic = [0u8; 8];
-    std::fs::File::open(path)
-        .and_then(|mut f| f.read_exact(&mut magic))
-        .is_ok_and(|()| magic == crate::data::shard::MAGIC)
+    path.is_file()
+        && std::fs::File::open(path)
+            .and_then(|mut f| f.read_exact(&mut magic))
+            .is_ok()
+        && magic == crate::data::shard::MAGIC
+}
+
+/// The shards `path` names, to be streamed: a shard file, or a directory
+/// holding `*.shard` files; `None` for any other data.
+pub fn shard_set(path: &Path) -> Result<Option<crate::data::ShardSet>, AppError> {
+    let dir_of_shards = path.is_dir()
+        && std::fs::read_dir(path)
+            .map_err(|error| DataError::Io {
+                path: path.to_path_buf(),
+                error,
+            })?
+            .filter_map(Result::ok)
+            .any(|e| e.path().extension().is_some_and(|x| x == "shard"));
+    if dir_of_shards || is_shard_file(path) {
+        return Ok(Some(crate::data::ShardSet::open([path])?));
+    }
+    Ok(None)
 }
 
 /// Whether `dir` is an IDX directory with a test pair (`t10k-*`).

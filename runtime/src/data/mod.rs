@@ -31,7 +31,7 @@ pub use augment::Augmenter;
 pub use bind::{Batcher, Binding};
 pub use dataset::{Column, CsvFields, Dataset, Origin, SplitMode, Values};
 pub use loader::{Loader, LoaderConfig, LoaderState};
-pub use stream::{ShardSet, ShardStream, StreamConfig};
+pub use stream::{RankRows, ShardSet, ShardStream, StreamConfig};
 
 /// Why data could not be read or served. File errors name the file; CSV
 /// errors point at `file:line:column`.

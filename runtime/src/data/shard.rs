@@ -2,28 +2,31 @@
 //! rows at a time ([`super::stream`]), so training memory does not grow with
 //! the data.
 //!
-//! # Layout (version 2, every number little-endian)
+//! # Layout (version 3, every number little-endian)
 //!
 //! | bytes | what |
 //! |---|---|
 //! | 8 | magic `NNCSHARD` |
-//! | 4 | version (2; version 1 files, checksummed with FNV-1a, are refused) |
+//! | 4 | version (3; versions 1 and 2, whose checksums covered big chunks in a table at the end, are refused) |
 //! | 4 | header length `H`: bytes before the first row |
 //! | 8 | rows `N` |
-//! | 4 | rows per chunk `R` |
+//! | 4 | rows per block `R` |
 //! | 4 | columns `C` |
 //! | … | per column: name (u32 length, UTF-8), kind (u8: 0 real, 1 classes), class count (u32), dimensions (u32 count, u64 each), class names (u32 count, then each as u32 length and UTF-8) |
 //! | 8 | checksum of every header byte before it |
-//! | `N × record` | the rows: per row, each column's values in column order (`f32` or `u32` class indices) |
-//! | `⌈N/R⌉ × 8` | checksum of each chunk of `R` rows |
-//! | 8 | checksum of that table |
+//! | `⌈N/R⌉ ×` | blocks: `R` rows (the last block may hold fewer), each row its columns' values in column order (`f32` or `u32` class indices), then the 8-byte checksum of the block's rows |
 //!
-//! The checksum reads 64-bit words in four independent lanes, so
-//! verifying a chunk costs far less than decoding it.
+//! Each block carries its own checksum right after its rows, so a reader
+//! that needs only some rows (one rank of a data-parallel group) reads and
+//! verifies only the blocks that hold them, and nothing about the rest is
+//! kept in memory. [`ShardWriter`] picks `R` so a block is about a page
+//! ([`BLOCK_BYTES`]): a row of MNIST's size is a block of its own. The
+//! checksum reads 64-bit words in four independent lanes, so verifying a
+//! block costs far less than decoding it.
 //!
 //! The file's length follows from the header, so a truncated or extended
-//! shard is rejected on open; each chunk is checked against its checksum
-//! when it is read, so a corrupt byte is reported with the chunk's offset;
+//! shard is rejected on open; each block is checked against its checksum
+//! when it is read, so a corrupt byte is reported with the block's offset;
 //! the length and modification time are checked again before every read,
 //! so a shard replaced during training is detected.
 
@@ -38,9 +41,17 @@ use super::DataError;
 /// The first bytes of every shard.
 pub const MAGIC: [u8; 8] = *b"NNCSHARD";
 /// The format version this module reads and writes.
-pub const VERSION: u32 = 2;
-/// Rows per checksummed chunk unless asked otherwise.
-pub const DEFAULT_CHUNK_ROWS: u32 = 1024;
+pub const VERSION: u32 = 3;
+/// Rows per checksummed block when asked for 0: as many as fit in
+/// [`BLOCK_BYTES`], at least 1.
+pub const DEFAULT_CHUNK_ROWS: u32 = 0;
+/// The size a block of [`DEFAULT_CHUNK_ROWS`] rows aims at: a page, the
+/// unit the operating system reads anyway, so a reader of scattered rows
+/// reads little beyond them.
+pub const BLOCK_BYTES: usize = 4096;
+/// Bytes read from the file at once at most (unless one block is larger):
+/// the reader's byte buffer stays this small whatever the window.
+const READ_PIECE: usize = 1 << 20;
 
 /// Odd multiplier of [`checksum`] (2^64 / golden ratio).
 const MUL: u64 = 0x9e37_79b9_7f4a_7c15;
@@ -213,31 +224,29 @@ pub struct ShardWriter {
     chunk_rows: u32,
     in_chunk: u32,
     chunk_hash: Checksum,
-    hashes: Vec<u64>,
     record: Vec<u8>,
 }
 
 impl ShardWriter {
     /// Starts a shard of these columns at `path`, checksummed every
-    /// `chunk_rows` rows.
+    /// `chunk_rows` rows (0: [`DEFAULT_CHUNK_ROWS`], about a page a block).
     pub fn create(
         path: impl AsRef<Path>,
         columns: Vec<ShardColumn>,
         chunk_rows: u32,
     ) -> Result<Self, DataError> {
         let path = path.as_ref().to_path_buf();
-        if chunk_rows == 0 {
-            return Err(file_error(
-                &path,
-                "rows per chunk must be at least 1".into(),
-            ));
-        }
-        if record_bytes(&columns).is_none() {
+        let Some(record) = record_bytes(&columns) else {
             return Err(file_error(
                 &path,
                 "a shard needs at least one column, each with at least one value per row".into(),
             ));
-        }
+        };
+        let chunk_rows = if chunk_rows == 0 {
+            u32::try_from((BLOCK_BYTES / record).max(1)).unwrap_or(1)
+        } else {
+            chunk_rows
+        };
         if let Ok(m) = std::fs::symlink_metadata(&path) {
             if !m.is_file() {
                 return Err(file_error(
@@ -270,7 +279,6 @@ impl ShardWriter {
             chunk_rows,
             in_chunk: 0,
             chunk_hash: Checksum::new(),
-            hashes: Vec::new(),
             record: Vec::new(),
         };
         let header = w.header();
@@ -356,9 +364,7 @@ impl ShardWriter {
             self.rows += 1;
             self.in_chunk += 1;
             if self.in_chunk == self.chunk_rows {
-                self.hashes.push(self.chunk_hash.finish());
-                self.chunk_hash = Checksum::new();
-                self.in_chunk = 0;
+                self.end_block()?;
             }
         }
         Ok(())
@@ -372,15 +378,19 @@ impl ShardWriter {
         }
     }
 
-    /// Writes the checksums and the final header, then moves the shard into
-    /// place; the rows written.
+    /// Closes a block: its checksum after its rows.
+    fn end_block(&mut self) -> Result<(), DataError> {
+        let sum = std::mem::replace(&mut self.chunk_hash, Checksum::new()).finish();
+        self.in_chunk = 0;
+        self.write(&sum.to_le_bytes())
+    }
+
+    /// Writes the last block's checksum and the final header, then moves the
+    /// shard into place; the rows written.
     pub fn finish(mut self) -> Result<u64, DataError> {
         if self.in_chunk > 0 {
-            self.hashes.push(self.chunk_hash.finish());
+            self.end_block()?;
         }
-        let table: Vec<u8> = self.hashes.iter().flat_map(|h| h.to_le_bytes()).collect();
-        self.write(&table)?;
-        self.write(&checksum(&table).to_le_bytes())?;
         let header = self.header();
         let tmp = self.tmp.clone();
         let out = &mut self.out;
@@ -426,7 +436,7 @@ pub fn write_shard(
     w.finish()
 }
 
-/// An open shard: its validated header and chunk checksums.
+/// An open shard: its validated header (nothing that grows with the rows).
 #[derive(Debug, Clone)]
 pub struct Shard {
     path: PathBuf,
@@ -435,7 +445,6 @@ pub struct Shard {
     chunk_rows: u32,
     header_len: u64,
     record: usize,
-    hashes: Vec<u64>,
     len: u64,
     modified: Option<SystemTime>,
 }
@@ -563,9 +572,9 @@ impl Shard {
                 "a column of zero values per row, or a row too large to address".to_string()
             })
         })?;
-        let chunks = rows.div_ceil(u64::from(chunk_rows));
+        let blocks = rows.div_ceil(u64::from(chunk_rows));
         let expected =
-            (rows as u128) * (record as u128) + u128::from(header_len) + u128::from(chunks) * 8 + 8;
+            (rows as u128) * (record as u128) + u128::from(header_len) + u128::from(blocks) * 8;
         if u128::from(meta.len()) != expected {
             return Err(bad(format!(
                 "the header promises {rows} rows of {record} bytes ({expected} bytes in all) but the \
@@ -574,21 +583,7 @@ impl Shard {
                 meta.len().min(expected as u64)
             )));
         }
-        let table_at = header_len + rows * record as u64;
-        let mut table = vec![0u8; chunks as usize * 8 + 8];
-        f.seek(SeekFrom::Start(table_at)).map_err(io_error(&path))?;
-        f.read_exact(&mut table).map_err(io_error(&path))?;
-        let (table, sum) = table.split_at(chunks as usize * 8);
-        if checksum(table) != u64::from_le_bytes(sum.try_into().unwrap_or_default()) {
-            return Err(bad(format!(
-                "chunk checksum table at byte offset {table_at} is corrupt"
-            )));
-        }
         Ok(Shard {
-            hashes: table
-                .chunks_exact(8)
-                .map(|b| u64::from_le_bytes(b.try_into().unwrap_or_default()))
-                .collect(),
             path,
             columns,
             rows,
@@ -638,109 +633,135 @@ impl Shard {
         Ok(())
     }
 
-    /// Reads chunks `chunks` (whole chunks, each verified) into a dataset of
-    /// their rows, with `file` an open handle to the shard.
-    pub fn read_chunks(
-        &self,
-        file: &mut File,
-        chunks: std::ops::Range<u64>,
-        buf: &mut Vec<u8>,
-    ) -> Result<Dataset, DataError> {
-        self.read_chunks_reusing(file, chunks, buf, Vec::new())
+    /// Bytes per row.
+    pub fn record_bytes(&self) -> usize {
+        self.record
     }
 
-    /// [`Shard::read_chunks`] decoding into `spare`'s buffers (a used
-    /// window's values, column by column) where they fit.
-    pub(super) fn read_chunks_reusing(
+    /// Block `b`'s byte offset and rows.
+    fn block(&self, b: u64) -> (u64, u64) {
+        let r = u64::from(self.chunk_rows);
+        let stride = r * self.record as u64 + 8;
+        (self.header_len + b * stride, r.min(self.rows - b * r))
+    }
+
+    /// Reads rows `rows` of the shard that `want` accepts (by their index
+    /// from `rows.start`; every row without it) into `out`, in row order.
+    /// Only the blocks holding a wanted row are read, each verified against
+    /// its checksum, at most [`READ_PIECE`] bytes at a time through `buf`;
+    /// the bytes read from the file.
+    pub(super) fn read_rows(
         &self,
         file: &mut File,
-        chunks: std::ops::Range<u64>,
+        rows: std::ops::Range<u64>,
+        want: Option<&[bool]>,
         buf: &mut Vec<u8>,
-        spare: Vec<Values>,
-    ) -> Result<Dataset, DataError> {
+        out: &mut Decoder,
+    ) -> Result<u64, DataError> {
         self.check_unchanged()?;
+        let rows = rows.start.min(self.rows)..rows.end.min(self.rows);
+        if rows.is_empty() {
+            return Ok(0);
+        }
         let cr = u64::from(self.chunk_rows);
-        let first = (chunks.start * cr).min(self.rows);
-        let end = (chunks.end * cr).min(self.rows);
-        let at = self.header_len + first * self.record as u64;
-        buf.resize(((end - first) as usize) * self.record, 0);
-        file.seek(SeekFrom::Start(at))
-            .map_err(io_error(&self.path))?;
-        file.read_exact(buf).map_err(io_error(&self.path))?;
-        for (k, bytes) in buf.chunks(cr as usize * self.record).enumerate() {
-            let chunk = chunks.start + k as u64;
-            if checksum(bytes) != self.hashes[chunk as usize] {
-                return Err(file_error(
-                    &self.path,
-                    format!(
-                        "corrupt shard: chunk {chunk} (bytes {}..{}) does not match its checksum",
-                        self.header_len + chunk * cr * self.record as u64,
-                        self.header_len + chunk * cr * self.record as u64 + bytes.len() as u64
-                    ),
-                ));
+        let wanted = |r: u64| want.is_none_or(|w| w[(r - rows.start) as usize]);
+        // Block `b`'s rows that `rows` covers.
+        let span = |b: u64| (b * cr).max(rows.start)..((b + 1) * cr).min(rows.end);
+        let needed = |b: u64| span(b).any(wanted);
+        let (first, last) = (rows.start / cr, (rows.end - 1) / cr);
+        let mut read = 0u64;
+        let mut b = first;
+        while b <= last {
+            if !needed(b) {
+                b += 1;
+                continue;
             }
+            // A run of needed blocks, one read of at most READ_PIECE bytes
+            // (or one block, if larger).
+            let (at, _) = self.block(b);
+            let mut end = b;
+            let mut bytes = 0usize;
+            while end <= last && needed(end) {
+                let (_, n) = self.block(end);
+                let len = n as usize * self.record + 8;
+                if bytes > 0 && bytes + len > READ_PIECE {
+                    break;
+                }
+                bytes += len;
+                end += 1;
+            }
+            buf.resize(bytes, 0);
+            file.seek(SeekFrom::Start(at))
+                .map_err(io_error(&self.path))?;
+            file.read_exact(buf).map_err(io_error(&self.path))?;
+            read += bytes as u64;
+            let mut off = 0usize;
+            for k in b..end {
+                let (start, n) = self.block(k);
+                let len = n as usize * self.record;
+                let (data, sum) = buf[off..off + len + 8].split_at(len);
+                if checksum(data) != u64::from_le_bytes(sum.try_into().unwrap_or_default()) {
+                    return Err(file_error(
+                        &self.path,
+                        format!(
+                            "corrupt shard: block {k} (bytes {start}..{}) does not match its checksum",
+                            start + len as u64 + 8
+                        ),
+                    ));
+                }
+                for r in span(k) {
+                    if wanted(r) {
+                        let i = (r - k * cr) as usize * self.record;
+                        out.push(&data[i..i + self.record]);
+                    }
+                }
+                off += len + 8;
+            }
+            b = end;
         }
-        self.decode(buf, (end - first) as usize, spare)
+        Ok(read)
     }
 
-    /// Rows of records into columns, reusing `spare`'s buffers.
-    pub(super) fn decode(
-        &self,
-        buf: &[u8],
-        rows: usize,
-        spare: Vec<Values>,
-    ) -> Result<Dataset, DataError> {
-        let mut columns = Vec::with_capacity(self.columns.len());
-        let mut offset = 0;
+    /// A decoder of this shard's rows, filling `spare`'s buffers (a used
+    /// window's values, column by column) where they fit.
+    pub(super) fn decoder(&self, spare: Vec<Values>) -> Decoder {
         let mut spare = spare.into_iter();
-        for c in &self.columns {
-            let (mut reals, mut classes_buf) = match spare.next() {
-                Some(Values::F32(v)) => (v, Vec::new()),
-                Some(Values::Classes { values, .. }) => (Vec::new(), values),
-                None => (Vec::new(), Vec::new()),
-            };
-            let w = c.width();
-            // Each row's bytes of this column as one slice, converted by an
-            // exact-size loop the compiler turns into a plain copy (a
-            // flattened iterator over every value was most of the reader's
-            // time).
-            let cells = buf
-                .chunks_exact(self.record)
-                .take(rows)
-                .map(|row| &row[offset..offset + 4 * w]);
-            let four = |b: &[u8]| [b[0], b[1], b[2], b[3]];
-            let origin = Origin::file(&self.path, format!("column `{}`", c.name));
-            let column = match c.classes {
-                None => {
-                    let v = &mut reals;
-                    v.clear();
-                    v.reserve(rows * w);
-                    for cell in cells {
-                        v.extend(cell.chunks_exact(4).map(|b| f32::from_le_bytes(four(b))));
-                    }
-                    Column::f32(c.name.clone(), &c.shape, reals)
+        let columns = self
+            .columns
+            .iter()
+            .map(|c| {
+                let (mut reals, mut classes) = match spare.next() {
+                    Some(Values::F32(v)) => (v, Vec::new()),
+                    Some(Values::Classes { values, .. }) => (Vec::new(), values),
+                    None => (Vec::new(), Vec::new()),
+                };
+                reals.clear();
+                classes.clear();
+                match c.classes {
+                    None => Filling::Reals(reals),
+                    Some(_) => Filling::Classes(classes),
                 }
-                Some(classes) => {
-                    let v = &mut classes_buf;
-                    v.clear();
-                    v.reserve(rows * w);
-                    for cell in cells {
-                        v.extend(cell.chunks_exact(4).map(|b| u32::from_le_bytes(four(b))));
-                    }
-                    let col = Column::classes(c.name.clone(), &c.shape, classes_buf, classes);
-                    match &c.names {
-                        Some(n) => col.with_class_names(n.clone()),
-                        None => col,
-                    }
-                }
-            };
-            columns.push(column.with_origin(origin));
-            offset += 4 * w;
+            })
+            .collect();
+        Decoder {
+            shard: self.clone(),
+            columns,
         }
-        Dataset::new(columns)
     }
 
-    /// Reads the whole shard into memory, verifying every chunk.
+    /// Rows `rows` of the shard, every block verified.
+    pub fn read_range(
+        &self,
+        file: &mut File,
+        rows: std::ops::Range<u64>,
+        buf: &mut Vec<u8>,
+    ) -> Result<Dataset, DataError> {
+        let mut out = self.decoder(Vec::new());
+        self.read_rows(file, rows, None, buf, &mut out)?;
+        out.finish()
+    }
+
+    /// Reads the whole shard into memory, verifying every block.
     pub fn load(&self) -> Result<Dataset, DataError> {
         self.load_with(&mut Vec::new())
     }
@@ -748,8 +769,70 @@ impl Shard {
     /// [`Shard::load`] reading through `buf` (kept to be reused).
     pub fn load_with(&self, buf: &mut Vec<u8>) -> Result<Dataset, DataError> {
         let mut f = File::open(&self.path).map_err(io_error(&self.path))?;
-        let chunks = self.rows.div_ceil(u64::from(self.chunk_rows));
-        self.read_chunks(&mut f, 0..chunks, buf)
+        self.read_range(&mut f, 0..self.rows, buf)
+    }
+}
+
+/// One column's values as rows arrive.
+enum Filling {
+    Reals(Vec<f32>),
+    Classes(Vec<u32>),
+}
+
+/// Rows of a shard's records, decoded one at a time into columns
+/// ([`Shard::read_rows`] fills it; [`Decoder::finish`] makes the dataset).
+pub(super) struct Decoder {
+    shard: Shard,
+    columns: Vec<Filling>,
+}
+
+impl Decoder {
+    /// Appends one row from its record's bytes.
+    fn push(&mut self, record: &[u8]) {
+        let four = |b: &[u8]| [b[0], b[1], b[2], b[3]];
+        let mut offset = 0;
+        for (c, fill) in self.shard.columns.iter().zip(&mut self.columns) {
+            // One exact-size loop per cell, which the compiler turns into a
+            // plain copy (a flattened iterator over every value was most of
+            // the reader's time).
+            let cell = &record[offset..offset + 4 * c.width()];
+            match fill {
+                Filling::Reals(v) => {
+                    v.extend(cell.chunks_exact(4).map(|b| f32::from_le_bytes(four(b))));
+                }
+                Filling::Classes(v) => {
+                    v.extend(cell.chunks_exact(4).map(|b| u32::from_le_bytes(four(b))));
+                }
+            }
+            offset += cell.len();
+        }
+    }
+
+    /// The rows as a dataset.
+    pub(super) fn finish(self) -> Result<Dataset, DataError> {
+        let path = &self.shard.path;
+        let columns = self
+            .shard
+            .columns
+            .iter()
+            .zip(self.columns)
+            .map(|(c, fill)| {
+                let origin = Origin::file(path, format!("column `{}`", c.name));
+                let column = match (fill, c.classes) {
+                    (Filling::Reals(v), _) => Column::f32(c.name.clone(), &c.shape, v),
+                    (Filling::Classes(v), classes) => {
+                        let col =
+                            Column::classes(c.name.clone(), &c.shape, v, classes.unwrap_or(0));
+                        match &c.names {
+                            Some(n) => col.with_class_names(n.clone()),
+                            None => col,
+                        }
+                    }
+                };
+                column.with_origin(origin)
+            })
+            .collect();
+        Dataset::new(columns)
     }
 }
 

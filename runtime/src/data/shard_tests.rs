@@ -96,30 +96,51 @@ fn truncated_corrupt_and_foreign_shards_are_rejected_with_file_and_offset() {
     let mut header = bytes.clone();
     header[20] ^= 1; // the row count
     assert!(err(&header).contains("header checksum mismatch"));
-    // A flipped bit in row 5 (chunk 1 of 4-row chunks) names that chunk.
+    // A flipped bit in row 5 (block 1 of 4-row blocks, each followed by
+    // its checksum) names that block.
     let h = u32::from_le_bytes(bytes[12..16].try_into().unwrap()) as usize;
     let record = 6 * 4 + 4 + 2 * 4;
+    let block = 4 * record + 8;
     let mut payload = bytes.clone();
-    payload[h + 5 * record + 2] ^= 0x10;
+    payload[h + block + record + 2] ^= 0x10;
     let e = err(&payload);
-    let want = format!("chunk 1 (bytes {}..{})", h + 4 * record, h + 8 * record);
+    let want = format!("block 1 (bytes {}..{})", h + block, h + 2 * block);
     assert!(e.contains(&want), "{e}");
+    // So does a flipped bit in its checksum.
+    let mut sum = bytes.clone();
+    sum[h + 2 * block - 1] ^= 0x01;
+    assert!(err(&sum).contains(&want));
 }
 
 #[test]
-fn a_version_1_shard_is_refused_with_the_way_out() {
+fn older_versions_are_refused_with_the_way_out() {
     let dir = TempDir::new("shard-v1");
     let path = dir.0.join("d.shard");
-    write_shard(&path, &data(3, 1), 4).unwrap();
-    let mut bytes = std::fs::read(&path).unwrap();
-    bytes[8..12].copy_from_slice(&1u32.to_le_bytes());
-    std::fs::write(&path, &bytes).unwrap();
-    let e = Shard::open(&path).unwrap_err().to_string();
-    assert!(
-        e.contains("version 1 at byte offset 8; this nnc reads version 2"),
-        "{e}"
-    );
-    assert!(e.contains("nnc data convert"), "{e}");
+    for old in [1u32, 2] {
+        write_shard(&path, &data(3, 1), 4).unwrap();
+        let mut bytes = std::fs::read(&path).unwrap();
+        bytes[8..12].copy_from_slice(&old.to_le_bytes());
+        std::fs::write(&path, &bytes).unwrap();
+        let e = Shard::open(&path).unwrap_err().to_string();
+        let want = format!("version {old} at byte offset 8; this nnc reads version 3");
+        assert!(e.contains(&want), "{e}");
+        assert!(e.contains("nnc data convert"), "{e}");
+    }
+}
+
+/// Block rows default to about a page: a large row is a block of its own,
+/// small rows share one.
+#[test]
+fn default_blocks_are_about_a_page() {
+    let dir = TempDir::new("shard-blocks");
+    let path = dir.0.join("d.shard");
+    write_shard(&path, &data(300, 1), DEFAULT_CHUNK_ROWS).unwrap();
+    let s = Shard::open(&path).unwrap();
+    assert_eq!(s.chunk_rows() as usize, BLOCK_BYTES / s.record_bytes());
+    assert!(same(&s.load().unwrap(), &data(300, 1)));
+    let wide = Dataset::new(vec![Column::f32("x", &[2000], vec![0.5; 4000])]).unwrap();
+    write_shard(&path, &wide, DEFAULT_CHUNK_ROWS).unwrap();
+    assert_eq!(Shard::open(&path).unwrap().chunk_rows(), 1);
 }
 
 #[test]
@@ -161,7 +182,7 @@ fn a_shard_replaced_while_streaming_is_detected() {
     let e = s.check_unchanged().unwrap_err().to_string();
     assert!(e.contains("changed while it was being read"), "{e}");
     let mut f = File::open(&path).unwrap();
-    assert!(s.read_chunks(&mut f, 0..1, &mut Vec::new()).is_err());
+    assert!(s.read_range(&mut f, 0..1, &mut Vec::new()).is_err());
 }
 
 fn stream(paths: &[&Path], batch: usize, window: usize, seed: u64) -> ShardStream {
@@ -183,6 +204,7 @@ fn stream_for(
         seed,
         prefetch: 2,
         epochs,
+        rank: None,
     };
     ShardStream::new(shards, cfg).unwrap()
 }
@@ -564,6 +586,7 @@ fn a_position_resumes_only_in_the_order_it_was_taken_in() {
         seed: 3,
         prefetch: 2,
         epochs: None,
+        rank: None,
     };
     let loader = || {
         let cfg = LoaderConfig {
@@ -603,4 +626,74 @@ fn a_position_resumes_only_in_the_order_it_was_taken_in() {
         covering.next_batch().unwrap().map(|b| b.indices)
     );
     assert!(ShardStream::resume(open(), cfg(8), &whole).is_err());
+}
+
+/// One rank of a group reads, and verifies, only the blocks that hold its
+/// rows of each batch, and is served exactly those rows of the batches the
+/// whole stream serves: counted in bytes read, for covering and smaller
+/// windows, 1 to 3 ranks, and a short last batch.
+#[test]
+fn a_rank_reads_only_its_own_rows() {
+    use crate::data::stream::RankRows;
+    let dir = TempDir::new("shard-rank");
+    let path = dir.0.join("d.shard");
+    let d = data(101, 12);
+    // One row a block, so the bytes a rank reads count its rows exactly.
+    write_shard(&path, &d, 1).unwrap();
+    let record = Shard::open(&path).unwrap().record_bytes() as u64;
+    let split = |n: usize, ranks: usize, rank: usize| n * rank / ranks..n * (rank + 1) / ranks;
+    let cfg = |window, rank| StreamConfig {
+        batch_size: 10,
+        window,
+        shuffle: true,
+        seed: 5,
+        prefetch: 1,
+        epochs: Some(2),
+        rank,
+    };
+    let batches = |s: &mut ShardStream| {
+        let mut all = Vec::new();
+        for _ in 0..2 {
+            while let Some(b) = s.next_batch().unwrap() {
+                all.push(b);
+            }
+        }
+        all
+    };
+    for window in [101, 16] {
+        let mut whole =
+            ShardStream::new(vec![Shard::open(&path).unwrap()], cfg(window, None)).unwrap();
+        let want = batches(&mut whole);
+        assert_eq!(want.len(), 2 * 11);
+        for ranks in 1..=3 {
+            let mut total = 0;
+            for rank in 0..ranks {
+                let rows = RankRows::new(10, 101, |n| split(n, ranks, rank));
+                let shards = vec![Shard::open(&path).unwrap()];
+                let mut s = ShardStream::new(shards, cfg(window, Some(rows))).unwrap();
+                let got = batches(&mut s);
+                assert_eq!(got.len(), want.len());
+                let mut served = 0;
+                for (g, w) in got.iter().zip(&want) {
+                    assert_eq!(
+                        g.indices, w.indices,
+                        "window {window}, rank {rank} of {ranks}"
+                    );
+                    assert_eq!(g.own, split(w.indices.len(), ranks, rank));
+                    let own: Vec<usize> = g.own.clone().collect();
+                    assert!(same(&g.data, &w.data.subset(&own).unwrap()));
+                    served += own.len() as u64;
+                }
+                // Every row read is one this rank was served (a window
+                // covering the data is read again each epoch on a rank).
+                assert_eq!(
+                    s.bytes_read(),
+                    served * (record + 8),
+                    "window {window}, rank {rank} of {ranks}"
+                );
+                total += served;
+            }
+            assert_eq!(total, 2 * 101, "the ranks' rows are the batches' rows");
+        }
+    }
 }

@@ -26,11 +26,25 @@
 //! checkpoint of a streamed run resumes in memory and vice versa).
 //!
 //! # Memory and overlap
-//! A reader thread reads and verifies the next windows while the caller
-//! consumes the current one; at most `prefetch` windows wait in the
-//! channel, so memory is about `(prefetch + 2) × window` rows.
+//! A reader thread reads and verifies the next window while the caller
+//! consumes the current one: at most `prefetch` decoded windows wait ahead
+//! of the one in use (one unless asked otherwise) and the file is read a
+//! piece of at most 1 MiB at a time, so memory is about
+//! `(prefetch + 1) × window` rows whatever the data's size (a window that
+//! covers the data is the data, read once).
+//!
+//! # One rank's rows
+//! With [`StreamConfig::rank`], the stream serves only the rows of each
+//! batch that one rank of a data-parallel group trains on (`fit` splits
+//! every global batch into contiguous ranges, one per rank). The reader
+//! knows each window's order before reading it, so it reads from disk, and
+//! verifies, only the blocks that hold this rank's rows
+//! ([`super::shard`]); the order, and so every rank's rows, is the same as
+//! without it.
 
 use std::fs::File;
+use std::ops::Range;
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::mpsc::{sync_channel, Receiver, SyncSender};
 use std::sync::Arc;
 use std::thread::JoinHandle;
@@ -43,9 +57,11 @@ use super::shard::Shard;
 use super::DataError;
 use crate::rng::Rng;
 
-/// Rows shuffled together when a [`ShardSet`] is not told otherwise: about
-/// 50 MB of MNIST-sized rows, a few windows in memory at once.
-pub const DEFAULT_WINDOW: usize = 16 * 1024;
+/// Bytes of rows shuffled together when a [`ShardSet`] is not told
+/// otherwise: 5,300 MNIST-sized rows, far more small tabular ones. A
+/// window in bytes keeps memory (about two windows) the same whatever the
+/// row size.
+pub const DEFAULT_WINDOW_BYTES: usize = 16 << 20;
 
 /// How batches are streamed.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -64,6 +80,51 @@ pub struct StreamConfig {
     /// reader reads nothing past the last, so no window is read for an
     /// epoch that never comes.
     pub epochs: Option<u64>,
+    /// The rows of each batch this rank trains on (`None`: every row).
+    pub rank: Option<RankRows>,
+}
+
+/// Which rows of each batch one rank of a data-parallel group takes: a
+/// contiguous range of a full batch's rows and of the epoch's short last
+/// batch's, as `fit` splits them.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct RankRows {
+    batch_size: usize,
+    full: (usize, usize),
+    last: (usize, usize),
+}
+
+impl RankRows {
+    /// For batches of `batch_size` out of `rows` rows an epoch, where this
+    /// rank takes rows `mine(n)` of a batch of `n` rows.
+    pub fn new(batch_size: usize, rows: usize, mine: impl Fn(usize) -> Range<usize>) -> Self {
+        let pair = |r: Range<usize>| (r.start, r.end.max(r.start));
+        let full = pair(mine(batch_size));
+        let short = rows % batch_size.max(1);
+        RankRows {
+            batch_size,
+            full,
+            last: if short == 0 { full } else { pair(mine(short)) },
+        }
+    }
+
+    /// This rank's rows of a batch of `n` rows.
+    pub fn of(&self, n: usize) -> Range<usize> {
+        let (a, b) = if n == self.batch_size {
+            self.full
+        } else {
+            self.last
+        };
+        a.min(n)..b.min(n)
+    }
+
+    /// Whether row `p` of an epoch of `total` rows is this rank's.
+    fn takes(&self, p: usize, total: usize) -> bool {
+        let bs = self.batch_size.max(1);
+        let b = p / bs;
+        let n = bs.min(total - b * bs);
+        self.of(n).contains(&(p % bs))
+    }
 }
 
 /// A window of rows read by the background thread.
@@ -79,7 +140,14 @@ struct Window {
     data: Arc<Dataset>,
     /// Local rows in visiting order.
     order: Vec<usize>,
+    /// With [`StreamConfig::rank`]: each local row's index in `data`, or
+    /// [`NOT_READ`] for another rank's row (without it, `data` holds every
+    /// row at its local index).
+    slot: Option<Vec<u32>>,
 }
+
+/// A [`Window::slot`] of a row this rank does not read.
+const NOT_READ: u32 = u32::MAX;
 
 /// One streamed batch.
 #[derive(Debug, Clone)]
@@ -89,8 +157,11 @@ pub struct StreamBatch {
     /// Each row's index in the whole data (shards concatenated in the
     /// order given), for seeding its augmentation.
     pub indices: Vec<usize>,
-    /// The rows, in batch order.
+    /// The rows `own` of the batch, in batch order (every row without
+    /// [`StreamConfig::rank`]).
     pub data: Dataset,
+    /// Which rows of the batch `data` holds.
+    pub own: Range<usize>,
 }
 
 /// Batches from shards, epoch after epoch, read ahead by a thread.
@@ -113,14 +184,32 @@ pub struct ShardStream {
     epochs: Option<u64>,
     /// The order's fingerprint (see [`order_of`]).
     order: u64,
+    rank: Option<RankRows>,
+    /// Bytes the reader has read from the shards.
+    read: Arc<AtomicU64>,
 }
 
 impl ShardStream {
     /// Starts streaming `shards` (opened, so already validated), which must
     /// share one column layout.
     pub fn new(shards: Vec<Shard>, cfg: StreamConfig) -> Result<Self, DataError> {
+        Self::counted(shards, cfg, Arc::default())
+    }
+
+    /// [`ShardStream::new`], adding the bytes it reads to `read`.
+    fn counted(
+        shards: Vec<Shard>,
+        cfg: StreamConfig,
+        read: Arc<AtomicU64>,
+    ) -> Result<Self, DataError> {
         let rng = Rng::new(cfg.seed);
-        Self::start(shards, cfg, 0, rng)
+        Self::start(shards, cfg, 0, rng, read)
+    }
+
+    /// Bytes read from the shards so far (of every stream of its
+    /// [`ShardSet`], for a stream the set started).
+    pub fn bytes_read(&self) -> u64 {
+        self.read.load(Ordering::Relaxed)
     }
 
     /// Continues a stream of the same shards and configuration from
@@ -132,6 +221,15 @@ impl ShardStream {
         cfg: StreamConfig,
         state: &LoaderState,
     ) -> Result<Self, DataError> {
+        Self::resume_counted(shards, cfg, state, Arc::default())
+    }
+
+    fn resume_counted(
+        shards: Vec<Shard>,
+        cfg: StreamConfig,
+        state: &LoaderState,
+        read: Arc<AtomicU64>,
+    ) -> Result<Self, DataError> {
         let rows: u64 = shards.iter().map(Shard::rows).sum();
         if state.samples as u64 != rows || state.position > state.samples {
             return Err(DataError::Invalid(format!(
@@ -141,7 +239,7 @@ impl ShardStream {
         }
         let rng = Rng::from_state(state.epoch_rng)
             .map_err(|e| DataError::Invalid(format!("loader state: {e}")))?;
-        let mut s = Self::start(shards, cfg, state.epoch, rng)?;
+        let mut s = Self::start(shards, cfg, state.epoch, rng, read)?;
         if s.order != state.order {
             return Err(DataError::Invalid(format!(
                 "loader state is a position in another order ({}) than this stream's ({}): \
@@ -169,6 +267,7 @@ impl ShardStream {
         cfg: StreamConfig,
         epoch: u64,
         rng: Rng,
+        read: Arc<AtomicU64>,
     ) -> Result<Self, DataError> {
         let Some(first) = shards.first() else {
             return Err(DataError::Invalid("no shard to stream".into()));
@@ -187,13 +286,16 @@ impl ShardStream {
             ));
         }
         let order = order_of(&shards, &cfg, rows);
-        let (tx, rx) = sync_channel(cfg.prefetch.max(1));
-        let (recycle, recycled) = sync_channel(cfg.prefetch.max(1) + 2);
+        // The reader holds one decoded window as it waits to send it: the
+        // channel holds the others read ahead.
+        let (tx, rx) = sync_channel(cfg.prefetch.max(1) - 1);
+        let (recycle, recycled) = sync_channel(cfg.prefetch.max(1));
         let shards = Arc::new(shards);
         let epoch_rng = rng.state();
+        let counter = Arc::clone(&read);
         let reader = std::thread::Builder::new()
             .name("nnc-shard-reader".into())
-            .spawn(move || read_ahead(&shards, cfg, epoch, rng, &tx, &recycled))
+            .spawn(move || read_ahead(&shards, cfg, epoch, rng, &tx, &recycled, &counter))
             .map_err(|e| DataError::Invalid(format!("cannot start the shard reader: {e}")))?;
         Ok(ShardStream {
             rx: Some(rx),
@@ -208,6 +310,8 @@ impl ShardStream {
             rows: rows as usize,
             epochs: cfg.epochs,
             order,
+            rank: cfg.rank,
+            read,
         })
     }
 
@@ -285,7 +389,20 @@ impl ShardStream {
             let take = (self.batch_size - indices.len()).min(w.order.len() - self.pos);
             let local = &w.order[self.pos..self.pos + take];
             indices.extend(local.iter().map(|&r| w.base + r));
-            parts.push(w.data.subset(local)?);
+            match &w.slot {
+                None => parts.push(w.data.subset(local)?),
+                Some(slot) => {
+                    let rows: Vec<usize> = local
+                        .iter()
+                        .map(|&r| slot[r])
+                        .filter(|&k| k != NOT_READ)
+                        .map(|k| k as usize)
+                        .collect();
+                    if !rows.is_empty() {
+                        parts.push(w.data.subset(&rows)?);
+                    }
+                }
+            }
             self.pos += take;
         }
         if indices.is_empty() {
@@ -303,10 +420,25 @@ impl ShardStream {
             return Ok(None);
         }
         self.served += indices.len();
+        let own = self.rank.map_or(0..indices.len(), |r| r.of(indices.len()));
+        let data = if parts.is_empty() {
+            self.current
+                .as_ref()
+                .map_or_else(|| Dataset::new(Vec::new()), |w| w.data.subset(&[]))?
+        } else {
+            concat(parts)?
+        };
+        if data.len() != own.len() {
+            return Err(DataError::Invalid(format!(
+                "the shard reader read {} rows of a batch for rows {own:?}",
+                data.len()
+            )));
+        }
         Ok(Some(StreamBatch {
             epoch: self.epoch,
             indices,
-            data: concat(parts)?,
+            data,
+            own,
         }))
     }
 }
@@ -332,6 +464,8 @@ pub struct ShardSet {
     rows: usize,
     window: usize,
     prefetch: usize,
+    /// Bytes its streams have read.
+    read: Arc<AtomicU64>,
 }
 
 impl ShardSet {
@@ -398,12 +532,14 @@ impl ShardSet {
             columns.push(column.with_origin(origin));
         }
         let rows = shards.iter().map(|s| s.rows() as usize).sum();
+        let window = (DEFAULT_WINDOW_BYTES / first.record_bytes()).max(1);
         Ok(ShardSet {
             schema: Dataset::new(columns)?,
             shards,
             rows,
-            window: DEFAULT_WINDOW,
-            prefetch: 2,
+            window,
+            prefetch: 1,
+            read: Arc::default(),
         })
     }
 
@@ -416,12 +552,18 @@ impl ShardSet {
         }
     }
 
-    /// Reads `windows` windows ahead of the one in use (at least 1).
+    /// Keeps up to `windows` decoded windows ahead of the one in use (at
+    /// least 1, the default: memory is `(windows + 1) × window` rows).
     pub fn with_prefetch(self, windows: usize) -> Self {
         ShardSet {
             prefetch: windows.max(1),
             ..self
         }
+    }
+
+    /// Bytes the set's streams have read from its shards so far.
+    pub fn bytes_read(&self) -> u64 {
+        self.read.load(Ordering::Relaxed)
     }
 
     /// Rows in all shards.
@@ -445,7 +587,7 @@ impl ShardSet {
     }
 
     /// The stream's configuration for batches of `batch_size`, over
-    /// `epochs` epochs (`None`: until dropped).
+    /// `epochs` epochs (`None`: until dropped), of every row.
     pub fn config(
         &self,
         batch_size: usize,
@@ -460,6 +602,7 @@ impl ShardSet {
             seed,
             prefetch: self.prefetch,
             epochs,
+            rank: None,
         }
     }
 
@@ -474,136 +617,257 @@ impl ShardSet {
         epochs: Option<u64>,
         state: Option<&LoaderState>,
     ) -> Result<ShardStream, DataError> {
-        let cfg = self.config(batch_size, shuffle, seed, epochs);
+        self.stream_config(self.config(batch_size, shuffle, seed, epochs), state)
+    }
+
+    /// Streams the set as `cfg` says (its window and read-ahead replaced by
+    /// the set's), from the start or from `state`.
+    pub fn stream_config(
+        &self,
+        cfg: StreamConfig,
+        state: Option<&LoaderState>,
+    ) -> Result<ShardStream, DataError> {
+        let cfg = StreamConfig {
+            window: self.window,
+            prefetch: self.prefetch,
+            ..cfg
+        };
+        let read = Arc::clone(&self.read);
         match state {
-            None => ShardStream::new(self.shards.clone(), cfg),
-            Some(s) => ShardStream::resume(self.shards.clone(), cfg, s),
+            None => ShardStream::counted(self.shards.clone(), cfg, read),
+            Some(s) => ShardStream::resume_counted(self.shards.clone(), cfg, s, read),
         }
     }
 }
 
 /// The reader thread: windows of every epoch from `first_epoch` on, `rng`
 /// the generator at its start, until the stream is dropped or a read fails
-/// (the error is sent, then the thread ends).
+/// (the error is sent, then the thread ends); the bytes read added to
+/// `read`.
 fn read_ahead(
     shards: &[Shard],
     cfg: StreamConfig,
     first_epoch: u64,
-    mut rng: Rng,
+    rng: Rng,
     tx: &SyncSender<Result<Window, DataError>>,
     recycled: &Receiver<Arc<Dataset>>,
+    read: &AtomicU64,
 ) {
-    let bases: Vec<usize> = shards
-        .iter()
-        .scan(0usize, |acc, s| {
-            let b = *acc;
-            *acc += s.rows() as usize;
-            Some(b)
-        })
-        .collect();
-    let total: usize = shards.iter().map(|s| s.rows() as usize).sum();
-    let mut buf = Vec::new();
-    // Sends a window of `data` (global rows from `base`); false once the
-    // stream is gone.
-    let send = |epoch: u64, epoch_rng: [u64; 4], base: usize, data: Arc<Dataset>, rng: &mut Rng| {
-        let mut local: Vec<usize> = (0..data.len()).collect();
-        if cfg.shuffle {
-            rng.shuffle(&mut local);
+    let mut r = Reader {
+        shards,
+        cfg,
+        rng,
+        tx,
+        recycled,
+        read,
+        files: (0..shards.len()).map(|_| None).collect(),
+        buf: Vec::new(),
+        total: shards.iter().map(|s| s.rows() as usize).sum(),
+    };
+    if let Err(e) = r.run(first_epoch) {
+        let _ = tx.send(Err(e));
+    }
+}
+
+/// The reader thread's state.
+struct Reader<'a> {
+    shards: &'a [Shard],
+    cfg: StreamConfig,
+    rng: Rng,
+    tx: &'a SyncSender<Result<Window, DataError>>,
+    recycled: &'a Receiver<Arc<Dataset>>,
+    read: &'a AtomicU64,
+    /// Each shard's open file, once read.
+    files: Vec<Option<File>>,
+    /// The bytes of one read (at most a piece, see [`super::shard`]).
+    buf: Vec<u8>,
+    /// Rows in an epoch.
+    total: usize,
+}
+
+/// The stream is gone: the reader stops.
+struct Gone;
+
+impl Reader<'_> {
+    /// Reads and sends windows, epoch after epoch; `Ok` once the stream is
+    /// gone or the last epoch's end marker is sent.
+    fn run(&mut self, first_epoch: u64) -> Result<(), DataError> {
+        let shards = self.shards;
+        let bases: Vec<usize> = shards
+            .iter()
+            .scan(0usize, |acc, s| {
+                let b = *acc;
+                *acc += s.rows() as usize;
+                Some(b)
+            })
+            .collect();
+        // The whole data, once read, when one window covers it and every
+        // row is read.
+        let mut whole: Option<Arc<Dataset>> = None;
+        for epoch in first_epoch.. {
+            let epoch_rng = self.rng.state();
+            if self.cfg.epochs.is_some_and(|e| epoch >= e) {
+                // An end marker without rows: it carries the generator's
+                // state at the start of the epoch after the last, which the
+                // stream's checkpoint state needs.
+                let marker = Arc::new(shards[0].decoder(Vec::new()).finish()?);
+                let _ = self.send(epoch, epoch_rng, 0, marker, (0..0).collect(), None);
+                return Ok(());
+            }
+            if self.cfg.window >= self.total {
+                // One window of every row, shards in the order given: the
+                // in-memory loader's order (see the module docs).
+                let segments: Vec<(usize, Range<u64>)> = shards
+                    .iter()
+                    .enumerate()
+                    .map(|(k, s)| (k, 0..s.rows()))
+                    .collect();
+                let sent = if self.cfg.rank.is_none() {
+                    let data = match &whole {
+                        Some(d) => Arc::clone(d),
+                        None => {
+                            let d = self.read_window(&segments, None)?;
+                            Arc::clone(whole.insert(Arc::new(d)))
+                        }
+                    };
+                    let mut order: Vec<usize> = (0..self.total).collect();
+                    if self.cfg.shuffle {
+                        self.rng.shuffle(&mut order);
+                    }
+                    self.send(epoch, epoch_rng, 0, data, order, None)
+                } else {
+                    self.window(epoch, epoch_rng, 0, 0, &segments)?
+                };
+                if sent.is_err() {
+                    return Ok(());
+                }
+                continue;
+            }
+            let mut order: Vec<usize> = (0..shards.len()).collect();
+            if self.cfg.shuffle && shards.len() > 1 {
+                self.rng.shuffle(&mut order);
+            }
+            // Rows of this epoch before the window.
+            let mut pos = 0;
+            for &k in &order {
+                let shard = &shards[k];
+                let cr = u64::from(shard.chunk_rows());
+                let step = (self.cfg.window.max(1) as u64).div_ceil(cr).max(1) * cr;
+                let mut at = 0;
+                while at < shard.rows() {
+                    let rows = at..(at + step).min(shard.rows());
+                    let len = (rows.end - rows.start) as usize;
+                    let base = bases[k] + at as usize;
+                    if self
+                        .window(epoch, epoch_rng, pos, base, &[(k, rows)])?
+                        .is_err()
+                    {
+                        return Ok(());
+                    }
+                    pos += len;
+                    at += step;
+                }
+            }
         }
+        Ok(())
+    }
+
+    /// Shuffles, reads and sends the window of `segments` (shard, rows), its
+    /// first row at `pos` in the epoch and `base` in the whole data.
+    fn window(
+        &mut self,
+        epoch: u64,
+        epoch_rng: [u64; 4],
+        pos: usize,
+        base: usize,
+        segments: &[(usize, Range<u64>)],
+    ) -> Result<Result<(), Gone>, DataError> {
+        let len: usize = segments
+            .iter()
+            .map(|(_, r)| (r.end - r.start) as usize)
+            .sum();
+        let mut order: Vec<usize> = (0..len).collect();
+        if self.cfg.shuffle {
+            self.rng.shuffle(&mut order);
+        }
+        // The order is known before reading: this rank's rows of it.
+        let want = self.cfg.rank.map(|rank| {
+            let mut want = vec![false; len];
+            for (i, &local) in order.iter().enumerate() {
+                want[local] = rank.takes(pos + i, self.total);
+            }
+            want
+        });
+        let data = self.read_window(segments, want.as_deref())?;
+        let slot = want.map(|want| {
+            let mut next = 0u32;
+            want.iter()
+                .map(|&w| {
+                    if w {
+                        next += 1;
+                        next - 1
+                    } else {
+                        NOT_READ
+                    }
+                })
+                .collect()
+        });
+        Ok(self.send(epoch, epoch_rng, base, Arc::new(data), order, slot))
+    }
+
+    /// The rows of `segments` that `want` accepts (indexed over the
+    /// segments one after another), decoded into a used window's buffers
+    /// when one is back.
+    fn read_window(
+        &mut self,
+        segments: &[(usize, Range<u64>)],
+        want: Option<&[bool]>,
+    ) -> Result<Dataset, DataError> {
+        let spare = self
+            .recycled
+            .try_recv()
+            .ok()
+            .and_then(|d| Arc::try_unwrap(d).ok())
+            .map(Dataset::into_values)
+            .unwrap_or_default();
+        let mut out = self.shards[segments[0].0].decoder(spare);
+        let mut at = 0usize;
+        for (k, rows) in segments {
+            let shard = &self.shards[*k];
+            let file = match &mut self.files[*k] {
+                Some(f) => f,
+                slot => slot.insert(File::open(shard.path()).map_err(|error| DataError::Io {
+                    path: shard.path().to_path_buf(),
+                    error,
+                })?),
+            };
+            let n = (rows.end - rows.start) as usize;
+            let w = want.map(|w| &w[at..at + n]);
+            let bytes = shard.read_rows(file, rows.clone(), w, &mut self.buf, &mut out)?;
+            self.read.fetch_add(bytes, Ordering::Relaxed);
+            at += n;
+        }
+        out.finish()
+    }
+
+    fn send(
+        &mut self,
+        epoch: u64,
+        epoch_rng: [u64; 4],
+        base: usize,
+        data: Arc<Dataset>,
+        order: Vec<usize>,
+        slot: Option<Vec<u32>>,
+    ) -> Result<(), Gone> {
         let window = Window {
             epoch,
             epoch_rng,
             base,
             data,
-            order: local,
+            order,
+            slot,
         };
-        tx.send(Ok(window)).is_ok()
-    };
-    let fail = |e: DataError| {
-        let _ = tx.send(Err(e));
-    };
-    // The whole data, once read, when one window covers it.
-    let mut whole: Option<Arc<Dataset>> = None;
-    for epoch in first_epoch.. {
-        let epoch_rng = rng.state();
-        if cfg.epochs.is_some_and(|e| epoch >= e) {
-            // An end marker without rows: it carries the generator's state
-            // at the start of the epoch after the last, which the stream's
-            // checkpoint state needs.
-            let marker = match shards[0].decode(&[], 0, Vec::new()) {
-                Ok(d) => Arc::new(d),
-                Err(e) => return fail(e),
-            };
-            let _ = send(epoch, epoch_rng, 0, marker, &mut rng);
-            return;
-        }
-        if cfg.window >= total {
-            // One window of every row, shards in the order given: the
-            // in-memory loader's order (see the module docs).
-            let data = match &whole {
-                Some(d) => Arc::clone(d),
-                None => {
-                    let mut parts = Vec::with_capacity(shards.len());
-                    for shard in shards {
-                        match shard.load_with(&mut buf) {
-                            Ok(d) => parts.push(d),
-                            Err(e) => return fail(e),
-                        }
-                    }
-                    match concat(parts) {
-                        Ok(d) => Arc::clone(whole.insert(Arc::new(d))),
-                        Err(e) => return fail(e),
-                    }
-                }
-            };
-            if !send(epoch, epoch_rng, 0, data, &mut rng) {
-                return;
-            }
-            continue;
-        }
-        let mut order: Vec<usize> = (0..shards.len()).collect();
-        if cfg.shuffle && shards.len() > 1 {
-            rng.shuffle(&mut order);
-        }
-        for &k in &order {
-            let shard = &shards[k];
-            let cr = u64::from(shard.chunk_rows());
-            let step = (cfg.window.max(1) as u64).div_ceil(cr).max(1);
-            let chunks = shard.rows().div_ceil(cr);
-            let mut file = match File::open(shard.path()) {
-                Ok(f) => f,
-                Err(error) => {
-                    return fail(DataError::Io {
-                        path: shard.path().to_path_buf(),
-                        error,
-                    })
-                }
-            };
-            let mut at = 0;
-            while at < chunks {
-                let range = at..(at + step).min(chunks);
-                let spare = recycled
-                    .try_recv()
-                    .ok()
-                    .and_then(|d| Arc::try_unwrap(d).ok())
-                    .map(Dataset::into_values)
-                    .unwrap_or_default();
-                let data = match shard.read_chunks_reusing(&mut file, range, &mut buf, spare) {
-                    Ok(d) => d,
-                    Err(e) => return fail(e),
-                };
-                if !send(
-                    epoch,
-                    epoch_rng,
-                    bases[k] + (at * cr) as usize,
-                    Arc::new(data),
-                    &mut rng,
-                ) {
-                    return;
-                }
-                at += step;
-            }
-        }
+        self.tx.send(Ok(window)).map_err(|_| Gone)
     }
 }
 

@@ -6,7 +6,7 @@ use std::sync::Arc;
 use std::time::Instant;
 
 use crate::collective::{fnv1a, hash_f32, Collective, Local, Value};
-use crate::data::{Augmenter, Batcher, Binding, LoaderConfig};
+use crate::data::{Augmenter, Batcher, Binding, LoaderConfig, RankRows};
 use crate::model::{BatchSpec, Model};
 
 use super::eval::Evaluator;
@@ -134,6 +134,18 @@ fn fit_on_current_pool<M: Model + ?Sized>(
     // A batch larger than the data is the whole data: no step could use
     // more rows, so no buffer is sized for them.
     let batch = batch_size(train.batch, n)?.min(n);
+    let total_steps = train.epochs.saturating_mul(n.div_ceil(batch) as u64);
+    let mut trainer = Trainer::new(
+        &*model,
+        &train,
+        batch,
+        total_steps,
+        opts.parallel,
+        comm.rank(),
+        comm.size(),
+    )?;
+    // On a rank of several, a stream reads only this rank's rows.
+    let rank = (comm.size() > 1).then(|| RankRows::new(batch, n, |r| trainer.rank_rows(r)));
     let mut loader = Batches::new(
         data.train,
         LoaderConfig {
@@ -144,18 +156,7 @@ fn fit_on_current_pool<M: Model + ?Sized>(
         },
         train.epochs,
         &binding,
-    )?;
-    let total_steps = train
-        .epochs
-        .saturating_mul(loader.batches_per_epoch() as u64);
-    let mut trainer = Trainer::new(
-        &*model,
-        &train,
-        batch,
-        total_steps,
-        opts.parallel,
-        comm.rank(),
-        comm.size(),
+        rank,
     )?;
     let early = opts.early_stopping(&spec.train);
     let mut run = RunState::default();

@@ -1,13 +1,15 @@
 //! Where `fit`'s batches come from: the rows of a dataset in memory, picked
 //! by the seeded [`Loader`], or a [`ShardStream`] over shards on disk. Both
 //! serve the same global batches in the same order when the stream's window
-//! covers the data (see [`crate::data::stream`]), and each rank copies only
-//! its own rows of a batch into its buffers.
+//! covers the data (see [`crate::data::stream`]). Each rank copies only its
+//! own rows of a batch into its buffers; a stream on one rank of several
+//! reads only those rows from disk.
 
 use std::ops::Range;
 
 use crate::data::{
-    Augmenter, Batcher, Binding, DataError, Dataset, Loader, LoaderConfig, LoaderState, ShardStream,
+    Augmenter, Batcher, Binding, DataError, Dataset, Loader, LoaderConfig, LoaderState, RankRows,
+    ShardStream,
 };
 use crate::model::ModelSpec;
 
@@ -30,6 +32,9 @@ pub(super) enum Batches<'a> {
         cfg: LoaderConfig,
         /// Epochs the run trains: the stream reads no further.
         epochs: u64,
+        /// This rank's rows of each batch, on a rank of several: the
+        /// stream reads no others.
+        rank: Option<RankRows>,
         /// The stream.
         stream: ShardStream,
         /// The binding made from the set's columns, which every batch's
@@ -39,12 +44,14 @@ pub(super) enum Batches<'a> {
 }
 
 impl<'a> Batches<'a> {
-    /// The batches of `set` for a model bound as `binding`.
+    /// The batches of `set` for a model bound as `binding`, of which this
+    /// rank takes `rank`'s rows (every row without it).
     pub(super) fn new(
         set: TrainSet<'a>,
         cfg: LoaderConfig,
         epochs: u64,
         binding: &Binding,
+        rank: Option<RankRows>,
     ) -> Result<Self, DataError> {
         Ok(match set {
             TrainSet::Memory(data) => Batches::Memory {
@@ -55,10 +62,25 @@ impl<'a> Batches<'a> {
                 set,
                 cfg,
                 epochs,
-                stream: set.stream(cfg.batch_size, cfg.shuffle, cfg.seed, Some(epochs), None)?,
+                rank,
+                stream: Self::stream(set, &cfg, epochs, rank, None)?,
                 binding: binding.clone(),
             },
         })
+    }
+
+    fn stream(
+        set: &crate::data::ShardSet,
+        cfg: &LoaderConfig,
+        epochs: u64,
+        rank: Option<RankRows>,
+        state: Option<&LoaderState>,
+    ) -> Result<ShardStream, DataError> {
+        let stream = crate::data::StreamConfig {
+            rank,
+            ..set.config(cfg.batch_size, cfg.shuffle, cfg.seed, Some(epochs))
+        };
+        set.stream_config(stream, state)
     }
 
     /// Current 0-based epoch.
@@ -93,16 +115,11 @@ impl<'a> Batches<'a> {
                 set,
                 cfg,
                 epochs,
+                rank,
                 stream,
                 ..
             } => {
-                *stream = set.stream(
-                    cfg.batch_size,
-                    cfg.shuffle,
-                    cfg.seed,
-                    Some(*epochs),
-                    Some(state),
-                )?;
+                *stream = Self::stream(set, cfg, *epochs, *rank, Some(state))?;
                 Ok(())
             }
         }
@@ -143,9 +160,11 @@ impl<'a> Batches<'a> {
                 // Values on disk are checked as they arrive, as a dataset's
                 // are before training: classes within the model's, finite
                 // numbers (the shard reader), whole token ids.
+                // The stream read this rank's rows only (`batch.own`).
+                let indices = &batch.indices[batch.own.clone()];
                 let checked = match Binding::for_training(spec, &batch.data, "training set") {
                     Ok(b) => b,
-                    Err(e) => return Err(locate(spec, &batch.data, &batch.indices, e)),
+                    Err(e) => return Err(locate(spec, &batch.data, indices, e)),
                 };
                 if checked != *binding {
                     return Err(DataError::Invalid(
@@ -154,10 +173,16 @@ impl<'a> Batches<'a> {
                     ));
                 }
                 let rows = batch.indices.len();
-                let own = mine(rows);
-                batcher.gather_range(&batch.data, own.clone())?;
+                if batch.own != mine(rows) {
+                    return Err(DataError::Invalid(format!(
+                        "the stream served rows {:?} of a batch of {rows} to a rank that takes {:?}",
+                        batch.own,
+                        mine(rows)
+                    )));
+                }
+                batcher.gather_range(&batch.data, 0..batch.data.len())?;
                 if let Some((a, seed)) = augment {
-                    a.apply(batcher, &batch.indices[own], seed, epoch);
+                    a.apply(batcher, indices, seed, epoch);
                 }
                 Ok(Some(rows))
             }
