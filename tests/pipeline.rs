@@ -13,7 +13,7 @@ use nnc::runtime::pipeline::{micro_ranges, Pipeline, PipelineError, Schedule};
 use nnc::runtime::{Batch, Model, StepError};
 
 mod support;
-use support::{assert_matches_whole, assert_same_slices, mnist_batches, train_whole, Rng, TempDir};
+use support::{assert_matches_whole, assert_same_slices, mnist_batches, train_whole, TempDir};
 
 mod mnist_pipeline {
     nnc::include_model!("mnist_pipeline");

@@ -12,7 +12,7 @@ use nnc::runtime::split::{place_params, slice_params, SplitError, SplitLayers};
 use nnc::runtime::Model;
 
 mod support;
-use support::{assert_matches_whole, assert_same_slices, mnist_batches, train_whole, Rng, TempDir};
+use support::{assert_matches_whole, assert_same_slices, mnist_batches, train_whole, TempDir};
 
 mod mnist_split {
     nnc::include_model!("mnist_split");

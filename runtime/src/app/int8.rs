@@ -173,7 +173,7 @@ pub(super) fn load<M: Model + Default>(
     let int8 = if model.spec().loss.kind == LossKind::Other {
         int8
     } else {
-        int8.into_scores()
+        int8.into_scores()?
     };
     let classes = file_classes(path)?;
     Ok((model, int8, classes))

@@ -16,6 +16,9 @@ use crate::model::ModelSpec;
 use super::options::TrainSet;
 
 /// The batches of one run, with their position for checkpoints.
+// One value per run, made once and never moved in the step loop: the
+// variants' size difference costs nothing.
+#[allow(clippy::large_enum_variant)]
 pub(super) enum Batches<'a> {
     /// Samples picked from a dataset in memory.
     Memory {

@@ -3,7 +3,7 @@
 //! compares (the loss, its metrics and the predictions file all start from
 //! logits), so [`Int8Model::into_scores`] drops that last step.
 
-use super::{Int8Model, Step};
+use super::{Int8Model, PlanError, Step};
 
 impl Int8Model {
     /// This model without its final softmax step, if it has one: its
@@ -11,7 +11,10 @@ impl Int8Model {
     /// weights, the activation quantization and every other step are
     /// unchanged; the values the softmax read were f32 already, so the
     /// remaining steps compute exactly what they computed before.
-    pub fn into_scores(self) -> Self {
+    ///
+    /// # Errors
+    /// As the model's assembly: a layer whose input layout does not fit.
+    pub fn into_scores(self) -> Result<Self, PlanError> {
         let Int8Model {
             mut plan,
             mut layers,

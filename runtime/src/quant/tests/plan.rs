@@ -345,7 +345,7 @@ fn scores_are_the_plan_without_its_final_softmax() {
     let x: Vec<f32> = (0..30 * 12).map(|_| rng.uniform_f32(0.0, 1.0)).collect();
     let mut whole = Int8Model::calibrate(mlp.plan(true), &mlp.specs, &mlp.params, &x, 7).unwrap();
     let scores = Int8Model::calibrate(mlp.plan(true), &mlp.specs, &mlp.params, &x, 7).unwrap();
-    let mut scores = scores.into_scores();
+    let mut scores = scores.into_scores().unwrap();
     let mut short = Int8Model::calibrate(mlp.plan(false), &mlp.specs, &mlp.params, &x, 7).unwrap();
     assert_eq!((scores.input_len(), scores.output_len()), (12, 5));
     let (mut p, mut s, mut t) = (vec![0.0; 150], vec![0.0; 150], vec![0.0; 150]);
@@ -362,7 +362,7 @@ fn scores_are_the_plan_without_its_final_softmax() {
         }
     }
     // A plan without a softmax is unchanged.
-    let mut again = short.into_scores();
+    let mut again = short.into_scores().unwrap();
     again.predict(&x, &mut s, 30).unwrap();
     assert_eq!(s, t);
     let extra = [("nnc.classes.y".to_string(), "a\nb".to_string())]
