@@ -593,25 +593,7 @@ pub fn explain(a: &ExplainArgs) -> Result<ExitCode, Failure> {
     }
     args.push("--output".into());
     args.push(output.into_os_string());
-    // The program's report goes where the int8 plan's does (standard
-    // error): standard output may be carrying the generated code.
-    let mut child = Command::new(&p.exe)
-        .args(&args)
-        .stdout(std::process::Stdio::piped())
-        .spawn()
-        .with_context(|| format!("cannot run {}", p.exe.display()))?;
-    if let Some(mut out) = child.stdout.take() {
-        std::io::copy(&mut out, &mut std::io::stderr())
-            .with_context(|| format!("cannot read the output of {}", p.exe.display()))?;
-    }
-    let status = child
-        .wait()
-        .with_context(|| format!("cannot run {}", p.exe.display()))?;
-    Ok(match status.code() {
-        Some(0) => ExitCode::SUCCESS,
-        Some(c) => ExitCode::from(u8::try_from(c).unwrap_or(1)),
-        None => ExitCode::FAILURE,
-    })
+    Ok(run(&p.exe, &args)?)
 }
 
 /// `nnc compile --quantize int8 --calibrate DATA`: what the calibration
@@ -702,5 +684,23 @@ pub fn calibrate(file: &Path, a: &CalibrateArgs) -> Result<ExitCode, Failure> {
     }
     args.push("--output".into());
     args.push(output.into_os_string());
-    Ok(run(&p.exe, &args)?)
+    // The program's report goes where the int8 plan's does (standard
+    // error): standard output may be carrying the generated code.
+    let mut child = Command::new(&p.exe)
+        .args(&args)
+        .stdout(std::process::Stdio::piped())
+        .spawn()
+        .with_context(|| format!("cannot run {}", p.exe.display()))?;
+    if let Some(mut out) = child.stdout.take() {
+        std::io::copy(&mut out, &mut std::io::stderr())
+            .with_context(|| format!("cannot read the output of {}", p.exe.display()))?;
+    }
+    let status = child
+        .wait()
+        .with_context(|| format!("cannot run {}", p.exe.display()))?;
+    Ok(match status.code() {
+        Some(0) => ExitCode::SUCCESS,
+        Some(c) => ExitCode::from(u8::try_from(c).unwrap_or(1)),
+        None => ExitCode::FAILURE,
+    })
 }

@@ -7,7 +7,7 @@ use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
 use crate::data::csv::{read_csv, CsvOptions, Header, Select};
-use crate::data::{idx, DataError, Dataset};
+use crate::data::{idx, Column, DataError, Dataset};
 use crate::model::{InputKind, InputSpec, LossKind, ModelSpec};
 
 use super::AppError;
@@ -69,14 +69,73 @@ pub fn load(
     classes: &BTreeMap<String, Arc<[String]>>,
 ) -> Result<Dataset, AppError> {
     if is_shard_file(&args.path) {
-        // `nnc data convert`'s output: columns and classes as converted.
-        return Ok(crate::data::shard::Shard::open(&args.path)?.load()?);
+        // `nnc data convert`'s output: columns as converted, classes
+        // renumbered as training numbered them.
+        let data = crate::data::shard::Shard::open(&args.path)?.load()?;
+        return Ok(renumber_classes(data, classes, &args.path)?);
     }
     if args.path.is_dir() {
         return load_idx(&args.path, part);
     }
     let opts = csv_mapping(spec, args, usage, classes)?;
     Ok(read_csv(&args.path, &opts)?)
+}
+
+/// `data` with each named class column numbered as `classes` (known from
+/// training) numbers that column's names: `nnc data convert` numbers a
+/// file's class names in sorted order per file, so a test file that lacks
+/// a class, or names one training never saw, would otherwise shift every
+/// label after it. A class training never saw is refused, named.
+fn renumber_classes(
+    data: Dataset,
+    classes: &BTreeMap<String, Arc<[String]>>,
+    path: &Path,
+) -> Result<Dataset, DataError> {
+    let mut columns = Vec::with_capacity(data.columns().len());
+    for c in data.columns() {
+        let (Some(names), Some(known), Some(values)) = (
+            c.class_names(),
+            classes.get(c.name()),
+            data.class_values(c.name()),
+        ) else {
+            columns.push(c.clone());
+            continue;
+        };
+        if names == &known[..] {
+            columns.push(c.clone());
+            continue;
+        }
+        let mut to = Vec::with_capacity(names.len());
+        for n in names {
+            let Some(k) = known.iter().position(|x| x == n) else {
+                return Err(DataError::File {
+                    path: path.to_path_buf(),
+                    reason: format!(
+                        "column `{}` has class `{n}`, which the model was not trained on \
+                         (its classes: {})",
+                        c.name(),
+                        known.join(", ")
+                    ),
+                });
+            };
+            to.push(u32::try_from(k).unwrap_or(u32::MAX));
+        }
+        let renumbered = values
+            .iter()
+            .map(|&v| to.get(v as usize).copied().unwrap_or(u32::MAX))
+            .collect();
+        columns.push(
+            Column::classes(
+                c.name(),
+                c.shape(),
+                renumbered,
+                u32::try_from(known.len()).unwrap_or(u32::MAX),
+            )
+            .with_class_names(known.to_vec())
+            .with_origin(c.origin().clone()),
+        );
+    }
+    Dataset::new(columns)
 }
 
 /// Whether `path` is a file that starts as an nnc shard does.
@@ -289,4 +348,41 @@ pub fn class_names(data: &Dataset) -> BTreeMap<String, Arc<[String]>> {
                 .map(|n| (c.name().to_string(), n.to_vec().into()))
         })
         .collect()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// A shard converted on its own numbers its classes in its own sorted
+    /// order; read after training, it is renumbered by name.
+    #[test]
+    fn a_shards_classes_are_renumbered_as_training_numbered_them() {
+        let col = Column::classes("y", &[], vec![0, 1, 0], 2)
+            .with_class_names(vec!["b".into(), "c".into()]);
+        let x = Column::f32("x", &[], vec![1.0, 2.0, 3.0]);
+        let data = Dataset::new(vec![x, col]).unwrap();
+        let known: Arc<[String]> = vec!["a".to_string(), "b".into(), "c".into()].into();
+        let classes = BTreeMap::from([("y".to_string(), known)]);
+        let out = renumber_classes(data.clone(), &classes, Path::new("t.shard")).unwrap();
+        assert_eq!(out.class_values("y"), Some(&[1, 2, 1][..]));
+        assert_eq!(out.column("y").unwrap().classes_count(), Some(3));
+        assert_eq!(out.f32_values("x"), data.f32_values("x"));
+        // Nothing known about the column: as converted.
+        let same = renumber_classes(data.clone(), &BTreeMap::new(), Path::new("t.shard")).unwrap();
+        assert_eq!(same, data);
+        // A class training never saw is refused, named.
+        let only_a: Arc<[String]> = vec!["a".to_string(), "b".into()].into();
+        let err = renumber_classes(
+            data,
+            &BTreeMap::from([("y".to_string(), only_a)]),
+            Path::new("t.shard"),
+        )
+        .unwrap_err()
+        .to_string();
+        assert_eq!(
+            err,
+            "t.shard: column `y` has class `c`, which the model was not trained on (its classes: a, b)"
+        );
+    }
 }

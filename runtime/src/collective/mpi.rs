@@ -61,22 +61,29 @@ const TIMEOUT_STATUS: i32 = 124;
 /// gradient all-reduce for the tens of ranks data parallelism uses.
 pub struct Mpi {
     /// The communicator: the world, or a split-off group's (freed on drop,
-    /// before the universe below).
-    comm: Comm,
+    /// under the process's lock, before the universe below).
+    comm: std::mem::ManuallyDrop<Comm>,
     /// Each member's rank in the job, by its rank here.
     job_ranks: Vec<usize>,
     rank: usize,
     size: usize,
     timeout: Duration,
     state: Mutex<State>,
+    /// The process's one MPI lock, shared by the world and every group
+    /// split off it: `MPI_THREAD_SERIALIZED` forbids overlapping calls
+    /// anywhere in the process, not only on one communicator. Two threads
+    /// using two groups at once take turns; if each waits for a peer the
+    /// other holds up, the watchdog ends the job naming the silent ranks.
+    serial: Arc<Mutex<()>>,
     /// Finalises MPI when the world and every group split off it are gone.
     _universe: Arc<Universe>,
 }
 
 /// A communicator handle (an opaque pointer in OpenMPI). MPI runs with
 /// `MPI_THREAD_SERIALIZED`: any thread may call it as long as no two calls
-/// overlap, and every call on a handle goes through its [`Mpi`]'s lock
-/// (collectives and the pipeline's messages alike).
+/// overlap, and every call on a handle goes through the process's lock
+/// (`Mpi::lock`: collectives, the pipeline's messages and the handle's
+/// release alike).
 struct Comm(SimpleCommunicator);
 
 // SAFETY: see `Comm`: the handle is only used under `Mpi::lock`, one call
@@ -96,6 +103,36 @@ pub(crate) struct State {
     /// The arrival received from each rank for the current collective
     /// (`size` values), then each rank's ping of a roll call (`size`).
     arrivals: Vec<u64>,
+}
+
+/// [`Mpi::lock`]'s guard: the process's MPI lock and the group's state.
+pub(crate) struct Locked<'a> {
+    state: std::sync::MutexGuard<'a, State>,
+    _serial: std::sync::MutexGuard<'a, ()>,
+}
+
+impl std::ops::Deref for Locked<'_> {
+    type Target = State;
+    fn deref(&self) -> &State {
+        &self.state
+    }
+}
+
+impl std::ops::DerefMut for Locked<'_> {
+    fn deref_mut(&mut self) -> &mut State {
+        &mut self.state
+    }
+}
+
+impl Drop for Mpi {
+    fn drop(&mut self) {
+        let _serial = self
+            .serial
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner);
+        // SAFETY: `comm` is dropped once, here, and never used after.
+        unsafe { std::mem::ManuallyDrop::drop(&mut self.comm) };
+    }
 }
 
 impl std::fmt::Debug for Mpi {
@@ -145,6 +182,7 @@ impl Mpi {
             (0..size).collect(),
             timeout,
             Arc::new(universe),
+            Arc::new(Mutex::new(())),
         ))
     }
 
@@ -155,14 +193,16 @@ impl Mpi {
         job_ranks: Vec<usize>,
         timeout: Duration,
         universe: Arc<Universe>,
+        serial: Arc<Mutex<()>>,
     ) -> Mpi {
         let size = comm.size() as usize;
         Mpi {
             rank: comm.rank() as usize,
             size,
             timeout,
-            comm: Comm(comm),
+            comm: std::mem::ManuallyDrop::new(Comm(comm)),
             job_ranks,
+            serial,
             _universe: universe,
             state: Mutex::new(State {
                 scratch: Vec::new(),
@@ -203,6 +243,7 @@ impl Mpi {
             job_ranks,
             self.timeout,
             Arc::clone(&self._universe),
+            Arc::clone(&self.serial),
         ))
     }
 
@@ -237,12 +278,22 @@ impl Mpi {
         SimpleCommunicator::world().abort(code)
     }
 
-    /// Serialises every call on the group's communicator.
-    pub(crate) fn lock(&self) -> std::sync::MutexGuard<'_, State> {
+    /// Serialises every MPI call of the process (see `serial`), and gives
+    /// the group's reused state.
+    pub(crate) fn lock(&self) -> Locked<'_> {
         // A panic while holding the lock left no MPI state behind.
-        self.state
+        let serial = self
+            .serial
             .lock()
-            .unwrap_or_else(std::sync::PoisonError::into_inner)
+            .unwrap_or_else(std::sync::PoisonError::into_inner);
+        let state = self
+            .state
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner);
+        Locked {
+            state,
+            _serial: serial,
+        }
     }
 
     /// The next collective's sequence number.

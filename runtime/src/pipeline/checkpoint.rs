@@ -19,8 +19,22 @@ impl Pipeline<'_, '_> {
     /// every rank: each local stage's slice (`stage-<s>.safetensors`,
     /// written atomically), then, once every rank has written its slices,
     /// rank 0's manifest with every slice's hash. A directory that holds
-    /// another network's or layout's checkpoint is refused.
+    /// another network's or layout's checkpoint is refused. With replicas
+    /// (data × pipeline), replica 0 alone writes: the replicas hold the
+    /// same parameters only up to the all-reduce's rounding when there are
+    /// more than two, and two writers of one file could leave one
+    /// replica's manifest beside another's slices.
     pub fn save_checkpoint(&self, dir: &Path) -> Result<(), PipelineError> {
+        if self.replicas.rank() == 0 {
+            self.write_checkpoint(dir)?;
+        }
+        // No replica goes on (or reads the checkpoint) before it is whole.
+        self.replicas.barrier()?;
+        Ok(())
+    }
+
+    /// [`Pipeline::save_checkpoint`] on one replica's ranks.
+    fn write_checkpoint(&self, dir: &Path) -> Result<(), PipelineError> {
         let layout = self.checkpoint_layout();
         sliced::prepare_dir(dir, &self.family, layout)?;
         let mut hashes = Vec::with_capacity(self.stages.len());
