@@ -355,9 +355,13 @@ impl NormOp {
     pub fn emit(&self, k: &Kernel<'_>) -> TokenStream {
         let rt = k.rt;
         let dims = k.inputs[0].shape.dims();
-        let n = Kernel::dim(dims[0]);
-        let c = Kernel::dim(dims[1]);
-        let s = Kernel::product(&dims[2..]);
+        // Batch norm's shape rule guarantees `[N, C, ...]`; dropout accepts
+        // any batch-led tensor, `[batch]` included, so the channel split is
+        // read only by the arms that need it.
+        let ncs = || match dims {
+            [n, c, rest @ ..] => (Kernel::dim(*n), Kernel::dim(*c), Kernel::product(rest)),
+            _ => unreachable!("batch norm's shape rule admits only [N, C, ...], found {dims:?}"),
+        };
         match *self {
             NormOp::Dropout {
                 training: false, ..
@@ -369,18 +373,22 @@ impl NormOp {
                 quote!(#rt::norm::dropout(x0, out, #per, key, #salt, #rate);)
             }
             NormOp::BatchNorm { eps } => {
+                let (n, c, s) = ncs();
                 let e = Kernel::f32(f(eps));
                 quote!(#rt::norm::batch_norm(x0, out, [#n, #c, #s], #e);)
             }
             NormOp::BatchNormGrad { eps } => {
+                let (n, c, s) = ncs();
                 let e = Kernel::f32(f(eps));
                 quote!(#rt::norm::batch_norm_grad(x0, x1, out, [#n, #c, #s], #e);)
             }
             NormOp::BatchNormInfer { eps } => {
+                let (n, c, s) = ncs();
                 let e = Kernel::f32(f(eps));
                 quote!(#rt::norm::batch_norm_infer(x0, x1, x2, out, [#n, #c, #s], #e);)
             }
             NormOp::BatchStat { var } => {
+                let (n, c, s) = ncs();
                 quote!(#rt::norm::batch_stat(x0, out, [#n, #c, #s], #var);)
             }
         }
