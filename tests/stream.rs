@@ -201,93 +201,6 @@ fn a_bad_value_on_disk_stops_training_naming_the_sample_and_the_shard() {
     );
 }
 
-/// Ranks as threads of this process: a [`Collective`] over shared memory
-/// that sums rank contributions in rank order (as MPI does for two ranks),
-/// so data-parallel training across ranks is tested without MPI.
-mod threads {
-    use nnc::runtime::collective::{Collective, CollectiveError};
-    use std::sync::{Arc, Barrier, Mutex};
-
-    struct Shared {
-        f32s: Mutex<Vec<Vec<f32>>>,
-        u64s: Mutex<Vec<Vec<u64>>>,
-        barrier: Barrier,
-    }
-
-    /// One rank's handle.
-    pub struct Rank {
-        rank: usize,
-        shared: Arc<Shared>,
-    }
-
-    /// Handles for `size` ranks.
-    pub fn group(size: usize) -> Vec<Rank> {
-        let shared = Arc::new(Shared {
-            f32s: Mutex::new(vec![Vec::new(); size]),
-            u64s: Mutex::new(vec![Vec::new(); size]),
-            barrier: Barrier::new(size),
-        });
-        (0..size)
-            .map(|rank| Rank {
-                rank,
-                shared: Arc::clone(&shared),
-            })
-            .collect()
-    }
-
-    impl Collective for Rank {
-        fn rank(&self) -> usize {
-            self.rank
-        }
-        fn size(&self) -> usize {
-            self.shared.f32s.lock().unwrap().len()
-        }
-        fn all_reduce_sum(&self, buf: &mut [f32]) -> Result<(), CollectiveError> {
-            self.shared.f32s.lock().unwrap()[self.rank] = buf.to_vec();
-            self.shared.barrier.wait();
-            {
-                let all = self.shared.f32s.lock().unwrap();
-                buf.copy_from_slice(&all[0]);
-                for other in &all[1..] {
-                    for (b, &x) in buf.iter_mut().zip(other) {
-                        *b += x;
-                    }
-                }
-            }
-            self.shared.barrier.wait();
-            Ok(())
-        }
-        fn broadcast(&self, buf: &mut [f32], root: usize) -> Result<(), CollectiveError> {
-            if self.rank == root {
-                self.shared.f32s.lock().unwrap()[root] = buf.to_vec();
-            }
-            self.shared.barrier.wait();
-            buf.copy_from_slice(&self.shared.f32s.lock().unwrap()[root]);
-            self.shared.barrier.wait();
-            Ok(())
-        }
-        fn barrier(&self) -> Result<(), CollectiveError> {
-            self.shared.barrier.wait();
-            Ok(())
-        }
-        fn all_gather_u64(&self, local: &[u64], out: &mut [u64]) -> Result<(), CollectiveError> {
-            self.shared.u64s.lock().unwrap()[self.rank] = local.to_vec();
-            self.shared.barrier.wait();
-            for (o, v) in out
-                .chunks_mut(local.len())
-                .zip(self.shared.u64s.lock().unwrap().iter())
-            {
-                o.copy_from_slice(v);
-            }
-            self.shared.barrier.wait();
-            Ok(())
-        }
-        fn abort(&self, code: i32) -> ! {
-            panic!("rank {} aborted with status {code}", self.rank)
-        }
-    }
-}
-
 /// On two ranks of a data-parallel group (threads here, through the same
 /// `fit_with` MPI uses), streamed training is bit for bit one process's, in
 /// memory with a covering window and streamed with a small one; and each
@@ -322,7 +235,7 @@ fn ranks_stream_only_their_own_rows_bit_for_bit() {
         ),
     ] {
         let results: Vec<_> = std::thread::scope(|s| {
-            let handles: Vec<_> = threads::group(2)
+            let handles: Vec<_> = nnc::runtime::collective::Threads::group(2)
                 .into_iter()
                 .map(|comm| {
                     let (path, opts) = (&path, &opts);

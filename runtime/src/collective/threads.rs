@@ -3,17 +3,44 @@
 //! several ranks without MPI: data parallelism across ranks, and the
 //! replicas of a hybrid data × pipeline run, whose gradients it sums in
 //! rank order, as MPI does for two ranks (`a + b = b + a` exactly).
+//!
+//! A rank that aborts or panics stops the others, as `MPI_Abort` ends a
+//! job: every rank waiting in a collective, or for a message, panics naming
+//! the rank that stopped, so a failing test fails instead of hanging.
 
 use super::{Collective, CollectiveError};
 use std::collections::VecDeque;
-use std::sync::{Arc, Barrier, Condvar, Mutex, PoisonError};
+use std::sync::{Arc, Condvar, Mutex, MutexGuard, PoisonError};
+
+/// A reusable barrier that a stopping rank can break.
+struct Gate {
+    state: Mutex<GateState>,
+    turned: Condvar,
+}
+
+struct GateState {
+    /// Ranks waiting in the current round.
+    arrived: usize,
+    /// Completed rounds, so a waiter knows its round has passed.
+    round: u64,
+    /// The first rank that aborted or panicked.
+    stopped: Option<usize>,
+}
+
+fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
+    m.lock().unwrap_or_else(PoisonError::into_inner)
+}
+
+fn stopped_by(me: usize, rank: usize) -> ! {
+    panic!("rank {me} stops: rank {rank} of its group aborted or panicked")
+}
 
 /// What the ranks of one group share.
 struct Shared {
     size: usize,
     f32s: Mutex<Vec<Vec<f32>>>,
     u64s: Mutex<Vec<Vec<u64>>>,
-    barrier: Barrier,
+    gate: Gate,
     /// Point-to-point messages in flight, by `from · size + to`, in order.
     mail: Mutex<Vec<VecDeque<Vec<f32>>>>,
     /// Signalled whenever a message is posted.
@@ -44,7 +71,14 @@ impl Threads {
             size,
             f32s: Mutex::new(vec![Vec::new(); size]),
             u64s: Mutex::new(vec![Vec::new(); size]),
-            barrier: Barrier::new(size),
+            gate: Gate {
+                state: Mutex::new(GateState {
+                    arrived: 0,
+                    round: 0,
+                    stopped: None,
+                }),
+                turned: Condvar::new(),
+            },
             mail: Mutex::new(vec![VecDeque::new(); size * size]),
             posted: Condvar::new(),
         });
@@ -81,12 +115,54 @@ impl Threads {
             if let Some(m) = mail[from * n + self.rank].pop_front() {
                 return m;
             }
+            if let Some(rank) = lock(&self.shared.gate.state).stopped {
+                stopped_by(self.rank, rank);
+            }
             mail = self
                 .shared
                 .posted
                 .wait(mail)
                 .unwrap_or_else(PoisonError::into_inner);
         }
+    }
+
+    /// Waits until every rank of the group has arrived.
+    fn wait(&self) {
+        let gate = &self.shared.gate;
+        let mut st = lock(&gate.state);
+        if let Some(rank) = st.stopped {
+            drop(st);
+            stopped_by(self.rank, rank);
+        }
+        st.arrived += 1;
+        if st.arrived == self.shared.size {
+            st.arrived = 0;
+            st.round += 1;
+            gate.turned.notify_all();
+            return;
+        }
+        let round = st.round;
+        while st.round == round && st.stopped.is_none() {
+            st = gate.turned.wait(st).unwrap_or_else(PoisonError::into_inner);
+        }
+        if st.round == round {
+            let rank = st.stopped.unwrap_or(self.rank);
+            drop(st);
+            stopped_by(self.rank, rank);
+        }
+    }
+
+    /// Marks this rank as stopped and wakes every waiter, at the gate and
+    /// at the mailboxes.
+    fn stop(&self) {
+        lock(&self.shared.gate.state)
+            .stopped
+            .get_or_insert(self.rank);
+        self.shared.gate.turned.notify_all();
+        // Under the mail lock, so a rank between its check and its wait
+        // cannot miss the wake-up.
+        let _mail = lock(&self.shared.mail);
+        self.shared.posted.notify_all();
     }
 
     fn f32s(&self) -> std::sync::MutexGuard<'_, Vec<Vec<f32>>> {
@@ -115,7 +191,7 @@ impl Collective for Threads {
 
     fn all_reduce_sum(&self, buf: &mut [f32]) -> Result<(), CollectiveError> {
         self.f32s()[self.rank] = buf.to_vec();
-        self.shared.barrier.wait();
+        self.wait();
         {
             let all = self.f32s();
             buf.copy_from_slice(&all[0]);
@@ -125,7 +201,7 @@ impl Collective for Threads {
                 }
             }
         }
-        self.shared.barrier.wait();
+        self.wait();
         Ok(())
     }
 
@@ -139,31 +215,41 @@ impl Collective for Threads {
         if self.rank == root {
             self.f32s()[root] = buf.to_vec();
         }
-        self.shared.barrier.wait();
+        self.wait();
         buf.copy_from_slice(&self.f32s()[root]);
-        self.shared.barrier.wait();
+        self.wait();
         Ok(())
     }
 
     fn barrier(&self) -> Result<(), CollectiveError> {
-        self.shared.barrier.wait();
+        self.wait();
         Ok(())
     }
 
     fn all_gather_u64(&self, local: &[u64], out: &mut [u64]) -> Result<(), CollectiveError> {
         self.u64s()[self.rank] = local.to_vec();
-        self.shared.barrier.wait();
+        self.wait();
         for (o, v) in out.chunks_mut(local.len().max(1)).zip(self.u64s().iter()) {
             o.copy_from_slice(v);
         }
-        self.shared.barrier.wait();
+        self.wait();
         Ok(())
     }
 
-    /// A thread cannot end the other threads' work: it panics, naming the
-    /// rank (a test then fails with the message).
+    /// A thread cannot end the other threads' work: it stops the group (the
+    /// others panic at their next wait) and panics, naming the rank.
     fn abort(&self, code: i32) -> ! {
+        self.stop();
         panic!("rank {} aborted with status {code}", self.rank)
+    }
+}
+
+impl Drop for Threads {
+    /// A rank whose thread panics stops the group, as an abort does.
+    fn drop(&mut self) {
+        if std::thread::panicking() {
+            self.stop();
+        }
     }
 }
 
@@ -192,6 +278,52 @@ mod tests {
         for (buf, out) in got {
             assert_eq!(buf, [3.0, 3.0]);
             assert_eq!(out, [0, 10, 20]);
+        }
+    }
+
+    /// A rank that panics, or aborts, before a collective must not leave
+    /// the others waiting forever: they panic, naming it.
+    #[test]
+    fn a_stopping_rank_stops_the_others_instead_of_hanging() {
+        for abort in [false, true] {
+            let msgs: Vec<String> = std::thread::scope(|s| {
+                let hs: Vec<_> = Threads::group(3)
+                    .into_iter()
+                    .map(|t| {
+                        s.spawn(move || {
+                            if t.rank() == 1 {
+                                if abort {
+                                    t.abort(3);
+                                }
+                                panic!("rank 1 fails");
+                            }
+                            if t.rank() == 2 {
+                                // Waits for a message rank 1 never sends.
+                                t.take(1);
+                            }
+                            let mut buf = vec![1.0];
+                            t.all_reduce_sum(&mut buf).unwrap();
+                        })
+                    })
+                    .collect();
+                hs.into_iter()
+                    .map(|h| {
+                        let e = h.join().expect_err("every rank must stop");
+                        e.downcast_ref::<String>()
+                            .cloned()
+                            .or_else(|| e.downcast_ref::<&str>().map(|s| s.to_string()))
+                            .unwrap_or_default()
+                    })
+                    .collect()
+            });
+            assert_eq!(
+                msgs[0],
+                "rank 0 stops: rank 1 of its group aborted or panicked"
+            );
+            assert_eq!(
+                msgs[2],
+                "rank 2 stops: rank 1 of its group aborted or panicked"
+            );
         }
     }
 }
