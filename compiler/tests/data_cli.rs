@@ -133,4 +133,25 @@ fn train_streams_shards_as_it_trains_the_files_they_came_from() {
     };
     assert!(weights("a") == weights("b"), "streamed vs in memory");
     assert!(weights("c") == weights("a"), "a directory of shards");
+    // `eval` reads a directory of shards as the shards in it, not as IDX.
+    let eval = |data: &str| {
+        let out = ok(&nnc(
+            &dir,
+            &[
+                "eval",
+                model,
+                "--debug",
+                "--weights",
+                "a/weights.safetensors",
+                "--data",
+                data,
+            ],
+        ));
+        out.lines()
+            .find(|l| l.trim().starts_with("accuracy "))
+            .unwrap_or_else(|| panic!("no accuracy in:\n{out}"))
+            .to_string()
+    };
+    assert_eq!(eval("shards"), eval("shards/t10k.shard"));
+    assert_eq!(eval("shards"), eval("idx"));
 }

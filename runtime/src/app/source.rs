@@ -68,11 +68,10 @@ pub fn load(
     usage: Use,
     classes: &BTreeMap<String, Arc<[String]>>,
 ) -> Result<Dataset, AppError> {
-    if is_shard_file(&args.path) {
-        // `nnc data convert`'s output: columns as converted, classes
-        // renumbered as training numbered them.
-        let data = crate::data::shard::Shard::open(&args.path)?.load()?;
-        return Ok(renumber_classes(data, classes, &args.path)?);
+    if let Some(set) = shard_set(&args.path)? {
+        // `nnc data convert`'s output, one shard or a directory of them:
+        // columns as converted, classes renumbered as training numbered them.
+        return Ok(renumber_classes(set.load()?, classes, &args.path)?);
     }
     if args.path.is_dir() {
         return load_idx(&args.path, part);

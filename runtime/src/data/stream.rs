@@ -543,6 +543,19 @@ impl ShardSet {
         })
     }
 
+    /// Every row of every shard in memory, shard after shard: what `eval`
+    /// and `predict` read (the shards share one column layout, class names
+    /// included, so their class numbers agree).
+    pub fn load(&self) -> Result<Dataset, DataError> {
+        let mut buf = Vec::new();
+        let parts = self
+            .shards
+            .iter()
+            .map(|s| s.load_with(&mut buf))
+            .collect::<Result<Vec<_>, _>>()?;
+        concat(parts)
+    }
+
     /// Shuffles `rows` rows together (see the module docs for the order; a
     /// window of at least [`ShardSet::rows`] gives the in-memory order).
     pub fn with_window(self, rows: usize) -> Self {
