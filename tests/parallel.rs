@@ -2,7 +2,7 @@
 //! bit-identical parameters on 1, 2 or 8 threads, data-parallel
 //! sharding computes the same gradient as one shard (to float rounding),
 //! and `fit_with` on 2 ranks (threads sharing memory, no MPI) reproduces
-//! 1 rank bit for bit.
+//! 1 rank bit for bit; `predict` is bit-identical on any thread count.
 
 use nnc::runtime::collective::{Collective, Threads};
 use nnc::runtime::data::load_mnist;
@@ -70,6 +70,33 @@ fn intra_op_is_bit_identical_on_any_thread_count() {
         same_bits(&one, &train(Strategy::IntraOp, 8)),
         "1 vs 8 threads"
     );
+}
+
+/// `predict` splits its matrix products across the caller's pool: at batch
+/// 256 (products large enough to split) its outputs are the same bits on
+/// 1, 2 and 8 threads, and each sample's are those of a batch-1 call (a
+/// product of one row reads its weights in place, a tall one packs them).
+#[test]
+fn predict_is_bit_identical_on_any_thread_count_and_batch() {
+    // Pixel-like values in [0, 1], no two rows alike.
+    let x: Vec<f32> = (0..256 * 784)
+        .map(|i| ((i * 7919) % 256) as f32 / 255.0)
+        .collect();
+    let run = |threads: usize| {
+        let mut model = MnistMlp::new(256);
+        let mut probs = vec![0.0; 256 * 10];
+        pool(threads).install(|| model.predict(&x, &mut probs).unwrap());
+        probs
+    };
+    let one = run(1);
+    assert!(same_bits(&one, &run(2)), "1 vs 2 threads");
+    assert!(same_bits(&one, &run(8)), "1 vs 8 threads");
+    let mut model = MnistMlp::new(1);
+    let mut probs = [0.0; 10];
+    for i in [0, 1, 127, 255] {
+        model.predict(&x[i * 784..][..784], &mut probs).unwrap();
+        assert!(same_bits(&probs, &one[i * 10..][..10]), "sample {i} alone");
+    }
 }
 
 /// Four shards weighted by size give one shard's gradient: the reduction

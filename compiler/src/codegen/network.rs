@@ -249,6 +249,14 @@ pub fn network_with(
         &ifusion,
         (iprefix, inames),
     )?;
+    // `predict`'s matrix products split across the caller's rayon pool
+    // (the batch-256 inference workloads ran on one core of two). Products
+    // split by whole tiles of their output, so the values are the same on
+    // any number of threads; a product too small to pay for the split (any
+    // at batch 1) stays on the calling thread.
+    let parallel =
+        |calls: TokenStream| quote!(let _parallel = #rt::kernels::parallel_gemm(); #calls);
+    let (predict_calls, score_calls) = (parallel(predict_calls), parallel(score_calls));
     let grad_copies: TokenStream = tg
         .params
         .iter()

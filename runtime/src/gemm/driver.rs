@@ -22,6 +22,11 @@ const NC: usize = 4080;
 /// of packed: packing costs about one store per element of A, while each
 /// element only feeds `n` multiply-adds.
 const PACK_A_MIN_N: usize = 512;
+/// Up to this many rows of op(A), an op(B) whose rows are contiguous is
+/// read in place instead of packed: each of its panels then feeds at most
+/// one tile, so a copy would cost as much as the product reads (a batch-1
+/// `predict` packed its whole weight matrix on every call).
+const B_IN_PLACE_MAX_M: usize = 6;
 /// Multiply-adds a rayon task must at least get before a product is split.
 const MIN_WORK_PER_THREAD: usize = 1 << 20;
 /// Floats of slack in front of each buffer, to align its start to 64 bytes.
@@ -211,10 +216,20 @@ unsafe fn serial<K: Microkernel>(p: Problem<'_>, ws: &mut Workspace) {
     // An untransposed A (`cs == 1`) of a narrow product is read in place;
     // only a ragged last panel is packed (zero-padded) then.
     let pack_a = p.a.cs != 1 || p.n >= PACK_A_MIN_N;
+    // A single such row the kernel can read in place needs no packing either.
+    let a_row_in_place = !pack_a && p.m == 1 && K::ONE_ROW_IN_PLACE;
     let a_len = if pack_a { mc_max * kc_max } else { mr * kc_max };
+    // Full panels of an in-place B come from B itself; only a ragged last
+    // panel is packed (zero-padded).
+    let b_in_place = p.b.cs == 1 && p.m <= B_IN_PLACE_MAX_M.min(mr);
+    let b_len = if b_in_place {
+        nr * kc_max
+    } else {
+        nc_max * kc_max
+    };
     let Workspace { a: a_buf, b: b_buf } = ws;
     let a_buf = aligned(a_buf, a_len);
-    let b_buf = aligned(b_buf, nc_max * kc_max);
+    let b_buf = aligned(b_buf, b_len);
 
     for j0 in (0..p.n).step_by(nc_max) {
         let nc = nc_max.min(p.n - j0);
@@ -222,51 +237,74 @@ unsafe fn serial<K: Microkernel>(p: Problem<'_>, ws: &mut Workspace) {
             let kc = kc_max.min(p.k - p0);
             // Later depth blocks accumulate onto the first one's result.
             let beta = if kb == 0 { p.beta } else { 1.0 };
-            // Columns of op(B) are rows of op(B)^T: pack those into panels.
-            let b_panels = &mut b_buf[..nc.div_ceil(nr) * nr * kc];
-            // SAFETY: the caller vouches for the CPU features.
-            unsafe { K::pack_b(b_panels, p.b.t().sub(j0, p0), nc, kc) };
+            // Columns [0, in_place) of this block are read from op(B) in
+            // place; the rest come packed from `b_buf`.
+            let in_place = if b_in_place { nc / nr * nr } else { 0 };
+            if in_place < nc {
+                // Columns of op(B) are rows of op(B)^T: pack those into panels.
+                let cols = nc - in_place;
+                let b_panels = &mut b_buf[..cols.div_ceil(nr) * nr * kc];
+                // SAFETY: the caller vouches for the CPU features.
+                unsafe { K::pack_b(b_panels, p.b.t().sub(j0 + in_place, p0), cols, kc) };
+            }
             for i0 in (0..p.m).step_by(mc_max) {
                 let mc = mc_max.min(p.m - i0);
                 let a_blk = p.a.sub(i0, p0);
                 // Rows [packed_from, mc) of this block come from `a_buf`.
-                let packed_from = if pack_a { 0 } else { mc / mr * mr };
+                let packed_from = if pack_a {
+                    0
+                } else if a_row_in_place {
+                    mc
+                } else {
+                    mc / mr * mr
+                };
                 if packed_from < mc {
                     let rows = mc - packed_from;
                     let a_panels = &mut a_buf[..rows.div_ceil(mr) * mr * kc];
                     // SAFETY: as above.
                     unsafe { K::pack_a(a_panels, a_blk.sub(packed_from, 0), rows, kc) };
                 }
-                for jr in (0..nc).step_by(nr) {
-                    let b_panel = &b_panels[jr * kc..][..nr * kc];
+                let tile = |ir: usize, jr: usize, b: *const f32, b_rs: usize| {
+                    let (a, a_rs, a_cs) = if ir >= packed_from {
+                        let panel = &a_buf[(ir - packed_from) * kc..][..mr * kc];
+                        (panel.as_ptr(), 1, mr)
+                    } else {
+                        (a_blk.sub(ir, 0).data.as_ptr(), a_blk.rs, 1)
+                    };
+                    Tile {
+                        kc,
+                        a,
+                        a_rs,
+                        a_cs,
+                        b,
+                        b_rs,
+                        // SAFETY: (i0 + ir, j0 + jr) is an element of C.
+                        c: unsafe { p.c.sub(i0 + ir, j0 + jr) }.ptr,
+                        ldc: p.c.ld,
+                        alpha: p.alpha,
+                        beta,
+                        mr: mr.min(mc - ir),
+                        nr: nr.min(nc - jr),
+                    }
+                };
+                // SAFETY (every kernel call below): the A panel is either
+                // packed (`MR * kc` floats of `a_buf`) or rows ir..ir+MR <=
+                // mc of the block in place (row ir alone when
+                // `a_row_in_place`, which the kernel allows), all inside A
+                // by `check`; a packed B panel holds `NR * kc` floats, an
+                // in-place one is columns j0 + jr.. + NR <= n of op(B) over
+                // kc rows, inside B by `check`; the tiles' `mr x nr` corners
+                // lie inside C, which this call owns; the caller guarantees
+                // the CPU features.
+                if in_place > 0 {
+                    // In place only when m <= MR: one row of tiles.
+                    let b = p.b.sub(p0, j0).data.as_ptr();
+                    unsafe { K::row_of_tiles(&tile(0, 0, b, p.b.rs), in_place / nr, nr) };
+                }
+                for jr in (in_place..nc).step_by(nr) {
+                    let b_panel = &b_buf[(jr - in_place) * kc..][..nr * kc];
                     for ir in (0..mc).step_by(mr) {
-                        let (a, a_rs, a_cs) = if ir >= packed_from {
-                            let panel = &a_buf[(ir - packed_from) * kc..][..mr * kc];
-                            (panel.as_ptr(), 1, mr)
-                        } else {
-                            (a_blk.sub(ir, 0).data.as_ptr(), a_blk.rs, 1)
-                        };
-                        let t = Tile {
-                            kc,
-                            a,
-                            a_rs,
-                            a_cs,
-                            b: b_panel.as_ptr(),
-                            // SAFETY: (i0 + ir, j0 + jr) is an element of C.
-                            c: unsafe { p.c.sub(i0 + ir, j0 + jr) }.ptr,
-                            ldc: p.c.ld,
-                            alpha: p.alpha,
-                            beta,
-                            mr: mr.min(mc - ir),
-                            nr: nr.min(nc - jr),
-                        };
-                        // SAFETY: the A panel is either packed (`MR * kc`
-                        // floats of `a_buf`) or rows ir..ir+MR <= mc of the
-                        // block in place, all inside A by `check`; the B panel
-                        // holds `NR * kc` floats; the tile's `mr x nr` corner
-                        // lies inside C, which this call owns; the caller
-                        // guarantees the CPU features.
-                        unsafe { K::tile(&t) };
+                        unsafe { K::tile(&tile(ir, jr, b_panel.as_ptr(), nr)) };
                     }
                 }
                 // The block is final after the last depth block: hand it to

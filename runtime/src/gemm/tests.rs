@@ -235,6 +235,82 @@ fn short_slices_are_errors_not_panics() {
 }
 
 /// Every kernel family this CPU can run.
+/// Products of a few rows read B in place (and a single untransposed row
+/// of A too) and run one row's tiles side by side; every row must still
+/// come out bit-identical to the same row inside a tall product, which
+/// packs both operands. Training shards and `predict` at batch 1 rely on
+/// a row's result not depending on how many rows share the product.
+#[test]
+fn few_row_products_are_bit_identical_to_rows_of_tall_ones() {
+    let mut rng = Rng::new(21);
+    let tall = 20;
+    for isa in kernels() {
+        for &(k, n) in &[
+            (1, 1),
+            (5, 10),
+            (37, 16),
+            (700, 64),
+            (1100, 70),
+            (784, 128),
+            (90, 200),
+        ] {
+            for ta in [Trans::No, Trans::Yes] {
+                for (alpha, beta) in [(1.0, 0.0), (0.5, 1.0)] {
+                    let (ar, ac) = if ta == Trans::No {
+                        (tall, k)
+                    } else {
+                        (k, tall)
+                    };
+                    let av = random(&mut rng, ar * ac);
+                    let bv = random(&mut rng, k * n);
+                    let c0 = random(&mut rng, tall * n);
+                    let a = MatRef {
+                        data: &av,
+                        ld: ac,
+                        trans: ta,
+                    };
+                    let b = MatRef::new(&bv, n);
+                    let mut want = c0.clone();
+                    let seq = Parallelism::Sequential;
+                    sgemm_with(isa, seq, tall, n, k, alpha, a, b, beta, &mut want, n, None)
+                        .unwrap();
+                    for m in 1..=7 {
+                        for i0 in [0, tall - m, 3] {
+                            // Rows i0..i0 + m of A, stored as the tall A is.
+                            let (sub, ld): (Vec<f32>, usize) = match ta {
+                                Trans::No => (av[i0 * k..(i0 + m) * k].to_vec(), k),
+                                Trans::Yes => (
+                                    (0..k)
+                                        .flat_map(|p| av[p * tall + i0..][..m].to_vec())
+                                        .collect(),
+                                    m,
+                                ),
+                            };
+                            let a = MatRef {
+                                data: &sub,
+                                ld,
+                                trans: ta,
+                            };
+                            let mut got = c0[i0 * n..(i0 + m) * n].to_vec();
+                            sgemm_with(isa, seq, m, n, k, alpha, a, b, beta, &mut got, n, None)
+                                .unwrap();
+                            let same = got
+                                .iter()
+                                .zip(&want[i0 * n..(i0 + m) * n])
+                                .all(|(x, y)| x.to_bits() == y.to_bits());
+                            assert!(
+                                same,
+                                "{isa:?} rows {i0}..{} of {tall}x{k}x{n} {ta:?} alpha {alpha} beta {beta}",
+                                i0 + m
+                            );
+                        }
+                    }
+                }
+            }
+        }
+    }
+}
+
 fn kernels() -> Vec<Isa> {
     let mut v = vec![Isa::Generic];
     if Isa::detect() != Isa::Generic {

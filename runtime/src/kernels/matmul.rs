@@ -16,16 +16,33 @@ thread_local! {
 /// Outside, products stay on the calling thread: data-parallel workers
 /// already fill the cores.
 pub fn with_parallel_gemm<R>(f: impl FnOnce() -> R) -> R {
-    let before = GEMM_PARALLELISM.with(|p| p.replace(Parallelism::Rayon(0)));
-    // Restores the setting even if `f` unwinds.
-    struct Restore(Parallelism);
-    impl Drop for Restore {
-        fn drop(&mut self) {
-            GEMM_PARALLELISM.with(|p| p.set(self.0));
-        }
-    }
-    let _restore = Restore(before);
+    let _parallel = parallel_gemm();
     f()
+}
+
+/// [`with_parallel_gemm`] as a guard: this thread's matrix products split
+/// across the current rayon pool until the guard is dropped (generated
+/// `predict` holds one over its kernel calls).
+pub fn parallel_gemm() -> ParallelGemm {
+    ParallelGemm {
+        before: GEMM_PARALLELISM.with(|p| p.replace(Parallelism::Rayon(0))),
+        _thread: std::marker::PhantomData,
+    }
+}
+
+/// The guard [`parallel_gemm`] returns; dropping it (also on unwinding)
+/// restores the thread's previous setting. It stays on the thread whose
+/// setting it changed.
+#[must_use = "products split only while the guard lives"]
+pub struct ParallelGemm {
+    before: Parallelism,
+    _thread: std::marker::PhantomData<*const ()>,
+}
+
+impl Drop for ParallelGemm {
+    fn drop(&mut self) {
+        GEMM_PARALLELISM.with(|p| p.set(self.before));
+    }
 }
 
 fn gemm_parallelism() -> Parallelism {

@@ -27,7 +27,7 @@ impl Microkernel for Kernel {
         let mut acc = [[0f32; NR]; MR];
         for p in 0..t.kc {
             // SAFETY: (r, p) and (p, j) are in the panels (trait contract).
-            let b: &[f32; NR] = unsafe { &*t.b.add(p * NR).cast() };
+            let b: &[f32; NR] = unsafe { &*t.b.add(p * t.b_rs).cast() };
             for (r, row) in acc.iter_mut().enumerate() {
                 // SAFETY: as above.
                 let a = unsafe { *t.a.add(r * t.a_rs + p * t.a_cs) };

@@ -34,8 +34,9 @@ impl Isa {
 /// One microkernel call: `C[..mr, ..nr] = alpha * Apanel @ Bpanel + beta * C`.
 ///
 /// Element `(r, p)` of the A panel (`r < MR`, `p < kc`) is at
-/// `a + r * a_rs + p * a_cs`; the B panel is packed: element `(p, j)` at
-/// `b + p * NR + j`; panel rows and columns past `mr x nr` are zero padding.
+/// `a + r * a_rs + p * a_cs`; element `(p, j)` of the B panel at
+/// `b + p * b_rs + j` (`b_rs == NR` when packed, B's row stride when read
+/// in place); panel rows and columns past `mr x nr` are zero padding.
 /// The kernel writes only the tile's `mr x nr` top-left corner to C (row
 /// stride `ldc`); C is not read when `beta == 0`.
 #[derive(Debug, Clone, Copy)]
@@ -45,6 +46,7 @@ pub(super) struct Tile {
     pub(super) a_rs: usize,
     pub(super) a_cs: usize,
     pub(super) b: *const f32,
+    pub(super) b_rs: usize,
     pub(super) c: *mut f32,
     pub(super) ldc: usize,
     pub(super) alpha: f32,
@@ -72,12 +74,40 @@ pub(super) trait Microkernel {
     /// As for [`Microkernel::pack_a`].
     unsafe fn pack_b(dst: &mut [f32], src: View<'_>, rows: usize, depth: usize);
 
+    /// Whether [`Microkernel::tile`] reads only row 0 of an A panel read
+    /// in place (not packed) when `mr == 1`, so a one-row product need not
+    /// pack (and zero-pad) its A row.
+    const ONE_ROW_IN_PLACE: bool = false;
+
     /// Runs one tile.
     ///
     /// # Safety
     /// Every A element `(r, p)`, `r < MR, p < kc`, and B element `(p, j)`,
-    /// `j < NR`, must be readable; C must be writable for `mr x nr` elements
-    /// at row stride `ldc` and not accessed by anyone else meanwhile; the CPU
-    /// must support the kernel's instructions.
+    /// `j < NR`, must be readable (only row 0 of an in-place A when `mr ==
+    /// 1` and [`Microkernel::ONE_ROW_IN_PLACE`]); C must be writable for `mr
+    /// x nr` elements at row stride `ldc` and not accessed by anyone else
+    /// meanwhile; the CPU must support the kernel's instructions.
     unsafe fn tile(t: &Tile);
+
+    /// Runs `panels` full tiles (`nr == NR`) side by side: tile `q` is `t`
+    /// with its B panel at `t.b + q * b_step` and its C at `t.c + q * NR`.
+    /// Each element comes out exactly as [`Microkernel::tile`] computes it;
+    /// a kernel may interleave the tiles so that a product of one row is
+    /// not bound by the latency of one tile's accumulation chains.
+    ///
+    /// # Safety
+    /// As for [`Microkernel::tile`], for every one of the tiles.
+    unsafe fn row_of_tiles(t: &Tile, panels: usize, b_step: usize) {
+        for q in 0..panels {
+            let tile = Tile {
+                // SAFETY: each tile lies inside the operands (caller's contract).
+                b: unsafe { t.b.add(q * b_step) },
+                // SAFETY: as above.
+                c: unsafe { t.c.add(q * Self::NR) },
+                ..*t
+            };
+            // SAFETY: forwarded contract.
+            unsafe { Self::tile(&tile) };
+        }
+    }
 }
