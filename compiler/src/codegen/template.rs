@@ -128,7 +128,8 @@ impl Template {
 
     /// The text of a statement of this shape.
     fn fill(&self, reading: &Reading) -> String {
-        let mut out = String::with_capacity(self.pieces.iter().map(String::len).sum::<usize>() + 64);
+        let mut out =
+            String::with_capacity(self.pieces.iter().map(String::len).sum::<usize>() + 64);
         for (piece, hole) in self.pieces.iter().zip(&self.holes) {
             out.push_str(piece);
             match hole {
@@ -312,7 +313,12 @@ mod tests {
         let long = "x".repeat(150);
         let cases = [
             (" node 1: short", 0usize, 16usize, 7usize),
-            (" node 2: `h` = `relu` → `f32[batch, 16]` (a.nn:3:4)", 9, 99, 1),
+            (
+                " node 2: `h` = `relu` → `f32[batch, 16]` (a.nn:3:4)",
+                9,
+                99,
+                1,
+            ),
             (&long[..], 123_456, 7_000_001, 100_000_000),
             (" node 4", 1, 1, 1),
             (" node 5 ", 0, 0, 0),
