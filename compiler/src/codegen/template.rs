@@ -32,6 +32,9 @@ const NOTE_MARK: char = '\u{1}';
 /// digits; 19 ones fit in any `usize` of 64 bits).
 const MAX_DIGITS: usize = 19;
 
+/// The most shapes kept at once (about a kilobyte each).
+const MAX_SHAPES: usize = 4096;
+
 /// The formatted shapes met so far (`None`: a shape whose statements are
 /// each formatted on their own).
 #[derive(Debug, Default)]
@@ -76,6 +79,11 @@ impl Templates {
             Some(t) => t.fill(&reading),
             None => format::statement(tokens)?,
         };
+        if self.shapes.len() >= MAX_SHAPES {
+            // A model of many distinct kernels has as many shapes: keep
+            // the memory bounded, at the cost of formatting some again.
+            self.shapes.clear();
+        }
         self.shapes.insert(reading.key, template);
         Ok(text)
     }
