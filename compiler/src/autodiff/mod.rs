@@ -51,11 +51,19 @@ pub fn gradients(
         ));
     }
     let original: Vec<NodeId> = graph.ids().collect();
-    // Only nodes that depend on something in `wrt` need a gradient.
-    let mut depends: HashMap<NodeId, bool> = HashMap::new();
+    // By node index: whether a node is in `wrt` (a deep model has tens of
+    // thousands of parameters, and a search of `wrt` per node was
+    // quadratic), and whether it depends on something in `wrt` (only those
+    // nodes need a gradient).
+    let bound = original.last().map_or(0, |n| n.index() + 1);
+    let mut asked = vec![false; bound];
+    for w in wrt.iter().filter(|w| w.index() < bound) {
+        asked[w.index()] = true;
+    }
+    let asked = |id: NodeId| asked.get(id.index()).copied().unwrap_or(false);
+    let mut depends = vec![false; bound];
     for &id in &original {
-        let d = wrt.contains(&id) || graph.operands(id).iter().any(|o| depends[o]);
-        depends.insert(id, d);
+        depends[id.index()] = asked(id) || graph.operands(id).iter().any(|o| depends[o.index()]);
     }
     let mut contributions: HashMap<NodeId, Vec<NodeId>> = HashMap::new();
     let seed = GradCtx::new(graph, obj_span)
@@ -64,31 +72,36 @@ pub fn gradients(
     contributions.insert(objective, vec![seed]);
 
     for &id in original.iter().rev() {
-        if !depends[&id] || wrt.contains(&id) && graph.node(id).op.leaf().is_some() {
+        if !depends[id.index()] || asked(id) && graph.node(id).op.leaf().is_some() {
             continue;
         }
         let Some(parts) = contributions.remove(&id) else {
             continue;
         };
-        let node = graph.node(id).clone();
-        let mut cx = GradCtx::new(graph, node.span);
-        let g = sum_all(&mut cx, &parts).map_err(|e| internal(node.span, e))?;
-        if let Some(name) = &node.name {
-            graph.set_name(g, &format!("d_{name}"));
+        // The op and span only: the rest of the node (its type, its name)
+        // is not needed past here, and cloning it per node was wasted work.
+        let (op, span) = {
+            let node = graph.node(id);
+            (node.op.clone(), node.span)
+        };
+        let mut cx = GradCtx::new(graph, span);
+        let g = sum_all(&mut cx, &parts).map_err(|e| internal(span, e))?;
+        if let Some(name) = &graph.node(id).name {
+            let name = format!("d_{name}");
+            graph.set_name(g, &name);
         }
-        if wrt.contains(&id) {
+        if asked(id) {
             // A non-leaf asked for: keep its gradient, and also propagate.
             contributions.insert(id, vec![g]);
         }
         let operands = graph.operands(id);
-        let mut cx = GradCtx::new(graph, node.span);
-        let grads = node
-            .op
+        let mut cx = GradCtx::new(graph, span);
+        let grads = op
             .grad(&mut cx, &operands, id, g)
-            .map_err(|e| internal(node.span, e))?;
+            .map_err(|e| internal(span, e))?;
         for (operand, d) in operands.iter().zip(grads) {
             if let Some(d) = d {
-                if depends[operand] {
+                if depends[operand.index()] {
                     contributions.entry(*operand).or_default().push(d);
                 }
             }

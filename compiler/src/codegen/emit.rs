@@ -13,6 +13,7 @@
 //! body uses (`kernels::mentions`), sees them as it would the tokens.
 
 use super::format;
+use super::template::Templates;
 use crate::diagnostic::{CompileError, Diagnostic, ErrorKind};
 use proc_macro2::{Ident, Literal, Span, TokenStream, TokenTree};
 use quote::quote;
@@ -28,12 +29,17 @@ pub struct Emit {
     /// `None` in token mode; in text mode, the texts placeholders stand
     /// for, each taken once by the formatter.
     texts: Option<Vec<Option<String>>>,
+    /// Text mode's statements formatted by shape (see `template.rs`).
+    templates: Templates,
 }
 
 impl Emit {
     /// Token mode: everything stays tokens.
     pub fn tokens() -> Emit {
-        Emit { texts: None }
+        Emit {
+            texts: None,
+            templates: Templates::default(),
+        }
     }
 
     /// Text mode: runs are formatted as they are produced, for
@@ -41,6 +47,7 @@ impl Emit {
     pub fn text() -> Emit {
         Emit {
             texts: Some(Vec::new()),
+            templates: Templates::default(),
         }
     }
 
@@ -125,7 +132,7 @@ impl Run<'_> {
         let printed = match self.kind {
             Kind::Statement => {
                 idents(&item, &mut self.idents);
-                format::statement(item)
+                self.emit.templates.statement(item)
             }
             Kind::Member => format::member(item),
         };

@@ -222,6 +222,9 @@ impl Layout {
             }
         }
         let end_of_step = step.len();
+        // A set: `live_out` holds every parameter's gradient, and a search
+        // of it per node was quadratic in a deep model.
+        let live_out: std::collections::HashSet<NodeId> = live_out.iter().copied().collect();
         let mut buffers: Vec<Buffer> = Vec::new();
         for &id in schedule {
             let Some(&start) = step.get(&id.index()) else {

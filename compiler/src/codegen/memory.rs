@@ -90,6 +90,10 @@ pub fn plan(buffers: &[Buffer]) -> Plan {
     out
 }
 
+/// How many placed buffers [`best_fit`] skips at once when none of them
+/// can overlap the one being placed.
+const BLOCK: usize = 64;
+
 /// Places one region's buffers, largest first, each in the smallest gap
 /// between buffers live at the same time that fits it. Returns the region's
 /// size and its lower bound (the peak of live elements over time).
@@ -102,10 +106,18 @@ fn best_fit(buffers: &[Buffer], offsets: &mut HashMap<usize, usize>) -> (usize, 
             .then(a.id.cmp(&b.id))
     });
     let mut placed: Vec<(&Buffer, usize)> = Vec::new();
+    // The steps each run of `BLOCK` placed buffers spans (first start, last
+    // end), so that a buffer skips the runs it cannot overlap: checking
+    // every placed buffer was quadratic in a deep model, most of whose
+    // values live a few steps. The busy list is the same.
+    let mut blocks: Vec<(usize, usize)> = Vec::new();
     let mut size = 0;
     for b in order {
         let mut busy: Vec<(usize, usize)> = placed
-            .iter()
+            .chunks(BLOCK)
+            .zip(&blocks)
+            .filter(|(_, &(first, last))| first <= b.end && b.start <= last)
+            .flat_map(|(run, _)| run)
             .filter(|(o, _)| o.overlaps_in_time(b))
             .map(|(o, off)| (*off, off + o.size))
             .collect();
@@ -124,6 +136,12 @@ fn best_fit(buffers: &[Buffer], offsets: &mut HashMap<usize, usize>) -> (usize, 
         let offset = best.map_or(cursor, |(_, off)| off);
         offsets.insert(b.id, offset);
         size = size.max(offset + b.size);
+        match blocks.last_mut() {
+            Some(span) if placed.len() % BLOCK != 0 => {
+                *span = (span.0.min(b.start), span.1.max(b.end));
+            }
+            _ => blocks.push((b.start, b.end)),
+        }
         placed.push((b, offset));
     }
     // The peak of live elements, by differences: a value live from the

@@ -32,6 +32,7 @@ mod stats;
 pub mod surface;
 pub mod target;
 mod teacher;
+mod template;
 
 use crate::diagnostic::{CompileError, Diagnostic, ErrorKind, SourceFile};
 use crate::graph::{Dim, NodeId};
