@@ -777,7 +777,10 @@ mod tests {
         // Sequence models count every position as a row: W4 (T16, batch 64)
         // takes two shards of 512 token rows, W4L (3.2 M parameters, T128,
         // batch 32) two shards for its gradient budget, not intra-op.
-        assert_eq!(Strategy::Auto.resolve_rows(99_914, 64, 16), Resolved::Data(2));
+        assert_eq!(
+            Strategy::Auto.resolve_rows(99_914, 64, 16),
+            Resolved::Data(2)
+        );
         assert_eq!(
             Strategy::Auto.resolve_rows(3_196_682, 32, 128),
             Resolved::Data(2)
@@ -786,7 +789,10 @@ mod tests {
             Strategy::Auto.resolve_rows(3_196_682, 1, 128),
             Resolved::IntraOp
         );
-        assert_eq!(Strategy::Auto.resolve_rows(99_914, 8, 16), Resolved::Data(1));
+        assert_eq!(
+            Strategy::Auto.resolve_rows(99_914, 8, 16),
+            Resolved::Data(1)
+        );
         assert_eq!(
             Strategy::Data { shards: Some(64) }.resolve(10, 16),
             Resolved::Data(16)

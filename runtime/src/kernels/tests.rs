@@ -108,6 +108,36 @@ fn broadcasting_kernels_equal_index_arithmetic_on_random_shapes() {
     }
 }
 
+/// Transposes large enough for several of [`transpose`]'s blocks and rows:
+/// attention's head splits and merges and a matrix with ragged blocks.
+#[test]
+fn transposes_past_one_block_move_every_element() {
+    let cases: [(&[usize], &[usize]); 6] = [
+        (&[3, 16, 4, 16], &[0, 2, 1, 3]),
+        (&[3, 16, 4, 16], &[0, 2, 3, 1]),
+        (&[3, 4, 16, 16], &[0, 2, 1, 3]),
+        (&[19, 23], &[1, 0]),
+        (&[2, 1, 9, 1, 11], &[4, 1, 2, 3, 0]),
+        (&[5, 6, 7], &[0, 1, 2]),
+    ];
+    for (dims, perm) in cases {
+        let x: Vec<f32> = (0..dims.iter().product::<usize>())
+            .map(|i| i as f32)
+            .collect();
+        let mut t = vec![f32::NAN; x.len()];
+        transpose(&mut t, &x, dims, perm);
+        let tdims: Vec<usize> = perm.iter().map(|&p| dims[p]).collect();
+        for (flat, v) in t.iter().enumerate() {
+            let ix = multi_index(flat, &tdims);
+            let mut src = vec![0; dims.len()];
+            for (i, &p) in perm.iter().enumerate() {
+                src[p] = ix[i];
+            }
+            assert_eq!(*v, x[naive_index(&src, dims)], "{dims:?} {perm:?}");
+        }
+    }
+}
+
 #[test]
 fn transpose_and_reduce() {
     let a = [1.0, 2.0, 3.0, 4.0, 5.0, 6.0];
