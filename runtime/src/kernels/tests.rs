@@ -175,6 +175,43 @@ fn losses_have_closed_forms() {
     assert_eq!(s, [1.0, 0.0, 0.0]);
 }
 
+/// Softmax and log-softmax over contiguous rows and over a strided axis
+/// give the same bits, within a few ulps of the f64 formula.
+#[test]
+fn softmax_rows_and_strided_axes_agree_with_f64() {
+    let (outer, n, inner) = (3, 17, 5);
+    let x: Vec<f32> = (0..outer * n * inner)
+        .map(|i| ((i * 37 % 23) as f32 - 11.0) * 0.7)
+        .collect();
+    for log in [false, true] {
+        let mut strided = vec![f32::NAN; x.len()];
+        softmax(&mut strided, &x, outer, n, inner, log);
+        // The same values with the axis moved last: contiguous rows.
+        let mut rows = vec![0.0f32; x.len()];
+        transpose(&mut rows, &x, &[outer, n, inner], &[0, 2, 1]);
+        let mut got = vec![f32::NAN; x.len()];
+        softmax(&mut got, &rows, outer * inner, n, 1, log);
+        let mut back = vec![0.0f32; x.len()];
+        transpose(&mut back, &got, &[outer, inner, n], &[0, 2, 1]);
+        assert_eq!(back, strided, "log {log}");
+        for r in rows.chunks(n).zip(got.chunks(n)) {
+            let m = r.0.iter().fold(f64::NEG_INFINITY, |m, &v| m.max(v as f64));
+            let z: f64 = r.0.iter().map(|&v| (v as f64 - m).exp()).sum();
+            for (&v, &g) in r.0.iter().zip(r.1) {
+                let want = if log {
+                    v as f64 - m - z.ln()
+                } else {
+                    (v as f64 - m).exp() / z
+                };
+                assert!(
+                    (g as f64 - want).abs() <= 1e-6 * want.abs().max(1.0),
+                    "{g} vs {want}"
+                );
+            }
+        }
+    }
+}
+
 #[test]
 fn transposed_operands_equal_explicit_transposes() {
     // a: [m=2, k=3], b: [k=3, n=2]; stored transposed as [3, 2] and [2, 3].
