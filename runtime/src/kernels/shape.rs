@@ -137,13 +137,11 @@ pub fn transpose(out: &mut [f32], x: &[f32], x_dims: &[usize], perm: &[usize]) {
         } else {
             for i0 in (0..p).step_by(TRANSPOSE_BLOCK) {
                 for j0 in (0..q).step_by(TRANSPOSE_BLOCK) {
-                    let j1 = (j0 + TRANSPOSE_BLOCK).min(q);
                     for i in i0..(i0 + TRANSPOSE_BLOCK).min(p) {
-                        // Strided reads through an iterator: one bounds
-                        // check per block row, not one per element.
-                        let src = x[base + i * sp + j0 * sq..].iter().step_by(sq);
-                        for (r, &v) in dst[i * q + j0..i * q + j1].iter_mut().zip(src) {
-                            *r = v;
+                        let row = &mut dst[i * q..(i + 1) * q];
+                        let at = base + i * sp;
+                        for j in j0..(j0 + TRANSPOSE_BLOCK).min(q) {
+                            row[j] = x[at + j * sq];
                         }
                     }
                 }
