@@ -28,9 +28,13 @@ use rayon::prelude::*;
 /// How a training step is spread over threads.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
 pub enum Strategy {
-    /// Intra-op for models of at least [`INTRA_OP_MIN_PARAMS`] parameters
-    /// (a gradient buffer per shard would cost more memory and reduction
-    /// time than the products' own parallelism), data parallel otherwise.
+    /// Data parallel, except intra-op for models of at least
+    /// [`INTRA_OP_MIN_PARAMS`] parameters whose samples are single rows (a
+    /// gradient buffer per shard would cost more memory and reduction time
+    /// than the products' own parallelism). Sequence models of that size
+    /// stay data parallel with [`MAX_LARGE_GRADIENTS`] gradient floats
+    /// spread over their shards: their per-sequence attention products and
+    /// row kernels (softmax, layer norm) do not split intra-op.
     #[default]
     Auto,
     /// Shards of the batch on separate workers. `shards: None` takes
@@ -69,11 +73,34 @@ pub const INTRA_OP_MIN_PARAMS: usize = 1 << 20;
 /// products inefficient, more leave cores idle.
 pub const SHARD_ROWS: usize = 64;
 
+/// Rows per shard of a sequence model ([`default_shards_of`]): every
+/// position is a row of the dense products, and each shard also pays the
+/// step's fixed costs (a kernel call per op, the per-shard gradient sum),
+/// which a few hundred token rows hide.
+pub const SHARD_TOKEN_ROWS: usize = 512;
+
+/// Gradient floats [`Strategy::Auto`] spends on the shards of a sequence
+/// model of at least [`INTRA_OP_MIN_PARAMS`] parameters (every shard holds a
+/// whole gradient buffer), though always at least two shards.
+pub const MAX_LARGE_GRADIENTS: usize = 1 << 23;
+
 /// Shards of a batch by default: one per [`SHARD_ROWS`] samples, between 1
 /// and 8. A function of the batch size alone, so results do not depend on
 /// the machine.
 pub fn default_shards(batch: usize) -> usize {
-    (batch / SHARD_ROWS).clamp(1, 8)
+    default_shards_of(batch, 1)
+}
+
+/// [`default_shards`] of a model whose samples are `positions` rows each (a
+/// sequence's tokens; 1 for other models): one per [`SHARD_TOKEN_ROWS`]
+/// token rows, between 1 and 8 and at most one per sample.
+pub fn default_shards_of(batch: usize, positions: usize) -> usize {
+    let shards = if positions > 1 {
+        batch.saturating_mul(positions) / SHARD_TOKEN_ROWS
+    } else {
+        batch / SHARD_ROWS
+    };
+    shards.clamp(1, 8).min(batch.max(1))
 }
 
 /// The strategy [`Strategy::Auto`] resolves to for a model and batch.
@@ -87,16 +114,24 @@ pub enum Resolved {
 
 impl Strategy {
     /// What this strategy means for a model of `params` parameters trained
-    /// on batches of `batch` samples.
+    /// on batches of `batch` samples of one row each.
     pub fn resolve(self, params: usize, batch: usize) -> Resolved {
+        self.resolve_rows(params, batch, 1)
+    }
+
+    /// [`Self::resolve`] for samples of `positions` rows each (the longest
+    /// token input of a sequence model, 1 otherwise).
+    pub fn resolve_rows(self, params: usize, batch: usize, positions: usize) -> Resolved {
+        let shards = default_shards_of(batch, positions);
         match self {
-            Strategy::Auto if params >= INTRA_OP_MIN_PARAMS => Resolved::IntraOp,
-            Strategy::Auto => Resolved::Data(default_shards(batch)),
-            Strategy::Data { shards } => Resolved::Data(
-                shards
-                    .unwrap_or_else(|| default_shards(batch))
-                    .clamp(1, batch.max(1)),
-            ),
+            Strategy::Auto if params < INTRA_OP_MIN_PARAMS => Resolved::Data(shards),
+            Strategy::Auto if positions > 1 && shards > 1 => {
+                Resolved::Data(shards.min((MAX_LARGE_GRADIENTS / params).max(2)))
+            }
+            Strategy::Auto => Resolved::IntraOp,
+            Strategy::Data { shards: given } => {
+                Resolved::Data(given.unwrap_or(shards).clamp(1, batch.max(1)))
+            }
             Strategy::IntraOp => Resolved::IntraOp,
         }
     }
@@ -198,7 +233,15 @@ impl StepRunner {
         let n = model.spec().param_count;
         let state = crate::model::state_len(model.state_spec());
         let (features, labels) = (per_sample(model, false), per_sample(model, true));
-        let mode = match strategy.resolve(n, batch) {
+        let positions = model
+            .spec()
+            .inputs
+            .iter()
+            .filter(|i| matches!(i.kind, InputKind::Tokens { .. }))
+            .map(|i| i.per_sample)
+            .max()
+            .unwrap_or(1);
+        let mode = match strategy.resolve_rows(n, batch, positions) {
             // Shards slice each input into a fixed array of this many.
             Resolved::Data(_) if features.len().max(labels.len()) > MAX_SLICES => Resolved::Data(1),
             mode => mode,
@@ -731,6 +774,25 @@ mod tests {
         assert_eq!(Strategy::Auto.resolve(118_282, 128), Resolved::Data(2));
         assert_eq!(Strategy::Auto.resolve(5_824_522, 512), Resolved::IntraOp);
         assert_eq!(Strategy::Auto.resolve(10, 1), Resolved::Data(1));
+        // Sequence models count every position as a row: W4 (T16, batch 64)
+        // takes two shards of 512 token rows, W4L (3.2 M parameters, T128,
+        // batch 32) two shards for its gradient budget, not intra-op.
+        assert_eq!(
+            Strategy::Auto.resolve_rows(99_914, 64, 16),
+            Resolved::Data(2)
+        );
+        assert_eq!(
+            Strategy::Auto.resolve_rows(3_196_682, 32, 128),
+            Resolved::Data(2)
+        );
+        assert_eq!(
+            Strategy::Auto.resolve_rows(3_196_682, 1, 128),
+            Resolved::IntraOp
+        );
+        assert_eq!(
+            Strategy::Auto.resolve_rows(99_914, 8, 16),
+            Resolved::Data(1)
+        );
         assert_eq!(
             Strategy::Data { shards: Some(64) }.resolve(10, 16),
             Resolved::Data(16)

@@ -108,6 +108,36 @@ fn broadcasting_kernels_equal_index_arithmetic_on_random_shapes() {
     }
 }
 
+/// Transposes large enough for several of [`transpose`]'s blocks and rows:
+/// attention's head splits and merges and a matrix with ragged blocks.
+#[test]
+fn transposes_past_one_block_move_every_element() {
+    let cases: [(&[usize], &[usize]); 6] = [
+        (&[3, 16, 4, 16], &[0, 2, 1, 3]),
+        (&[3, 16, 4, 16], &[0, 2, 3, 1]),
+        (&[3, 4, 16, 16], &[0, 2, 1, 3]),
+        (&[19, 23], &[1, 0]),
+        (&[2, 1, 9, 1, 11], &[4, 1, 2, 3, 0]),
+        (&[5, 6, 7], &[0, 1, 2]),
+    ];
+    for (dims, perm) in cases {
+        let x: Vec<f32> = (0..dims.iter().product::<usize>())
+            .map(|i| i as f32)
+            .collect();
+        let mut t = vec![f32::NAN; x.len()];
+        transpose(&mut t, &x, dims, perm);
+        let tdims: Vec<usize> = perm.iter().map(|&p| dims[p]).collect();
+        for (flat, v) in t.iter().enumerate() {
+            let ix = multi_index(flat, &tdims);
+            let mut src = vec![0; dims.len()];
+            for (i, &p) in perm.iter().enumerate() {
+                src[p] = ix[i];
+            }
+            assert_eq!(*v, x[naive_index(&src, dims)], "{dims:?} {perm:?}");
+        }
+    }
+}
+
 #[test]
 fn transpose_and_reduce() {
     let a = [1.0, 2.0, 3.0, 4.0, 5.0, 6.0];
@@ -143,6 +173,43 @@ fn losses_have_closed_forms() {
     let mut s = [0.0; 3];
     softmax(&mut s, &[1000.0, 0.0, 0.0], 1, 3, 1, false);
     assert_eq!(s, [1.0, 0.0, 0.0]);
+}
+
+/// Softmax and log-softmax over contiguous rows and over a strided axis
+/// give the same bits, within a few ulps of the f64 formula.
+#[test]
+fn softmax_rows_and_strided_axes_agree_with_f64() {
+    let (outer, n, inner) = (3, 17, 5);
+    let x: Vec<f32> = (0..outer * n * inner)
+        .map(|i| ((i * 37 % 23) as f32 - 11.0) * 0.7)
+        .collect();
+    for log in [false, true] {
+        let mut strided = vec![f32::NAN; x.len()];
+        softmax(&mut strided, &x, outer, n, inner, log);
+        // The same values with the axis moved last: contiguous rows.
+        let mut rows = vec![0.0f32; x.len()];
+        transpose(&mut rows, &x, &[outer, n, inner], &[0, 2, 1]);
+        let mut got = vec![f32::NAN; x.len()];
+        softmax(&mut got, &rows, outer * inner, n, 1, log);
+        let mut back = vec![0.0f32; x.len()];
+        transpose(&mut back, &got, &[outer, inner, n], &[0, 2, 1]);
+        assert_eq!(back, strided, "log {log}");
+        for r in rows.chunks(n).zip(got.chunks(n)) {
+            let m = r.0.iter().fold(f64::NEG_INFINITY, |m, &v| m.max(v as f64));
+            let z: f64 = r.0.iter().map(|&v| (v as f64 - m).exp()).sum();
+            for (&v, &g) in r.0.iter().zip(r.1) {
+                let want = if log {
+                    v as f64 - m - z.ln()
+                } else {
+                    (v as f64 - m).exp() / z
+                };
+                assert!(
+                    (g as f64 - want).abs() <= 1e-6 * want.abs().max(1.0),
+                    "{g} vs {want}"
+                );
+            }
+        }
+    }
 }
 
 #[test]
