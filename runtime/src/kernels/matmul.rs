@@ -16,7 +16,21 @@ thread_local! {
 /// Outside, products stay on the calling thread: data-parallel workers
 /// already fill the cores.
 pub fn with_parallel_gemm<R>(f: impl FnOnce() -> R) -> R {
-    let before = GEMM_PARALLELISM.with(|p| p.replace(Parallelism::Rayon(0)));
+    with_gemm_parallelism(Parallelism::Rayon(0), f)
+}
+
+/// Runs `f` with every large matrix product it makes on this thread cut
+/// into parts that idle workers of the current rayon pool may take
+/// ([`Parallelism::Shared`]): a data-parallel shard runs this way, so a
+/// core that finishes its shard early helps with the other shards' last
+/// products instead of waiting. Parts are whole tiles of the output, so
+/// the result is the same on any number of threads.
+pub fn with_shared_gemm<R>(f: impl FnOnce() -> R) -> R {
+    with_gemm_parallelism(Parallelism::Shared, f)
+}
+
+fn with_gemm_parallelism<R>(par: Parallelism, f: impl FnOnce() -> R) -> R {
+    let before = GEMM_PARALLELISM.with(|p| p.replace(par));
     // Restores the setting even if `f` unwinds.
     struct Restore(Parallelism);
     impl Drop for Restore {
