@@ -8,7 +8,11 @@
 //!   size, in shard order. The cut depends only on the batch size (never on
 //!   the thread count), and every sum runs in the same order, so a run gives
 //!   bit-identical results on 1, 2 or 8 threads. Costs one gradient buffer per
-//!   shard; pays off when layers are small and many samples share them.
+//!   shard; pays off when layers are small and many samples share them. A
+//!   shard's large matrix products are cut into parts by whole output tiles
+//!   ([`crate::gemm::Parallelism::Shared`]) that a worker done with its own
+//!   shard takes from a slower one: the results are the same bits whoever
+//!   runs a part.
 //! * **Intra-op**: one shard, and every matrix product of the step is split
 //!   across the threads (by whole tiles of the output, so each output
 //!   element is summed in the same order whatever the thread count: this
@@ -554,14 +558,18 @@ impl StepRunner {
                     offset: key.offset + g.start as u64,
                     ..key
                 };
-                *loss = model.train_step_at(
-                    &mut shard.ws,
-                    shard.max_rows,
-                    &mut shard.grads,
-                    &mut shard.stats,
-                    &sub,
-                    at,
-                )?;
+                // Large products in parts an idle worker may take: the
+                // shards are equal, the cores often are not.
+                *loss = kernels::with_shared_gemm(|| {
+                    model.train_step_at(
+                        &mut shard.ws,
+                        shard.max_rows,
+                        &mut shard.grads,
+                        &mut shard.stats,
+                        &sub,
+                        at,
+                    )
+                })?;
                 Ok(())
             })?;
         for (i, w) in self.weights.iter_mut().enumerate() {

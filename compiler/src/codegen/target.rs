@@ -35,7 +35,8 @@ pub trait Target: std::fmt::Debug + Send + Sync {
     /// A matrix product `out = a · b` (`x0` and `x1`, `[m, k]` and `[k, n]`,
     /// either transposed) whose finished blocks are handed to `epilogue`:
     /// a closure `|i0, seg| { ... }` that rewrites `seg`, the block that
-    /// starts at element `i0` of `out`, in place.
+    /// starts at element `i0` of `out`, in place. A block never crosses a
+    /// row of the product: the closure slices its inputs to it.
     fn matmul_epilogue(&self, p: &Product, epilogue: TokenStream) -> TokenStream;
 
     /// A convolution (`op`, a forward `conv2d`, over `k`'s operands `x0`
@@ -174,14 +175,18 @@ impl Target for NaiveProducts {
 
     fn matmul_epilogue(&self, p: &Product, epilogue: TokenStream) -> TokenStream {
         let product = loops(p, quote!(&mut *out), quote!(x0), quote!(x1));
-        // A named function rather than calling the closure in place, which
-        // clippy rightly calls redundant in hand-written code.
+        let n = &p.n;
+        // Row by row, as the epilogue requires; a named function rather
+        // than a loop calling the closure in place, which clippy rightly
+        // calls redundant in hand-written code.
         quote! {
             #product
-            fn epilogue(out: &mut [f32], f: impl FnOnce(usize, &mut [f32])) {
-                f(0, out)
+            fn epilogue(out: &mut [f32], n: usize, f: impl Fn(usize, &mut [f32])) {
+                for (r, row) in out.chunks_mut(n.max(1)).enumerate() {
+                    f(r * n, row)
+                }
             }
-            epilogue(out, #epilogue);
+            epilogue(out, #n, #epilogue);
         }
     }
 }

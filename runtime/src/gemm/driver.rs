@@ -148,26 +148,40 @@ fn aligned(buf: &mut Vec<f32>, len: usize) -> &mut [f32] {
     &mut buf[off..off + len]
 }
 
-/// Splits a product over up to `threads` rayon tasks and runs it.
+/// Splits a product over up to `threads` threads of the current rayon pool,
+/// `per_thread` parts each, and runs it. Each part is whole tiles of C, and
+/// every element of C is summed in the same order however the product is
+/// cut, so the result never depends on the split.
 ///
 /// # Safety
 /// Every element of op(A), op(B) and C must be in bounds of its storage, C
 /// must not be accessed by anyone else during the call, and the CPU must
 /// support `K`'s instructions.
-pub(super) unsafe fn run<K: Microkernel>(p: Problem<'_>, threads: usize) {
+pub(super) unsafe fn run<K: Microkernel>(p: Problem<'_>, threads: usize, per_thread: usize) {
     let work = p.m.saturating_mul(p.n).saturating_mul(p.k);
-    let threads = threads.min(work / MIN_WORK_PER_THREAD).max(1);
-    // Split the dimension with more tiles; each task gets whole tiles.
-    let split_n = p.n.div_ceil(K::NR) >= p.m.div_ceil(K::MR);
+    let parts = if threads <= 1 {
+        1
+    } else {
+        (threads * per_thread)
+            .min(work / MIN_WORK_PER_THREAD)
+            .max(1)
+    };
+    // Split the dimension with more tiles, or the columns when A is read in
+    // place (`serial`): every row part would pack all of B again, while
+    // column parts each pack their own columns and only read A. Each part
+    // gets whole tiles.
+    let (m_tiles, n_tiles) = (p.m.div_ceil(K::MR), p.n.div_ceil(K::NR));
+    let a_in_place = p.a.cs == 1 && p.n < PACK_A_MIN_N;
+    let split_n = n_tiles >= m_tiles || (a_in_place && n_tiles >= parts);
     let (len, unit) = if split_n { (p.n, K::NR) } else { (p.m, K::MR) };
     let units = len.div_ceil(unit);
-    let threads = threads.min(units);
-    if threads <= 1 {
+    let parts = parts.min(units);
+    if parts <= 1 {
         // SAFETY: forwarded contract.
         with_workspace(|ws| unsafe { serial::<K>(p, ws) });
         return;
     }
-    let chunk = units.div_ceil(threads) * unit;
+    let chunk = units.div_ceil(parts) * unit;
     use rayon::prelude::*;
     (0..len.div_ceil(chunk)).into_par_iter().for_each(|t| {
         let start = t * chunk;

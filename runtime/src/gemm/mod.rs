@@ -35,7 +35,10 @@
 //!   1.89, above our MSRV, and the AVX2 kernel runs on those CPUs too.
 //! * [`Parallelism::Rayon`] splits the dimension with more tiles (M or N)
 //!   into one contiguous range per thread, each thread with its own
-//!   workspace, once the product has at least 2^20 multiply-adds per thread.
+//!   workspace, once the product has at least 2^20 multiply-adds per thread
+//!   (the columns when A is read in place, so B is not packed once per
+//!   part). [`Parallelism::Shared`] cuts the same way into a few parts per
+//!   thread, for workers of a busy pool to take when idle.
 //!
 //! Measured with `cargo run --release -p nnc-runtime --example gemm_bench
 //! --features compare-gemm` on the development machine (AMD EPYC Zen 3,
@@ -94,6 +97,13 @@ pub enum Parallelism {
     /// Split the work over up to this many threads of the current rayon pool;
     /// `0` means "as many as the pool has".
     Rayon(usize),
+    /// Cut a large product into a few parts per thread of the current rayon
+    /// pool, for a pool whose threads are busy with other work: each part
+    /// runs on the calling thread unless an idle worker takes it first. A
+    /// data-parallel shard's products run this way, so a core that finishes
+    /// its shard early takes parts of the slower core's products instead of
+    /// waiting for it. On one thread it is [`Parallelism::Sequential`].
+    Shared,
 }
 
 impl Parallelism {
@@ -103,9 +113,23 @@ impl Parallelism {
             Parallelism::Sequential => 1,
             Parallelism::Rayon(0) => rayon::current_num_threads().max(1),
             Parallelism::Rayon(n) => n.min(rayon::current_num_threads()).max(1),
+            Parallelism::Shared => rayon::current_num_threads().max(1),
+        }
+    }
+
+    /// Parts per thread a product is cut into when it splits.
+    fn parts_per_thread(self) -> usize {
+        match self {
+            Parallelism::Shared => SHARED_PARTS_PER_THREAD,
+            _ => 1,
         }
     }
 }
+
+/// Parts per thread of a [`Parallelism::Shared`] product: enough that the
+/// last parts of a busy thread's product are small next to the wait they
+/// save, few enough that each part still fills whole tiles.
+const SHARED_PARTS_PER_THREAD: usize = 4;
 
 /// Whether an operand is used as stored or transposed.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -343,8 +367,12 @@ fn sgemm_with(
     unsafe {
         match isa {
             #[cfg(target_arch = "x86_64")]
-            Isa::Avx2 => driver::run::<kernel::avx2::Kernel>(p, par.max_threads()),
-            Isa::Generic => driver::run::<kernel::generic::Kernel>(p, par.max_threads()),
+            Isa::Avx2 => {
+                driver::run::<kernel::avx2::Kernel>(p, par.max_threads(), par.parts_per_thread())
+            }
+            Isa::Generic => {
+                driver::run::<kernel::generic::Kernel>(p, par.max_threads(), par.parts_per_thread())
+            }
         }
     }
     Ok(())

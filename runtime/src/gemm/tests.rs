@@ -484,6 +484,61 @@ fn products_crossing_every_block_boundary_match_naive() {
     }
 }
 
+/// However a product is cut into parts — by rows, by columns when A is read
+/// in place, one part per thread or several ([`Parallelism::Shared`]) —
+/// every element of C, and what the epilogue makes of it, comes out the
+/// same bits as on the calling thread alone, and the epilogue sees each
+/// element once.
+#[test]
+fn split_products_give_the_sequential_bits() {
+    let pool = rayon::ThreadPoolBuilder::new()
+        .num_threads(3)
+        .build()
+        .expect("pool");
+    let mut rng = Rng::new(5);
+    // (m, n, k, A transposed): W1's shard forward (A in place, cut by
+    // columns) and weight gradient (A transposed, cut by rows), a narrow
+    // product cut by rows, a small one cut by columns.
+    for (m, n, k, ta) in [
+        (64, 128, 784, false),
+        (784, 128, 64, true),
+        (640, 10, 2100, false),
+        (300, 40, 200, false),
+    ] {
+        let (a, b) = (random(&mut rng, m * k), random(&mut rng, k * n));
+        let a = if ta {
+            MatRef::transposed(&a, m)
+        } else {
+            MatRef::new(&a, k)
+        };
+        let b = MatRef::new(&b, n);
+        let run = |par: Parallelism| {
+            let mut c = vec![f32::NAN; m * n];
+            // Adds the element's index: an element handed over twice, or
+            // never, shows.
+            let ep = |row: usize, col: usize, seg: &mut [f32]| {
+                for (j, x) in seg.iter_mut().enumerate() {
+                    *x += (row * n + col + j) as f32;
+                }
+            };
+            pool.install(|| sgemm_then(par, m, n, k, 1.0, a, b, 0.0, &mut c, n, &ep))
+                .expect("product");
+            c.iter().map(|x| x.to_bits()).collect::<Vec<_>>()
+        };
+        let one = run(Parallelism::Sequential);
+        for par in [
+            Parallelism::Rayon(0),
+            Parallelism::Rayon(2),
+            Parallelism::Shared,
+        ] {
+            assert!(
+                one == run(par),
+                "{m}x{n}x{k} (A transposed: {ta}) under {par:?}"
+            );
+        }
+    }
+}
+
 /// Counts heap allocations per thread, so that tests running
 /// concurrently in this binary do not disturb each other's counts.
 pub(crate) mod counting {

@@ -20,14 +20,22 @@ pub fn with_parallel_gemm<R>(f: impl FnOnce() -> R) -> R {
     f()
 }
 
+/// Runs `f` with every large matrix product it makes on this thread cut
+/// into parts that idle workers of the current rayon pool may take
+/// ([`Parallelism::Shared`]): a data-parallel shard runs this way, so a
+/// core that finishes its shard early helps with the other shards' last
+/// products instead of waiting. Parts are whole tiles of the output, so
+/// the result is the same on any number of threads.
+pub fn with_shared_gemm<R>(f: impl FnOnce() -> R) -> R {
+    let _shared = ParallelGemm::set(Parallelism::Shared);
+    f()
+}
+
 /// [`with_parallel_gemm`] as a guard: this thread's matrix products split
 /// across the current rayon pool until the guard is dropped (generated
 /// `predict` holds one over its kernel calls).
 pub fn parallel_gemm() -> ParallelGemm {
-    ParallelGemm {
-        before: GEMM_PARALLELISM.with(|p| p.replace(Parallelism::Rayon(0))),
-        _thread: std::marker::PhantomData,
-    }
+    ParallelGemm::set(Parallelism::Rayon(0))
 }
 
 /// The guard [`parallel_gemm`] returns; dropping it (also on unwinding)
@@ -37,6 +45,15 @@ pub fn parallel_gemm() -> ParallelGemm {
 pub struct ParallelGemm {
     before: Parallelism,
     _thread: std::marker::PhantomData<*const ()>,
+}
+
+impl ParallelGemm {
+    fn set(par: Parallelism) -> Self {
+        ParallelGemm {
+            before: GEMM_PARALLELISM.with(|p| p.replace(par)),
+            _thread: std::marker::PhantomData,
+        }
+    }
 }
 
 impl Drop for ParallelGemm {

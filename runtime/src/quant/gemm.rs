@@ -233,6 +233,8 @@ pub(super) fn max_threads(par: Parallelism) -> usize {
         Parallelism::Sequential => 1,
         Parallelism::Rayon(0) => rayon::current_num_threads().max(1),
         Parallelism::Rayon(n) => n.min(rayon::current_num_threads()).max(1),
+        // One part per thread: int8 inference runs on an otherwise idle pool.
+        Parallelism::Shared => rayon::current_num_threads().max(1),
     }
 }
 

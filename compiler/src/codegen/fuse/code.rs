@@ -47,18 +47,39 @@ impl Fusion {
                 target,
                 product,
                 block,
+                sliced: matmul_epilogue,
             },
         );
+        let mentioned =
+            |name: &proc_macro2::Ident| super::super::kernels::mentions(&expr, &name.to_string());
         let guards = inputs.iter().enumerate().filter_map(|(j, &x)| {
             let name = format_ident!("x{}", j);
             let same = access(&tg.graph.ty(x).shape, out_shape) == Some(Access::Same);
-            (same
-                && Some(x) != product
-                && super::super::kernels::mentions(&expr, &name.to_string()))
-            .then(|| quote!(let #name = &#name[..out.len()];))
+            (same && Some(x) != product && !matmul_epilogue && mentioned(&name))
+                .then(|| quote!(let #name = &#name[..out.len()];))
         });
         let guards: Vec<TokenStream> = guards.collect();
+        // A matrix product's epilogue segment lies in one row of the
+        // product: the inputs it reads element by element (the same shape,
+        // or a bias row) are sliced to the segment once, so the loop indexes
+        // them by `j` without bounds checks or a remainder, and vectorises.
+        let slices = inputs.iter().enumerate().filter_map(|(j, &x)| {
+            let name = format_ident!("x{}", j);
+            if !matmul_epilogue || Some(x) == product || !mentioned(&name) {
+                return None;
+            }
+            match access(&tg.graph.ty(x).shape, out_shape)? {
+                Access::Same => Some(quote!(let #name = &#name[i0..][..seg.len()];)),
+                Access::Suffix(n) => {
+                    let n = proc_macro2::Literal::usize_suffixed(n);
+                    Some(quote!(let #name = &#name[i0 % #n..][..seg.len()];))
+                }
+                _ => None,
+            }
+        });
+        let slices: Vec<TokenStream> = slices.collect();
         let uses_i = super::super::kernels::mentions(&expr, "i");
+        let uses_j = super::super::kernels::mentions(&expr, "j");
         if let Some(inner) = block {
             let inner = proc_macro2::Literal::usize_suffixed(inner);
             let index = uses_i.then(|| quote!(let i = ib * #inner + j;));
@@ -114,11 +135,13 @@ impl Fusion {
                 }
             });
         };
-        let epilogue = if uses_i {
+        let epilogue = if uses_i || uses_j {
+            let index = uses_i.then(|| quote!(let i = i0 + j;));
             quote! {
                 |i0, seg| {
+                    #(#slices)*
                     for (j, o) in seg.iter_mut().enumerate() {
-                        let i = i0 + j;
+                        #index
                         *o = #expr;
                     }
                 }
@@ -193,6 +216,7 @@ impl Fusion {
             target,
             product,
             block,
+            sliced,
         } = *l;
         let operand = |o: NodeId| -> TokenStream {
             if self.into.contains_key(&o.index()) {
@@ -205,6 +229,7 @@ impl Fusion {
             let x = format_ident!("x{}", j);
             match access(&tg.graph.ty(o).shape, out) {
                 Some(Access::Scalar) => quote!(#x[0]),
+                Some(Access::Same | Access::Suffix(_)) if sliced => quote!(#x[j]),
                 Some(Access::Suffix(n)) => {
                     let n = proc_macro2::Literal::usize_suffixed(n);
                     quote!(#x[i % #n])
@@ -250,4 +275,7 @@ struct Loop<'a> {
     product: Option<NodeId>,
     /// The block length a block-by-block loop runs over (its index `ib`).
     block: Option<usize>,
+    /// A matrix product's epilogue: inputs of the output's shape and bias
+    /// rows are sliced to the segment and indexed by `j`.
+    sliced: bool,
 }
