@@ -440,14 +440,7 @@ fn four_stages_on_4_and_2_ranks_equal_one_process_bit_for_bit_under_a_memory_cap
     // The memory cap: the network's parameters, gradients and Adam state
     // exceed it on one process, each rank's (its two stages') on 2 ranks
     // stay under it.
-    let state = |text: &str, who: &str| -> u64 {
-        let line = text
-            .lines()
-            .find(|l| l.starts_with(who))
-            .unwrap_or_else(|| panic!("no `{who}` line in:\n{text}"));
-        let after = line.split("optimizer state ").nth(1).unwrap();
-        after.split(' ').next().unwrap().parse().unwrap()
-    };
+    let state = |text: &str, who: &str| reported(text, who, "optimizer state ");
     let one_process = state(&c.whole.output, "whole network:");
     let cap = one_process * 55 / 100;
     assert!(one_process > cap);
@@ -457,6 +450,65 @@ fn four_stages_on_4_and_2_ranks_equal_one_process_bit_for_bit_under_a_memory_cap
             bytes <= cap,
             "{rank} holds {bytes} bytes of state, over the cap of {cap} (one process: {one_process})"
         );
+    }
+    let _ = std::fs::remove_dir_all(&c.dir);
+}
+
+/// The number before `unit` after `key` on the line of `text` that starts
+/// with `who` (the drivers' report lines).
+fn reported(text: &str, who: &str, key: &str) -> u64 {
+    let line = text
+        .lines()
+        .find(|l| l.starts_with(who))
+        .unwrap_or_else(|| panic!("no `{who}` line in:\n{text}"));
+    let after = line
+        .split(key)
+        .nth(1)
+        .unwrap_or_else(|| panic!("no `{key}` in `{line}`"));
+    after.split(' ').next().unwrap().parse().unwrap()
+}
+
+#[test]
+fn two_stage_ranks_of_a_large_network_each_peak_at_about_half_its_memory() {
+    // `wide_pipeline.nn`: 9.5 M parameters, whose parameters, gradients
+    // and Adam state (190 MB) dominate a process; synthetic data of a few
+    // kB. Each rank builds only its stage, so its state is half the
+    // network's, and so (within the process's fixed costs: code, MPI) is
+    // its peak resident set. The cap is set between the two: one process
+    // exceeds it, each rank stays under it.
+    let c = launch_and_compare(
+        env!("CARGO_BIN_EXE_wide-pipeline"),
+        "wide",
+        &["--batch", "16", "--micro", "4", "--steps", "4"],
+        &["stage0", "stage1"],
+        &[("two", 2, &[])],
+    );
+    let state = "parameters + gradients + optimizer state ";
+    let rss = "peak RSS ";
+    let whole_state = reported(&c.whole.output, "whole network:", state);
+    let whole_rss = 1024 * reported(&c.whole.output, "whole network:", rss);
+    // The cap: 60% of one process's peak memory, which the network's state
+    // alone exceeds.
+    let cap = whole_rss * 60 / 100;
+    assert!(
+        whole_state > cap,
+        "the state ({whole_state} B) does not exceed the cap ({cap} B): the test shows nothing"
+    );
+    let o = &c.ranked[0].output;
+    for rank in ["rank 0:", "rank 1:"] {
+        let (st, peak) = (
+            reported(o, rank, state),
+            1024 * reported(o, rank, rss),
+        );
+        assert!(
+            st <= whole_state * 51 / 100,
+            "{rank} holds {st} B of state, over half the network's {whole_state} B"
+        );
+        assert!(
+            peak <= cap,
+            "{rank} peaked at {peak} B, over the cap of {cap} B (one process: {whole_rss} B)"
+        );
+        eprintln!("{rank} peak RSS {peak} B, state {st} B; one process {whole_rss} B, {whole_state} B");
     }
     let _ = std::fs::remove_dir_all(&c.dir);
 }
