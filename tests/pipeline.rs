@@ -186,18 +186,14 @@ fn a_stage_initialised_alone_equals_its_part_of_the_whole_network() {
             let from = whole_spec.params.iter().find(|q| q.name == p.name).unwrap();
             copied[p.range()].copy_from_slice(&whole.params()[from.range()]);
         }
-        assert_eq!(
-            bits(stage.params()),
-            bits(&copied),
-            "{}",
-            stage.spec().name
-        );
+        assert_eq!(bits(stage.params()), bits(&copied), "{}", stage.spec().name);
     }
     // A stage of another network (same names, other shapes) is refused.
     let mut other = MnistPipelineStage0::new(4);
     let err = init_stage(whole_spec, 42, &mut other).unwrap_err();
     assert!(
-        err.to_string().contains("is no parameter of `MnistPipeline4`"),
+        err.to_string()
+            .contains("is no parameter of `MnistPipeline4`"),
         "{err}"
     );
 }

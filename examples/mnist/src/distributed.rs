@@ -180,13 +180,14 @@ pub fn train_whole(
 /// rank counts its gradient sum) and optimizer state, the process's peak
 /// resident set and the time a step.
 pub fn print_whole(model: &dyn Model, opt: &dyn Optimizer, ms_per_step: f64) {
+    // Read before `state()`, which copies the optimizer's buffers.
+    let peak = peak_rss_bytes().map_or(0, |b| b / 1024);
     let opt_len: usize = opt.state().tensors.iter().map(|(_, t)| t.len()).sum();
     let n = model.params().len() + 2 * model.grads().len() + opt_len;
     println!(
-        "whole network: parameters + gradients + optimizer state {} bytes, peak RSS {} kB, \
+        "whole network: parameters + gradients + optimizer state {} bytes, peak RSS {peak} kB, \
          {ms_per_step:.2} ms a step",
         4 * n,
-        peak_rss_bytes().map_or(0, |b| b / 1024),
     );
 }
 
@@ -240,11 +241,7 @@ pub fn finish(args: &RunArgs, losses: &[f32], params: &[(String, &[f32])]) -> an
 /// The whole network's parameters laid out as each stage's (`specs`, in
 /// stage order), by name, keeping every `stride`-th value: what the
 /// pipeline's ranks write of their stages, for comparison.
-pub fn as_stages(
-    whole: &dyn Model,
-    specs: &[&ModelSpec],
-    stride: usize,
-) -> Vec<(usize, Vec<f32>)> {
+pub fn as_stages(whole: &dyn Model, specs: &[&ModelSpec], stride: usize) -> Vec<(usize, Vec<f32>)> {
     specs
         .iter()
         .enumerate()

@@ -362,7 +362,10 @@ impl<'m, 'c> Pipeline<'m, 'c> {
                     .iter()
                     .map(|(_, t)| t.len())
                     .sum();
-                4 * (st.model.params().len() + st.model.grads().len() + st.acc.len() + opt) as u64
+                // The model's gradient buffer is allocated on its first
+                // step: counted by the spec, as it will be.
+                let n = st.model.spec().param_count;
+                4 * (2 * n + st.acc.len() + opt) as u64
             })
             .sum();
         Ok(Pipeline {

@@ -79,11 +79,7 @@ impl Synthetic {
         let x: Vec<f32> = (0..n * FEATURES).map(|_| rng.next_f32()).collect();
         let y = x
             .chunks(FEATURES)
-            .map(|s| {
-                (0..10)
-                    .max_by(|&a, &b| s[a].total_cmp(&s[b]))
-                    .unwrap_or(0) as u32
-            })
+            .map(|s| (0..10).max_by(|&a, &b| s[a].total_cmp(&s[b])).unwrap_or(0) as u32)
             .collect();
         Synthetic { x, y, batch }
     }
@@ -199,7 +195,12 @@ fn run(args: &Args, world: &World) -> anyhow::Result<()> {
         .models()
         .iter()
         .enumerate()
-        .map(|(i, m)| (first + i, m.params().iter().step_by(STRIDE).copied().collect()))
+        .map(|(i, m)| {
+            (
+                first + i,
+                m.params().iter().step_by(STRIDE).copied().collect(),
+            )
+        })
         .collect();
     write(args, &losses, &params)
 }
