@@ -9,7 +9,7 @@
 //! `tests/mpi.rs`.
 
 use nnc::runtime::collective::{Collective, Local, Threads};
-use nnc::runtime::pipeline::{micro_ranges, Pipeline, PipelineError, Schedule};
+use nnc::runtime::pipeline::{init_stage, micro_ranges, Pipeline, PipelineError, Schedule};
 use nnc::runtime::{Batch, Model, StepError};
 
 mod support;
@@ -164,6 +164,38 @@ fn only_stage_networks_have_train_step_backprop() {
     assert!(matches!(err, StepError::NotGenerated { .. }), "{err}");
     let s1 = MnistPipelineStage1::new(4);
     assert_eq!(s1.backprop_inputs(), &["h1"]);
+}
+
+#[test]
+fn a_stage_initialised_alone_equals_its_part_of_the_whole_network() {
+    // `init_stage` replays the whole network's initialisation stream,
+    // skipping the other stages' parameters: a rank builds its stage only.
+    let mut whole = MnistPipeline4::new(4);
+    whole.init_params(42).unwrap();
+    let whole_spec = whole.spec();
+    let mut stages: Vec<Box<dyn Model>> = vec![
+        Box::new(MnistPipeline4Stage0::new(4)),
+        Box::new(MnistPipeline4Stage1::new(4)),
+        Box::new(MnistPipeline4Stage2::new(4)),
+        Box::new(MnistPipeline4Stage3::new(4)),
+    ];
+    for stage in &mut stages {
+        init_stage(whole_spec, 42, &mut **stage).unwrap();
+        let mut copied = vec![0.0; stage.spec().param_count];
+        for p in stage.spec().params.iter() {
+            let from = whole_spec.params.iter().find(|q| q.name == p.name).unwrap();
+            copied[p.range()].copy_from_slice(&whole.params()[from.range()]);
+        }
+        assert_eq!(bits(stage.params()), bits(&copied), "{}", stage.spec().name);
+    }
+    // A stage of another network (same names, other shapes) is refused.
+    let mut other = MnistPipelineStage0::new(4);
+    let err = init_stage(whole_spec, 42, &mut other).unwrap_err();
+    assert!(
+        err.to_string()
+            .contains("is no parameter of `MnistPipeline4`"),
+        "{err}"
+    );
 }
 
 /// Trains the four stages of `mnist_pipeline4.nn` on one process for

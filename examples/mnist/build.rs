@@ -16,6 +16,8 @@ fn main() {
         ("../models/mnist_pipeline.nn", &Options::default()),
         ("../models/mnist_split.nn", &Options::default()),
         ("../models/mnist_pipeline4.nn", &Options::default()),
+        ("../models/large/wide_pipeline.nn", &Options::default()),
+        ("../models/large/wide_pipeline4.nn", &Options::default()),
     ] {
         if let Err(e) = nnc_compiler::build::compile_with(model, opts) {
             panic!("{e}");

@@ -117,6 +117,53 @@ pub fn fill(init: &Init, shape: &[usize], out: &mut [f32], rng: &mut Rng) -> Res
     Ok(())
 }
 
+/// Advances `rng` past exactly the values [`fill`] would draw for a tensor
+/// of `shape` under `init`, writing nothing, with [`fill`]'s errors: so a
+/// part of a network (a pipeline stage) can take its parameters from the
+/// whole network's initialisation stream without allocating the parameters
+/// it does not hold.
+pub fn skip(init: &Init, shape: &[usize], rng: &mut Rng) -> Result<(), InitError> {
+    let n = shape
+        .iter()
+        .try_fold(1usize, |a, &d| a.checked_mul(d))
+        .ok_or_else(|| InitError::SizeMismatch {
+            shape: shape.to_vec(),
+            expected: usize::MAX,
+            actual: 0,
+        })?;
+    let fan = || fans(shape).ok_or(InitError::NoFans { init: *init });
+    // One generator output per uniform value; normals come in pairs from
+    // one Box–Muller transform (two outputs), an odd last one costing a
+    // whole transform (`Rng::fill_normal`).
+    let draws = match *init {
+        Init::Zeros | Init::Ones | Init::Constant(_) => 0,
+        Init::Normal { mean, std } => {
+            if !(mean.is_finite() && std.is_finite() && std >= 0.0) {
+                return Err(InitError::InvalidParams(*init));
+            }
+            2 * n.div_ceil(2)
+        }
+        Init::Uniform { low, high } => {
+            if !(low.is_finite() && high.is_finite() && low <= high) {
+                return Err(InitError::InvalidParams(*init));
+            }
+            n
+        }
+        Init::GlorotUniform | Init::HeUniform => {
+            fan()?;
+            n
+        }
+        Init::GlorotNormal | Init::HeNormal => {
+            fan()?;
+            2 * n.div_ceil(2)
+        }
+    };
+    for _ in 0..draws {
+        rng.next_u64();
+    }
+    Ok(())
+}
+
 fn fill_uniform(out: &mut [f32], low: f64, high: f64, rng: &mut Rng) {
     for x in out {
         *x = rng.uniform_f64(low, high) as f32;
@@ -174,6 +221,49 @@ mod tests {
                 assert!(max < b && max > 0.999 * b, "{init:?} max {max} bound {b}");
             }
         }
+    }
+
+    #[test]
+    fn skip_draws_exactly_what_fill_draws() {
+        let inits = [
+            Init::Zeros,
+            Init::Constant(0.5),
+            Init::Normal {
+                mean: 0.0,
+                std: 1.0,
+            },
+            Init::Uniform {
+                low: -1.0,
+                high: 1.0,
+            },
+            Init::GlorotUniform,
+            Init::GlorotNormal,
+            Init::HeUniform,
+            Init::HeNormal,
+        ];
+        for init in inits {
+            for shape in [vec![3usize, 5], vec![4, 4], vec![7]] {
+                let (mut a, mut b) = (Rng::new(9), Rng::new(9));
+                let mut buf = vec![0f32; shape.iter().product()];
+                init.fill(&shape, &mut buf, &mut a).unwrap();
+                skip(&init, &shape, &mut b).unwrap();
+                assert_eq!(a.state(), b.state(), "{init:?} {shape:?}");
+            }
+        }
+        let bad = Init::Normal {
+            mean: 0.0,
+            std: -1.0,
+        };
+        assert_eq!(
+            skip(&bad, &[2], &mut Rng::new(1)),
+            Err(InitError::InvalidParams(bad))
+        );
+        assert_eq!(
+            skip(&Init::HeNormal, &[], &mut Rng::new(1)),
+            Err(InitError::NoFans {
+                init: Init::HeNormal
+            })
+        );
     }
 
     #[test]

@@ -1,15 +1,16 @@
 //! What the test-only model-parallel drivers share (`mnist-pipeline`,
 //! `mnist-split`; built only with feature `mpi`): joining the MPI job or
 //! running alone, their common flags, the bundled MNIST subset as a
-//! sequence of batches, the reference run of the whole network, and the
-//! results `tests/mpi.rs` compares (losses and parameters as f32 bit
+//! sequence of batches, the reference run of the whole network, the report
+//! lines and the results `tests/mpi.rs` compares (losses and parameters as f32 bit
 //! patterns, one a line).
 
 use anyhow::{bail, Context};
 use nnc::runtime::collective::{Local, Mpi};
 use nnc::runtime::data::{load_mnist, Dataset, Values};
 use nnc::runtime::optim::Optimizer;
-use nnc::runtime::pipeline::PointToPoint;
+use nnc::runtime::pipeline::{peak_rss_bytes, PipelineReport, PointToPoint};
+use nnc::runtime::spec::ModelSpec;
 use nnc::runtime::{Batch, Model};
 use std::path::PathBuf;
 use std::process::ExitCode;
@@ -137,12 +138,24 @@ impl<'d> Batches<'d> {
     }
 }
 
+/// A sequence of batches, each one feature input and one label column.
+pub trait Source {
+    /// Batch `step`'s features and labels.
+    fn get(&self, step: usize) -> (&[f32], &[u32]);
+}
+
+impl Source for Batches<'_> {
+    fn get(&self, step: usize) -> (&[f32], &[u32]) {
+        Batches::get(self, step)
+    }
+}
+
 /// Trains `model` (initialised) `steps` steps of its optimizer on whole
 /// batches: the reference the drivers are compared with. Returns the
 /// losses and the optimizer (whose state the memory report counts).
 pub fn train_whole(
     model: &mut dyn Model,
-    data: &Batches<'_>,
+    data: &dyn Source,
     steps: usize,
 ) -> anyhow::Result<(Vec<f32>, Box<dyn Optimizer>)> {
     let train = &model.spec().train;
@@ -160,6 +173,44 @@ pub fn train_whole(
         losses.push(loss);
     }
     Ok((losses, opt))
+}
+
+/// The whole network's memory line (parsed by `tests/mpi.rs`): its
+/// parameters, gradients (the model's and the step's copy, as a pipeline
+/// rank counts its gradient sum) and optimizer state, the process's peak
+/// resident set and the time a step.
+pub fn print_whole(model: &dyn Model, opt: &dyn Optimizer, ms_per_step: f64) {
+    // Read before `state()`, which copies the optimizer's buffers.
+    let peak = peak_rss_bytes().map_or(0, |b| b / 1024);
+    let opt_len: usize = opt.state().tensors.iter().map(|(_, t)| t.len()).sum();
+    let n = model.params().len() + 2 * model.grads().len() + opt_len;
+    println!(
+        "whole network: parameters + gradients + optimizer state {} bytes, peak RSS {peak} kB, \
+         {ms_per_step:.2} ms a step",
+        4 * n,
+    );
+}
+
+/// A pipeline rank's report line (parsed by `tests/mpi.rs`), naming the
+/// rank by its number in the job.
+pub fn print_report(job_rank: usize, r: &PipelineReport, ms_per_step: f64) {
+    println!(
+        "rank {job_rank}: {} stages, {} micro-batches, {}, bubble {:.1}%, {} bytes a step across \
+         stage boundaries, {} sent by this rank, peak activations held {} bytes, parameters \
+         + gradients + optimizer state {} bytes, {} replica(s), {} bytes all-reduced a step, \
+         peak RSS {} kB, {ms_per_step:.2} ms a step",
+        r.stages,
+        r.micro_batches,
+        r.schedule.name(),
+        100.0 * r.bubble,
+        r.bytes_per_step,
+        r.bytes_sent_by_rank,
+        r.peak_stash_bytes,
+        r.state_bytes,
+        r.replicas,
+        r.bytes_all_reduced,
+        r.peak_rss_bytes.map_or(0, |b| b / 1024),
+    );
 }
 
 /// Prints the last loss and, with `--out P`, writes the losses to
@@ -185,4 +236,24 @@ pub fn finish(args: &RunArgs, losses: &[f32], params: &[(String, &[f32])]) -> an
         std::fs::write(&path, text).with_context(|| format!("writing {}", path.display()))?;
     }
     Ok(())
+}
+
+/// The whole network's parameters laid out as each stage's (`specs`, in
+/// stage order), by name, keeping every `stride`-th value: what the
+/// pipeline's ranks write of their stages, for comparison.
+pub fn as_stages(whole: &dyn Model, specs: &[&ModelSpec], stride: usize) -> Vec<(usize, Vec<f32>)> {
+    specs
+        .iter()
+        .enumerate()
+        .map(|(s, spec)| {
+            let mut v = vec![0.0; spec.param_count];
+            for p in spec.params.iter() {
+                let from = whole.spec().params.iter().find(|q| q.name == p.name);
+                if let Some(from) = from {
+                    v[p.range()].copy_from_slice(&whole.params()[from.range()]);
+                }
+            }
+            (s, v.into_iter().step_by(stride).collect())
+        })
+        .collect()
 }

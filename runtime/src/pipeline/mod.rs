@@ -43,6 +43,7 @@ mod stage;
 
 pub use report::{peak_rss_bytes, PipelineReport};
 pub use schedule::{plan, Action, Schedule};
+pub use stage::init_stage;
 
 use crate::collective::{fnv1a, Collective, CollectiveError, Local, Threads, Value};
 use crate::model::{Model, StepError};
@@ -85,6 +86,9 @@ pub enum PipelineError {
     /// The batch does not provide a stage's input.
     #[error("no data for input `{0}` of the pipeline")]
     MissingInput(String),
+    /// A stage's parameters could not be initialised.
+    #[error(transparent)]
+    Init(#[from] crate::init::InitError),
     /// A sliced checkpoint could not be written or read.
     #[error(transparent)]
     Checkpoint(#[from] crate::checkpoint::CheckpointError),
@@ -358,7 +362,10 @@ impl<'m, 'c> Pipeline<'m, 'c> {
                     .iter()
                     .map(|(_, t)| t.len())
                     .sum();
-                4 * (st.model.params().len() + st.model.grads().len() + st.acc.len() + opt) as u64
+                // The model's gradient buffer is allocated on its first
+                // step: counted by the spec, as it will be.
+                let n = st.model.spec().param_count;
+                4 * (2 * n + st.acc.len() + opt) as u64
             })
             .sum();
         Ok(Pipeline {

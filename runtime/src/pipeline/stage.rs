@@ -212,3 +212,40 @@ impl<'m> Stage<'m> {
         Ok(loss)
     }
 }
+
+/// Initialises `stage`'s parameters as the whole network's initialisation
+/// from `seed` would (`Model::init_params` of the network `whole`
+/// describes): the whole network's stream is replayed parameter by
+/// parameter, the stage's own filled, the others skipped
+/// ([`crate::init::skip`]). So a rank holding one stage starts from the
+/// whole network's parameters without ever allocating the others' (or
+/// building the whole network). Every stage parameter must be one of the
+/// network's, by name and shape.
+pub fn init_stage(
+    whole: &nnc_spec::ModelSpec,
+    seed: u64,
+    stage: &mut dyn Model,
+) -> Result<(), PipelineError> {
+    let spec = stage.spec();
+    for p in spec.params.iter() {
+        if !whole
+            .params
+            .iter()
+            .any(|q| q.name == p.name && q.shape == p.shape)
+        {
+            return Err(PipelineError::Layout(format!(
+                "`{}` of `{}` {:?} is no parameter of `{}`",
+                p.name, spec.name, p.shape, whole.name
+            )));
+        }
+    }
+    let mut rng = crate::rng::Rng::new(seed);
+    let params = stage.params_mut();
+    for (p, init) in whole.params.iter().zip(whole.inits.iter()) {
+        match spec.params.iter().find(|q| q.name == p.name) {
+            Some(q) => crate::init::fill(init, &p.shape, &mut params[q.range()], &mut rng)?,
+            None => crate::init::skip(init, &p.shape, &mut rng)?,
+        }
+    }
+    Ok(())
+}

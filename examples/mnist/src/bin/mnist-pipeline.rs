@@ -15,9 +15,13 @@
 use anyhow::bail;
 use clap::Parser;
 use nnc::runtime::collective::{Collective, Local, Threads};
-use nnc::runtime::pipeline::{peak_rss_bytes, Pipeline, PointToPoint, Schedule};
+use nnc::runtime::pipeline::{init_stage, Pipeline, PointToPoint, Schedule};
+use nnc::runtime::spec::ModelSpec;
 use nnc::runtime::Model;
-use nnc_example_mnist::distributed::{finish, launch, load, train_whole, Batches, RunArgs, World};
+use nnc_example_mnist::distributed::{
+    as_stages, finish, launch, load, print_report, print_whole, train_whole, Batches, RunArgs,
+    World,
+};
 use std::process::ExitCode;
 use std::time::Instant;
 
@@ -28,29 +32,56 @@ mod net4 {
     nnc::include_model!("mnist_pipeline4");
 }
 
-/// The unstaged network and its stages, for a global batch of `b`.
-type Models = (Box<dyn Model>, Vec<Box<dyn Model>>);
-
-fn models(stages: usize, b: usize) -> anyhow::Result<Models> {
+/// The unstaged network's spec (its parameters' names, shapes and
+/// initialisers), with `stages` stages.
+fn whole_spec(stages: usize) -> anyhow::Result<&'static ModelSpec> {
     Ok(match stages {
-        2 => (
-            Box::new(net::MnistPipeline::try_new(b)?),
-            vec![
-                Box::new(net::MnistPipelineStage0::try_new(b)?),
-                Box::new(net::MnistPipelineStage1::try_new(b)?),
-            ],
-        ),
-        4 => (
-            Box::new(net4::MnistPipeline4::try_new(b)?),
-            vec![
-                Box::new(net4::MnistPipeline4Stage0::try_new(b)?),
-                Box::new(net4::MnistPipeline4Stage1::try_new(b)?),
-                Box::new(net4::MnistPipeline4Stage2::try_new(b)?),
-                Box::new(net4::MnistPipeline4Stage3::try_new(b)?),
-            ],
-        ),
+        2 => &net::MNIST_PIPELINE_SPEC,
+        4 => &net4::MNIST_PIPELINE4_SPEC,
         n => bail!("--stages {n}: 2 or 4"),
     })
+}
+
+/// The unstaged network, for a global batch of `b`.
+fn whole(stages: usize, b: usize) -> anyhow::Result<Box<dyn Model>> {
+    Ok(match stages {
+        2 => Box::new(net::MnistPipeline::try_new(b)?),
+        _ => Box::new(net4::MnistPipeline4::try_new(b)?),
+    })
+}
+
+/// Stage `s` of `stages`, for a global batch of `b`, initialised as the
+/// whole network's initialisation would (without building the network or
+/// the other stages: a rank allocates its own stages only).
+fn stage(stages: usize, s: usize, b: usize) -> anyhow::Result<Box<dyn Model>> {
+    let mut m: Box<dyn Model> = match (stages, s) {
+        (2, 0) => Box::new(net::MnistPipelineStage0::try_new(b)?),
+        (2, 1) => Box::new(net::MnistPipelineStage1::try_new(b)?),
+        (4, 0) => Box::new(net4::MnistPipeline4Stage0::try_new(b)?),
+        (4, 1) => Box::new(net4::MnistPipeline4Stage1::try_new(b)?),
+        (4, 2) => Box::new(net4::MnistPipeline4Stage2::try_new(b)?),
+        (4, 3) => Box::new(net4::MnistPipeline4Stage3::try_new(b)?),
+        _ => bail!("no stage {s} of {stages}"),
+    };
+    let spec = whole_spec(stages)?;
+    init_stage(spec, spec.train.seed, &mut *m)?;
+    Ok(m)
+}
+
+/// The stages' specs, in order.
+fn stage_specs(stages: usize) -> Vec<&'static ModelSpec> {
+    match stages {
+        2 => vec![
+            &net::MNIST_PIPELINE_STAGE0_SPEC,
+            &net::MNIST_PIPELINE_STAGE1_SPEC,
+        ],
+        _ => vec![
+            &net4::MNIST_PIPELINE4_STAGE0_SPEC,
+            &net4::MNIST_PIPELINE4_STAGE1_SPEC,
+            &net4::MNIST_PIPELINE4_STAGE2_SPEC,
+            &net4::MNIST_PIPELINE4_STAGE3_SPEC,
+        ],
+    }
 }
 
 /// Pipeline-parallel training of the MNIST MLP in two or four stages.
@@ -95,6 +126,7 @@ fn run(args: &Args, world: &World) -> anyhow::Result<()> {
     if k == 0 {
         bail!("--replicas must be at least 1");
     }
+    whole_spec(args.stages)?;
     if args.run.whole {
         let (losses, params) = train_whole_network(args, &data)?;
         return write(args, &losses, &params);
@@ -140,56 +172,19 @@ fn run(args: &Args, world: &World) -> anyhow::Result<()> {
     write(args, &losses, &params)
 }
 
-/// The unstaged network and its stages, every stage initialised with the
-/// network's initialisation (by parameter name): every rank and replica
-/// starts from the same parameters.
-fn initialised(args: &Args) -> anyhow::Result<Models> {
-    let (mut whole, mut stages) = models(args.stages, args.run.batch)?;
-    whole.init_params(whole.spec().train.seed)?;
-    for stage in &mut stages {
-        for p in stage.spec().params.iter() {
-            let from = whole.spec().params.iter().find(|q| q.name == p.name);
-            let Some(from) = from else {
-                bail!("stage parameter `{}` not in the network", p.name);
-            };
-            stage.params_mut()[p.range()].copy_from_slice(&whole.params()[from.range()]);
-        }
-    }
-    Ok((whole, stages))
-}
-
 /// The reference: the unstaged network on whole batches; its parameters
 /// laid out as each stage's.
 fn train_whole_network(args: &Args, data: &Batches<'_>) -> anyhow::Result<Trained> {
-    let (mut whole, stages) = initialised(args)?;
+    let mut whole = whole(args.stages, args.run.batch)?;
+    whole.init_params(whole.spec().train.seed)?;
     let began = Instant::now();
     let (losses, opt) = train_whole(&mut *whole, data, args.run.steps)?;
-    // As the pipeline's report counts a rank's: parameters, the model's
-    // gradients, the step's gradient (here the copy), optimizer state.
-    let opt_len: usize = opt.state().tensors.iter().map(|(_, t)| t.len()).sum();
-    let n = whole.params().len() + 2 * whole.grads().len() + opt_len;
-    println!(
-        "whole network: parameters + gradients + optimizer state {} bytes, peak RSS {} kB, \
-         {:.2} ms a step",
-        4 * n,
-        peak_rss_bytes().map_or(0, |b| b / 1024),
-        1e3 * began.elapsed().as_secs_f64() / args.run.steps as f64
+    print_whole(
+        &*whole,
+        &*opt,
+        1e3 * began.elapsed().as_secs_f64() / args.run.steps as f64,
     );
-    let params = stages
-        .iter()
-        .enumerate()
-        .map(|(s, stage)| {
-            let mut v = vec![0.0; stage.spec().param_count];
-            for p in stage.spec().params.iter() {
-                let from = whole.spec().params.iter().find(|q| q.name == p.name);
-                if let Some(from) = from {
-                    v[p.range()].copy_from_slice(&whole.params()[from.range()]);
-                }
-            }
-            (s, v)
-        })
-        .collect();
-    Ok((losses, params))
+    Ok((losses, as_stages(&*whole, &stage_specs(args.stages), 1)))
 }
 
 /// Trains this rank's stages of one replica: `comm` is the replica's chain
@@ -204,18 +199,20 @@ fn train_replica(
 ) -> anyhow::Result<Trained> {
     let (rank, size) = (comm.rank(), comm.size());
     let (b, steps) = (args.run.batch, args.run.steps);
-    let (whole, mut stages) = initialised(args)?;
-    let lr = whole.spec().train.lr;
+    let lr = whole_spec(args.stages)?.train.lr;
     let mut micro = args.micro;
     if rank + 1 == size && size > 1 {
         micro = args.test_last_rank_micro.unwrap_or(micro);
     }
-    let count = stages.len();
+    // Only this rank's stages are built.
+    let count = args.stages;
+    let mut stages = (0..count)
+        .filter(|s| s * size / count == rank)
+        .map(|s| stage(count, s, b))
+        .collect::<anyhow::Result<Vec<_>>>()?;
     let local: Vec<&mut dyn Model> = stages
         .iter_mut()
-        .enumerate()
-        .filter(|(s, _)| s * size / count == rank)
-        .map(|(_, m)| &mut **m as &mut dyn Model)
+        .map(|m| &mut **m as &mut dyn Model)
         .collect();
     let mut pipe = Pipeline::replicated(local, count, micro, args.schedule, comm, replicas)?;
     if args.test_die_rank == Some(job_rank) {
@@ -229,25 +226,10 @@ fn train_replica(
             losses.push(loss);
         }
     }
-    let r = pipe.report();
-    let secs = began.elapsed().as_secs_f64();
-    println!(
-        "rank {job_rank}: {} stages, {} micro-batches, {}, bubble {:.1}%, {} bytes a step across \
-         stage boundaries, {} sent by this rank, peak activations held {} bytes, parameters \
-         + gradients + optimizer state {} bytes, {} replica(s), {} bytes all-reduced a step, \
-         peak RSS {} kB, {:.2} ms a step",
-        r.stages,
-        r.micro_batches,
-        r.schedule.name(),
-        100.0 * r.bubble,
-        r.bytes_per_step,
-        r.bytes_sent_by_rank,
-        r.peak_stash_bytes,
-        r.state_bytes,
-        r.replicas,
-        r.bytes_all_reduced,
-        r.peak_rss_bytes.map_or(0, |b| b / 1024),
-        1e3 * secs / steps as f64
+    print_report(
+        job_rank,
+        &pipe.report(),
+        1e3 * began.elapsed().as_secs_f64() / steps as f64,
     );
     let first = pipe.first_stage();
     let params = pipe
