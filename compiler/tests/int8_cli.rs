@@ -304,3 +304,89 @@ fn calibrate_from_a_csv_then_eval_and_predict_in_int8() {
     assert_eq!(out.status.code(), Some(2), "{}", stderr(&out));
     std::fs::remove_dir_all(&dir).expect("clean up");
 }
+
+/// The tensors of a safetensors file: its bytes after the header (whose
+/// metadata the safetensors crate writes in no fixed order).
+fn tensor_bytes(path: &std::path::Path) -> Vec<u8> {
+    let bytes = std::fs::read(path).unwrap_or_else(|e| panic!("{}: {e}", path.display()));
+    let n = u64::from_le_bytes(bytes[..8].try_into().unwrap()) as usize;
+    bytes[8 + n..].to_vec()
+}
+
+/// `--calibrate` reads the other two kinds of data too: the bundled MNIST
+/// test digits as an IDX directory's training pair and as a shard from
+/// `nnc data convert` are the same 2,000 samples, so the 300 spread over
+/// them calibrate the MNIST MLP to the same int8 weights, byte for byte;
+/// and the int8 model they make scores like the f32 one.
+#[test]
+fn calibrate_from_an_idx_directory_and_a_shard_alike() {
+    let dir = workdir("calibrate-idx-shard");
+    let mnist = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../data/mnist-10k");
+    let images = mnist.join("t10k-images-idx3-ubyte.gz");
+    let labels = mnist.join("t10k-labels-idx1-ubyte.gz");
+    std::fs::create_dir_all(dir.join("idx")).unwrap();
+    std::fs::copy(&images, dir.join("idx/train-images-idx3-ubyte.gz")).unwrap();
+    std::fs::copy(&labels, dir.join("idx/train-labels-idx1-ubyte.gz")).unwrap();
+    let (i, l) = (images.to_str().unwrap(), labels.to_str().unwrap());
+    ok(&nnc(
+        &dir,
+        &["data", "convert", i, l, "-o", "t10k.shard", "--debug"],
+    ));
+    // One epoch is enough for a model that scores well above chance.
+    let train = [
+        "train",
+        "m.nn",
+        "--debug",
+        "--quiet",
+        "--epochs",
+        "1",
+        "--validation",
+        "0",
+        "--data",
+        "idx",
+    ];
+    ok(&nnc(&dir, &train));
+    let calibrate = |data: &str, output: &str| {
+        let out = nnc(
+            &dir,
+            &[
+                "compile",
+                "m.nn",
+                "--quantize",
+                "int8",
+                "--calibrate",
+                data,
+                "--int8-output",
+                output,
+                "--debug",
+                "-o",
+                "m.rs",
+            ],
+        );
+        let (stdout, err) = text(&out);
+        assert_eq!(out.status.code(), Some(0), "{stdout}\n{err}");
+        let want =
+            format!("MnistMlp: int8 weights calibrated on 300 of 2000 samples of {data}: {output}");
+        assert!(err.contains(&want), "{err}");
+    };
+    calibrate("idx", "idx.int8.safetensors");
+    calibrate("t10k.shard", "shard.int8.safetensors");
+    assert!(
+        tensor_bytes(&dir.join("idx.int8.safetensors"))
+            == tensor_bytes(&dir.join("shard.int8.safetensors")),
+        "the IDX directory and the shard calibrate alike"
+    );
+    let eval = |extra: &[&str]| {
+        let mut args = vec!["eval", "m.nn", "--debug", "--data", "t10k.shard"];
+        args.extend_from_slice(extra);
+        accuracy(&ok(&nnc(&dir, &args)))
+    };
+    let f32_acc = eval(&[]);
+    let int8_acc = eval(&["--int8", "--weights", "idx.int8.safetensors"]);
+    assert!(f32_acc > 80.0, "f32 {f32_acc} %");
+    assert!(
+        (int8_acc - f32_acc).abs() <= 1.0,
+        "f32 {f32_acc} %, int8 {int8_acc} %"
+    );
+    std::fs::remove_dir_all(&dir).expect("clean up");
+}

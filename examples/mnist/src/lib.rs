@@ -3,7 +3,8 @@
 //! that injects failures into an MPI job for `tests/mpi.rs`
 //! (`src/bin/mpi-fault.rs`, built only with feature `mpi`). Keeping the
 //! fault hooks in a binary of their own keeps them out of `mnist --help`
-//! and out of the user's binary altogether.
+//! and out of the user's binary altogether. The int8 measurements
+//! (`src/bin/int8.rs`, `src/bin/int8-serve.rs`) share [`int8`].
 //!
 //! The networks — `examples/models/mnist_mlp.nn`, LeNet-5 of
 //! `examples/models/lenet.nn` and the batch norm + dropout MLP of
@@ -24,6 +25,7 @@ use std::time::Instant;
 
 #[cfg(feature = "mpi")]
 pub mod distributed;
+pub mod int8;
 
 // Each model in its own module: generated kernels are free functions.
 mod mlp {

@@ -14,7 +14,12 @@
 //! plane), and a kernel row of the next convolution's patch is one run of
 //! `KW · C/groups` bytes instead of `C/groups` runs of `KW` bytes. The
 //! weights are packed with their taps in the matching `(kh, kw, c)` order.
+//!
+//! Layers with one input channel (and stride and dilation 1) skip the
+//! patches: `direct.rs` computes them from the padded input with output
+//! pixels in the vector lanes, bit-identically.
 
+use super::direct::{self, DirectWeights, Lanes};
 use super::gemm::{check_operand, check_weights, max_threads, run, Problem};
 use super::kernel::Isa;
 use super::{ActQuant, Output, PackedWeights, QuantError, QuantWeights, WeightLayout};
@@ -42,6 +47,8 @@ pub struct PackedConv {
     geometry: Conv2d,
     input: Channels,
     groups: Vec<PackedWeights>,
+    /// The direct kernel's weights, for the layers it computes.
+    direct: Option<DirectWeights>,
 }
 
 impl PackedConv {
@@ -87,6 +94,7 @@ impl PackedConv {
             geometry: *g,
             input,
             groups,
+            direct: DirectWeights::new(g, q),
         })
     }
 
@@ -105,6 +113,13 @@ impl PackedConv {
     /// The geometry the weights were packed for.
     pub fn geometry(&self) -> &Conv2d {
         &self.geometry
+    }
+
+    /// Whether the direct kernel (`direct.rs`) computes this convolution on
+    /// the x86 families.
+    #[cfg(test)]
+    pub(super) fn is_direct(&self) -> bool {
+        self.direct.is_some()
     }
 
     /// The packed weights of group `gi`.
@@ -167,23 +182,12 @@ pub fn im2row(g: &Conv2d, x: &[u8], zero_point: u8, rows: &mut [u8]) {
 /// load and store each.
 fn im2row_padded(g: &Conv2d, x: &[u8], zero_point: u8, padded: &mut [u8], rows: &mut [u8]) {
     let (oh, ow) = g.out_hw();
-    let (h, w, k, cg) = (g.h, g.w, g.k(), g.cg());
-    let ([sh, sw], [ph, pw], [dh, dw]) = (g.stride, g.padding, g.dilation);
-    let (hp, wp) = (h + 2 * ph, w + 2 * pw);
-    let plane = hp * wp;
+    let (k, cg) = (g.k(), g.cg());
+    let ([sh, sw], [dh, dw]) = (g.stride, g.dilation);
+    let wp = g.w + 2 * g.padding[1];
+    let plane = (g.h + 2 * g.padding[0]) * wp;
     let (npad, nrows) = (cg * plane, oh * ow * k);
-    let x = &x[..cg * h * w];
-    if ph > 0 || pw > 0 {
-        padded[..npad].fill(zero_point);
-    }
-    for (pc, xc) in padded[..npad]
-        .chunks_exact_mut(plane)
-        .zip(x.chunks_exact(h * w))
-    {
-        for (prow, xr) in pc[ph * wp..].chunks_exact_mut(wp).zip(xc.chunks_exact(w)) {
-            prow[pw..pw + w].copy_from_slice(xr);
-        }
-    }
+    pad_input(g, x, zero_point, padded);
     let (kh, kw) = (g.kh, g.kw);
     let wide = dw == 1
         && (1..=8).contains(&kw)
@@ -231,6 +235,27 @@ fn im2row_padded(g: &Conv2d, x: &[u8], zero_point: u8, padded: &mut [u8], rows: 
                     }
                 }
             }
+        }
+    }
+}
+
+/// Copies one group's `[C/groups, H, W]` bytes `x` into `padded` inside a
+/// border of `zero_point`s: `[C/groups, H + 2·PH, W + 2·PW]`.
+fn pad_input(g: &Conv2d, x: &[u8], zero_point: u8, padded: &mut [u8]) {
+    let (h, w, cg) = (g.h, g.w, g.cg());
+    let ([ph, pw], wp) = (g.padding, g.w + 2 * g.padding[1]);
+    let plane = (h + 2 * ph) * wp;
+    let npad = cg * plane;
+    let x = &x[..cg * h * w];
+    if ph > 0 || pw > 0 {
+        padded[..npad].fill(zero_point);
+    }
+    for (pc, xc) in padded[..npad]
+        .chunks_exact_mut(plane)
+        .zip(x.chunks_exact(h * w))
+    {
+        for (prow, xr) in pc[ph * wp..].chunks_exact_mut(wp).zip(xc.chunks_exact(w)) {
+            prow[pw..pw + w].copy_from_slice(xr);
         }
     }
 }
@@ -291,6 +316,34 @@ fn im2row_last(
     // Dilation 1: one run per kernel row; else one per tap.
     let (run, runs) = if dw == 1 { (g.kw * cg, 1) } else { (cg, g.kw) };
     let wide = padded.len() >= npad + SLACK && rows.len() >= oh * ow * k + SLACK;
+    if wide && dw == 1 {
+        // In increasing order: the bytes a move writes past its run are
+        // overwritten by the next run (or land in the slack).
+        let (src0, dst0) = (padded.as_ptr(), rows.as_mut_ptr());
+        let mut d = 0;
+        for oy in 0..oh {
+            for ox in 0..ow {
+                let origin = (oy * sh * wp + ox * sw) * cg;
+                for ki in 0..g.kh {
+                    let src = origin + ki * dh * wp * cg;
+                    let mut o = 0;
+                    while o < run {
+                        // SAFETY: the run lies inside the padded input and
+                        // the patch row, so its 16-byte moves end at most
+                        // 15 bytes past them: inside npad + SLACK and
+                        // OH·OW·k + SLACK (checked for `wide`).
+                        unsafe {
+                            let v = src0.add(src + o).cast::<[u8; 16]>().read_unaligned();
+                            dst0.add(d + o).cast::<[u8; 16]>().write_unaligned(v);
+                        }
+                        o += 16;
+                    }
+                    d += run;
+                }
+            }
+        }
+        return;
+    }
     for pix in 0..oh * ow {
         let (oy, ox) = (pix / ow, pix % ow);
         let mut d = pix * k;
@@ -430,6 +483,25 @@ pub(super) fn conv2d_with(
     };
     let threads = max_threads(par);
     let zp = x_quant.zero_point();
+    if let Some(d) = w.direct.as_ref().filter(|_| DirectWeights::runs_on(isa)) {
+        // One input channel: no patches (one sample at a time: its product
+        // is far below the work that pays for a split over threads).
+        let lanes = Lanes::new(d, &w.groups[0], i32::from(zp), x_quant.scale(), sink.bias);
+        for n in 0..batch {
+            pad_input(g, &x[g.in_range(n, 0)], zp, padded);
+            let start = match out_layout {
+                Channels::First => g.out_range(n, 0).start,
+                Channels::Last => n * ohw * g.o,
+            };
+            // SAFETY: the sample's first output element lies inside the
+            // output (its length was checked), and its OH·OW × O outputs
+            // too, which this call borrows mutably; `padded` holds the
+            // padded input and SLACK bytes more; `isa` is an x86 family
+            // detected (or one of `Isa::all()` in tests).
+            unsafe { direct::sample(isa, d, &lanes, g, padded, &sink.shifted(start, 0)) };
+        }
+        return Ok(());
+    }
     for n in 0..batch {
         for (gi, wg) in w.groups.iter().enumerate() {
             match w.input {

@@ -45,11 +45,11 @@ unsafe impl Sync for Sink<'_> {}
 /// panel and shared by its row tiles.
 pub(super) struct PanelParams {
     /// `zp · Σ_k q[k, j]`.
-    zc: [i32; NR],
+    pub(super) zc: [i32; NR],
     /// `scale_a · s[j]`.
-    mult: [f32; NR],
+    pub(super) mult: [f32; NR],
     /// `bias[j]`, 0 past the last channel or without a bias.
-    bias: [f32; NR],
+    pub(super) bias: [f32; NR],
 }
 
 impl PanelParams {

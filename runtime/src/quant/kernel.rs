@@ -5,12 +5,12 @@
 
 use std::ops::Range;
 
-use super::epilogue::PanelParams;
+use super::epilogue::{PanelParams, Sink};
 use super::gemm::Problem;
 use super::packed::{KQ, NR, QUAD_BYTES};
 
 #[cfg(target_arch = "x86_64")]
-mod avx2;
+pub(super) mod avx2;
 
 /// The most rows a family's tile has (the accumulator buffers' size).
 pub(super) const MAX_MR: usize = 6;
@@ -120,6 +120,25 @@ pub(super) trait Tile {
         panel: *const i8,
         acc: &mut [[i32; NR]; MAX_MR],
     );
+
+    /// The epilogue of a tile: [`Sink::store`], which a family may
+    /// specialise (bit for bit).
+    ///
+    /// # Safety
+    /// As for [`Sink::store`], and the CPU must support the family.
+    #[inline(always)]
+    unsafe fn store(
+        sink: &Sink<'_>,
+        pp: &PanelParams,
+        acc: &[[i32; NR]],
+        i0: usize,
+        mr: usize,
+        j0: usize,
+        nr: usize,
+    ) {
+        // SAFETY: forwarded contract.
+        unsafe { sink.store(pp, acc, i0, mr, j0, nr) }
+    }
 }
 
 /// The loop nest: row blocks (sized for L2), then panels (one panel, `k ×
@@ -154,7 +173,7 @@ pub(super) unsafe fn blocks<T: Tile>(p: &Problem<'_>, rows: Range<usize>, panels
                 // vouches for the CPU.
                 unsafe {
                     T::tile(k, mr, nr, &row_ptrs, b, &mut acc);
-                    p.sink.store(&pp, &acc[..mr], it, mr, j0, nr);
+                    T::store(&p.sink, &pp, &acc[..mr], it, mr, j0, nr);
                 }
             }
         }

@@ -72,12 +72,14 @@
 //! `gemm` (the public product, bounds checks, the split over threads),
 //! `kernel` (portable, AVX2 and AVX-VNNI microkernels), `epilogue`
 //! (requantization),
-//! `conv` (NCHW convolution through u8 patches), `plan` (a model's int8
+//! `conv` (NCHW convolution through u8 patches), `direct` (the direct
+//! convolution of one-input-channel layers, pixels in the lanes), `plan` (a model's int8
 //! inference: the compiler's plan, calibration, the quantized weights file).
 
 use thiserror::Error;
 
 mod conv;
+mod direct;
 mod epilogue;
 mod gemm;
 mod kernel;

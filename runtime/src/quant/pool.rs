@@ -84,6 +84,11 @@ pub fn max_pool2d_u8_channels_last(p: &Pool2d, b: usize, y: &mut [u8], x: &[u8])
         // The common 2×2/stride-2 pooling: two input pixels of two input
         // rows per output pixel, no window clipping.
         let row = p.w * c;
+        #[cfg(target_arch = "x86_64")]
+        if c <= 16 {
+            pool_2x2_sse2(p, b, y, x);
+            return;
+        }
         for (xs, ys) in x.chunks_exact(hwc).zip(y.chunks_exact_mut(ohwc)) {
             for (oy, yr) in ys.chunks_exact_mut(ow * c).enumerate() {
                 let r0 = &xs[2 * oy * row..][..2 * ow * c];
@@ -124,6 +129,45 @@ pub fn max_pool2d_u8_channels_last(p: &Pool2d, b: usize, y: &mut [u8], x: &[u8])
                         for (v, &a) in yp.iter_mut().zip(px) {
                             *v = (*v).max(a);
                         }
+                    }
+                }
+            }
+        }
+    }
+}
+
+/// The 2×2/stride-2 channels-last pooling of at most 16 channels: each
+/// output pixel is the byte-wise maximum (`pmaxub`, SSE2, which every
+/// x86_64 CPU has) of 16-byte loads at its four input pixels, stored as 16
+/// bytes; in increasing order, so the bytes past a pixel's channels are
+/// rewritten by the next pixel. Pixels whose loads or store would pass the
+/// end of the slices take the byte loop.
+#[cfg(target_arch = "x86_64")]
+fn pool_2x2_sse2(p: &Pool2d, b: usize, y: &mut [u8], x: &[u8]) {
+    use std::arch::x86_64::*;
+    let (oh, ow) = p.out_hw();
+    let c = p.c;
+    let (row, hwc, ohwc) = (p.w * c, p.h * p.w * c, oh * ow * c);
+    for n in 0..b {
+        for oy in 0..oh {
+            for ox in 0..ow {
+                let at = n * ohwc + (oy * ow + ox) * c;
+                let i0 = n * hwc + 2 * oy * row + 2 * ox * c;
+                let (i1, i2, i3) = (i0 + c, i0 + row, i0 + row + c);
+                if i3 + 16 <= x.len() && at + 16 <= y.len() {
+                    // SAFETY: the four loads and the store are in bounds
+                    // (checked just above); SSE2 is part of x86_64.
+                    unsafe {
+                        let ld = |i: usize| _mm_loadu_si128(x.as_ptr().add(i).cast());
+                        let m = _mm_max_epu8(
+                            _mm_max_epu8(ld(i0), ld(i1)),
+                            _mm_max_epu8(ld(i2), ld(i3)),
+                        );
+                        _mm_storeu_si128(y.as_mut_ptr().add(at).cast(), m);
+                    }
+                } else {
+                    for ch in 0..c {
+                        y[at + ch] = x[i0 + ch].max(x[i1 + ch]).max(x[i2 + ch].max(x[i3 + ch]));
                     }
                 }
             }

@@ -229,15 +229,47 @@ fn quantize_portable(q: ActQuant, x: &[f32], out: &mut [u8]) {
     }
 }
 
-/// [`quantize_portable`] compiled for AVX2 (the same IEEE operations, so
-/// the same bytes, eight at a time).
+/// [`quantize_portable`] for AVX2, 32 values at a time, giving the same
+/// bytes with fewer steps (LLVM's vectorisation of the scalar formula
+/// keeps its float clamps and narrows byte by byte): after the clamp to
+/// `[−256, 256]` (NaN to −256), `vcvtps2dq` rounds half to even (the
+/// default rounding mode) as the magic-constant trick does, the zero point
+/// is added to the integer exactly, and the saturating packs clamp to
+/// `[0, 255]`.
 ///
 /// # Safety
 /// The CPU must support AVX2.
 #[cfg(target_arch = "x86_64")]
 #[target_feature(enable = "avx2")]
 unsafe fn quantize_avx2(q: ActQuant, x: &[f32], out: &mut [u8]) {
-    quantize_portable(q, x, out);
+    use std::arch::x86_64::*;
+    let n = x.len() / 32 * 32;
+    // SAFETY (whole body): block i reads x[i..i + 32] and writes
+    // out[i..i + 32], i + 32 ≤ n ≤ both lengths (equal, checked by the
+    // caller); the loads and stores are unaligned.
+    unsafe {
+        let inv = _mm256_set1_ps(q.inv_scale);
+        let zp = _mm256_set1_epi32(i32::from(q.zero_point));
+        let (lo, hi) = (_mm256_set1_ps(-256.0), _mm256_set1_ps(256.0));
+        // The packs interleave 128-bit halves; this puts them back.
+        let order = _mm256_setr_epi32(0, 4, 1, 5, 2, 6, 3, 7);
+        for i in (0..n).step_by(32) {
+            let mut v = [_mm256_setzero_si256(); 4];
+            for (j, v) in v.iter_mut().enumerate() {
+                let t = _mm256_mul_ps(_mm256_loadu_ps(x.as_ptr().add(i + 8 * j)), inv);
+                // `max` returns its second operand for a NaN.
+                let t = _mm256_min_ps(_mm256_max_ps(t, lo), hi);
+                *v = _mm256_add_epi32(_mm256_cvtps_epi32(t), zp);
+            }
+            let words = (
+                _mm256_packs_epi32(v[0], v[1]),
+                _mm256_packs_epi32(v[2], v[3]),
+            );
+            let bytes = _mm256_permutevar8x32_epi32(_mm256_packus_epi16(words.0, words.1), order);
+            _mm256_storeu_si256(out.as_mut_ptr().add(i).cast(), bytes);
+        }
+    }
+    quantize_portable(q, &x[n..], &mut out[n..]);
 }
 
 /// `out[i] = q.dequantize(x[i])`: u8 bytes back to f32.

@@ -30,6 +30,7 @@ use nnc::runtime::data::{load_mnist, Dataset};
 use nnc::runtime::quant::Int8Model;
 use nnc::runtime::train::fit;
 use nnc::runtime::{evaluate, FitOptions, Model, TrainData};
+use nnc_example_mnist::int8::{accuracy, calibration_set, timed, BATCH, CLASSES};
 use std::io::{BufRead, Write};
 use std::path::{Path, PathBuf};
 use std::time::Instant;
@@ -41,47 +42,10 @@ mod lenet {
     nnc::include_model!("lenet");
 }
 
-/// Calibration samples, spread evenly over the training set.
-const CALIBRATION: usize = 300;
-/// The inference batch.
-const BATCH: usize = 256;
-/// Classes of MNIST.
-const CLASSES: usize = 10;
-
-/// On-CPU seconds of the calling thread (Linux's schedstat; wall-clock
-/// seconds where it is not reported) and wall seconds of one call of `f`.
-fn timed(f: &mut dyn FnMut() -> anyhow::Result<()>) -> anyhow::Result<(f64, f64)> {
-    let cpu = || -> Option<u64> {
-        let s = std::fs::read_to_string("/proc/thread-self/schedstat").ok()?;
-        s.split_whitespace().next()?.parse().ok()
-    };
-    let (c, t) = (cpu(), Instant::now());
-    f()?;
-    let wall = t.elapsed().as_secs_f64();
-    let on_cpu = match (c, cpu()) {
-        (Some(a), Some(b)) if b > a => (b - a) as f64 * 1e-9,
-        _ => wall,
-    };
-    Ok((on_cpu, wall))
-}
-
 /// One model, f32 and int8.
 struct Pair<M> {
     f32: M,
     int8: Int8Model,
-}
-
-/// Accuracy of `rows` (`CLASSES` scores each) against `labels`.
-fn accuracy(rows: &[f32], labels: &[u32]) -> f64 {
-    let hits = rows
-        .chunks(CLASSES)
-        .zip(labels)
-        .filter(|(r, &l)| {
-            let best = (0..CLASSES).fold(0, |b, i| if r[i] > r[b] { i } else { b });
-            best == l as usize
-        })
-        .count();
-    hits as f64 / labels.len() as f64
 }
 
 /// Trains `model`, calibrates its int8 plan, saves the f32 weights as
@@ -101,18 +65,12 @@ fn prepare<M: Model>(
     };
     fit(&mut model, &TrainData::new(train), &opts)?;
     let f32_acc = evaluate(&mut model, test)?.accuracy().unwrap_or(f64::NAN);
-    let images = train.f32_values("image").context("no image column")?;
-    let per = images.len() / train.len();
-    let n = train.len();
-    let mut calibration = Vec::with_capacity(CALIBRATION * per);
-    for i in 0..CALIBRATION {
-        let r = i * n / CALIBRATION;
-        calibration.extend_from_slice(&images[r * per..(r + 1) * per]);
-    }
+    let calibration = calibration_set(train)?;
     let mut int8 = quantize(&model, &calibration)?;
     save_weights(&model, dir.join(format!("{name}.safetensors")))?;
     let x = test.f32_values("image").context("no image column")?;
     let labels = test.class_values("label").context("no label column")?;
+    let per = x.len() / test.len();
     let mut y = vec![0.0; test.len() * CLASSES];
     for (i, chunk) in x.chunks(BATCH * per).enumerate() {
         let b = chunk.len() / per;

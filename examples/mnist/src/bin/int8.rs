@@ -1,6 +1,7 @@
 //! Post-training int8 quantization of the MNIST MLP and LeNet, measured:
-//! trains each (f32, its `train` block's settings), calibrates on the
-//! first 300 training digits, quantizes (`quantize_int8`, generated from
+//! trains each (f32, its `train` block's settings), calibrates on 300
+//! training digits spread evenly over the set (as `nnc compile --calibrate`
+//! and `int8-serve` do), quantizes (`quantize_int8`, generated from
 //! `nnc compile --quantize int8`'s plan), saves and reloads the quantized
 //! weights, and prints f32 and int8 test accuracy, the weights files'
 //! sizes, the largest output difference, and the batch-256 inference
@@ -21,6 +22,9 @@ use nnc::runtime::data::{load_mnist, Dataset};
 use nnc::runtime::quant::Int8Model;
 use nnc::runtime::train::fit;
 use nnc::runtime::{evaluate, FitOptions, Model, TrainData};
+use nnc_example_mnist::int8::{
+    accuracy, calibration_set, median, timed, BATCH, CALIBRATION, CLASSES,
+};
 use std::path::{Path, PathBuf};
 use std::time::Instant;
 
@@ -31,54 +35,10 @@ mod lenet {
     nnc::include_model!("lenet");
 }
 
-/// Calibration samples (the first ones of the training set).
-const CALIBRATION: usize = 300;
-/// The inference batch.
-const BATCH: usize = 256;
-
 /// Timed rounds of the speed comparison.
 const ROUNDS: usize = 7;
 /// The least duration of one timed round (f32 side), in seconds.
 const ROUND_SECS: f64 = 0.2;
-
-/// On-CPU seconds of the calling thread (Linux's schedstat), or wall-clock
-/// seconds where that is not reported, of one call of `f`.
-fn cpu_secs(f: &mut dyn FnMut() -> anyhow::Result<()>) -> anyhow::Result<f64> {
-    let cpu = || -> Option<u64> {
-        let s = std::fs::read_to_string("/proc/thread-self/schedstat").ok()?;
-        s.split_whitespace().next()?.parse().ok()
-    };
-    let (c, t) = (cpu(), Instant::now());
-    f()?;
-    let wall = t.elapsed().as_secs_f64();
-    Ok(match (c, cpu()) {
-        (Some(a), Some(b)) if b > a => (b - a) as f64 * 1e-9,
-        _ => wall,
-    })
-}
-
-fn median(mut xs: Vec<f64>) -> f64 {
-    xs.sort_by(f64::total_cmp);
-    xs[xs.len() / 2]
-}
-
-/// Index of the largest of each row of `n`.
-fn argmax(rows: &[f32], n: usize) -> Vec<usize> {
-    rows.chunks(n)
-        .map(|r| {
-            r.iter()
-                .enumerate()
-                .fold((0, f32::NEG_INFINITY), |(bi, bv), (i, &v)| {
-                    if v > bv {
-                        (i, v)
-                    } else {
-                        (bi, bv)
-                    }
-                })
-                .0
-        })
-        .collect()
-}
 
 struct Report {
     f32_acc: f64,
@@ -103,9 +63,7 @@ fn measure<M: Model>(
     dir: &Path,
 ) -> anyhow::Result<Report> {
     let f32_acc = evaluate(&mut *model, test)?.accuracy().unwrap_or(f64::NAN);
-    let images = train.f32_values("image").context("no image column")?;
-    let per = images.len() / train.len();
-    let q = quantize(&*model, &images[..CALIBRATION * per])?;
+    let q = quantize(&*model, &calibration_set(train)?)?;
     let f32_path = dir.join("f32.safetensors");
     let int8_path = dir.join("int8.safetensors");
     save_weights(&*model, &f32_path)?;
@@ -113,7 +71,7 @@ fn measure<M: Model>(
     let mut q = load(&int8_path)?;
     let x = test.f32_values("image").context("no image column")?;
     let labels = test.class_values("label").context("no digit column")?;
-    let classes = 10;
+    let (classes, per) = (CLASSES, x.len() / test.len());
     let (mut yf, mut yq) = (
         vec![0.0; test.len() * classes],
         vec![0.0; test.len() * classes],
@@ -140,34 +98,32 @@ fn measure<M: Model>(
         }
         passes = (ROUND_SECS / t.elapsed().as_secs_f64().max(1e-6)).ceil() as usize;
         for _ in 0..ROUNDS {
-            f32_times.push(cpu_secs(&mut || {
-                for _ in 0..passes {
-                    for chunk in whole.chunks(BATCH * per) {
-                        Model::predict(model, &[chunk], &mut [&mut out[..]])?;
+            f32_times.push(
+                timed(&mut || {
+                    for _ in 0..passes {
+                        for chunk in whole.chunks(BATCH * per) {
+                            Model::predict(model, &[chunk], &mut [&mut out[..]])?;
+                        }
                     }
-                }
-                Ok(())
-            })?);
-            int8_times.push(cpu_secs(&mut || {
-                for _ in 0..passes {
-                    for chunk in whole.chunks(BATCH * per) {
-                        q.predict(chunk, &mut out, BATCH)?;
+                    Ok(())
+                })?
+                .0,
+            );
+            int8_times.push(
+                timed(&mut || {
+                    for _ in 0..passes {
+                        for chunk in whole.chunks(BATCH * per) {
+                            q.predict(chunk, &mut out, BATCH)?;
+                        }
                     }
-                }
-                Ok(())
-            })?);
+                    Ok(())
+                })?
+                .0,
+            );
         }
         Ok(())
     })?;
     let (f32_secs, int8_secs) = (median(f32_times), median(int8_times));
-    let acc = |y: &[f32]| {
-        let hits = argmax(y, classes)
-            .iter()
-            .zip(labels)
-            .filter(|(p, &l)| **p == l as usize)
-            .count();
-        hits as f64 / labels.len() as f64
-    };
     let max_diff = yf
         .iter()
         .zip(&yq)
@@ -175,7 +131,7 @@ fn measure<M: Model>(
         .fold(0.0, f32::max);
     Ok(Report {
         f32_acc,
-        int8_acc: acc(&yq),
+        int8_acc: accuracy(&yq, labels),
         f32_bytes: std::fs::metadata(&f32_path)?.len(),
         int8_bytes: std::fs::metadata(&int8_path)?.len(),
         max_diff,
@@ -196,7 +152,7 @@ fn main() -> anyhow::Result<()> {
         ..FitOptions::default()
     };
     let train = TrainData::new(&mnist.train);
-    println!("int8 post-training quantization on {} ({} train, {} test digits; calibration: {CALIBRATION} train digits; inference batch {BATCH}; int8 kernels: {})",
+    println!("int8 post-training quantization on {} ({} train, {} test digits; calibration: {CALIBRATION} train digits spread over the set; inference batch {BATCH}; int8 kernels: {})",
         data.display(), mnist.train.len(), mnist.test.len(), nnc::runtime::quant::kernel_family());
     println!("| model | f32 acc | int8 acc | Δ points | f32 file | int8 file | ratio | max |Δp| | int8 speed-up (1 thread) | f32 / int8 µs per batch |");
     println!("|---|---|---|---|---|---|---|---|---|---|");

@@ -21,17 +21,18 @@ use std::arch::asm;
 use std::arch::x86_64::*;
 use std::ops::Range;
 
+use super::super::epilogue::{Kind, PanelParams, Sink};
 use super::{blocks, tail_quad, Problem, Tile, KQ, MAX_MR, NR, QUAD_BYTES};
 
 /// Whether the CPU has AVX-VNNI (CPUID leaf 7, sub-leaf 1, EAX bit 4).
 /// Callers check AVX2 first, which also establishes that the OS saves the
 /// `ymm` registers.
 /// The multiply step of a family: `vpmaddubsw` + `vpmaddwd` (AVX2).
-pub(super) const NO_VNNI: u8 = 0;
+pub(in crate::quant) const NO_VNNI: u8 = 0;
 /// `vpdpbusd`, VEX-encoded (AVX-VNNI).
-pub(super) const VEX: u8 = 1;
+pub(in crate::quant) const VEX: u8 = 1;
 /// `vpdpbusd`, EVEX-encoded on `ymm` registers (AVX512-VNNI + AVX512VL).
-pub(super) const EVEX: u8 = 2;
+pub(in crate::quant) const EVEX: u8 = 2;
 
 pub(super) fn has_avx_vnni() -> bool {
     // SAFETY: CPUID exists on every x86_64 CPU, and leaf 7 on every CPU
@@ -105,6 +106,145 @@ impl<const VNNI: u8> Tile for Family<VNNI> {
             }
         }
     }
+
+    #[inline(always)]
+    unsafe fn store(
+        sink: &Sink<'_>,
+        pp: &PanelParams,
+        acc: &[[i32; NR]],
+        i0: usize,
+        mr: usize,
+        j0: usize,
+        nr: usize,
+    ) {
+        // SAFETY: forwarded contract (the CPU has AVX2 in every family).
+        unsafe { store_avx2(sink, pp, acc, i0, mr, j0, nr) }
+    }
+}
+
+/// The f32 outputs of 8 channels: `(acc − zc) as f32 · mult + bias`,
+/// ReLU'd if asked (`max` returns its second operand for a NaN, as
+/// `f32::max(NaN, 0)` gives 0): `Sink::real`'s operations in its order.
+///
+/// # Safety
+/// The CPU must support AVX2.
+#[target_feature(enable = "avx2")]
+#[inline]
+pub(in crate::quant) unsafe fn real8(
+    acc: __m256i,
+    zc: __m256i,
+    mult: __m256,
+    bias: __m256,
+    relu: bool,
+) -> __m256 {
+    let v = _mm256_sub_epi32(acc, zc);
+    let y = _mm256_add_ps(_mm256_mul_ps(_mm256_cvtepi32_ps(v), mult), bias);
+    if relu {
+        _mm256_max_ps(y, _mm256_setzero_ps())
+    } else {
+        y
+    }
+}
+
+/// `quantize_one` of 8 values as i32 before the final clamp, which the
+/// caller's saturating packs to u8 do: after the clamp to `[−256, 256]`
+/// (NaN to −256; skipped after a ReLU, whose outputs are never below 0 or
+/// NaN), `vcvtps2dq` rounds half to even (the default rounding mode) as
+/// the magic-constant trick does, and the zero point is added to the
+/// integer exactly.
+///
+/// # Safety
+/// The CPU must support AVX2.
+#[target_feature(enable = "avx2")]
+#[inline]
+pub(in crate::quant) unsafe fn quantize8(
+    y: __m256,
+    inv: __m256,
+    zp: __m256i,
+    relu: bool,
+) -> __m256i {
+    let mut t = _mm256_mul_ps(y, inv);
+    if !relu {
+        t = _mm256_max_ps(t, _mm256_set1_ps(-256.0));
+    }
+    let t = _mm256_min_ps(t, _mm256_set1_ps(256.0));
+    _mm256_add_epi32(_mm256_cvtps_epi32(t), zp)
+}
+
+/// The bytes of `a` then `b` (8 i32 each, in `[−256, 511]`), clamped to
+/// `[0, 255]` by the saturating packs, in lane order.
+///
+/// # Safety
+/// The CPU must support AVX2.
+#[target_feature(enable = "avx2")]
+#[inline]
+pub(in crate::quant) unsafe fn bytes16(a: __m256i, b: __m256i) -> __m128i {
+    // The packs interleave 128-bit halves; the permutation undoes it.
+    let packed = _mm256_packus_epi16(_mm256_packs_epi32(a, b), _mm256_setzero_si256());
+    let ordered = _mm256_permutevar8x32_epi32(packed, _mm256_setr_epi32(0, 4, 1, 5, 2, 6, 3, 7));
+    _mm256_castsi256_si128(ordered)
+}
+
+/// The epilogue of a tile of full 16-channel rows stored contiguously (f32
+/// or u8 outputs), in AVX2: the same values as [`Sink::store`]'s, bit for
+/// bit, with fewer steps than LLVM's vectorisation of the scalar formula.
+/// Anything else goes to [`Sink::store`].
+///
+/// # Safety
+/// As for [`Sink::store`]; the CPU must support AVX2.
+#[target_feature(enable = "avx2")]
+#[inline]
+unsafe fn store_avx2(
+    sink: &Sink<'_>,
+    pp: &PanelParams,
+    acc: &[[i32; NR]],
+    i0: usize,
+    mr: usize,
+    j0: usize,
+    nr: usize,
+) {
+    // SAFETY (whole body): the stores write elements (i0 + r, j0..j0 + 16)
+    // of rows r < mr, the caller's to write; the loads read the tile and
+    // the panel's 16 constants.
+    unsafe {
+        if nr != NR || sink.cs != 1 || matches!(sink.kind, Kind::I32(_)) {
+            return sink.store(pp, acc, i0, mr, j0, nr);
+        }
+        // No closures over intrinsics: a closure may not get this
+        // function's target features.
+        let zc = [
+            _mm256_loadu_si256(pp.zc.as_ptr().cast()),
+            _mm256_loadu_si256(pp.zc.as_ptr().add(8).cast()),
+        ];
+        let mult = [
+            _mm256_loadu_ps(pp.mult.as_ptr()),
+            _mm256_loadu_ps(pp.mult.as_ptr().add(8)),
+        ];
+        let bias = [
+            _mm256_loadu_ps(pp.bias.as_ptr()),
+            _mm256_loadu_ps(pp.bias.as_ptr().add(8)),
+        ];
+        for (r, row) in acc.iter().enumerate().take(mr) {
+            let at = (i0 + r) * sink.rs + j0;
+            let a0 = _mm256_loadu_si256(row.as_ptr().cast());
+            let a1 = _mm256_loadu_si256(row.as_ptr().add(8).cast());
+            let y0 = real8(a0, zc[0], mult[0], bias[0], sink.relu);
+            let y1 = real8(a1, zc[1], mult[1], bias[1], sink.relu);
+            match sink.kind {
+                Kind::F32(out) => {
+                    _mm256_storeu_ps(out.add(at), y0);
+                    _mm256_storeu_ps(out.add(at + 8), y1);
+                }
+                Kind::U8(out, inv, zp) => {
+                    let (inv, zp) = (_mm256_set1_ps(inv), _mm256_set1_epi32(zp as i32));
+                    let q0 = quantize8(y0, inv, zp, sink.relu);
+                    let q1 = quantize8(y1, inv, zp, sink.relu);
+                    _mm_storeu_si128(out.add(at).cast(), bytes16(q0, q1));
+                }
+                Kind::I32(_) => unreachable!("handled above"),
+            }
+        }
+    }
 }
 
 /// `acc += Σ_t a[4c + t] · b[4c + t]` in each i32 lane `c`, by AVX-VNNI's
@@ -117,7 +257,11 @@ impl<const VNNI: u8> Tile for Family<VNNI> {
 /// (`EVEX`).
 #[target_feature(enable = "avx2")]
 #[inline]
-unsafe fn dpbusd<const ENC: u8>(acc: __m256i, a: __m256i, b: __m256i) -> __m256i {
+pub(in crate::quant) unsafe fn dpbusd<const ENC: u8>(
+    acc: __m256i,
+    a: __m256i,
+    b: __m256i,
+) -> __m256i {
     let mut acc = acc;
     // SAFETY: the caller vouches for the extension; the instruction only
     // reads and writes these registers (`ymm_reg` allocates ymm0–15, which

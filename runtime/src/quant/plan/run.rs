@@ -31,6 +31,17 @@ fn grow<T: Default + Clone>(v: &mut Vec<T>, len: usize) {
     }
 }
 
+/// The f32 values of value `v` in an int8 run: the caller's `input` for
+/// the plan's input (read in place: a copy of a batch of MNIST digits is
+/// 800 kB of memory traffic), else its buffer's first `b` samples.
+fn f32s<'a>(fs: &'a [Vec<f32>], input: &'a [f32], plan: &Plan, v: usize, b: usize) -> &'a [f32] {
+    if v == plan.input {
+        input
+    } else {
+        &fs[v][..plan.values[v] * b]
+    }
+}
+
 impl Buffers {
     fn size(&mut self, plan: &Plan, b: usize) {
         let n = plan.values.len();
@@ -128,7 +139,6 @@ impl Buffers {
                 .ok_or_else(|| PlanError::Plan(format!("value {v} has no activation scale")))
         };
         let par = Parallelism::Rayon(0);
-        self.f[plan.input][..ni].copy_from_slice(input);
         for ((s, layer), &on_bytes) in plan.steps.iter().zip(layers).zip(&layout.u8_pool) {
             let (x, y) = (s.input(), s.out());
             let Some(layer) = layer else {
@@ -148,14 +158,18 @@ impl Buffers {
                         }
                         self.q[y] = qo;
                     }
-                    _ => f32_step(s, &self.f[x][..len(x)], &mut o[..len(y)], b),
+                    _ => f32_step(s, f32s(&self.f, input, plan, x, b), &mut o[..len(y)], b),
                 }
                 self.f[y] = o;
                 continue;
             };
             let xa = act(x)?;
             if !layout.u8_only[x] {
-                quantize_u8(xa, &self.f[x][..len(x)], &mut self.q[x][..len(x)]);
+                quantize_u8(
+                    xa,
+                    f32s(&self.f, input, plan, x, b),
+                    &mut self.q[x][..len(x)],
+                );
             }
             let relu = matches!(
                 s,
@@ -195,7 +209,7 @@ impl Buffers {
             self.q[y] = qo;
             r?;
         }
-        out.copy_from_slice(&self.f[plan.output][..no]);
+        out.copy_from_slice(f32s(&self.f, input, plan, plan.output, b));
         Ok(())
     }
 }

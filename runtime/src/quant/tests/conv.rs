@@ -296,6 +296,100 @@ fn channels_last_conv_is_the_transposed_conv() {
     }
 }
 
+/// Layers of one input channel run the direct kernel on the x86 families
+/// (pixels in the lanes) and the GEMM on the portable one: exact
+/// accumulators against the reference, and the same f32 and u8 bits as the
+/// GEMM, in both output layouts; every lane shape (1–4 registers, 1 or 2
+/// quads per kernel row) and groups of pixels cut by the row's end.
+#[test]
+fn direct_conv_is_exact_and_bit_identical_to_the_gemm() {
+    let direct: &[Geo] = &[
+        // LeNet's first layer: 4 pixels × 6 channels in 3 registers.
+        (1, 28, 28, 6, 5, 5, [1, 1], [2, 2], [1, 1], 1),
+        // 8 pixels × 3 channels, rows of 6 pixels (only a partial group).
+        (1, 7, 9, 3, 3, 4, [1, 1], [1, 0], [1, 1], 1),
+        // 1 pixel × 16 channels, 2 registers.
+        (1, 5, 6, 16, 2, 2, [1, 1], [0, 1], [1, 1], 1),
+        // 8 channels, kernel rows of 8 taps (2 full quads).
+        (1, 9, 11, 8, 5, 8, [1, 1], [2, 3], [1, 1], 1),
+        // 1 channel: 8 pixels per register, rows of 9 (a partial group).
+        (1, 6, 13, 1, 3, 5, [1, 1], [0, 0], [1, 1], 1),
+        // Pointwise.
+        (1, 4, 4, 4, 1, 1, [1, 1], [0, 0], [1, 1], 1),
+        // 2 pixels × 12 channels, kernel rows of 7 taps.
+        (1, 10, 30, 12, 3, 7, [1, 1], [1, 3], [1, 1], 1),
+        // 32 channels: 4 registers.
+        (1, 8, 8, 32, 3, 3, [1, 1], [1, 1], [1, 1], 1),
+        // 4 pixels × 2 channels, rows of 6 (a full and a partial group).
+        (1, 6, 7, 2, 2, 6, [1, 1], [0, 2], [1, 1], 1),
+    ];
+    let gemm_only: &[Geo] = &[
+        // 5 channels (5 registers), stride 2, kernel rows of 9, 2 channels.
+        (1, 8, 8, 5, 3, 3, [1, 1], [1, 1], [1, 1], 1),
+        (1, 8, 8, 6, 3, 3, [2, 2], [1, 1], [1, 1], 1),
+        (1, 8, 12, 6, 3, 9, [1, 1], [1, 1], [1, 1], 1),
+        (2, 8, 8, 6, 3, 3, [1, 1], [1, 1], [1, 1], 1),
+    ];
+    let mut rng = Rng::new(23);
+    for geo in gemm_only {
+        let g = geometry(geo);
+        let q = QuantWeights::conv(&vec![0.25; g.o * g.k()], g.o).unwrap();
+        assert!(!PackedConv::new(&g, &q).unwrap().is_direct(), "{g:?}");
+    }
+    for geo in direct {
+        let g = geometry(geo);
+        let b = 3;
+        let (oh, ow) = g.out_hw();
+        let len = b * g.o * oh * ow;
+        let x = bytes(&mut rng, b * g.h * g.w);
+        let xq = ActQuant::new(0.02, rng.below(256) as u8).unwrap();
+        let wf: Vec<f32> = (0..g.o * g.k())
+            .map(|_| rng.uniform_f32(-0.5, 0.5))
+            .collect();
+        let q = QuantWeights::conv(&wf, g.o).unwrap();
+        let bias: Vec<f32> = (0..g.o).map(|_| rng.uniform_f32(-1.0, 1.0)).collect();
+        let ep = Epilogue {
+            bias: Some(&bias),
+            relu: true,
+        };
+        let next = ActQuant::from_min_max(-1.0, 3.0).unwrap();
+        let want = reference(&g, b, &x, xq.zero_point(), &q);
+        let mut scratch = vec![0xEEu8; conv_scratch_len(&g)];
+        for input in [Channels::First, Channels::Last] {
+            let w = PackedConv::for_input(&g, &q, input).unwrap();
+            assert!(w.is_direct(), "{g:?}");
+            for out_layout in [Channels::First, Channels::Last] {
+                let fix = |y: Vec<i64>| match out_layout {
+                    Channels::Last => to_last(&y, b, g.o, oh * ow),
+                    Channels::First => y,
+                };
+                let want = fix(want.clone());
+                let par = Parallelism::Sequential;
+                let mut run = |isa, out: Output<'_>| {
+                    conv2d_with(isa, par, &g, b, &x, xq, &w, out, out_layout, &mut scratch).unwrap()
+                };
+                let (mut gemm_f, mut gemm_u) = (vec![0.0f32; len], vec![0u8; len]);
+                run(Isa::Portable, Output::F32(&mut gemm_f, ep));
+                run(Isa::Portable, Output::U8(&mut gemm_u, ep, next));
+                for isa in Isa::all() {
+                    let label = format!("{isa:?} {input:?} -> {out_layout:?} {g:?}");
+                    let mut yi = vec![0i32; len];
+                    run(isa, Output::I32(&mut yi));
+                    let yi: Vec<i64> = yi.into_iter().map(i64::from).collect();
+                    assert_eq!(yi, want, "{label}");
+                    let mut yf = vec![0.0f32; len];
+                    run(isa, Output::F32(&mut yf, ep));
+                    let bits = |v: &[f32]| v.iter().map(|f| f.to_bits()).collect::<Vec<_>>();
+                    assert_eq!(bits(&yf), bits(&gemm_f), "{label}");
+                    let mut yu = vec![0u8; len];
+                    run(isa, Output::U8(&mut yu, ep, next));
+                    assert_eq!(yu, gemm_u, "{label}");
+                }
+            }
+        }
+    }
+}
+
 /// Splitting a convolution's products over threads changes no bit.
 #[test]
 fn conv_thread_count_does_not_change_bits() {

@@ -135,6 +135,15 @@ fn bulk_quantization_matches_the_scalar_formula() {
         let want: Vec<f32> = out.iter().map(|&b| q.dequantize(b)).collect();
         assert_eq!(back, want);
     }
+    // Exact halves (x / scale = k + 1/2) round to even, and both clamps.
+    let q = ActQuant::new(0.5, 10).unwrap();
+    let x: Vec<f32> = (-600..600).map(|k| k as f32 / 4.0).collect();
+    let mut out = vec![0u8; x.len()];
+    quantize_u8(q, &x, &mut out);
+    let want: Vec<u8> = x.iter().map(|&v| q.quantize(v)).collect();
+    assert_eq!(out, want);
+    assert_eq!(q.quantize(0.75), 12, "1.5 rounds to 2");
+    assert_eq!(q.quantize(1.25), 12, "2.5 rounds to 2");
 }
 
 #[test]

@@ -23,9 +23,14 @@ fn byte_pooling_equals_pooling_the_values() {
         ([3, 2], [1, 2], [0, 1], 5, 5),
         ([2, 3], [3, 1], [1, 0], 9, 4),
     ];
-    for (kernel, stride, padding, h, w) in cases {
+    // 3 to 17 channels: the 2×2 channels-last pooling's 16-byte moves (at
+    // most 16 channels) and the byte loop of its last pixels.
+    for (c, (kernel, stride, padding, h, w)) in [3, 6, 16, 17]
+        .into_iter()
+        .flat_map(|c| cases.map(|case| (c, case)))
+    {
         let p = Pool2d {
-            c: 3,
+            c,
             h,
             w,
             kernel,
@@ -34,8 +39,8 @@ fn byte_pooling_equals_pooling_the_values() {
         };
         let (oh, ow) = p.out_hw();
         let b = 2;
-        let x = bytes(&mut rng, b * 3 * h * w);
-        let mut got = vec![0u8; b * 3 * oh * ow];
+        let x = bytes(&mut rng, b * c * h * w);
+        let mut got = vec![0u8; b * c * oh * ow];
         max_pool2d_u8(&p, b, &mut got, &x);
         let mut xf = vec![0.0; x.len()];
         dequantize_u8(act, &x, &mut xf);
@@ -46,9 +51,9 @@ fn byte_pooling_equals_pooling_the_values() {
         assert_eq!(got, want, "{p:?}");
         // Channels-last: the same bytes, transposed.
         let mut last = vec![0u8; got.len()];
-        let x_last = super::conv::to_last(&x, b, 3, h * w);
+        let x_last = super::conv::to_last(&x, b, c, h * w);
         max_pool2d_u8_channels_last(&p, b, &mut last, &x_last);
-        assert_eq!(last, super::conv::to_last(&got, b, 3, oh * ow), "{p:?}");
+        assert_eq!(last, super::conv::to_last(&got, b, c, oh * ow), "{p:?}");
     }
 }
 
