@@ -480,11 +480,10 @@ fn a_sliced_checkpoint_resumes_bit_for_bit_and_merges_into_the_whole_network() {
     let tmp = TempDir::new("pipeline-ckpt");
     // 10 steps straight; 5, saved, a later save dying midway, then 5 more
     // from the slices.
-    let (straight, p10) = assert_resumes_bit_for_bit(
-        &tmp.0,
-        (&images, &labels),
-        &|data, resume, save| train_stages(&whole, shape, data, resume, save),
-    );
+    let (straight, p10) =
+        assert_resumes_bit_for_bit(&tmp.0, (&images, &labels), &|data, resume, save| {
+            train_stages(&whole, shape, data, resume, save)
+        });
     let bits = |v: &[f32]| v.iter().map(|x| x.to_bits()).collect::<Vec<_>>();
     let m = sliced::read_manifest(&straight).unwrap();
     assert_eq!((m.step, m.layout), (10, sliced::Layout::Stages(2)));

@@ -202,11 +202,10 @@ fn a_sliced_checkpoint_resumes_bit_for_bit_and_merges_into_the_whole_network() {
     let mut whole = MnistSplit::new(batch);
     whole.init_params(42).unwrap();
     let tmp = TempDir::new("split-ckpt");
-    let (straight, p10) = assert_resumes_bit_for_bit(
-        &tmp.0,
-        (&images, &labels),
-        &|data, resume, save| train_split(&whole, batch, data, resume, save),
-    );
+    let (straight, p10) =
+        assert_resumes_bit_for_bit(&tmp.0, (&images, &labels), &|data, resume, save| {
+            train_split(&whole, batch, data, resume, save)
+        });
     let bits = |v: &[f32]| v.iter().map(|x| x.to_bits()).collect::<Vec<_>>();
 
     // Merged: the unsplit network's ordinary checkpoint, holding the

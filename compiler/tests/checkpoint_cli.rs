@@ -85,7 +85,15 @@ fn round_trip(dir: &Path, name: &str) -> Vec<String> {
     }
     let out = ok(&nnc(
         dir,
-        &["checkpoint", "merge", &nn, "sliced", "-o", "merged.safetensors", "--debug"],
+        &[
+            "checkpoint",
+            "merge",
+            &nn,
+            "sliced",
+            "-o",
+            "merged.safetensors",
+            "--debug",
+        ],
     ));
     assert!(out.contains("into merged.safetensors"), "{out}");
     let (want, got) = (
@@ -119,7 +127,15 @@ fn stages_split_and_merge_back_bit_for_bit_and_a_damaged_slice_is_refused() {
     let last = "runs/Pairs/last.safetensors";
     let out = ok(&nnc(
         &dir,
-        &["checkpoint", "split", "staged.nn", last, "-o", "sliced", "--debug"],
+        &[
+            "checkpoint",
+            "split",
+            "staged.nn",
+            last,
+            "-o",
+            "sliced",
+            "--debug",
+        ],
     ));
     assert!(out.contains("generation 2"), "{out}");
     let mut names: Vec<String> = std::fs::read_dir(dir.join("sliced"))
@@ -139,12 +155,23 @@ fn stages_split_and_merge_back_bit_for_bit_and_a_damaged_slice_is_refused() {
     // Never over an input: the manifest, a slice, the model file.
     for (target, why) in [
         ("sliced/manifest.txt", "part of the sliced checkpoint"),
-        ("sliced/stage-0.gen-2.safetensors", "part of the sliced checkpoint"),
+        (
+            "sliced/stage-0.gen-2.safetensors",
+            "part of the sliced checkpoint",
+        ),
         ("staged.nn", "is the model file"),
     ] {
         let o = nnc(
             &dir,
-            &["checkpoint", "merge", "staged.nn", "sliced", "-o", target, "--debug"],
+            &[
+                "checkpoint",
+                "merge",
+                "staged.nn",
+                "sliced",
+                "-o",
+                target,
+                "--debug",
+            ],
         );
         let (_, err) = text(&o);
         assert_ne!(o.status.code(), Some(0), "merged over {target}");
@@ -153,7 +180,15 @@ fn stages_split_and_merge_back_bit_for_bit_and_a_damaged_slice_is_refused() {
     // A device is written in place, as `nnc compile -o` writes it.
     ok(&nnc(
         &dir,
-        &["checkpoint", "merge", "staged.nn", "sliced", "-o", "/dev/null", "--debug"],
+        &[
+            "checkpoint",
+            "merge",
+            "staged.nn",
+            "sliced",
+            "-o",
+            "/dev/null",
+            "--debug",
+        ],
     ));
 
     // A damaged slice: refused, naming the file and why.
@@ -164,7 +199,15 @@ fn stages_split_and_merge_back_bit_for_bit_and_a_damaged_slice_is_refused() {
     std::fs::write(&slice, bytes).unwrap();
     let o = nnc(
         &dir,
-        &["checkpoint", "merge", "staged.nn", "sliced", "-o", "again.safetensors", "--debug"],
+        &[
+            "checkpoint",
+            "merge",
+            "staged.nn",
+            "sliced",
+            "-o",
+            "again.safetensors",
+            "--debug",
+        ],
     );
     let (_, err) = text(&o);
     assert_eq!(o.status.code(), Some(1), "{err}");
@@ -179,7 +222,11 @@ fn stages_split_and_merge_back_bit_for_bit_and_a_damaged_slice_is_refused() {
 #[test]
 fn split_layers_split_and_merge_back_bit_for_bit() {
     let dir = temp_dir("split");
-    model(&dir, "split", "split: [columns(h1), rows(h2)];\n    split_ranks: 2;");
+    model(
+        &dir,
+        "split",
+        "split: [columns(h1), rows(h2)];\n    split_ranks: 2;",
+    );
     let files = round_trip(&dir, "split");
     assert_eq!(
         files,
@@ -194,19 +241,47 @@ fn mistakes_are_named_before_anything_is_built() {
     std::fs::write(dir.join("ckpt.safetensors"), b"x").unwrap();
     for (args, want) in [
         (
-            vec!["checkpoint", "merge", "pairs.nn", "nowhere", "-o", "m.safetensors"],
+            vec![
+                "checkpoint",
+                "merge",
+                "pairs.nn",
+                "nowhere",
+                "-o",
+                "m.safetensors",
+            ],
             "nowhere: not a sliced checkpoint (no manifest.txt in it)",
         ),
         (
-            vec!["checkpoint", "split", "pairs.nn", "missing.safetensors", "-o", "d"],
+            vec![
+                "checkpoint",
+                "split",
+                "pairs.nn",
+                "missing.safetensors",
+                "-o",
+                "d",
+            ],
             "missing.safetensors: no such file",
         ),
         (
-            vec!["checkpoint", "split", "pairs.nn", "ckpt.safetensors", "-o", "pairs.csv"],
+            vec![
+                "checkpoint",
+                "split",
+                "pairs.nn",
+                "ckpt.safetensors",
+                "-o",
+                "pairs.csv",
+            ],
             "pairs.csv: not a directory",
         ),
         (
-            vec!["checkpoint", "split", "pairs.nn", "ckpt.safetensors", "-o", "d"],
+            vec![
+                "checkpoint",
+                "split",
+                "pairs.nn",
+                "ckpt.safetensors",
+                "-o",
+                "d",
+            ],
             "network `Pairs` has neither `stages:` nor `split:`",
         ),
     ] {

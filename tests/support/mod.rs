@@ -72,7 +72,11 @@ pub fn assert_same_slices(a: &Path, b: &Path) {
         sliced::read_manifest(a).unwrap(),
         sliced::read_manifest(b).unwrap(),
     );
-    assert_eq!((ma.layout, ma.step), (mb.layout, mb.step), "layout and step");
+    assert_eq!(
+        (ma.layout, ma.step),
+        (mb.layout, mb.step),
+        "layout and step"
+    );
     for i in 0..ma.layout.slices() {
         let (ta, da) = load_tensors(a.join(ma.file_name(i))).unwrap();
         let (tb, db) = load_tensors(b.join(mb.file_name(i))).unwrap();
@@ -99,7 +103,11 @@ pub type TrainRun<'a> = &'a dyn Fn(Data<'_>, Option<&Path>, &Path) -> (Vec<f32>,
 /// included). The resumed run saves into the same directory, which then
 /// holds the manifest and the files it names, nothing else. Returns the
 /// straight run's checkpoint directory and parameters.
-pub fn assert_resumes_bit_for_bit(tmp: &Path, data: Data<'_>, train: TrainRun<'_>) -> (PathBuf, Vec<f32>) {
+pub fn assert_resumes_bit_for_bit(
+    tmp: &Path,
+    data: Data<'_>,
+    train: TrainRun<'_>,
+) -> (PathBuf, Vec<f32>) {
     use nnc::runtime::checkpoint::sliced;
     let (images, labels) = data;
     let h = images.len() / 2;

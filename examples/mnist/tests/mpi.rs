@@ -624,13 +624,19 @@ fn sliced_checkpoints_resume_on_two_ranks_bit_for_bit() {
         let mut resumed = bits(&dir.join("half.losses"));
         resumed.extend(bits(&dir.join("resumed.losses")));
         assert_eq!(losses.len(), 10, "{name}");
-        assert!(same(&losses, &resumed), "{name}: losses differ after resuming");
+        assert!(
+            same(&losses, &resumed),
+            "{name}: losses differ after resuming"
+        );
         for f in files {
             let (a, b) = (
                 bits(&dir.join(format!("straight.{f}"))),
                 bits(&dir.join(format!("resumed.{f}"))),
             );
-            assert!(!a.is_empty() && same(&a, &b), "{name}: {f} differs after resuming");
+            assert!(
+                !a.is_empty() && same(&a, &b),
+                "{name}: {f} differs after resuming"
+            );
         }
         let mut left: Vec<String> = std::fs::read_dir(&ckpt)
             .unwrap()

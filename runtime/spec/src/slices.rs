@@ -138,7 +138,9 @@ impl Slicing {
             Some((_, l)) => l
                 .strip_prefix("layout ")
                 .and_then(Layout::parse)
-                .ok_or_else(|| format!("line 2: `{l}` is not `layout stages N` or `layout split N`"))?,
+                .ok_or_else(|| {
+                    format!("line 2: `{l}` is not `layout stages N` or `layout split N`")
+                })?,
             None => return Err("line 2: no layout".into()),
         };
         // Tables in order: the whole network's first, then each slice's.
@@ -183,7 +185,10 @@ impl Slicing {
                         .filter(|w| !w.is_empty())
                         .ok_or_else(|| at("a parameter without a name".into()))?;
                     let shape = words
-                        .map(|d| d.parse::<usize>().map_err(|_| at(format!("dimension `{d}`"))))
+                        .map(|d| {
+                            d.parse::<usize>()
+                                .map_err(|_| at(format!("dimension `{d}`")))
+                        })
                         .collect::<Result<Vec<_>, _>>()?;
                     let offset = t.params.last().map_or(0, |p| p.offset + p.len);
                     t.params.push(ParamSpec::new(name, shape, offset));
@@ -244,7 +249,11 @@ mod tests {
         let tail = table("NetTail", 4, &[("s", &[])]);
         let s = Slicing {
             layout: Layout::Split(2),
-            whole: table("Net", 0xfeed, &[("a.weight", &[4, 6]), ("a.bias", &[6]), ("s", &[])]),
+            whole: table(
+                "Net",
+                0xfeed,
+                &[("a.weight", &[4, 6]), ("a.bias", &[6]), ("s", &[])],
+            ),
             slices: vec![vec![shard.clone(), tail.clone()], vec![shard, tail]],
         };
         let text = s.to_text();
@@ -261,7 +270,8 @@ mod tests {
             slices: vec![vec![table("NetStage0", 2, &[("w", &[2])])]],
         };
         let text = s.to_text();
-        let err = Slicing::parse(&text.replace("param w 2\nslice", "param w x\nslice")).unwrap_err();
+        let err =
+            Slicing::parse(&text.replace("param w 2\nslice", "param w x\nslice")).unwrap_err();
         assert_eq!(err, "line 4: dimension `x`");
         let err = Slicing::parse(&text.replace("slice 0", "slice 1")).unwrap_err();
         assert!(err.starts_with("line 5: "), "{err}");

@@ -139,10 +139,7 @@ mod tests {
             temporary_of(".stage-0.gen-2.safetensors.tmp-123-0"),
             Some("stage-0.gen-2.safetensors")
         );
-        assert_eq!(
-            temporary_of(".manifest.txt.tmp-9-14"),
-            Some("manifest.txt")
-        );
+        assert_eq!(temporary_of(".manifest.txt.tmp-9-14"), Some("manifest.txt"));
         assert_eq!(temporary_of(".stage-0.gen-2.safetensors.tmp-x-0"), None);
         assert_eq!(temporary_of("stage-0.gen-2.safetensors"), None);
     }

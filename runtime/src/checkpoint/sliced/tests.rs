@@ -188,7 +188,10 @@ fn a_damaged_slice_is_refused_naming_the_file() {
     assert!(text.starts_with(&file.display().to_string()), "{text}");
     assert!(text.contains("the manifest says"), "{text}");
     let err = merge(&dir, &whole(), &tmp.0.join("m.safetensors")).unwrap_err();
-    assert!(err.to_string().contains("stage-1.gen-1.safetensors"), "{err}");
+    assert!(
+        err.to_string().contains("stage-1.gen-1.safetensors"),
+        "{err}"
+    );
     // Stage 0's slice is still fine on its own.
     read_slice(&dir, &m, 0, &[&stages()[0]]).unwrap();
 }
@@ -200,7 +203,10 @@ fn a_missing_slice_is_refused_naming_the_file() {
     std::fs::remove_file(dir.join("stage-0.gen-1.safetensors")).unwrap();
     let err = merge(&dir, &whole(), &tmp.0.join("m.safetensors")).unwrap_err();
     assert!(matches!(err, CheckpointError::Io { .. }), "{err}");
-    assert!(err.to_string().contains("stage-0.gen-1.safetensors"), "{err}");
+    assert!(
+        err.to_string().contains("stage-0.gen-1.safetensors"),
+        "{err}"
+    );
 }
 
 #[test]
@@ -226,7 +232,10 @@ fn a_slice_from_another_save_is_refused() {
     };
     write_slice(&dir, "Net", Layout::Stages(2), m.generation, 1, &[part]).unwrap();
     let err = read_slice(&dir, &m, 1, &[s1]).unwrap_err();
-    assert!(err.to_string().contains("stage-1.gen-1.safetensors"), "{err}");
+    assert!(
+        err.to_string().contains("stage-1.gen-1.safetensors"),
+        "{err}"
+    );
     assert!(err.to_string().contains("not from the save"), "{err}");
 }
 
@@ -245,7 +254,10 @@ fn another_layout_or_model_is_refused_naming_the_file() {
     );
     // Stage 1's slice read for stage 0's model.
     let err = read_slice(&dir, &m, 1, &[&stages()[0]]).unwrap_err();
-    assert!(err.to_string().contains("stage-1.gen-1.safetensors"), "{err}");
+    assert!(
+        err.to_string().contains("stage-1.gen-1.safetensors"),
+        "{err}"
+    );
     assert!(err.to_string().contains("written by `NetStage1`"), "{err}");
     // Merged into another network.
     let other = ModelSpec {
@@ -335,7 +347,11 @@ fn a_save_that_dies_midway_leaves_the_previous_generation_whole() {
         optimizer: &later,
     };
     write_slice(&dir, "Net", Layout::Stages(2), 2, 0, &[part]).unwrap();
-    std::fs::write(dir.join(".stage-1.gen-2.safetensors.tmp-4000000-3"), b"half").unwrap();
+    std::fs::write(
+        dir.join(".stage-1.gen-2.safetensors.tmp-4000000-3"),
+        b"half",
+    )
+    .unwrap();
     std::fs::write(dir.join("notes.txt"), b"mine").unwrap();
     // The previous generation is what loads, whole.
     assert_eq!(read_manifest(&dir).unwrap(), m);
@@ -371,7 +387,11 @@ fn a_save_that_dies_midway_leaves_the_previous_generation_whole() {
 fn a_manifest_of_the_first_format_is_refused_with_the_reason() {
     let tmp = TempDir::new("sliced-format1");
     let (dir, _) = staged(&tmp);
-    std::fs::write(dir.join(MANIFEST), "nnc sliced checkpoint 1\nnetwork = Net\n").unwrap();
+    std::fs::write(
+        dir.join(MANIFEST),
+        "nnc sliced checkpoint 1\nnetwork = Net\n",
+    )
+    .unwrap();
     let err = read_manifest(&dir).unwrap_err().to_string();
     assert!(err.contains("format 1"), "{err}");
     let err = prepare_dir(&dir, "Net", Layout::Stages(2)).unwrap_err();
