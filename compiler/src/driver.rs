@@ -9,6 +9,7 @@ use crate::diagnostic::{CompileError, Diagnostic, ErrorKind, SourceFile, Span};
 use crate::ir::{GradOptions, Module, Network, OptLevel, TrainConfig, TrainingGraph};
 use crate::passes::Pass;
 use crate::{autodiff, lower, passes, syntax};
+use nnc_spec::slices::{Layout as SliceLayout, Slicing, Table};
 use proc_macro2::TokenStream;
 
 /// Parses and lowers one source file into shape-checked networks and their
@@ -354,4 +355,50 @@ pub fn explain_fusion(
 ) -> Result<String, CompileError> {
     let tg = optimize(net, cfg, opts)?;
     codegen::explain_fusion(source, &net.name, &tg, opts)
+}
+
+/// How a network with `stages:` or `split:` is cut into the slices of a
+/// sliced checkpoint (what `nnc checkpoint merge|split` hands the
+/// runtime's checkpoint tool): the whole network's parameter table and
+/// model hash, and each slice's part models with theirs — a stage; or a
+/// split rank's shard, then the tail. `None` for a network with neither.
+pub fn slicing(module: &Module, net: &Network) -> Result<Option<Slicing>, CompileError> {
+    let config = module.train_config(&net.name);
+    if !config.stages.is_empty() {
+        let stages = lower::stages::split(net, &config.stages).map_err(CompileError::from)?;
+        return Ok(Some(Slicing {
+            layout: SliceLayout::Stages(stages.len()),
+            whole: table(net),
+            slices: stages.iter().map(|s| vec![table(s)]).collect(),
+        }));
+    }
+    let Some(split) = lower::split::split(net, &config).map_err(CompileError::from)? else {
+        return Ok(None);
+    };
+    let ranks = config.split_ranks;
+    Ok(Some(Slicing {
+        layout: SliceLayout::Split(ranks),
+        whole: table(net),
+        slices: vec![vec![table(&split.shard), table(&split.tail)]; ranks],
+    }))
+}
+
+/// A network's name, model hash and parameters, laid out as its generated
+/// code lays them out (declaration order, contiguous).
+fn table(net: &Network) -> Table {
+    let mut offset = 0;
+    let params = net
+        .params
+        .iter()
+        .map(|p| {
+            let q = nnc_spec::ParamSpec::new(p.name.clone(), p.shape.resolve(1), offset);
+            offset += q.len;
+            q
+        })
+        .collect();
+    Table {
+        name: net.name.clone(),
+        hash: codegen::model_hash(net),
+        params,
+    }
 }

@@ -35,6 +35,11 @@ enum Command {
     /// a shard that training streams from disk.
     #[command(subcommand)]
     Data(cli::data::DataCommand),
+    /// Sliced checkpoints (pipeline stages, split layers): `nnc checkpoint
+    /// merge MODEL DIR -o FILE` writes one ordinary checkpoint of the whole
+    /// network, `nnc checkpoint split MODEL FILE -o DIR` the slices again.
+    #[command(subcommand)]
+    Checkpoint(cli::checkpoint::CheckpointCommand),
     /// Check a model: print each parameter, the totals and FLOPs, or the errors.
     Check {
         /// The .nn file.
@@ -181,6 +186,7 @@ fn run(cli: Cli) -> anyhow::Result<ExitCode> {
         Command::Predict(a) => launched(cli::run::predict(&a)),
         Command::Explain(a) => launched(cli::run::explain(&a)),
         Command::Data(c) => cli::data::run(&c),
+        Command::Checkpoint(c) => launched(cli::checkpoint::run(&c)),
         Command::Check { file } => {
             let source = load(&file)?;
             let module = match nnc_compiler::check_source(&source) {

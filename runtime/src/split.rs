@@ -449,20 +449,22 @@ impl SplitLayers<'_, '_> {
     }
 
     /// Saves the run into the sliced checkpoint directory `dir`, on every
-    /// rank: each local shard's slice (`shard-<r>.safetensors`: the
-    /// shard's slices and the tail, parameters and optimizer state,
-    /// written atomically), then, once every rank has written, rank 0's
-    /// manifest with every slice's hash.
+    /// rank: each local shard's slice of the new generation `g`
+    /// (`shard-<r>.gen-<g>.safetensors`: the shard's slices and the tail,
+    /// parameters and optimizer state, written atomically), then, once
+    /// every rank has written, rank 0's manifest naming every slice with
+    /// its hash, and only then the previous generation is removed.
     pub fn save_checkpoint(&self, dir: &Path) -> Result<(), SplitError> {
         let layout = self.checkpoint_layout();
-        sliced::prepare_dir(dir, &self.network, layout)?;
+        let generation = sliced::prepare_dir(dir, &self.network, layout)?;
         let tail_state = self.tail.optimizer.state();
         let tail = SlicePart {
             spec: self.tail.model.spec(),
             params: self.tail.model.params(),
             optimizer: &tail_state,
         };
-        let mut hashes = Vec::with_capacity(self.shards.len());
+        let mut hashes = Vec::with_capacity(self.shards.len() + 1);
+        hashes.push(generation);
         for (k, shard) in self.shards.iter().enumerate() {
             let state = shard.optimizer.state();
             let part = SlicePart {
@@ -474,23 +476,25 @@ impl SplitLayers<'_, '_> {
                 dir,
                 &self.network,
                 layout,
+                generation,
                 self.first + k,
                 &[part, tail],
             )?);
         }
-        let mut all = vec![0u64; self.ranks];
+        let mut all = vec![0u64; hashes.len() * self.comm.size()];
         self.comm.all_gather_u64(&hashes, &mut all)?;
+        let (generation, hashes) = sliced::gathered(dir, &all, self.comm.size())?;
         if self.comm.rank() == 0 {
-            sliced::write_manifest(
-                dir,
-                &Manifest {
-                    network: self.network.clone(),
-                    layout,
-                    step: tail_state.step,
-                    optimizer: tail_state.kind.clone(),
-                    hashes: all,
-                },
-            )?;
+            let m = Manifest {
+                network: self.network.clone(),
+                layout,
+                step: tail_state.step,
+                generation,
+                optimizer: tail_state.kind.clone(),
+                hashes,
+            };
+            sliced::write_manifest(dir, &m)?;
+            sliced::remove_unused(dir, &m);
         }
         // No rank reads the checkpoint before its manifest exists.
         self.comm.barrier()?;
@@ -501,7 +505,9 @@ impl SplitLayers<'_, '_> {
     /// manifest must be this network split over as many ranks, and each
     /// local shard's slice written by these shard and tail models; all is
     /// checked before anything changes. The tail is read from the first
-    /// local shard's slice.
+    /// local shard's slice. Only the files the manifest names are read;
+    /// the leftovers of a save that died before its manifest are removed
+    /// (by rank 0, once every rank has read its slices).
     pub fn load_checkpoint(&mut self, dir: &Path) -> Result<(), SplitError> {
         let m = sliced::read_manifest(dir)?;
         m.expect(dir, &self.network, self.checkpoint_layout())?;
@@ -531,6 +537,10 @@ impl SplitLayers<'_, '_> {
         let t = tail.expect("at least one shard");
         self.tail.optimizer.load_state(&t.optimizer)?;
         self.tail.model.params_mut().copy_from_slice(&t.params);
+        self.comm.barrier()?;
+        if self.comm.rank() == 0 {
+            sliced::remove_unused(dir, &m);
+        }
         Ok(())
     }
 }

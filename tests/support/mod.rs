@@ -5,6 +5,7 @@
 #![allow(dead_code, unused_imports)]
 
 use nnc::compiler::ops::Tensor;
+use std::path::{Path, PathBuf};
 
 pub use nnc_test_support::Rng;
 
@@ -50,11 +51,12 @@ impl Drop for TempDir {
     }
 }
 
-/// Every tensor and metadata entry of every file of two sliced
-/// checkpoints are the same, bit for bit (the files' bytes differ: the
-/// header's key order is not fixed).
-pub fn assert_same_slices(a: &std::path::Path, b: &std::path::Path, files: &[&str]) {
-    use nnc::runtime::checkpoint::load_tensors;
+/// Two sliced checkpoints hold the same state: the same layout and step,
+/// and every tensor and metadata entry of each slice the same, bit for bit
+/// (the files' bytes differ: the header's key order is not fixed; their
+/// names differ by generation).
+pub fn assert_same_slices(a: &Path, b: &Path) {
+    use nnc::runtime::checkpoint::{load_tensors, sliced};
     let bits = |ts: Vec<nnc::runtime::checkpoint::Tensor>| {
         ts.into_iter()
             .map(|t| {
@@ -66,12 +68,83 @@ pub fn assert_same_slices(a: &std::path::Path, b: &std::path::Path, files: &[&st
             })
             .collect::<Vec<(String, Vec<usize>, Vec<u32>)>>()
     };
-    for f in files {
-        let (ta, ma) = load_tensors(a.join(f)).unwrap();
-        let (tb, mb) = load_tensors(b.join(f)).unwrap();
-        assert_eq!(ma, mb, "{f}: metadata");
-        assert_eq!(bits(ta), bits(tb), "{f}: tensors");
+    let (ma, mb) = (
+        sliced::read_manifest(a).unwrap(),
+        sliced::read_manifest(b).unwrap(),
+    );
+    assert_eq!(
+        (ma.layout, ma.step),
+        (mb.layout, mb.step),
+        "layout and step"
+    );
+    for i in 0..ma.layout.slices() {
+        let (ta, da) = load_tensors(a.join(ma.file_name(i))).unwrap();
+        let (tb, db) = load_tensors(b.join(mb.file_name(i))).unwrap();
+        assert_eq!(da, db, "slice {i}: metadata");
+        assert_eq!(bits(ta), bits(tb), "slice {i}: tensors");
     }
+}
+
+/// Data for a model-parallel run: batches of images and of labels.
+pub type Data<'a> = (&'a [Vec<f32>], &'a [Vec<u32>]);
+
+/// One run of a model-parallel driver, for [`assert_resumes_bit_for_bit`]:
+/// trains over the batches given, from the network's initialisation or,
+/// with `resume`, from that sliced checkpoint; saves into `save`; returns
+/// the losses and the parameters laid out as the whole network's.
+pub type TrainRun<'a> = &'a dyn Fn(Data<'_>, Option<&Path>, &Path) -> (Vec<f32>, Vec<f32>);
+
+/// The resume test every sliced layout shares: the batches trained
+/// straight, against their first half saved, then the rest resumed from
+/// that checkpoint — after a later save into it died midway (a real slice
+/// of a later step under the name of the next generation, and a temporary
+/// file of the next slice, no manifest naming either) — give the same
+/// losses and parameters bit for bit, and the same slices (optimizer state
+/// included). The resumed run saves into the same directory, which then
+/// holds the manifest and the files it names, nothing else. Returns the
+/// straight run's checkpoint directory and parameters.
+pub fn assert_resumes_bit_for_bit(
+    tmp: &Path,
+    data: Data<'_>,
+    train: TrainRun<'_>,
+) -> (PathBuf, Vec<f32>) {
+    use nnc::runtime::checkpoint::sliced;
+    let (images, labels) = data;
+    let h = images.len() / 2;
+    let (straight, half, later) = (tmp.join("straight"), tmp.join("half"), tmp.join("later"));
+    let (all, p_all) = train(data, None, &straight);
+    let (mut losses, _) = train((&images[..h], &labels[..h]), None, &half);
+    train((&images[h..=h], &labels[h..=h]), Some(&half), &later);
+    let m = sliced::read_manifest(&half).unwrap();
+    let next = m.generation + 1;
+    let done = sliced::read_manifest(&later).unwrap();
+    std::fs::copy(
+        later.join(done.file_name(0)),
+        half.join(m.layout.file_name(0, next)),
+    )
+    .unwrap();
+    let tmp_name = format!(".{}.tmp-4000000-0", m.layout.file_name(1, next));
+    std::fs::write(half.join(tmp_name), b"half a slice").unwrap();
+    let (rest, p) = train((&images[h..], &labels[h..]), Some(&half), &half);
+    losses.extend(rest);
+    let bits = |v: &[f32]| v.iter().map(|x| x.to_bits()).collect::<Vec<_>>();
+    assert_eq!(bits(&losses), bits(&all), "losses");
+    assert_eq!(bits(&p), bits(&p_all), "parameters");
+    assert_same_slices(&straight, &half);
+    let saved = sliced::read_manifest(&half).unwrap();
+    assert_eq!(saved.generation, next);
+    let mut want: Vec<String> = (0..saved.layout.slices())
+        .map(|i| saved.file_name(i))
+        .collect();
+    want.push(sliced::MANIFEST.into());
+    want.sort();
+    let mut have: Vec<String> = std::fs::read_dir(&half)
+        .unwrap()
+        .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
+        .collect();
+    have.sort();
+    assert_eq!(have, want, "what a save leaves in its directory");
+    (straight, p_all)
 }
 
 /// Random MNIST-shaped data: `steps` batches of `batch` images (784

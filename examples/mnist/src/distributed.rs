@@ -2,7 +2,8 @@
 //! `mnist-split`; built only with feature `mpi`): joining the MPI job or
 //! running alone, their common flags, the bundled MNIST subset as a
 //! sequence of batches, the reference run of the whole network, the report
-//! lines and the results `tests/mpi.rs` compares (losses and parameters as f32 bit
+//! lines, sliced checkpoints (`--checkpoint DIR`, `--resume DIR`), and the
+//! results `tests/mpi.rs` compares (losses and parameters as f32 bit
 //! patterns, one a line).
 
 use anyhow::{bail, Context};
@@ -85,6 +86,40 @@ pub struct RunArgs {
     /// Write losses and parameters under this path prefix.
     #[arg(long)]
     pub out: Option<PathBuf>,
+    /// After the last step, save a sliced checkpoint (one slice per stage
+    /// or split rank, each written by its rank, and a manifest) into this
+    /// directory: a new generation, the previous one removed once the
+    /// manifest names the new slices.
+    #[arg(long)]
+    pub checkpoint: Option<PathBuf>,
+    /// Resume from the sliced checkpoint in this directory (same layout):
+    /// training continues at the step it recorded, up to `--steps`, on the
+    /// batches that follow.
+    #[arg(long)]
+    pub resume: Option<PathBuf>,
+}
+
+impl RunArgs {
+    /// The step training starts from: the resumed checkpoint's (checked
+    /// not past `--steps`), else 0.
+    pub fn first_step(&self) -> anyhow::Result<usize> {
+        let Some(dir) = &self.resume else {
+            return Ok(0);
+        };
+        if self.whole {
+            bail!("--resume is for the sliced run, not --whole");
+        }
+        let m = nnc::runtime::checkpoint::sliced::read_manifest(dir)?;
+        let step = usize::try_from(m.step)?;
+        if step > self.steps {
+            bail!(
+                "{} is at step {step}, past --steps {}",
+                dir.display(),
+                self.steps
+            );
+        }
+        Ok(step)
+    }
 }
 
 /// The bundled MNIST subset's training set (`data/mnist-10k`).

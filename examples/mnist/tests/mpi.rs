@@ -644,3 +644,87 @@ fn split_ranks_with_another_layout_stop_the_job_naming_the_rank() {
     );
     let _ = std::fs::remove_dir_all(&dir);
 }
+
+#[test]
+fn sliced_checkpoints_resume_on_two_ranks_bit_for_bit() {
+    // Each driver on 2 ranks: 10 steps straight, against 5 steps saved as
+    // a sliced checkpoint (each rank writing its slice) and 5 more resumed
+    // from it, saving again into the same directory: the same losses and
+    // parameters, bit for bit, and the directory left holding one
+    // generation.
+    let runs: [(&str, &str, &[&str], &[&str]); 2] = [
+        (
+            PIPELINE,
+            "pipeline",
+            &["--batch", "64", "--micro", "2"],
+            &["stage0", "stage1"],
+        ),
+        (
+            env!("CARGO_BIN_EXE_mnist-split"),
+            "split",
+            &["--batch", "64"],
+            &["params"],
+        ),
+    ];
+    for (exe, name, args, files) in runs {
+        let dir = scratch(&format!("resume-{name}"));
+        let ckpt = dir.join("ckpt");
+        let launch = |tag: &str, steps: &str, extra: &[&std::ffi::OsStr]| {
+            let mut cmd = mpirun_exe(2, exe);
+            cmd.args(args)
+                .args(["--steps", steps, "--out"])
+                .arg(dir.join(tag))
+                .args(extra);
+            ok(cmd, &dir, tag);
+        };
+        launch("straight", "10", &[]);
+        launch("half", "5", &["--checkpoint".as_ref(), ckpt.as_os_str()]);
+        launch(
+            "resumed",
+            "10",
+            &[
+                "--resume".as_ref(),
+                ckpt.as_os_str(),
+                "--checkpoint".as_ref(),
+                ckpt.as_os_str(),
+            ],
+        );
+        let same = |a: &[f32], b: &[f32]| {
+            a.len() == b.len() && a.iter().zip(b).all(|(x, y)| x.to_bits() == y.to_bits())
+        };
+        let losses = bits(&dir.join("straight.losses"));
+        let mut resumed = bits(&dir.join("half.losses"));
+        resumed.extend(bits(&dir.join("resumed.losses")));
+        assert_eq!(losses.len(), 10, "{name}");
+        assert!(
+            same(&losses, &resumed),
+            "{name}: losses differ after resuming"
+        );
+        for f in files {
+            let (a, b) = (
+                bits(&dir.join(format!("straight.{f}"))),
+                bits(&dir.join(format!("resumed.{f}"))),
+            );
+            assert!(
+                !a.is_empty() && same(&a, &b),
+                "{name}: {f} differs after resuming"
+            );
+        }
+        let mut left: Vec<String> = std::fs::read_dir(&ckpt)
+            .unwrap()
+            .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
+            .collect();
+        left.sort();
+        let kind = if name == "split" { "shard" } else { "stage" };
+        assert_eq!(
+            left,
+            [
+                "manifest.txt".to_string(),
+                format!("{kind}-0.gen-2.safetensors"),
+                format!("{kind}-1.gen-2.safetensors"),
+            ],
+            "{name}"
+        );
+        let _ = std::fs::remove_dir_all(&dir);
+    }
+}

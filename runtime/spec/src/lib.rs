@@ -4,8 +4,9 @@
 //! its validation: the model spec a compiled network describes itself with
 //! ([`model`]), the `train` block ([`train`]), optimizer configurations
 //! ([`optim`]), initializers ([`init`]), the dropout hash and the other
-//! stable hashes ([`hash`]), the convolution geometry ([`conv`]), and how
-//! every output file is written ([`output`]). The
+//! stable hashes ([`hash`]), the convolution geometry ([`conv`]), how
+//! every output file is written ([`output`]), and how a network is cut
+//! into the slices of a sliced checkpoint ([`slices`]). The
 //! compiler builds these values and writes them into generated code
 //! ([`tokens`], behind the `tokens` feature); the runtime consumes them.
 //!
@@ -21,6 +22,7 @@ pub mod init;
 pub mod model;
 pub mod optim;
 pub mod output;
+pub mod slices;
 #[cfg(feature = "tokens")]
 pub mod tokens;
 pub mod train;

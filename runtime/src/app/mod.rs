@@ -26,6 +26,7 @@
 //! Behind the `app` feature (plotting and argument parsing are not for
 //! every user of the runtime).
 
+pub mod checkpoint;
 pub mod convert;
 mod explain;
 mod heatmap;

@@ -7,8 +7,9 @@
 //! bundled MNIST subset in order, prints the pipeline's report (bubble,
 //! bytes per step, time per step), and with `--out P` writes the losses
 //! (`P.losses`) and each stage's parameters (`P.stage<s>`) as f32 bit
-//! patterns, one a line, for `tests/mpi.rs` to compare. Built only with
-//! feature `mpi`.
+//! patterns, one a line, for `tests/mpi.rs` to compare. `--checkpoint DIR`
+//! saves the stages' sliced checkpoint after the last step, `--resume
+//! DIR` continues one. Built only with feature `mpi`.
 
 #![deny(warnings)]
 
@@ -218,13 +219,20 @@ fn train_replica(
     if args.test_die_rank == Some(job_rank) {
         std::process::exit(3);
     }
+    let first = args.run.first_step()?;
+    if let Some(dir) = &args.run.resume {
+        pipe.load_checkpoint(dir)?;
+    }
     let began = Instant::now();
     let mut losses = Vec::with_capacity(steps);
-    for step in 0..steps {
+    for step in first..steps {
         let (x, y) = data.get(step);
         if let Some(loss) = pipe.step(&[("image", x)], &[("digit", y)], b, lr)? {
             losses.push(loss);
         }
+    }
+    if let Some(dir) = &args.run.checkpoint {
+        pipe.save_checkpoint(dir)?;
     }
     print_report(
         job_rank,

@@ -6,7 +6,9 @@
 //! first batches of the bundled MNIST subset in order and, with `--out P`,
 //! rank 0 writes the losses (`P.losses`) and the whole network's
 //! parameters assembled from the slices (`P.params`) as f32 bit patterns,
-//! one a line, for `tests/mpi.rs` to compare. Built only with feature `mpi`.
+//! one a line, for `tests/mpi.rs` to compare. `--checkpoint DIR` saves the
+//! shards' sliced checkpoint after the last step, `--resume DIR` continues
+//! one. Built only with feature `mpi`.
 
 #![deny(warnings)]
 
@@ -81,10 +83,17 @@ fn run(args: &Args, comm: &dyn Collective) -> anyhow::Result<()> {
         local.push(m);
     }
     let mut split = SplitLayers::new(local, &mut tail, ranks, comm)?;
+    let first = args.run.first_step()?;
+    if let Some(dir) = &args.run.resume {
+        split.load_checkpoint(dir)?;
+    }
     let mut losses = Vec::with_capacity(steps);
-    for step in 0..steps {
+    for step in first..steps {
         let (x, y) = data.get(step);
         losses.push(split.step(&[("image", x)], &[("digit", y)], b, lr)?);
+    }
+    if let Some(dir) = &args.run.checkpoint {
+        split.save_checkpoint(dir)?;
     }
     println!(
         "rank {rank}: {} shard(s) of {RANKS}, {} bytes a step into the all-reduce, {:.2} ms a step",

@@ -4,11 +4,11 @@
 use std::collections::BTreeSet;
 use std::path::Path;
 
-use nnc_spec::{ModelSpec, ParamSpec};
+use nnc_spec::{output, ModelSpec, ParamSpec};
 
 use super::{
-    prepare_dir, read_manifest, read_slice_file, state_name, write_manifest, write_slice, Layout,
-    Manifest, Part, Slice, MANIFEST,
+    prepare_dir, read_manifest, read_slice_file, remove_unused, state_name, write_manifest,
+    write_slice, Layout, Manifest, Part, Slice, MANIFEST,
 };
 use crate::checkpoint::{CheckpointError, CheckpointMeta};
 use crate::optim::OptimizerState;
@@ -67,20 +67,23 @@ pub fn merge(dir: &Path, whole: &ModelSpec, out: &Path) -> Result<Manifest, Chec
     Ok(m)
 }
 
-/// Refuses to merge into one of the checkpoint's own files.
+/// Refuses to merge into one of the checkpoint's own files: by name in
+/// its directory, or the same file by another path (a link).
 fn refuse_input(dir: &Path, m: &Manifest, out: &Path) -> Result<(), CheckpointError> {
     let parent = match out.parent() {
         Some(p) if !p.as_os_str().is_empty() => p,
         _ => Path::new("."),
     };
-    let (Ok(a), Ok(b)) = (parent.canonicalize(), dir.canonicalize()) else {
-        return Ok(());
-    };
+    let same_dir = matches!(
+        (parent.canonicalize(), dir.canonicalize()),
+        (Ok(a), Ok(b)) if a == b
+    );
     let name = out.file_name().map(|n| n.to_string_lossy().to_string());
     let inputs: Vec<String> = std::iter::once(MANIFEST.to_string())
-        .chain((0..m.layout.slices()).map(|i| m.layout.file_name(i)))
+        .chain((0..m.layout.slices()).map(|i| m.file_name(i)))
         .collect();
-    if a == b && name.is_some_and(|n| inputs.contains(&n)) {
+    let by_name = same_dir && name.is_some_and(|n| inputs.contains(&n));
+    if by_name || inputs.iter().any(|i| output::same_file(out, &dir.join(i))) {
         return Err(CheckpointError::Invalid(format!(
             "{} is part of the sliced checkpoint being merged",
             out.display()
@@ -167,7 +170,8 @@ fn assemble(
 /// `layout` in `dir`: slice `i` holds the part models `parts[i]` (a stage;
 /// or rank `i`'s shard and the tail), each parameter and optimizer vector
 /// whole or rank `i`'s slice of the network's tensor of the same name.
-/// Writes every slice, then the manifest.
+/// Writes every slice, then the manifest (a new generation of `dir`, the
+/// previous one removed once the manifest is in place).
 pub fn split(
     checkpoint: &Path,
     whole: &ModelSpec,
@@ -192,7 +196,7 @@ pub fn split(
         path: checkpoint.to_path_buf(),
         reason: "it has no optimizer state to slice".into(),
     })?;
-    prepare_dir(dir, &whole.name, layout)?;
+    let generation = prepare_dir(dir, &whole.name, layout)?;
     let ranks = match layout {
         Layout::Stages(_) => 1,
         Layout::Split(n) => n,
@@ -245,15 +249,24 @@ pub fn split(
                 optimizer,
             })
             .collect();
-        hashes.push(write_slice(dir, &whole.name, layout, i, &slice)?);
+        hashes.push(write_slice(
+            dir,
+            &whole.name,
+            layout,
+            generation,
+            i,
+            &slice,
+        )?);
     }
     let m = Manifest {
         network: whole.name.to_string(),
         layout,
         step: opt.step,
+        generation,
         optimizer: opt.kind.clone(),
         hashes,
     };
     write_manifest(dir, &m)?;
+    remove_unused(dir, &m);
     Ok(m)
 }

@@ -4,9 +4,10 @@
 //! tail) and a manifest, all in one directory:
 //!
 //! ```text
-//! ckpt/manifest.txt            the network, the layout, the step, each slice's file hash
-//! ckpt/stage-0.safetensors     stage 0's parameters and optimizer state    (stages)
-//! ckpt/shard-1.safetensors     rank 1's slices and the tail                (split layers)
+//! ckpt/manifest.txt                  the network, the layout, the step, the generation,
+//!                                    each slice's file and its hash
+//! ckpt/stage-0.gen-7.safetensors     stage 0's parameters and optimizer state    (stages)
+//! ckpt/shard-1.gen-7.safetensors     rank 1's slices and the tail                (split layers)
 //! ```
 //!
 //! A slice file is an ordinary safetensors file written by the checkpoint
@@ -17,11 +18,15 @@
 //! on optimizer state. Its metadata names the network, the layout, the
 //! slice's index, and each part model with its hash.
 //!
-//! Each rank writes its own slices, then rank 0 writes the manifest with
-//! every slice's file hash (gathered from the ranks): the manifest is
-//! written last, so a directory whose slices were not all rewritten by one
-//! save (a rank killed mid-save) is refused on load, naming the file whose
-//! hash differs, instead of being resumed from mixed steps.
+//! Every save is a new *generation* ([`prepare_dir`]): its slices get new
+//! names (`.gen-<g>`), each rank writes its own, then rank 0 writes the
+//! manifest (atomically) naming exactly those files with their hashes.
+//! Loading reads only what the manifest names, so a save that dies midway
+//! leaves the previous generation whole and loadable; the files of older
+//! generations, and the orphaned slices and temporary files of an
+//! unfinished one, are deleted only once the new manifest is in place (and
+//! on the next save or resume). A slice whose bytes are not the ones the
+//! manifest records is refused, naming the file.
 //!
 //! [`merge`] turns the slices into one ordinary training checkpoint of the
 //! whole network (what `fit`'s resume and `nnc eval` load), [`split`] one
@@ -36,71 +41,19 @@ use super::{encode, parse_tensors, write_file_atomic, CheckpointError, Tensor, T
 use crate::optim::OptimizerState;
 
 mod convert;
+mod generation;
 pub use convert::{merge, split};
+pub use generation::{gathered, prepare_dir, remove_unused};
+pub use nnc_spec::slices::Layout;
 
 /// File name of a sliced checkpoint's manifest inside its directory.
 pub const MANIFEST: &str = "manifest.txt";
 
 /// First line of a manifest: what it is, and its version.
-const MAGIC: &str = "nnc sliced checkpoint 1";
+const MAGIC: &str = "nnc sliced checkpoint 2";
 
 /// Version of a slice file's metadata layout.
 const SLICE_FORMAT: &str = "1";
-
-/// How a run's parameters are cut into slices.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Layout {
-    /// Pipeline stages: slice `s` holds stage `s`'s parameters and
-    /// optimizer state.
-    Stages(usize),
-    /// Split layers over this many ranks: slice `r` holds rank `r`'s shard
-    /// and the replicated tail.
-    Split(usize),
-}
-
-impl Layout {
-    /// Number of slices (stages, or split ranks).
-    pub fn slices(self) -> usize {
-        match self {
-            Layout::Stages(n) | Layout::Split(n) => n,
-        }
-    }
-
-    /// File name of slice `index` inside the checkpoint's directory.
-    pub fn file_name(self, index: usize) -> String {
-        match self {
-            Layout::Stages(_) => format!("stage-{index}.safetensors"),
-            Layout::Split(_) => format!("shard-{index}.safetensors"),
-        }
-    }
-
-    /// How the manifest and slice metadata write the layout.
-    fn text(self) -> String {
-        match self {
-            Layout::Stages(n) => format!("stages {n}"),
-            Layout::Split(n) => format!("split {n}"),
-        }
-    }
-
-    fn parse(s: &str) -> Option<Self> {
-        let (kind, n) = s.split_once(' ')?;
-        let n: usize = n.parse().ok().filter(|&n| n > 0)?;
-        match kind {
-            "stages" => Some(Layout::Stages(n)),
-            "split" => Some(Layout::Split(n)),
-            _ => None,
-        }
-    }
-}
-
-impl std::fmt::Display for Layout {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        match self {
-            Layout::Stages(n) => write!(f, "{n} pipeline stages"),
-            Layout::Split(n) => write!(f, "split layers over {n} ranks"),
-        }
-    }
-}
 
 /// One model's share of a slice to write.
 #[derive(Debug, Clone, Copy)]
@@ -131,6 +84,9 @@ pub struct Manifest {
     pub layout: Layout,
     /// Completed optimizer steps.
     pub step: u64,
+    /// Which save of the directory this is: its slice files carry it in
+    /// their names ([`Layout::file_name`]).
+    pub generation: u64,
     /// The optimizer's kind (`adam`).
     pub optimizer: String,
     /// FNV-1a of each slice file's bytes, in slice order.
@@ -152,20 +108,11 @@ impl Manifest {
         }
         Ok(())
     }
-}
 
-/// Creates `dir` for a sliced checkpoint of `network` cut as `layout`, and
-/// refuses one whose manifest is another network's or layout's (its slices
-/// would be left beside the new ones).
-pub fn prepare_dir(dir: &Path, network: &str, layout: Layout) -> Result<(), CheckpointError> {
-    std::fs::create_dir_all(dir).map_err(|error| CheckpointError::Io {
-        path: dir.to_path_buf(),
-        error,
-    })?;
-    if dir.join(MANIFEST).exists() {
-        read_manifest(dir)?.expect(dir, network, layout)?;
+    /// File name of slice `index` of this save.
+    pub fn file_name(&self, index: usize) -> String {
+        self.layout.file_name(index, self.generation)
     }
-    Ok(())
 }
 
 /// Refuses to write over anything but a regular file (or nothing): a
@@ -181,14 +128,15 @@ fn regular_or_new(path: &Path) -> Result<(), CheckpointError> {
     }
 }
 
-/// Writes slice `index` of `network`'s checkpoint cut as `layout` into
-/// `dir` atomically: every part's parameters and optimizer state (all
-/// parts' optimizers of one kind, at one step, with the same vectors).
-/// Returns the hash of the file's bytes, for the manifest.
+/// Writes slice `index` of save `generation` of `network`'s checkpoint cut
+/// as `layout` into `dir` atomically: every part's parameters and optimizer
+/// state (all parts' optimizers of one kind, at one step, with the same
+/// vectors). Returns the hash of the file's bytes, for the manifest.
 pub fn write_slice(
     dir: &Path,
     network: &str,
     layout: Layout,
+    generation: u64,
     index: usize,
     parts: &[Part<'_>],
 ) -> Result<u64, CheckpointError> {
@@ -262,7 +210,7 @@ pub fn write_slice(
     .map(|(k, v)| (k.to_string(), v))
     .collect();
     let bytes = encode(&tensors, &md)?;
-    let path = dir.join(layout.file_name(index));
+    let path = dir.join(layout.file_name(index, generation));
     regular_or_new(&path)?;
     write_file_atomic(&path, &bytes)?;
     Ok(file_hash(&bytes))
@@ -285,7 +233,8 @@ fn file_hash(bytes: &[u8]) -> u64 {
     nnc_spec::hash::fnv1a(bytes.iter().copied())
 }
 
-/// Writes the manifest into `dir` atomically: the last file of a save.
+/// Writes the manifest into `dir` atomically: the last file of a save, the
+/// moment the new generation replaces the previous one.
 pub fn write_manifest(dir: &Path, m: &Manifest) -> Result<(), CheckpointError> {
     if m.hashes.len() != m.layout.slices() {
         return Err(CheckpointError::Invalid(format!(
@@ -295,14 +244,15 @@ pub fn write_manifest(dir: &Path, m: &Manifest) -> Result<(), CheckpointError> {
         )));
     }
     let mut text = format!(
-        "{MAGIC}\nnetwork = {}\nlayout = {}\nstep = {}\noptimizer = {}\n",
+        "{MAGIC}\nnetwork = {}\nlayout = {}\nstep = {}\ngeneration = {}\noptimizer = {}\n",
         m.network,
         m.layout.text(),
         m.step,
+        m.generation,
         m.optimizer
     );
     for (i, h) in m.hashes.iter().enumerate() {
-        text.push_str(&format!("slice {} = {h:016x}\n", m.layout.file_name(i)));
+        text.push_str(&format!("slice {} = {h:016x}\n", m.file_name(i)));
     }
     let path = dir.join(MANIFEST);
     regular_or_new(&path)?;
@@ -321,8 +271,16 @@ pub fn read_manifest(dir: &Path) -> Result<Manifest, CheckpointError> {
         reason,
     };
     let mut lines = text.lines();
-    if lines.next() != Some(MAGIC) {
-        return Err(corrupt(format!("the first line is not `{MAGIC}`")));
+    match lines.next() {
+        Some(MAGIC) => {}
+        Some("nnc sliced checkpoint 1") => {
+            return Err(corrupt(
+                "a sliced checkpoint of format 1 (one file per slice, rewritten in place), \
+                 which this nnc no longer reads; save it again"
+                    .into(),
+            ))
+        }
+        _ => return Err(corrupt(format!("the first line is not `{MAGIC}`"))),
     }
     let mut keys = BTreeMap::new();
     let mut slices = Vec::new();
@@ -349,7 +307,13 @@ pub fn read_manifest(dir: &Path) -> Result<Manifest, CheckpointError> {
     let step = step
         .parse()
         .map_err(|_| corrupt(format!("step `{step}` is not an integer")))?;
-    let want: Vec<String> = (0..layout.slices()).map(|i| layout.file_name(i)).collect();
+    let generation = get("generation")?;
+    let generation = generation
+        .parse()
+        .map_err(|_| corrupt(format!("generation `{generation}` is not an integer")))?;
+    let want: Vec<String> = (0..layout.slices())
+        .map(|i| layout.file_name(i, generation))
+        .collect();
     let have: Vec<&String> = slices.iter().map(|(f, _)| f).collect();
     if have != want.iter().collect::<Vec<_>>() {
         return Err(corrupt(format!(
@@ -360,6 +324,7 @@ pub fn read_manifest(dir: &Path) -> Result<Manifest, CheckpointError> {
         network: get("network")?,
         layout,
         step,
+        generation,
         optimizer: get("optimizer")?,
         hashes: slices.into_iter().map(|(_, h)| h).collect(),
     })
@@ -376,7 +341,7 @@ struct Slice {
 }
 
 fn read_slice_file(dir: &Path, m: &Manifest, index: usize) -> Result<Slice, CheckpointError> {
-    let path = dir.join(m.layout.file_name(index));
+    let path = dir.join(m.file_name(index));
     let bytes = std::fs::read(&path).map_err(|error| CheckpointError::Io {
         path: path.clone(),
         error,
@@ -548,7 +513,7 @@ pub(crate) fn check_optimizer(
     };
     if have.kind != got.kind || shape(have) != shape(got) {
         return Err(CheckpointError::Mismatch {
-            path: dir.join(m.layout.file_name(s)),
+            path: dir.join(m.file_name(s)),
             reason: format!(
                 "optimizer `{}` with {:?}, this run's is `{}` with {:?}",
                 got.kind,

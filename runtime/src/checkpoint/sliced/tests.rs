@@ -178,7 +178,7 @@ fn staged(tmp: &TempDir) -> (PathBuf, Manifest) {
 fn a_damaged_slice_is_refused_naming_the_file() {
     let tmp = TempDir::new("sliced-damaged");
     let (dir, m) = staged(&tmp);
-    let file = dir.join("stage-1.safetensors");
+    let file = dir.join("stage-1.gen-1.safetensors");
     let mut bytes = std::fs::read(&file).unwrap();
     let n = bytes.len();
     bytes[n - 3] ^= 0x10;
@@ -188,7 +188,10 @@ fn a_damaged_slice_is_refused_naming_the_file() {
     assert!(text.starts_with(&file.display().to_string()), "{text}");
     assert!(text.contains("the manifest says"), "{text}");
     let err = merge(&dir, &whole(), &tmp.0.join("m.safetensors")).unwrap_err();
-    assert!(err.to_string().contains("stage-1.safetensors"), "{err}");
+    assert!(
+        err.to_string().contains("stage-1.gen-1.safetensors"),
+        "{err}"
+    );
     // Stage 0's slice is still fine on its own.
     read_slice(&dir, &m, 0, &[&stages()[0]]).unwrap();
 }
@@ -197,16 +200,19 @@ fn a_damaged_slice_is_refused_naming_the_file() {
 fn a_missing_slice_is_refused_naming_the_file() {
     let tmp = TempDir::new("sliced-missing");
     let (dir, _) = staged(&tmp);
-    std::fs::remove_file(dir.join("stage-0.safetensors")).unwrap();
+    std::fs::remove_file(dir.join("stage-0.gen-1.safetensors")).unwrap();
     let err = merge(&dir, &whole(), &tmp.0.join("m.safetensors")).unwrap_err();
     assert!(matches!(err, CheckpointError::Io { .. }), "{err}");
-    assert!(err.to_string().contains("stage-0.safetensors"), "{err}");
+    assert!(
+        err.to_string().contains("stage-0.gen-1.safetensors"),
+        "{err}"
+    );
 }
 
 #[test]
 fn a_slice_from_another_save_is_refused() {
-    // A save interrupted after rank 1 rewrote its slice: the manifest still
-    // records the old one, so the directory is not a checkpoint of one step.
+    // A slice file the manifest names, rewritten behind its back (by hand,
+    // or by a writer of another format): its hash gives it away.
     let tmp = TempDir::new("sliced-mixed");
     let (dir, m) = staged(&tmp);
     let st = stages();
@@ -224,9 +230,12 @@ fn a_slice_from_another_save_is_refused() {
         params: &[1.0; 14],
         optimizer: &opt,
     };
-    write_slice(&dir, "Net", Layout::Stages(2), 1, &[part]).unwrap();
+    write_slice(&dir, "Net", Layout::Stages(2), m.generation, 1, &[part]).unwrap();
     let err = read_slice(&dir, &m, 1, &[s1]).unwrap_err();
-    assert!(err.to_string().contains("stage-1.safetensors"), "{err}");
+    assert!(
+        err.to_string().contains("stage-1.gen-1.safetensors"),
+        "{err}"
+    );
     assert!(err.to_string().contains("not from the save"), "{err}");
 }
 
@@ -245,7 +254,10 @@ fn another_layout_or_model_is_refused_naming_the_file() {
     );
     // Stage 1's slice read for stage 0's model.
     let err = read_slice(&dir, &m, 1, &[&stages()[0]]).unwrap_err();
-    assert!(err.to_string().contains("stage-1.safetensors"), "{err}");
+    assert!(
+        err.to_string().contains("stage-1.gen-1.safetensors"),
+        "{err}"
+    );
     assert!(err.to_string().contains("written by `NetStage1`"), "{err}");
     // Merged into another network.
     let other = ModelSpec {
@@ -282,7 +294,7 @@ fn only_regular_files_are_replaced() {
     let (dir, _) = staged(&tmp);
     let target = tmp.0.join("elsewhere");
     std::fs::write(&target, b"keep").unwrap();
-    let link = dir.join("stage-0.safetensors");
+    let link = dir.join("stage-0.gen-1.safetensors");
     std::fs::remove_file(&link).unwrap();
     std::os::unix::fs::symlink(&target, &link).unwrap();
     let st = stages();
@@ -297,7 +309,91 @@ fn only_regular_files_are_replaced() {
         params: &[0.0; 30],
         optimizer: &opt,
     };
-    let err = write_slice(&dir, "Net", Layout::Stages(2), 0, &[part]).unwrap_err();
+    let err = write_slice(&dir, "Net", Layout::Stages(2), 1, 0, &[part]).unwrap_err();
     assert!(err.to_string().contains("not a regular file"), "{err}");
     assert_eq!(std::fs::read(&target).unwrap(), b"keep");
+}
+
+/// The files of `dir`, sorted.
+fn listing(dir: &Path) -> Vec<String> {
+    let mut names: Vec<String> = std::fs::read_dir(dir)
+        .unwrap()
+        .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
+        .collect();
+    names.sort();
+    names
+}
+
+#[test]
+fn a_save_that_dies_midway_leaves_the_previous_generation_whole() {
+    let tmp = TempDir::new("sliced-generations");
+    let (path, params, opt) = ordinary(&tmp.0);
+    let (dir, m) = staged(&tmp);
+    assert_eq!(m.generation, 1);
+    // The next save died after stage 0's slice (and in the middle of stage
+    // 1's temporary file): generation 2 exists in part, no manifest names it.
+    let st = stages();
+    let later = OptimizerState {
+        kind: "adam".into(),
+        step: 6,
+        tensors: vec![
+            ("exp_avg".into(), vec![0.5; 30]),
+            ("exp_avg_sq".into(), vec![0.5; 30]),
+        ],
+    };
+    let part = Part {
+        spec: &st[0],
+        params: &[2.0; 30],
+        optimizer: &later,
+    };
+    write_slice(&dir, "Net", Layout::Stages(2), 2, 0, &[part]).unwrap();
+    std::fs::write(
+        dir.join(".stage-1.gen-2.safetensors.tmp-4000000-3"),
+        b"half",
+    )
+    .unwrap();
+    std::fs::write(dir.join("notes.txt"), b"mine").unwrap();
+    // The previous generation is what loads, whole.
+    assert_eq!(read_manifest(&dir).unwrap(), m);
+    let out = tmp.0.join("merged.safetensors");
+    merge(&dir, &whole(), &out).unwrap();
+    assert_eq!(load(&out), (params.clone(), opt.clone()));
+    // The next save is generation 2; once its manifest is in place, the
+    // first generation, the orphan and the temporary file are gone, and
+    // nothing else.
+    let again = split(
+        &path,
+        &whole(),
+        Layout::Stages(2),
+        &[vec![&st[0]], vec![&st[1]]],
+        &dir,
+    )
+    .unwrap();
+    assert_eq!(again.generation, 2);
+    assert_eq!(
+        listing(&dir),
+        [
+            "manifest.txt",
+            "notes.txt",
+            "stage-0.gen-2.safetensors",
+            "stage-1.gen-2.safetensors"
+        ]
+    );
+    merge(&dir, &whole(), &out).unwrap();
+    assert_eq!(load(&out), (params, opt));
+}
+
+#[test]
+fn a_manifest_of_the_first_format_is_refused_with_the_reason() {
+    let tmp = TempDir::new("sliced-format1");
+    let (dir, _) = staged(&tmp);
+    std::fs::write(
+        dir.join(MANIFEST),
+        "nnc sliced checkpoint 1\nnetwork = Net\n",
+    )
+    .unwrap();
+    let err = read_manifest(&dir).unwrap_err().to_string();
+    assert!(err.contains("format 1"), "{err}");
+    let err = prepare_dir(&dir, "Net", Layout::Stages(2)).unwrap_err();
+    assert!(err.to_string().contains("manifest.txt"), "{err}");
 }
