@@ -37,7 +37,8 @@ mod tests;
 pub use elementwise::{gelu, gelu_grad, normal_cdf, sigmoid, zip_broadcast};
 pub use loss::{binary_cross_entropy, cross_entropy, cross_entropy_grad, one_hot};
 pub use matmul::{
-    matmul, matmul_t, matmul_then, parallel_gemm, with_parallel_gemm, with_shared_gemm, ParallelGemm,
+    matmul, matmul_t, matmul_then, parallel_gemm, with_parallel_gemm, with_shared_gemm,
+    ParallelGemm,
 };
 pub use quant::{fake_quant, fake_quant_mask, fake_quant_scale};
 pub use reduce::{reduce, Reduce};
