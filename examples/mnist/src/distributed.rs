@@ -100,6 +100,16 @@ pub struct RunArgs {
 }
 
 impl RunArgs {
+    /// Refuses flag combinations a driver would otherwise ignore: the
+    /// whole-network reference neither resumes nor saves slices. Drivers
+    /// call it first, before `--whole` takes its own path.
+    pub fn validate(&self) -> anyhow::Result<()> {
+        if self.whole && (self.resume.is_some() || self.checkpoint.is_some()) {
+            bail!("--resume and --checkpoint are for the sliced run, not --whole");
+        }
+        Ok(())
+    }
+
     /// The step training starts from: the resumed checkpoint's (checked
     /// not past `--steps`), else 0.
     pub fn first_step(&self) -> anyhow::Result<usize> {

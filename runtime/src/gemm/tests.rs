@@ -234,7 +234,6 @@ fn short_slices_are_errors_not_panics() {
     );
 }
 
-/// Every kernel family this CPU can run.
 /// Products of a few rows read B in place (and a single untransposed row
 /// of A too) and run one row's tiles side by side; every row must still
 /// come out bit-identical to the same row inside a tall product, which
@@ -311,6 +310,7 @@ fn few_row_products_are_bit_identical_to_rows_of_tall_ones() {
     }
 }
 
+/// Every kernel family this CPU can run.
 fn kernels() -> Vec<Isa> {
     let mut v = vec![Isa::Generic];
     if Isa::detect() != Isa::Generic {

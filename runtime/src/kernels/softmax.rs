@@ -8,6 +8,11 @@
 /// would, costs a second one; attention's scores are most of W4L's
 /// softmax work).
 pub fn softmax(out: &mut [f32], x: &[f32], outer: usize, n: usize, inner: usize, log: bool) {
+    if n == 0 {
+        // An empty axis has nothing to normalise (and `chunks_exact` would
+        // panic on a chunk length of 0).
+        return;
+    }
     if inner == 1 {
         // Rows are contiguous: the same sums, without index arithmetic.
         for (o, xs) in out.chunks_exact_mut(n).zip(x.chunks_exact(n)).take(outer) {

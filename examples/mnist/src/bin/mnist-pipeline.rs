@@ -122,6 +122,7 @@ type Trained = (Vec<f32>, Vec<(usize, Vec<f32>)>);
 
 fn run(args: &Args, world: &World) -> anyhow::Result<()> {
     let train = load()?;
+    args.run.validate()?;
     let data = Batches::new(&train, &args.run)?;
     let k = args.replicas;
     if k == 0 {

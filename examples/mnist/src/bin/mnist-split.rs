@@ -47,6 +47,7 @@ fn main() -> ExitCode {
 fn run(args: &Args, comm: &dyn Collective) -> anyhow::Result<()> {
     let (rank, size) = (comm.rank(), comm.size());
     let train = load()?;
+    args.run.validate()?;
     let data = Batches::new(&train, &args.run)?;
     let (b, steps) = (args.run.batch, args.run.steps);
     // Every rank starts from the same parameters: the whole network's

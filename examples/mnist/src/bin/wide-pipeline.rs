@@ -142,6 +142,11 @@ fn run(args: &Args, world: &World) -> anyhow::Result<()> {
     if b == 0 || steps == 0 {
         bail!("--batch and --steps must be at least 1");
     }
+    // This driver measures memory; it has no sliced checkpoints to save or
+    // resume, so it refuses the shared flags rather than ignore them.
+    if args.run.checkpoint.is_some() || args.run.resume.is_some() {
+        bail!("wide-pipeline does not save or resume checkpoints (--checkpoint, --resume)");
+    }
     let data = Synthetic::new(b, steps);
     let (whole_spec, stage_specs) = specs(args.stages)?;
     if args.run.whole {

@@ -276,7 +276,8 @@ pub fn read_manifest(dir: &Path) -> Result<Manifest, CheckpointError> {
         Some("nnc sliced checkpoint 1") => {
             return Err(corrupt(
                 "a sliced checkpoint of format 1 (one file per slice, rewritten in place), \
-                 which this nnc no longer reads; save it again"
+                 which this nnc no longer reads; move its manifest.txt aside (or choose a fresh \
+                 directory) and save again"
                     .into(),
             ))
         }

@@ -269,7 +269,7 @@ fn channels_last_conv_is_the_transposed_conv() {
                 (Channels::Last, Channels::First),
                 (Channels::Last, Channels::Last),
             ] {
-                let label = format!("{isa:?} {input:?} -> {out_layout:?} {g:?}");
+                let label = format!("{isa:?} {input:?} -> {out_layout:?} relu {relu} {g:?}");
                 let w = PackedConv::for_input(&g, &q, input).unwrap();
                 assert_eq!(w.input(), input);
                 let xin = if input == Channels::Last { &x_last } else { &x };
@@ -348,14 +348,19 @@ fn direct_conv_is_exact_and_bit_identical_to_the_gemm() {
             .collect();
         let q = QuantWeights::conv(&wf, g.o).unwrap();
         let bias: Vec<f32> = (0..g.o).map(|_| rng.uniform_f32(-1.0, 1.0)).collect();
-        let ep = Epilogue {
-            bias: Some(&bias),
-            relu: true,
-        };
         let next = ActQuant::from_min_max(-1.0, 3.0).unwrap();
         let want = reference(&g, b, &x, xq.zero_point(), &q);
         let mut scratch = vec![0xEEu8; conv_scratch_len(&g)];
-        for input in [Channels::First, Channels::Last] {
+        // Without ReLU the epilogue's clamp at the bottom of the byte range
+        // and its negative reals are compared too.
+        for (relu, input) in [true, false]
+            .into_iter()
+            .flat_map(|r| [(r, Channels::First), (r, Channels::Last)])
+        {
+            let ep = Epilogue {
+                bias: Some(&bias),
+                relu,
+            };
             let w = PackedConv::for_input(&g, &q, input).unwrap();
             assert!(w.is_direct(), "{g:?}");
             for out_layout in [Channels::First, Channels::Last] {
