@@ -320,7 +320,7 @@ fn tensor_bytes(path: &std::path::Path) -> Vec<u8> {
 /// and the int8 model they make scores like the f32 one.
 #[test]
 fn calibrate_from_an_idx_directory_and_a_shard_alike() {
-    let dir = workdir("calibrate-idx-shard");
+    let dir = with_model("calibrate-idx-shard", "mnist_mlp");
     let mnist = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../data/mnist-10k");
     let images = mnist.join("t10k-images-idx3-ubyte.gz");
     let labels = mnist.join("t10k-labels-idx1-ubyte.gz");
