@@ -269,7 +269,7 @@ fn channels_last_conv_is_the_transposed_conv() {
                 (Channels::Last, Channels::First),
                 (Channels::Last, Channels::Last),
             ] {
-                let label = format!("{isa:?} {input:?} -> {out_layout:?} relu {relu} {g:?}");
+                let label = format!("{isa:?} {input:?} -> {out_layout:?} {g:?}");
                 let w = PackedConv::for_input(&g, &q, input).unwrap();
                 assert_eq!(w.input(), input);
                 let xin = if input == Channels::Last { &x_last } else { &x };
@@ -377,7 +377,7 @@ fn direct_conv_is_exact_and_bit_identical_to_the_gemm() {
                 run(Isa::Portable, Output::F32(&mut gemm_f, ep));
                 run(Isa::Portable, Output::U8(&mut gemm_u, ep, next));
                 for isa in Isa::all() {
-                    let label = format!("{isa:?} {input:?} -> {out_layout:?} {g:?}");
+                    let label = format!("{isa:?} {input:?} -> {out_layout:?} relu {relu} {g:?}");
                     let mut yi = vec![0i32; len];
                     run(isa, Output::I32(&mut yi));
                     let yi: Vec<i64> = yi.into_iter().map(i64::from).collect();
