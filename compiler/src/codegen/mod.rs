@@ -195,6 +195,16 @@ fn var(name: &str) -> Ident {
     syn::parse_str::<Ident>(name).unwrap_or_else(|_| Ident::new_raw(name, PSpan::call_site()))
 }
 
+/// The network's name as the generated struct's identifier: a Rust keyword
+/// the language allows as a name (`static`, `type`, ...) becomes a raw
+/// identifier (`r#static`), and the four that cannot be raw get a `_`.
+fn type_ident(name: &str) -> Ident {
+    if matches!(name, "self" | "Self" | "super" | "crate") {
+        return format_ident!("{}_", name);
+    }
+    syn::parse_str::<Ident>(name).unwrap_or_else(|_| Ident::new_raw(name, PSpan::call_site()))
+}
+
 fn usize_lit(n: usize) -> Literal {
     Literal::usize_suffixed(n)
 }
