@@ -6,7 +6,10 @@
 //!
 //! A rank that aborts or panics stops the others, as `MPI_Abort` ends a
 //! job: every rank waiting in a collective, or for a message, panics naming
-//! the rank that stopped, so a failing test fails instead of hanging.
+//! the rank that stopped, so a failing test fails instead of hanging. A
+//! rank whose handle is dropped (its thread returned, an error included)
+//! has left: a collective, which can never complete without it, and a wait
+//! for a message it never sent panic the same way.
 
 use super::{Collective, CollectiveError};
 use std::collections::VecDeque;
@@ -25,6 +28,15 @@ struct GateState {
     round: u64,
     /// The first rank that aborted or panicked.
     stopped: Option<usize>,
+    /// The ranks whose handles were dropped without a panic, by rank.
+    left: Vec<bool>,
+}
+
+impl GateState {
+    /// The first rank that has left the group, if any.
+    fn first_left(&self) -> Option<usize> {
+        self.left.iter().position(|&l| l)
+    }
 }
 
 fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
@@ -33,6 +45,10 @@ fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
 
 fn stopped_by(me: usize, rank: usize) -> ! {
     panic!("rank {me} stops: rank {rank} of its group aborted or panicked")
+}
+
+fn left_by(me: usize, rank: usize) -> ! {
+    panic!("rank {me} stops: rank {rank} of its group returned while this rank still waits for it")
 }
 
 /// What the ranks of one group share.
@@ -76,6 +92,7 @@ impl Threads {
                     arrived: 0,
                     round: 0,
                     stopped: None,
+                    left: vec![false; size],
                 }),
                 turned: Condvar::new(),
             },
@@ -115,8 +132,16 @@ impl Threads {
             if let Some(m) = mail[from * n + self.rank].pop_front() {
                 return m;
             }
-            if let Some(rank) = lock(&self.shared.gate.state).stopped {
-                stopped_by(self.rank, rank);
+            {
+                let st = lock(&self.shared.gate.state);
+                if let Some(rank) = st.stopped {
+                    drop(st);
+                    stopped_by(self.rank, rank);
+                }
+                if st.left[from] {
+                    drop(st);
+                    left_by(self.rank, from);
+                }
             }
             mail = self
                 .shared
@@ -134,6 +159,10 @@ impl Threads {
             drop(st);
             stopped_by(self.rank, rank);
         }
+        if let Some(rank) = st.first_left() {
+            drop(st);
+            left_by(self.rank, rank);
+        }
         st.arrived += 1;
         if st.arrived == self.shared.size {
             st.arrived = 0;
@@ -142,13 +171,17 @@ impl Threads {
             return;
         }
         let round = st.round;
-        while st.round == round && st.stopped.is_none() {
+        while st.round == round && st.stopped.is_none() && st.first_left().is_none() {
             st = gate.turned.wait(st).unwrap_or_else(PoisonError::into_inner);
         }
         if st.round == round {
-            let rank = st.stopped.unwrap_or(self.rank);
+            if let Some(rank) = st.stopped {
+                drop(st);
+                stopped_by(self.rank, rank);
+            }
+            let rank = st.first_left().unwrap_or(self.rank);
             drop(st);
-            stopped_by(self.rank, rank);
+            left_by(self.rank, rank);
         }
     }
 
@@ -158,6 +191,18 @@ impl Threads {
         lock(&self.shared.gate.state)
             .stopped
             .get_or_insert(self.rank);
+        self.wake_all();
+    }
+
+    /// Marks this rank as gone without a panic (its handle dropped) and
+    /// wakes every waiter: whoever still needs it panics instead of
+    /// waiting forever; messages it posted stay readable.
+    fn leave(&self) {
+        lock(&self.shared.gate.state).left[self.rank] = true;
+        self.wake_all();
+    }
+
+    fn wake_all(&self) {
         self.shared.gate.turned.notify_all();
         // Under the mail lock, so a rank between its check and its wait
         // cannot miss the wake-up.
@@ -245,10 +290,13 @@ impl Collective for Threads {
 }
 
 impl Drop for Threads {
-    /// A rank whose thread panics stops the group, as an abort does.
+    /// A rank whose thread panics stops the group, as an abort does; one
+    /// that returns leaves it.
     fn drop(&mut self) {
         if std::thread::panicking() {
             self.stop();
+        } else {
+            self.leave();
         }
     }
 }
@@ -325,5 +373,54 @@ mod tests {
                 "rank 2 stops: rank 1 of its group aborted or panicked"
             );
         }
+    }
+
+    /// A rank that returns (an early `Err`, say) before a collective the
+    /// others enter leaves them unable to finish it: they panic, naming it.
+    /// A message it posted before returning is still delivered.
+    #[test]
+    fn a_rank_that_returns_early_stops_the_others_but_its_messages_arrive() {
+        let outcomes: Vec<Result<f32, String>> = std::thread::scope(|s| {
+            let hs: Vec<_> = Threads::group(4)
+                .into_iter()
+                .map(|t| {
+                    s.spawn(move || match t.rank() {
+                        // Posts to rank 3, then returns without the collective.
+                        1 => {
+                            t.post(3, &[7.0]);
+                            0.0
+                        }
+                        // Waits for a message rank 1 never sends.
+                        2 => t.take(1)[0],
+                        // Receives what rank 1 posted before it left.
+                        3 => t.take(1)[0],
+                        _ => {
+                            let mut buf = vec![1.0];
+                            t.all_reduce_sum(&mut buf).unwrap();
+                            buf[0]
+                        }
+                    })
+                })
+                .collect();
+            hs.into_iter()
+                .map(|h| {
+                    h.join().map_err(|e| {
+                        e.downcast_ref::<String>()
+                            .cloned()
+                            .or_else(|| e.downcast_ref::<&str>().map(|s| s.to_string()))
+                            .unwrap_or_default()
+                    })
+                })
+                .collect()
+        });
+        let left = |me| {
+            format!(
+                "rank {me} stops: rank 1 of its group returned while this rank still waits for it"
+            )
+        };
+        assert_eq!(outcomes[0], Err(left(0)));
+        assert_eq!(outcomes[1], Ok(0.0));
+        assert_eq!(outcomes[2], Err(left(2)));
+        assert_eq!(outcomes[3], Ok(7.0));
     }
 }

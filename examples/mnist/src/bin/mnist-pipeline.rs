@@ -238,7 +238,8 @@ fn train_replica(
     print_report(
         job_rank,
         &pipe.report(),
-        1e3 * began.elapsed().as_secs_f64() / steps as f64,
+        // A resumed run times its own steps only.
+        1e3 * began.elapsed().as_secs_f64() / steps.saturating_sub(first).max(1) as f64,
     );
     let first = pipe.first_stage();
     let params = pipe

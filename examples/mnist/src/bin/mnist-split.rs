@@ -88,6 +88,8 @@ fn run(args: &Args, comm: &dyn Collective) -> anyhow::Result<()> {
     if let Some(dir) = &args.run.resume {
         split.load_checkpoint(dir)?;
     }
+    // Timed from here: a resumed run's steps only, not the set-up.
+    let began = Instant::now();
     let mut losses = Vec::with_capacity(steps);
     for step in first..steps {
         let (x, y) = data.get(step);
@@ -100,7 +102,7 @@ fn run(args: &Args, comm: &dyn Collective) -> anyhow::Result<()> {
         "rank {rank}: {} shard(s) of {RANKS}, {} bytes a step into the all-reduce, {:.2} ms a step",
         slots.len(),
         split.bytes_per_step(b),
-        1e3 * began.elapsed().as_secs_f64() / steps as f64
+        1e3 * began.elapsed().as_secs_f64() / steps.saturating_sub(first).max(1) as f64
     );
     // Assemble the whole network: every rank places its slices into a
     // zeroed buffer (rank 0 the replicated tail too); the sum over ranks
