@@ -211,17 +211,7 @@ pub(crate) fn remove_stale_temporaries(dir: &Path) {
     for entry in entries.flatten() {
         let name = entry.file_name();
         let name = name.to_string_lossy();
-        let Some(rest) = name.strip_prefix('.') else {
-            continue;
-        };
-        let Some((_, tail)) = rest.rsplit_once(".tmp-") else {
-            continue;
-        };
-        // Exactly `PID-N`, both numbers: nothing but nnc's own pattern.
-        let Some((pid, n)) = tail.split_once('-') else {
-            continue;
-        };
-        let (Ok(pid), Ok(_)) = (pid.parse::<u32>(), n.parse::<u64>()) else {
+        let Some((_, pid)) = temporary_of(&name) else {
             continue;
         };
         let stale = if proc_fs {
@@ -238,6 +228,19 @@ pub(crate) fn remove_stale_temporaries(dir: &Path) {
             let _ = std::fs::remove_file(entry.path());
         }
     }
+}
+
+/// The file a temporary file of the atomic writer (`.NAME.tmp-PID-N`) was
+/// to become, and the writer's process id, if `name` is one: exactly that
+/// pattern, both numbers, so nothing but nnc's own files match.
+pub(crate) fn temporary_of(name: &str) -> Option<(&str, u32)> {
+    let (target, tail) = name.strip_prefix('.')?.rsplit_once(".tmp-")?;
+    let (pid, n) = tail.split_once('-')?;
+    let number = |s: &str| !s.is_empty() && s.bytes().all(|b| b.is_ascii_digit());
+    if !(number(pid) && number(n)) {
+        return None;
+    }
+    Some((target, pid.parse().ok()?))
 }
 
 /// [`write_file_atomic`] with a seam for tests: `before_rename` runs on the

@@ -9,7 +9,7 @@
 use std::path::Path;
 
 use super::{read_manifest, Layout, Manifest, MANIFEST};
-use crate::checkpoint::CheckpointError;
+use crate::checkpoint::{temporary_of, CheckpointError};
 
 /// Creates `dir` for a sliced checkpoint of `network` cut as `layout` and
 /// returns the generation the next save writes: one past the current
@@ -82,8 +82,10 @@ pub fn remove_unused(dir: &Path, m: &Manifest) {
         let Some(name) = name.to_str() else {
             continue;
         };
+        // Every rank's writer has finished when this runs (see above), so
+        // a temporary's process need not be asked whether it is alive.
         let ours = match temporary_of(name) {
-            Some(target) => target == MANIFEST || is_slice_name(target),
+            Some((target, _)) => target == MANIFEST || is_slice_name(target),
             None => is_slice_name(name) && !keep.iter().any(|k| k == name),
         };
         if ours {
@@ -107,15 +109,6 @@ fn is_slice_name(name: &str) -> bool {
     index.is_some_and(digits) && digits(generation)
 }
 
-/// The file a temporary file of the atomic writer (`.NAME.tmp-PID-N`) was
-/// to become, if `name` is one.
-fn temporary_of(name: &str) -> Option<&str> {
-    let (target, tail) = name.strip_prefix('.')?.rsplit_once(".tmp-")?;
-    let (pid, n) = tail.split_once('-')?;
-    let number = |s: &str| !s.is_empty() && s.bytes().all(|b| b.is_ascii_digit());
-    (number(pid) && number(n)).then_some(target)
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -137,10 +130,14 @@ mod tests {
         }
         assert_eq!(
             temporary_of(".stage-0.gen-2.safetensors.tmp-123-0"),
-            Some("stage-0.gen-2.safetensors")
+            Some(("stage-0.gen-2.safetensors", 123))
         );
-        assert_eq!(temporary_of(".manifest.txt.tmp-9-14"), Some("manifest.txt"));
+        assert_eq!(
+            temporary_of(".manifest.txt.tmp-9-14"),
+            Some(("manifest.txt", 9))
+        );
         assert_eq!(temporary_of(".stage-0.gen-2.safetensors.tmp-x-0"), None);
+        assert_eq!(temporary_of(".stage-0.gen-2.safetensors.tmp-1-"), None);
         assert_eq!(temporary_of("stage-0.gen-2.safetensors"), None);
     }
 
