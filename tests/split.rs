@@ -249,3 +249,51 @@ fn a_sliced_checkpoint_resumes_bit_for_bit_and_merges_into_the_whole_network() {
     // Nothing was loaded: shard 0, whose slice is fine, is unchanged.
     assert_eq!(bits(split.shards()[0].params()), bits(&before));
 }
+
+/// Every slice carries a copy of the replicated tail. A checkpoint whose
+/// copies differ (the ranks had diverged when they saved), though every
+/// slice matches its hash in the manifest, is refused, naming the slice,
+/// and nothing is loaded.
+#[test]
+fn slices_whose_tails_differ_are_refused() {
+    use nnc::runtime::checkpoint::sliced::{self, Part};
+    let batch = 32;
+    let (images, labels) = data(batch, 2);
+    let mut whole = MnistSplit::new(batch);
+    whole.init_params(7).unwrap();
+    let tmp = TempDir::new("split-tails");
+    let dir = tmp.0.join("ckpt");
+    train_split(&whole, batch, (&images, &labels), None, &dir);
+    // Rewrite slice 1 with its own shard and a tail one bit off, and the
+    // manifest with the new slice's hash: a consistent directory whose
+    // tails disagree.
+    let mut m = sliced::read_manifest(&dir).unwrap();
+    let (shard, tail) = (MnistSplitShard::new(1), MnistSplitTail::new(1));
+    let specs = [shard.spec(), tail.spec()];
+    let mut parts = sliced::read_slice(&dir, &m, 1, &specs).unwrap();
+    parts[1].params[0] = f32::from_bits(parts[1].params[0].to_bits() ^ 1);
+    let written: Vec<Part<'_>> = parts
+        .iter()
+        .zip(specs)
+        .map(|(p, spec)| Part {
+            spec,
+            params: &p.params,
+            optimizer: &p.optimizer,
+        })
+        .collect();
+    m.hashes[1] =
+        sliced::write_slice(&dir, &m.network, m.layout, m.generation, 1, &written).unwrap();
+    sliced::write_manifest(&dir, &m).unwrap();
+
+    let mut shards = [MnistSplitShard::new(batch), MnistSplitShard::new(batch)];
+    let mut tail = MnistSplitTail::new(batch);
+    let [s0, s1] = &mut shards;
+    let mut split = SplitLayers::new(vec![s0, s1], &mut tail, 2, &Local).unwrap();
+    let before = split.tail().params().to_vec();
+    let err = split.load_checkpoint(&dir).unwrap_err().to_string();
+    assert!(
+        err.contains("shard-1.gen-1.safetensors") && err.contains("replicated tail differs"),
+        "{err}"
+    );
+    assert_eq!(split.tail().params(), &before[..]);
+}

@@ -526,6 +526,31 @@ impl SplitLayers<'_, '_> {
             )?;
             loaded.push(parts);
         }
+        // Every slice carries the replicated tail; the local copies must be
+        // the same bits, or the ranks had diverged when they saved and no
+        // copy is the run's.
+        if let Some((first, rest)) = loaded.split_first() {
+            for (k, parts) in rest.iter().enumerate() {
+                let (a, b) = (&first[1], &parts[1]);
+                let same = a.optimizer == b.optimizer
+                    && a.params.len() == b.params.len()
+                    && a.params
+                        .iter()
+                        .zip(&b.params)
+                        .all(|(x, y)| x.to_bits() == y.to_bits());
+                if !same {
+                    return Err(crate::checkpoint::CheckpointError::Corrupt {
+                        path: dir.join(m.file_name(self.first + k + 1)),
+                        reason: format!(
+                            "its copy of the replicated tail differs from slice {}'s: the ranks' \
+                             tails had diverged when the run was saved",
+                            self.first
+                        ),
+                    }
+                    .into());
+                }
+            }
+        }
         let mut tail = None;
         for (shard, mut parts) in self.shards.iter_mut().zip(loaded) {
             let t = parts.pop().expect("the tail");
