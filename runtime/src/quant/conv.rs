@@ -21,8 +21,8 @@
 
 use super::direct::{self, DirectWeights, Lanes};
 use super::gemm::{check_operand, check_weights, max_threads, run, Implicit, Problem};
-use super::kernel::Seg;
 use super::kernel::Isa;
+use super::kernel::Seg;
 use super::{ActQuant, Output, PackedWeights, QuantError, QuantWeights, WeightLayout};
 use crate::gemm::Parallelism;
 use nnc_spec::Conv2d;
@@ -96,20 +96,21 @@ impl PackedConv {
         let groups = (0..g.groups)
             .map(|gi| PackedWeights::pack(q, gi * og..(gi + 1) * og, order.as_deref()))
             .collect();
-        let implicit = (input == Channels::Last && g.groups == 1 && g.dilation[1] == 1).then(|| {
-            let (run, kw, kh) = (g.kw * g.c, g.kw, g.kh);
-            let width = run.div_ceil(4) * 4;
-            let taps: Vec<Option<usize>> = (0..kh * width)
-                .map(|t| {
-                    let (ki, r) = (t / width, t % width);
-                    (r < run).then(|| {
-                        let (kj, c) = (r / g.c, r % g.c);
-                        (c * kh + ki) * kw + kj
+        let implicit =
+            (input == Channels::Last && g.groups == 1 && g.dilation[1] == 1).then(|| {
+                let (run, kw, kh) = (g.kw * g.c, g.kw, g.kh);
+                let width = run.div_ceil(4) * 4;
+                let taps: Vec<Option<usize>> = (0..kh * width)
+                    .map(|t| {
+                        let (ki, r) = (t / width, t % width);
+                        (r < run).then(|| {
+                            let (kj, c) = (r / g.c, r % g.c);
+                            (c * kh + ki) * kw + kj
+                        })
                     })
-                })
-                .collect();
-            PackedWeights::pack_taps(q, 0..g.o, &taps)
-        });
+                    .collect();
+                PackedWeights::pack_taps(q, 0..g.o, &taps)
+            });
         Ok(PackedConv {
             geometry: *g,
             input,

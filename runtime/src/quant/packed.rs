@@ -100,7 +100,11 @@ impl PackedWeights {
     ///
     /// # Panics
     /// Unless every depth of `q` appears exactly once.
-    pub(super) fn pack_taps(q: &QuantWeights, channels: Range<usize>, taps: &[Option<usize>]) -> Self {
+    pub(super) fn pack_taps(
+        q: &QuantWeights,
+        channels: Range<usize>,
+        taps: &[Option<usize>],
+    ) -> Self {
         let (kq, n) = (q.depth(), channels.len());
         let mut seen = vec![false; kq];
         assert!(

@@ -426,6 +426,24 @@ fn conv_thread_count_does_not_change_bits() {
         .build()
         .unwrap();
     pool.install(|| assert_eq!(run(Parallelism::Rayon(0), &mut scratch), seq));
+    // The implicit GEMM of the channels-last input (its rows split too).
+    let q = QuantWeights::conv(&wf, g.o).unwrap();
+    let w = PackedConv::for_input(&g, &q, Channels::Last).unwrap();
+    assert!(w.is_implicit());
+    let x_last = to_last(&x, 1, g.c, g.h * g.w);
+    let mut run_last = |par| {
+        let mut y = vec![0.0f32; len];
+        let ep = Epilogue {
+            bias: None,
+            relu: true,
+        };
+        let out = Output::F32(&mut y, ep);
+        let first = Channels::First;
+        conv2d_layout(par, &g, 1, &x_last, xq, &w, out, first, &mut scratch).unwrap();
+        y.iter().map(|v| v.to_bits()).collect::<Vec<_>>()
+    };
+    assert_eq!(run_last(Parallelism::Sequential), seq);
+    pool.install(|| assert_eq!(run_last(Parallelism::Rayon(0)), seq));
 }
 
 #[test]
@@ -602,7 +620,14 @@ fn implicit_conv_is_exact_on_random_shapes() {
                     run(isa, seq, true, Output::F32(&mut yf, ep));
                     assert_eq!(bits(&yf), bits(&gemm_f), "{label}");
                     let mut yu = vec![0u8; len];
-                    pool.install(|| run(isa, Parallelism::Rayon(0), true, Output::U8(&mut yu, ep, next)));
+                    pool.install(|| {
+                        run(
+                            isa,
+                            Parallelism::Rayon(0),
+                            true,
+                            Output::U8(&mut yu, ep, next),
+                        )
+                    });
                     assert_eq!(yu, gemm_u, "{label} (threads)");
                 }
             }
