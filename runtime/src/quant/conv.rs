@@ -53,8 +53,9 @@ pub struct PackedConv {
     /// Channels-last inputs of one group (dilation 1 along the width): the
     /// weights with each kernel row's `KW · C` taps padded to whole quads
     /// by zeros, for the implicit GEMM, which reads the patch rows in place
-    /// from the padded input (no patch matrix).
-    implicit: Option<PackedWeights>,
+    /// from the padded input (no patch matrix). Boxed, so that a
+    /// `PackedConv` held beside dense weights in an enum stays small.
+    implicit: Option<Box<PackedWeights>>,
 }
 
 impl PackedConv {
@@ -109,7 +110,7 @@ impl PackedConv {
                         })
                     })
                     .collect();
-                PackedWeights::pack_taps(q, 0..g.o, &taps)
+                Box::new(PackedWeights::pack_taps(q, 0..g.o, &taps))
             });
         Ok(PackedConv {
             geometry: *g,
@@ -511,7 +512,7 @@ pub(super) fn conv2d_with(
             found: b.len(),
         });
     }
-    for wg in w.groups.iter().chain(&w.implicit) {
+    for wg in w.groups.iter().chain(w.implicit.as_deref()) {
         check_weights(wg, None)?;
     }
     let (patches, padded) = scratch[..scratch_len].split_at_mut(patches_len(g));
@@ -542,7 +543,7 @@ pub(super) fn conv2d_with(
         }
         return Ok(());
     }
-    if let Some(wi) = &w.implicit {
+    if let Some(wi) = w.implicit.as_deref() {
         // Channels-last, one group: the GEMM reads each patch row's kernel
         // rows (runs of KW · C bytes, padded to whole quads by taps of
         // weight 0) in place from the padded input.
