@@ -41,6 +41,7 @@ impl Seg {
 
     /// Whether a row of depth `k` spans more than one run.
     #[inline(always)]
+    #[cfg_attr(not(target_arch = "x86_64"), allow(dead_code))]
     pub(super) fn split(self, k: usize) -> bool {
         self.quads < k.div_ceil(KQ)
     }
