@@ -20,8 +20,9 @@
 //! pixels in the vector lanes, bit-identically.
 
 use super::direct::{self, DirectWeights, Lanes};
-use super::gemm::{check_operand, check_weights, max_threads, run, Problem};
+use super::gemm::{check_operand, check_weights, max_threads, run, Implicit, Problem};
 use super::kernel::Isa;
+use super::kernel::Seg;
 use super::{ActQuant, Output, PackedWeights, QuantError, QuantWeights, WeightLayout};
 use crate::gemm::Parallelism;
 use nnc_spec::Conv2d;
@@ -49,6 +50,12 @@ pub struct PackedConv {
     groups: Vec<PackedWeights>,
     /// The direct kernel's weights, for the layers it computes.
     direct: Option<DirectWeights>,
+    /// Channels-last inputs of one group (dilation 1 along the width): the
+    /// weights with each kernel row's `KW · C` taps padded to whole quads
+    /// by zeros, for the implicit GEMM, which reads the patch rows in place
+    /// from the padded input (no patch matrix). Boxed, so that a
+    /// `PackedConv` held beside dense weights in an enum stays small.
+    implicit: Option<Box<PackedWeights>>,
 }
 
 impl PackedConv {
@@ -90,11 +97,27 @@ impl PackedConv {
         let groups = (0..g.groups)
             .map(|gi| PackedWeights::pack(q, gi * og..(gi + 1) * og, order.as_deref()))
             .collect();
+        let implicit =
+            (input == Channels::Last && g.groups == 1 && g.dilation[1] == 1).then(|| {
+                let (run, kw, kh) = (g.kw * g.c, g.kw, g.kh);
+                let width = run.div_ceil(4) * 4;
+                let taps: Vec<Option<usize>> = (0..kh * width)
+                    .map(|t| {
+                        let (ki, r) = (t / width, t % width);
+                        (r < run).then(|| {
+                            let (kj, c) = (r / g.c, r % g.c);
+                            (c * kh + ki) * kw + kj
+                        })
+                    })
+                    .collect();
+                Box::new(PackedWeights::pack_taps(q, 0..g.o, &taps))
+            });
         Ok(PackedConv {
             geometry: *g,
             input,
             groups,
             direct: DirectWeights::new(g, q),
+            implicit,
         })
     }
 
@@ -120,6 +143,13 @@ impl PackedConv {
     #[cfg(test)]
     pub(super) fn is_direct(&self) -> bool {
         self.direct.is_some()
+    }
+
+    /// Whether the implicit GEMM (patch rows read in place) computes this
+    /// convolution (on inputs that take no direct kernel).
+    #[cfg(test)]
+    pub(super) fn is_implicit(&self) -> bool {
+        self.implicit.is_some()
     }
 
     /// The packed weights of group `gi`.
@@ -296,23 +326,11 @@ fn im2row_last(
     rows: &mut [u8],
 ) {
     let (oh, ow) = g.out_hw();
-    let (h, w, c, cg, k) = (g.h, g.w, g.c, g.cg(), g.k());
+    let (h, w, cg, k) = (g.h, g.w, g.cg(), g.k());
     let ([sh, sw], [ph, pw], [dh, dw]) = (g.stride, g.padding, g.dilation);
     let wp = w + 2 * pw;
     let npad = (h + 2 * ph) * wp * cg;
-    if ph > 0 || pw > 0 {
-        padded[..npad].fill(zero_point);
-    }
-    for (y, xr) in x[..h * w * c].chunks_exact((w * c).max(1)).enumerate() {
-        let prow = &mut padded[((y + ph) * wp + pw) * cg..][..w * cg];
-        if cg == c {
-            prow.copy_from_slice(xr);
-        } else {
-            for (d, s) in prow.chunks_exact_mut(cg).zip(xr.chunks_exact(c)) {
-                d.copy_from_slice(&s[gi * cg..][..cg]);
-            }
-        }
-    }
+    pad_last(g, x, gi, zero_point, padded);
     // Dilation 1: one run per kernel row; else one per tap.
     let (run, runs) = if dw == 1 { (g.kw * cg, 1) } else { (cg, g.kw) };
     let wide = padded.len() >= npad + SLACK && rows.len() >= oh * ow * k + SLACK;
@@ -357,6 +375,29 @@ fn im2row_last(
                     rows[d..d + run].copy_from_slice(&padded[src..src + run]);
                 }
                 d += run;
+            }
+        }
+    }
+}
+
+/// Copies group `gi` of one channels-last sample `x` (`[H, W, C]`) into
+/// `padded` inside a border of `zero_point`s: `[H + 2·PH, W + 2·PW,
+/// C/groups]`.
+fn pad_last(g: &Conv2d, x: &[u8], gi: usize, zero_point: u8, padded: &mut [u8]) {
+    let (h, w, c, cg) = (g.h, g.w, g.c, g.cg());
+    let [ph, pw] = g.padding;
+    let wp = w + 2 * pw;
+    let npad = (h + 2 * ph) * wp * cg;
+    if ph > 0 || pw > 0 {
+        padded[..npad].fill(zero_point);
+    }
+    for (y, xr) in x[..h * w * c].chunks_exact((w * c).max(1)).enumerate() {
+        let prow = &mut padded[((y + ph) * wp + pw) * cg..][..w * cg];
+        if cg == c {
+            prow.copy_from_slice(xr);
+        } else {
+            for (d, s) in prow.chunks_exact_mut(cg).zip(xr.chunks_exact(c)) {
+                d.copy_from_slice(&s[gi * cg..][..cg]);
             }
         }
     }
@@ -471,7 +512,7 @@ pub(super) fn conv2d_with(
             found: b.len(),
         });
     }
-    for wg in &w.groups {
+    for wg in w.groups.iter().chain(w.implicit.as_deref()) {
         check_weights(wg, None)?;
     }
     let (patches, padded) = scratch[..scratch_len].split_at_mut(patches_len(g));
@@ -502,6 +543,49 @@ pub(super) fn conv2d_with(
         }
         return Ok(());
     }
+    if let Some(wi) = w.implicit.as_deref() {
+        // Channels-last, one group: the GEMM reads each patch row's kernel
+        // rows (runs of KW · C bytes, padded to whole quads by taps of
+        // weight 0) in place from the padded input.
+        let (wp, c) = (g.w + 2 * g.padding[1], g.c);
+        let seg = Seg {
+            quads: (g.kw * c).div_ceil(4),
+            stride: g.dilation[0] * wp * c,
+        };
+        let implicit = Implicit {
+            ow,
+            row_step: g.stride[0] * wp * c,
+            px_step: g.stride[1] * c,
+            seg,
+        };
+        let sample = g.c * g.h * g.w;
+        for n in 0..batch {
+            pad_last(g, &x[n * sample..][..sample], 0, zp, padded);
+            let start = match out_layout {
+                Channels::First => g.out_range(n, 0).start,
+                Channels::Last => n * ohw * g.o,
+            };
+            let p = Problem {
+                m: ohw,
+                a: padded,
+                lda: 0,
+                zp: i32::from(zp),
+                a_scale: x_quant.scale(),
+                w: wi,
+                // SAFETY: the sample's first output element lies inside
+                // the output (its length was checked).
+                sink: unsafe { sink.shifted(start, 0) },
+                implicit: Some(implicit),
+            };
+            // SAFETY: every patch row's runs (each at most 3 bytes past its
+            // KW · C taps) lie inside the padded input and its SLACK; the
+            // sample's OH·OW × O outputs lie inside `out` (NHWC pixels or
+            // NCHW planes), which this call borrows mutably; `isa` is
+            // detected (or one of `Isa::all()` in tests).
+            unsafe { run(isa, &p, threads) };
+        }
+        return Ok(());
+    }
     for n in 0..batch {
         for (gi, wg) in w.groups.iter().enumerate() {
             match w.input {
@@ -516,6 +600,7 @@ pub(super) fn conv2d_with(
                 Channels::Last => n * ohw * g.o + gi * og,
             };
             let p = Problem {
+                implicit: None,
                 m: ohw,
                 a: patches,
                 lda: k,

@@ -3,7 +3,7 @@
 //! epilogue; bounds checks, and the split over rayon tasks.
 
 use super::epilogue::{Kind, Sink};
-use super::kernel::{serial, Isa, ROW_UNIT};
+use super::kernel::{serial, Isa, Seg, ROW_UNIT};
 use super::{ActQuant, PackedWeights, QuantError, MAX_DEPTH};
 use crate::gemm::Parallelism;
 
@@ -113,6 +113,25 @@ pub(super) struct Problem<'a> {
     pub(super) a_scale: f32,
     pub(super) w: &'a PackedWeights,
     pub(super) sink: Sink<'a>,
+    /// Rows read in place from a convolution's padded input (then `lda`
+    /// is unused).
+    pub(super) implicit: Option<Implicit>,
+}
+
+/// The rows of an implicit convolution's patch matrix: row `i` (output
+/// pixel `(i / ow, i % ow)`) starts at byte `i / ow · row_step + i % ow ·
+/// px_step` of the padded channels-last input, one run of quads per kernel
+/// row (`seg`).
+#[derive(Debug, Clone, Copy)]
+pub(super) struct Implicit {
+    /// Output pixels per output row.
+    pub(super) ow: usize,
+    /// Bytes between the patches of two output rows' first pixels.
+    pub(super) row_step: usize,
+    /// Bytes between the patches of two neighbouring pixels of a row.
+    pub(super) px_step: usize,
+    /// The runs of a patch row.
+    pub(super) seg: Seg,
 }
 
 /// Fails unless `len` elements hold a `rows × cols` matrix with leading
@@ -219,6 +238,7 @@ pub(super) fn qgemm_with(
         a_scale: a.quant.scale(),
         w,
         sink: out.sink(ldc, 1),
+        implicit: None,
     };
     // SAFETY: the checks above put every row of A and every output element
     // in bounds, and `out` stays borrowed for the whole call; `isa` is

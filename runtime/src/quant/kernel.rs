@@ -9,6 +9,44 @@ use super::epilogue::{PanelParams, Sink};
 use super::gemm::Problem;
 use super::packed::{KQ, NR, QUAD_BYTES};
 
+/// How a tile's depth-quads lie along its activation rows: runs of
+/// `quads` quads (four bytes each), the starts of two
+/// runs `stride` bytes apart. A plain matrix row is one run
+/// ([`Seg::DENSE`]); an implicit convolution's patch row is one run per
+/// kernel row, read in place from the padded input.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(super) struct Seg {
+    /// Quads per run.
+    pub(super) quads: usize,
+    /// Bytes from one run's start to the next's.
+    pub(super) stride: usize,
+}
+
+impl Seg {
+    /// One run: quad `q` at byte `4q` of the row.
+    pub(super) const DENSE: Seg = Seg {
+        quads: usize::MAX,
+        stride: 0,
+    };
+
+    /// The byte offset of quad `q` from the row's start.
+    #[inline(always)]
+    pub(super) fn offset(self, q: usize) -> usize {
+        if self.quads == usize::MAX {
+            q * KQ
+        } else {
+            q / self.quads * self.stride + q % self.quads * KQ
+        }
+    }
+
+    /// Whether a row of depth `k` spans more than one run.
+    #[inline(always)]
+    #[cfg_attr(not(target_arch = "x86_64"), allow(dead_code))]
+    pub(super) fn split(self, k: usize) -> bool {
+        self.quads < k.div_ceil(KQ)
+    }
+}
+
 #[cfg(target_arch = "x86_64")]
 pub(super) mod avx2;
 
@@ -104,19 +142,24 @@ pub(super) trait Tile {
     const MR: usize;
 
     /// Writes `Σ_k A[rows[r], k] · panel[k, j]` over depth `k` into
-    /// `acc[r][j]`, `r < mr ≤ MR`, `j < nr ≤ 16`; rows `mr..MAX_MR` only
+    /// `acc[r][j]`, `r < mr ≤ MR`, `j < nr ≤ 16` (quad `q` of row `r` at
+    /// `rows[r] + seg.offset(q)`; a split row's depth is a whole number of
+    /// runs); rows `mr..MAX_MR` only
     /// repeat row `mr − 1` and may be skipped, and lanes `nr..16` may be
     /// left holding anything (a panel of at most 8 channels, e.g. LeNet's
     /// first convolution, then needs half the multiply-adds).
     ///
     /// # Safety
-    /// Each row pointer must be readable for `k` bytes, the panel for
-    /// `⌈k / 4⌉ · 64` bytes, and the CPU must support the family.
+    /// Each row must be readable at its quads' bytes (`k` bytes from its
+    /// start with [`Seg::DENSE`]), the panel for `⌈k / 4⌉ · 64` bytes, and
+    /// the CPU must support the family.
+    #[allow(clippy::too_many_arguments)]
     unsafe fn tile(
         k: usize,
         mr: usize,
         nr: usize,
         rows: &[*const u8; MAX_MR],
+        seg: Seg,
         panel: *const i8,
         acc: &mut [[i32; NR]; MAX_MR],
     );
@@ -165,14 +208,21 @@ pub(super) unsafe fn blocks<T: Tile>(p: &Problem<'_>, rows: Range<usize>, panels
                 let mr = T::MR.min(i1 - it);
                 // Rows past `mr` repeat the last valid one: computed, never
                 // stored, and never out of bounds.
-                let row_ptrs: [*const u8; MAX_MR] =
-                    std::array::from_fn(|r| p.a[(it + r.min(mr - 1)) * p.lda..].as_ptr());
-                // SAFETY: each row holds k bytes from its start (`qgemm`
-                // checked `(m − 1) · lda + k ≤ len`), the panel holds
-                // ⌈k/4⌉ quads; this task owns the tile's outputs; the caller
+                let row_ptrs: [*const u8; MAX_MR] = std::array::from_fn(|r| {
+                    let i = it + r.min(mr - 1);
+                    match p.implicit {
+                        None => p.a[i * p.lda..].as_ptr(),
+                        Some(c) => p.a[i / c.ow * c.row_step + i % c.ow * c.px_step..].as_ptr(),
+                    }
+                });
+                let seg = p.implicit.map_or(Seg::DENSE, |c| c.seg);
+                // SAFETY: each row holds its k bytes (`qgemm` checked `(m −
+                // 1) · lda + k ≤ len`; an implicit convolution's padded
+                // input holds every patch's runs), the panel holds ⌈k/4⌉
+                // quads; this task owns the tile's outputs; the caller
                 // vouches for the CPU.
                 unsafe {
-                    T::tile(k, mr, nr, &row_ptrs, b, &mut acc);
+                    T::tile(k, mr, nr, &row_ptrs, seg, b, &mut acc);
                     T::store(&p.sink, &pp, &acc[..mr], it, mr, j0, nr);
                 }
             }
@@ -208,11 +258,13 @@ struct Portable;
 impl Tile for Portable {
     const MR: usize = PORTABLE_MR;
 
+    #[allow(clippy::too_many_arguments)]
     unsafe fn tile(
         k: usize,
         _mr: usize,
         _nr: usize,
         rows: &[*const u8; MAX_MR],
+        seg: Seg,
         panel: *const i8,
         acc: &mut [[i32; NR]; MAX_MR],
     ) {
@@ -221,7 +273,7 @@ impl Tile for Portable {
             (&mut acc[..PORTABLE_MR]).try_into(),
         );
         // SAFETY: forwarded contract.
-        unsafe { portable_tile(k, rows.expect("4 rows"), panel, acc.expect("4 rows")) }
+        unsafe { portable_tile(k, rows.expect("4 rows"), seg, panel, acc.expect("4 rows")) }
     }
 }
 
@@ -232,6 +284,7 @@ impl Tile for Portable {
 unsafe fn portable_tile(
     k: usize,
     rows: &[*const u8; PORTABLE_MR],
+    seg: Seg,
     panel: *const i8,
     acc: &mut [[i32; NR]; PORTABLE_MR],
 ) {
@@ -252,14 +305,15 @@ unsafe fn portable_tile(
         }
     };
     for q in 0..quads {
-        // SAFETY: bytes 4q..4q+4 < k of each row are readable.
-        let a: [[u8; 4]; MR] = std::array::from_fn(|r| unsafe { *rows[r].add(q * KQ).cast() });
+        // SAFETY: quad q's four bytes of each row are readable.
+        let a: [[u8; 4]; MR] =
+            std::array::from_fn(|r| unsafe { *rows[r].add(seg.offset(q)).cast() });
         step(acc, q, &a);
     }
     if rem != 0 {
-        // SAFETY: bytes 4·quads..k of each row are readable.
+        // SAFETY: the last quad's `rem` bytes of each row are readable.
         let a: [[u8; 4]; MR] =
-            std::array::from_fn(|r| unsafe { tail_quad(rows[r].add(quads * KQ), rem) });
+            std::array::from_fn(|r| unsafe { tail_quad(rows[r].add(seg.offset(quads)), rem) });
         step(acc, quads, &a);
     }
 }

@@ -81,17 +81,40 @@ impl PackedWeights {
     /// Packs `channels` of `q`, depth `k'` taken from `q`'s depth
     /// `order[k']` (the identity without an order).
     pub(super) fn pack(q: &QuantWeights, channels: Range<usize>, order: Option<&[usize]>) -> Self {
-        let (k, n) = (q.depth(), channels.len());
-        if let Some(order) = order {
-            let mut seen = vec![false; k];
-            assert!(
-                order.len() == k
-                    && order
-                        .iter()
-                        .all(|&o| o < k && !std::mem::replace(&mut seen[o], true)),
-                "depth order is not a permutation of 0..{k}"
-            );
+        let k = q.depth();
+        match order {
+            Some(order) => {
+                let taps: Vec<Option<usize>> = order.iter().map(|&o| Some(o)).collect();
+                Self::pack_taps(q, channels, &taps)
+            }
+            None => {
+                let taps: Vec<Option<usize>> = (0..k).map(Some).collect();
+                Self::pack_taps(q, channels, &taps)
+            }
         }
+    }
+
+    /// Packs `channels` of `q` with depth `taps.len()`: depth `k'` holds
+    /// `q`'s depth `taps[k']`, or weight 0 for `None` (an implicit
+    /// convolution's padding taps, which multiply bytes of other pixels).
+    ///
+    /// # Panics
+    /// Unless every depth of `q` appears exactly once.
+    pub(super) fn pack_taps(
+        q: &QuantWeights,
+        channels: Range<usize>,
+        taps: &[Option<usize>],
+    ) -> Self {
+        let (kq, n) = (q.depth(), channels.len());
+        let mut seen = vec![false; kq];
+        assert!(
+            taps.iter()
+                .flatten()
+                .all(|&o| o < kq && !std::mem::replace(&mut seen[o], true))
+                && seen.iter().all(|&s| s),
+            "depth order is not a permutation of 0..{kq}"
+        );
+        let k = taps.len();
         let quads = k.div_ceil(KQ);
         let panels = n.div_ceil(NR);
         let mut data = vec![0i8; panels * quads * QUAD_BYTES];
@@ -101,8 +124,8 @@ impl PackedWeights {
             let c = channels.start + j;
             let panel = &mut data[j / NR * quads * QUAD_BYTES..][..quads * QUAD_BYTES];
             let mut sum = 0i32;
-            for kk in 0..k {
-                let v = q.get(order.map_or(kk, |o| o[kk]), c);
+            for (kk, tap) in taps.iter().enumerate() {
+                let v = tap.map_or(0, |t| q.get(t, c));
                 panel[kk / KQ * QUAD_BYTES + j % NR * KQ + kk % KQ] = v;
                 sum += i32::from(v);
             }

@@ -22,7 +22,7 @@ use std::arch::x86_64::*;
 use std::ops::Range;
 
 use super::super::epilogue::{Kind, PanelParams, Sink};
-use super::{blocks, tail_quad, Problem, Tile, KQ, MAX_MR, NR, QUAD_BYTES};
+use super::{blocks, tail_quad, Problem, Seg, Tile, KQ, MAX_MR, NR, QUAD_BYTES};
 
 /// Whether the CPU has AVX-VNNI (CPUID leaf 7, sub-leaf 1, EAX bit 4).
 /// Callers check AVX2 first, which also establishes that the OS saves the
@@ -76,14 +76,20 @@ impl<const VNNI: u8> Tile for Family<VNNI> {
     // `inline(never)` on `target_feature` functions; LLVM never inlines
     // those into this one, which lacks the feature.
     #[inline(never)]
+    #[allow(clippy::too_many_arguments)]
     unsafe fn tile(
         k: usize,
         mr: usize,
         nr: usize,
         rows: &[*const u8; MAX_MR],
+        seg: Seg,
         panel: *const i8,
         acc: &mut [[i32; NR]; MAX_MR],
     ) {
+        if seg.split(k) {
+            // SAFETY: forwarded contract.
+            unsafe { return split::<VNNI>(k, mr, nr, rows, seg, panel, acc) };
+        }
         // SAFETY: forwarded contract (which includes the CPU features).
         // Short edge tiles (and batch-1 products) skip most repeated rows.
         // With VNNI, short tiles split the depth over several accumulator
@@ -321,6 +327,91 @@ unsafe fn quad<const R: usize, const VNNI: u8, const W: usize>(
             if W == 2 {
                 let p1 = _mm256_madd_epi16(_mm256_maddubs_epi16(a, b1), ones);
                 row[1] = _mm256_add_epi32(row[1], p1);
+            }
+        }
+    }
+}
+
+/// [`Tile::tile`] for rows split into runs (an implicit convolution's
+/// patch rows): one set of accumulators, each run's quads at the run's
+/// row pointers, which then step to the next run.
+///
+/// # Safety
+/// As for [`Tile::tile`], `k` a whole number of runs; the CPU must support
+/// AVX2 (and family `VNNI`).
+#[target_feature(enable = "avx2")]
+#[allow(clippy::too_many_arguments)]
+unsafe fn split<const VNNI: u8>(
+    k: usize,
+    mr: usize,
+    nr: usize,
+    rows: &[*const u8; MAX_MR],
+    seg: Seg,
+    panel: *const i8,
+    acc: &mut [[i32; NR]; MAX_MR],
+) {
+    // SAFETY: forwarded contract. VNNI: 12 accumulators for full tiles, as
+    // the plain tile; AVX2: 4 rows × 2 registers.
+    unsafe {
+        match (mr, VNNI != NO_VNNI, nr <= 8) {
+            (1, _, true) => tile_runs::<1, VNNI, 1>(k, rows, seg, panel, acc),
+            (1, _, false) => tile_runs::<1, VNNI, 2>(k, rows, seg, panel, acc),
+            (2, _, true) => tile_runs::<2, VNNI, 1>(k, rows, seg, panel, acc),
+            (2, _, false) => tile_runs::<2, VNNI, 2>(k, rows, seg, panel, acc),
+            (_, false, true) => tile_runs::<4, VNNI, 1>(k, rows, seg, panel, acc),
+            (_, false, false) => tile_runs::<4, VNNI, 2>(k, rows, seg, panel, acc),
+            (3 | 4, true, true) => tile_runs::<4, VNNI, 1>(k, rows, seg, panel, acc),
+            (3 | 4, true, false) => tile_runs::<4, VNNI, 2>(k, rows, seg, panel, acc),
+            (_, true, true) => tile_runs::<6, VNNI, 1>(k, rows, seg, panel, acc),
+            (_, true, false) => tile_runs::<6, VNNI, 2>(k, rows, seg, panel, acc),
+        }
+    }
+}
+
+/// [`split`]'s tile of `R` rows and `8 · W` channels.
+///
+/// # Safety
+/// As for [`split`].
+#[target_feature(enable = "avx2")]
+unsafe fn tile_runs<const R: usize, const VNNI: u8, const W: usize>(
+    k: usize,
+    rows: &[*const u8; MAX_MR],
+    seg: Seg,
+    panel: *const i8,
+    out: &mut [[i32; NR]; MAX_MR],
+) {
+    let ones = _mm256_set1_epi16(1);
+    let mut acc = [[_mm256_setzero_si256(); 2]; R];
+    let mut av = [_mm256_setzero_si256(); R];
+    let mut at: [*const u8; R] = std::array::from_fn(|r| rows[r]);
+    let runs = k / (KQ * seg.quads);
+    let mut b = panel;
+    // SAFETY (whole body): run s's quads lie at `rows[r] + s · stride`
+    // and the panel holds `runs · quads` quads of 64 bytes (caller's
+    // contract); the loads are unaligned.
+    unsafe {
+        for _ in 0..runs {
+            for q in 0..seg.quads {
+                let b0 = _mm256_loadu_si256(b.cast());
+                let b1 = if W == 2 {
+                    _mm256_loadu_si256(b.add(32).cast())
+                } else {
+                    b0
+                };
+                for (v, p) in av.iter_mut().zip(&at) {
+                    *v = _mm256_set1_epi32(p.add(q * KQ).cast::<i32>().read_unaligned());
+                }
+                quad::<R, VNNI, W>(&mut acc, av, b0, b1, ones);
+                b = b.add(QUAD_BYTES);
+            }
+            for p in at.iter_mut() {
+                *p = p.add(seg.stride);
+            }
+        }
+        for (dst, v) in out.iter_mut().zip(acc) {
+            _mm256_storeu_si256(dst.as_mut_ptr().cast(), v[0]);
+            if W == 2 {
+                _mm256_storeu_si256(dst.as_mut_ptr().add(8).cast(), v[1]);
             }
         }
     }

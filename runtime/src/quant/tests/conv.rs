@@ -426,6 +426,24 @@ fn conv_thread_count_does_not_change_bits() {
         .build()
         .unwrap();
     pool.install(|| assert_eq!(run(Parallelism::Rayon(0), &mut scratch), seq));
+    // The implicit GEMM of the channels-last input (its rows split too).
+    let q = QuantWeights::conv(&wf, g.o).unwrap();
+    let w = PackedConv::for_input(&g, &q, Channels::Last).unwrap();
+    assert!(w.is_implicit());
+    let x_last = to_last(&x, 1, g.c, g.h * g.w);
+    let mut run_last = |par| {
+        let mut y = vec![0.0f32; len];
+        let ep = Epilogue {
+            bias: None,
+            relu: true,
+        };
+        let out = Output::F32(&mut y, ep);
+        let first = Channels::First;
+        conv2d_layout(par, &g, 1, &x_last, xq, &w, out, first, &mut scratch).unwrap();
+        y.iter().map(|v| v.to_bits()).collect::<Vec<_>>()
+    };
+    assert_eq!(run_last(Parallelism::Sequential), seq);
+    pool.install(|| assert_eq!(run_last(Parallelism::Rayon(0)), seq));
 }
 
 #[test]
@@ -519,4 +537,100 @@ fn conv_rejects_mismatched_operands() {
     );
     // A batch of 0 is a no-op.
     conv2d(seq, &g, 0, &[], xq, &w, Output::I32(&mut []), &mut scratch).unwrap();
+}
+
+/// Channels-last inputs of one group read their patch rows in place (the
+/// implicit GEMM: kernel rows padded to whole quads by zero weights, over
+/// bytes of the next pixels): on random shapes (kernel rows of 1–45 bytes,
+/// multiples of 4 or not; strides, padding, dilation down the height;
+/// 1–40 channels, so short panels and several; tiles cut at every height),
+/// exact accumulators against the reference and the same f32 and u8 bits
+/// as the patch-matrix GEMM of the channels-first input, in both output
+/// layouts, for every family and split over threads.
+#[test]
+fn implicit_conv_is_exact_on_random_shapes() {
+    let mut rng = Rng::new(34);
+    let pool = rayon::ThreadPoolBuilder::new()
+        .num_threads(3)
+        .build()
+        .unwrap();
+    for case in 0..60 {
+        // The first case is LeNet's second layer.
+        let geo: Geo = if case == 0 {
+            (6, 14, 14, 16, 5, 5, [1, 1], [0, 0], [1, 1], 1)
+        } else {
+            let mut pick = |n: u64| rng.below(n) as usize;
+            let (kh, kw) = (1 + pick(5), 1 + pick(5));
+            let (sh, sw, dh) = (1 + pick(2), 1 + pick(2), 1 + pick(2));
+            let (ph, pw) = (pick(3), pick(3));
+            let (c, o) = (1 + pick(9), 1 + pick(40));
+            let h = (kh - 1) * dh + 1 + pick(8);
+            let w = kw + pick(9);
+            (c, h, w, o, kh, kw, [sh, sw], [ph, pw], [dh, 1], 1)
+        };
+        let g = geometry(&geo);
+        let b = 2;
+        let (oh, ow) = g.out_hw();
+        let len = b * g.o * oh * ow;
+        let x = bytes(&mut rng, b * g.c * g.h * g.w);
+        let xq = ActQuant::new(0.02, rng.below(256) as u8).unwrap();
+        let wf: Vec<f32> = (0..g.o * g.k())
+            .map(|_| rng.uniform_f32(-0.5, 0.5))
+            .collect();
+        let q = QuantWeights::conv(&wf, g.o).unwrap();
+        let bias: Vec<f32> = (0..g.o).map(|_| rng.uniform_f32(-1.0, 1.0)).collect();
+        let next = ActQuant::from_min_max(-1.0, 3.0).unwrap();
+        let want = reference(&g, b, &x, xq.zero_point(), &q);
+        let x_last = to_last(&x, b, g.c, g.h * g.w);
+        let mut scratch = vec![0xEEu8; conv_scratch_len(&g)];
+        let first = PackedConv::new(&g, &q).unwrap();
+        let last = PackedConv::for_input(&g, &q, Channels::Last).unwrap();
+        assert!(last.is_implicit() && !first.is_implicit(), "{g:?}");
+        for relu in [true, false] {
+            let ep = Epilogue {
+                bias: Some(&bias),
+                relu,
+            };
+            for out_layout in [Channels::First, Channels::Last] {
+                let fix = |y: Vec<i64>| match out_layout {
+                    Channels::Last => to_last(&y, b, g.o, oh * ow),
+                    Channels::First => y,
+                };
+                let want = fix(want.clone());
+                let seq = Parallelism::Sequential;
+                let mut run = |isa, par, implicit: bool, out: Output<'_>| {
+                    let (w, xin) = if implicit {
+                        (&last, &x_last)
+                    } else {
+                        (&first, &x)
+                    };
+                    conv2d_with(isa, par, &g, b, xin, xq, w, out, out_layout, &mut scratch).unwrap()
+                };
+                let (mut gemm_f, mut gemm_u) = (vec![0.0f32; len], vec![0u8; len]);
+                run(Isa::Portable, seq, false, Output::F32(&mut gemm_f, ep));
+                run(Isa::Portable, seq, false, Output::U8(&mut gemm_u, ep, next));
+                let bits = |v: &[f32]| v.iter().map(|f| f.to_bits()).collect::<Vec<_>>();
+                for isa in Isa::all() {
+                    let label = format!("{isa:?} -> {out_layout:?} relu {relu} {g:?}");
+                    let mut yi = vec![0i32; len];
+                    run(isa, seq, true, Output::I32(&mut yi));
+                    let yi: Vec<i64> = yi.into_iter().map(i64::from).collect();
+                    assert_eq!(yi, want, "{label}");
+                    let mut yf = vec![0.0f32; len];
+                    run(isa, seq, true, Output::F32(&mut yf, ep));
+                    assert_eq!(bits(&yf), bits(&gemm_f), "{label}");
+                    let mut yu = vec![0u8; len];
+                    pool.install(|| {
+                        run(
+                            isa,
+                            Parallelism::Rayon(0),
+                            true,
+                            Output::U8(&mut yu, ep, next),
+                        )
+                    });
+                    assert_eq!(yu, gemm_u, "{label} (threads)");
+                }
+            }
+        }
+    }
 }

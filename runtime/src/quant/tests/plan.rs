@@ -374,3 +374,78 @@ fn scores_are_the_plan_without_its_final_softmax() {
     assert_eq!(meta["nnc.classes.y"], "a\nb");
     assert_eq!(meta["nnc.format"], crate::quant::plan::QUANT_FORMAT);
 }
+
+/// A batch larger than a chunk (a convolution writing 16 kB per sample
+/// runs in chunks of 12 samples) gives the same bits as each sample run
+/// alone, the channels-last path included (1 → 16 channels, then 16 → 8).
+#[test]
+fn chunked_batches_equal_single_samples() {
+    let mut rng = Rng::new(12);
+    let conv = |c, hw, o| Conv2d {
+        c,
+        h: hw,
+        w: hw,
+        o,
+        kh: 3,
+        kw: 3,
+        stride: [1, 1],
+        padding: [1, 1],
+        dilation: [1, 1],
+        groups: 1,
+    };
+    let pool = Pool2d {
+        c: 16,
+        h: 32,
+        w: 32,
+        kernel: [2, 2],
+        stride: [2, 2],
+        padding: [0, 0],
+    };
+    let specs = vec![
+        ParamSpec::new("c1.weight", vec![16, 1, 3, 3], 0),
+        ParamSpec::new("c2.weight", vec![8, 16, 3, 3], 144),
+        ParamSpec::new("d.weight", vec![2048, 5], 144 + 1152),
+    ];
+    let n = 144 + 1152 + 2048 * 5;
+    let params: Vec<f32> = (0..n).map(|_| rng.uniform_f32(-0.3, 0.3)).collect();
+    let conv_step = |input, out, weight: &str, geometry| Step::Conv {
+        input,
+        out,
+        weight: weight.into(),
+        bias: None,
+        relu: true,
+        geometry,
+    };
+    let plan = Plan {
+        values: vec![1024, 16384, 4096, 2048, 5],
+        input: 0,
+        output: 4,
+        steps: vec![
+            conv_step(0, 1, "c1.weight", conv(1, 32, 16)),
+            Step::MaxPool {
+                input: 1,
+                out: 2,
+                pool,
+            },
+            conv_step(2, 3, "c2.weight", conv(16, 16, 8)),
+            Step::Dense {
+                input: 3,
+                out: 4,
+                weight: "d.weight".into(),
+                bias: None,
+                relu: false,
+            },
+        ],
+    };
+    let b = 30;
+    let x: Vec<f32> = (0..b * 1024).map(|_| rng.uniform_f32(0.0, 1.0)).collect();
+    let mut q = Int8Model::calibrate(plan, &specs, &params, &x, 8).unwrap();
+    let mut got = vec![0.0f32; b * 5];
+    q.predict(&x, &mut got, b).unwrap();
+    for (i, (xi, want)) in x.chunks(1024).zip(got.chunks(5)).enumerate() {
+        let mut one = [0.0f32; 5];
+        q.predict(xi, &mut one, 1).unwrap();
+        let bits = |v: &[f32]| v.iter().map(|f| f.to_bits()).collect::<Vec<_>>();
+        assert_eq!(bits(&one), bits(want), "sample {i}");
+    }
+}
