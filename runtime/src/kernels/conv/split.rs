@@ -31,10 +31,16 @@ const MIN_PART_WORK: usize = 1 << 20;
 /// step), to weigh pooling against [`MIN_PART_WORK`].
 pub(super) const POOL_ELEMENT_WORK: usize = 16;
 
-/// Parts to cut `b` samples of `work` multiply-adds each into: one per
-/// thread of the pool when this thread's products split over it (inside
-/// generated `predict`) and every part gets at least [`MIN_PART_WORK`],
-/// else 1.
+/// Parts per thread: on a machine shared with other processes a thread
+/// that is descheduled mid-part holds up the whole call, and smaller parts
+/// let the other threads take over its share. Each part costs a rayon
+/// task and, for a convolution, one zeroing of its padded image.
+const PARTS_PER_THREAD: usize = 4;
+
+/// Parts to cut `b` samples of `work` multiply-adds each into:
+/// [`PARTS_PER_THREAD`] per thread of the pool when this thread's products
+/// split over it (inside generated `predict`), as far as every part gets at
+/// least [`MIN_PART_WORK`]; else 1.
 pub(super) fn parts(b: usize, work: usize) -> usize {
     let threads = match crate::kernels::matmul::gemm_parallelism() {
         par @ Parallelism::Rayon(_) => par.max_threads(),
@@ -43,7 +49,7 @@ pub(super) fn parts(b: usize, work: usize) -> usize {
     if threads <= 1 {
         return 1;
     }
-    threads
+    (threads * PARTS_PER_THREAD)
         .min(b.saturating_mul(work) / MIN_PART_WORK)
         .min(b)
         .max(1)
