@@ -1,7 +1,8 @@
 //! `train_step`, `loss`, `loss_with_scores`, `predict`, `predict_scores`
 //! and `input_gradient` of generated code, and the shared training step (`Trainer` fed by a
 //! `Batcher`, as `fit` runs it) for every kind of loss, allocate nothing
-//! after the first call: a counting global allocator watches them.
+//! after the first call (`predict` also split over two threads): a counting
+//! global allocator watches them.
 
 use nnc::runtime::data::{Batcher, Binding, Column, Dataset};
 use nnc::runtime::optim::Build;
@@ -23,6 +24,9 @@ mod norm_net {
     nnc::include_model!("norm_net");
 }
 
+mod lenet {
+    nnc::include_model!("lenet");
+}
 mod transformer {
     nnc::include_model!("transformer");
 }
@@ -257,6 +261,25 @@ fn generated_steps_do_not_allocate_after_the_first_call() {
             "{strategy:?} (deferred sum: {deferred}) allocated {n} times in 5 steps"
         );
     }
+
+    // LeNet's `predict` at batch 64 on the two threads: its convolutions
+    // and pooling cut the batch over them, each part with its thread's own
+    // scratch (given to every worker by the first call).
+    let image: Vec<f32> = (0..784 * 64).map(|i| (i % 253) as f32 / 253.0).collect();
+    let mut probs = vec![0.0f32; 10 * 64];
+    let mut model = lenet::LeNet::new(64);
+    let n = pool.install(|| {
+        model.predict(&image, &mut probs).expect("valid batch");
+        allocations(|| {
+            for _ in 0..5 {
+                model.predict(&image, &mut probs).expect("valid batch");
+            }
+        })
+    });
+    assert_eq!(
+        n, 0,
+        "LeNet's predict on two threads allocated {n} times in 5 calls"
+    );
 
     // The runner on a model with state, as `fit` drives it: keyed steps on
     // two shards, then the running update.

@@ -2,7 +2,8 @@
 //! bit-identical parameters on 1, 2 or 8 threads, data-parallel
 //! sharding computes the same gradient as one shard (to float rounding),
 //! and `fit_with` on 2 ranks (threads sharing memory, no MPI) reproduces
-//! 1 rank bit for bit; `predict` is bit-identical on any thread count.
+//! 1 rank bit for bit; `predict` (the MLP's and LeNet's) is bit-identical on
+//! any thread count.
 
 use nnc::runtime::collective::{Collective, Threads};
 use nnc::runtime::data::load_mnist;
@@ -20,6 +21,10 @@ use mnist_mlp::MnistMlp;
 mod mnist_bn_dropout {
     nnc::include_model!("mnist_bn_dropout");
 }
+mod lenet {
+    nnc::include_model!("lenet");
+}
+use lenet::LeNet;
 
 fn train_set() -> nnc::runtime::data::Dataset {
     let dir = concat!(env!("CARGO_MANIFEST_DIR"), "/data/mnist-10k");
@@ -95,6 +100,32 @@ fn predict_is_bit_identical_on_any_thread_count_and_batch() {
     let mut probs = [0.0; 10];
     for i in [0, 1, 127, 255] {
         model.predict(&x[i * 784..][..784], &mut probs).unwrap();
+        assert!(same_bits(&probs, &one[i * 10..][..10]), "sample {i} alone");
+    }
+}
+
+/// LeNet's `predict` also cuts the batch of its convolutions and pooling
+/// over the pool's threads (each part with its own scratch): at batch 256
+/// its outputs are the same bits on 1, 2 and 8 threads, and each sample's
+/// are those of a batch-1 call (which splits nothing).
+#[test]
+fn lenet_predict_is_bit_identical_on_any_thread_count_and_batch() {
+    let x: Vec<f32> = (0..256 * 784)
+        .map(|i| ((i * 7919) % 256) as f32 / 255.0)
+        .collect();
+    let run = |threads: usize| {
+        let mut model = LeNet::new(256);
+        let mut probs = vec![0.0; 256 * 10];
+        pool(threads).install(|| model.predict(&x, &mut probs).unwrap());
+        probs
+    };
+    let one = run(1);
+    assert!(same_bits(&one, &run(2)), "1 vs 2 threads");
+    assert!(same_bits(&one, &run(8)), "1 vs 8 threads");
+    let mut model = LeNet::new(1);
+    let mut probs = [0.0; 10];
+    for i in [0, 1, 127, 128, 255] {
+        pool(2).install(|| model.predict(&x[i * 784..][..784], &mut probs).unwrap());
         assert!(same_bits(&probs, &one[i * 10..][..10]), "sample {i} alone");
     }
 }

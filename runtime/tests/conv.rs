@@ -268,3 +268,136 @@ fn io_scratch_splits_disjoint_regions() {
     assert_eq!(m[0], 4.0);
     assert_eq!((out.len(), scratch[0]), (2, 10.0));
 }
+
+/// Inside generated `predict` ([`nnc_runtime::kernels::parallel_gemm`])
+/// the forward convolution and pooling cut the batch over the pool's
+/// threads, each part with its own scratch: the outputs are the same bits
+/// on 1, 2 and 3 threads (37 samples: parts of unequal length), the fused
+/// epilogue sees each sample's place in the whole batch, and the result
+/// matches the naive loops. Layers: LeNet's two (implicit GEMM on AVX2), a
+/// strided one and a grouped one (column matrix).
+#[test]
+fn forward_kernels_split_over_threads_give_the_same_bits() {
+    let lenet1 = Conv2d {
+        c: 1,
+        h: 28,
+        w: 28,
+        o: 6,
+        kh: 5,
+        kw: 5,
+        stride: [1, 1],
+        padding: [2, 2],
+        dilation: [1, 1],
+        groups: 1,
+    };
+    let layers = [
+        lenet1,
+        Conv2d {
+            c: 6,
+            h: 14,
+            w: 14,
+            o: 16,
+            padding: [0, 0],
+            ..lenet1
+        },
+        Conv2d {
+            c: 4,
+            h: 30,
+            w: 30,
+            o: 32,
+            kh: 3,
+            kw: 3,
+            stride: [2, 2],
+            padding: [1, 1],
+            dilation: [1, 1],
+            groups: 2,
+        },
+    ];
+    let b = 37;
+    let pool = |n: usize| {
+        rayon::ThreadPoolBuilder::new()
+            .num_threads(n)
+            .build()
+            .unwrap()
+    };
+    let bits = |v: &[f32]| v.iter().map(|x| x.to_bits()).collect::<Vec<_>>();
+    for (l, g) in layers.iter().enumerate() {
+        let mut rng = Rng(10 + l as u64);
+        let (oh, ow) = g.out_hw();
+        let x = rng.uniform_f32(b * g.c * g.h * g.w, -1.0, 1.0);
+        let w = rng.uniform_f32(g.o * g.c / g.groups * g.kh * g.kw, -1.0, 1.0);
+        let dy = vec![0.0; b * g.o * oh * ow];
+        let (y_want, _, _) = conv::reference::conv2d(g, b, &x, &w, &dy);
+        // The epilogue adds each element's index in the batch's output.
+        let y_want: Vec<f64> = y_want
+            .iter()
+            .enumerate()
+            .map(|(i, v)| v + i as f64 * 1e-4)
+            .collect();
+        let run = |threads: usize| {
+            let mut scratch = vec![f32::NAN; g.scratch_len()];
+            let mut y = vec![f32::NAN; y_want.len()];
+            pool(threads).install(|| {
+                let _parallel = nnc_runtime::kernels::parallel_gemm();
+                conv::conv2d_then(g, b, &mut y, &x, &w, &mut scratch, |i0, sample| {
+                    for (j, v) in sample.iter_mut().enumerate() {
+                        *v += (i0 + j) as f32 * 1e-4;
+                    }
+                });
+            });
+            y
+        };
+        let one = run(1);
+        close(&one, &y_want, &format!("split conv2d {g:?}"));
+        for threads in [2, 3] {
+            assert_eq!(
+                bits(&one),
+                bits(&run(threads)),
+                "{g:?} on {threads} threads"
+            );
+        }
+    }
+    let p = Pool2d {
+        c: 6,
+        h: 28,
+        w: 28,
+        kernel: [2, 2],
+        stride: [2, 2],
+        padding: [0, 0],
+    };
+    let padded = Pool2d {
+        kernel: [3, 3],
+        padding: [1, 1],
+        ..p
+    };
+    for p in [p, padded] {
+        let mut rng = Rng(20);
+        let (oh, ow) = p.out_hw();
+        let x = rng.uniform_f32(b * p.c * p.h * p.w, -1.0, 1.0);
+        let dy = vec![0.0; b * p.c * oh * ow];
+        for max in [true, false] {
+            let run = |threads: usize| {
+                let mut y = vec![f32::NAN; b * p.c * oh * ow];
+                pool(threads).install(|| {
+                    let _parallel = nnc_runtime::kernels::parallel_gemm();
+                    if max {
+                        conv::max_pool2d(&p, b, &mut y, &x);
+                    } else {
+                        conv::avg_pool2d(&p, b, &mut y, &x);
+                    }
+                });
+                y
+            };
+            let one = run(1);
+            let (y_want, _) = naive_pool(&p, b, &x, &dy, max);
+            close(&one, &y_want, &format!("split pooling {p:?} (max: {max})"));
+            for threads in [2, 3] {
+                assert_eq!(
+                    bits(&one),
+                    bits(&run(threads)),
+                    "{p:?} on {threads} threads"
+                );
+            }
+        }
+    }
+}

@@ -108,7 +108,7 @@ pub enum Parallelism {
 
 impl Parallelism {
     /// The most threads this setting allows (at least 1).
-    fn max_threads(self) -> usize {
+    pub(crate) fn max_threads(self) -> usize {
         match self {
             Parallelism::Sequential => 1,
             Parallelism::Rayon(0) => rayon::current_num_threads().max(1),

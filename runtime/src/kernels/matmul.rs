@@ -62,7 +62,9 @@ impl Drop for ParallelGemm {
     }
 }
 
-fn gemm_parallelism() -> Parallelism {
+/// How this thread's matrix products may split now (the batch-split
+/// forward kernels of [`crate::conv`] follow the same switch).
+pub(crate) fn gemm_parallelism() -> Parallelism {
     GEMM_PARALLELISM.with(|p| p.get())
 }
 

@@ -209,6 +209,15 @@ fn with_tables<R>(f: impl FnOnce(&mut Tables) -> R) -> R {
     })
 }
 
+/// Gives this thread's tables room for the forward product of `p` (a
+/// worker's first part of a split `predict` must not allocate them).
+pub(super) fn reserve_tables(p: &Plan) {
+    with_tables(|t| {
+        t.a.reserve(p.og.saturating_sub(t.a.len()));
+        t.b.reserve(p.taps.saturating_sub(t.b.len()));
+    });
+}
+
 /// Forward: see [`super::conv2d_then`]; slices already checked.
 #[allow(clippy::too_many_arguments)]
 pub(super) fn conv2d(

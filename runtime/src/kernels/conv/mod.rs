@@ -39,6 +39,7 @@ mod implicit;
 mod pool;
 #[doc(hidden)]
 pub mod reference;
+mod split;
 
 pub use columns::{col2im, im2col};
 pub use pool::{avg_pool2d, avg_pool2d_grad, max_pool2d, max_pool2d_grad, Pool2d};
@@ -92,13 +93,40 @@ pub fn conv2d_then(
     x: &[f32],
     w: &[f32],
     scratch: &mut [f32],
-    epilogue: impl Fn(usize, &mut [f32]),
+    epilogue: impl Fn(usize, &mut [f32]) + Sync,
 ) {
     check(g, b, x.len(), w.len(), y.len(), scratch.len());
-    match implicit_plan(g) {
-        Some(p) => implicit::conv2d(g, &p, b, y, x, w, scratch, &epilogue),
-        None => columns::conv2d(g, b, y, x, w, scratch, &epilogue),
+    let plan = implicit_plan(g);
+    let (oh, ow) = g.out_hw();
+    let (x_per, y_per) = (g.c * g.h * g.w, g.o * oh * ow);
+    // Samples `n0..n0 + n` (in `y`, `x`): the epilogue sees where they lie
+    // in the whole batch.
+    let run = |n0: usize, n: usize, y: &mut [f32], x: &[f32], scratch: &mut [f32]| {
+        let epilogue = |i: usize, sample: &mut [f32]| epilogue(n0 * y_per + i, sample);
+        match &plan {
+            Some(p) => implicit::conv2d(g, p, n, y, x, w, scratch, &epilogue),
+            None => columns::conv2d(g, n, y, x, w, scratch, &epilogue),
+        }
+    };
+    let parts = split::parts(b, g.k() * y_per);
+    if parts <= 1 {
+        return run(0, b, y, x, scratch);
     }
+    // Split across the pool (generated `predict`): each part takes its
+    // thread's own scratch, since the workspace's region is one run's.
+    let len = g.scratch_len();
+    let reserved = split::reserve_scratch(len, &|| {
+        if let Some(p) = &plan {
+            implicit::reserve_tables(p);
+        }
+    });
+    if reserved && plan.is_none() {
+        // The column matrix's products pack on every worker too.
+        crate::gemm::reserve_workspaces();
+    }
+    split::samples(b, parts, y, y_per, x, x_per, |n0, n, y, x| {
+        split::with_scratch(len, |scratch| run(n0, n, y, x, scratch))
+    });
 }
 
 /// The gradient of [`conv2d`] with respect to its input: `dx[b, C, H, W]`

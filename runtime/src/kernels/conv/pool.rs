@@ -2,7 +2,7 @@
 //! tensors: plain loops, plus an AVX2 row kernel for the gradient of the
 //! common 2×2/stride-2 max pooling.
 
-use super::out_len;
+use super::{out_len, split};
 
 /// The geometry of a 2-D pooling window (everything but the batch size).
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -268,9 +268,30 @@ fn clip(start: usize, k: usize, p: usize, n: usize) -> [usize; 2] {
     [lo, hi.max(lo)]
 }
 
+/// Runs the forward pooling `f` over `b` samples, cut into runs of
+/// samples on the pool's threads inside generated `predict` (each window
+/// is computed alone, so the split does not change a bit).
+fn forward(
+    p: &Pool2d,
+    b: usize,
+    y: &mut [f32],
+    x: &[f32],
+    f: impl Fn(&Pool2d, usize, &mut [f32], &[f32]) + Sync,
+) {
+    p.check(b, x.len(), y.len());
+    let (oh, ow) = p.out_hw();
+    let (x_per, y_per) = (p.c * p.h * p.w, p.c * oh * ow);
+    let parts = split::parts(b, x_per.saturating_mul(split::POOL_ELEMENT_WORK));
+    split::samples(b, parts, y, y_per, x, x_per, |_, n, y, x| f(p, n, y, x));
+}
+
 /// Max pooling: `y[b, C, OH, OW]` is the maximum of each window of `x`.
 pub fn max_pool2d(p: &Pool2d, b: usize, y: &mut [f32], x: &[f32]) {
-    p.check(b, x.len(), y.len());
+    forward(p, b, y, x, max_pool2d_samples);
+}
+
+/// [`max_pool2d`] on the calling thread.
+fn max_pool2d_samples(p: &Pool2d, b: usize, y: &mut [f32], x: &[f32]) {
     let hw = p.h * p.w;
     if p.halving() {
         let (oh, ow) = p.out_hw();
@@ -345,7 +366,11 @@ pub fn max_pool2d_grad(p: &Pool2d, b: usize, dx: &mut [f32], x: &[f32], dy: &[f3
 
 /// Average pooling: `y` is the sum of each window divided by its full size.
 pub fn avg_pool2d(p: &Pool2d, b: usize, y: &mut [f32], x: &[f32]) {
-    p.check(b, x.len(), y.len());
+    forward(p, b, y, x, avg_pool2d_samples);
+}
+
+/// [`avg_pool2d`] on the calling thread.
+fn avg_pool2d_samples(p: &Pool2d, b: usize, y: &mut [f32], x: &[f32]) {
     let hw = p.h * p.w;
     let scale = 1.0 / (p.kernel[0] * p.kernel[1]) as f32;
     p.windows(b * p.c, |pl, o, rows, cols| {
