@@ -49,6 +49,19 @@ impl Graph {
         Self::default()
     }
 
+    /// An empty graph with room for `nodes` nodes and `edges` operand
+    /// edges: a pass rebuilding a big graph grows none of its tables.
+    pub fn with_capacity(nodes: usize, edges: usize) -> Self {
+        Graph {
+            inner: StableDiGraph::with_capacity(nodes, edges),
+        }
+    }
+
+    /// The number of operand edges.
+    pub fn edge_count(&self) -> usize {
+        self.inner.edge_count()
+    }
+
     /// Appends a node after checking the op's arity and shape rule.
     pub fn add(&mut self, op: Op, operands: &[NodeId], span: Span) -> Result<NodeId, OpError> {
         let types: Vec<&TensorType> = operands.iter().map(|&n| &self.inner[n].ty).collect();

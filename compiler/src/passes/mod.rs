@@ -127,7 +127,7 @@ pub fn rebuild(
     mut f: impl FnMut(&Graph, &Node, &[NodeId]) -> Result<Rewrite, OpError>,
 ) -> Result<bool, Diagnostic> {
     let old = &tg.graph;
-    let mut new = Graph::new();
+    let mut new = Graph::with_capacity(old.len(), old.edge_count());
     let mut map: Vec<Option<NodeId>> =
         vec![None; old.ids().map(|i| i.index() + 1).max().unwrap_or(0)];
     let mut forward_len = 0;
