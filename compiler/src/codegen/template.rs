@@ -505,7 +505,10 @@ mod tests {
             quote!(let x = 0x10usize;),
         ] {
             let want = format::statement(stmt.clone()).unwrap();
-            assert_eq!(templates.statement(stmt, &mut BTreeSet::new()).unwrap(), want);
+            assert_eq!(
+                templates.statement(stmt, &mut BTreeSet::new()).unwrap(),
+                want
+            );
         }
     }
 }

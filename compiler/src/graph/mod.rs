@@ -78,6 +78,29 @@ impl Graph {
         Ok(id)
     }
 
+    /// Appends a node whose type the caller already knows: `ty` must be
+    /// what `op` infers from its operands' types (a pass copying a node
+    /// whose operands' types did not change), so the shape rule is not run
+    /// again.
+    pub(crate) fn add_typed(
+        &mut self,
+        op: Op,
+        operands: &[NodeId],
+        span: Span,
+        ty: TensorType,
+    ) -> NodeId {
+        let id = self.inner.add_node(Node {
+            op,
+            ty,
+            span,
+            name: None,
+        });
+        for (i, &o) in operands.iter().enumerate() {
+            self.inner.add_edge(o, id, Operand(i as u8));
+        }
+        id
+    }
+
     /// Replaces a node's op and operands in place, keeping its index, name
     /// and span: how a modal op (dropout, batch norm) becomes its inference
     /// form. The operands must precede the node and the result type must
