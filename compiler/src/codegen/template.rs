@@ -310,14 +310,18 @@ fn walk(
 ) -> Option<()> {
     match t {
         TokenTree::Ident(i) => {
-            let s = i.to_string();
-            r.key.push_str(&s);
-            r.key.push(' ');
+            // Written straight onto the key: a big model's statements are
+            // millions of identifiers, and a string each was most of the
+            // walk's time (issue 22).
+            let at = r.key.len();
+            let _ = write!(r.key, "{i}");
             if let Some(set) = idents {
-                if !set.contains(&s) {
-                    set.insert(s);
+                let s = &r.key[at..];
+                if !set.contains(s) {
+                    set.insert(s.to_string());
                 }
             }
+            r.key.push(' ');
         }
         TokenTree::Punct(p) => {
             r.key.push(p.as_char());
