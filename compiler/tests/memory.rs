@@ -36,6 +36,86 @@ proptest! {
     }
 }
 
+/// Many buffers (several runs of the planner's blocks), many of one size
+/// and long-lived, as in a deep model's training step.
+fn many_buffers() -> impl Strategy<Value = Vec<Buffer>> {
+    // A long-lived buffer is written in the first half of the steps and
+    // read in the second, nested in the others like a forward value the
+    // backward pass reads.
+    let one = (
+        0usize..5,
+        any::<bool>(),
+        0usize..80,
+        0usize..80,
+        any::<bool>(),
+    );
+    prop::collection::vec(one, 60..400).prop_map(|v| {
+        v.into_iter()
+            .enumerate()
+            .map(|(id, (size, batched, start, len, long))| Buffer {
+                id,
+                size: size * 16,
+                batched,
+                start,
+                end: if long { 200 - start } else { start + len },
+            })
+            .collect()
+    })
+}
+
+/// Best fit as documented, checking every placed buffer: largest first
+/// (then earliest start, then id), each at the start of the smallest gap
+/// between the buffers already placed that are live at the same time, or
+/// above them all. Returns the offsets and the region's size.
+fn reference_best_fit(buffers: &[Buffer]) -> (std::collections::HashMap<usize, usize>, usize) {
+    let mut order: Vec<&Buffer> = buffers.iter().collect();
+    order.sort_by_key(|b| (std::cmp::Reverse(b.size), b.start, b.id));
+    let mut placed: Vec<(&Buffer, usize)> = Vec::new();
+    let mut offsets = std::collections::HashMap::new();
+    let mut size = 0;
+    for b in order {
+        let mut busy: Vec<(usize, usize)> = placed
+            .iter()
+            .filter(|(o, _)| o.start <= b.end && b.start <= o.end)
+            .map(|(o, off)| (*off, off + o.size))
+            .collect();
+        busy.sort();
+        let mut best: Option<(usize, usize)> = None;
+        let mut cursor = 0;
+        for (s, e) in busy {
+            if s >= cursor + b.size && best.is_none_or(|(g, _)| s - cursor < g) {
+                best = Some((s - cursor, cursor));
+            }
+            cursor = cursor.max(e);
+        }
+        let offset = best.map_or(cursor, |(_, off)| off);
+        offsets.insert(b.id, offset);
+        size = size.max(offset + b.size);
+        placed.push((b, offset));
+    }
+    (offsets, size)
+}
+
+proptest! {
+    #![proptest_config(ProptestConfig { cases: 64, failure_persistence: None, ..ProptestConfig::default() })]
+
+    /// The planner's shortcuts (skipping runs of placed buffers, taking a
+    /// run's merged ranges) place every buffer where checking each placed
+    /// buffer would.
+    #[test]
+    fn plans_equal_the_reference_best_fit(bufs in many_buffers()) {
+        let p: Plan = plan(&bufs);
+        for batched in [false, true] {
+            let region: Vec<Buffer> = bufs.iter().filter(|b| b.batched == batched).copied().collect();
+            let (offsets, size) = reference_best_fit(&region);
+            for b in &region {
+                prop_assert_eq!(p.offsets[&b.id], offsets[&b.id], "buffer {}", b.id);
+            }
+            prop_assert_eq!(if batched { p.per_sample } else { p.fixed }, size);
+        }
+    }
+}
+
 #[test]
 fn the_verifier_catches_overlap_and_reads_before_writes() {
     let a = Buffer {

@@ -130,10 +130,7 @@ impl Run<'_> {
             return Ok(());
         }
         let printed = match self.kind {
-            Kind::Statement => {
-                idents(&item, &mut self.idents);
-                self.emit.templates.statement(item)
-            }
+            Kind::Statement => self.emit.templates.statement(item, &mut self.idents),
             Kind::Member => format::member(item),
         };
         let text = printed.map_err(|e| {
@@ -170,7 +167,7 @@ impl Run<'_> {
 }
 
 /// Every identifier `ts` mentions.
-fn idents(ts: &TokenStream, out: &mut BTreeSet<String>) {
+pub(super) fn idents(ts: &TokenStream, out: &mut BTreeSet<String>) {
     for t in ts.clone() {
         match t {
             TokenTree::Ident(i) => {

@@ -13,6 +13,7 @@
 //! text as in the whole block.
 
 use super::emit::{self, Emit};
+use super::template::Templates;
 use proc_macro2::{Delimiter, Group, TokenStream, TokenTree};
 use quote::quote;
 use std::iter::Peekable;
@@ -83,13 +84,14 @@ pub(super) fn row_mark(i: usize) -> String {
 
 /// The text of `item`, a top-level item in which array `i` holds only
 /// [`row_mark`]`(i)`, with each mark's line replaced by the elements
-/// `rows[i]` yields, printed [`ROWS_AT_ONCE`] at a time (issue 22: a big
-/// model's `ModelSpec` has a row per parameter, and as one syntax tree it
-/// was the largest thing alive while formatting). Only for arrays of
-/// enough elements that printed in place they break, one element a line:
-/// an element's text then depends only on its indentation and on whether
-/// it is the last (which prints its comma as a break's), and each piece is
-/// printed in the same place of a nest of arrays indented as deep.
+/// `rows[i]` yields (issue 22: a big model's `ModelSpec` has a row per
+/// parameter, and as one syntax tree it was the largest thing alive while
+/// formatting). Only for arrays of enough elements that printed in place
+/// they break, one element a line: an element's text then depends only on
+/// its indentation and on whether it is the last (which prints its comma
+/// as a break's), and each element is printed in the same place of a nest
+/// of arrays indented as deep, by its shape ([`Templates::element`]: the
+/// rows of a table are few shapes).
 pub(super) fn item_with_rows<'a>(
     item: TokenStream,
     rows: Vec<Box<dyn ExactSizeIterator<Item = TokenStream> + 'a>>,
@@ -97,6 +99,7 @@ pub(super) fn item_with_rows<'a>(
     let text = prettyplease::unparse(&syn::parse2(item)?);
     let mut out = String::new();
     let mut rest: &str = &text;
+    let mut templates = Templates::default();
     for (i, elements) in rows.into_iter().enumerate() {
         let mark = row_mark(i);
         let at = rest.find(&mark).ok_or_else(|| layout("static"))?;
@@ -111,12 +114,9 @@ pub(super) fn item_with_rows<'a>(
             return Err(layout("static"));
         }
         push_text(&mut out, &rest[..line_start]);
-        let mut left = elements.len();
-        let mut elements = elements.peekable();
-        while elements.peek().is_some() {
-            let chunk: Vec<TokenStream> = elements.by_ref().take(ROWS_AT_ONCE).collect();
-            left -= chunk.len();
-            push_text(&mut out, &elements_text(chunk, indent, left == 0)?);
+        let n = elements.len();
+        for (k, element) in elements.enumerate() {
+            push_text(&mut out, &templates.element(element, indent, k + 1 == n)?);
         }
         rest = &rest[line_end + 2..];
     }
@@ -124,15 +124,15 @@ pub(super) fn item_with_rows<'a>(
     Ok(out)
 }
 
-/// How many elements [`item_with_rows`] prints in one piece: fewer
-/// pieces to parse, and still one small tree alive at a time.
-const ROWS_AT_ONCE: usize = 64;
-
 /// The lines of consecutive array elements, printed `indent` deep: inside
 /// arrays nested `indent / 4` deep, next to a mark that breaks them all.
 /// The mark goes after them, or, when they end the array (`last`), before
 /// them, so each element is followed by what follows it in place.
-fn elements_text(elements: Vec<TokenStream>, indent: usize, last: bool) -> syn::Result<String> {
+pub(super) fn elements_text(
+    elements: Vec<TokenStream>,
+    indent: usize,
+    last: bool,
+) -> syn::Result<String> {
     let mark = row_mark(0);
     let m = proc_macro2::Ident::new(&mark, proc_macro2::Span::call_site());
     let mut array = if last {

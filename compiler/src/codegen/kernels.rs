@@ -356,8 +356,6 @@ pub(super) fn calls(
                 }
             }
         }
-        let out_pair = layout.pair(tg, id);
-        let out_slice = layout.slice(tg, id);
         let comment = describe(source, tg, id);
         let scratch = layout.scratch.get(&id.index()).copied();
         let call = if let Some(Loc::Grad { offset, len }) = layout.loc.get(&id.index()) {
@@ -383,6 +381,7 @@ pub(super) fn calls(
             }
         } else if let Some((s, len)) = scratch {
             let (s, len) = (usize_lit(s), usize_lit(len));
+            let out_pair = layout.pair(tg, id);
             let ws_names = (0..ws_ranges.len()).map(|i| format_ident!("w{}", i));
             quote! {
                 let ([#(#ws_names),*], out, scratch) =
@@ -390,10 +389,12 @@ pub(super) fn calls(
                 Self::#name(b, #(#args,)* out, scratch);
             }
         } else if ws_ranges.is_empty() {
+            let out_slice = layout.slice(tg, id);
             quote! {
                 Self::#name(b, #(#args,)* &mut #out_slice);
             }
         } else {
+            let out_pair = layout.pair(tg, id);
             let ws_names = (0..ws_ranges.len()).map(|i| format_ident!("w{}", i));
             quote! {
                 let ([#(#ws_names),*], out) = #rt::kernels::io(ws, #out_pair, [#(#ws_ranges),*]);

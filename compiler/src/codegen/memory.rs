@@ -26,12 +26,6 @@ pub struct Buffer {
     pub end: usize,
 }
 
-impl Buffer {
-    fn overlaps_in_time(&self, o: &Buffer) -> bool {
-        self.start <= o.end && o.start <= self.end
-    }
-}
-
 /// Offsets for every buffer, with the sizes that matter for reports.
 #[derive(Clone, Debug, Default, PartialEq)]
 pub struct Plan {
@@ -94,6 +88,30 @@ pub fn plan(buffers: &[Buffer]) -> Plan {
 /// can overlap the one being placed.
 const BLOCK: usize = 64;
 
+/// A run of [`BLOCK`] buffers [`best_fit`] placed one after another.
+struct Block {
+    first: usize,
+    last: usize,
+    latest_start: usize,
+    earliest_end: usize,
+    union: Option<Vec<(usize, usize)>>,
+}
+
+/// The offset ranges of a run of placed buffers, merged where they overlap
+/// or touch, in order.
+fn union(run: &[(usize, usize, usize, usize)]) -> Vec<(usize, usize)> {
+    let mut ranges: Vec<(usize, usize)> = run.iter().map(|&(_, _, s, e)| (s, e)).collect();
+    ranges.sort_unstable();
+    let mut out: Vec<(usize, usize)> = Vec::with_capacity(ranges.len());
+    for (s, e) in ranges {
+        match out.last_mut() {
+            Some(last) if s <= last.1 => last.1 = last.1.max(e),
+            _ => out.push((s, e)),
+        }
+    }
+    out
+}
+
 /// Places one region's buffers, largest first, each in the smallest gap
 /// between buffers live at the same time that fits it. Returns the region's
 /// size and its lower bound (the peak of live elements over time).
@@ -105,22 +123,41 @@ fn best_fit(buffers: &[Buffer], offsets: &mut HashMap<usize, usize>) -> (usize, 
             .then(a.start.cmp(&b.start))
             .then(a.id.cmp(&b.id))
     });
-    let mut placed: Vec<(&Buffer, usize)> = Vec::new();
-    // The steps each run of `BLOCK` placed buffers spans (first start, last
-    // end), so that a buffer skips the runs it cannot overlap: checking
-    // every placed buffer was quadratic in a deep model, most of whose
-    // values live a few steps. The busy list is the same.
-    let mut blocks: Vec<(usize, usize)> = Vec::new();
+    // Each placed buffer as `(start, end, offset, offset + size)`, side by
+    // side in placement order, and the busy list's storage reused.
+    let mut placed: Vec<(usize, usize, usize, usize)> = Vec::with_capacity(order.len());
+    // Each run of `BLOCK` placed buffers: the steps it spans (first start,
+    // last end), so that a buffer skips the runs it cannot overlap
+    // (checking every placed buffer was quadratic in a deep model, most of
+    // whose values live a few steps); the latest start and earliest end of
+    // its members; and, once full, the union of its members' offset ranges.
+    // A buffer that overlaps every member of a run in time takes the union
+    // (a deep model's training step keeps tens of thousands of forward
+    // values live across the whole backward pass, issue 22), which has the
+    // same gaps, so the placement is the same.
+    let mut blocks: Vec<Block> = Vec::new();
+    let mut busy: Vec<(usize, usize)> = Vec::new();
     let mut size = 0;
     for b in order {
-        let mut busy: Vec<(usize, usize)> = placed
-            .chunks(BLOCK)
-            .zip(&blocks)
-            .filter(|(_, &(first, last))| first <= b.end && b.start <= last)
-            .flat_map(|(run, _)| run)
-            .filter(|(o, _)| o.overlaps_in_time(b))
-            .map(|(o, off)| (*off, off + o.size))
-            .collect();
+        busy.clear();
+        for (run, block) in placed.chunks(BLOCK).zip(&blocks) {
+            if block.first > b.end || b.start > block.last {
+                continue;
+            }
+            // A union merges touching ranges, which hides the empty gap
+            // between them a buffer of no elements could take.
+            if b.size > 0 && block.latest_start <= b.end && b.start <= block.earliest_end {
+                if let Some(union) = &block.union {
+                    busy.extend_from_slice(union);
+                    continue;
+                }
+            }
+            busy.extend(
+                run.iter()
+                    .filter(|&&(start, end, _, _)| start <= b.end && b.start <= end)
+                    .map(|&(_, _, off, off_end)| (off, off_end)),
+            );
+        }
         busy.sort_unstable();
         let mut best: Option<(usize, usize)> = None; // (gap size, offset)
         let mut cursor = 0;
@@ -137,12 +174,27 @@ fn best_fit(buffers: &[Buffer], offsets: &mut HashMap<usize, usize>) -> (usize, 
         offsets.insert(b.id, offset);
         size = size.max(offset + b.size);
         match blocks.last_mut() {
-            Some(span) if placed.len() % BLOCK != 0 => {
-                *span = (span.0.min(b.start), span.1.max(b.end));
+            Some(block) if placed.len() % BLOCK != 0 => {
+                block.first = block.first.min(b.start);
+                block.last = block.last.max(b.end);
+                block.latest_start = block.latest_start.max(b.start);
+                block.earliest_end = block.earliest_end.min(b.end);
             }
-            _ => blocks.push((b.start, b.end)),
+            _ => blocks.push(Block {
+                first: b.start,
+                last: b.end,
+                latest_start: b.start,
+                earliest_end: b.end,
+                union: None,
+            }),
         }
-        placed.push((b, offset));
+        placed.push((b.start, b.end, offset, offset + b.size));
+        if placed.len() % BLOCK == 0 {
+            let run = &placed[placed.len() - BLOCK..];
+            if let Some(block) = blocks.last_mut() {
+                block.union = Some(union(run));
+            }
+        }
     }
     // The peak of live elements, by differences: a value live from the
     // first step to the last (a forward activation the backward pass reads)

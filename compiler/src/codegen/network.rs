@@ -121,11 +121,14 @@ pub fn network_with(
     train_out.extend(&updates);
     train_out.extend(&dins);
     let fusion = fusion_for(tg, opts);
-    let ifusion = fusion_for(itg, opts);
+    // One graph serves every entry point of a network that is not modal:
+    // its fusion is decided once.
+    let ifusion_own = (!std::ptr::eq(itg, tg)).then(|| fusion_for(itg, opts));
+    let ifusion = ifusion_own.as_ref().unwrap_or(&fusion);
     let (layout, _) = Layout::new(tg, &train, &train_out, planned, &fusion, true)?;
-    let (loss_layout, _) = Layout::new(itg, &loss, &loss_out, planned, &ifusion, false)?;
-    let (predict_layout, _) = Layout::new(itg, &predict, &out_nodes, planned, &ifusion, false)?;
-    let (score_layout, _) = Layout::new(itg, &scoring, &score_out, planned, &ifusion, false)?;
+    let (loss_layout, _) = Layout::new(itg, &loss, &loss_out, planned, ifusion, false)?;
+    let (predict_layout, _) = Layout::new(itg, &predict, &out_nodes, planned, ifusion, false)?;
+    let (score_layout, _) = Layout::new(itg, &scoring, &score_out, planned, ifusion, false)?;
 
     // The inputs predict and predict_scores read: those the outputs or the
     // loss's prediction depend on (targets only the loss reads are not).
@@ -187,7 +190,7 @@ pub fn network_with(
             rt,
             target,
             &[&loss, &predict, &scoring],
-            &ifusion,
+            ifusion,
             "i",
             &mut run,
         )?)
@@ -232,13 +235,13 @@ pub fn network_with(
         Ok::<_, CompileError>(run.finish())
     };
     let train_calls = entry_calls(emit, tg, &layout, &train, &fusion, ("k", &knames))?;
-    let loss_calls = entry_calls(emit, itg, &loss_layout, &loss, &ifusion, (iprefix, inames))?;
+    let loss_calls = entry_calls(emit, itg, &loss_layout, &loss, ifusion, (iprefix, inames))?;
     let predict_calls = entry_calls(
         emit,
         itg,
         &predict_layout,
         &predict,
-        &ifusion,
+        ifusion,
         (iprefix, inames),
     )?;
     let score_calls = entry_calls(
@@ -246,7 +249,7 @@ pub fn network_with(
         itg,
         &score_layout,
         &scoring,
-        &ifusion,
+        ifusion,
         (iprefix, inames),
     )?;
     // `predict`'s matrix products split across the caller's rayon pool

@@ -17,10 +17,14 @@
 //! could hide a hole (a string literal besides its doc comment), or whose
 //! shape's text does not show its holes as expected, is formatted on its
 //! own, as before.
+//!
+//! The rows of a long `ModelSpec` table are formatted the same way
+//! ([`Templates::element`]), with each plain string literal (a parameter's
+//! name) a hole as well, written in the shape as a string of as many `a`s.
 
-use super::format;
+use super::{emit, format};
 use proc_macro2::{Delimiter, Group, Literal, Punct, Spacing, TokenStream, TokenTree};
-use std::collections::HashMap;
+use std::collections::{BTreeSet, HashMap};
 use std::fmt::Write as _;
 
 /// What a statement's doc comment is written as in its shape: a character
@@ -47,9 +51,19 @@ pub(super) struct Templates {
 struct Template {
     /// The text before each hole, and after the last: one more than holes.
     pieces: Vec<String>,
-    /// Each hole in order: `Some(i)` for the `i`th number, `None` for the
-    /// doc comment.
-    holes: Vec<Option<usize>>,
+    /// Each hole in order.
+    holes: Vec<Hole>,
+}
+
+/// What fills a hole of a shape's text.
+#[derive(Clone, Copy, Debug)]
+enum Hole {
+    /// The `i`th number's digits.
+    Number(usize),
+    /// The doc comment's text.
+    Note,
+    /// The `i`th plain string literal, quotes and all.
+    Str(usize),
 }
 
 /// A statement read as its shape's key and what fills its holes.
@@ -57,13 +71,22 @@ struct Reading {
     key: String,
     numbers: Vec<String>,
     note: Option<String>,
+    /// Plain string literals as written (only where strings are holes).
+    strings: Vec<String>,
 }
 
 impl Templates {
     /// The text of one statement of an associated function's body, as
-    /// [`format::statement`] writes it.
-    pub(super) fn statement(&mut self, tokens: TokenStream) -> syn::Result<String> {
-        let Some(reading) = read(&tokens) else {
+    /// [`format::statement`] writes it; every identifier the statement
+    /// mentions is added to `idents` (read in the same walk).
+    pub(super) fn statement(
+        &mut self,
+        tokens: TokenStream,
+        idents: &mut BTreeSet<String>,
+    ) -> syn::Result<String> {
+        let Some(reading) = read(&tokens, false, Some(&mut *idents)) else {
+            // The walk may have stopped early.
+            emit::idents(&tokens, idents);
             return format::statement(tokens);
         };
         if let Some(entry) = self.shapes.get(&reading.key) {
@@ -79,13 +102,48 @@ impl Templates {
             Some(t) => t.fill(&reading),
             None => format::statement(tokens)?,
         };
+        self.keep(reading.key, template);
+        Ok(text)
+    }
+
+    /// The lines of one element of an array printed one element a line,
+    /// `indent` deep, as [`format::elements_text`] writes them.
+    pub(super) fn element(
+        &mut self,
+        tokens: TokenStream,
+        indent: usize,
+        last: bool,
+    ) -> syn::Result<String> {
+        let Some(mut reading) = read(&tokens, true, None) else {
+            return format::elements_text(vec![tokens], indent, last);
+        };
+        // An element's text depends on its indentation and on whether it
+        // ends the array; a statement's key never starts with a digit.
+        reading.key.insert_str(0, &format!("{indent} {last} "));
+        if let Some(entry) = self.shapes.get(&reading.key) {
+            return match entry {
+                Some(t) => Ok(t.fill(&reading)),
+                None => format::elements_text(vec![tokens], indent, last),
+            };
+        }
+        let template = format::elements_text(vec![shape_tokens(&tokens, &reading)], indent, last)
+            .ok()
+            .and_then(|text| Template::cut(&text, &reading));
+        let text = match &template {
+            Some(t) => t.fill(&reading),
+            None => format::elements_text(vec![tokens], indent, last)?,
+        };
+        self.keep(reading.key, template);
+        Ok(text)
+    }
+
+    fn keep(&mut self, key: String, template: Option<Template>) {
         if self.shapes.len() >= MAX_SHAPES {
             // A model of many distinct kernels has as many shapes: keep
             // the memory bounded, at the cost of formatting some again.
             self.shapes.clear();
         }
-        self.shapes.insert(reading.key, template);
-        Ok(text)
+        self.shapes.insert(key, template);
     }
 }
 
@@ -97,13 +155,28 @@ impl Template {
         let mut pieces = Vec::new();
         let mut holes = Vec::new();
         let bytes = text.as_bytes();
-        let (mut from, mut i, mut number) = (0, 0, 0);
+        let (mut from, mut i, mut number, mut string) = (0, 0, 0, 0);
         while i < bytes.len() {
             let c = bytes[i];
             if c == NOTE_MARK as u8 {
                 pieces.push(text[from..i].to_string());
-                holes.push(None);
+                holes.push(Hole::Note);
                 i += 1;
+                from = i;
+                continue;
+            }
+            if c == b'"' {
+                // Only a hole's string is let into a shape.
+                let want = reading.strings.get(string)?;
+                let end = i + 1 + text[i + 1..].find('"')?;
+                let inner = &bytes[i + 1..end];
+                if end + 1 - i != want.len() || inner.iter().any(|&b| b != b'a') {
+                    return None;
+                }
+                pieces.push(text[from..i].to_string());
+                holes.push(Hole::Str(string));
+                string += 1;
+                i = end + 1;
                 from = i;
                 continue;
             }
@@ -119,7 +192,7 @@ impl Template {
                         return None;
                     }
                     pieces.push(text[from..i].to_string());
-                    holes.push(Some(number));
+                    holes.push(Hole::Number(number));
                     number += 1;
                     from = end;
                 }
@@ -129,9 +202,11 @@ impl Template {
             i += 1;
         }
         pieces.push(text[from..].to_string());
-        let notes = holes.iter().filter(|h| h.is_none()).count();
-        (number == reading.numbers.len() && notes == usize::from(reading.note.is_some()))
-            .then_some(Template { pieces, holes })
+        let notes = holes.iter().filter(|h| matches!(h, Hole::Note)).count();
+        (number == reading.numbers.len()
+            && string == reading.strings.len()
+            && notes == usize::from(reading.note.is_some()))
+        .then_some(Template { pieces, holes })
     }
 
     /// The text of a statement of this shape.
@@ -140,9 +215,10 @@ impl Template {
             String::with_capacity(self.pieces.iter().map(String::len).sum::<usize>() + 64);
         for (piece, hole) in self.pieces.iter().zip(&self.holes) {
             out.push_str(piece);
-            match hole {
-                Some(n) => out.push_str(&reading.numbers[*n]),
-                None => out.push_str(reading.note.as_deref().unwrap_or_default()),
+            match *hole {
+                Hole::Number(n) => out.push_str(&reading.numbers[n]),
+                Hole::Note => out.push_str(reading.note.as_deref().unwrap_or_default()),
+                Hole::Str(n) => out.push_str(&reading.strings[n]),
             }
         }
         out.push_str(self.pieces.last().map_or("", String::as_str));
@@ -154,13 +230,18 @@ fn is_ident_byte(b: u8) -> bool {
     b.is_ascii_alphanumeric() || b == b'_'
 }
 
-/// A statement's shape key and holes; `None` for a statement that is not
-/// formatted by shape.
-fn read(tokens: &TokenStream) -> Option<Reading> {
+/// A statement's (or with `strings`, an array element's) shape key and
+/// holes; `None` for one that is not formatted by shape.
+fn read(
+    tokens: &TokenStream,
+    strings: bool,
+    mut idents: Option<&mut BTreeSet<String>>,
+) -> Option<Reading> {
     let mut reading = Reading {
         key: String::new(),
         numbers: Vec::new(),
         note: None,
+        strings: Vec::new(),
     };
     let mut rest = tokens.clone().into_iter().peekable();
     if let Some(TokenTree::Punct(p)) = rest.peek() {
@@ -170,12 +251,18 @@ fn read(tokens: &TokenStream) -> Option<Reading> {
                 return None;
             };
             reading.note = Some(note(&attr)?);
+            if let Some(set) = idents.as_deref_mut() {
+                // The attribute's one identifier.
+                if !set.contains("doc") {
+                    set.insert("doc".to_string());
+                }
+            }
             drop(hash);
             reading.key.push_str("#[doc] ");
         }
     }
     for t in rest {
-        walk(t, &mut reading)?;
+        walk(t, &mut reading, strings, idents.as_deref_mut())?;
     }
     Some(reading)
 }
@@ -193,10 +280,18 @@ fn note(attr: &Group) -> Option<String> {
     if doc != "doc" || eq.as_char() != '=' {
         return None;
     }
-    let syn::Lit::Str(s) = syn::Lit::new(lit.clone()) else {
-        return None;
+    let text = lit.to_string();
+    // Without a backslash a string literal's value is its text between the
+    // quotes (the common case, read without `syn`).
+    let value = match text.strip_prefix('"').and_then(|t| t.strip_suffix('"')) {
+        Some(inner) if !inner.contains('\\') => inner.to_string(),
+        _ => {
+            let syn::Lit::Str(s) = syn::Lit::new(lit.clone()) else {
+                return None;
+            };
+            s.value()
+        }
     };
-    let value = s.value();
     // One line, as `///` prints it (trailing spaces trimmed); `\r` would
     // end a line for `str::lines` in the formatter's post-processing.
     let plain = !value.starts_with('/')
@@ -207,10 +302,26 @@ fn note(attr: &Group) -> Option<String> {
 
 /// Appends one token to the shape key, recording its number; `None` for
 /// a token that keeps the statement from being formatted by shape.
-fn walk(t: TokenTree, r: &mut Reading) -> Option<()> {
+fn walk(
+    t: TokenTree,
+    r: &mut Reading,
+    strings: bool,
+    mut idents: Option<&mut BTreeSet<String>>,
+) -> Option<()> {
     match t {
         TokenTree::Ident(i) => {
-            let _ = write!(r.key, "{i} ");
+            // Written straight onto the key: a big model's statements are
+            // millions of identifiers, and a string each was most of the
+            // walk's time (issue 22).
+            let at = r.key.len();
+            let _ = write!(r.key, "{i}");
+            if let Some(set) = idents {
+                let s = &r.key[at..];
+                if !set.contains(s) {
+                    set.insert(s.to_string());
+                }
+            }
+            r.key.push(' ');
         }
         TokenTree::Punct(p) => {
             r.key.push(p.as_char());
@@ -232,6 +343,10 @@ fn walk(t: TokenTree, r: &mut Reading) -> Option<()> {
                     r.key.push_str(&text);
                     r.key.push(' ');
                 }
+                None if strings && plain_string(&text) => {
+                    let _ = write!(r.key, "\"{}\" ", text.len());
+                    r.strings.push(text);
+                }
                 None => return None,
             }
         }
@@ -244,7 +359,7 @@ fn walk(t: TokenTree, r: &mut Reading) -> Option<()> {
             };
             r.key.push(open);
             for t in g.stream() {
-                walk(t, r)?;
+                walk(t, r, strings, idents.as_deref_mut())?;
             }
             r.key.push(close);
         }
@@ -262,8 +377,19 @@ fn number(text: &str) -> Option<&str> {
     plain.then_some(digits)
 }
 
-/// A statement's shape as tokens: its numbers as ones, its doc comment as
-/// the mark.
+/// Whether a literal is a string printed as it reads: ASCII without
+/// escapes, quotes or the `a`-only text of a shape's hole to confuse.
+fn plain_string(text: &str) -> bool {
+    text.len() >= 2
+        && text.starts_with('"')
+        && text.ends_with('"')
+        && text[1..text.len() - 1]
+            .bytes()
+            .all(|b| (b.is_ascii_graphic() || b == b' ') && b != b'"' && b != b'\\')
+}
+
+/// A statement's shape as tokens: its numbers as ones, its plain strings
+/// as `a`s, its doc comment as the mark.
 fn shape_tokens(tokens: &TokenStream, reading: &Reading) -> TokenStream {
     let mut rest = tokens.clone().into_iter().peekable();
     let mut out = TokenStream::new();
@@ -285,7 +411,8 @@ fn shape_tokens(tokens: &TokenStream, reading: &Reading) -> TokenStream {
     out
 }
 
-/// A token with every `usize` literal in it written as ones.
+/// A token with every `usize` literal in it written as ones, and every
+/// plain string literal as `a`s (only element shapes hold any).
 fn ones(t: TokenTree) -> TokenTree {
     match t {
         TokenTree::Literal(l) => {
@@ -294,6 +421,9 @@ fn ones(t: TokenTree) -> TokenTree {
                 Some(d) => {
                     let ones: String = std::iter::repeat_n('1', d.len()).collect();
                     TokenTree::Literal(Literal::usize_suffixed(ones.parse().unwrap_or(1)))
+                }
+                None if plain_string(&text) => {
+                    TokenTree::Literal(Literal::string(&"a".repeat(text.len() - 2)))
                 }
                 None => TokenTree::Literal(l),
             }
@@ -353,7 +483,7 @@ mod tests {
                 quote!(g[#a_lit..#e_lit].copy_from_slice(&ws[#n_lit..][..#e_lit]);),
             ] {
                 let want = format::statement(stmt.clone()).unwrap();
-                let got = templates.statement(stmt).unwrap();
+                let got = templates.statement(stmt, &mut BTreeSet::new()).unwrap();
                 assert_eq!(got, want);
             }
         }
@@ -379,7 +509,10 @@ mod tests {
             quote!(let x = 0x10usize;),
         ] {
             let want = format::statement(stmt.clone()).unwrap();
-            assert_eq!(templates.statement(stmt).unwrap(), want);
+            assert_eq!(
+                templates.statement(stmt, &mut BTreeSet::new()).unwrap(),
+                want
+            );
         }
     }
 }

@@ -49,6 +49,19 @@ impl Graph {
         Self::default()
     }
 
+    /// An empty graph with room for `nodes` nodes and `edges` operand
+    /// edges: a pass rebuilding a big graph grows none of its tables.
+    pub fn with_capacity(nodes: usize, edges: usize) -> Self {
+        Graph {
+            inner: StableDiGraph::with_capacity(nodes, edges),
+        }
+    }
+
+    /// The number of operand edges.
+    pub fn edge_count(&self) -> usize {
+        self.inner.edge_count()
+    }
+
     /// Appends a node after checking the op's arity and shape rule.
     pub fn add(&mut self, op: Op, operands: &[NodeId], span: Span) -> Result<NodeId, OpError> {
         let types: Vec<&TensorType> = operands.iter().map(|&n| &self.inner[n].ty).collect();
@@ -63,6 +76,29 @@ impl Graph {
             self.inner.add_edge(o, id, Operand(i as u8));
         }
         Ok(id)
+    }
+
+    /// Appends a node whose type the caller already knows: `ty` must be
+    /// what `op` infers from its operands' types (a pass copying a node
+    /// whose operands' types did not change), so the shape rule is not run
+    /// again.
+    pub(crate) fn add_typed(
+        &mut self,
+        op: Op,
+        operands: &[NodeId],
+        span: Span,
+        ty: TensorType,
+    ) -> NodeId {
+        let id = self.inner.add_node(Node {
+            op,
+            ty,
+            span,
+            name: None,
+        });
+        for (i, &o) in operands.iter().enumerate() {
+            self.inner.add_edge(o, id, Operand(i as u8));
+        }
+        id
     }
 
     /// Replaces a node's op and operands in place, keeping its index, name

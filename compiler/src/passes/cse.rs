@@ -16,7 +16,8 @@ impl Pass for Cse {
         "cse"
     }
     fn run(&self, tg: &mut TrainingGraph) -> Result<bool, Diagnostic> {
-        let mut seen: HashMap<(Op, Vec<NodeId>), NodeId> = HashMap::new();
+        // Sized for every node: growing it rehashed every op (issue 22).
+        let mut seen: HashMap<(Op, Vec<NodeId>), NodeId> = HashMap::with_capacity(tg.graph.len());
         let before = tg.graph.len();
         rebuild(
             tg,

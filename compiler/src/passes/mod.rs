@@ -127,7 +127,7 @@ pub fn rebuild(
     mut f: impl FnMut(&Graph, &Node, &[NodeId]) -> Result<Rewrite, OpError>,
 ) -> Result<bool, Diagnostic> {
     let old = &tg.graph;
-    let mut new = Graph::new();
+    let mut new = Graph::with_capacity(old.len(), old.edge_count());
     let mut map: Vec<Option<NodeId>> =
         vec![None; old.ids().map(|i| i.index() + 1).max().unwrap_or(0)];
     let mut forward_len = 0;
@@ -138,8 +138,8 @@ pub fn rebuild(
             continue;
         }
         let node = old.node(id);
-        let operands: Option<Vec<NodeId>> =
-            old.operands(id).iter().map(|o| map[o.index()]).collect();
+        let old_operands = old.operands(id);
+        let operands: Option<Vec<NodeId>> = old_operands.iter().map(|o| map[o.index()]).collect();
         let Some(operands) = operands else {
             return Err(internal(
                 node,
@@ -155,9 +155,20 @@ pub fn rebuild(
                 if op != node.op || ops != operands {
                     changed = true;
                 }
-                let n = new
-                    .add(op, &ops, node.span)
-                    .map_err(|e| internal(node, e.message))?;
+                // The same op over operands of the same types has the
+                // node's type: the shape rule is run only on what changed.
+                let same = op == node.op
+                    && ops.len() == old_operands.len()
+                    && ops
+                        .iter()
+                        .zip(&old_operands)
+                        .all(|(&n, &o)| new.ty(n) == old.ty(o));
+                let n = if same {
+                    new.add_typed(op, &ops, node.span, node.ty.clone())
+                } else {
+                    new.add(op, &ops, node.span)
+                        .map_err(|e| internal(node, e.message))?
+                };
                 if let Some(name) = &node.name {
                     new.set_name(n, name);
                 }
