@@ -526,24 +526,32 @@ impl SplitLayers<'_, '_> {
             )?;
             loaded.push(parts);
         }
-        // Every slice carries the replicated tail; the local copies must be
-        // the same bits, or the ranks had diverged when they saved and no
-        // copy is the run's.
+        // Every slice carries the replicated tail. The copies this rank
+        // reads (one per local shard) must be the same bits, or the ranks
+        // that wrote them had diverged and no copy is the run's. (A rank
+        // holding one shard has one copy: nothing to compare.)
+        let same_bits = |x: &[f32], y: &[f32]| {
+            x.len() == y.len() && x.iter().zip(y).all(|(p, q)| p.to_bits() == q.to_bits())
+        };
         if let Some((first, rest)) = loaded.split_first() {
             for (k, parts) in rest.iter().enumerate() {
                 let (a, b) = (&first[1], &parts[1]);
-                let same = a.optimizer == b.optimizer
-                    && a.params.len() == b.params.len()
-                    && a.params
+                let (oa, ob) = (&a.optimizer, &b.optimizer);
+                let same = same_bits(&a.params, &b.params)
+                    && oa.kind == ob.kind
+                    && oa.step == ob.step
+                    && oa.tensors.len() == ob.tensors.len()
+                    && oa
+                        .tensors
                         .iter()
-                        .zip(&b.params)
-                        .all(|(x, y)| x.to_bits() == y.to_bits());
+                        .zip(&ob.tensors)
+                        .all(|((na, ta), (nb, tb))| na == nb && same_bits(ta, tb));
                 if !same {
                     return Err(crate::checkpoint::CheckpointError::Corrupt {
                         path: dir.join(m.file_name(self.first + k + 1)),
                         reason: format!(
-                            "its copy of the replicated tail differs from slice {}'s: the ranks' \
-                             tails had diverged when the run was saved",
+                            "its copy of the replicated tail differs from slice {}'s: the ranks \
+                             that saved them had diverged",
                             self.first
                         ),
                     }

@@ -415,7 +415,7 @@ pub fn int8(
             b.report[line] = text;
         }
     }
-    let name = super::type_ident(&net.name);
+    let name = super::rust_ident(&net.name);
     let spec = format_ident!("{}_SPEC", screaming(&net.name));
     let values = b.values.iter().map(|&v| usize_lit(v));
     let steps = &b.steps;

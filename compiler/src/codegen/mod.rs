@@ -184,10 +184,6 @@ fn var(name: &str) -> Ident {
         "inputs",
         "outputs",
         "model",
-        "self",
-        "Self",
-        "super",
-        "crate",
     ];
     if TAKEN.contains(&name) {
         return format_ident!("{}_", name);
@@ -195,15 +191,10 @@ fn var(name: &str) -> Ident {
     rust_ident(name)
 }
 
-/// The network's name as the generated struct's identifier: a Rust keyword
-/// the language allows as a name (`static`, `type`, ...) becomes a raw
-/// identifier (`r#static`), and the four that cannot be raw get a `_`.
-fn type_ident(name: &str) -> Ident {
-    rust_ident(name)
-}
-
-/// `name` as an identifier: itself, a raw identifier for a Rust keyword
-/// (`r#static`), or with a `_` for the four keywords that cannot be raw.
+/// `name` (a user's input or output, the network's type) as an identifier:
+/// itself, a raw identifier for a Rust keyword the language allows as a
+/// name (`static`, `type`, ...: `r#static`), or with a `_` for the four
+/// keywords that cannot be raw.
 fn rust_ident(name: &str) -> Ident {
     if matches!(name, "self" | "Self" | "super" | "crate") {
         return format_ident!("{}_", name);

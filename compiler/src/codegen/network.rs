@@ -163,7 +163,7 @@ pub fn network_with(
         emit,
     )?;
 
-    let ty = super::type_ident(&net.name);
+    let ty = super::rust_ident(&net.name);
     let spec_name = format_ident!("{}_SPEC", spec::screaming(&net.name));
     let state_name = format_ident!("{}_STATE", spec::screaming(&net.name));
     let target = &*opts.target;

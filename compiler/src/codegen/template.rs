@@ -378,7 +378,8 @@ fn number(text: &str) -> Option<&str> {
 }
 
 /// Whether a literal is a string printed as it reads: ASCII without
-/// escapes, quotes or the `a`-only text of a shape's hole to confuse.
+/// escapes or quotes (one that reads like a hole's `a`s is a hole too,
+/// which is harmless: the hole prints it back).
 fn plain_string(text: &str) -> bool {
     text.len() >= 2
         && text.starts_with('"')

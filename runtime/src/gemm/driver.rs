@@ -128,6 +128,12 @@ pub fn reserve_workspaces() {
     rayon::broadcast(|_| reserve());
 }
 
+/// Whether the calling thread's packing buffers hold their reservation
+/// (what [`reserve_workspaces`] gives every thread).
+pub(crate) fn workspaces_ready() -> bool {
+    with_workspace(|ws| ws.a.capacity() >= WORKSPACE_MAX && ws.b.capacity() >= WORKSPACE_MAX)
+}
+
 /// `len` floats of `buf`, starting at a 64-byte boundary when the allocator
 /// allows it; grows `buf` only when it is too small.
 ///

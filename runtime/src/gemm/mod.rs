@@ -78,6 +78,7 @@ mod pack;
 pub(crate) mod tests;
 
 pub use driver::reserve_workspaces;
+pub(crate) use driver::workspaces_ready;
 pub(crate) use indexed::{indexed, indexed_is_fast, pack_panel, Indexed, INDEXED_BLOCK};
 
 use driver::{CPtr, Problem};

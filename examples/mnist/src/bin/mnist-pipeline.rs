@@ -164,15 +164,27 @@ fn run(args: &Args, world: &World) -> anyhow::Result<()> {
                     .collect();
                 handles
                     .into_iter()
-                    .map(|h| h.join().unwrap_or_else(|_| bail!("a replica panicked")))
+                    .map(|h| h.join().unwrap_or_else(|_| bail!(PANICKED)))
                     .collect()
             });
+            // A replica that returns an error stops the others, which then
+            // panic: report the error, not their panics.
+            let (panicked, failed): (Vec<_>, Vec<_>) = results
+                .iter()
+                .filter_map(|r| r.as_ref().err())
+                .partition(|e| e.to_string() == PANICKED);
+            if let Some(e) = failed.into_iter().chain(panicked).next() {
+                bail!("{e:#}");
+            }
             let mut all = results.into_iter().collect::<anyhow::Result<Vec<_>>>()?;
             all.swap_remove(0)
         }
     };
     write(args, &losses, &params)
 }
+
+/// What a replica thread that panicked reports.
+const PANICKED: &str = "a replica panicked";
 
 /// The reference: the unstaged network on whole batches; its parameters
 /// laid out as each stage's.

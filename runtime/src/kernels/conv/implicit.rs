@@ -218,6 +218,11 @@ pub(super) fn reserve_tables(p: &Plan) {
     });
 }
 
+/// Whether this thread's tables have the room [`reserve_tables`] gives.
+pub(super) fn tables_ready(p: &Plan) -> bool {
+    with_tables(|t| t.a.capacity() >= p.og && t.b.capacity() >= p.taps)
+}
+
 /// Forward: see [`super::conv2d_then`]; slices already checked.
 #[allow(clippy::too_many_arguments)]
 pub(super) fn conv2d(

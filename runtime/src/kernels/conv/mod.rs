@@ -115,7 +115,11 @@ pub fn conv2d_then(
     // Split across the pool (generated `predict`): each part takes its
     // thread's own scratch, since the workspace's region is one run's.
     let len = g.scratch_len();
-    let reserved = split::reserve_scratch(len, &|| {
+    let ready = || match &plan {
+        Some(p) => implicit::tables_ready(p),
+        None => crate::gemm::workspaces_ready(),
+    };
+    let reserved = split::reserve_scratch(len, &ready, &|| {
         if let Some(p) = &plan {
             implicit::reserve_tables(p);
         }

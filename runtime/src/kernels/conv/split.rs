@@ -100,12 +100,24 @@ fn grow(len: usize, also: &(dyn Fn() + Sync)) {
 
 /// Gives this thread and every thread of the current rayon pool `len`
 /// floats of part scratch (and runs `also` on each: the kernel's other
-/// per-thread buffers), unless this thread already has them. Which worker
-/// runs which part changes from call to call, so all of them get their
-/// buffers on the first split call: no later call allocates. Returns
-/// whether it reserved (this thread's scratch was short).
-pub(super) fn reserve_scratch(len: usize, also: &(dyn Fn() + Sync)) -> bool {
-    let short = SCRATCH.with(|s| s.try_borrow().map_or(true, |s| s.len() < len));
+/// per-thread buffers), unless this thread already has both (`ready` says
+/// whether it has the other buffers). Which worker runs which part changes
+/// from call to call, so all of them get their buffers on the first split
+/// call of each kernel that needs more than the ones before: no later call
+/// allocates. The calling thread stands for the pool, since every
+/// reservation covers it and every worker alike; a new calling thread
+/// reserves again (once). Returns whether it reserved.
+///
+/// `rayon::broadcast` needs every worker of the pool, as
+/// [`crate::gemm::reserve_workspaces`] does: a `predict` on a pool whose
+/// workers block outside rayon (on a lock, a channel, another process)
+/// waits for them.
+pub(super) fn reserve_scratch(
+    len: usize,
+    ready: &dyn Fn() -> bool,
+    also: &(dyn Fn() + Sync),
+) -> bool {
+    let short = SCRATCH.with(|s| s.try_borrow().map_or(true, |s| s.len() < len)) || !ready();
     if short {
         rayon::broadcast(|_| grow(len, also));
         grow(len, also);

@@ -24,7 +24,9 @@ pub(super) struct Buffers {
     qscratch: Vec<u8>,
 }
 
-/// Bytes of a chunk's largest value in an int8 run: a larger batch runs
+/// Elements of a chunk's largest value in an int8 run (bytes for the u8
+/// values int8 steps pass between them; an f32 value is 4 times that, which
+/// the margin below L2 absorbs): a larger batch runs
 /// in chunks of samples whose values stay in L2 between the step that
 /// writes them and the step that reads them (LeNet's first convolution
 /// writes 4.7 kB per sample: 1.2 MB for a batch of 256, beyond a 1 MB L2,
@@ -146,7 +148,8 @@ impl Buffers {
             )));
         }
         let chunk = chunk(plan);
-        if b > chunk {
+        // (A plan whose input or output is empty has nothing to cut.)
+        if b > chunk && ni > 0 && no > 0 {
             // Sample by sample the steps are independent (fixed activation
             // scales, per-row products), so chunks give the same bits.
             let (si, so) = (ni / b, no / b);
