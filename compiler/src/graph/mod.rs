@@ -66,16 +66,7 @@ impl Graph {
     pub fn add(&mut self, op: Op, operands: &[NodeId], span: Span) -> Result<NodeId, OpError> {
         let types: Vec<&TensorType> = operands.iter().map(|&n| &self.inner[n].ty).collect();
         let ty = op.infer(&types)?;
-        let id = self.inner.add_node(Node {
-            op,
-            ty,
-            span,
-            name: None,
-        });
-        for (i, &o) in operands.iter().enumerate() {
-            self.inner.add_edge(o, id, Operand(i as u8));
-        }
-        Ok(id)
+        Ok(self.add_typed(op, operands, span, ty))
     }
 
     /// Appends a node whose type the caller already knows: `ty` must be
